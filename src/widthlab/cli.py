@@ -3,6 +3,9 @@
     widthlab data fetch all          # obtain and verify MNIST and FashionMNIST
     widthlab data verify all         # re-hash every cached file
     widthlab data info               # where each dataset comes from
+    widthlab runs list               # the runs in the results store (./widthlab-runs)
+    widthlab runs show ID            # one run: fields, config, models
+    widthlab runs export ID --format parquet --out results/
 
 Errors a user can cause print one line, ``widthlab: error: ...``; misuse exits 2, other
 failures exit 1, and no traceback is shown. Command groups stay thin: each calls the Python API
@@ -121,6 +124,72 @@ def data_summary(name: str, data_dir: Path | None, val_size: int, seed: int) -> 
                 "per class": " ".join(map(str, counts)),
             })
     print_records(records, ["dataset", "split", "items", "x mean", "x std", "per class"])
+
+
+# ----------------------------------------------------------------------------------- runs
+store_option = click.option(
+    "--store",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("widthlab-runs"),
+    show_default="./widthlab-runs",
+    envvar="WIDTHLAB_STORE",
+    help="Results store folder (holds widthlab.sqlite) [env: WIDTHLAB_STORE].",
+)
+run_id_argument = click.argument("run_id", metavar="ID")
+
+
+@app.group("runs", context_settings=CONTEXT)
+def runs_group() -> None:
+    """List, show and export the runs in a results store.
+
+    ID may be any unique prefix of a run id.
+    """
+
+
+@runs_group.command("list")
+@store_option
+def runs_list(store: Path) -> None:
+    """One line per run: study, dataset, status, models, epochs, times."""
+    from widthlab.report.console import print_frame
+    from widthlab.store import Store
+
+    runs = Store(store).runs()
+    if runs.empty:
+        click.echo(f"no runs in {store}")
+        return
+    runs = runs.rename(columns={"n_models": "models", "n_failed": "failed",
+                                "epochs_done": "epochs"})
+    print_frame(runs, ["run_id", "study", "dataset", "status", "models", "failed", "epochs",
+                       "device", "created_at", "finished_at"], title=f"runs in {store}")
+
+
+@runs_group.command("show")
+@run_id_argument
+@store_option
+def runs_show(run_id: str, store: Path) -> None:
+    """A run's fields and config, and its models with status and last val/test accuracy."""
+    from widthlab.report.console import print_run
+    from widthlab.store import Store
+
+    st = Store(store)
+    run_id = st.resolve(run_id)
+    print_run(st.get_run(run_id), st.models(run_id), st.metrics(run_id, wide=True))
+
+
+@runs_group.command("export")
+@run_id_argument
+@click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), default="csv",
+              show_default=True, help="File format.")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=Path("."),
+              show_default=True, help="Folder to write the files into (created if needed).")
+@store_option
+def runs_export(run_id: str, fmt: str, out: Path, store: Path) -> None:
+    """Write ID-models, ID-metrics (one column per metric) and ID-neurons files; print paths."""
+    from widthlab.store import Store
+
+    st = Store(store)
+    for path in st.export(st.resolve(run_id), out, fmt):
+        click.echo(str(path))
 
 
 # ----------------------------------------------------------------------------------- main

@@ -59,3 +59,54 @@ def print_records(records: Sequence[dict], columns: Sequence[str]) -> None:
     for rec in records:
         table.add_row(*(str(rec.get(c, "")) for c in columns))
     console.print(table)
+
+
+def print_frame(frame, columns: Sequence[str] | None = None, title: str | None = None) -> None:
+    """A table of a pandas DataFrame (restricted to ``columns``); missing values print as '-'."""
+    columns = list(frame.columns if columns is None else columns)
+    table = Table(title=title)
+    for c in columns:
+        table.add_column(str(c))
+    for row in frame[columns].itertuples(index=False):
+        table.add_row(*("-" if _missing(v) else str(v) for v in row))
+    console.print(table)
+
+
+def print_run(run: dict, models, metrics) -> None:
+    """``widthlab runs show``: the run's fields, its config, and one line per model.
+
+    ``models`` and ``metrics`` are the frames of ``Store.models`` and ``Store.metrics(wide=True)``;
+    the models table gains the val/test accuracy of each model's last epoch when stored.
+    """
+    import json
+
+    for key, value in run.items():
+        if key != "config":
+            console.print(f"{key}: {json.dumps(value) if key == 'timings' else value}",
+                          highlight=False)
+    console.print("config:", highlight=False)
+    console.print(json.dumps(run["config"], indent=2, sort_keys=True), highlight=False)
+    models = models.copy()
+    columns = ["model", "name", "arch", "width", "seed", "variant", "status", "failed_epoch",
+               "failure"]
+    for name in ("accuracy", "acc"):
+        if name not in metrics.columns:
+            continue
+        for split in ("val", "test"):
+            rows = metrics[(metrics["split"] == split) & metrics[name].notna()]
+            last = rows.sort_values("epoch").groupby("model").tail(1).set_index("model")
+            if not last.empty:
+                col = f"{split} {name} (epoch)"
+                models[col] = [
+                    f"{last.at[m, name]:.4f} ({last.at[m, 'epoch']})" if m in last.index else None
+                    for m in models["model"]
+                ]
+                columns.append(col)
+    print_frame(models, columns, title=f"models of {run['run_id']}")
+
+
+def _missing(value) -> bool:
+    try:
+        return value is None or bool(value != value)  # None or NaN
+    except (TypeError, ValueError):  # arrays, lists
+        return False

@@ -1,0 +1,78 @@
+"""The bank's optimizer: every model's tensors stepped as separate parameters, in one call.
+
+Each model's parameters are views into the bank's stacked tensors, registered with
+``torch.optim.Adam`` (fused kernel where the device supports it) in one parameter group per
+``(lr, weight_decay)``. So a model trained in the bank gets exactly the update it would get alone,
+with its own learning rate and weight decay, and the whole bank is stepped by one fused call
+instead of a Python loop over models.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from widthlab.errors import UsageError
+from widthlab.nn.bank import MLPBank
+
+OPTIMIZERS = ("adam", "sgd")
+
+
+class BankOptimizer:
+    """Wraps a ``torch.optim`` optimizer over the per-model views of an :class:`MLPBank`.
+
+    Parameters
+    ----------
+    bank : MLPBank
+    lr : float
+        Learning rate of models whose spec does not set one.
+    kind : {"adam", "sgd"}
+    fused : bool or None
+        Use the fused Adam kernel; None picks it when the device supports it.
+    """
+
+    def __init__(self, bank: MLPBank, *, lr: float = 1e-3, kind: str = "adam",
+                 fused: bool | None = None, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, momentum: float = 0.0):
+        if kind not in OPTIMIZERS:
+            raise UsageError(f"unknown optimizer {kind!r}; choose one of {', '.join(OPTIMIZERS)}")
+        self.bank, self.kind = bank, kind
+        groups: dict[tuple[float, float], list[Tensor]] = {}
+        self.model_tensors: list[list[Tensor]] = []
+        for m, spec in enumerate(bank.specs):
+            tensors = []
+            for name, view, grad in bank.model_params(m):
+                view.grad = grad  # a view of the bank's persistent gradient
+                p_lr, wd = (spec.lr if spec.lr is not None else lr), spec.weight_decay
+                if name.startswith("modifiers."):
+                    mod = bank.modifiers[int(name.split(".")[1])]
+                    p_lr, wd = (mod.lr if mod.lr is not None else p_lr), 0.0
+                groups.setdefault((float(p_lr), float(wd)), []).append(view)
+                tensors.append(view)
+            self.model_tensors.append(tensors)
+        param_groups = [{"params": ps, "lr": g_lr, "weight_decay": wd}
+                        for (g_lr, wd), ps in groups.items()]
+        if kind == "adam":
+            if fused is None:
+                fused = bank.device.type in ("cpu", "cuda")
+            self.opt = torch.optim.Adam(param_groups, lr=lr, betas=betas, eps=eps, fused=fused)
+        else:
+            self.opt = torch.optim.SGD(param_groups, lr=lr, momentum=momentum)
+
+    def step(self) -> None:
+        self.opt.step()
+
+    def reset_model(self, m: int) -> None:
+        """Zero model ``m``'s parameters and optimizer state (a failed model stops moving)."""
+        with torch.no_grad():
+            for p in self.model_tensors[m]:
+                p.zero_()
+                for key, value in self.opt.state.get(p, {}).items():
+                    if key != "step" and torch.is_tensor(value):
+                        value.zero_()
+
+    def state_dict(self) -> dict:
+        return self.opt.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.opt.load_state_dict(state)

@@ -1,0 +1,385 @@
+"""The training engine: one minibatch stream, many models, resumable, with neuron statistics.
+
+    from widthlab.engine import TrainConfig, train
+    from widthlab.nn import ModelSpec
+    specs = [ModelSpec((w,), seed=s) for w in (64, 128, 256) for s in range(3)]
+    run_id = train(specs, TrainConfig(dataset="mnist", epochs=3), store="widthlab-runs")
+
+What one epoch does, for every model of the bank at once:
+
+1. shuffle the training split with a generator seeded by ``(data_seed, epoch)`` (so a resumed
+   run sees exactly the batches it would have seen), step through it in minibatches, and sum
+   the per-model losses (each model's gradient is its own);
+2. check every model's loss and parameters: a NaN or inf marks the model failed, zeroes it and
+   its optimizer state, and takes it out of the loss (its neighbours never see it);
+3. evaluate loss and accuracy on the validation and test splits, and on the requested epochs
+   stream per-neuron statistics over a split (mean/std after ReLU, dead mask, optionally the
+   pre-activation covariance for PCA);
+4. write a checkpoint (temporary file, then rename) and commit the epoch's metrics, arrays and
+   the checkpoint's row in one SQLite transaction.
+
+A run is identified by a fingerprint of everything that changes its numbers (data, models,
+hyper-parameters, precision, code version of the engine's math). Calling :func:`train` again with
+the same arguments resumes from the newest checkpoint, or returns at once if the run is done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from widthlab import __version__
+from widthlab.data.tensors import DatasetSplits, Split, load_splits
+from widthlab.engine.optim import BankOptimizer
+from widthlab.engine.stats import RunningCovariance, RunningMoments
+from widthlab.errors import UsageError
+from widthlab.nn.bank import MLPBank, ModelSpec
+from widthlab.store import ArrayRow, MetricRow, Store
+
+# Bump when a change to the engine changes stored numbers: old runs are then not resumed.
+ENGINE_VERSION = 1
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run besides its models (defaults follow the journal)."""
+
+    dataset: str = "mnist"          # mnist | fashion-mnist (or the name of splits passed in)
+    epochs: int = 1
+    batch_size: int = 128
+    lr: float = 1e-3                # models may override it (ModelSpec.lr)
+    optimizer: str = "adam"         # adam | sgd
+    data_seed: int = 0              # train/val split and minibatch order
+    val_size: int = 5000
+    train_size: int | None = None   # use only the first N training samples (quick runs)
+    device: str = "auto"            # cpu | cuda | auto
+    precision: str = "fp32"         # fp32 | bf16 (autocast; master weights stay fp32)
+    eval_batch_size: int = 1000
+    eval_splits: tuple[str, ...] = ("val", "test")
+    stats_split: str = "train"      # split over which neuron statistics are streamed
+    stats_epochs: str | tuple[int, ...] = "last"   # "last", "all", "none" or epoch numbers
+    preact_cov: bool = False        # also stream the pre-activation covariance (PCA)
+    chunk: int = 1024               # hidden units per first-layer GEMM call
+    study: str = "train"            # label stored with the run
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise UsageError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1 or self.eval_batch_size < 1:
+            raise UsageError("batch sizes must be >= 1")
+        if not (self.lr >= 0 and math.isfinite(self.lr)):
+            raise UsageError(f"lr must be a finite number >= 0, got {self.lr}")
+        if self.precision not in PRECISIONS:
+            raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, "
+                             f"got {self.precision!r}")
+        if self.device not in ("cpu", "cuda", "auto") and not self.device.startswith("cuda:"):
+            raise UsageError(f"device must be cpu, cuda or auto, got {self.device!r}")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise UsageError("device 'cuda' asked for but no CUDA GPU is visible; "
+                             "use --device cpu (or auto)")
+        if isinstance(self.stats_epochs, str):
+            if self.stats_epochs not in ("last", "all", "none"):
+                raise UsageError("stats_epochs must be 'last', 'all', 'none' or epoch numbers")
+        else:
+            self.stats_epochs = tuple(int(e) for e in self.stats_epochs)
+        self.eval_splits = tuple(self.eval_splits)
+        for s in (*self.eval_splits, self.stats_split):
+            if s not in ("train", "val", "test"):
+                raise UsageError(f"unknown split {s!r}; choose train, val or test")
+
+    def resolved_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+    def wants_stats(self, epoch: int) -> bool:
+        if self.stats_epochs == "none":
+            return False
+        if self.stats_epochs == "all":
+            return True
+        if self.stats_epochs == "last":
+            return epoch == self.epochs
+        return epoch in self.stats_epochs
+
+
+def fingerprint(cfg: TrainConfig, specs: Sequence[ModelSpec], modifiers: Sequence[dict],
+                data_id: str) -> str:
+    """Hash of everything that changes a run's numbers (not the device or progress settings)."""
+    c = asdict(cfg)
+    for key in ("device", "eval_batch_size"):
+        c.pop(key)
+    blob = json.dumps({"engine": ENGINE_VERSION, "config": c, "data": data_id,
+                       "models": [s.to_dict() for s in specs], "modifiers": list(modifiers)},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def epoch_order(n: int, data_seed: int, epoch: int, device: torch.device) -> Tensor:
+    """The permutation of the training split for ``epoch`` (depends on nothing else)."""
+    g = torch.Generator().manual_seed(int(data_seed) * 1_000_003 + int(epoch))
+    return torch.randperm(n, generator=g).to(device)
+
+
+@dataclass
+class EvalResult:
+    """Per-model sums over one pass; ``moments``/``cov`` only when statistics were asked."""
+
+    n: int
+    loss: Tensor   # (M,) mean loss
+    acc: Tensor    # (M,) accuracy in [0, 1]
+    moments: RunningMoments | None = None
+    cov: RunningCovariance | None = None
+
+
+@torch.no_grad()
+def evaluate(bank: MLPBank, split: Split, *, batch_size: int = 1000, stats: bool = False,
+             preact_cov: bool = False, precision: str = "fp32") -> EvalResult:
+    """Loss and accuracy of every model on ``split``; optionally stream neuron statistics."""
+    dev = bank.device
+    loss_sum = torch.zeros(bank.n_models, dtype=torch.float64, device=dev)
+    correct = torch.zeros(bank.n_models, dtype=torch.long, device=dev)
+    moments = RunningMoments(bank.n_hidden, device=dev) if stats else None
+    cov = RunningCovariance(bank.slices, device=dev) if (stats and preact_cov) else None
+    for i in range(0, len(split), batch_size):
+        x, y = split.x[i:i + batch_size], split.y[i:i + batch_size]
+        with _autocast(dev, precision):
+            z, a = bank.hidden(x, track=False)
+            logits = bank.head(a).float()
+        loss_sum += bank.per_model_loss(logits, y).double() * len(y)
+        correct += (logits.argmax(-1) == y[:, None]).sum(0)
+        if moments is not None:
+            moments.update(a)
+        if cov is not None:
+            cov.update(z)
+    n = len(split)
+    return EvalResult(n, loss_sum / max(n, 1), correct.double() / max(n, 1), moments, cov)
+
+
+def _autocast(device: torch.device, precision: str):
+    return torch.autocast(device.type, dtype=PRECISIONS[precision],
+                          enabled=precision != "fp32")
+
+
+@dataclass
+class _State:
+    """What a checkpoint holds besides the bank and the optimizer."""
+
+    epoch: int = 0
+    alive: list[bool] = field(default_factory=list)
+    train_s: float = 0.0
+    eval_s: float = 0.0
+    steps: int = 0
+
+
+class Engine:
+    """Trains one bank of models on one dataset; see :func:`train` for the usual entry point.
+
+    Parameters
+    ----------
+    specs : sequence of ModelSpec
+    cfg : TrainConfig
+    store : Store or path
+    modifiers : callables returning a fresh modifier each (the bank is rebuilt on resume)
+    data : DatasetSplits, optional
+        Use these splits instead of loading ``cfg.dataset`` (tests, custom data).
+    """
+
+    def __init__(self, specs: Sequence[ModelSpec], cfg: TrainConfig,
+                 store: Store | str = "widthlab-runs", *,
+                 modifiers: Sequence[Callable[[], torch.nn.Module]] = (),
+                 data: DatasetSplits | None = None, progress: bool = True):
+        self.specs, self.cfg = list(specs), cfg
+        self.store = store if isinstance(store, Store) else Store(store)
+        self.device = cfg.resolved_device()
+        self.progress = progress
+        if data is None:
+            data = load_splits(cfg.dataset, val_size=cfg.val_size, seed=cfg.data_seed)
+        if cfg.train_size is not None:
+            if not 0 < cfg.train_size <= len(data.train):
+                raise UsageError(f"train_size must be in [1, {len(data.train)}], "
+                                 f"got {cfg.train_size}")
+            data = DatasetSplits(data.name, Split(data.train.x[:cfg.train_size],
+                                                  data.train.y[:cfg.train_size]),
+                                 data.val, data.test, data.mean, data.std, data.seed)
+        self.data = data.to(self.device)
+        self.bank = MLPBank(self.specs, self.data.train.x.shape[1], 10, chunk=cfg.chunk,
+                            device=self.device)
+        self.bank.compute_dtype = PRECISIONS[cfg.precision]
+        for make in modifiers:
+            self.bank.add_modifier(make())
+        self.opt = BankOptimizer(self.bank, lr=cfg.lr, kind=cfg.optimizer)
+        mods = [m.describe() if hasattr(m, "describe") else {"kind": type(m).__name__}
+                for m in self.bank.modifiers]
+        data_id = f"{data.name}:{len(data.train)}:{len(data.val)}:{len(data.test)}"
+        self.run_id = f"{cfg.study}-{data.name}-{fingerprint(cfg, self.specs, mods, data_id)[:12]}"
+        self.modifier_config = mods
+        self.state = _State(alive=[True] * self.bank.n_models)
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> str:
+        """Train (or resume, or skip if done); returns the run id."""
+        info = self.store.get_run(self.run_id)
+        if info is not None and info["status"] == "done":
+            return self.run_id
+        if info is None:
+            self.store.create_run(
+                self.run_id, study=self.cfg.study, dataset=self.data.name,
+                config={**asdict(self.cfg), "modifiers": self.modifier_config,
+                        "device": str(self.device)},
+                models=[s.to_dict() for s in self.specs], seed=self.cfg.data_seed,
+                device=str(self.device), precision=self.cfg.precision,
+                code_version=f"widthlab {__version__} engine {ENGINE_VERSION}")
+        else:
+            self._resume()
+        from widthlab.report.progress import step_progress
+
+        n_train = len(self.data.train)
+        steps_per_epoch = math.ceil(n_train / self.cfg.batch_size)
+        todo = (self.cfg.epochs - self.state.epoch) * steps_per_epoch
+        with step_progress(todo, f"{self.run_id}", quiet=not self.progress) as advance:
+            while self.state.epoch < self.cfg.epochs:
+                self._epoch(self.state.epoch + 1, advance)
+        self.store.finish_run(self.run_id, "done", timings=self._timings())
+        return self.run_id
+
+    def _resume(self) -> None:
+        found = self.store.latest_checkpoint(self.run_id)
+        if found is None:
+            self.store.rollback(self.run_id, 0)
+            return
+        epoch, ckpt = found
+        self.bank.load_state_dict(ckpt["bank"])
+        self.opt.load_state_dict(ckpt["optimizer"])
+        self.state = _State(**ckpt["state"])
+        self.store.rollback(self.run_id, epoch)
+
+    def _timings(self) -> dict:
+        s = self.state
+        return {"train_s": round(s.train_s, 3), "eval_s": round(s.eval_s, 3), "steps": s.steps,
+                "ms_per_step": round(1e3 * s.train_s / max(s.steps, 1), 3)}
+
+    def _epoch(self, epoch: int, advance: Callable[[int], None]) -> None:
+        cfg, bank, dev = self.cfg, self.bank, self.device
+        train = self.data.train
+        alive = torch.tensor(self.state.alive, dtype=torch.float32, device=dev)
+        loss_sum = torch.zeros(bank.n_models, dtype=torch.float64, device=dev)
+        correct = torch.zeros(bank.n_models, dtype=torch.long, device=dev)
+        finite = torch.ones(bank.n_models, dtype=torch.bool, device=dev)
+        order = epoch_order(len(train), cfg.data_seed, epoch, dev)
+        t0 = time.perf_counter()
+        n_steps = 0
+        for i in range(0, len(train), cfg.batch_size):
+            idx = order[i:i + cfg.batch_size]
+            x, y = train.x.index_select(0, idx), train.y.index_select(0, idx)
+            with _autocast(dev, cfg.precision):
+                logits = bank(x).float()  # (B, M, C)
+            ce = bank.per_model_loss(logits, y)  # (M,)
+            pen = bank.penalty()
+            loss = ce if pen is None else ce + pen.float()
+            bank.zero_grad()
+            (loss * alive).sum().backward()
+            self.opt.step()
+            with torch.no_grad():
+                loss_sum += ce.double() * len(y)
+                correct += (logits.argmax(-1) == y[:, None]).sum(0)
+                finite &= torch.isfinite(loss)
+            n_steps += 1
+            advance(1)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        self.state.train_s += time.perf_counter() - t0
+        self.state.steps += n_steps
+
+        t1 = time.perf_counter()
+        failures = self._check_models(finite, epoch)
+        metrics: list[MetricRow] = []
+        arrays: list[ArrayRow] = []
+        live = [m for m in range(bank.n_models) if self.state.alive[m]]
+        run_loss = (loss_sum / len(train)).tolist()
+        run_acc = (correct.double() / len(train)).tolist()
+        for m in live:
+            metrics += [MetricRow(m, epoch, "train", "loss_running", run_loss[m]),
+                        MetricRow(m, epoch, "train", "acc_running", run_acc[m])]
+        splits = list(cfg.eval_splits)
+        want_stats = cfg.wants_stats(epoch)
+        if want_stats and cfg.stats_split not in splits:
+            splits.append(cfg.stats_split)
+        for name in splits:
+            stats = want_stats and name == cfg.stats_split
+            res = evaluate(bank, self.data.split(name), batch_size=cfg.eval_batch_size,
+                           stats=stats, preact_cov=stats and cfg.preact_cov,
+                           precision=cfg.precision)
+            loss_l, acc_l = res.loss.tolist(), res.acc.tolist()
+            for m in live:
+                metrics += [MetricRow(m, epoch, name, "loss", loss_l[m]),
+                            MetricRow(m, epoch, name, "acc", acc_l[m])]
+            if stats:
+                metrics_s, arrays_s = self._neuron_arrays(res, epoch, live, name)
+                metrics += metrics_s
+                arrays += arrays_s
+        self.state.eval_s += time.perf_counter() - t1
+        self.state.epoch = epoch
+        path = self.store.save_checkpoint(self.run_id, epoch, {
+            "bank": bank.state_dict(), "optimizer": self.opt.state_dict(),
+            "state": asdict(self.state)})
+        self.store.commit_epoch(self.run_id, epoch, metrics=metrics, arrays=arrays,
+                                checkpoint=path, failures=failures, timings=self._timings())
+
+    def _check_models(self, finite_loss: Tensor, epoch: int) -> list[tuple[int, int, str]]:
+        """Mark models whose loss or parameters went non-finite; zero them."""
+        failures = []
+        finite_loss = finite_loss.tolist()
+        for m in range(self.bank.n_models):
+            if not self.state.alive[m]:
+                continue
+            reason = None
+            if not finite_loss[m]:
+                reason = "loss became NaN or inf"
+            elif not all(bool(torch.isfinite(p).all()) for p in self.opt.model_tensors[m]):
+                reason = "parameters became NaN or inf"
+            if reason:
+                lr = self.specs[m].lr if self.specs[m].lr is not None else self.cfg.lr
+                failures.append((m, epoch, f"{reason} during epoch {epoch} at lr {lr:g} "
+                                           "(lower the learning rate)"))
+                self.state.alive[m] = False
+                self.opt.reset_model(m)
+        return failures
+
+    def _neuron_arrays(self, res: EvalResult, epoch: int, live: list[int], split: str):
+        mom = res.moments
+        mean = mom.mean.cpu().numpy()
+        std = mom.std(ddof=0).cpu().numpy()
+        active = mom.active.cpu().numpy()
+        metrics, arrays = [], []
+        for m in live:
+            a, b = self.bank.slices[m]
+            arrays += [ArrayRow(m, epoch, "act_mean", mean[a:b].copy()),
+                       ArrayRow(m, epoch, "act_std", std[a:b].copy()),
+                       ArrayRow(m, epoch, "dead", (~active[a:b]).astype(np.uint8))]
+            metrics += [MetricRow(m, epoch, split, "dead", float((~active[a:b]).sum())),
+                        MetricRow(m, epoch, split, "total_std", float(std[a:b].sum()))]
+            if res.cov is not None:
+                arrays += [ArrayRow(m, epoch, "pre_mean", res.cov.mean(m).cpu().numpy()),
+                           ArrayRow(m, epoch, "pre_cov", res.cov.covariance(m).cpu().numpy())]
+        return metrics, arrays
+
+
+def train(specs: Sequence[ModelSpec], cfg: TrainConfig | None = None,
+          store: Store | str = "widthlab-runs", *,
+          modifiers: Sequence[Callable[[], torch.nn.Module]] = (),
+          data: DatasetSplits | None = None, progress: bool = True) -> str:
+    """Train ``specs`` together (or resume / skip a run with the same fingerprint).
+
+    Returns the run id; read results with ``Store(store).metrics(run_id)`` and friends.
+    """
+    return Engine(specs, cfg or TrainConfig(), store, modifiers=modifiers, data=data,
+                  progress=progress).run()

@@ -1,0 +1,365 @@
+"""A bank of many MLPs trained at once: one wide first-layer GEMM, grouped later layers.
+
+Every model in the bank is ``in -> h1 -> ... -> hk -> out`` with ReLU, and every model sees the
+same input batch. The bank is *mathematically* the set of independent models:
+
+* layer 1 of all models is one weight matrix ``W0`` of shape ``(H, in)`` where ``H`` is the sum of
+  the first hidden widths; its product with the batch is one GEMM, split into column chunks of
+  ``chunk`` units because a (128 x 784) @ (784 x 15000) product runs ~1.6x faster in cache-sized
+  pieces on a 2-core CPU than in one call (see ``benchmarks/bench_engine.py``);
+* later layers are grouped by architecture: models with the same widths share a stacked weight
+  ``(n, out, in)`` and one batched matmul (``einsum``);
+* the loss is a vector with one entry per model; the engine sums it, so each model's gradient
+  is exactly its own.
+
+Hidden units of one model are contiguous: ``bank.slices[m]`` is model ``m``'s column range in the
+``(B, H)`` first-layer activations, in the model's own neuron order. ``bank.model_params(m)``
+gives each model's parameters as views, which the optimizer steps as separate tensors (per-model
+learning rate and weight decay), and ``bank.export(m)`` gives a plain :class:`MLP` for a model.
+
+Layer kinds that change the width while training (flexible cut-off, gates) plug in as
+*modifiers*: a module that rescales the first-layer activations per hidden unit and adds a
+per-model penalty (see :class:`widthlab.nn.modifiers.Modifier`).
+
+Example::
+
+    bank = MLPBank([ModelSpec((64,), seed=0), ModelSpec((128,), seed=0)])
+    loss = bank.loss(x, y)          # (M,) one cross-entropy per model
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from widthlab.errors import UsageError
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model of a bank.
+
+    Parameters
+    ----------
+    hidden : tuple of int
+        Hidden widths, e.g. ``(256,)`` for the journal's one-hidden-layer MLP.
+    seed : int
+        Initialisation seed (``torch.manual_seed(seed)`` followed by ``nn.Linear`` layers gives
+        the same weights).
+    lr : float or None
+        Learning rate of this model; ``None`` uses the run's learning rate.
+    weight_decay : float
+        L2 penalty, as ``torch.optim.Adam(weight_decay=...)`` applies it.
+    variant : str
+        Free label (``"relu"``, ``"flexible"``, ...) stored with the results.
+    options : tuple of (str, value)
+        Extra, hashable settings stored with the results (used by modifiers).
+    """
+
+    hidden: tuple[int, ...]
+    seed: int = 0
+    lr: float | None = None
+    weight_decay: float = 0.0
+    variant: str = "relu"
+    options: tuple[tuple[str, object], ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        hidden = tuple(int(h) for h in (self.hidden if isinstance(self.hidden, Sequence)
+                                        else (self.hidden,)))
+        object.__setattr__(self, "hidden", hidden)
+        if not hidden or any(h < 1 for h in hidden):
+            raise UsageError(f"hidden widths must be positive integers, got {self.hidden!r}")
+        if self.lr is not None and not (self.lr >= 0 and math.isfinite(self.lr)):
+            raise UsageError(f"lr must be a finite number >= 0, got {self.lr!r}")
+        if not self.weight_decay >= 0:
+            raise UsageError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+
+    @property
+    def width(self) -> int:
+        """Width of the first hidden layer."""
+        return self.hidden[0]
+
+    @property
+    def name(self) -> str:
+        arch = "x".join(str(h) for h in self.hidden)
+        return f"{self.variant}-{arch}-s{self.seed}"
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "arch": list(self.hidden), "seed": self.seed,
+                "variant": self.variant,
+                "options": {"lr": self.lr, "weight_decay": self.weight_decay,
+                            **dict(self.options)}}
+
+
+def init_linear(out_features: int, in_features: int, generator: torch.Generator
+                ) -> tuple[Tensor, Tensor]:
+    """``nn.Linear``'s default initialisation, drawn from ``generator`` (weight, then bias)."""
+    bound = 1.0 / math.sqrt(in_features)
+    # kaiming_uniform_(a=sqrt(5)) on the weight and the bias rule both give U(-bound, bound).
+    w = torch.empty(out_features, in_features).uniform_(-bound, bound, generator=generator)
+    b = torch.empty(out_features).uniform_(-bound, bound, generator=generator)
+    return w, b
+
+
+def init_mlp(sizes: Sequence[int], seed: int) -> list[tuple[Tensor, Tensor]]:
+    """Weights of an MLP with layer sizes ``sizes`` (``[in, h1, ..., out]``), seeded."""
+    g = torch.Generator().manual_seed(int(seed))
+    return [init_linear(o, i, g) for i, o in zip(sizes[:-1], sizes[1:], strict=False)]
+
+
+class MLP(nn.Module):
+    """A plain ReLU MLP: the reference a bank member is equal to (and what ``export`` returns)."""
+
+    def __init__(self, sizes: Sequence[int], seed: int = 0):
+        super().__init__()
+        self.sizes = list(sizes)
+        self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in zip(sizes[:-1], sizes[1:],
+                                                                      strict=False))
+        with torch.no_grad():
+            for layer, (w, b) in zip(self.layers, init_mlp(sizes, seed), strict=True):
+                layer.weight.copy_(w)
+                layer.bias.copy_(b)
+
+    def forward(self, x: Tensor) -> Tensor:
+        for layer in self.layers[:-1]:
+            x = F.relu(layer(x))
+        return self.layers[-1](x)
+
+
+def _grad(p: Tensor) -> Tensor:
+    if p.grad is None:
+        raise RuntimeError("call MLPBank.init_grads() before taking gradient views")
+    return p.grad
+
+
+class _WideLinear(torch.autograd.Function):
+    """``x @ W.T + b`` computed in column chunks; the weight gradient is written straight into a
+    persistent buffer (no allocation, no accumulation pass) and no input gradient is formed."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, grad_buffer: Tensor | None,
+                chunk: int, compute_dtype: torch.dtype) -> Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            n, h = x.shape[0], weight.shape[0]
+            xc = x.to(compute_dtype)
+            out = torch.empty(n, h, dtype=torch.float32, device=x.device)  # (B, H)
+            for i in range(0, h, chunk):
+                j = min(i + chunk, h)
+                if compute_dtype == torch.float32:
+                    torch.addmm(bias[i:j], xc, weight[i:j].t(), out=out[:, i:j])
+                else:
+                    out[:, i:j] = torch.addmm(bias[i:j].to(compute_dtype), xc,
+                                              weight[i:j].to(compute_dtype).t())
+        ctx.save_for_backward(xc)
+        ctx.grad_buffer, ctx.chunk = grad_buffer, chunk
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        (xc,) = ctx.saved_tensors
+        buf = ctx.grad_buffer
+        if buf is not None:
+            g = grad_out.to(xc.dtype)
+            for i in range(0, buf.shape[0], ctx.chunk):
+                j = min(i + ctx.chunk, buf.shape[0])
+                if xc.dtype == buf.dtype:
+                    torch.mm(g[:, i:j].t(), xc, out=buf[i:j])
+                else:
+                    buf[i:j] = torch.mm(g[:, i:j].t(), xc)
+        return None, None, grad_out.sum(0), None, None, None
+
+
+class MLPBank(nn.Module):
+    """Many ReLU MLPs with shared input, trained as one module.
+
+    Parameters
+    ----------
+    specs : sequence of ModelSpec
+        The models, in the order results are reported.
+    in_features, out_features : int
+        784 and 10 for MNIST-like data.
+    chunk : int
+        Hidden units per first-layer GEMM call (performance only; results do not depend on it
+        beyond float rounding).
+    device : torch device
+    """
+
+    def __init__(self, specs: Sequence[ModelSpec], in_features: int = 784,
+                 out_features: int = 10, *, chunk: int = 1024,
+                 device: torch.device | str = "cpu"):
+        super().__init__()
+        if not specs:
+            raise UsageError("a bank needs at least one ModelSpec")
+        if chunk < 1:
+            raise UsageError(f"chunk must be >= 1, got {chunk}")
+        self.specs = list(specs)
+        self.in_features, self.out_features, self.chunk = in_features, out_features, chunk
+        self.compute_dtype = torch.float32
+
+        # Group models by architecture; a group's models are contiguous in every layer.
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for m, s in enumerate(self.specs):
+            groups.setdefault(s.hidden, []).append(m)
+        self.groups = list(groups.items())  # [(arch, [model indices])]
+        self.slices: list[tuple[int, int]] = [(0, 0)] * len(self.specs)
+        self._where: list[tuple[int, int]] = [(0, 0)] * len(self.specs)  # (group, position)
+        self.group_cols: list[tuple[int, int]] = []
+        order, col = [], 0
+        for g, (arch, members) in enumerate(self.groups):
+            start = col
+            for k, m in enumerate(members):
+                self.slices[m] = (col, col + arch[0])
+                self._where[m] = (g, k)
+                col += arch[0]
+                order.append(m)
+            self.group_cols.append((start, col))
+        self.n_hidden = col
+        # logits are produced group by group; this puts them back in model order
+        self.register_buffer("_inverse", torch.argsort(torch.tensor(order)), persistent=False)
+
+        inits = [init_mlp([in_features, *s.hidden, out_features], s.seed) for s in self.specs]
+        self.w0 = nn.Parameter(torch.cat([inits[m][0][0] for m in order]), requires_grad=False)
+        self.b0 = nn.Parameter(torch.cat([inits[m][0][1] for m in order]))
+        self.weights = nn.ParameterList()  # per group, per later layer: (n, out, in)
+        self.biases = nn.ParameterList()   # (n, out)
+        for arch, members in self.groups:
+            for layer in range(1, len(arch) + 1):
+                self.weights.append(nn.Parameter(torch.stack([inits[m][layer][0]
+                                                              for m in members])))
+                self.biases.append(nn.Parameter(torch.stack([inits[m][layer][1]
+                                                             for m in members])))
+        self._layer_index = []  # group -> index of its first later layer in weights
+        i = 0
+        for arch, _ in self.groups:
+            self._layer_index.append(i)
+            i += len(arch)
+        self.modifiers = nn.ModuleList()
+        self.to(device)
+        self.w0_grad = torch.zeros_like(self.w0)  # written by the backward pass, (H, in)
+        self.init_grads()
+
+    # ------------------------------------------------------------------ structure
+    @property
+    def n_models(self) -> int:
+        return len(self.specs)
+
+    @property
+    def device(self) -> torch.device:
+        return self.b0.device
+
+    def add_modifier(self, modifier: nn.Module) -> None:
+        """Attach a modifier (gates, flexible cut-off) acting on the first hidden layer."""
+        modifier.attach(self)
+        self.modifiers.append(modifier.to(self.device))
+        self.init_grads()
+
+    def trainable(self) -> list[Tensor]:
+        """The bank-level tensors that receive gradients (``w0`` via its own buffer)."""
+        return [self.b0, *self.weights, *self.biases] + [
+            p for mod in self.modifiers for p in mod.parameters()]
+
+    def model_params(self, m: int) -> list[tuple[str, Tensor, Tensor]]:
+        """Model ``m``'s parameters as ``(name, view, gradient view)``, in :class:`MLP` order
+        followed by the modifiers' parameters. Call :meth:`init_grads` first."""
+        a, b = self.slices[m]
+        g, k = self._where[m]
+        base = self._layer_index[g]
+        out = [("layers.0.weight", self.w0.detach()[a:b], self.w0_grad[a:b]),
+               ("layers.0.bias", self.b0.detach()[a:b], _grad(self.b0)[a:b])]
+        for layer in range(len(self.specs[m].hidden)):
+            w, bias = self.weights[base + layer], self.biases[base + layer]
+            out.append((f"layers.{layer + 1}.weight", w.detach()[k], _grad(w)[k]))
+            out.append((f"layers.{layer + 1}.bias", bias.detach()[k], _grad(bias)[k]))
+        for i, mod in enumerate(self.modifiers):
+            out += [(f"modifiers.{i}.{n}", v, gv) for n, v, gv in mod.model_params(m)]
+        return out
+
+    def init_grads(self) -> None:
+        """Allocate the persistent gradients (so optimizer views stay valid across steps)."""
+        for p in self.trainable():
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+
+    def zero_grad(self, set_to_none: bool = False) -> None:  # noqa: D102 - keep buffers
+        for p in self.trainable():
+            if p.grad is not None:
+                p.grad.zero_()
+        # w0_grad is overwritten by the backward pass, never accumulated.
+
+    def export(self, m: int) -> MLP:
+        """A standalone :class:`MLP` equal to model ``m`` (copies of its current weights)."""
+        spec = self.specs[m]
+        mlp = MLP([self.in_features, *spec.hidden, self.out_features], seed=spec.seed)
+        params = [t for t in self.model_params(m) if t[0].startswith("layers.")]
+        with torch.no_grad():
+            for (name, view, _), (pname, p) in zip(params, mlp.named_parameters(), strict=True):
+                assert name == pname, (name, pname)
+                p.copy_(view)
+        return mlp.to(self.device)
+
+    # ------------------------------------------------------------------ compute
+    def hidden(self, x: Tensor, *, track: bool = True) -> tuple[Tensor, Tensor]:
+        """First-layer pre-activations and (modified) activations, both ``(B, H)``."""
+        if x.dim() != 2 or x.shape[1] != self.in_features:
+            raise UsageError(f"input must have shape (B, {self.in_features}), "
+                             f"got {tuple(x.shape)}")
+        buf = self.w0_grad if (track and torch.is_grad_enabled()) else None
+        z = _WideLinear.apply(x, self.w0, self.b0, buf, self.chunk, self.compute_dtype)
+        a = F.relu(z)
+        for mod in self.modifiers:
+            a = mod(a)
+        return z, a
+
+    def head(self, a: Tensor) -> Tensor:
+        """Later layers from the first-layer activations ``(B, H)`` to logits ``(B, M, out)``."""
+        n = a.shape[0]
+        outs = []
+        for g, (arch, members) in enumerate(self.groups):
+            c0, c1 = self.group_cols[g]
+            h = a[:, c0:c1].reshape(n, len(members), arch[0])  # (B, n, w)
+            base = self._layer_index[g]
+            for layer in range(len(arch)):
+                w, b = self.weights[base + layer], self.biases[base + layer]
+                h = torch.einsum("bni,noi->bno", h, w) + b  # (B, n, out)
+                if layer < len(arch) - 1:
+                    h = F.relu(h)
+            outs.append(h)
+        logits = torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]
+        return logits if len(outs) == 1 else logits.index_select(1, self._inverse)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits of every model, ``(B, M, out)``."""
+        return self.head(self.hidden(x)[1])
+
+    def penalty(self) -> Tensor | None:
+        """Sum of the modifiers' per-model penalties, ``(M,)``, or None without modifiers."""
+        pens = [mod.penalty() for mod in self.modifiers]
+        pens = [p for p in pens if p is not None]
+        return torch.stack(pens).sum(0) if pens else None
+
+    @staticmethod
+    def per_model_loss(logits: Tensor, y: Tensor) -> Tensor:
+        """Mean cross-entropy of each model, ``(M,)``, from logits ``(B, M, C)``."""
+        n, m, _ = logits.shape
+        ce = F.cross_entropy(logits.transpose(1, 2), y[:, None].expand(n, m),
+                             reduction="none")  # (B, M)
+        return ce.mean(0)
+
+    def loss(self, x: Tensor, y: Tensor) -> Tensor:
+        """Per-model loss ``(M,)``: cross-entropy plus the modifiers' penalties."""
+        loss = self.per_model_loss(self(x), y)
+        pen = self.penalty()
+        return loss if pen is None else loss + pen
+
+    def n_params(self, m: int | None = None) -> int:
+        """Trainable parameters of model ``m`` (or of all models)."""
+        if m is None:
+            return sum(self.n_params(i) for i in range(self.n_models))
+        sizes = [self.in_features, *self.specs[m].hidden, self.out_features]
+        n = sum(i * o + o for i, o in zip(sizes[:-1], sizes[1:], strict=False))
+        return n + sum(mod.n_params(m) for mod in self.modifiers)

@@ -1,0 +1,96 @@
+"""Modifiers: per-hidden-unit rescaling of a bank's first layer, with a per-model penalty.
+
+A modifier is how a layer kind that learns its width plugs into :class:`~widthlab.nn.bank.MLPBank`
+without a second training loop. It owns parameters for *all* models of the bank (stacked along
+the hidden units), multiplies the ReLU activations ``(B, H)`` by a scale ``(H,)`` and adds one
+penalty per model ``(M,)`` to the loss. The optimizer steps each model's share as its own tensors,
+with the modifier's learning rate when it sets one.
+
+Subclasses implement :meth:`Modifier.scale`, :meth:`Modifier.penalty` and
+:meth:`Modifier.model_params`; :class:`NeuronGate` is the simplest example.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from widthlab.errors import UsageError
+
+
+class Modifier(nn.Module):
+    """Base class. ``lr`` (None = the model's learning rate) applies to this modifier's tensors."""
+
+    lr: float | None = None
+
+    def attach(self, bank) -> None:
+        """Called once by ``MLPBank.add_modifier``: learn the bank's layout."""
+        self.slices = list(bank.slices)
+        self.n_models = bank.n_models
+        unit_model = torch.empty(bank.n_hidden, dtype=torch.long)
+        for m, (a, b) in enumerate(self.slices):
+            unit_model[a:b] = m
+        self.register_buffer("unit_model", unit_model, persistent=False)  # (H,) unit -> model
+        self.build(bank)
+
+    def build(self, bank) -> None:
+        """Create the parameters (shapes follow ``bank.n_hidden``)."""
+
+    def scale(self) -> Tensor:
+        """Multiplier of each hidden unit, ``(H,)``."""
+        raise NotImplementedError
+
+    def penalty(self) -> Tensor | None:
+        """Per-model penalty ``(M,)`` added to the loss, or None."""
+        return None
+
+    def model_params(self, m: int) -> list[tuple[str, Tensor, Tensor]]:
+        """``(name, view, gradient view)`` of model ``m``'s share of the parameters."""
+        return []
+
+    def n_params(self, m: int) -> int:
+        return sum(v.numel() for _, v, _ in self.model_params(m))
+
+    def per_model_sum(self, values: Tensor) -> Tensor:
+        """Sum a per-unit tensor ``(H,)`` within each model: ``(M,)``."""
+        out = torch.zeros(self.n_models, dtype=values.dtype, device=values.device)
+        return out.index_add(0, self.unit_model, values)
+
+    def forward(self, a: Tensor) -> Tensor:
+        return a * self.scale()
+
+
+class NeuronGate(Modifier):
+    """A learnable gate per hidden unit (initialised to 1) under an L1 penalty ``l1 * sum|g|``.
+
+    Parameters
+    ----------
+    l1 : float or sequence of float
+        Penalty strength, one value for all models or one per model.
+    lr : float or None
+        Learning rate of the gates (None = the model's).
+    """
+
+    def __init__(self, l1: float | list[float] = 0.0, *, lr: float | None = None):
+        super().__init__()
+        self.l1_init, self.lr = l1, lr
+
+    def build(self, bank) -> None:
+        l1 = torch.as_tensor(self.l1_init, dtype=torch.float32).flatten()
+        if l1.numel() == 1:
+            l1 = l1.expand(bank.n_models).clone()
+        if l1.numel() != bank.n_models or not bool((l1 >= 0).all()):
+            raise UsageError(f"l1 needs one value >= 0 or one per model ({bank.n_models}), "
+                             f"got {self.l1_init!r}")
+        self.register_buffer("l1", l1)
+        self.gate = nn.Parameter(torch.ones(bank.n_hidden))
+
+    def scale(self) -> Tensor:
+        return self.gate
+
+    def penalty(self) -> Tensor:
+        return self.l1 * self.per_model_sum(self.gate.abs())
+
+    def model_params(self, m: int) -> list[tuple[str, Tensor, Tensor]]:
+        a, b = self.slices[m]
+        return [("gate", self.gate.detach()[a:b], self.gate.grad[a:b])]
