@@ -3,6 +3,7 @@
     widthlab data fetch all          # obtain and verify MNIST and FashionMNIST
     widthlab data verify all         # re-hash every cached file
     widthlab data info               # where each dataset comes from
+    widthlab train --widths 16:1448 --seeds 3 --epochs 1   # a width sweep, resumable
     widthlab runs list               # the runs in the results store (./widthlab-runs)
     widthlab runs show ID            # one run: fields, config, models
     widthlab runs export ID --format parquet --out results/
@@ -190,6 +191,85 @@ def runs_export(run_id: str, fmt: str, out: Path, store: Path) -> None:
     st = Store(store)
     for path in st.export(st.resolve(run_id), out, fmt):
         click.echo(str(path))
+
+
+# ---------------------------------------------------------------------------------- train
+def _parse_seeds(text: str) -> list[int]:
+    """``"3"`` means seeds 0, 1, 2; ``"4,7"`` is an explicit list."""
+    try:
+        if "," in text:
+            seeds = [int(t) for t in text.split(",") if t.strip()]
+        else:
+            seeds = list(range(int(text)))
+    except ValueError:
+        raise UsageError(f"cannot read seeds {text!r}: give a count (3) or a list (0,4,7)") \
+            from None
+    if not seeds or any(s < 0 for s in seeds):
+        raise UsageError(f"seeds must be a positive count or a list of seeds >= 0, got {text!r}")
+    return seeds
+
+
+@app.command("train", context_settings=CONTEXT)
+@click.option("--dataset", type=click.Choice(["mnist", "fashion-mnist"]), default="mnist",
+              show_default=True)
+@click.option("--widths", default="16:1448", show_default=True,
+              help="LO:HI in sqrt(2) steps (the journal's grid) or a list such as 16,64,256.")
+@click.option("--seeds", default="3", show_default=True,
+              help="A count (3 = seeds 0,1,2) or a list (0,4,7).")
+@click.option("--epochs", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="L2 penalty (Adam weight_decay) on every model.")
+@click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam",
+              show_default=True)
+@click.option("--train-size", type=click.IntRange(min=1), default=None,
+              help="Use only the first N training images (quick runs).")
+@click.option("--data-seed", type=int, default=0, show_default=True,
+              help="Seed of the train/validation split and of the minibatch order.")
+@click.option("--stats", "stats_epochs", type=click.Choice(["last", "all", "none"]),
+              default="last", show_default=True,
+              help="Epochs after which per-neuron statistics are streamed over the train split.")
+@click.option("--preact-cov", is_flag=True, help="Also store pre-activation covariances (PCA).")
+@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="auto",
+              show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32",
+              show_default=True, help="bf16 autocast keeps fp32 master weights.")
+@store_option
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+def train_cmd(dataset: str, widths: str, seeds: str, epochs: int, lr: float, batch_size: int,
+              weight_decay: float, optimizer: str, train_size: int | None, data_seed: int,
+              stats_epochs: str, preact_cov: bool, device: str, precision: str, store: Path,
+              quiet: bool) -> None:
+    """Train one-hidden-layer MLPs of every width x seed together, on one minibatch stream.
+
+    The same command resumes an interrupted run from its last checkpoint and does nothing for
+    a finished one (a run's id is a hash of everything that changes its numbers). Prints the
+    run id and each model's final test accuracy.
+    """
+    from widthlab.engine import TrainConfig, train
+    from widthlab.nn import ModelSpec
+    from widthlab.nn.widths import parse_widths
+    from widthlab.report.console import print_frame
+    from widthlab.store import Store
+
+    specs = [ModelSpec((w,), seed=s, weight_decay=weight_decay)
+             for w in parse_widths(widths) for s in _parse_seeds(seeds)]
+    cfg = TrainConfig(dataset=dataset, epochs=epochs, lr=lr, batch_size=batch_size,
+                      optimizer=optimizer, train_size=train_size, data_seed=data_seed,
+                      stats_epochs=stats_epochs, preact_cov=preact_cov, device=device,
+                      precision=precision)
+    run_id = train(specs, cfg, store, progress=not quiet)
+    st = Store(store)
+    models = st.models(run_id)
+    m = st.metrics(run_id)
+    last = m[(m.split == "test") & (m.name == "acc") & (m.epoch == epochs)]
+    acc = dict(zip(last.model, last.value, strict=True))
+    models["test acc"] = [f"{acc[i]:.4f}" if i in acc else None for i in models["model"]]
+    if not quiet:
+        print_frame(models, ["model", "width", "seed", "status", "test acc", "failure"],
+                    title=run_id)
+    click.echo(run_id)
 
 
 # ----------------------------------------------------------------------------------- main

@@ -4,11 +4,11 @@ Every model in the bank is ``in -> h1 -> ... -> hk -> out`` with ReLU, and every
 same input batch. The bank is *mathematically* the set of independent models:
 
 * layer 1 of all models is one weight matrix ``W0`` of shape ``(H, in)`` where ``H`` is the sum of
-  the first hidden widths; its product with the batch is one GEMM, split into column chunks of
-  ``chunk`` units because a (128 x 784) @ (784 x 15000) product runs ~1.6x faster in cache-sized
-  pieces on a 2-core CPU than in one call (see ``benchmarks/bench_engine.py``);
+  the first hidden widths; its product with the batch is one GEMM computed unit-major,
+  ``W0 @ x.T -> (H, B)``, in chunks of ``chunk`` units with bias and ReLU applied while each chunk
+  is in cache (contiguous output rows, no copy-out; chunks keep the operands cache-sized);
 * later layers are grouped by architecture: models with the same widths share a stacked weight
-  ``(n, out, in)`` and one batched matmul (``einsum``);
+  ``(n, out, in)`` and one batched GEMM on contiguous ``(n, w, B)`` activation blocks;
 * the loss is a vector with one entry per model; the engine sums it, so each model's gradient
   is exactly its own.
 
@@ -137,41 +137,62 @@ def _grad(p: Tensor) -> Tensor:
     return p.grad
 
 
-class _WideLinear(torch.autograd.Function):
-    """``x @ W.T + b`` computed in column chunks; the weight gradient is written straight into a
-    persistent buffer (no allocation, no accumulation pass) and no input gradient is formed."""
+class _WideLinearReLU(torch.autograd.Function):
+    """``relu(x @ W.T + b)`` in column chunks, returned as a ``(B, H)`` view of a unit-major
+    ``(H, B)`` buffer, so every chunk GEMM writes contiguous rows (no copy-out) and the grouped
+    heads read contiguous ``(n, w, B)`` blocks.
+
+    Each chunk's ReLU is applied while it is still in cache; the backward masks chunk by chunk,
+    writes the weight gradient straight into a persistent buffer (no allocation, no accumulation
+    pass) and forms no input gradient (the input is data)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, grad_buffer: Tensor | None,
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, grad_buffer: Tensor,
                 chunk: int, compute_dtype: torch.dtype) -> Tensor:
         with torch.autocast(x.device.type, enabled=False):
             n, h = x.shape[0], weight.shape[0]
-            xc = x.to(compute_dtype)
-            out = torch.empty(n, h, dtype=torch.float32, device=x.device)  # (B, H)
+            low = compute_dtype != torch.float32
+            # fp32: unit-major products W[i:j] @ x.T; bf16 keeps x batch-major because CPUs
+            # without native bf16 GEMM run that orientation ~4x faster
+            xc = x.to(compute_dtype) if low else x.t().contiguous()  # (B, in) or (in, B)
+            out = torch.empty(h, n, dtype=torch.float32, device=x.device)  # (H, B)
             for i in range(0, h, chunk):
                 j = min(i + chunk, h)
-                if compute_dtype == torch.float32:
-                    torch.addmm(bias[i:j], xc, weight[i:j].t(), out=out[:, i:j])
+                # mm + in-cache bias and ReLU: addmm(out=) would first broadcast-copy the bias
+                if low:
+                    out[i:j] = torch.mm(xc, weight[i:j].to(compute_dtype).t()).t()
                 else:
-                    out[:, i:j] = torch.addmm(bias[i:j].to(compute_dtype), xc,
-                                              weight[i:j].to(compute_dtype).t())
-        ctx.save_for_backward(xc)
-        ctx.grad_buffer, ctx.chunk = grad_buffer, chunk
-        return out
+                    torch.mm(weight[i:j], xc, out=out[i:j])
+                out[i:j].add_(bias[i:j, None]).clamp_(min=0)
+        ctx.save_for_backward(xc, out)
+        ctx.grad_buffer, ctx.chunk, ctx.low = grad_buffer, chunk, low
+        return out.t()
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        (xc,) = ctx.saved_tensors
+        xc, a = ctx.saved_tensors  # (in, B) or (B, in) in bf16; (H, B)
         buf = ctx.grad_buffer
-        if buf is not None:
-            g = grad_out.to(xc.dtype)
-            for i in range(0, buf.shape[0], ctx.chunk):
-                j = min(i + ctx.chunk, buf.shape[0])
-                if xc.dtype == buf.dtype:
-                    torch.mm(g[:, i:j].t(), xc, out=buf[i:j])
-                else:
-                    buf[i:j] = torch.mm(g[:, i:j].t(), xc)
-        return None, None, grad_out.sum(0), None, None, None
+        g = grad_out.t()  # (H, B); contiguous when the heads produced it
+        h = buf.shape[0]
+        grad_b = torch.empty(h, dtype=torch.float32, device=a.device)
+        for i in range(0, h, ctx.chunk):
+            j = min(i + ctx.chunk, h)
+            gz = torch.ops.aten.threshold_backward(g[i:j], a[i:j], 0)  # (c, B)
+            torch.sum(gz, 1, out=grad_b[i:j])
+            if ctx.low:
+                buf[i:j] = torch.mm(gz.t().to(xc.dtype).contiguous().t(), xc)
+            else:
+                torch.mm(gz, xc.t(), out=buf[i:j])
+        return None, None, grad_b, None, None, None
+
+
+def _first_layer(x: Tensor, weight: Tensor, bias: Tensor, compute_dtype: torch.dtype) -> Tensor:
+    """Pre-activations without autograd bookkeeping for the weight (evaluation, statistics)."""
+    if compute_dtype == torch.float32:
+        return torch.addmm(bias, x, weight.t())
+    with torch.autocast(x.device.type, enabled=False):
+        return torch.addmm(bias.to(compute_dtype), x.to(compute_dtype),
+                           weight.to(compute_dtype).t()).float()
 
 
 class MLPBank(nn.Module):
@@ -303,34 +324,53 @@ class MLPBank(nn.Module):
         return mlp.to(self.device)
 
     # ------------------------------------------------------------------ compute
-    def hidden(self, x: Tensor, *, track: bool = True) -> tuple[Tensor, Tensor]:
-        """First-layer pre-activations and (modified) activations, both ``(B, H)``."""
+    def hidden(self, x: Tensor, *, track: bool = True) -> tuple[Tensor | None, Tensor]:
+        """First-layer pre-activations ``z`` and (modified) activations ``a``, both ``(B, H)``.
+
+        When gradients are recorded (``track`` and grad mode on), the fused training path is
+        taken and ``z`` is None; otherwise ``z`` is computed and returned (statistics, PCA).
+        """
         if x.dim() != 2 or x.shape[1] != self.in_features:
             raise UsageError(f"input must have shape (B, {self.in_features}), "
                              f"got {tuple(x.shape)}")
-        buf = self.w0_grad if (track and torch.is_grad_enabled()) else None
-        z = _WideLinear.apply(x, self.w0, self.b0, buf, self.chunk, self.compute_dtype)
-        a = F.relu(z)
+        if track and torch.is_grad_enabled():
+            z = None
+            a = _WideLinearReLU.apply(x, self.w0, self.b0, self.w0_grad, self.chunk,
+                                      self.compute_dtype)
+        else:
+            z = _first_layer(x, self.w0, self.b0, self.compute_dtype)
+            a = F.relu(z)
         for mod in self.modifiers:
             a = mod(a)
         return z, a
 
     def head(self, a: Tensor) -> Tensor:
-        """Later layers from the first-layer activations ``(B, H)`` to logits ``(B, M, out)``."""
-        n = a.shape[0]
+        """Later layers from the first-layer activations ``(B, H)`` to logits ``(B, M, out)``.
+
+        Works unit-major: ``a.t()`` is ``(H, B)`` (free for the training path's output), groups
+        tile its rows in order, and each group of ``n`` models of width ``w`` is one batched
+        GEMM ``(n, out, w) @ (n, w, B)`` on contiguous blocks.
+        """
+        at = a.t()
+        if not at.is_contiguous():
+            at = at.contiguous()
+        bsz = a.shape[0]
         outs = []
+        # split, not slicing: each slice's backward would zero-fill a full (H, B) gradient
+        pieces = at.split([c1 - c0 for c0, c1 in self.group_cols], dim=0)
         for g, (arch, members) in enumerate(self.groups):
-            c0, c1 = self.group_cols[g]
-            h = a[:, c0:c1].reshape(n, len(members), arch[0])  # (B, n, w)
+            h = pieces[g].view(len(members), arch[0], bsz)  # (n, w, B)
             base = self._layer_index[g]
             for layer in range(len(arch)):
                 w, b = self.weights[base + layer], self.biases[base + layer]
-                h = torch.einsum("bni,noi->bno", h, w) + b  # (B, n, out)
+                h = torch.baddbmm(b.unsqueeze(2), w, h)  # (n, out, B)
                 if layer < len(arch) - 1:
                     h = F.relu(h)
             outs.append(h)
-        logits = torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]
-        return logits if len(outs) == 1 else logits.index_select(1, self._inverse)
+        logits = torch.cat(outs, dim=0) if len(outs) > 1 else outs[0]  # (M in group order, C, B)
+        if len(outs) > 1:
+            logits = logits.index_select(0, self._inverse)
+        return logits.permute(2, 0, 1)  # (B, M, C)
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits of every model, ``(B, M, out)``."""
