@@ -209,3 +209,19 @@ def test_bf16_training_tracks_fp32(tmp_path):
         acc[precision] = m[(m.split == "test") & (m.name == "acc") & (m.epoch == 3)]["value"]
     assert (acc["bf16"] > 0.35).all()
     np.testing.assert_allclose(acc["bf16"].to_numpy(), acc["fp32"].to_numpy(), atol=0.08)
+
+
+def test_modifier_settings_enter_the_run_id(tmp_path):
+    from widthlab.nn.modifiers import NeuronGate
+
+    data = synthetic()
+    cfg = TrainConfig(**CONFIG)
+
+    def run_id(l1, lr=None):
+        return Engine(SPECS, cfg, tmp_path, data=data, progress=False,
+                      modifiers=[lambda: NeuronGate(l1, lr=lr)]).run_id
+
+    plain = Engine(SPECS, cfg, tmp_path, data=data, progress=False).run_id
+    assert run_id(0.1) == run_id(0.1)
+    assert len({plain, run_id(0.1), run_id(0.2), run_id(0.1, lr=1e-2),
+                run_id([0.1, 0.1, 0.1, 0.2])}) == 5

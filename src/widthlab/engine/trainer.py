@@ -217,8 +217,7 @@ class Engine:
         for make in modifiers:
             self.bank.add_modifier(make())
         self.opt = BankOptimizer(self.bank, lr=cfg.lr, kind=cfg.optimizer)
-        mods = [m.describe() if hasattr(m, "describe") else {"kind": type(m).__name__}
-                for m in self.bank.modifiers]
+        mods = [m.describe() for m in self.bank.modifiers]
         data_id = f"{data.name}:{len(data.train)}:{len(data.val)}:{len(data.test)}"
         self.run_id = f"{cfg.study}-{data.name}-{fingerprint(cfg, self.specs, mods, data_id)[:12]}"
         self.modifier_config = mods

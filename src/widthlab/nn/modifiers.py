@@ -36,6 +36,12 @@ class Modifier(nn.Module):
     def build(self, bank) -> None:
         """Create the parameters (shapes follow ``bank.n_hidden``)."""
 
+    def describe(self) -> dict:
+        """Everything that changes this modifier's numbers, JSON-ready; it enters the run's
+        fingerprint, so two runs differing only here get different ids. Subclasses with
+        settings must extend it."""
+        return {"kind": type(self).__name__, "lr": self.lr}
+
     def scale(self) -> Tensor:
         """Multiplier of each hidden unit, ``(H,)``."""
         raise NotImplementedError
@@ -84,6 +90,11 @@ class NeuronGate(Modifier):
                              f"got {self.l1_init!r}")
         self.register_buffer("l1", l1)
         self.gate = nn.Parameter(torch.ones(bank.n_hidden))
+
+    def describe(self) -> dict:
+        l1 = self.l1_init
+        return {**super().describe(), "l1": [float(v) for v in l1] if isinstance(l1, (list, tuple))
+                else float(l1)}
 
     def scale(self) -> Tensor:
         return self.gate
