@@ -4,6 +4,7 @@
     widthlab data verify all         # re-hash every cached file
     widthlab data info               # where each dataset comes from
     widthlab train --widths 16:1448 --seeds 3 --epochs 1   # a width sweep, resumable
+    widthlab study variance --profile quick                 # the journal's variance study
     widthlab runs list               # the runs in the results store (./widthlab-runs)
     widthlab runs show ID            # one run: fields, config, models
     widthlab runs export ID --format parquet --out results/
@@ -270,6 +271,59 @@ def train_cmd(dataset: str, widths: str, seeds: str, epochs: int, lr: float, bat
         print_frame(models, ["model", "width", "seed", "status", "test acc", "failure"],
                     title=run_id)
     click.echo(run_id)
+
+
+# ---------------------------------------------------------------------------------- study
+@app.group("study", context_settings=CONTEXT)
+def study_group() -> None:
+    """Run one of the journal's studies through the engine and summarise it from the store."""
+
+
+@study_group.command("variance")
+@click.option("--dataset", type=click.Choice(["mnist", "fashion-mnist", "both"]),
+              default="both", show_default=True)
+@click.option("--profile", type=click.Choice(["quick", "full"]), default="quick",
+              show_default=True,
+              help="quick: widths 16..1448, 3 seeds, 2 epochs (minutes); full: the journal's "
+                   "16..11585, 11 seeds, 30 epochs.")
+@click.option("--widths", default=None, help="Override: LO:HI (sqrt(2) steps) or a list.")
+@click.option("--seeds", default=None, help="Override: a count (3) or a list (0,4,7).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override.")
+@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="auto",
+              show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32",
+              show_default=True)
+@click.option("--csv", "csv_dir", type=click.Path(path_type=Path, file_okay=False),
+              default=None, help="Also write each dataset's per-width table to DIR/ID.csv.")
+@store_option
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars or tables.")
+def study_variance(dataset: str, profile: str, widths: str | None, seeds: str | None,
+                   epochs: int | None, device: str, precision: str, csv_dir: Path | None,
+                   store: Path, quiet: bool) -> None:
+    """Width sweep with per-neuron statistics: Shapiro W of the activation stds, total std,
+    dead neurons and accuracy per width (mean and 95% interval over seeds).
+
+    Resumes an interrupted run and reuses a finished one. Prints one run id per dataset.
+    """
+    from widthlab.nn.widths import parse_widths
+    from widthlab.report.console import print_frame
+    from widthlab.studies import variance
+
+    names = ["mnist", "fashion-mnist"] if dataset == "both" else [dataset]
+    for name in names:
+        run_id = variance.run(name, profile, store=store,
+                              widths=parse_widths(widths) if widths else None,
+                              seeds=_parse_seeds(seeds) if seeds else None, epochs=epochs,
+                              device=device, precision=precision, progress=not quiet)
+        table = variance.summarize(store, run_id)
+        if csv_dir is not None:
+            from widthlab.store import write_frame
+            write_frame(table, Path(csv_dir) / f"{run_id}.csv")
+        if not quiet:
+            cols = [c for c in ("width", "replicates", "shapiro_w", "total_std", "dead",
+                                "test_acc") if c in table.columns]
+            print_frame(table.round(4), cols, title=f"{name}: {run_id}")
+        click.echo(run_id)
 
 
 # ----------------------------------------------------------------------------------- main

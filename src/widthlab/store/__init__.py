@@ -5,6 +5,6 @@ Public API::
     from widthlab.store import ArrayRow, MetricRow, Store
 """
 
-from widthlab.store.sqlite import ArrayRow, MetricRow, Store
+from widthlab.store.sqlite import ArrayRow, MetricRow, Store, write_frame
 
-__all__ = ["ArrayRow", "MetricRow", "Store"]
+__all__ = ["ArrayRow", "MetricRow", "Store", "write_frame"]

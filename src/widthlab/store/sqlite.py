@@ -770,17 +770,28 @@ class Store:
         out_dir.mkdir(parents=True, exist_ok=True)
         written = []
         for part, frame in frames.items():
-            path = out_dir / f"{run_id}-{part}.{fmt}"
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=out_dir)
-            os.close(fd)
-            try:
-                if fmt == "csv":
-                    frame.to_csv(tmp, index=False)
-                else:
-                    frame.to_parquet(tmp, index=False)
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            path = write_frame(frame, out_dir / f"{run_id}-{part}.{fmt}")
             written.append(path)
         return written
+
+
+def write_frame(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write ``frame`` as CSV or Parquet (by the suffix) through a temporary file and a rename,
+    so ``path`` never holds a half-written table. Creates the folder. Returns the path."""
+    path = Path(path)
+    fmt = path.suffix.lstrip(".")
+    if fmt not in EXPORT_FORMATS:
+        raise UsageError(f"cannot write {path}: the name must end in .csv or .parquet")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        if fmt == "csv":
+            frame.to_csv(tmp, index=False)
+        else:
+            frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

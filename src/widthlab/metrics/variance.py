@@ -1,0 +1,614 @@
+"""The variance study's statistics: is the spread of per-neuron activation std a width proxy?
+
+A 2017 journal trained one-hidden-layer networks of many widths and asked whether the
+distribution of the hidden neurons' activation standard deviations says which width is right:
+does it look most *normal* (largest Shapiro-Wilk W) near the width where test accuracy stops
+improving, do dead neurons pile up as the layer grows, does the summed std grow like
+``log(width)``? This module turns per-model arrays into those numbers and verdicts. It is pure
+numpy/pandas/scipy: no torch, no store access.
+
+Example::
+
+    from widthlab.metrics import width_summary, dead_grows_with_width
+
+    summary = width_summary(stds, accuracy={"test": test_acc})  # stds[width] = [std per seed]
+    verdict = dead_grows_with_width(summary)
+    verdict.holds, verdict.text
+
+Conventions
+-----------
+* Replicates are models of one width trained with different seeds. A replicate passed as
+  ``None``, or whose std array holds a non-finite value (a diverged run), is skipped; the
+  ``replicates`` column counts the replicates actually used.
+* Per-replicate quantities are averaged over replicates, with a 95 % Student-t interval
+  ``mean +- t.ppf(0.975, n - 1) * sd / sqrt(n)`` (``sd`` with ``ddof=1``); its bounds are NaN
+  when fewer than two replicates are available.
+* Shapiro-Wilk on more than 5000 values: scipy's p-value is only approximate beyond that size
+  and it warns. We test a deterministic subsample instead: the 5000 order statistics at evenly
+  spaced ranks ``round(linspace(0, n - 1, 5000))`` of the sorted values, which keeps the
+  empirical quantiles (the shape Shapiro-Wilk tests) and is reproducible. W and p are NaN for
+  fewer than 3 values or when all values are equal (scipy reports W = 1 there, which would
+  make a layer of dead neurons look perfectly normal).
+* The verdict functions compute every outcome from the data; none is hard-coded.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from widthlab.errors import UsageError
+
+__all__ = [
+    "SHAPIRO_MAX_N",
+    "Verdict",
+    "accuracy_plateau",
+    "dead_grows_with_width",
+    "log_fit",
+    "mean_ci",
+    "most_normal_width",
+    "plateau_shift",
+    "shapiro",
+    "shapiro_argmax_vs_plateau",
+    "spearman_trend",
+    "total_std_grows_logarithmically",
+    "width_summary",
+]
+
+#: Largest sample :func:`shapiro` hands to scipy unchanged; larger ones are subsampled.
+SHAPIRO_MAX_N = 5000
+
+
+# --------------------------------------------------------------------------------------------
+# small building blocks
+# --------------------------------------------------------------------------------------------
+
+
+def mean_ci(values: Sequence[float] | np.ndarray,
+            level: float = 0.95) -> tuple[float, float, float]:
+    """Mean of ``values`` with a two-sided Student-t confidence interval.
+
+    Parameters
+    ----------
+    values : sequence of float
+        One number per replicate. NaN entries are ignored.
+    level : float
+        Confidence level in (0, 1).
+
+    Returns
+    -------
+    (mean, lo, hi) : tuple of float
+        ``lo, hi = mean -+ t.ppf((1 + level) / 2, n - 1) * sd / sqrt(n)`` with ``sd`` the
+        ``ddof=1`` standard deviation. All three are NaN when no value is given; ``lo`` and ``hi``
+        are NaN when only one is.
+    """
+    if not (_is_real(level) and 0.0 < level < 1.0):
+        raise UsageError(f"level must be in (0, 1), got {level!r}; pass e.g. level=0.95")
+    v = np.asarray(values, dtype=float).ravel()
+    v = v[~np.isnan(v)]
+    n = v.size
+    if n == 0:
+        return math.nan, math.nan, math.nan
+    mean = float(v.mean())
+    if n == 1:
+        return mean, math.nan, math.nan
+    half = float(sps.t.ppf((1.0 + level) / 2.0, n - 1) * v.std(ddof=1) / math.sqrt(n))
+    return mean, mean - half, mean + half
+
+
+def shapiro(values: Sequence[float] | np.ndarray) -> tuple[float, float]:
+    """Shapiro-Wilk W and p-value, subsampling deterministically above 5000 values.
+
+    Parameters
+    ----------
+    values : array_like of float
+        The sample; must be finite.
+
+    Returns
+    -------
+    (w, p) : tuple of float
+        ``scipy.stats.shapiro`` on ``values``, or, when there are more than
+        :data:`SHAPIRO_MAX_N` values, on the 5000 sorted values at evenly spaced ranks
+        ``round(linspace(0, n - 1, 5000))``. Both are NaN for fewer than 3 values or a sample
+        with range zero.
+    """
+    v = np.asarray(values, dtype=float).ravel()
+    if not np.isfinite(v).all():
+        raise UsageError("shapiro: the sample holds NaN or inf; drop those values first")
+    if v.size < 3 or v.min() == v.max():
+        return math.nan, math.nan
+    if v.size > SHAPIRO_MAX_N:
+        ranks = np.round(np.linspace(0, v.size - 1, SHAPIRO_MAX_N)).astype(np.intp)
+        v = np.sort(v)[ranks]
+    res = sps.shapiro(v)
+    return float(res.statistic), float(res.pvalue)
+
+
+def _is_real(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_width(w: Any, what: str) -> int:
+    if isinstance(w, bool | np.bool_) or not isinstance(w, int | np.integer) or w < 1:
+        raise UsageError(f"{what}: widths must be positive integers, got {w!r}; key the dict by "
+                         f"the layer width, e.g. {{64: [...]}}")
+    return int(w)
+
+
+def _as_list(v: Any, what: str) -> list:
+    if isinstance(v, np.ndarray) or not isinstance(v, Sequence) or isinstance(v, str):
+        raise UsageError(f"{what}: expected a list with one entry per replicate (seed), got "
+                         f"{type(v).__name__}; wrap a single model's array as [array]")
+    return list(v)
+
+
+def _std_array(a: Any, what: str) -> np.ndarray | None:
+    """A replicate's per-neuron stds as a 1-D float array, or None when it is to be skipped."""
+    if a is None:
+        return None
+    try:
+        arr = np.asarray(a, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"{what}: cannot read the stds as numbers ({exc}); pass a 1-D float "
+                         f"array or None for a failed replicate") from None
+    if arr.ndim != 1 or arr.size == 0:
+        raise UsageError(f"{what}: expected a non-empty 1-D array of per-neuron stds, got shape "
+                         f"{arr.shape}; pass one value per hidden neuron")
+    if not np.isfinite(arr).all():
+        return None  # a diverged run: skipped like None
+    if (arr < 0).any():
+        raise UsageError(f"{what}: standard deviations cannot be negative (min {arr.min():g}); "
+                         f"pass the per-neuron std, not the mean or a raw activation")
+    return arr
+
+
+def _dead_mask(m: Any, n: int, what: str) -> np.ndarray:
+    arr = np.asarray(m)
+    if arr.shape != (n,):
+        raise UsageError(f"{what}: the dead mask has shape {arr.shape} but the stds have shape "
+                         f"({n},); pass one boolean per neuron of the same model")
+    if arr.dtype != np.bool_:
+        if not np.isin(arr, (0, 1)).all():
+            raise UsageError(f"{what}: the dead mask must be boolean (True = dead), got values "
+                             f"other than 0/1")
+        arr = arr.astype(bool)
+    return arr
+
+
+def _pairs(x: Any, y: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Equal-length 1-D float arrays with the pairs holding a NaN dropped."""
+    try:
+        xa = np.asarray(x, dtype=float).ravel()
+        ya = np.asarray(y, dtype=float).ravel()
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"{what}: x and y must be numbers ({exc})") from None
+    if xa.size != ya.size:
+        raise UsageError(f"{what}: x has {xa.size} values but y has {ya.size}; pass one y per x")
+    keep = ~(np.isnan(xa) | np.isnan(ya))
+    xa, ya = xa[keep], ya[keep]
+    if not (np.isfinite(xa).all() and np.isfinite(ya).all()):
+        raise UsageError(f"{what}: x and y must be finite (NaN pairs are dropped, inf is not); "
+                         f"remove the infinite values")
+    if xa.size < 3:
+        raise UsageError(f"{what}: needs at least 3 (x, y) pairs without NaN, got {xa.size}; "
+                         f"add more widths to the sweep")
+    return xa, ya
+
+
+def _require(summary: Any, cols: Sequence[str], what: str) -> pd.DataFrame:
+    if not isinstance(summary, pd.DataFrame):
+        raise UsageError(f"{what}: expected the DataFrame from width_summary(), got "
+                         f"{type(summary).__name__}")
+    missing = [c for c in cols if c not in summary.columns]
+    if missing:
+        accs = sorted(c[:-4] for c in summary.columns if c.endswith("_acc"))
+        hint = f" (accuracy splits present: {accs})" if any(c.endswith("_acc") for c in missing) \
+            else ""
+        raise UsageError(f"{what}: the summary lacks column(s) {missing}{hint}; build it with "
+                         f"width_summary(..., accuracy={{split: ...}}) or pick another split")
+    if summary.empty:
+        raise UsageError(f"{what}: the summary has no rows; sweep at least one width")
+    return summary
+
+
+# --------------------------------------------------------------------------------------------
+# the per-width table
+# --------------------------------------------------------------------------------------------
+
+
+def width_summary(
+    stds: Mapping[int, Sequence[np.ndarray | None]],
+    dead: Mapping[int, Sequence[np.ndarray | None]] | None = None,
+    accuracy: Mapping[str, Mapping[int, Sequence[float | None]]] | None = None,
+) -> pd.DataFrame:
+    """One row per width: normality, spread, dead neurons and accuracy of a width sweep.
+
+    Parameters
+    ----------
+    stds : dict of int to list of ndarray
+        ``stds[width][i]`` is the 1-D array of per-neuron activation stds of replicate (seed)
+        ``i`` of that width. A replicate given as ``None`` or holding a non-finite value is
+        skipped.
+    dead : dict of int to list of ndarray, optional
+        Boolean masks (True = dead neuron), aligned with ``stds`` by width and replicate index.
+        A ``None`` mask marks a failed replicate, which is then skipped as a whole. Without
+        ``dead``, a neuron is dead when its std is exactly 0.
+    accuracy : dict of str to dict of int to list of float, optional
+        ``accuracy[split][width]`` holds one accuracy per seed, e.g. ``{"test": {64: [0.97,
+        0.98]}}``. ``None``/NaN entries are ignored; a width missing from a split gets NaN. The
+        accuracies are averaged on their own, independently of which std replicates were used.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Sorted by width, with columns
+
+        * ``width``, ``replicates`` (used replicates);
+        * pooled over replicates (all neurons concatenated): ``shapiro_w``, ``shapiro_p``
+          (see :func:`shapiro` for the >5000-value subsample), ``std_mean``, ``std_median``;
+        * mean over replicates with 95 % t-interval bounds ``*_lo``/``*_hi`` (see
+          :func:`mean_ci`): ``total_std`` (sum of one model's stds), ``shapiro_w_rep`` (W of one
+          model; NaN W's are ignored), ``dead`` (dead-neuron count);
+        * ``dead_frac``: mean over replicates of the dead count divided by that model's neuron
+          count;
+        * per accuracy split: ``{split}_acc``, ``{split}_acc_lo``, ``{split}_acc_hi``.
+
+        A width with no usable replicate keeps its row with ``replicates == 0`` and NaN
+        statistics.
+
+    Raises
+    ------
+    UsageError
+        On non-integer widths, malformed arrays, negative stds, masks that do not match the
+        stds, or accuracy widths that have no stds.
+    """
+    if not isinstance(stds, Mapping) or not stds:
+        raise UsageError("width_summary: stds must be a non-empty dict {width: [std array per "
+                         "seed]}")
+    widths = sorted(_check_width(w, "width_summary(stds)") for w in stds)
+    by_width = {int(w): v for w, v in stds.items()}
+
+    dead_by_width: dict[int, list] | None = None
+    if dead is not None:
+        if not isinstance(dead, Mapping):
+            raise UsageError("width_summary: dead must be a dict {width: [bool mask per seed]} "
+                             "or None")
+        dead_by_width = {_check_width(w, "width_summary(dead)"): _as_list(v, f"dead[{w}]")
+                         for w, v in dead.items()}
+        if set(dead_by_width) != set(widths):
+            raise UsageError(f"width_summary: dead has widths {sorted(dead_by_width)} but stds has "
+                             f"{widths}; pass a mask list for exactly the widths in stds")
+
+    splits: dict[str, dict[int, list]] = {}
+    if accuracy is not None:
+        if not isinstance(accuracy, Mapping):
+            raise UsageError('width_summary: accuracy must be a dict {split: {width: [acc per '
+                             'seed]}}, e.g. {"test": {64: [0.97]}}')
+        for split, per_width in accuracy.items():
+            if not isinstance(split, str) or not split:
+                raise UsageError(f"width_summary: accuracy split names must be non-empty "
+                                 f"strings such as 'test', got {split!r}")
+            if not isinstance(per_width, Mapping):
+                raise UsageError(f"width_summary: accuracy[{split!r}] must be a dict "
+                                 f"{{width: [acc per seed]}}, got {type(per_width).__name__}")
+            table = {_check_width(w, f"accuracy[{split!r}]"): _as_list(v, f"accuracy[{split!r}]"
+                                                                          f"[{w}]")
+                     for w, v in per_width.items()}
+            extra = sorted(set(table) - set(widths))
+            if extra:
+                raise UsageError(f"width_summary: accuracy[{split!r}] has widths {extra} with "
+                                 f"no activation stds; add them to stds or drop them")
+            splits[split] = table
+
+    rows = []
+    for w in widths:
+        reps = _as_list(by_width[w], f"stds[{w}]")
+        masks = dead_by_width[w] if dead_by_width is not None else None
+        if masks is not None and len(masks) != len(reps):
+            raise UsageError(f"width_summary: width {w} has {len(reps)} std arrays but "
+                             f"{len(masks)} dead masks; pass one mask per replicate (None for a "
+                             f"failed one)")
+        used: list[np.ndarray] = []
+        dead_counts: list[float] = []
+        dead_fracs: list[float] = []
+        for i, rep in enumerate(reps):
+            arr = _std_array(rep, f"stds[{w}][{i}]")
+            if arr is None or (masks is not None and masks[i] is None):
+                continue
+            is_dead = (arr == 0) if masks is None else _dead_mask(masks[i], arr.size,
+                                                                   f"dead[{w}][{i}]")
+            used.append(arr)
+            dead_counts.append(float(is_dead.sum()))
+            dead_fracs.append(float(is_dead.mean()))
+
+        row: dict[str, Any] = {"width": w, "replicates": len(used)}
+        if used:
+            pooled = np.concatenate(used)
+            row["shapiro_w"], row["shapiro_p"] = shapiro(pooled)
+            row["std_mean"] = float(pooled.mean())
+            row["std_median"] = float(np.median(pooled))
+        else:
+            row.update(shapiro_w=math.nan, shapiro_p=math.nan, std_mean=math.nan,
+                       std_median=math.nan)
+        for name, values in (("total_std", [a.sum() for a in used]),
+                             ("shapiro_w_rep", [shapiro(a)[0] for a in used]),
+                             ("dead", dead_counts)):
+            row[name], row[f"{name}_lo"], row[f"{name}_hi"] = mean_ci(values)
+        row["dead_frac"] = float(np.mean(dead_fracs)) if dead_fracs else math.nan
+        for split, table in splits.items():
+            accs = [math.nan if a is None else a for a in table.get(w, [])]
+            try:
+                acc_arr = np.asarray(accs, dtype=float)
+            except (TypeError, ValueError):
+                raise UsageError(f"width_summary: accuracy[{split!r}][{w}] must hold numbers "
+                                 f"(or None for a failed seed)") from None
+            col = f"{split}_acc"
+            row[col], row[f"{col}_lo"], row[f"{col}_hi"] = mean_ci(acc_arr)
+        rows.append(row)
+
+    out = pd.DataFrame(rows)
+    out["width"] = out["width"].astype(np.int64)
+    out["replicates"] = out["replicates"].astype(np.int64)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# trends
+# --------------------------------------------------------------------------------------------
+
+
+def log_fit(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> dict:
+    """Least-squares fit of ``y = a + b * ln(x)``.
+
+    Parameters
+    ----------
+    x, y : array_like of float
+        Equal length; ``x > 0``. Pairs where either value is NaN are dropped.
+
+    Returns
+    -------
+    dict
+        ``a`` (intercept), ``b`` (slope per unit of ``ln x``), ``r2`` (coefficient of
+        determination ``1 - SS_res / SS_tot``; NaN when ``y`` is constant) and ``n`` (pairs
+        used).
+
+    Raises
+    ------
+    UsageError
+        Fewer than 3 pairs, a non-positive ``x``, or fewer than 2 distinct ``x`` values.
+    """
+    xa, ya = _pairs(x, y, "log_fit")
+    if (xa <= 0).any():
+        raise UsageError(f"log_fit: x must be > 0 to take its log, got min {xa.min():g}; fit "
+                         f"against the width, which is positive")
+    if np.unique(xa).size < 2:
+        raise UsageError("log_fit: all x values are equal, so the slope is undefined; sweep at "
+                         "least two widths")
+    lx = np.log(xa)
+    design = np.column_stack([np.ones_like(lx), lx])
+    (a, b), *_ = np.linalg.lstsq(design, ya, rcond=None)
+    resid = ya - (a + b * lx)
+    ss_res = float(resid @ resid)
+    ss_tot = float(((ya - ya.mean()) ** 2).sum())
+    r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else math.nan
+    return {"a": float(a), "b": float(b), "r2": float(r2), "n": int(xa.size)}
+
+
+def spearman_trend(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> dict:
+    """Spearman rank correlation of ``y`` with ``x``.
+
+    Parameters
+    ----------
+    x, y : array_like of float
+        Equal length, at least 3 pairs after dropping pairs that hold a NaN.
+
+    Returns
+    -------
+    dict
+        ``rho`` and ``p`` from ``scipy.stats.spearmanr`` (two-sided; both NaN when ``x`` or ``y``
+        is constant) and ``n``, the pairs used.
+    """
+    xa, ya = _pairs(x, y, "spearman_trend")
+    if xa.min() == xa.max() or ya.min() == ya.max():
+        return {"rho": math.nan, "p": math.nan, "n": int(xa.size)}
+    res = sps.spearmanr(xa, ya)
+    return {"rho": float(res.statistic), "p": float(res.pvalue), "n": int(xa.size)}
+
+
+def most_normal_width(summary: pd.DataFrame) -> dict:
+    """The width whose pooled stds look most normal (largest Shapiro-Wilk W).
+
+    Parameters
+    ----------
+    summary : pandas.DataFrame
+        From :func:`width_summary`; needs ``width`` and ``shapiro_w``. Rows with NaN W are
+        skipped; on ties the smallest width wins.
+
+    Returns
+    -------
+    dict
+        ``width``, ``w``, and ``lower``/``upper``: the neighbouring widths in the sorted list of
+        all widths of ``summary`` (None at the ends).
+    """
+    s = _require(summary, ["width", "shapiro_w"], "most_normal_width")
+    s = s.sort_values("width", kind="stable")
+    all_widths = [int(w) for w in s["width"]]
+    ok = s[s["shapiro_w"].notna()]
+    if ok.empty:
+        raise UsageError("most_normal_width: every shapiro_w is NaN (fewer than 3 neurons or all "
+                         "stds equal); nothing to compare")
+    best = ok.iloc[int(np.argmax(ok["shapiro_w"].to_numpy()))]
+    width = int(best["width"])
+    i = all_widths.index(width)
+    return {"width": width, "w": float(best["shapiro_w"]),
+            "lower": all_widths[i - 1] if i > 0 else None,
+            "upper": all_widths[i + 1] if i + 1 < len(all_widths) else None}
+
+
+def accuracy_plateau(widths: Sequence[int] | np.ndarray, acc: Sequence[float] | np.ndarray,
+                     tol: float = 0.005) -> int:
+    """The smallest width whose accuracy is within ``tol`` of the best accuracy.
+
+    Parameters
+    ----------
+    widths : sequence of int
+        Distinct widths, in any order (they are sorted here).
+    acc : sequence of float
+        Accuracy per width (e.g. a mean over seeds, as a fraction). NaN entries are ignored.
+    tol : float
+        Absolute tolerance, in the units of ``acc``: width ``w`` is on the plateau when
+        ``max(acc) - acc[w] <= tol`` (with a 1e-12 allowance for float rounding).
+
+    Returns
+    -------
+    int
+        The smallest width on the plateau.
+    """
+    if not (_is_real(tol) and tol >= 0):
+        raise UsageError(f"accuracy_plateau: tol must be a finite number >= 0, got {tol!r}; "
+                         f"e.g. tol=0.005 for half a percentage point")
+    w = np.asarray(widths, dtype=float).ravel()
+    a = np.asarray(acc, dtype=float).ravel()
+    if w.size != a.size:
+        raise UsageError(f"accuracy_plateau: {w.size} widths but {a.size} accuracies; pass one "
+                         f"accuracy per width")
+    if not np.isfinite(w).all() or (w < 1).any() or (w != np.round(w)).any():
+        raise UsageError("accuracy_plateau: widths must be positive integers")
+    if np.unique(w).size != w.size:
+        raise UsageError("accuracy_plateau: widths repeat; average the seeds of a width first")
+    keep = ~np.isnan(a)
+    if not keep.any():
+        raise UsageError("accuracy_plateau: every accuracy is NaN; evaluate the models first")
+    w, a = w[keep], a[keep]
+    order = np.argsort(w)
+    w, a = w[order], a[order]
+    on = (a.max() - a) <= tol + 1e-12
+    return int(w[np.argmax(on)])
+
+
+# --------------------------------------------------------------------------------------------
+# verdicts
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of testing one claim of the study on data.
+
+    Attributes
+    ----------
+    claim : str
+        The claim, as a short sentence ("dead neurons grow with width").
+    holds : bool
+        Whether the data supports it under the stated criterion.
+    text : str
+        One line for a report, with the numbers behind the outcome.
+    numbers : dict
+        Those numbers, for tables and tests.
+    """
+
+    claim: str
+    holds: bool
+    text: str
+    numbers: dict = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def _p(p: float) -> str:
+    return "nan" if math.isnan(p) else f"{p:.2g}"
+
+
+def dead_grows_with_width(summary: pd.DataFrame, alpha: float = 0.05) -> Verdict:
+    """Do dead neurons grow with width? Holds iff Spearman ``rho > 0`` and ``p < alpha``.
+
+    Uses the ``dead`` column (mean dead count per model) against ``width``; rows with NaN are
+    dropped and at least 3 widths are needed.
+    """
+    if not (_is_real(alpha) and 0 < alpha < 1):
+        raise UsageError(f"dead_grows_with_width: alpha must be in (0, 1), got {alpha!r}")
+    s = _require(summary, ["width", "dead"], "dead_grows_with_width")
+    tr = spearman_trend(s["width"], s["dead"])
+    rho, p = tr["rho"], tr["p"]
+    holds = bool(rho > 0 and p < alpha)
+    claim = "dead neurons grow with width"
+    if math.isnan(rho):
+        detail = "Spearman rho undefined: the dead counts do not vary"
+    else:
+        detail = f"Spearman rho = {rho:.2f}, p = {_p(p)}"
+    text = (f"{claim} ({detail})" if holds else
+            f"{claim} does not hold ({detail}; needs rho > 0 and p < {alpha:g})")
+    return Verdict(claim, holds, text, {"rho": rho, "p": p, "n": tr["n"], "alpha": float(alpha)})
+
+
+def total_std_grows_logarithmically(summary: pd.DataFrame, min_r2: float = 0.9) -> Verdict:
+    """Does the summed std grow like ``log(width)``? Holds iff ``b > 0`` and ``R^2 >= min_r2``.
+
+    Fits ``total_std = a + b * ln(width)`` with :func:`log_fit` (rows with NaN dropped).
+    """
+    if not (_is_real(min_r2) and min_r2 <= 1):
+        raise UsageError(f"total_std_grows_logarithmically: min_r2 must be a number <= 1, got "
+                         f"{min_r2!r}")
+    s = _require(summary, ["width", "total_std"], "total_std_grows_logarithmically")
+    fit = log_fit(s["width"], s["total_std"])
+    a, b, r2 = fit["a"], fit["b"], fit["r2"]
+    holds = bool(b > 0 and r2 >= min_r2)
+    claim = "total std grows logarithmically with width"
+    detail = f"total_std = {a:.4g} + {b:.4g} ln(width), R^2 = {r2:.3f}"
+    text = (f"{claim} ({detail})" if holds else
+            f"{claim} does not hold ({detail}; needs b > 0 and R^2 >= {min_r2:g})")
+    return Verdict(claim, holds, text, {**fit, "min_r2": float(min_r2)})
+
+
+def _plateau_of(summary: pd.DataFrame, split: str, tol: float, what: str) -> int:
+    col = f"{split}_acc"
+    s = _require(summary, ["width", col], what)
+    return accuracy_plateau(s["width"].to_numpy(), s[col].to_numpy(), tol)
+
+
+def shapiro_argmax_vs_plateau(summary: pd.DataFrame, split: str = "test",
+                              tol: float = 0.005) -> Verdict:
+    """Where is the most normal width relative to the accuracy plateau?
+
+    A factual comparison, so ``holds`` is always True; ``text`` and ``numbers["relation"]`` say
+    whether the width of largest Shapiro-Wilk W (:func:`most_normal_width`) lies below, above or
+    at the plateau width (:func:`accuracy_plateau` on ``{split}_acc`` with ``tol``).
+    """
+    best = most_normal_width(summary)
+    plateau = _plateau_of(summary, split, tol, "shapiro_argmax_vs_plateau")
+    relation = "below" if best["width"] < plateau else "above" if best["width"] > plateau \
+        else "at"
+    claim = f"most normal width vs {split} accuracy plateau"
+    text = (f"the most normal width ({best['width']}, W = {best['w']:.4f}) is {relation} the "
+            f"{split} accuracy plateau ({plateau}, within {tol:g} of the best accuracy)")
+    return Verdict(claim, True, text,
+                   {"argmax_width": best["width"], "w": best["w"], "lower": best["lower"],
+                    "upper": best["upper"], "plateau_width": plateau, "relation": relation,
+                    "tol": float(tol)})
+
+
+def plateau_shift(summary_a: pd.DataFrame, summary_b: pd.DataFrame, name_a: str, name_b: str,
+                  split: str = "test", tol: float = 0.005) -> Verdict:
+    """Does dataset B need a wider layer than dataset A? Holds iff plateau(B) > plateau(A).
+
+    E.g. ``plateau_shift(mnist, fashion, "MNIST", "FashionMNIST")`` checks that FashionMNIST's
+    ``{split}`` accuracy plateaus (:func:`accuracy_plateau`, ``tol``) at a larger width.
+    """
+    pa = _plateau_of(summary_a, split, tol, f"plateau_shift({name_a})")
+    pb = _plateau_of(summary_b, split, tol, f"plateau_shift({name_b})")
+    holds = pb > pa
+    claim = f"{name_b} plateaus at a larger width than {name_a}"
+    detail = f"{split} accuracy plateau {pb} vs {pa}, tol {tol:g}"
+    text = (f"{claim} ({detail})" if holds else
+            f"{name_b} does not plateau at a larger width than {name_a} ({detail})")
+    return Verdict(claim, bool(holds), text,
+                   {"name_a": name_a, "name_b": name_b, "plateau_a": pa, "plateau_b": pb,
+                    "tol": float(tol)})

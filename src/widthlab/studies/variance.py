@@ -1,0 +1,139 @@
+"""The variance study (journal sections 1-3 and FashionMNIST): is the distribution of per-neuron
+activation std a proxy for the right layer width?
+
+One engine run per dataset trains every width x seed on one minibatch stream and streams the
+per-neuron statistics over the training split after the last epoch. Everything after training
+reads the store only: :func:`collect` gathers per-width arrays, :func:`summarize` turns them into
+one row per width (see :func:`widthlab.metrics.variance.width_summary`).
+
+Example::
+
+    from widthlab.studies import variance
+
+    run_id = variance.run("mnist", profile="quick", store="widthlab-runs")
+    table = variance.summarize("widthlab-runs", run_id)   # pandas, one row per width
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+
+from widthlab.engine import TrainConfig, train
+from widthlab.errors import UsageError
+from widthlab.metrics.variance import width_summary
+from widthlab.nn import ModelSpec
+from widthlab.nn.widths import sqrt2_widths
+from widthlab.store import Store
+
+STUDY = "variance"
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Widths, seeds and epochs of a study profile."""
+
+    widths: tuple[int, ...]
+    seeds: int
+    epochs: int
+
+
+PROFILES = {
+    # a few minutes for both datasets on a 2-core CPU: the journal's grid up to 1448, 3 seeds
+    "quick": Profile(tuple(sqrt2_widths(16, 1448)), seeds=3, epochs=2),
+    # the journal: int(2**(i/2)) for i = 8..27, 11 replicates, 30 epochs
+    "full": Profile(tuple(sqrt2_widths(16, 11585)), seeds=11, epochs=30),
+}
+
+
+def specs_for(widths: Sequence[int], seeds: int | Sequence[int]) -> list[ModelSpec]:
+    """One ModelSpec per width x seed (``seeds`` a count, 3 = seeds 0, 1, 2, or a list)."""
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    if not widths or not seed_list:
+        raise UsageError("the variance study needs at least one width and one seed")
+    return [ModelSpec((int(w),), seed=int(s)) for w in widths for s in seed_list]
+
+
+def config_for(dataset: str, profile: str = "quick", *, widths: Sequence[int] | None = None,
+               seeds: int | Sequence[int] | None = None, epochs: int | None = None,
+               **train_options) -> tuple[list[ModelSpec], TrainConfig]:
+    """The engine's models and config for a profile, with optional overrides."""
+    if profile not in PROFILES:
+        raise UsageError(f"unknown profile {profile!r}; choose {' or '.join(PROFILES)}")
+    p = PROFILES[profile]
+    specs = specs_for(widths if widths is not None else p.widths,
+                      seeds if seeds is not None else p.seeds)
+    cfg = TrainConfig(dataset=dataset, epochs=epochs if epochs is not None else p.epochs,
+                      stats_epochs="last", stats_split="train", eval_splits=("val", "test"),
+                      study=STUDY, **train_options)
+    return specs, cfg
+
+
+def run(dataset: str, profile: str = "quick", *, store: Store | str = "widthlab-runs",
+        widths: Sequence[int] | None = None, seeds: int | Sequence[int] | None = None,
+        epochs: int | None = None, progress: bool = True, data=None, **train_options) -> str:
+    """Train (or resume, or find done) the study's run on ``dataset``; returns the run id.
+
+    ``train_options`` go to :class:`~widthlab.engine.TrainConfig` (``device``, ``precision``,
+    ``lr``, ``batch_size``, ``train_size``, ...); ``data`` replaces the dataset's splits
+    (a :class:`~widthlab.data.tensors.DatasetSplits`, e.g. in tests).
+    """
+    specs, cfg = config_for(dataset, profile, widths=widths, seeds=seeds, epochs=epochs,
+                            **train_options)
+    return train(specs, cfg, store, progress=progress, data=data)
+
+
+def collect(store: Store | str, run_id: str) -> dict:
+    """Per-width inputs of :func:`width_summary` from a finished run, read from the store.
+
+    Returns ``{"stds": {w: [array per seed]}, "dead": {...}, "accuracy": {split: {w: [acc]}},
+    "failed": [model indices]}``; failed models are left out (their arrays were never stored).
+    """
+    st = store if isinstance(store, Store) else Store(store)
+    info = st.get_run(run_id)
+    if info is None:
+        raise UsageError(f"no run {run_id!r} in {st.root}")
+    models = st.models(run_id)
+    if (models["arch"].map(len) != 1).any():
+        raise UsageError(f"run {run_id!r} has multi-layer models; the variance study needs "
+                         "one hidden layer")
+    stds_by_model = st.arrays(run_id, "act_std")
+    dead_by_model = st.arrays(run_id, "dead")
+    last = int(info["epochs_done"])
+    m = st.metrics(run_id)
+    m = m[(m.name == "acc") & (m.epoch == last)]
+    acc = {(int(r.model), r.split): float(r.value) for r in m.itertuples()}
+    stds: dict[int, list] = {}
+    dead: dict[int, list] = {}
+    accuracy: dict[str, dict[int, list]] = {s: {} for s in SPLITS}
+    failed = []
+    for row in models.itertuples():
+        w = int(row.width)
+        if row.status != "ok" or row.model not in stds_by_model:
+            failed.append(int(row.model))
+            continue
+        stds.setdefault(w, []).append(stds_by_model[row.model])
+        dead.setdefault(w, []).append(dead_by_model[row.model].astype(bool))
+        for split in SPLITS:
+            key = (int(row.model), "train" if split == "train" else split)
+            if key in acc:
+                accuracy[split].setdefault(w, []).append(acc[key])
+    accuracy = {s: v for s, v in accuracy.items() if v}
+    if not stds:
+        raise UsageError(f"run {run_id!r} stored no neuron statistics (did it finish? "
+                         "see `widthlab runs show`)")
+    return {"stds": stds, "dead": dead, "accuracy": accuracy, "failed": failed}
+
+
+def summarize(store: Store | str, run_id: str) -> pd.DataFrame:
+    """One row per width: Shapiro W/p of the pooled stds, total std, dead neurons and accuracy
+    per split, each per-replicate mean with a 95% interval; plus ``dataset`` and ``run_id``."""
+    st = store if isinstance(store, Store) else Store(store)
+    c = collect(st, run_id)
+    table = width_summary(c["stds"], c["dead"], c["accuracy"])
+    table.insert(0, "dataset", st.get_run(run_id)["dataset"])
+    table.insert(0, "run_id", run_id)
+    return table
