@@ -5,6 +5,7 @@
     widthlab data info               # where each dataset comes from
     widthlab train --widths 16:1448 --seeds 3 --epochs 1   # a width sweep, resumable
     widthlab study variance --profile quick                 # the journal's variance study
+    widthlab report -o report.html   # figures and recomputed claims of every finished run
     widthlab runs list               # the runs in the results store (./widthlab-runs)
     widthlab runs show ID            # one run: fields, config, models
     widthlab runs export ID --format parquet --out results/
@@ -324,6 +325,24 @@ def study_variance(dataset: str, profile: str, widths: str | None, seeds: str | 
                                 "test_acc") if c in table.columns]
             print_frame(table.round(4), cols, title=f"{name}: {run_id}")
         click.echo(run_id)
+
+
+# --------------------------------------------------------------------------------- report
+@app.command("report", context_settings=CONTEXT)
+@click.argument("run_ids", nargs=-1, metavar="[ID...]")
+@store_option
+@click.option("-o", "--out", type=click.Path(path_type=Path, dir_okay=False),
+              default=Path("report.html"), show_default=True, help="The HTML page to write.")
+def report_cmd(run_ids: tuple[str, ...], store: Path, out: Path) -> None:
+    """Write one self-contained HTML report of finished runs (default: every run in the store).
+
+    Figures (PNG and SVG) are drawn from stored results only, into OUT's folder
+    ``<name>-figures/``, and embedded in the page; claims are recomputed as verdicts.
+    """
+    from widthlab.report import build_report
+
+    path = build_report(store, list(run_ids) or None, out)
+    click.echo(str(path))
 
 
 # ----------------------------------------------------------------------------------- main

@@ -428,3 +428,19 @@ def test_plateau_shift_from_real_summaries():
     assert same.holds is False
     with pytest.raises(UsageError, match="plateau_shift\\(FashionMNIST\\).*lacks column"):
         plateau_shift(mnist, fashion.drop(columns="test_acc"), "MNIST", "FashionMNIST")
+
+
+def test_accuracy_saturates_holds_only_on_saturating_data():
+    from widthlab.metrics import accuracy_saturates
+
+    widths = [16, 32, 64, 128, 256, 512]
+    sat = pd.DataFrame({"width": widths, "test_acc": [0.90, 0.94, 0.96, 0.970, 0.971, 0.971]})
+    v = accuracy_saturates(sat)
+    assert v.holds and v.numbers["plateau_width"] == 128
+    assert v.numbers["gain_low"] == pytest.approx(0.97 - 0.90)
+    # still climbing, faster at the top: does not hold
+    lin = pd.DataFrame({"width": widths, "test_acc": [0.80, 0.81, 0.83, 0.86, 0.90, 0.95]})
+    v = accuracy_saturates(lin)
+    assert not v.holds and "does not hold" in v.text
+    with pytest.raises(UsageError, match="3 widths"):
+        accuracy_saturates(sat.iloc[:2])

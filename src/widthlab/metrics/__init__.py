@@ -12,6 +12,7 @@ from widthlab.metrics.variance import (
     SHAPIRO_MAX_N,
     Verdict,
     accuracy_plateau,
+    accuracy_saturates,
     dead_grows_with_width,
     log_fit,
     mean_ci,
@@ -24,6 +25,7 @@ from widthlab.metrics.variance import (
     width_summary,
 )
 
-__all__ = ["SHAPIRO_MAX_N", "Verdict", "accuracy_plateau", "dead_grows_with_width", "log_fit",
-           "mean_ci", "most_normal_width", "plateau_shift", "shapiro", "shapiro_argmax_vs_plateau",
-           "spearman_trend", "total_std_grows_logarithmically", "width_summary"]
+__all__ = ["SHAPIRO_MAX_N", "Verdict", "accuracy_plateau", "accuracy_saturates",
+           "dead_grows_with_width", "log_fit", "mean_ci", "most_normal_width", "plateau_shift",
+           "shapiro", "shapiro_argmax_vs_plateau", "spearman_trend",
+           "total_std_grows_logarithmically", "width_summary"]

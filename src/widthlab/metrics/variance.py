@@ -50,6 +50,7 @@ __all__ = [
     "SHAPIRO_MAX_N",
     "Verdict",
     "accuracy_plateau",
+    "accuracy_saturates",
     "dead_grows_with_width",
     "log_fit",
     "mean_ci",
@@ -612,3 +613,26 @@ def plateau_shift(summary_a: pd.DataFrame, summary_b: pd.DataFrame, name_a: str,
     return Verdict(claim, bool(holds), text,
                    {"name_a": name_a, "name_b": name_b, "plateau_a": pa, "plateau_b": pb,
                     "tol": float(tol)})
+
+
+def accuracy_saturates(summary: pd.DataFrame, split: str = "test", tol: float = 0.005
+                       ) -> Verdict:
+    """Does accuracy stop improving with width? Holds iff the plateau width
+    (:func:`accuracy_plateau`) is below the widest width tried and the accuracy gained over the
+    upper half of the widths is smaller than over the lower half."""
+    col = f"{split}_acc"
+    s = _require(summary, ["width", col], "accuracy_saturates").dropna(subset=[col])
+    s = s.sort_values("width")
+    if len(s) < 3:
+        raise UsageError("accuracy_saturates needs at least 3 widths with an accuracy")
+    w, acc = s["width"].to_numpy(), s[col].to_numpy(float)
+    plateau = accuracy_plateau(w, acc, tol)
+    mid = len(s) // 2
+    gain_low, gain_high = float(acc[mid] - acc[0]), float(acc[-1] - acc[mid])
+    holds = bool(plateau < w[-1] and gain_high < gain_low)
+    claim = f"{split} accuracy saturates with width"
+    detail = (f"plateau at {plateau} of {w[-1]} neurons; gain {100 * gain_low:.2f} points from "
+              f"{w[0]} to {w[mid]}, {100 * gain_high:.2f} from {w[mid]} to {w[-1]}")
+    text = f"{claim} ({detail})" if holds else f"{claim} does not hold ({detail})"
+    return Verdict(claim, holds, text, {"plateau_width": plateau, "gain_low": gain_low,
+                                        "gain_high": gain_high, "tol": float(tol)})

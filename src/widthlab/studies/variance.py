@@ -137,3 +137,80 @@ def summarize(store: Store | str, run_id: str) -> pd.DataFrame:
     table.insert(0, "dataset", st.get_run(run_id)["dataset"])
     table.insert(0, "run_id", run_id)
     return table
+
+
+# ------------------------------------------------------------------------------ report
+DATASET_NAMES = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
+
+
+def verdicts(summary: pd.DataFrame) -> list:
+    """The journal's claims about one dataset, recomputed (see :mod:`widthlab.metrics`)."""
+    from widthlab.metrics import (
+        accuracy_saturates,
+        dead_grows_with_width,
+        shapiro_argmax_vs_plateau,
+        total_std_grows_logarithmically,
+    )
+
+    return [dead_grows_with_width(summary), accuracy_saturates(summary),
+            total_std_grows_logarithmically(summary), shapiro_argmax_vs_plateau(summary)]
+
+
+def figures(store: Store | str, run_id: str, out_dir) -> list[tuple[str, object]]:
+    """Draw every per-dataset figure of a run from the store; ``[(caption, png path)]``."""
+    from widthlab.report import figures as fg
+
+    c = collect(store, run_id)
+    summary = summarize(store, run_id)
+    name = DATASET_NAMES.get(summary["dataset"].iloc[0], summary["dataset"].iloc[0])
+    widths = fg.pick_widths(list(c["stds"]))
+    drawn = [
+        ("std distributions for selected widths (KDE, pooled over seeds)",
+         fg.std_distributions(c["stds"], widths, f"{name}: neuron activation std")),
+        ("the most normal width and its two neighbours",
+         fg.most_normal_neighbours(c["stds"], summary, f"{name}: most normal width")),
+        ("Shapiro-Wilk W versus width", fg.shapiro_vs_width(summary, f"{name}: Shapiro W")),
+        ("total std versus width with a logarithmic fit",
+         fg.total_std_vs_width(summary, f"{name}: total std")),
+        ("dead neurons versus width", fg.dead_vs_width(summary, f"{name}: dead neurons")),
+        ("test accuracy versus width (95% CI over seeds)",
+         fg.accuracy_vs_width(summary, "test", f"{name}: test accuracy")),
+        ("Shapiro W and test accuracy", fg.shapiro_and_accuracy(summary, "test", name)),
+    ]
+    keys = ["std_kde", "most_normal", "shapiro", "total_std", "dead", "accuracy",
+            "shapiro_accuracy"]
+    return [(f"{name}: {cap}", fg.save(fig, out_dir, f"{run_id}-{key}")[0])
+            for key, (cap, fig) in zip(keys, drawn, strict=True)]
+
+
+def report_sections(store: Store | str, run_ids: list[str], out_dir) -> list:
+    """Report sections: one per dataset, plus the side-by-side comparison when there are two."""
+    from widthlab.metrics import plateau_shift
+    from widthlab.report import figures as fg
+    from widthlab.report.html import Section
+
+    st = store if isinstance(store, Store) else Store(store)
+    sections, summaries, stds = [], {}, {}
+    for run_id in run_ids:
+        summary = summarize(st, run_id)
+        name = DATASET_NAMES.get(summary["dataset"].iloc[0], summary["dataset"].iloc[0])
+        summaries[name], stds[name] = summary, collect(st, run_id)["stds"]
+        cols = [c for c in ("width", "replicates", "shapiro_w", "shapiro_p", "total_std",
+                            "dead", "dead_frac", "train_acc", "val_acc", "test_acc",
+                            "test_acc_lo", "test_acc_hi") if c in summary.columns]
+        sections.append(Section(
+            title=f"Variance study: {name}",
+            intro="One-hidden-layer ReLU MLPs of every width and seed trained together; "
+                  "per-neuron activation std over the training set after the last epoch.",
+            verdicts=verdicts(summary), figures=figures(st, run_id, out_dir),
+            tables=[(f"{name}: per width", summary[cols])], runs=[st.get_run(run_id)]))
+    if {"MNIST", "FashionMNIST"} <= set(summaries):
+        pair = {k: summaries[k] for k in ("MNIST", "FashionMNIST")}
+        fig = fg.datasets_side_by_side(pair, {k: stds[k] for k in pair})
+        path = fg.save(fig, out_dir, "variance-mnist-vs-fashion")[0]
+        sections.append(Section(
+            title="Variance study: MNIST versus FashionMNIST",
+            verdicts=[plateau_shift(pair["MNIST"], pair["FashionMNIST"], "MNIST",
+                                    "FashionMNIST")],
+            figures=[("accuracy plateaus and the std distribution at a common width", path)]))
+    return sections

@@ -1,0 +1,62 @@
+"""``widthlab report``: which runs go in, and which study draws each of them."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from widthlab.errors import UsageError
+from widthlab.store import Store
+
+
+def _study_sections():
+    """Study name -> ``sections(store, run_ids, figures_dir)``; a new study adds itself here."""
+    from widthlab.studies import variance
+
+    return {variance.STUDY: variance.report_sections}
+
+
+def build_report(store: Store | str | os.PathLike, run_ids: list[str] | None,
+                 out: str | os.PathLike) -> Path:
+    """Write the HTML report of ``run_ids`` (None: every finished run in the store) to ``out``.
+
+    Runs are grouped by study, in the order given (or stored). Unfinished runs named
+    explicitly are an error; unfinished runs found by "every run" are skipped with a note on
+    stderr, as are runs of studies that have no report section yet.
+    """
+    from widthlab.report.html import write_report
+
+    st = store if isinstance(store, Store) else Store(store)
+    builders = _study_sections()
+    if run_ids:
+        chosen = [st.resolve(r) for r in run_ids]
+        for r in chosen:
+            info = st.get_run(r)
+            if info["status"] != "done":
+                raise UsageError(f"run {r} is {info['status']}, not done; finish it first "
+                                 "(rerun its command) or leave it out")
+            if info["study"] not in builders:
+                raise UsageError(f"run {r} belongs to study {info['study']!r}, which has no "
+                                 f"report section; reportable studies: {', '.join(builders)}")
+    else:
+        runs = st.runs()
+        chosen = []
+        for row in runs.itertuples():
+            if row.status != "done" or row.study not in builders:
+                print(f"widthlab: skipping run {row.run_id} ({row.study}, {row.status})",
+                      file=sys.stderr)
+                continue
+            chosen.append(row.run_id)
+        if not chosen:
+            raise UsageError(f"no finished runs of a reportable study in {st.root}; run e.g. "
+                             "`widthlab study variance --profile quick` first")
+    out = Path(out)
+    fig_dir = out.parent / f"{out.stem}-figures"
+    by_study: dict[str, list[str]] = {}
+    for r in chosen:
+        by_study.setdefault(st.get_run(r)["study"], []).append(r)
+    sections = []
+    for study, ids in by_study.items():
+        sections += builders[study](st, ids, fig_dir)
+    return write_report(sections, out)

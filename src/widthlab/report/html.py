@@ -1,0 +1,99 @@
+"""One self-contained HTML page: figures embedded as PNG data URIs, tables, run configs, verdicts.
+
+A report is a list of :class:`Section`; each study builds its own section(s) from stored
+results, and :func:`write_report` writes the page atomically (temporary file, then rename).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from widthlab import __version__
+from widthlab.metrics.variance import Verdict
+
+_CSS = """
+body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
+h1{border-bottom:2px solid #444} h2{margin-top:2em;border-bottom:1px solid #aaa}
+figure{display:inline-block;margin:.5em;vertical-align:top;max-width:560px}
+figure img{max-width:100%} figcaption{font-size:.85em;color:#555}
+table{border-collapse:collapse;font-size:.8em;margin:.5em 0} td,th{border:1px solid #ccc;
+padding:2px 6px;text-align:right} th{background:#eee}
+.holds{color:#166b16} .fails{color:#a31515} details{margin:.5em 0} pre{font-size:.75em}
+"""
+
+
+@dataclass
+class Section:
+    """A titled part of the report."""
+
+    title: str
+    intro: str = ""
+    verdicts: list[Verdict] = field(default_factory=list)
+    figures: list[tuple[str, Path]] = field(default_factory=list)  # (caption, PNG path)
+    tables: list[tuple[str, pd.DataFrame]] = field(default_factory=list)
+    runs: list[dict] = field(default_factory=list)  # Store.get_run records
+
+
+def _img(path: Path) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return f'<img alt="{html.escape(Path(path).stem)}" src="data:image/png;base64,{data}">'
+
+
+def _section(s: Section) -> str:
+    out = [f"<h2>{html.escape(s.title)}</h2>"]
+    if s.intro:
+        out.append(f"<p>{html.escape(s.intro)}</p>")
+    if s.verdicts:
+        out.append("<h3>Claims, recomputed</h3><ul>")
+        for v in s.verdicts:
+            cls, mark = ("holds", "holds") if v.holds else ("fails", "does not hold")
+            out.append(f'<li class="{cls}"><b>{mark}:</b> {html.escape(v.text)}</li>')
+        out.append("</ul>")
+    for caption, path in s.figures:
+        out.append(f"<figure>{_img(path)}<figcaption>{html.escape(caption)}</figcaption>"
+                   "</figure>")
+    for caption, table in s.tables:
+        out.append(f"<h3>{html.escape(caption)}</h3>")
+        out.append(table.to_html(index=False, float_format=lambda x: f"{x:.4g}", na_rep="-",
+                                 border=0))
+    for run in s.runs:
+        cfg = json.dumps(run.get("config", {}), indent=2, sort_keys=True, default=str)
+        meta = {k: run.get(k) for k in ("run_id", "study", "dataset", "status", "code_version",
+                                        "device", "precision", "host", "created_at",
+                                        "finished_at", "timings")}
+        meta_json = json.dumps(meta, indent=2, default=str)
+        out.append(f"<details><summary>run {html.escape(str(run.get('run_id')))}: config and "
+                   f"code version</summary><pre>{html.escape(meta_json)}"
+                   f"\n{html.escape(cfg)}</pre></details>")
+    return "\n".join(out)
+
+
+def write_report(sections: list[Section], path: str | os.PathLike,
+                 title: str = "widthlab report") -> Path:
+    """Write the page to ``path`` (atomically) and return it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    body = "\n".join(_section(s) for s in sections)
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+            f"</title><style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"
+            f"<p>widthlab {__version__}, written {stamp}. Every figure and claim below is "
+            f"recomputed from the results store.</p>{body}</body></html>")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(page)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
