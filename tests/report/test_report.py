@@ -3,28 +3,9 @@
 import base64
 import re
 
-import pytest
-
-from tests.engine.child_run import synthetic
 from widthlab.cli import main
-from widthlab.data.tensors import DatasetSplits
 from widthlab.engine import trainer
 from widthlab.store import Store
-from widthlab.studies import variance
-
-
-def _named(name, seed):
-    d = synthetic(seed=seed)
-    return DatasetSplits(name, d.train, d.val, d.test, d.mean, d.std, d.seed)
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    root = tmp_path_factory.mktemp("store")
-    for name, seed in (("mnist", 0), ("fashion-mnist", 1)):
-        variance.run(name, widths=[2, 4, 8, 16], seeds=3, epochs=2, store=root,
-                     progress=False, data=_named(name, seed), batch_size=32, device="cpu")
-    return root
 
 
 def test_report_from_store_without_training(store, tmp_path, monkeypatch):
