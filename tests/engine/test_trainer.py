@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from tests.engine.child_run import CONFIG, SPECS, synthetic
-from widthlab.engine.trainer import Engine, TrainConfig, epoch_order, train
+from widthlab.engine.trainer import Engine, TrainConfig, epoch_order, evaluate, train
 from widthlab.errors import UsageError
 from widthlab.nn.bank import ModelSpec
 from widthlab.store import Store
@@ -225,3 +225,21 @@ def test_modifier_settings_enter_the_run_id(tmp_path):
     assert run_id(0.1) == run_id(0.1)
     assert len({plain, run_id(0.1), run_id(0.2), run_id(0.1, lr=1e-2),
                 run_id([0.1, 0.1, 0.1, 0.2])}) == 5
+
+
+def test_evaluation_does_not_depend_on_its_batch_size(monkeypatch):
+    from widthlab.engine import trainer
+    from widthlab.nn.bank import MLPBank
+
+    data = synthetic()
+    bank = MLPBank(SPECS, 20, 10)
+    ref = evaluate(bank, data.train, batch_size=1000, stats=True, preact_cov=True)
+    monkeypatch.setattr(trainer, "EVAL_ELEMENTS", 7 * bank.n_hidden)  # 7-row batches
+    small = evaluate(bank, data.train, batch_size=1000, stats=True, preact_cov=True)
+    # the float32 GEMM rounds differently per batch shape: agreement at float32 level
+    assert ref.moments.count == small.moments.count == len(data.train)
+    assert torch.equal(ref.acc, small.acc)
+    torch.testing.assert_close(ref.loss, small.loss, rtol=1e-6, atol=0)
+    torch.testing.assert_close(ref.moments.std(), small.moments.std(), rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(ref.cov.covariance(3), small.cov.covariance(3), rtol=1e-5,
+                               atol=1e-8)

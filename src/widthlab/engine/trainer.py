@@ -47,6 +47,7 @@ from widthlab.store import ArrayRow, MetricRow, Store
 # Bump when a change to the engine changes stored numbers: old runs are then not resumed.
 ENGINE_VERSION = 1
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+EVAL_ELEMENTS = 2 ** 27  # most (batch x hidden units) values one evaluation batch may hold
 
 
 @dataclass
@@ -149,6 +150,8 @@ def evaluate(bank: MLPBank, split: Split, *, batch_size: int = 1000, stats: bool
     correct = torch.zeros(bank.n_models, dtype=torch.long, device=dev)
     moments = RunningMoments(bank.n_hidden, device=dev) if stats else None
     cov = RunningCovariance(bank.slices, device=dev) if (stats and preact_cov) else None
+    # bound the (batch, H) activations and their float64 statistics to ~1 GiB
+    batch_size = max(1, min(batch_size, EVAL_ELEMENTS // max(bank.n_hidden, 1)))
     for i in range(0, len(split), batch_size):
         x, y = split.x[i:i + batch_size], split.y[i:i + batch_size]
         with _autocast(dev, precision):
