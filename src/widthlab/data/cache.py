@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from widthlab._io import atomic_write_bytes
 from widthlab.data.idx import IDXFormatError, decompress, parse_idx
 from widthlab.data.registry import DatasetSpec, FileSpec, get_spec, resolve_names
 from widthlab.errors import ChecksumError, DataError, UsageError
@@ -220,17 +221,7 @@ class FileStatus:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, data)
 
 
 def _verify_file(spec: DatasetSpec, f: FileSpec) -> FileStatus:

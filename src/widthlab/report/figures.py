@@ -12,7 +12,6 @@ The variance-study figures take the per-width table of
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from scipy import stats as sps  # noqa: E402
 
+from widthlab._io import atomic_path  # noqa: E402
 from widthlab.metrics.variance import accuracy_plateau, log_fit, most_normal_width  # noqa: E402
 
 FORMATS = ("png", "svg")
@@ -39,14 +39,8 @@ def save(fig: Figure, out_dir: str | os.PathLike, name: str) -> list[Path]:
     try:
         for fmt in FORMATS:
             path = out / f"{name}.{fmt}"
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=out)
-            os.close(fd)
-            try:
+            with atomic_path(path) as tmp:
                 fig.savefig(tmp, format=fmt, dpi=DPI, bbox_inches="tight")
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
             paths.append(path)
     finally:
         plt.close(fig)

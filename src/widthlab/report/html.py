@@ -11,13 +11,13 @@ import datetime as dt
 import html
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from widthlab import __version__
+from widthlab._io import atomic_path
 from widthlab.metrics.variance import Verdict
 
 _CSS = """
@@ -88,12 +88,6 @@ def write_report(sections: list[Section], path: str | os.PathLike,
             f"</title><style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"
             f"<p>widthlab {__version__}, written {stamp}. Every figure and claim below is "
             f"recomputed from the results store.</p>{body}</body></html>")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(page)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_text(page, encoding="utf-8")
     return path

@@ -35,7 +35,6 @@ import os
 import re
 import socket
 import sqlite3
-import tempfile
 import time
 import warnings
 from collections.abc import Iterable, Iterator
@@ -46,6 +45,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from widthlab._io import atomic_path
 from widthlab.errors import UsageError
 
 SCHEMA_VERSION = 1
@@ -465,16 +465,8 @@ class Store:
         folder = self.root / CHECKPOINT_DIR
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{run_id}-e{int(epoch):04d}.pt"
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                torch.save(state, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
         return path
 
     def latest_checkpoint(self, run_id: str) -> tuple[int, dict] | None:
@@ -782,16 +774,9 @@ def write_frame(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
     fmt = path.suffix.lstrip(".")
     if fmt not in EXPORT_FORMATS:
         raise UsageError(f"cannot write {path}: the name must end in .csv or .parquet")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         if fmt == "csv":
             frame.to_csv(tmp, index=False)
         else:
             frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
