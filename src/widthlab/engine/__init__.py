@@ -8,7 +8,15 @@ Public API::
 
 from widthlab.engine.optim import BankOptimizer
 from widthlab.engine.stats import RunningCovariance, RunningMoments
-from widthlab.engine.trainer import Engine, EvalResult, TrainConfig, epoch_order, evaluate, train
+from widthlab.engine.trainer import (
+    Engine,
+    EvalResult,
+    TrainConfig,
+    epoch_order,
+    evaluate,
+    load_bank,
+    train,
+)
 
 __all__ = ["BankOptimizer", "Engine", "EvalResult", "RunningCovariance", "RunningMoments",
-           "TrainConfig", "epoch_order", "evaluate", "train"]
+           "TrainConfig", "epoch_order", "evaluate", "load_bank", "train"]

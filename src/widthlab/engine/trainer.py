@@ -385,3 +385,34 @@ def train(specs: Sequence[ModelSpec], cfg: TrainConfig | None = None,
     """
     return Engine(specs, cfg or TrainConfig(), store, modifiers=modifiers, data=data,
                   progress=progress).run()
+
+
+def load_bank(store: Store | str, run_id: str, device: str | torch.device = "cpu") -> MLPBank:
+    """The trained bank of a run, rebuilt from its models and its latest checkpoint.
+
+    Raises
+    ------
+    UsageError
+        If the run has no checkpoint or was trained with modifiers (load those through the
+        study that defines them).
+    """
+    st = store if isinstance(store, Store) else Store(store)
+    info = st.get_run(run_id)
+    if info is None:
+        raise UsageError(f"no run {run_id!r} in {st.root}")
+    if info["config"].get("modifiers"):
+        raise UsageError(f"run {run_id!r} was trained with modifiers; load it through its study")
+    found = st.latest_checkpoint(run_id)
+    if found is None:
+        raise UsageError(f"run {run_id!r} has no checkpoint yet; run its command to train it")
+    specs = []
+    for row in st.models(run_id).itertuples():
+        opts = dict(row.options)
+        lr, wd = opts.pop("lr", None), opts.pop("weight_decay", 0.0)
+        specs.append(ModelSpec(tuple(row.arch), seed=int(row.seed), lr=lr, weight_decay=wd,
+                               variant=row.variant, options=tuple(sorted(opts.items()))))
+    state = found[1]["bank"]
+    bank = MLPBank(specs, state["w0"].shape[1], state["biases.0"].shape[-1],
+                   chunk=int(info["config"].get("chunk", 1024)), device=device)
+    bank.load_state_dict(state)
+    return bank

@@ -1,0 +1,87 @@
+"""PCA of a layer's pre-activations from its streamed covariance: how many dimensions are used?
+
+Everything here starts from a covariance matrix (float64, e.g.
+:meth:`widthlab.engine.stats.RunningCovariance.covariance`), never from a stored activation
+matrix.
+
+Example::
+
+    from widthlab.metrics.pca import Spectrum
+
+    s = Spectrum.from_covariance(cov)           # eigenvalues, descending, and eigenvectors
+    s.n_components(0.95)                        # components for 95% of the variance
+    s.participation_ratio()                     # (sum l)^2 / sum l^2
+    s.tail_variance()                           # E||z - proj_k(z)||^2 for k = 0..width
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from widthlab.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Spectrum:
+    """Eigen-decomposition of a covariance: ``values`` descending (clipped at 0) and the
+    matching unit ``vectors`` as columns; ``mean`` is the data mean when known."""
+
+    values: np.ndarray
+    vectors: np.ndarray
+    mean: np.ndarray | None = None
+
+    @classmethod
+    def from_covariance(cls, cov, mean=None) -> Spectrum:
+        """Decompose a symmetric positive semi-definite ``cov`` (``numpy.linalg.eigh``)."""
+        c = np.asarray(cov, dtype=np.float64)
+        if c.ndim != 2 or c.shape[0] != c.shape[1]:
+            raise UsageError(f"a covariance must be a square matrix, got shape {c.shape}")
+        if not np.isfinite(c).all():
+            raise UsageError("the covariance holds NaN or inf (a diverged model?); "
+                             "leave that model out")
+        c = (c + c.T) / 2
+        values, vectors = np.linalg.eigh(c)
+        order = np.argsort(values)[::-1]
+        m = None if mean is None else np.asarray(mean, dtype=np.float64)
+        if m is not None and m.shape != (c.shape[0],):
+            raise UsageError(f"mean must have shape ({c.shape[0]},), got {m.shape}")
+        return cls(np.clip(values[order], 0.0, None), vectors[:, order], m)
+
+    @property
+    def total(self) -> float:
+        """Total variance, the trace of the covariance."""
+        return float(self.values.sum())
+
+    def explained(self) -> np.ndarray:
+        """Fraction of the variance explained by each component (sums to 1; zeros if none)."""
+        t = self.total
+        return self.values / t if t > 0 else np.zeros_like(self.values)
+
+    def n_components(self, fraction: float) -> int:
+        """Fewest leading components explaining at least ``fraction`` of the variance."""
+        if not 0 < fraction <= 1:
+            raise UsageError(f"fraction must be in (0, 1], got {fraction}")
+        if self.total <= 0:
+            return 0
+        cum = np.cumsum(self.explained())
+        return int(min(np.searchsorted(cum, fraction - 1e-12) + 1, len(cum)))
+
+    def participation_ratio(self) -> float:
+        """``(sum l)^2 / sum l^2``: between 1 (one direction) and the width (isotropic)."""
+        sq = float((self.values ** 2).sum())
+        return self.total ** 2 / sq if sq > 0 else 0.0
+
+    def tail_variance(self) -> np.ndarray:
+        """``t[k]`` = mean squared distance between a centred vector and its projection on the
+        top ``k`` components, for ``k = 0 .. width`` (the sum of the remaining eigenvalues)."""
+        v = self.values
+        return np.concatenate([np.cumsum(v[::-1])[::-1], [0.0]])
+
+    def projector(self, k: int) -> np.ndarray:
+        """The ``(width, width)`` orthogonal projector on the top ``k`` components."""
+        if not 0 <= k <= len(self.values):
+            raise UsageError(f"k must be in [0, {len(self.values)}], got {k}")
+        u = self.vectors[:, :k]
+        return u @ u.T
