@@ -243,3 +243,21 @@ def test_evaluation_does_not_depend_on_its_batch_size(monkeypatch):
     torch.testing.assert_close(ref.moments.std(), small.moments.std(), rtol=1e-6, atol=1e-9)
     torch.testing.assert_close(ref.cov.covariance(3), small.cov.covariance(3), rtol=1e-5,
                                atol=1e-8)
+
+
+def test_load_bank_rebuilds_the_trained_models(tmp_path):
+    from widthlab.engine import load_bank
+
+    data = synthetic()
+    cfg = TrainConfig(**{**CONFIG, "epochs": 2, "stats_epochs": "none"})
+    eng = Engine(SPECS, cfg, tmp_path, data=data, progress=False)
+    run_id = eng.run()
+    bank = load_bank(tmp_path, run_id)
+    for a, b in zip(bank.state_dict().values(), eng.bank.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    m = Store(tmp_path).metrics(run_id)
+    stored = m[(m.split == "test") & (m.name == "acc") & (m.epoch == 2)]["value"].to_numpy()
+    again = evaluate(bank, data.test, batch_size=cfg.eval_batch_size).acc.numpy()
+    np.testing.assert_array_equal(again, stored)
+    with pytest.raises(UsageError, match="no run"):
+        load_bank(tmp_path, "nope")
