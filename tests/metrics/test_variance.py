@@ -444,3 +444,30 @@ def test_accuracy_saturates_holds_only_on_saturating_data():
     assert not v.holds and "does not hold" in v.text
     with pytest.raises(UsageError, match="3 widths"):
         accuracy_saturates(sat.iloc[:2])
+
+
+def test_first_crossing_interpolates_in_log_width():
+    from widthlab.metrics import first_crossing
+
+    w = [16, 32, 64, 128]
+    assert first_crossing(w, [0.1, 0.2, 0.6, 0.9], 0.6) == pytest.approx(64)
+    # halfway between 0.2 and 0.6 in value is halfway between 32 and 64 in log width
+    assert first_crossing(w, [0.1, 0.2, 0.6, 0.9], 0.4) == pytest.approx(math.sqrt(32 * 64))
+    assert first_crossing(w, [0.7, 0.8, 0.9, 1.0], 0.5) == 16
+    assert first_crossing(w, [0.1, 0.2, 0.3, np.nan], 0.5) is None
+    assert first_crossing(w[::-1], [0.9, 0.6, 0.2, 0.1], 0.6) == pytest.approx(64)  # unsorted
+    with pytest.raises(UsageError, match="one value per width"):
+        first_crossing(w, [0.1], 0.5)
+
+
+def test_closest_turning_point_picks_the_smallest_octave_distance():
+    from widthlab.metrics import closest_turning_point
+
+    v = closest_turning_point({"a": 64.0, "b": 300.0, "c": None}, plateau=256)
+    assert v.holds and v.numbers["best"] == "b"
+    assert v.numbers["octaves"]["a"] == pytest.approx(2.0)
+    assert "c: never" in v.text and "above" in v.text
+    none = closest_turning_point({"a": None}, plateau=256)
+    assert not none.holds and "no metric turns" in none.text
+    with pytest.raises(UsageError, match="plateau"):
+        closest_turning_point({"a": 1.0}, plateau=0)

@@ -34,7 +34,7 @@ def test_every_image_loads_and_the_page_renders(store, tmp_path):
     found = re.search(r'data-probe="([^"]*)"', dom)
     assert found, "the page's load event never fired"
     images = json.loads(found.group(1).replace("&quot;", '"'))
-    assert len(images) == page.count("<img ") == 15
+    assert len(images) == page.count("<img ") == 17
     for complete, width, height in images:
         assert complete and width > 300 and height > 200  # decoded, not a broken icon
 

@@ -13,7 +13,9 @@ from widthlab.metrics.variance import (
     Verdict,
     accuracy_plateau,
     accuracy_saturates,
+    closest_turning_point,
     dead_grows_with_width,
+    first_crossing,
     log_fit,
     mean_ci,
     most_normal_width,
@@ -26,6 +28,7 @@ from widthlab.metrics.variance import (
 )
 
 __all__ = ["SHAPIRO_MAX_N", "Verdict", "accuracy_plateau", "accuracy_saturates",
-           "dead_grows_with_width", "log_fit", "mean_ci", "most_normal_width", "plateau_shift",
-           "shapiro", "shapiro_argmax_vs_plateau", "spearman_trend",
-           "total_std_grows_logarithmically", "width_summary"]
+           "closest_turning_point", "dead_grows_with_width", "first_crossing", "log_fit",
+           "mean_ci", "most_normal_width", "plateau_shift", "shapiro",
+           "shapiro_argmax_vs_plateau", "spearman_trend", "total_std_grows_logarithmically",
+           "width_summary"]

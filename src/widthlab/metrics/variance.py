@@ -51,7 +51,9 @@ __all__ = [
     "Verdict",
     "accuracy_plateau",
     "accuracy_saturates",
+    "closest_turning_point",
     "dead_grows_with_width",
+    "first_crossing",
     "log_fit",
     "mean_ci",
     "most_normal_width",
@@ -636,3 +638,51 @@ def accuracy_saturates(summary: pd.DataFrame, split: str = "test", tol: float = 
     text = f"{claim} ({detail})" if holds else f"{claim} does not hold ({detail})"
     return Verdict(claim, holds, text, {"plateau_width": plateau, "gain_low": gain_low,
                                         "gain_high": gain_high, "tol": float(tol)})
+
+
+def first_crossing(widths: Sequence[int] | np.ndarray, values: Sequence[float] | np.ndarray,
+                   level: float) -> float | None:
+    """The width where ``values`` first reach ``level`` (``>=``), interpolated linearly in
+    ``log(width)`` between the two widths around the crossing; None if never reached.
+    NaN values are ignored; widths are sorted first."""
+    w = np.asarray(widths, dtype=float).ravel()
+    v = np.asarray(values, dtype=float).ravel()
+    if w.size != v.size:
+        raise UsageError(f"first_crossing: {w.size} widths but {v.size} values; pass one value "
+                         "per width")
+    keep = ~(np.isnan(w) | np.isnan(v))
+    w, v = w[keep], v[keep]
+    order = np.argsort(w)
+    w, v = w[order], v[order]
+    hit = np.flatnonzero(v >= level)
+    if hit.size == 0:
+        return None
+    i = int(hit[0])
+    if i == 0 or v[i] == v[i - 1]:
+        return float(w[i])
+    t = (level - v[i - 1]) / (v[i] - v[i - 1])
+    return float(np.exp(np.log(w[i - 1]) + t * (np.log(w[i]) - np.log(w[i - 1]))))
+
+
+def closest_turning_point(turning: Mapping[str, float | None], plateau: float,
+                          what: str = "test accuracy plateau") -> Verdict:
+    """Which metric's turning point (a width, or None if the metric never turns) is closest to
+    the accuracy plateau, by ``|log2(turning / plateau)|``? A factual comparison: ``holds`` is
+    True when at least one metric turns."""
+    if not (_is_real(plateau) and plateau > 0):
+        raise UsageError(f"closest_turning_point: plateau must be a positive width, got "
+                         f"{plateau!r}")
+    dist = {k: abs(math.log2(v / plateau)) for k, v in turning.items()
+            if v is not None and v > 0}
+    parts = [f"{k}: {'never' if v is None else f'{v:.0f}'}" for k, v in turning.items()]
+    claim = f"the metric whose turning point is closest to the {what}"
+    if not dist:
+        return Verdict(claim, False, f"no metric turns within the widths tried "
+                                     f"({'; '.join(parts)}; plateau {plateau:.0f})",
+                       {"plateau": float(plateau), "turning": dict(turning)})
+    best = min(dist, key=dist.get)
+    side = "below" if turning[best] < plateau else "above" if turning[best] > plateau else "at"
+    text = (f"{best} turns closest to the {what} ({turning[best]:.0f} vs {plateau:.0f} neurons, "
+            f"{side}, {dist[best]:.2f} octaves); all turning points: {'; '.join(parts)}")
+    return Verdict(claim, True, text, {"plateau": float(plateau), "best": best,
+                                       "turning": dict(turning), "octaves": dist})

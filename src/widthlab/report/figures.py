@@ -156,6 +156,35 @@ def shapiro_and_accuracy(summary: pd.DataFrame, split: str = "test", title: str 
     return fig
 
 
+def metrics_vs_width(summary: pd.DataFrame, mixtures: pd.DataFrame,
+                     turning: Mapping[str, float | None], title: str = "") -> Figure:
+    """The journal's metrics figure: every width metric min-max normalised to [0, 1] against
+    width, the test-accuracy plateau and each metric's turning point marked."""
+    def norm(v):
+        v = np.asarray(v, dtype=float)
+        span = np.nanmax(v) - np.nanmin(v)
+        return (v - np.nanmin(v)) / span if span > 0 else np.zeros_like(v)
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    w = summary["width"]
+    series = [("test accuracy", w, summary["test_acc"], "k", "-"),
+              ("two-gamma mixture", mixtures["width"], mixtures["gamma_useless"], "C0", "-"),
+              ("exp+normal mixture", mixtures["width"], mixtures["expnormal_useless"], "C1", "-"),
+              ("Shapiro W", w, summary["shapiro_w"], "C2", "-"),
+              ("dead neurons", w, summary["dead"], "C3", "-")]
+    for label, x, y, color, ls in series:
+        ax.plot(x, norm(y), marker="o", ms=3, color=color, ls=ls, label=label)
+        t = turning.get(label)
+        if t is not None:
+            ax.axvline(t, color=color, ls=":", lw=1)
+    plateau = accuracy_plateau(w, summary["test_acc"])
+    ax.axvline(plateau, color="k", ls="--", lw=1.2, label=f"accuracy plateau ({plateau})")
+    ax.set(xscale="log", xlabel="hidden neurons", ylabel="normalised value (min-max)",
+           title=title or "width metrics")
+    ax.legend(fontsize=7, loc="best")
+    return fig
+
+
 def datasets_side_by_side(summaries: Mapping[str, pd.DataFrame],
                           stds: Mapping[str, Mapping[int, Sequence[np.ndarray]]],
                           split: str = "test") -> Figure:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from widthlab.engine import TrainConfig, train
@@ -30,6 +31,7 @@ from widthlab.store import Store
 
 STUDY = "variance"
 SPLITS = ("train", "val", "test")
+MIN_FIT = 20  # alive neurons a width needs (over all seeds) for the mixture fits
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,64 @@ def summarize(store: Store | str, run_id: str) -> pd.DataFrame:
     return table
 
 
+# ------------------------------------------------------------------------------ mixtures
+def mixture_summary(c: dict) -> pd.DataFrame:
+    """Per width, the share of *useless* neurons by two mixtures fitted to the pooled stds.
+
+    ``c`` is :func:`collect`'s result. For each width the per-neuron stds of all replicates are
+    pooled (as the journal did) and fitted with a two-gamma and an exponential+normal mixture
+    (:mod:`widthlab.fit`, one batched EM per family). Dead neurons (std exactly 0) are
+    excluded from the fits and counted as useless: ``useless = (dead + w0 * alive) / all``
+    where ``w0`` is the weight of the near-zero component.
+    """
+    import warnings
+
+    from widthlab.fit import ConvergenceWarning, ExponentialNormalMixture, GammaMixture, fit_many
+
+    widths = sorted(c["stds"])
+    pooled = [np.concatenate([np.asarray(a, dtype=np.float64) for a in c["stds"][w]])
+              for w in widths]
+    out = pd.DataFrame({"width": widths})
+    # a width with fewer than MIN_FIT alive neurons in all (tiny test sweeps) gets NaN
+    ok = [int((p > 0).sum()) >= MIN_FIT and np.ptp(p[p > 0]) > 0 for p in pooled]
+    fit_arrays = [p for p, good in zip(pooled, ok, strict=True) if good]
+    for col, model in (("gamma_useless", GammaMixture()),
+                       ("expnormal_useless", ExponentialNormalMixture())):
+        useless = np.full(len(widths), np.nan)
+        converged = np.zeros(len(widths), dtype=bool)
+        if fit_arrays:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                fits = fit_many(model, fit_arrays, as_frame=True)
+            alive, zeros = fits["n"].to_numpy(float), fits["n_zeros"].to_numpy(float)
+            useless[ok] = (zeros + fits["weight_0"].to_numpy() * alive) / (alive + zeros)
+            converged[ok] = fits["converged"].to_numpy()
+        out[col] = useless
+        out[f"{col.split('_')[0]}_converged"] = converged
+    return out
+
+
+def turning_points(summary: pd.DataFrame, mixtures: pd.DataFrame) -> dict[str, float | None]:
+    """The width at which each metric says "oversized from here".
+
+    - gamma / exp+normal mixtures: the useless share first reaches one half (more useless than
+      useful neurons), interpolated in log width;
+    - Shapiro W: the width of its maximum (the most normal distribution);
+    - dead neurons: the first width where the mean dead count is above zero (the journal notes
+      any other threshold would be arbitrary).
+    """
+    from widthlab.metrics import first_crossing, most_normal_width
+
+    dead = summary["dead"].to_numpy(float)
+    return {
+        "two-gamma mixture": first_crossing(mixtures["width"], mixtures["gamma_useless"], 0.5),
+        "exp+normal mixture": first_crossing(mixtures["width"],
+                                             mixtures["expnormal_useless"], 0.5),
+        "Shapiro W": float(most_normal_width(summary)["width"]),
+        "dead neurons": first_crossing(summary["width"], (dead > 0).astype(float), 1.0),
+    }
+
+
 # ------------------------------------------------------------------------------ report
 DATASET_NAMES = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 
@@ -156,6 +216,14 @@ def verdicts(summary: pd.DataFrame) -> list:
             total_std_grows_logarithmically(summary), shapiro_argmax_vs_plateau(summary)]
 
 
+def turning_verdict(summary: pd.DataFrame, c: dict):
+    """Which metric's turning point is closest to the test-accuracy plateau."""
+    from widthlab.metrics import accuracy_plateau, closest_turning_point
+
+    plateau = accuracy_plateau(summary["width"], summary["test_acc"])
+    return closest_turning_point(turning_points(summary, mixture_summary(c)), plateau)
+
+
 def figures(store: Store | str, run_id: str, out_dir) -> list[tuple[str, object]]:
     """Draw every per-dataset figure of a run from the store; ``[(caption, png path)]``."""
     from widthlab.report import figures as fg
@@ -164,6 +232,7 @@ def figures(store: Store | str, run_id: str, out_dir) -> list[tuple[str, object]
     summary = summarize(store, run_id)
     name = DATASET_NAMES.get(summary["dataset"].iloc[0], summary["dataset"].iloc[0])
     widths = fg.pick_widths(list(c["stds"]))
+    mix = mixture_summary(c)
     drawn = [
         ("std distributions for selected widths (KDE, pooled over seeds)",
          fg.std_distributions(c["stds"], widths, f"{name}: neuron activation std")),
@@ -176,9 +245,12 @@ def figures(store: Store | str, run_id: str, out_dir) -> list[tuple[str, object]
         ("test accuracy versus width (95% CI over seeds)",
          fg.accuracy_vs_width(summary, "test", f"{name}: test accuracy")),
         ("Shapiro W and test accuracy", fg.shapiro_and_accuracy(summary, "test", name)),
+        ("metrics versus width: useless share by both mixtures, Shapiro W, accuracy and dead "
+         "neurons (min-max normalised), turning points marked",
+         fg.metrics_vs_width(summary, mix, turning_points(summary, mix), f"{name}: metrics")),
     ]
     keys = ["std_kde", "most_normal", "shapiro", "total_std", "dead", "accuracy",
-            "shapiro_accuracy"]
+            "shapiro_accuracy", "metrics"]
     return [(f"{name}: {cap}", fg.save(fig, out_dir, f"{run_id}-{key}")[0])
             for key, (cap, fig) in zip(keys, drawn, strict=True)]
 
@@ -202,7 +274,8 @@ def report_sections(store: Store | str, run_ids: list[str], out_dir) -> list:
             title=f"Variance study: {name}",
             intro="One-hidden-layer ReLU MLPs of every width and seed trained together; "
                   "per-neuron activation std over the training set after the last epoch.",
-            verdicts=verdicts(summary), figures=figures(st, run_id, out_dir),
+            verdicts=[*verdicts(summary), turning_verdict(summary, collect(st, run_id))],
+            figures=figures(st, run_id, out_dir),
             tables=[(f"{name}: per width", summary[cols])], runs=[st.get_run(run_id)]))
     if {"MNIST", "FashionMNIST"} <= set(summaries):
         pair = {k: summaries[k] for k in ("MNIST", "FashionMNIST")}
