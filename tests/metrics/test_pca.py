@@ -70,3 +70,29 @@ def test_bad_input_is_named():
         Spectrum.from_covariance(np.full((2, 2), np.nan))
     with pytest.raises(UsageError, match="fraction"):
         Spectrum.from_covariance(np.eye(2)).n_components(1.5)
+
+
+def test_reconstruction_accuracy_full_k_is_the_plain_accuracy_and_grows():
+    from widthlab.metrics.pca import k_grid, reconstruction_accuracy
+    from widthlab.nn.bank import MLP
+
+    rng = np.random.default_rng(3)
+    x = torch.from_numpy(rng.normal(size=(600, 20)).astype(np.float32))
+    proj = rng.normal(size=(20, 10))
+    y = torch.from_numpy((x.numpy() @ proj).argmax(1))
+    mlp = MLP([20, 16, 10], seed=0)
+    opt = torch.optim.Adam(mlp.parameters(), lr=1e-2)
+    for _ in range(200):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(mlp(x), y).backward()
+        opt.step()
+    with torch.no_grad():
+        z = mlp.layers[0](x).double().numpy()
+        plain = (mlp(x).argmax(1) == y).double().mean().item()
+    s = Spectrum.from_covariance(np.cov(z, rowvar=False), z.mean(0))
+    ks = k_grid(16)
+    assert ks == [0, 1, 2, 4, 8, 16]
+    acc = reconstruction_accuracy(mlp, s, x, y, ks)
+    assert acc[-1] == plain
+    assert acc[0] < acc[-1] - 0.3  # the mean alone predicts one class
+    assert np.all(np.diff(acc) >= -0.02)  # more components, (almost) never worse

@@ -85,3 +85,43 @@ class Spectrum:
             raise UsageError(f"k must be in [0, {len(self.values)}], got {k}")
         u = self.vectors[:, :k]
         return u @ u.T
+
+
+def reconstruction_accuracy(mlp, spectrum: Spectrum, x, y, ks) -> np.ndarray:
+    """Accuracy of a one-hidden-layer ``mlp`` (a :class:`widthlab.nn.MLP`) when its hidden
+    pre-activations are replaced by their projection on the top ``k`` principal components
+    (``mean + P_k (z - mean)``) before the ReLU and the output layer, for each ``k`` in ``ks``.
+
+    Computed in float64 from the model's weights; ``k = width`` is the identity projection
+    and gives the plain accuracy. ``spectrum.mean`` must be set (the pre-activation mean).
+    """
+    import torch
+
+    if spectrum.mean is None:
+        raise UsageError("reconstruction needs the pre-activation mean: build the Spectrum "
+                         "with mean=...")
+    layers = list(mlp.layers)
+    if len(layers) != 2:
+        raise UsageError("reconstruction_accuracy handles one-hidden-layer MLPs")
+    with torch.no_grad():
+        w0, b0 = (t.detach().double().cpu().numpy() for t in (layers[0].weight, layers[0].bias))
+        w1, b1 = (t.detach().double().cpu().numpy() for t in (layers[1].weight, layers[1].bias))
+    xs = np.asarray(x.cpu().numpy() if hasattr(x, "cpu") else x, dtype=np.float64)
+    ys = np.asarray(y.cpu().numpy() if hasattr(y, "cpu") else y)
+    if w0.shape[0] != len(spectrum.values):
+        raise UsageError(f"the spectrum has {len(spectrum.values)} dimensions but the model "
+                         f"has {w0.shape[0]} hidden units")
+    zc = xs @ w0.T + b0 - spectrum.mean  # (N, width), centred
+    out = []
+    for k in ks:
+        u = spectrum.vectors[:, :int(k)]
+        z = spectrum.mean + (zc @ u) @ u.T
+        logits = np.maximum(z, 0) @ w1.T + b1
+        out.append(float((logits.argmax(1) == ys).mean()))
+    return np.asarray(out)
+
+
+def k_grid(width: int) -> list[int]:
+    """``0, 1, 2, 4, ...`` up to ``width`` (always included): the k values worth plotting."""
+    ks = [0] + [2 ** i for i in range(int(np.log2(max(width, 1))) + 1)]
+    return sorted(set(k for k in ks if k <= width) | {width})
