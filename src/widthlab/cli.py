@@ -223,7 +223,7 @@ def _parse_seeds(text: str) -> list[int]:
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option("--weight-decay", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="L2 penalty (Adam weight_decay) on every model.")
-@click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam",
+@click.option("--optimizer", type=click.Choice(["adam", "adamax", "sgd"]), default="adam",
               show_default=True)
 @click.option("--train-size", type=click.IntRange(min=1), default=None,
               help="Use only the first N training images (quick runs).")

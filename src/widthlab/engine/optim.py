@@ -15,7 +15,7 @@ from torch import Tensor
 from widthlab.errors import UsageError
 from widthlab.nn.bank import MLPBank
 
-OPTIMIZERS = ("adam", "sgd")
+OPTIMIZERS = ("adam", "adamax", "sgd")
 
 
 class BankOptimizer:
@@ -26,9 +26,11 @@ class BankOptimizer:
     bank : MLPBank
     lr : float
         Learning rate of models whose spec does not set one.
-    kind : {"adam", "sgd"}
+    kind : {"adam", "adamax", "sgd"}
     fused : bool or None
         Use the fused Adam kernel; None picks it when the device supports it.
+    momentum : float
+        SGD momentum (``kind="sgd"`` only).
     """
 
     def __init__(self, bank: MLPBank, *, lr: float = 1e-3, kind: str = "adam",
@@ -56,6 +58,10 @@ class BankOptimizer:
             if fused is None:
                 fused = bank.device.type in ("cpu", "cuda")
             self.opt = torch.optim.Adam(param_groups, lr=lr, betas=betas, eps=eps, fused=fused)
+        elif kind == "adamax":
+            # foreach: one multi-tensor kernel per group (there is no fused Adamax)
+            self.opt = torch.optim.Adamax(param_groups, lr=lr, betas=betas, eps=eps,
+                                          foreach=True)
         else:
             self.opt = torch.optim.SGD(param_groups, lr=lr, momentum=momentum)
 

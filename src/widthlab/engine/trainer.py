@@ -58,7 +58,8 @@ class TrainConfig:
     epochs: int = 1
     batch_size: int = 128
     lr: float = 1e-3                # models may override it (ModelSpec.lr)
-    optimizer: str = "adam"         # adam | sgd
+    optimizer: str = "adam"         # adam | adamax | sgd
+    momentum: float = 0.0           # sgd only
     data_seed: int = 0              # train/val split and minibatch order
     val_size: int = 5000
     train_size: int | None = None   # use only the first N training samples (quick runs)
@@ -71,6 +72,8 @@ class TrainConfig:
     preact_cov: bool = False        # also stream the pre-activation covariance (PCA)
     chunk: int = 1024               # hidden units per first-layer GEMM call
     study: str = "train"            # label stored with the run
+    record_batch_loss: bool = False  # store every minibatch loss per model and epoch
+    init_from: str | None = None    # start from this finished run's weights (same models)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -122,6 +125,15 @@ def fingerprint(cfg: TrainConfig, specs: Sequence[ModelSpec], modifiers: Sequenc
                        "models": [s.to_dict() for s in specs], "modifiers": list(modifiers)},
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _describe_hook(hook: Callable) -> object:
+    """What identifies a hook in the fingerprint: its ``describe()`` or its qualified name
+    (never ``repr``, which holds a memory address)."""
+    if hasattr(hook, "describe"):
+        return hook.describe()
+    name = getattr(hook, "__qualname__", None) or type(hook).__qualname__
+    return f"{getattr(hook, '__module__', '')}.{name}"
 
 
 def epoch_order(n: int, data_seed: int, epoch: int, device: torch.device) -> Tensor:
@@ -199,7 +211,8 @@ class Engine:
     def __init__(self, specs: Sequence[ModelSpec], cfg: TrainConfig,
                  store: Store | str = "widthlab-runs", *,
                  modifiers: Sequence[Callable[[], torch.nn.Module]] = (),
-                 data: DatasetSplits | None = None, progress: bool = True):
+                 data: DatasetSplits | None = None, progress: bool = True,
+                 hooks: Sequence[Callable] = ()):
         self.specs, self.cfg = list(specs), cfg
         self.store = store if isinstance(store, Store) else Store(store)
         self.device = cfg.resolved_device()
@@ -219,8 +232,13 @@ class Engine:
         self.bank.compute_dtype = PRECISIONS[cfg.precision]
         for make in modifiers:
             self.bank.add_modifier(make())
-        self.opt = BankOptimizer(self.bank, lr=cfg.lr, kind=cfg.optimizer)
+        self.hooks = list(hooks)
+        if cfg.init_from is not None:
+            self._init_from(cfg.init_from)
+        self.opt = BankOptimizer(self.bank, lr=cfg.lr, kind=cfg.optimizer,
+                                 momentum=cfg.momentum)
         mods = [m.describe() for m in self.bank.modifiers]
+        mods += [{"hook": _describe_hook(h)} for h in self.hooks]
         data_id = f"{data.name}:{len(data.train)}:{len(data.val)}:{len(data.test)}"
         self.run_id = f"{cfg.study}-{data.name}-{fingerprint(cfg, self.specs, mods, data_id)[:12]}"
         self.modifier_config = mods
@@ -264,6 +282,26 @@ class Engine:
         self.state = _State(**ckpt["state"])
         self.store.rollback(self.run_id, epoch)
 
+    def _init_from(self, run_id: str) -> None:
+        """Copy the layer weights of a finished run with the same architectures (modifier
+        parameters keep their own initialisation)."""
+        info = self.store.get_run(run_id)
+        if info is None or info["status"] != "done":
+            raise UsageError(f"init_from run {run_id!r} is not a finished run in "
+                             f"{self.store.root}; train it first")
+        src = load_bank(self.store, run_id, device=self.device, strict_modifiers=False)
+        if [s.hidden for s in src.specs] != [s.hidden for s in self.specs]:
+            raise UsageError(f"init_from run {run_id!r} has models "
+                             f"{[s.hidden for s in src.specs]}, this run needs "
+                             f"{[s.hidden for s in self.specs]}; use a run with the same "
+                             "models in the same order")
+        with torch.no_grad():
+            for m in range(self.bank.n_models):
+                mine = [v for n, v, _ in self.bank.model_params(m) if n.startswith("layers.")]
+                theirs = [v for n, v, _ in src.model_params(m) if n.startswith("layers.")]
+                for a, b in zip(mine, theirs, strict=True):
+                    a.copy_(b)
+
     def _timings(self) -> dict:
         s = self.state
         return {"train_s": round(s.train_s, 3), "eval_s": round(s.eval_s, 3), "steps": s.steps,
@@ -279,9 +317,12 @@ class Engine:
         order = epoch_order(len(train), cfg.data_seed, epoch, dev)
         t0 = time.perf_counter()
         n_steps = 0
+        batch_losses = []
         for i in range(0, len(train), cfg.batch_size):
             idx = order[i:i + cfg.batch_size]
             x, y = train.x.index_select(0, idx), train.y.index_select(0, idx)
+            for mod in bank.modifiers:
+                mod.before_step(self.state.steps + n_steps)
             with _autocast(dev, cfg.precision):
                 logits = bank(x).float()  # (B, M, C)
             ce = bank.per_model_loss(logits, y)  # (M,)
@@ -289,8 +330,12 @@ class Engine:
             loss = ce if pen is None else ce + pen.float()
             bank.zero_grad()
             (loss * alive).sum().backward()
+            for mod in bank.modifiers:
+                mod.after_backward()
             self.opt.step()
             with torch.no_grad():
+                if cfg.record_batch_loss:
+                    batch_losses.append(ce.detach().clone())
                 loss_sum += ce.double() * len(y)
                 correct += (logits.argmax(-1) == y[:, None]).sum(0)
                 finite &= torch.isfinite(loss)
@@ -311,6 +356,21 @@ class Engine:
         for m in live:
             metrics += [MetricRow(m, epoch, "train", "loss_running", run_loss[m]),
                         MetricRow(m, epoch, "train", "acc_running", run_acc[m])]
+        if batch_losses:
+            per_batch = torch.stack(batch_losses).double().cpu().numpy()  # (steps, M)
+            for m in live:
+                col = per_batch[:, m]
+                arrays.append(ArrayRow(m, epoch, "batch_loss", col.copy()))
+                metrics += [MetricRow(m, epoch, "train", f"batch_loss_{k}", float(f(col)))
+                            for k, f in (("min", np.min), ("median", np.median),
+                                         ("max", np.max))]
+        for mod in bank.modifiers:
+            for m, name, value in mod.epoch_records():
+                if self.state.alive[m]:
+                    if np.ndim(value) == 0:
+                        metrics.append(MetricRow(m, epoch, "train", name, float(value)))
+                    else:
+                        arrays.append(ArrayRow(m, epoch, name, np.asarray(value)))
         splits = list(cfg.eval_splits)
         want_stats = cfg.wants_stats(epoch)
         if want_stats and cfg.stats_split not in splits:
@@ -328,6 +388,10 @@ class Engine:
                 metrics_s, arrays_s = self._neuron_arrays(res, epoch, live, name)
                 metrics += metrics_s
                 arrays += arrays_s
+        for hook in self.hooks:
+            for row in hook(self, epoch) or ():
+                if self.state.alive[row.model]:
+                    (arrays if isinstance(row, ArrayRow) else metrics).append(row)
         self.state.eval_s += time.perf_counter() - t1
         self.state.epoch = epoch
         path = self.store.save_checkpoint(self.run_id, epoch, {
@@ -378,16 +442,21 @@ class Engine:
 def train(specs: Sequence[ModelSpec], cfg: TrainConfig | None = None,
           store: Store | str = "widthlab-runs", *,
           modifiers: Sequence[Callable[[], torch.nn.Module]] = (),
-          data: DatasetSplits | None = None, progress: bool = True) -> str:
+          data: DatasetSplits | None = None, progress: bool = True,
+          hooks: Sequence[Callable] = ()) -> str:
     """Train ``specs`` together (or resume / skip a run with the same fingerprint).
 
-    Returns the run id; read results with ``Store(store).metrics(run_id)`` and friends.
+    ``hooks`` are callables ``hook(engine, epoch) -> iterable of MetricRow/ArrayRow`` run after
+    each epoch's evaluation; their rows are stored in the epoch's transaction (a hook's
+    ``describe()`` enters the fingerprint). Returns the run id; read results with
+    ``Store(store).metrics(run_id)`` and friends.
     """
     return Engine(specs, cfg or TrainConfig(), store, modifiers=modifiers, data=data,
-                  progress=progress).run()
+                  progress=progress, hooks=hooks).run()
 
 
-def load_bank(store: Store | str, run_id: str, device: str | torch.device = "cpu") -> MLPBank:
+def load_bank(store: Store | str, run_id: str, device: str | torch.device = "cpu", *,
+              strict_modifiers: bool = True) -> MLPBank:
     """The trained bank of a run, rebuilt from its models and its latest checkpoint.
 
     Raises
@@ -400,7 +469,7 @@ def load_bank(store: Store | str, run_id: str, device: str | torch.device = "cpu
     info = st.get_run(run_id)
     if info is None:
         raise UsageError(f"no run {run_id!r} in {st.root}")
-    if info["config"].get("modifiers"):
+    if strict_modifiers and info["config"].get("modifiers"):
         raise UsageError(f"run {run_id!r} was trained with modifiers; load it through its study")
     found = st.latest_checkpoint(run_id)
     if found is None:
@@ -414,5 +483,6 @@ def load_bank(store: Store | str, run_id: str, device: str | torch.device = "cpu
     state = found[1]["bank"]
     bank = MLPBank(specs, state["w0"].shape[1], state["biases.0"].shape[-1],
                    chunk=int(info["config"].get("chunk", 1024)), device=device)
-    bank.load_state_dict(state)
+    base = {k: v for k, v in state.items() if not k.startswith("modifiers.")}
+    bank.load_state_dict(base, strict=not strict_modifiers or len(base) == len(state))
     return bank

@@ -54,6 +54,19 @@ class Modifier(nn.Module):
         """``(name, view, gradient view)`` of model ``m``'s share of the parameters."""
         return []
 
+    # ---- engine hooks (no-ops by default)
+    def before_step(self, step: int) -> None:
+        """Called before each training step's forward pass; ``step`` counts from 0 over the
+        whole run (resumes continue the count), so per-step randomness can be seeded by it."""
+
+    def after_backward(self) -> None:
+        """Called after each backward pass, before the optimizer step (gradients are set)."""
+
+    def epoch_records(self) -> list[tuple[int, str, object]]:
+        """``(model, name, value)`` to store after each epoch: a scalar becomes a metric of
+        split ``train``, an array an array row. Called once per epoch."""
+        return []
+
     def n_params(self, m: int) -> int:
         return sum(v.numel() for _, v, _ in self.model_params(m))
 
