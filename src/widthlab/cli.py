@@ -24,6 +24,7 @@ import click
 
 from widthlab import __version__
 from widthlab.errors import UsageError, WidthlabError
+from widthlab.studies._common import parse_seeds, store_option
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -130,14 +131,6 @@ def data_summary(name: str, data_dir: Path | None, val_size: int, seed: int) -> 
 
 
 # ----------------------------------------------------------------------------------- runs
-store_option = click.option(
-    "--store",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=Path("widthlab-runs"),
-    show_default="./widthlab-runs",
-    envvar="WIDTHLAB_STORE",
-    help="Results store folder (holds widthlab.sqlite) [env: WIDTHLAB_STORE].",
-)
 run_id_argument = click.argument("run_id", metavar="ID")
 
 
@@ -196,21 +189,6 @@ def runs_export(run_id: str, fmt: str, out: Path, store: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------- train
-def _parse_seeds(text: str) -> list[int]:
-    """``"3"`` means seeds 0, 1, 2; ``"4,7"`` is an explicit list."""
-    try:
-        if "," in text:
-            seeds = [int(t) for t in text.split(",") if t.strip()]
-        else:
-            seeds = list(range(int(text)))
-    except ValueError:
-        raise UsageError(f"cannot read seeds {text!r}: give a count (3) or a list (0,4,7)") \
-            from None
-    if not seeds or any(s < 0 for s in seeds):
-        raise UsageError(f"seeds must be a positive count or a list of seeds >= 0, got {text!r}")
-    return seeds
-
-
 @app.command("train", context_settings=CONTEXT)
 @click.option("--dataset", type=click.Choice(["mnist", "fashion-mnist"]), default="mnist",
               show_default=True)
@@ -256,7 +234,7 @@ def train_cmd(dataset: str, widths: str, seeds: str, epochs: int, lr: float, bat
     from widthlab.store import Store
 
     specs = [ModelSpec((w,), seed=s, weight_decay=weight_decay)
-             for w in parse_widths(widths) for s in _parse_seeds(seeds)]
+             for w in parse_widths(widths) for s in parse_seeds(seeds)]
     cfg = TrainConfig(dataset=dataset, epochs=epochs, lr=lr, batch_size=batch_size,
                       optimizer=optimizer, train_size=train_size, data_seed=data_seed,
                       stats_epochs=stats_epochs, preact_cov=preact_cov, device=device,
@@ -275,56 +253,28 @@ def train_cmd(dataset: str, widths: str, seeds: str, epochs: int, lr: float, bat
 
 
 # ---------------------------------------------------------------------------------- study
-@app.group("study", context_settings=CONTEXT)
+class _StudyGroup(click.Group):
+    """``widthlab study <name>``: each study module defines its own command (``cli``) and is
+    imported only when that command runs or help lists it."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        from widthlab.studies import COMMANDS, exists
+
+        return [cmd for cmd, mod in COMMANDS.items() if exists(mod)]
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        from widthlab.studies import COMMANDS, load
+
+        mod = load(COMMANDS[name]) if name in COMMANDS else None
+        return None if mod is None else mod.cli
+
+
+@app.group("study", cls=_StudyGroup, context_settings=CONTEXT)
 def study_group() -> None:
-    """Run one of the journal's studies through the engine and summarise it from the store."""
+    """Run one of the journal's studies through the engine and summarise it from the store.
 
-
-@study_group.command("variance")
-@click.option("--dataset", type=click.Choice(["mnist", "fashion-mnist", "both"]),
-              default="both", show_default=True)
-@click.option("--profile", type=click.Choice(["quick", "full"]), default="quick",
-              show_default=True,
-              help="quick: widths 16..1448, 3 seeds, 2 epochs (minutes); full: the journal's "
-                   "16..11585, 11 seeds, 30 epochs.")
-@click.option("--widths", default=None, help="Override: LO:HI (sqrt(2) steps) or a list.")
-@click.option("--seeds", default=None, help="Override: a count (3) or a list (0,4,7).")
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override.")
-@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="auto",
-              show_default=True)
-@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32",
-              show_default=True)
-@click.option("--csv", "csv_dir", type=click.Path(path_type=Path, file_okay=False),
-              default=None, help="Also write each dataset's per-width table to DIR/ID.csv.")
-@store_option
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars or tables.")
-def study_variance(dataset: str, profile: str, widths: str | None, seeds: str | None,
-                   epochs: int | None, device: str, precision: str, csv_dir: Path | None,
-                   store: Path, quiet: bool) -> None:
-    """Width sweep with per-neuron statistics: Shapiro W of the activation stds, total std,
-    dead neurons and accuracy per width (mean and 95% interval over seeds).
-
-    Resumes an interrupted run and reuses a finished one. Prints one run id per dataset.
+    Every study resumes an interrupted run and reuses finished ones (same config, same code).
     """
-    from widthlab.nn.widths import parse_widths
-    from widthlab.report.console import print_frame
-    from widthlab.studies import variance
-
-    names = ["mnist", "fashion-mnist"] if dataset == "both" else [dataset]
-    for name in names:
-        run_id = variance.run(name, profile, store=store,
-                              widths=parse_widths(widths) if widths else None,
-                              seeds=_parse_seeds(seeds) if seeds else None, epochs=epochs,
-                              device=device, precision=precision, progress=not quiet)
-        table = variance.summarize(store, run_id)
-        if csv_dir is not None:
-            from widthlab.store import write_frame
-            write_frame(table, Path(csv_dir) / f"{run_id}.csv")
-        if not quiet:
-            cols = [c for c in ("width", "replicates", "shapiro_w", "total_std", "dead",
-                                "test_acc") if c in table.columns]
-            print_frame(table.round(4), cols, title=f"{name}: {run_id}")
-        click.echo(run_id)
 
 
 # --------------------------------------------------------------------------------- report

@@ -8,13 +8,15 @@ from pathlib import Path
 
 from widthlab.errors import UsageError
 from widthlab.store import Store
+from widthlab.studies._common import study_of
 
 
 def _study_sections():
-    """Study name -> ``sections(store, run_ids, figures_dir)``; a new study adds itself here."""
-    from widthlab.studies import variance
+    """Study label -> ``sections(store, run_ids, figures_dir)``, in the journal's order; every
+    study module present registers itself (see :mod:`widthlab.studies`)."""
+    from widthlab.studies import available
 
-    return {variance.STUDY: variance.report_sections}
+    return {mod.STUDY: mod.report_sections for mod in available()}
 
 
 def build_report(store: Store | str | os.PathLike, run_ids: list[str] | None,
@@ -36,14 +38,14 @@ def build_report(store: Store | str | os.PathLike, run_ids: list[str] | None,
             if info["status"] != "done":
                 raise UsageError(f"run {r} is {info['status']}, not done; finish it first "
                                  "(rerun its command) or leave it out")
-            if info["study"] not in builders:
+            if study_of(info["study"]) not in builders:
                 raise UsageError(f"run {r} belongs to study {info['study']!r}, which has no "
                                  f"report section; reportable studies: {', '.join(builders)}")
     else:
         runs = st.runs()
         chosen = []
         for row in runs.itertuples():
-            if row.status != "done" or row.study not in builders:
+            if row.status != "done" or study_of(row.study) not in builders:
                 print(f"widthlab: skipping run {row.run_id} ({row.study}, {row.status})",
                       file=sys.stderr)
                 continue
@@ -55,8 +57,9 @@ def build_report(store: Store | str | os.PathLike, run_ids: list[str] | None,
     fig_dir = out.parent / f"{out.stem}-figures"
     by_study: dict[str, list[str]] = {}
     for r in chosen:
-        by_study.setdefault(st.get_run(r)["study"], []).append(r)
+        by_study.setdefault(study_of(st.get_run(r)["study"]), []).append(r)
     sections = []
-    for study, ids in by_study.items():
-        sections += builders[study](st, ids, fig_dir)
+    for study, make in builders.items():  # journal order
+        if study in by_study:
+            sections += make(st, by_study[study], fig_dir)
     return write_report(sections, out)

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+import click
 import numpy as np
 import pandas as pd
 
@@ -28,6 +30,16 @@ from widthlab.metrics.variance import width_summary
 from widthlab.nn import ModelSpec
 from widthlab.nn.widths import sqrt2_widths
 from widthlab.store import Store
+from widthlab.studies._common import (
+    DATASET_NAMES,
+    dataset_option,
+    datasets_for,
+    device_option,
+    parse_seeds,
+    profile_option,
+    quiet_option,
+    store_option,
+)
 
 STUDY = "variance"
 SPLITS = ("train", "val", "test")
@@ -200,7 +212,6 @@ def turning_points(summary: pd.DataFrame, mixtures: pd.DataFrame) -> dict[str, f
 
 
 # ------------------------------------------------------------------------------ report
-DATASET_NAMES = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 
 
 def verdicts(summary: pd.DataFrame) -> list:
@@ -287,3 +298,43 @@ def report_sections(store: Store | str, run_ids: list[str], out_dir) -> list:
                                     "FashionMNIST")],
             figures=[("accuracy plateaus and the std distribution at a common width", path)]))
     return sections
+
+
+# ------------------------------------------------------------------------------ CLI
+@click.command("variance")
+@dataset_option
+@profile_option("quick: widths 16..1448, 3 seeds, 2 epochs (minutes); full: the journal's "
+                "16..11585, 11 seeds, 30 epochs.")
+@click.option("--widths", default=None, help="Override: LO:HI (sqrt(2) steps) or a list.")
+@click.option("--seeds", default=None, help="Override: a count (3) or a list (0,4,7).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override.")
+@device_option
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32",
+              show_default=True)
+@click.option("--csv", "csv_dir", type=click.Path(path_type=Path, file_okay=False),
+              default=None, help="Also write each dataset's per-width table to DIR/ID.csv.")
+@store_option
+@quiet_option
+def cli(dataset: str, profile: str, widths: str | None, seeds: str | None, epochs: int | None,
+        device: str, precision: str, csv_dir: Path | None, store: Path, quiet: bool) -> None:
+    """Width sweep with per-neuron statistics: Shapiro W of the activation stds, total std,
+    dead neurons and accuracy per width (mean and 95% interval over seeds).
+
+    Resumes an interrupted run and reuses a finished one. Prints one run id per dataset.
+    """
+    from widthlab.nn.widths import parse_widths
+    from widthlab.report.console import print_frame
+
+    for name in datasets_for(dataset):
+        run_id = run(name, profile, store=store, widths=parse_widths(widths) if widths else None,
+                     seeds=parse_seeds(seeds) if seeds else None, epochs=epochs,
+                     device=device, precision=precision, progress=not quiet)
+        table = summarize(store, run_id)
+        if csv_dir is not None:
+            from widthlab.store import write_frame
+            write_frame(table, Path(csv_dir) / f"{run_id}.csv")
+        if not quiet:
+            cols = [c for c in ("width", "replicates", "shapiro_w", "total_std", "dead",
+                                "test_acc") if c in table.columns]
+            print_frame(table.round(4), cols, title=f"{name}: {run_id}")
+        click.echo(run_id)
