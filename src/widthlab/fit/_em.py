@@ -10,8 +10,10 @@ iteration over ``B`` arrays padded to a common length ``N`` is
   which each family computes its closed-form (or Newton-solved) parameters.
 
 Padded entries have all-zero features, so they add nothing to the statistics and are masked out
-of the log-likelihood. A single ``fit`` is the same code with ``B = 1`` and no padding, which is
-why :func:`widthlab.fit.fit_many` reproduces individual fits to rounding.
+of the log-likelihood. A single ``fit`` runs :func:`run_em_single`, the same iteration written
+for one unpadded array (2-D arrays, no masks, and a two-component E-step that needs one
+``exp`` and one ``log`` per value), so :func:`widthlab.fit.fit_many` reproduces individual fits
+to rounding.
 """
 
 from __future__ import annotations
@@ -146,7 +148,11 @@ def make_batch(family, arrays: list[np.ndarray]) -> Batch:
         mask = (np.arange(n_max)[None, :] < lens[:, None]).astype(np.float64)
     consts = family.constants(arrays)
     feats = family.features(x, mask, consts)
-    return Batch(feats, np.ascontiguousarray(feats.transpose(0, 2, 1)), mask, lens, x, consts)
+    # run_em_single never uses featsT, so a single array skips the contiguous copy
+    featsT = feats.transpose(0, 2, 1)
+    if b > 1:
+        featsT = np.ascontiguousarray(featsT)
+    return Batch(feats, featsT, mask, lens, x, consts)
 
 
 def split_init(batch: Batch, k: int, fracs: np.ndarray | None) -> np.ndarray:
@@ -252,4 +258,83 @@ def run_em(family, batch: Batch, resp0: np.ndarray, max_iter: int, tol: float) -
         "n_iter": out_iter,
         "converged": out_conv,
         "history": history,
+    }
+
+
+# ----------------------------------------------------------------------------- one array
+
+
+def _estep_two(logp: np.ndarray) -> float:
+    """Two-component E-step on ``logp`` (2, N), in place: returns the summed log-likelihood
+    and leaves the responsibilities in ``logp``.
+
+    With ``d = logp[1] - logp[0]`` and ``e = exp(-|d|)``, the log-sum-exp is
+    ``max(logp) + log(1 + e)`` and the responsibilities are ``big = 1 / (1 + e)`` (the larger
+    component) and ``small = e / (1 + e)``. Each row is assembled without branches as
+    ``small + [row is the larger] * (big - small)``, exact where the row is the smaller one.
+    """
+    lo, hi = logp[0], logp[1]
+    d = hi - lo
+    up = d >= 0
+    m = np.maximum(lo, hi)
+    total = m.sum()
+    e = np.abs(d, out=d)
+    np.negative(e, out=e)
+    np.exp(e, out=e)  # e = exp(-|d|)
+    s = np.add(e, 1.0, out=m)
+    total += np.log(s).sum()
+    big = np.reciprocal(s, out=s)
+    small = np.multiply(e, big, out=e)
+    diff = np.subtract(big, small, out=big)
+    np.multiply(diff, up, out=hi)
+    hi += small
+    np.multiply(diff, ~up, out=lo)
+    lo += small
+    return float(total)
+
+
+def _estep_general(logp: np.ndarray) -> float:
+    """E-step on ``logp`` (K, N), in place: the summed log-likelihood; responsibilities
+    left in ``logp``."""
+    m = logp.max(axis=0)
+    np.subtract(logp, m, out=logp)
+    np.exp(logp, out=logp)
+    s = logp.sum(axis=0)
+    np.divide(logp, s, out=logp)
+    return float(m.sum() + np.log(s).sum())
+
+
+def run_em_single(family, batch: Batch, resp0: np.ndarray, max_iter: int, tol: float) -> dict:
+    """:func:`run_em` for a batch of one unpadded array (``batch.mask is None``), same result.
+
+    Works on ``(K, N)`` arrays instead of ``(1, K, N)`` and takes the sufficient statistics
+    ``resp @ feats.T`` from the untransposed features (no contiguous copy of the transpose).
+    """
+    feats = batch.feats[0]  # (F, N)
+    n = float(batch.n[0])
+    consts = batch.consts
+    estep = _estep_two if resp0.shape[1] == 2 else _estep_general
+    params, logw = family.m_step((resp0[0] @ feats.T)[None], None, consts)
+    hist = []
+    prev = -np.inf
+    it = 0
+    while True:
+        coef = family.coeffs(params, consts)[0]  # (K, F)
+        coef[:, 0] += logw[0]
+        logp = coef @ feats  # (K, N)
+        ll = estep(logp) / n
+        hist.append(ll)
+        done = it > 0 and abs(ll - prev) < tol
+        if done or it == max_iter:
+            break
+        params, logw = family.m_step((logp @ feats.T)[None], params, consts, logw)
+        prev = ll
+        it += 1
+    return {
+        "params": params,
+        "logw": logw,
+        "lb": np.array([ll]),
+        "n_iter": np.array([it], dtype=np.int64),
+        "converged": np.array([done]),
+        "history": [np.array(hist)],
     }

@@ -17,6 +17,7 @@ from widthlab.fit._em import (
     check_params,
     make_batch,
     run_em,
+    run_em_single,
     split_init,
 )
 
@@ -50,18 +51,22 @@ def solve_gamma_shape(c: np.ndarray, max_steps: int = 30) -> np.ndarray:
     """
     c = np.maximum(np.asarray(c, dtype=np.float64), 1e-300)
     k = (3.0 - c + np.sqrt((c - 3.0) ** 2 + 24.0 * c)) / (12.0 * c)
-    k = np.clip(k, _SHAPE_MIN, _SHAPE_MAX)
-    for _ in range(max_steps):
-        f = np.log(k) - digamma(k) - c
-        fp = 1.0 / k - zeta(2.0, k)  # trigamma(k)
-        with np.errstate(divide="ignore", invalid="ignore"):
+    k = _clip_shape(k)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for _ in range(max_steps):
+            f = np.log(k) - digamma(k) - c
+            fp = 1.0 / k - zeta(2.0, k)  # trigamma(k)
             new = k - f / fp
-        new = np.where(np.isfinite(new) & (new > 0), new, 0.5 * k)
-        new = np.clip(new, _SHAPE_MIN, _SHAPE_MAX)
-        if np.all(np.abs(new - k) <= 1e-14 * k):
-            return new
-        k = new
+            new = _clip_shape(np.where(np.isfinite(new) & (new > 0), new, 0.5 * k))
+            if (np.abs(new - k) <= 1e-14 * k).all():
+                return new
+            k = new
     return k
+
+
+def _clip_shape(k: np.ndarray) -> np.ndarray:
+    # np.minimum/np.maximum rather than np.clip: same values, far less call overhead
+    return np.minimum(np.maximum(k, _SHAPE_MIN), _SHAPE_MAX)
 
 
 # ----------------------------------------------------------------------------- families
@@ -225,11 +230,12 @@ def _fit_positive(est, arrays: list[np.ndarray]) -> list[dict]:
     fam = est._family
     k = est.n_components
     batch = make_batch(fam, arrays)
-    best = run_em(fam, batch, split_init(batch, k, None), est.max_iter, float(est.tol))
+    em = run_em_single if batch.mask is None and len(arrays) == 1 else run_em
+    best = em(fam, batch, split_init(batch, k, None), est.max_iter, float(est.tol))
     if est.n_init > 1:
         fracs = _restart_fracs(est, len(arrays))
         for r in range(est.n_init - 1):
-            res = run_em(fam, batch, split_init(batch, k, fracs[r]), est.max_iter, float(est.tol))
+            res = em(fam, batch, split_init(batch, k, fracs[r]), est.max_iter, float(est.tol))
             # a margin keeps the choice stable against rounding (batched vs single fits)
             better = res["lb"] > best["lb"] + 1e-10 * np.maximum(1.0, np.abs(best["lb"]))
             for key in best["params"]:
