@@ -96,3 +96,26 @@ def test_reconstruction_accuracy_full_k_is_the_plain_accuracy_and_grows():
     assert acc[-1] == plain
     assert acc[0] < acc[-1] - 0.3  # the mean alone predicts one class
     assert np.all(np.diff(acc) >= -0.02)  # more components, (almost) never worse
+
+
+def test_reconstruction_distance_matches_numpy_float64():
+    from widthlab.metrics.pca import reconstruction
+    from widthlab.nn.bank import MLP
+
+    rng = np.random.default_rng(4)
+    x = torch.from_numpy(rng.normal(size=(700, 20)).astype(np.float32))
+    y = torch.from_numpy(rng.integers(0, 10, 700))
+    mlp = MLP([20, 12, 10], seed=1)
+    with torch.no_grad():
+        z = mlp.layers[0](x).double().numpy()
+    s = Spectrum.from_covariance(np.cov(z, rowvar=False, ddof=0), z.mean(0))
+    ks = [0, 1, 5, 11, 12]
+    dist, _ = reconstruction(mlp, s, x, y, ks, batch_size=128)
+    zc = z - z.mean(0)
+    ref = [np.linalg.norm(zc - zc @ s.projector(k), axis=1).mean() for k in ks]
+    np.testing.assert_allclose(dist, ref, rtol=1e-5, atol=1e-6)
+    # mean squared distance is the tail variance on the covariance's own data
+    sq = [np.mean(np.sum((zc - zc @ s.projector(k)) ** 2, 1)) for k in ks]
+    np.testing.assert_allclose(sq, s.tail_variance()[ks], rtol=1e-9, atol=1e-12)
+    with pytest.raises(UsageError, match="every k"):
+        reconstruction(mlp, s, x, y, [13])

@@ -240,7 +240,8 @@ class Engine:
         mods = [m.describe() for m in self.bank.modifiers]
         mods += [{"hook": _describe_hook(h)} for h in self.hooks]
         data_id = f"{data.name}:{len(data.train)}:{len(data.val)}:{len(data.test)}"
-        self.run_id = f"{cfg.study}-{data.name}-{fingerprint(cfg, self.specs, mods, data_id)[:12]}"
+        label = cfg.study.replace(":", ".")  # "study:experiment" -> a valid id
+        self.run_id = f"{label}-{data.name}-{fingerprint(cfg, self.specs, mods, data_id)[:12]}"
         self.modifier_config = mods
         self.state = _State(alive=[True] * self.bank.n_models)
 

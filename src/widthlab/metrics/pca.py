@@ -87,13 +87,26 @@ class Spectrum:
         return u @ u.T
 
 
-def reconstruction_accuracy(mlp, spectrum: Spectrum, x, y, ks) -> np.ndarray:
-    """Accuracy of a one-hidden-layer ``mlp`` (a :class:`widthlab.nn.MLP`) when its hidden
-    pre-activations are replaced by their projection on the top ``k`` principal components
-    (``mean + P_k (z - mean)``) before the ReLU and the output layer, for each ``k`` in ``ks``.
+def reconstruction(mlp, spectrum: Spectrum, x, y, ks, *, batch_size: int = 2000
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Reconstruction distance and accuracy of a one-hidden-layer ``mlp`` versus ``k``.
 
-    Computed in float64 from the model's weights; ``k = width`` is the identity projection
-    and gives the plain accuracy. ``spectrum.mean`` must be set (the pre-activation mean).
+    For each ``k`` in ``ks`` the hidden pre-activations ``z`` of the inputs ``x`` are replaced
+    by their projection on the top ``k`` principal components, ``mean + P_k (z - mean)``:
+
+    - distance[k]: the mean Euclidean distance ``||z - proj_k(z)||`` over the samples (the
+      journal's "reconstruction distance"; its square's mean is :meth:`Spectrum.tail_variance`
+      when ``x`` is the data the covariance came from);
+    - accuracy[k]: the accuracy on ``y`` of ``relu(proj_k(z))`` fed to the output layer.
+
+    ``k = width`` projects on every component, which is the identity: it is computed as the
+    model's own forward pass, so it equals the plain accuracy exactly. Works batch by batch in
+    float32 on the model's device (coordinates in the eigenbasis once per batch, then one
+    GEMM per ``k``); ``spectrum.mean`` must be set.
+
+    Returns
+    -------
+    distance, accuracy : ndarray of shape (len(ks),)
     """
     import torch
 
@@ -102,23 +115,45 @@ def reconstruction_accuracy(mlp, spectrum: Spectrum, x, y, ks) -> np.ndarray:
                          "with mean=...")
     layers = list(mlp.layers)
     if len(layers) != 2:
-        raise UsageError("reconstruction_accuracy handles one-hidden-layer MLPs")
-    with torch.no_grad():
-        w0, b0 = (t.detach().double().cpu().numpy() for t in (layers[0].weight, layers[0].bias))
-        w1, b1 = (t.detach().double().cpu().numpy() for t in (layers[1].weight, layers[1].bias))
-    xs = np.asarray(x.cpu().numpy() if hasattr(x, "cpu") else x, dtype=np.float64)
-    ys = np.asarray(y.cpu().numpy() if hasattr(y, "cpu") else y)
-    if w0.shape[0] != len(spectrum.values):
+        raise UsageError("reconstruction handles one-hidden-layer MLPs")
+    width = layers[0].out_features
+    if width != len(spectrum.values):
         raise UsageError(f"the spectrum has {len(spectrum.values)} dimensions but the model "
-                         f"has {w0.shape[0]} hidden units")
-    zc = xs @ w0.T + b0 - spectrum.mean  # (N, width), centred
-    out = []
-    for k in ks:
-        u = spectrum.vectors[:, :int(k)]
-        z = spectrum.mean + (zc @ u) @ u.T
-        logits = np.maximum(z, 0) @ w1.T + b1
-        out.append(float((logits.argmax(1) == ys).mean()))
-    return np.asarray(out)
+                         f"has {width} hidden units")
+    ks = [int(k) for k in ks]
+    if any(not 0 <= k <= width for k in ks):
+        raise UsageError(f"every k must be in [0, {width}], got {ks}")
+    dev = layers[0].weight.device
+    x = torch.as_tensor(x, dtype=torch.float32, device=dev)
+    y = torch.as_tensor(y, device=dev)
+    u = torch.as_tensor(spectrum.vectors, dtype=torch.float32, device=dev)  # (w, w)
+    mean = torch.as_tensor(spectrum.mean, dtype=torch.float32, device=dev)
+    dist = np.zeros(len(ks))
+    correct = np.zeros(len(ks))
+    with torch.no_grad():
+        for i in range(0, len(x), batch_size):
+            xb, yb = x[i:i + batch_size], y[i:i + batch_size]
+            z = layers[0](xb)  # (B, w)
+            zc = z - mean
+            c = zc @ u  # (B, w) coordinates in the eigenbasis
+            # ||zc - P_k zc||^2 = sum of the squared coordinates after k (float64 cumsum)
+            sq = (c.double() ** 2).flip(1).cumsum(1).flip(1)  # sq[:, k] = sum_{j>=k}
+            sq = torch.cat([sq, sq.new_zeros(len(xb), 1)], 1)  # (B, w + 1)
+            for j, k in enumerate(ks):
+                dist[j] += float(sq[:, k].clamp(min=0).sqrt().sum())
+                if k == width:
+                    logits = mlp(xb)  # the identity projection
+                else:
+                    zk = mean + c[:, :k] @ u[:, :k].T  # (B, w)
+                    logits = layers[1](torch.relu(zk))
+                correct[j] += float((logits.argmax(1) == yb).sum())
+    n = max(len(x), 1)
+    return dist / n, correct / n
+
+
+def reconstruction_accuracy(mlp, spectrum: Spectrum, x, y, ks) -> np.ndarray:
+    """The accuracy half of :func:`reconstruction` (test accuracy versus ``k``)."""
+    return reconstruction(mlp, spectrum, x, y, ks)[1]
 
 
 def k_grid(width: int) -> list[int]:
