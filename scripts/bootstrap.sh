@@ -42,7 +42,7 @@ done
 stamp=.venv/.widthlab-installed
 want=$(cat pyproject.toml scripts/bootstrap.sh | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  log "installing torch==2.13.0 and widthlab[dev] into .venv"
-  .venv/bin/python -m pip install -q --disable-pip-version-check "torch==2.13.0" -e ".[dev]"
+  log "installing torch==2.13.0 and widthlab[dev,ray] into .venv"
+  .venv/bin/python -m pip install -q --disable-pip-version-check "torch==2.13.0" -e ".[dev,ray]"
   echo "$want" > "$stamp"
 fi

@@ -295,6 +295,45 @@ def report_cmd(run_ids: tuple[str, ...], store: Path, out: Path) -> None:
     click.echo(str(path))
 
 
+# ------------------------------------------------------------------------------ reproduce
+@app.command("reproduce", context_settings=CONTEXT)
+@click.option("--profile", type=click.Choice(["quick", "full"]), default="quick",
+              show_default=True, help="quick: minutes on a laptop CPU; full: the journal's "
+                                      "settings (hours; use a GPU or Ray).")
+@click.option("--datasets", default="mnist,fashion-mnist", show_default=True,
+              help="Comma-separated datasets.")
+@click.option("--studies", default=None,
+              help="Comma-separated subset (default: every study, in the journal's order).")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local",
+              show_default=True, help="local: this process; ray: one job per study x dataset "
+                                      "on a Ray cluster (pip install 'widthlab[ray]').")
+@click.option("--address", default=None,
+              help="Ray cluster address (auto, ray://host:10001); omitted: a local Ray instance.")
+@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="auto",
+              show_default=True)
+@store_option
+@click.option("-o", "--out", type=click.Path(path_type=Path, dir_okay=False),
+              default=Path("report.html"), show_default=True, help="The HTML report to write.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+def reproduce_cmd(profile: str, datasets: str, studies: str | None, executor: str,
+                  address: str | None, device: str, store: Path, out: Path,
+                  quiet: bool) -> None:
+    """Rerun the whole journal: every study on every dataset, then one report.
+
+    Work already stored with the same config and code version is skipped; an interrupted
+    reproduction resumes where it stopped. Prints the report's path.
+    """
+    from widthlab.reproduce import reproduce
+
+    def split(text):
+        return [t.strip() for t in text.split(",") if t.strip()]
+
+    path = reproduce(profile, split(datasets), store=store, out=out,
+                     studies=split(studies) if studies else None, executor=executor,
+                     address=address, device=device, progress=not quiet)
+    click.echo(str(path))
+
+
 # ----------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turning known errors into one line and an exit code."""

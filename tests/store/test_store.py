@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 import widthlab.store.sqlite as store_mod
 from widthlab.cli import app, main
-from widthlab.errors import UsageError
+from widthlab.errors import UsageError, WidthlabError
 from widthlab.store import ArrayRow, MetricRow, Store
 
 MODELS = [
@@ -532,3 +532,29 @@ def test_schema_from_the_future_is_refused(tmp_path):
         conn.execute(f"PRAGMA user_version={store_mod.SCHEMA_VERSION + 1}")
     with pytest.raises(UsageError, match="newer than this widthlab"):
         store.runs()
+
+
+def test_dump_and_load_runs_copy_everything(tmp_path):
+    from tests.engine.child_run import CONFIG, SPECS, synthetic
+    from widthlab.engine.trainer import TrainConfig, train
+
+    src = Store(tmp_path / "a")
+    run_id = train(SPECS, TrainConfig(**{**CONFIG, "epochs": 2}), src, data=synthetic(),
+                   progress=False)
+    dump = src.dump_runs([run_id])
+    dst = Store(tmp_path / "b")
+    assert dst.load_runs(dump) == [run_id]
+    assert dst.load_runs(dump) == []  # already there: kept
+    for table in ("runs", "models", "metrics", "arrays", "checkpoints"):
+        rows = [sorted(sqlite3.connect(s.db_path).execute(f"SELECT * FROM {table}").fetchall(),
+                       key=repr) for s in (src, dst)]
+        assert rows[0] == rows[1], table
+    a, b = src.latest_checkpoint(run_id), dst.latest_checkpoint(run_id)
+    assert a[0] == b[0] and all(torch.equal(a[1]["bank"][k], b[1]["bank"][k])
+                                for k in a[1]["bank"])
+    bad = src.dump_runs([run_id])
+    rel = next(iter(bad["files"]))
+    bad["files"][rel] = b"corrupt"
+    with pytest.raises(WidthlabError, match="corrupt"):
+        Store(tmp_path / "c").load_runs(bad)
+    assert Store(tmp_path / "c").runs().empty  # nothing half-loaded

@@ -28,6 +28,7 @@ figure img{max-width:100%} figcaption{font-size:.85em;color:#555}
 table{border-collapse:collapse;font-size:.8em;margin:.5em 0} td,th{border:1px solid #ccc;
 padding:2px 6px;text-align:right} th{background:#eee}
 .holds{color:#166b16} .fails{color:#a31515} details{margin:.5em 0} pre{font-size:.75em}
+blockquote.journal{border-left:4px solid #c9b458;margin:.5em 0;padding:.3em .8em;background:#fbf8ea}
 """
 
 
@@ -38,6 +39,7 @@ class Section:
     title: str
     intro: str = ""
     verdicts: list[Verdict] = field(default_factory=list)
+    journal: str = ""  # the journal's original conclusion, shown beside the verdicts
     figures: list[tuple[str, Path]] = field(default_factory=list)  # (caption, PNG path)
     tables: list[tuple[str, pd.DataFrame]] = field(default_factory=list)
     runs: list[dict] = field(default_factory=list)  # Store.get_run records
@@ -48,10 +50,13 @@ def _img(path: Path) -> str:
     return f'<img alt="{html.escape(Path(path).stem)}" src="data:image/png;base64,{data}">'
 
 
-def _section(s: Section) -> str:
-    out = [f"<h2>{html.escape(s.title)}</h2>"]
+def _section(s: Section, anchor: str) -> str:
+    out = [f'<h2 id="{anchor}">{html.escape(s.title)}</h2>']
     if s.intro:
         out.append(f"<p>{html.escape(s.intro)}</p>")
+    if s.journal:
+        out.append(f'<blockquote class="journal"><b>The journal concluded:</b> '
+                   f"{html.escape(s.journal)}</blockquote>")
     if s.verdicts:
         out.append("<h3>Claims, recomputed</h3><ul>")
         for v in s.verdicts:
@@ -83,7 +88,11 @@ def write_report(sections: list[Section], path: str | os.PathLike,
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    body = "\n".join(_section(s) for s in sections)
+    anchors = [f"s{i + 1}" for i in range(len(sections))]
+    toc = "".join(f'<li><a href="#{a}">{html.escape(s.title)}</a></li>'
+                  for a, s in zip(anchors, sections, strict=True))
+    body = (f'<nav><h2>Contents</h2><ol class="toc">{toc}</ol></nav>' if len(sections) > 1
+            else "") + "\n".join(_section(s, a) for s, a in zip(sections, anchors, strict=True))
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
             f"</title><style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"
             f"<p>widthlab {__version__}, written {stamp}. Every figure and claim below is "

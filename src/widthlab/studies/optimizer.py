@@ -46,6 +46,9 @@ from widthlab.studies._common import (
 )
 
 STUDY = "optimizer"
+JOURNAL = ("Planned, never run: after a large number of epochs the loss becomes very noisy; "
+           "plot the min and max loss of multiple models during training and compare with "
+           "AdaMax to see if that solves the problem.")
 # learning rates: Adam's journal default, AdaMax's PyTorch default, a usual SGD+momentum one
 OPTIMIZERS = {"adam": {"optimizer": "adam", "lr": 1e-3},
               "adamax": {"optimizer": "adamax", "lr": 2e-3},

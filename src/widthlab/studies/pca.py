@@ -65,6 +65,10 @@ from widthlab.studies._common import (
 )
 
 STUDY = "pca"
+JOURNAL = ("It really looks like there is nothing we can extract from all these metrics based on "
+           "the PCA of the activations. Conjecture: there is no metric that takes information "
+           "about a layer and determines if it is oversized, undersized or properly sized.")
+NEEDS = ("variance",)  # analyses the variance study's sweep (reproduce runs it first)
 ANALYSIS_VERSION = 1  # bump when the analysis' numbers change: old analyses are redone
 FRACTIONS = (0.90, 0.95, 0.99)
 
@@ -197,14 +201,16 @@ def analyse(store: Store | str, source: str, prof: Profile, *,
 
 
 def _teacher_and_task(st: Store, source: str, prof: Profile):
-    """The conjecture's teacher M (width ``prof.teacher_width``, lowest seed) and its noise
-    task, rebuilt deterministically from the stored run."""
+    """The conjecture's teacher M (the sweep's width closest to ``prof.teacher_width``,
+    lowest seed) and its noise task, rebuilt deterministically from the stored run."""
     models = st.models(source)
-    pick = models[(models.width == prof.teacher_width) & (models.status == "ok")]
-    if pick.empty:
-        raise UsageError(f"run {source!r} has no trained model of width {prof.teacher_width} "
-                         "to act as the conjecture's teacher; include that width")
-    m = int(pick.sort_values("seed").model.iloc[0])
+    ok = models[models.status == "ok"]
+    if ok.empty:
+        raise UsageError(f"run {source!r} has no trained model to act as the teacher")
+    # the sweep's width closest (in log scale) to the profile's teacher width
+    w = int(ok.width.iloc[np.argmin(np.abs(np.log(ok.width.to_numpy(float))
+                                          - np.log(prof.teacher_width)))])
+    m = int(ok[ok.width == w].sort_values("seed").model.iloc[0])
     teacher = load_bank(st, source).export(m).eval()
     name = f"noise-{source[-12:]}-m{m}"
     return teacher, noise_task(teacher, prof.conj_train, 10_000, teacher.sizes[0], seed=m,
@@ -346,7 +352,8 @@ def conjecture_verdict(store: Store | str, d: dict) -> Verdict:
     conj = d["conjecture_run"]
     summ = d["source_summary"]
     prof = d["info"]["config"]["profile"]
-    w = int(prof["teacher_width"])
+    teacher, task = _teacher_and_task(st, d["source"], Profile(**prof))
+    w = int(teacher.sizes[1])
     plateau1 = accuracy_plateau(summ.width, summ.test_acc)
     acc1 = float(summ.set_index("width").loc[w, "test_acc"])
     best1 = float(summ.test_acc.max())
@@ -357,7 +364,6 @@ def conjecture_verdict(store: Store | str, d: dict) -> Verdict:
     per_w = last.merge(models[["model", "width"]], on="model").groupby("width").value.mean()
     plateau2 = int(accuracy_plateau(per_w.index.to_numpy(), per_w.to_numpy()))
     # the teacher on its own task (100% by construction; recomputed, not assumed)
-    teacher, task = _teacher_and_task(st, d["source"], Profile(**prof))
     with torch.no_grad():
         teacher_acc = float((teacher(task.test.x).argmax(1) == task.test.y).double().mean())
     undersized = acc1 < best1 - 0.005
@@ -403,10 +409,15 @@ def figures(store: Store | str, run_id: str, out_dir) -> list[tuple[str, Path]]:
         drawn.append(("the conjecture: accuracy versus width on the image task and on the "
                       "noise task labelled by the teacher", "conjecture",
                       fp.conjecture(d["source_summary"], _conj_table(st, d["conjecture_run"]),
-                                    int(d["info"]["config"]["profile"]["teacher_width"]),
+                                    _teacher_width(st, d),
                                     f"{name}: conjecture")))
     return [(f"{name}: {cap}", save(fig, out_dir, f"{run_id}-{key}")[0])
             for cap, key, fig in drawn]
+
+
+def _teacher_width(st: Store, d: dict) -> int:
+    return int(_teacher_and_task(st, d["source"], Profile(**d["info"]["config"]["profile"]))[0]
+               .sizes[1])
 
 
 def _conj_table(st: Store, conj: str) -> pd.DataFrame:

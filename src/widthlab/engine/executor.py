@@ -1,0 +1,311 @@
+"""Executors: where the studies' training jobs run (this process, or a Ray cluster).
+
+A :class:`Job` is one study on one dataset with one profile (``variance`` on ``mnist``,
+``quick``). Inside a job the engine trains every model of a run fused in one bank (that is the
+engine's speed: replicates are never split into separate processes); jobs are independent
+except for declared ``needs`` (the PCA study analyses the variance study's runs).
+
+- :class:`LocalExecutor` runs the jobs here, one after the other, into the store.
+- :class:`RayExecutor` ships each job to a Ray worker as soon as its needs are done. The worker
+  starts from a private temporary store holding copies of the runs the job needs, runs the
+  study there, and returns every run it produced (rows and checkpoints,
+  :meth:`widthlab.store.Store.dump_runs`); the driver loads them into the store
+  (:meth:`~widthlab.store.Store.load_runs`) as each job finishes. A job whose worker died is
+  retried by Ray (``max_retries``) from scratch: the engine is deterministic, so the retry
+  produces the same numbers.
+
+Both executors write a manifest per finished job (``<store>/jobs/<key>.json``: the runs it
+produced) and skip a job whose manifest's runs are all done in the store, so a second
+``widthlab reproduce`` does no training. The key covers the study, dataset, profile, options
+and the code version (widthlab and engine versions).
+
+Example::
+
+    from widthlab.engine.executor import Job, LocalExecutor, RayExecutor
+
+    jobs = [Job("variance", "mnist", "quick"), Job("pca", "mnist", "quick", needs=("variance",))]
+    LocalExecutor().run(jobs, "widthlab-runs")
+    RayExecutor(address="auto").run(jobs, "widthlab-runs")   # pip install widthlab[ray]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from widthlab import __version__
+from widthlab._io import atomic_path
+from widthlab.errors import UsageError, WidthlabError
+from widthlab.store import Store
+
+JOBS_DIR = "jobs"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One study on one dataset.
+
+    Parameters
+    ----------
+    study : str
+        A study module name (``widthlab.studies.ORDER``).
+    dataset : str
+    profile : str
+        ``quick`` or ``full``.
+    options : tuple of (str, value)
+        Extra keyword arguments of the study's ``run`` (e.g. ``(("device", "cpu"),)``).
+    needs : tuple of str
+        Studies (same dataset and profile) whose runs this job reads; they run first.
+    """
+
+    study: str
+    dataset: str
+    profile: str = "quick"
+    options: tuple[tuple[str, object], ...] = ()
+    needs: tuple[str, ...] = field(default=())
+
+    @property
+    def name(self) -> str:
+        return f"{self.study}/{self.dataset}/{self.profile}"
+
+    def key(self) -> str:
+        """Identifies the job's results: study, dataset, profile, options, code version."""
+        from widthlab.engine.trainer import ENGINE_VERSION
+
+        blob = json.dumps({"job": [self.study, self.dataset, self.profile,
+                                   sorted(self.options)],
+                           "code": [__version__, ENGINE_VERSION]}, sort_keys=True, default=str)
+        return f"{self.study}-{self.dataset}-{self.profile}-" \
+               f"{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+
+def run_job(job: Job, store: Store | str, progress: bool = True) -> list[str]:
+    """Run ``job``'s study in this process; returns the run ids its ``run`` returned."""
+    from widthlab.studies import load
+
+    mod = load(job.study)
+    if mod is None:
+        raise UsageError(f"unknown study {job.study!r}")
+    out = mod.run(job.dataset, job.profile, store=store, progress=progress,
+                  **dict(job.options))
+    if isinstance(out, str):
+        return [out]
+    if isinstance(out, dict):
+        out = list(out.values())
+    return [str(r) for r in out]
+
+
+# ------------------------------------------------------------------------------ manifests
+def _manifest(store: Store, job: Job) -> Path:
+    return store.root / JOBS_DIR / f"{job.key()}.json"
+
+
+def job_done(store: Store, job: Job) -> list[str] | None:
+    """The job's runs when its manifest exists and every run is done in ``store``."""
+    path = _manifest(store, job)
+    if not path.is_file():
+        return None
+    runs = json.loads(path.read_text())["runs"]
+    for r in runs:
+        info = store.get_run(r)
+        if info is None or info["status"] != "done":
+            return None
+    return runs
+
+
+def _write_manifest(store: Store, job: Job, runs: list[str], seconds: float) -> None:
+    path = _manifest(store, job)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps({"job": job.name, "key": job.key(), "runs": runs,
+                                   "seconds": round(seconds, 3)}, indent=1))
+
+
+def _order(jobs: Sequence[Job]) -> list[Job]:
+    """Jobs with each job after the jobs it needs (same dataset and profile)."""
+    names = {(j.study, j.dataset, j.profile) for j in jobs}
+    for j in jobs:
+        for n in j.needs:
+            if (n, j.dataset, j.profile) not in names:
+                raise UsageError(f"job {j.name} needs study {n!r}, which is not in the list")
+    done: list[Job] = []
+    pending = list(jobs)
+    while pending:
+        ready = [j for j in pending
+                 if all(any(d.study == n and d.dataset == j.dataset and d.profile == j.profile
+                            for d in done) for n in j.needs)]
+        if not ready:
+            raise UsageError("job dependencies form a cycle")
+        done += ready
+        pending = [j for j in pending if j not in ready]
+    return done
+
+
+def _needed(jobs: Sequence[Job], job: Job) -> list[Job]:
+    return [d for d in jobs if d.study in job.needs and d.dataset == job.dataset
+            and d.profile == job.profile]
+
+
+# ------------------------------------------------------------------------------ executors
+class LocalExecutor:
+    """Runs jobs in this process, in dependency order (the default)."""
+
+    def run(self, jobs: Sequence[Job], store: Store | str, *, progress: bool = True,
+            on_done: Callable[[Job, list[str], float, bool], None] | None = None
+            ) -> dict[Job, list[str]]:
+        """Run (or skip, when done) every job; returns each job's run ids.
+
+        ``on_done(job, runs, seconds, skipped)`` is called after each job.
+        """
+        st = store if isinstance(store, Store) else Store(store)
+        results: dict[Job, list[str]] = {}
+        for job in _order(jobs):
+            t0 = time.perf_counter()
+            runs = job_done(st, job)
+            skipped = runs is not None
+            if runs is None:
+                runs = run_job(job, st, progress)
+                _write_manifest(st, job, runs, time.perf_counter() - t0)
+            results[job] = runs
+            if on_done:
+                on_done(job, runs, time.perf_counter() - t0, skipped)
+        return results
+
+
+def _remote_job(job: Job, seed_dump: dict, threads: int) -> tuple[list[str], dict, float]:
+    """Body of a Ray task: run ``job`` in a private store seeded with ``seed_dump``."""
+    import torch
+
+    torch.set_num_threads(threads)  # the driver's count: same kernels, same numbers
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="widthlab-job-") as tmp:
+        st = Store(Path(tmp) / "store")
+        seeded = set(st.load_runs(seed_dump)) if seed_dump.get("tables") else set()
+        runs = run_job(job, st, progress=False)
+        produced = [r for r in st.runs()["run_id"] if r not in seeded]
+        dump = st.dump_runs(produced)
+    return runs, dump, time.perf_counter() - t0
+
+
+class RayExecutor:
+    """Ships jobs to a Ray cluster and streams their results into the store.
+
+    Parameters
+    ----------
+    address : str or None
+        ``ray.init(address=...)``: ``"auto"`` or ``"ray://host:10001"`` for a running cluster,
+        None to start a local instance.
+    num_cpus : int or None
+        CPUs of a local instance (ignored when connecting to a cluster).
+    cpus_per_job : float
+        Ray CPUs reserved per job.
+    max_retries : int
+        Times Ray reruns a job whose worker process died.
+    threads : int or None
+        Torch threads in each job (None: this process's count, so results match the local
+        executor's bit for bit).
+    """
+
+    def __init__(self, address: str | None = "auto", *, num_cpus: int | None = None,
+                 cpus_per_job: float = 1, max_retries: int = 3, threads: int | None = None):
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise UsageError("the Ray executor needs Ray: pip install 'widthlab[ray]' "
+                             "(or use --executor local)") from None
+        self.address, self.num_cpus = address, num_cpus
+        self.cpus_per_job, self.max_retries = cpus_per_job, int(max_retries)
+        self.threads = threads
+
+    def _init(self):
+        import ray
+
+        if not ray.is_initialized():
+            # workers import widthlab from their own environment: install it on every node
+            kw = {"address": self.address} if self.address else {"num_cpus": self.num_cpus}
+            ray.init(**kw, include_dashboard=False, log_to_driver=False)
+        return ray
+
+    def run(self, jobs: Sequence[Job], store: Store | str, *, progress: bool = True,
+            on_done: Callable[[Job, list[str], float, bool], None] | None = None
+            ) -> dict[Job, list[str]]:
+        """Run every job not done yet on the cluster; same contract as
+        :meth:`LocalExecutor.run`."""
+        import torch
+
+        st = store if isinstance(store, Store) else Store(store)
+        ordered = _order(jobs)
+        results: dict[Job, list[str]] = {}
+        produced: dict[Job, list[str]] = {}  # every run a job brought in (its needs' seeds)
+        for job in ordered:
+            runs = job_done(st, job)
+            if runs is not None:
+                results[job] = runs
+                produced[job] = self._all_runs_of(st, job, runs)
+                if on_done:
+                    on_done(job, runs, 0.0, True)
+        todo = [j for j in ordered if j not in results]
+        if not todo:
+            return results
+        ray = self._init()
+        task = ray.remote(num_cpus=self.cpus_per_job, max_retries=self.max_retries,
+                          retry_exceptions=False)(_remote_job)
+        threads = self.threads or torch.get_num_threads()
+        running: dict = {}
+        started: dict[Job, float] = {}
+        while todo or running:
+            for job in list(todo):
+                needs = _needed(ordered, job)
+                if all(n in results for n in needs):
+                    seed = st.dump_runs(sorted({r for n in needs for r in produced[n]}))
+                    running[task.remote(job, seed, threads)] = job
+                    started[job] = time.perf_counter()
+                    todo.remove(job)
+            if not running:
+                raise WidthlabError("Ray jobs are waiting on needs that never finished")
+            ready, _ = ray.wait(list(running), num_returns=1)
+            ref = ready[0]
+            job = running.pop(ref)
+            try:
+                runs, dump, _ = ray.get(ref)
+            except Exception as exc:  # noqa: BLE001 - report which job failed, then stop
+                raise WidthlabError(f"job {job.name} failed on the Ray cluster after "
+                                    f"{self.max_retries} retries: {exc}") from exc
+            st.load_runs(dump)
+            missing = [r for r in runs if st.get_run(r) is None]
+            if missing:
+                raise WidthlabError(f"job {job.name} returned runs {missing} it did not ship")
+            results[job] = runs
+            cols, rows = dump["tables"]["runs"]
+            produced[job] = [row[cols.index("run_id")] for row in rows] or runs
+            seconds = time.perf_counter() - started[job]
+            _write_manifest(st, job, runs, seconds)
+            if on_done:
+                on_done(job, runs, seconds, False)
+        return results
+
+    @staticmethod
+    def _all_runs_of(st: Store, job: Job, runs: list[str]) -> list[str]:
+        """Runs a finished job depends on in the store: its own runs and, for the PCA-style
+        analyses, the source runs named in their configs."""
+        out = list(runs)
+        for r in runs:
+            cfg = st.get_run(r)["config"]
+            for key in ("source_run", "conjecture_run", "init_from"):
+                if cfg.get(key) and cfg[key] not in out:
+                    out.append(cfg[key])
+        return out
+
+
+def make_executor(kind: str = "local", address: str | None = None, **kw):
+    """``"local"`` or ``"ray"`` (``address`` None starts a local Ray instance)."""
+    if kind == "local":
+        return LocalExecutor()
+    if kind == "ray":
+        return RayExecutor(address, **kw)
+    raise UsageError(f"unknown executor {kind!r}; choose local or ray")

@@ -1,0 +1,98 @@
+"""Executors: the local one skips finished jobs; the Ray one survives a killed worker and stores
+exactly what the local one stores."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import threading
+import time
+
+import pytest
+
+from widthlab.engine.executor import Job, LocalExecutor, job_done, make_executor
+from widthlab.errors import UsageError
+from widthlab.store import Store
+
+SMALL = (("widths", (8, 16)), ("seeds", (0, 1)), ("epochs", 2), ("train_size", 3000),
+         ("device", "cpu"))
+
+
+def rows(store: Store) -> dict:
+    """Every stored number, keyed by table (timings, hosts and dates left out)."""
+    con = sqlite3.connect(store.db_path)
+    out = {
+        "metrics": sorted(con.execute("SELECT run_id, model, epoch, split, name, value "
+                                      "FROM metrics").fetchall()),
+        "arrays": sorted(con.execute("SELECT run_id, model, epoch, name, data "
+                                     "FROM arrays").fetchall()),
+        "runs": sorted(con.execute("SELECT run_id, study, dataset, status, config "
+                                   "FROM runs").fetchall()),
+    }
+    con.close()
+    return out
+
+
+@pytest.mark.realdata
+def test_local_executor_skips_done_jobs_and_orders_needs(tmp_path):
+    jobs = [Job("pca", "mnist", "quick", options=SMALL, needs=("variance",)),
+            Job("variance", "mnist", "quick", options=SMALL)]
+    seen = []
+    LocalExecutor().run(jobs, tmp_path, progress=False,
+                        on_done=lambda j, r, s, skipped: seen.append((j.study, skipped)))
+    assert seen == [("variance", False), ("pca", False)]
+    assert all(job_done(Store(tmp_path), j) for j in jobs)
+    seen.clear()
+    t0 = time.perf_counter()
+    LocalExecutor().run(jobs, tmp_path, progress=False,
+                        on_done=lambda j, r, s, skipped: seen.append((j.study, skipped)))
+    assert seen == [("variance", True), ("pca", True)] and time.perf_counter() - t0 < 5
+
+
+def test_job_errors_are_named():
+    with pytest.raises(UsageError, match="needs study 'variance'"):
+        LocalExecutor().run([Job("pca", "mnist", needs=("variance",))], "unused")
+    with pytest.raises(UsageError, match="executor"):
+        make_executor("dask")
+    assert Job("variance", "mnist").key() != Job("variance", "mnist", options=SMALL).key()
+
+
+def _kill_first_worker(stop: threading.Event, killed: list) -> None:
+    """SIGKILL the first process running a widthlab job (Ray names it ray::_remote_job)."""
+    while not stop.is_set() and not killed:
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmd = f.read()
+            except OSError:
+                continue
+            if b"ray::_remote_job" in cmd:
+                time.sleep(1.5)  # let it get into training
+                os.kill(int(pid), signal.SIGKILL)
+                killed.append(int(pid))
+                return
+        time.sleep(0.05)
+
+
+@pytest.mark.realdata
+def test_ray_executor_survives_a_killed_worker_and_matches_local(tmp_path):
+    ray = pytest.importorskip("ray")
+    jobs = [Job("variance", "mnist", "quick", options=SMALL),
+            Job("variance", "fashion-mnist", "quick", options=SMALL)]
+    LocalExecutor().run(jobs, tmp_path / "local", progress=False)
+    stop, killed = threading.Event(), []
+    killer = threading.Thread(target=_kill_first_worker, args=(stop, killed), daemon=True)
+    killer.start()
+    try:
+        make_executor("ray", None, num_cpus=2, max_retries=3).run(jobs, tmp_path / "ray",
+                                                                    progress=False)
+    finally:
+        stop.set()
+        killer.join(5)
+        ray.shutdown()
+    assert killed, "no Ray worker was seen running a job"
+    assert rows(Store(tmp_path / "ray")) == rows(Store(tmp_path / "local"))
+    assert all(job_done(Store(tmp_path / "ray"), j) for j in jobs)
