@@ -74,10 +74,29 @@ def reproduce(profile: str = "quick", datasets: Sequence[str] = DATASETS, *,
         what = "already stored" if skipped else f"{seconds:.1f}s"
         log(f"widthlab: {job.name}: {what} ({len(runs)} runs)")
 
-    results = ex.run(jobs, Store(store), progress=progress, on_done=done)
+    st = Store(store)
+    results = ex.run(jobs, st, progress=progress, on_done=done)
     run_ids = list(dict.fromkeys(r for runs in results.values() for r in runs))
     t1 = time.perf_counter()
-    path = build_report(store, run_ids, out, timings=timings)
+    stamp = _stamp(st, run_ids)
+    stamp_path = Path(out).with_suffix(Path(out).suffix + ".stamp")
+    if Path(out).is_file() and stamp_path.is_file() and stamp_path.read_text() == stamp:
+        log(f"widthlab: report {out} is up to date (same runs); total "
+            f"{time.perf_counter() - t0:.1f}s")
+        return Path(out)
+    path = build_report(st, run_ids, out, timings=timings)
+    from widthlab._io import atomic_path
+
+    with atomic_path(stamp_path) as tmp:
+        tmp.write_text(stamp)
     log(f"widthlab: report {path} ({time.perf_counter() - t1:.1f}s); "
         f"total {time.perf_counter() - t0:.1f}s")
     return path
+
+
+def _stamp(st, run_ids: list[str]) -> str:
+    """What the report was drawn from: each run and when it finished, and the code version."""
+    from widthlab import __version__
+
+    rows = [f"{r} {st.get_run(r)['finished_at']}" for r in sorted(run_ids)]
+    return "\n".join([f"widthlab {__version__}", *rows]) + "\n"
