@@ -44,7 +44,7 @@ def jobs_for(profile: str = "quick", datasets: Sequence[str] = DATASETS,
                          f"{', '.join(n for n in ORDER if load(n) is not None)}")
     jobs = []
     for name in names:
-        needs = tuple(n for n in getattr(load(name), "NEEDS", ()) if n in names)
+        needs = tuple(n for n in getattr(load(name), "REQUIRES", ()) if n in names)
         jobs += [Job(name, d, profile, options=(("device", device),), needs=needs)
                  for d in datasets]
     return jobs

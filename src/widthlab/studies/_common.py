@@ -10,6 +10,9 @@ A study module (``widthlab/studies/<name>.py``) exposes
 - ``report_sections(store, run_ids, out_dir) -> list[Section]``: figures, tables and verdicts
   drawn from the store only.
 - ``cli``: the ``widthlab study <name>`` click command.
+- optionally ``REQUIRES``: studies whose runs this one reads (``widthlab reproduce`` runs them
+  first, and the Ray executor ships their runs to the worker), and ``JOURNAL``: the journal's
+  own conclusion, shown beside the verdicts.
 """
 
 from __future__ import annotations

@@ -68,7 +68,7 @@ STUDY = "pca"
 JOURNAL = ("It really looks like there is nothing we can extract from all these metrics based on "
            "the PCA of the activations. Conjecture: there is no metric that takes information "
            "about a layer and determines if it is oversized, undersized or properly sized.")
-NEEDS = ("variance",)  # analyses the variance study's sweep (reproduce runs it first)
+REQUIRES = ("variance",)  # analyses the variance study's sweep (reproduce runs it first)
 ANALYSIS_VERSION = 1  # bump when the analysis' numbers change: old analyses are redone
 FRACTIONS = (0.90, 0.95, 0.99)
 
