@@ -5,6 +5,11 @@ Each model's parameters are views into the bank's stacked tensors, registered wi
 ``(lr, weight_decay)``. So a model trained in the bank gets exactly the update it would get alone,
 with its own learning rate and weight decay, and the whole bank is stepped by one fused call
 instead of a Python loop over models.
+
+When the bank loses units (:meth:`MLPBank.shrink_`), :meth:`BankOptimizer.shrunk` builds the
+optimizer of the new layout and carries every model's state (Adam moments, step counts,
+momentum buffers) over for the units that stayed, so training continues as if the removed
+units had only been masked.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ class BankOptimizer:
         if kind not in OPTIMIZERS:
             raise UsageError(f"unknown optimizer {kind!r}; choose one of {', '.join(OPTIMIZERS)}")
         self.bank, self.kind = bank, kind
+        self._args = dict(lr=lr, kind=kind, fused=fused, betas=betas, eps=eps, momentum=momentum)
         groups: dict[tuple[float, float], list[Tensor]] = {}
         self.model_tensors: list[list[Tensor]] = []
         for m, spec in enumerate(bank.specs):
@@ -76,6 +82,41 @@ class BankOptimizer:
                 for key, value in self.opt.state.get(p, {}).items():
                     if key != "step" and torch.is_tensor(value):
                         value.zero_()
+
+    @torch.no_grad()
+    def shrunk(self, bank: MLPBank, kept: list[Tensor]) -> BankOptimizer:
+        """The optimizer of ``bank`` after ``bank.shrink_``, with this one's state carried over.
+
+        Parameters
+        ----------
+        bank : MLPBank
+            The shrunk bank (this optimizer still holds views of its old tensors).
+        kept : list of LongTensor
+            Per model, the kept positions within its old first-layer slice
+            (``BankShrink.kept``).
+
+        Every per-parameter state tensor shaped like its parameter (``exp_avg``,
+        ``exp_avg_sq``, ``exp_inf``, ``momentum_buffer``, ...) is sliced along the dimension
+        the first-layer units index (:meth:`MLPBank.unit_dims`); step counts are copied.
+        """
+        new = BankOptimizer(bank, **self._args)
+        for m, (old_ts, new_ts) in enumerate(zip(self.model_tensors, new.model_tensors,
+                                                 strict=True)):
+            dims = bank.unit_dims(m)
+            for old, fresh, dim in zip(old_ts, new_ts, dims, strict=True):
+                state = self.opt.state.get(old)
+                if not state:
+                    continue
+                idx = kept[m].to(old.device)
+                carried = {}
+                for key, value in state.items():
+                    if torch.is_tensor(value) and dim is not None and value.shape == old.shape:
+                        value = value.index_select(dim, idx)
+                    elif torch.is_tensor(value):
+                        value = value.clone()
+                    carried[key] = value
+                new.opt.state[fresh] = carried
+        return new
 
     def state_dict(self) -> dict:
         return self.opt.state_dict()

@@ -18,6 +18,13 @@ What one epoch does, for every model of the bank at once:
 4. write a checkpoint (temporary file, then rename) and commit the epoch's metrics, arrays and
    the checkpoint's row in one SQLite transaction.
 
+Sparsifier gates (:class:`widthlab.nn.gated.SparsifierGate`) kill first-layer units. At the
+cadence ``TrainConfig.shrink_every`` (after every epoch by default, or every N steps) the engine
+removes the dead units for real (:meth:`MLPBank.shrink_`, the optimizer state carried over by
+:meth:`BankOptimizer.shrunk`), so they stop costing compute, or with ``shrink_mode="mask"``
+only switches them off. Checkpoints record every model's current width; a resumed run rebuilds
+the shrunk bank exactly.
+
 A run is identified by a fingerprint of everything that changes its numbers (data, models,
 hyper-parameters, precision, code version of the engine's math). Calling :func:`train` again with
 the same arguments resumes from the newest checkpoint, or returns at once if the run is done.
@@ -74,6 +81,11 @@ class TrainConfig:
     study: str = "train"            # label stored with the run
     record_batch_loss: bool = False  # store every minibatch loss per model and epoch
     init_from: str | None = None    # start from this finished run's weights (same models)
+    # with a modifier that kills units (SparsifierGate): when to act on dead units, "epoch"
+    # (after each epoch), N (every N steps) or None (never); and how: "remove" them for real
+    # or "mask" them (same numbers, full cost). Ignored, and out of the run id, otherwise.
+    shrink_every: str | int | None = "epoch"
+    shrink_mode: str = "remove"
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -96,6 +108,17 @@ class TrainConfig:
         else:
             self.stats_epochs = tuple(int(e) for e in self.stats_epochs)
         self.eval_splits = tuple(self.eval_splits)
+        if isinstance(self.shrink_every, str) and self.shrink_every.isdigit():
+            self.shrink_every = int(self.shrink_every)
+        if self.shrink_every in ("none", "None"):
+            self.shrink_every = None
+        if not (self.shrink_every is None or self.shrink_every == "epoch"
+                or (isinstance(self.shrink_every, int) and not isinstance(self.shrink_every, bool)
+                    and self.shrink_every >= 1)):
+            raise UsageError(f"shrink_every must be 'epoch', a number of steps >= 1 or None, "
+                             f"got {self.shrink_every!r}")
+        if self.shrink_mode not in ("remove", "mask"):
+            raise UsageError(f"shrink_mode must be 'remove' or 'mask', got {self.shrink_mode!r}")
         for s in (*self.eval_splits, self.stats_split):
             if s not in ("train", "val", "test"):
                 raise UsageError(f"unknown split {s!r}; choose train, val or test")
@@ -116,11 +139,18 @@ class TrainConfig:
 
 
 def fingerprint(cfg: TrainConfig, specs: Sequence[ModelSpec], modifiers: Sequence[dict],
-                data_id: str) -> str:
-    """Hash of everything that changes a run's numbers (not the device or progress settings)."""
+                data_id: str, *, shrinks: bool = False) -> str:
+    """Hash of everything that changes a run's numbers (not the device or progress settings).
+
+    ``shrinks``: whether a modifier kills units; if not, the shrink settings change nothing
+    and stay out of the hash (runs from before they existed keep their ids).
+    """
     c = asdict(cfg)
     for key in ("device", "eval_batch_size"):
         c.pop(key)
+    if not shrinks:
+        for key in ("shrink_every", "shrink_mode"):
+            c.pop(key)
     blob = json.dumps({"engine": ENGINE_VERSION, "config": c, "data": data_id,
                        "models": [s.to_dict() for s in specs], "modifiers": list(modifiers)},
                       sort_keys=True, default=str)
@@ -193,6 +223,7 @@ class _State:
     train_s: float = 0.0
     eval_s: float = 0.0
     steps: int = 0
+    shrink_s: float = 0.0           # part of train_s spent removing units
 
 
 class Engine:
@@ -227,27 +258,75 @@ class Engine:
                                                   data.train.y[:cfg.train_size]),
                                  data.val, data.test, data.mean, data.std, data.seed)
         self.data = data.to(self.device)
-        self.bank = MLPBank(self.specs, self.data.train.x.shape[1], 10, chunk=cfg.chunk,
-                            device=self.device)
-        self.bank.compute_dtype = PRECISIONS[cfg.precision]
-        for make in modifiers:
-            self.bank.add_modifier(make())
+        self._modifier_factories = list(modifiers)
+        self._build()
         self.hooks = list(hooks)
         if cfg.init_from is not None:
             self._init_from(cfg.init_from)
-        self.opt = BankOptimizer(self.bank, lr=cfg.lr, kind=cfg.optimizer,
-                                 momentum=cfg.momentum)
         mods = [m.describe() for m in self.bank.modifiers]
         mods += [{"hook": _describe_hook(h)} for h in self.hooks]
         data_id = f"{data.name}:{len(data.train)}:{len(data.val)}:{len(data.test)}"
+        # whether a modifier kills units (then shrink_every/shrink_mode act and are hashed)
+        self.shrinks = any(m.alive_units() is not None for m in self.bank.modifiers
+                           if hasattr(m, "alive_units"))
         label = cfg.study.replace(":", ".")  # "study:experiment" -> a valid id
-        self.run_id = f"{label}-{data.name}-{fingerprint(cfg, self.specs, mods, data_id)[:12]}"
+        fp = fingerprint(cfg, self.specs, mods, data_id, shrinks=self.shrinks)
+        self.run_id = f"{label}-{data.name}-{fp[:12]}"
         self.modifier_config = mods
         self.state = _State(alive=[True] * self.bank.n_models)
 
+    def _build(self, widths: Sequence[int] | None = None) -> None:
+        """(Re)create the bank, its modifiers and the optimizer; ``widths``: a shrunk layout."""
+        cfg = self.cfg
+        self.bank = MLPBank(self.specs, self.data.train.x.shape[1], 10, chunk=cfg.chunk,
+                            device=self.device, widths=widths)
+        self.bank.compute_dtype = PRECISIONS[cfg.precision]
+        for make in self._modifier_factories:
+            self.bank.add_modifier(make())
+        self.opt = BankOptimizer(self.bank, lr=cfg.lr, kind=cfg.optimizer,
+                                 momentum=cfg.momentum)
+
+    def shrink(self) -> int:
+        """Act on the units the modifiers call dead: remove them (``shrink_mode="remove"``,
+        optimizer state carried over) or mask them. Returns how many units were dead."""
+        keep = None
+        for mod in self.bank.modifiers:
+            alive = mod.alive_units()
+            if alive is not None:
+                keep = alive if keep is None else keep & alive
+        if keep is None:
+            return 0
+        n_dead = int((~keep).sum())  # the one device sync of a shrink check
+        if n_dead == 0:
+            return 0
+        if self.cfg.shrink_mode == "mask":
+            for mod in self.bank.modifiers:
+                if mod.alive_units() is not None:
+                    mod.mask_(keep)
+            return n_dead
+        done = self.bank.shrink_(keep)
+        self.opt = self.opt.shrunk(self.bank, done.kept)
+        return n_dead
+
+    def _timed_shrink(self) -> None:
+        t = time.perf_counter()
+        self.shrink()
+        self.state.shrink_s += time.perf_counter() - t
+
+    def _layout_state(self) -> dict | None:
+        """The bank's current widths and original unit indices (None if never shrunk)."""
+        widths = [arch[0] for arch in self.bank.archs]
+        if widths == [s.width for s in self.specs]:
+            return None
+        return {"widths": widths, "unit_ids": self.bank.unit_ids.clone()}
+
     # ------------------------------------------------------------------ run
-    def run(self) -> str:
-        """Train (or resume, or skip if done); returns the run id."""
+    def run(self, until: int | None = None) -> str:
+        """Train (or resume, or skip if done); returns the run id.
+
+        ``until``: stop after this epoch without finishing the run; a later ``run`` on the same
+        engine continues in memory (benchmarks time epochs of several engines in turn).
+        """
         info = self.store.get_run(self.run_id)
         if info is not None and info["status"] == "done":
             return self.run_id
@@ -259,17 +338,21 @@ class Engine:
                 models=[s.to_dict() for s in self.specs], seed=self.cfg.data_seed,
                 device=str(self.device), precision=self.cfg.precision,
                 code_version=f"widthlab {__version__} engine {ENGINE_VERSION}")
-        else:
+        elif not (getattr(self, "_in_memory", False)
+                  and info["epochs_done"] == self.state.epoch):
             self._resume()
+        self._in_memory = True
         from widthlab.report.progress import step_progress
 
+        last = self.cfg.epochs if until is None else max(0, min(until, self.cfg.epochs))
         n_train = len(self.data.train)
         steps_per_epoch = math.ceil(n_train / self.cfg.batch_size)
-        todo = (self.cfg.epochs - self.state.epoch) * steps_per_epoch
+        todo = (last - self.state.epoch) * steps_per_epoch
         with step_progress(todo, f"{self.run_id}", quiet=not self.progress) as advance:
-            while self.state.epoch < self.cfg.epochs:
+            while self.state.epoch < last:
                 self._epoch(self.state.epoch + 1, advance)
-        self.store.finish_run(self.run_id, "done", timings=self._timings())
+        if self.state.epoch >= self.cfg.epochs:
+            self.store.finish_run(self.run_id, "done", timings=self._timings())
         return self.run_id
 
     def _resume(self) -> None:
@@ -278,6 +361,10 @@ class Engine:
             self.store.rollback(self.run_id, 0)
             return
         epoch, ckpt = found
+        layout = ckpt.get("layout")
+        if layout is not None:  # a shrunk bank: rebuild its layout before loading
+            self._build(layout["widths"])
+            self.bank.unit_ids = layout["unit_ids"].clone()
         self.bank.load_state_dict(ckpt["bank"])
         self.opt.load_state_dict(ckpt["optimizer"])
         self.state = _State(**ckpt["state"])
@@ -291,9 +378,9 @@ class Engine:
             raise UsageError(f"init_from run {run_id!r} is not a finished run in "
                              f"{self.store.root}; train it first")
         src = load_bank(self.store, run_id, device=self.device, strict_modifiers=False)
-        if [s.hidden for s in src.specs] != [s.hidden for s in self.specs]:
+        if [tuple(a) for a in src.archs] != [s.hidden for s in self.specs]:
             raise UsageError(f"init_from run {run_id!r} has models "
-                             f"{[s.hidden for s in src.specs]}, this run needs "
+                             f"{[tuple(a) for a in src.archs]}, this run needs "
                              f"{[s.hidden for s in self.specs]}; use a run with the same "
                              "models in the same order")
         with torch.no_grad():
@@ -305,8 +392,11 @@ class Engine:
 
     def _timings(self) -> dict:
         s = self.state
-        return {"train_s": round(s.train_s, 3), "eval_s": round(s.eval_s, 3), "steps": s.steps,
-                "ms_per_step": round(1e3 * s.train_s / max(s.steps, 1), 3)}
+        out = {"train_s": round(s.train_s, 3), "eval_s": round(s.eval_s, 3), "steps": s.steps,
+               "ms_per_step": round(1e3 * s.train_s / max(s.steps, 1), 3)}
+        if self.shrinks:
+            out["shrink_s"] = round(s.shrink_s, 3)
+        return out
 
     def _epoch(self, epoch: int, advance: Callable[[int], None]) -> None:
         cfg, bank, dev = self.cfg, self.bank, self.device
@@ -319,6 +409,7 @@ class Engine:
         t0 = time.perf_counter()
         n_steps = 0
         batch_losses = []
+        every = cfg.shrink_every if (self.shrinks and isinstance(cfg.shrink_every, int)) else 0
         for i in range(0, len(train), cfg.batch_size):
             idx = order[i:i + cfg.batch_size]
             x, y = train.x.index_select(0, idx), train.y.index_select(0, idx)
@@ -341,6 +432,8 @@ class Engine:
                 correct += (logits.argmax(-1) == y[:, None]).sum(0)
                 finite &= torch.isfinite(loss)
             n_steps += 1
+            if every and (self.state.steps + n_steps) % every == 0:
+                self._timed_shrink()
             advance(1)
         if dev.type == "cuda":
             torch.cuda.synchronize()
@@ -349,6 +442,14 @@ class Engine:
 
         t1 = time.perf_counter()
         failures = self._check_models(finite, epoch)
+        if self.shrinks and cfg.shrink_every == "epoch":
+            # after the failure check: a failed model's zeroed gates take all its units away;
+            # timed as training
+            t_shrink = time.perf_counter()
+            self._timed_shrink()
+            spent = time.perf_counter() - t_shrink
+            self.state.train_s += spent
+            t1 += spent
         metrics: list[MetricRow] = []
         arrays: list[ArrayRow] = []
         live = [m for m in range(bank.n_models) if self.state.alive[m]]
@@ -395,9 +496,12 @@ class Engine:
                     (arrays if isinstance(row, ArrayRow) else metrics).append(row)
         self.state.eval_s += time.perf_counter() - t1
         self.state.epoch = epoch
-        path = self.store.save_checkpoint(self.run_id, epoch, {
-            "bank": bank.state_dict(), "optimizer": self.opt.state_dict(),
-            "state": asdict(self.state)})
+        ckpt = {"bank": self.bank.state_dict(), "optimizer": self.opt.state_dict(),
+                "state": asdict(self.state)}
+        layout = self._layout_state()
+        if layout is not None:
+            ckpt["layout"] = layout
+        path = self.store.save_checkpoint(self.run_id, epoch, ckpt)
         self.store.commit_epoch(self.run_id, epoch, metrics=metrics, arrays=arrays,
                                 checkpoint=path, failures=failures, timings=self._timings())
 
@@ -457,7 +561,8 @@ def train(specs: Sequence[ModelSpec], cfg: TrainConfig | None = None,
 
 
 def load_bank(store: Store | str, run_id: str, device: str | torch.device = "cpu", *,
-              strict_modifiers: bool = True) -> MLPBank:
+              strict_modifiers: bool = True,
+              modifiers: Sequence[Callable[[], torch.nn.Module]] = ()) -> MLPBank:
     """The trained bank of a run, rebuilt from its models and its latest checkpoint.
 
     Raises
@@ -465,12 +570,16 @@ def load_bank(store: Store | str, run_id: str, device: str | torch.device = "cpu
     UsageError
         If the run has no checkpoint or was trained with modifiers (load those through the
         study that defines them).
+
+    A run whose units were removed (sparsifier) is rebuilt with its current widths. Pass
+    ``modifiers`` (factories, as to :func:`train`) to rebuild them too, with their stored
+    state; without them their state is dropped (``strict_modifiers=False``).
     """
     st = store if isinstance(store, Store) else Store(store)
     info = st.get_run(run_id)
     if info is None:
         raise UsageError(f"no run {run_id!r} in {st.root}")
-    if strict_modifiers and info["config"].get("modifiers"):
+    if strict_modifiers and not modifiers and info["config"].get("modifiers"):
         raise UsageError(f"run {run_id!r} was trained with modifiers; load it through its study")
     found = st.latest_checkpoint(run_id)
     if found is None:
@@ -481,9 +590,17 @@ def load_bank(store: Store | str, run_id: str, device: str | torch.device = "cpu
         lr, wd = opts.pop("lr", None), opts.pop("weight_decay", 0.0)
         specs.append(ModelSpec(tuple(row.arch), seed=int(row.seed), lr=lr, weight_decay=wd,
                                variant=row.variant, options=tuple(sorted(opts.items()))))
-    state = found[1]["bank"]
+    state, layout = found[1]["bank"], found[1].get("layout")
     bank = MLPBank(specs, state["w0"].shape[1], state["biases.0"].shape[-1],
-                   chunk=int(info["config"].get("chunk", 1024)), device=device)
+                   chunk=int(info["config"].get("chunk", 1024)), device=device,
+                   widths=None if layout is None else layout["widths"])
+    if layout is not None:
+        bank.unit_ids = layout["unit_ids"].clone()
+    if modifiers:
+        for make in modifiers:
+            bank.add_modifier(make())
+        bank.load_state_dict(state)
+        return bank
     base = {k: v for k, v in state.items() if not k.startswith("modifiers.")}
     bank.load_state_dict(base, strict=not strict_modifiers or len(base) == len(state))
     return bank

@@ -1,13 +1,23 @@
-"""Layers and models: the MLP bank, modifiers that let a layer learn its width, width lists.
+"""Layers and models: the MLP bank, layers that learn their width, width lists.
+
+One file per layer family:
+
+- ``bank.py``: :class:`MLPBank` (many MLPs trained at once), :class:`ModelSpec`, :class:`MLP`;
+- ``modifiers.py``: the :class:`Modifier` interface that plugs width-learning layers into a bank;
+- ``gated.py``: the sparsifier, per-neuron gates under an L1 penalty that remove dead neurons
+  (:class:`GatedLinear`, :class:`GatedMLP`, bank modifier :class:`SparsifierGate`);
+- ``widths.py``: the journal's sqrt(2) width grid.
 
 Public API::
 
     from widthlab.nn import MLP, MLPBank, ModelSpec, Modifier, NeuronGate, parse_widths
+    from widthlab.nn import GatedLinear, GatedMLP, SparsifierGate
 """
 
 from widthlab.nn.bank import MLP, MLPBank, ModelSpec, init_mlp
+from widthlab.nn.gated import GatedLinear, GatedMLP, SparsifierGate
 from widthlab.nn.modifiers import Modifier, NeuronGate
 from widthlab.nn.widths import parse_widths, sqrt2_widths
 
-__all__ = ["MLP", "MLPBank", "ModelSpec", "Modifier", "NeuronGate", "init_mlp", "parse_widths",
-           "sqrt2_widths"]
+__all__ = ["MLP", "GatedLinear", "GatedMLP", "MLPBank", "ModelSpec", "Modifier", "NeuronGate",
+           "SparsifierGate", "init_mlp", "parse_widths", "sqrt2_widths"]

@@ -21,6 +21,12 @@ Layer kinds that change the width while training (flexible cut-off, gates) plug 
 *modifiers*: a module that rescales the first-layer activations per hidden unit and adds a
 per-model penalty (see :class:`widthlab.nn.modifiers.Modifier`).
 
+First-layer units can be removed for real: :meth:`MLPBank.shrink_` drops units from ``w0``,
+``b0``, the second layer's input columns and the modifiers' per-unit tensors, and regroups the
+models whose widths now differ, so removed units stop costing compute. ``bank.archs[m]`` is
+model ``m``'s current architecture (``bank.specs[m].hidden`` keeps the one it started with);
+a bank built with ``widths=`` has that layout from the start (resuming a shrunk run).
+
 Example::
 
     bank = MLPBank([ModelSpec((64,), seed=0), ModelSpec((128,), seed=0)])
@@ -99,7 +105,7 @@ class ModelSpec:
 def init_linear(out_features: int, in_features: int, generator: torch.Generator
                 ) -> tuple[Tensor, Tensor]:
     """``nn.Linear``'s default initialisation, drawn from ``generator`` (weight, then bias)."""
-    bound = 1.0 / math.sqrt(in_features)
+    bound = 1.0 / math.sqrt(in_features) if in_features else 0.0  # 0 inputs: a shrunk layer
     # kaiming_uniform_(a=sqrt(5)) on the weight and the bias rule both give U(-bound, bound).
     w = torch.empty(out_features, in_features).uniform_(-bound, bound, generator=generator)
     b = torch.empty(out_features).uniform_(-bound, bound, generator=generator)
@@ -195,6 +201,26 @@ def _first_layer(x: Tensor, weight: Tensor, bias: Tensor, compute_dtype: torch.d
                            weight.to(compute_dtype).t()).float()
 
 
+@dataclass
+class BankShrink:
+    """What :meth:`MLPBank.shrink_` did, per model.
+
+    Attributes
+    ----------
+    kept : list of LongTensor
+        Positions, within the model's slice *before* the shrink, of the units that stayed.
+    removed : list of LongTensor
+        Original indices (``unit_ids``) of the units removed.
+    """
+
+    kept: list[Tensor]
+    removed: list[Tensor]
+
+    @property
+    def n_removed(self) -> int:
+        return sum(len(r) for r in self.removed)
+
+
 class MLPBank(nn.Module):
     """Many ReLU MLPs with shared input, trained as one module.
 
@@ -208,11 +234,15 @@ class MLPBank(nn.Module):
         Hidden units per first-layer GEMM call (performance only; results do not depend on it
         beyond float rounding).
     device : torch device
+    widths : sequence of int, optional
+        Current first-layer width of each model (at most its spec's width, 0 allowed): the
+        layout of a bank that lost units (:meth:`shrink_`), to load such a bank's checkpoint.
+        Weights start as the first units of each model's initialisation.
     """
 
     def __init__(self, specs: Sequence[ModelSpec], in_features: int = 784,
                  out_features: int = 10, *, chunk: int = 1024,
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu", widths: Sequence[int] | None = None):
         super().__init__()
         if not specs:
             raise UsageError("a bank needs at least one ModelSpec")
@@ -221,29 +251,26 @@ class MLPBank(nn.Module):
         self.specs = list(specs)
         self.in_features, self.out_features, self.chunk = in_features, out_features, chunk
         self.compute_dtype = torch.float32
+        if widths is None:
+            widths = [s.width for s in self.specs]
+        widths = [int(w) for w in widths]
+        if len(widths) != len(self.specs) or any(
+                not 0 <= w <= s.width for w, s in zip(widths, self.specs, strict=True)):
+            raise UsageError(f"widths must give one first-layer width per model, each in "
+                             f"[0, its spec's width]; got {widths} for specs "
+                             f"{[s.width for s in self.specs]}")
+        # current architectures: the first width shrinks, later layers keep the spec's widths
+        self.archs = [(w, *s.hidden[1:]) for w, s in zip(widths, self.specs, strict=True)]
+        self.register_buffer("_inverse", torch.zeros(0, dtype=torch.long), persistent=False)
+        self._layout()
+        order = self._order()
 
-        # Group models by architecture; a group's models are contiguous in every layer.
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for m, s in enumerate(self.specs):
-            groups.setdefault(s.hidden, []).append(m)
-        self.groups = list(groups.items())  # [(arch, [model indices])]
-        self.slices: list[tuple[int, int]] = [(0, 0)] * len(self.specs)
-        self._where: list[tuple[int, int]] = [(0, 0)] * len(self.specs)  # (group, position)
-        self.group_cols: list[tuple[int, int]] = []
-        order, col = [], 0
-        for g, (arch, members) in enumerate(self.groups):
-            start = col
-            for k, m in enumerate(members):
-                self.slices[m] = (col, col + arch[0])
-                self._where[m] = (g, k)
-                col += arch[0]
-                order.append(m)
-            self.group_cols.append((start, col))
-        self.n_hidden = col
-        # logits are produced group by group; this puts them back in model order
-        self.register_buffer("_inverse", torch.argsort(torch.tensor(order)), persistent=False)
-
+        # A bank built with widths below the specs' (to load a shrunk run's checkpoint) starts
+        # from the first units of each model's initialisation.
         inits = [init_mlp([in_features, *s.hidden, out_features], s.seed) for s in self.specs]
+        for m, w in enumerate(widths):
+            (w0, b0), (w1, b1) = inits[m][0], inits[m][1]
+            inits[m][0], inits[m][1] = (w0[:w], b0[:w]), (w1[:, :w], b1)
         self.w0 = nn.Parameter(torch.cat([inits[m][0][0] for m in order]), requires_grad=False)
         self.b0 = nn.Parameter(torch.cat([inits[m][0][1] for m in order]))
         self.weights = nn.ParameterList()  # per group, per later layer: (n, out, in)
@@ -254,15 +281,40 @@ class MLPBank(nn.Module):
                                                               for m in members])))
                 self.biases.append(nn.Parameter(torch.stack([inits[m][layer][1]
                                                              for m in members])))
-        self._layer_index = []  # group -> index of its first later layer in weights
-        i = 0
-        for arch, _ in self.groups:
-            self._layer_index.append(i)
-            i += len(arch)
+        # unit_ids[i]: the index unit i had in its model's first layer when training started
+        self.unit_ids = torch.cat([torch.arange(widths[m]) for m in order])  # (H,)
         self.modifiers = nn.ModuleList()
         self.to(device)
         self.w0_grad = torch.zeros_like(self.w0)  # written by the backward pass, (H, in)
         self.init_grads()
+
+    def _layout(self) -> None:
+        """Group the models by current architecture and place their units (from ``archs``)."""
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for m, arch in enumerate(self.archs):
+            groups.setdefault(arch, []).append(m)
+        self.groups = list(groups.items())  # [(arch, [model indices])], first-seen order
+        self.slices: list[tuple[int, int]] = [(0, 0)] * len(self.specs)
+        self._where: list[tuple[int, int]] = [(0, 0)] * len(self.specs)  # (group, position)
+        self.group_cols: list[tuple[int, int]] = []
+        self._layer_index = []  # group -> index of its first later layer in weights
+        col, layer = 0, 0
+        for g, (arch, members) in enumerate(self.groups):
+            start = col
+            for k, m in enumerate(members):
+                self.slices[m] = (col, col + arch[0])
+                self._where[m] = (g, k)
+                col += arch[0]
+            self.group_cols.append((start, col))
+            self._layer_index.append(layer)
+            layer += len(arch)
+        self.n_hidden = col
+        # logits are produced group by group; this puts them back in model order
+        self._inverse = torch.argsort(torch.tensor(self._order())).to(self._inverse.device)
+
+    def _order(self) -> list[int]:
+        """Models in the order their units and stacked weights are laid out."""
+        return [m for _, members in self.groups for m in members]
 
     # ------------------------------------------------------------------ structure
     @property
@@ -315,13 +367,87 @@ class MLPBank(nn.Module):
     def export(self, m: int) -> MLP:
         """A standalone :class:`MLP` equal to model ``m`` (copies of its current weights)."""
         spec = self.specs[m]
-        mlp = MLP([self.in_features, *spec.hidden, self.out_features], seed=spec.seed)
+        mlp = MLP([self.in_features, *self.archs[m], self.out_features], seed=spec.seed)
         params = [t for t in self.model_params(m) if t[0].startswith("layers.")]
         with torch.no_grad():
             for (name, view, _), (pname, p) in zip(params, mlp.named_parameters(), strict=True):
                 assert name == pname, (name, pname)
                 p.copy_(view)
         return mlp.to(self.device)
+
+    # ------------------------------------------------------------------ shrinking
+    def unit_dims(self, m: int) -> list[int | None]:
+        """For each tensor of :meth:`model_params`, the dimension indexed by model ``m``'s
+        first-layer units (None: not indexed by them). Shrinking slices exactly these."""
+        depth = len(self.specs[m].hidden)
+        dims: list[int | None] = [0, 0, 1, None] + [None, None] * (depth - 1)
+        for mod in self.modifiers:
+            per_unit = set(getattr(mod, "unit_tensors", ()))
+            dims += [0 if name in per_unit else None for name, _, _ in mod.model_params(m)]
+        return dims
+
+    @torch.no_grad()
+    def shrink_(self, keep: Tensor) -> BankShrink:
+        """Remove the first-layer units where ``keep`` is False, for real.
+
+        Drops them from ``w0``, ``b0``, the second layer's input columns and every modifier's
+        per-unit tensors, then regroups the models by their new widths (layout as a bank built
+        with ``widths=`` would have it). The outputs of every model are unchanged when the
+        removed units contribute exact zeros (a dead gate), up to the summation order.
+        Gradients are reset; optimizer state is carried by
+        :meth:`widthlab.engine.optim.BankOptimizer.shrunk`.
+
+        Parameters
+        ----------
+        keep : Tensor of shape (H,), bool
+            Which current units stay.
+
+        Returns
+        -------
+        BankShrink
+            Per model: kept positions within its old slice, removed original unit indices.
+        """
+        keep = torch.as_tensor(keep).to("cpu", torch.bool).flatten()
+        if keep.numel() != self.n_hidden:
+            raise UsageError(f"keep must have one entry per hidden unit ({self.n_hidden}), "
+                             f"got {keep.numel()}")
+        bad = [name for name in (type(mod).__name__ for mod in self.modifiers
+                                 if not getattr(mod, "unit_tensors", ()))]
+        if bad:
+            raise UsageError(f"modifier(s) {', '.join(bad)} cannot lose units (they declare no "
+                             "per-unit tensors); train without shrinking (shrink_every=None)")
+        old_slices, old_where = list(self.slices), list(self._where)
+        old_layer_index = list(self._layer_index)
+        old_weights, old_biases = list(self.weights), list(self.biases)
+        kept = [keep[a:b].nonzero().flatten() for a, b in old_slices]  # local positions
+        removed = [self.unit_ids[a:b][~keep[a:b]] for a, b in old_slices]
+        self.archs = [(len(k), *arch[1:]) for k, arch in zip(kept, self.archs, strict=True)]
+        self._layout()
+        order = self._order()
+        index = torch.cat([old_slices[m][0] + kept[m] for m in order])  # (H_new,) old units
+        dev_index = index.to(self.device)
+        self.unit_ids = self.unit_ids[index]
+        self.w0 = nn.Parameter(self.w0.detach()[dev_index], requires_grad=False)
+        self.b0 = nn.Parameter(self.b0.detach()[dev_index])
+        weights, biases = nn.ParameterList(), nn.ParameterList()
+        for arch, members in self.groups:
+            for layer in range(len(arch)):
+                ws, bs = [], []
+                for m in members:
+                    g, k = old_where[m]
+                    w = old_weights[old_layer_index[g] + layer].detach()[k]  # (out, in)
+                    if layer == 0:  # the second layer's inputs are the first layer's units
+                        w = w.index_select(1, kept[m].to(self.device))
+                    ws.append(w)
+                    bs.append(old_biases[old_layer_index[g] + layer].detach()[k])
+                weights.append(nn.Parameter(torch.stack(ws)))
+                biases.append(nn.Parameter(torch.stack(bs)))
+        self.weights, self.biases = weights, biases
+        for mod in self.modifiers:
+            mod.shrink_(self, dev_index)
+        self.w0_grad = torch.zeros_like(self.w0)
+        self.init_grads()
+        return BankShrink(kept, removed)
 
     # ------------------------------------------------------------------ compute
     def hidden(self, x: Tensor, *, track: bool = True) -> tuple[Tensor | None, Tensor]:
@@ -400,6 +526,6 @@ class MLPBank(nn.Module):
         """Trainable parameters of model ``m`` (or of all models)."""
         if m is None:
             return sum(self.n_params(i) for i in range(self.n_models))
-        sizes = [self.in_features, *self.specs[m].hidden, self.out_features]
+        sizes = [self.in_features, *self.archs[m], self.out_features]
         n = sum(i * o + o for i, o in zip(sizes[:-1], sizes[1:], strict=False))
         return n + sum(mod.n_params(m) for mod in self.modifiers)

@@ -8,6 +8,11 @@ with the modifier's learning rate when it sets one.
 
 Subclasses implement :meth:`Modifier.scale`, :meth:`Modifier.penalty` and
 :meth:`Modifier.model_params`; :class:`NeuronGate` is the simplest example.
+
+A modifier whose tensors are all per-unit (indexed by the hidden units along dimension 0) lists
+them in ``unit_tensors``; the bank can then remove units for real (:meth:`MLPBank.shrink_`),
+and a modifier that says which units are dead (:meth:`Modifier.alive_units`) drives the
+engine's shrinking (see :class:`widthlab.nn.gated.SparsifierGate`).
 """
 
 from __future__ import annotations
@@ -22,16 +27,49 @@ class Modifier(nn.Module):
     """Base class. ``lr`` (None = the model's learning rate) applies to this modifier's tensors."""
 
     lr: float | None = None
+    #: names of the parameters/buffers indexed by hidden unit along dim 0 (shrinkable ones)
+    unit_tensors: tuple[str, ...] = ()
 
     def attach(self, bank) -> None:
         """Called once by ``MLPBank.add_modifier``: learn the bank's layout."""
+        self._learn_layout(bank)
+        self.build(bank)
+
+    def _learn_layout(self, bank) -> None:
         self.slices = list(bank.slices)
         self.n_models = bank.n_models
         unit_model = torch.empty(bank.n_hidden, dtype=torch.long)
         for m, (a, b) in enumerate(self.slices):
             unit_model[a:b] = m
-        self.register_buffer("unit_model", unit_model, persistent=False)  # (H,) unit -> model
-        self.build(bank)
+        device = self.unit_model.device if hasattr(self, "unit_model") else "cpu"
+        self.register_buffer("unit_model", unit_model.to(device),
+                             persistent=False)  # (H,) unit -> model
+
+    def alive_units(self) -> Tensor | None:
+        """Bool ``(H,)``: units this modifier keeps alive; False marks a unit the engine may
+        remove (or mask). None (the default): this modifier never kills units."""
+        return None
+
+    def mask_(self, keep: Tensor) -> None:
+        """Switch off the units where ``keep`` is False for good, without removing them (the
+        'masking only' alternative to shrinking). Only modifiers that kill units support it."""
+        raise UsageError(f"{type(self).__name__} cannot mask units")
+
+    @torch.no_grad()
+    def shrink_(self, bank, index: Tensor) -> None:
+        """Follow ``bank.shrink_``: keep the units ``index`` ``(H_new,)`` (positions in the old
+        layout, in the new order) of every tensor in ``unit_tensors`` and learn the new layout.
+        Gradients are dropped (the bank reallocates them)."""
+        if not self.unit_tensors:
+            raise UsageError(f"{type(self).__name__} has no per-unit tensors to shrink")
+        self._learn_layout(bank)
+        for name in self.unit_tensors:
+            t = getattr(self, name)
+            if isinstance(t, nn.Parameter):
+                setattr(self, name, nn.Parameter(t.detach()[index],
+                                                 requires_grad=t.requires_grad))
+            else:
+                setattr(self, name, t[index])
 
     def build(self, bank) -> None:
         """Create the parameters (shapes follow ``bank.n_hidden``)."""
@@ -89,6 +127,8 @@ class NeuronGate(Modifier):
     lr : float or None
         Learning rate of the gates (None = the model's).
     """
+
+    unit_tensors = ("gate",)
 
     def __init__(self, l1: float | list[float] = 0.0, *, lr: float | None = None):
         super().__init__()
