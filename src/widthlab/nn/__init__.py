@@ -4,6 +4,9 @@ One file per layer family:
 
 - ``bank.py``: :class:`MLPBank` (many MLPs trained at once), :class:`ModelSpec`, :class:`MLP`;
 - ``modifiers.py``: the :class:`Modifier` interface that plugs width-learning layers into a bank;
+- ``flexible.py``: the sigmoid cut-off layer that learns its width (:class:`FlexibleLinear`,
+  :class:`FlexibleMLP`, bank modifier :class:`FlexibleCutoff`, the closed-form penalty
+  :func:`cutoff_integral`);
 - ``gated.py``: the sparsifier, per-neuron gates under an L1 penalty that remove dead neurons
   (:class:`GatedLinear`, :class:`GatedMLP`, bank modifier :class:`SparsifierGate`);
 - ``widths.py``: the journal's sqrt(2) width grid.
@@ -11,13 +14,16 @@ One file per layer family:
 Public API::
 
     from widthlab.nn import MLP, MLPBank, ModelSpec, Modifier, NeuronGate, parse_widths
+    from widthlab.nn import FlexibleLinear, FlexibleMLP, FlexibleCutoff, cutoff_integral
     from widthlab.nn import GatedLinear, GatedMLP, SparsifierGate
 """
 
 from widthlab.nn.bank import MLP, MLPBank, ModelSpec, init_mlp
+from widthlab.nn.flexible import FlexibleCutoff, FlexibleLinear, FlexibleMLP, cutoff_integral
 from widthlab.nn.gated import GatedLinear, GatedMLP, SparsifierGate
 from widthlab.nn.modifiers import Modifier, NeuronGate
 from widthlab.nn.widths import parse_widths, sqrt2_widths
 
-__all__ = ["MLP", "GatedLinear", "GatedMLP", "MLPBank", "ModelSpec", "Modifier", "NeuronGate",
-           "SparsifierGate", "init_mlp", "parse_widths", "sqrt2_widths"]
+__all__ = ["MLP", "FlexibleCutoff", "FlexibleLinear", "FlexibleMLP", "GatedLinear", "GatedMLP",
+           "MLPBank", "ModelSpec", "Modifier", "NeuronGate", "SparsifierGate", "cutoff_integral",
+           "init_mlp", "parse_widths", "sqrt2_widths"]
