@@ -579,7 +579,9 @@ def load_bank(store: Store | str, run_id: str, device: str | torch.device = "cpu
     info = st.get_run(run_id)
     if info is None:
         raise UsageError(f"no run {run_id!r} in {st.root}")
-    if strict_modifiers and not modifiers and info["config"].get("modifiers"):
+    # epoch hooks are described in the same list; they change no parameter
+    trained_with = [m for m in info["config"].get("modifiers", []) if "hook" not in m]
+    if strict_modifiers and not modifiers and trained_with:
         raise UsageError(f"run {run_id!r} was trained with modifiers; load it through its study")
     found = st.latest_checkpoint(run_id)
     if found is None:

@@ -399,7 +399,8 @@ class FlexibleMLP(nn.Module):
     def from_bank(cls, bank, m: int) -> FlexibleMLP:
         """Model ``m`` of a bank trained with a :class:`FlexibleCutoff`, as a standalone network
         (evaluation slope, current ``x0``)."""
-        cut = [mod for mod in bank.modifiers if isinstance(mod, FlexibleCutoff)]
+        # exactly FlexibleCutoff: a subclass may cut over another order (sorted layers)
+        cut = [mod for mod in bank.modifiers if type(mod) is FlexibleCutoff]
         if len(cut) != 1:
             raise UsageError("the bank needs exactly one FlexibleCutoff modifier to export a "
                              f"flexible model; it has {len(cut)}")

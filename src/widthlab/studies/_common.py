@@ -51,6 +51,17 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def sweep_specs(widths, seeds, study: str) -> list:
+    """One one-hidden-layer :class:`~widthlab.nn.ModelSpec` per width x seed (``seeds``: a
+    count, 3 = seeds 0, 1, 2, or a list); ``study`` names the caller in the error."""
+    from widthlab.nn import ModelSpec
+
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    if not widths or not seed_list:
+        raise UsageError(f"the {study} study needs at least one width and one seed")
+    return [ModelSpec((int(w),), seed=int(s)) for w in widths for s in seed_list]
+
+
 def run_label(study: str, experiment: str | None = None) -> str:
     """The engine's ``TrainConfig.study`` for a study (and one of its experiments)."""
     return study if experiment is None else f"{study}:{experiment}"

@@ -39,6 +39,7 @@ from widthlab.studies._common import (
     profile_option,
     quiet_option,
     store_option,
+    sweep_specs,
 )
 
 STUDY = "variance"
@@ -70,10 +71,7 @@ PROFILES = {
 
 def specs_for(widths: Sequence[int], seeds: int | Sequence[int]) -> list[ModelSpec]:
     """One ModelSpec per width x seed (``seeds`` a count, 3 = seeds 0, 1, 2, or a list)."""
-    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
-    if not widths or not seed_list:
-        raise UsageError("the variance study needs at least one width and one seed")
-    return [ModelSpec((int(w),), seed=int(s)) for w in widths for s in seed_list]
+    return sweep_specs(widths, seeds, "variance")
 
 
 def config_for(dataset: str, profile: str = "quick", *, widths: Sequence[int] | None = None,
