@@ -50,6 +50,16 @@ def test_local_executor_skips_done_jobs_and_orders_needs(tmp_path):
     assert seen == [("variance", True), ("pca", True)] and time.perf_counter() - t0 < 5
 
 
+def test_jobs_keep_their_order_unless_a_need_comes_later():
+    from widthlab.engine.executor import _order
+
+    a, b = Job("variance", "mnist"), Job("variance", "fashion-mnist")
+    p = Job("pca", "mnist", needs=("variance",))
+    f = Job("flexible", "mnist")
+    assert _order([a, b, p, f]) == [a, b, p, f]
+    assert _order([p, f, a, b]) == [f, a, p, b]
+
+
 def test_job_errors_are_named():
     with pytest.raises(UsageError, match="needs study 'variance'"):
         LocalExecutor().run([Job("pca", "mnist", needs=("variance",))], "unused")

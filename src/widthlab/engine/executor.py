@@ -135,14 +135,15 @@ def _order(jobs: Sequence[Job]) -> list[Job]:
                 raise UsageError(f"job {j.name} needs study {n!r}, which is not in the list")
     done: list[Job] = []
     pending = list(jobs)
-    while pending:
-        ready = [j for j in pending
-                 if all(any(d.study == n and d.dataset == j.dataset and d.profile == j.profile
-                            for d in done) for n in j.needs)]
-        if not ready:
+    while pending:  # the first job (in the given order) whose needs are done goes next
+        for j in pending:
+            if all(any(d.study == n and d.dataset == j.dataset and d.profile == j.profile
+                       for d in done) for n in j.needs):
+                done.append(j)
+                pending.remove(j)
+                break
+        else:
             raise UsageError("job dependencies form a cycle")
-        done += ready
-        pending = [j for j in pending if j not in ready]
     return done
 
 
