@@ -111,7 +111,7 @@ def run(dataset: str, profile: str | Profile = "quick", *,
                 _flexible(prof, prof.x0_lrs[variants(prof).index(var) - 1])]
             cfg = TrainConfig(dataset=dataset, epochs=prof.epochs, train_size=prof.train_size,
                               record_batch_loss=True, stats_epochs="none",
-                              eval_splits=("test",), device=device,
+                              eval_splits=(), device=device,  # batch losses only
                               study=run_label(STUDY, f"{opt}-{var}"), **OPTIMIZERS[opt])
             ids.append(train(specs, cfg, store, modifiers=mods, progress=progress, data=data))
     return ids
