@@ -74,14 +74,27 @@ class Job:
         return f"{self.study}/{self.dataset}/{self.profile}"
 
     def key(self) -> str:
-        """Identifies the job's results: study, dataset, profile, options, code version."""
+        """Identifies the job's results: study, dataset, profile, options, code version
+        (widthlab's, the engine's and the study module's source)."""
         from widthlab.engine.trainer import ENGINE_VERSION
 
         blob = json.dumps({"job": [self.study, self.dataset, self.profile,
                                    sorted(self.options)],
-                           "code": [__version__, ENGINE_VERSION]}, sort_keys=True, default=str)
+                           "code": [__version__, ENGINE_VERSION, _study_source(self.study)]},
+                          sort_keys=True, default=str)
         return f"{self.study}-{self.dataset}-{self.profile}-" \
                f"{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+
+def _study_source(study: str) -> str:
+    """Hash of the study module's source: editing a study (its profiles, its runs) makes its
+    jobs run again; the engine still reuses every run whose fingerprint did not change."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(f"widthlab.studies.{study}")
+    if spec is None or not spec.origin:
+        return ""
+    return hashlib.sha256(Path(spec.origin).read_bytes()).hexdigest()[:16]
 
 
 def run_job(job: Job, store: Store | str, progress: bool = True) -> list[str]:
