@@ -62,6 +62,15 @@ def sweep_specs(widths, seeds, study: str) -> list:
     return [ModelSpec((int(w),), seed=int(s)) for w in widths for s in seed_list]
 
 
+def pick_profile(profiles: dict, profile, cls: type):
+    """``profile`` itself when it is a ``cls`` instance, else ``profiles[profile]``."""
+    if isinstance(profile, cls):
+        return profile
+    if profile in profiles:
+        return profiles[profile]
+    raise UsageError(f"unknown profile {profile!r}; choose {' or '.join(profiles)}")
+
+
 def run_label(study: str, experiment: str | None = None) -> str:
     """The engine's ``TrainConfig.study`` for a study (and one of its experiments)."""
     return study if experiment is None else f"{study}:{experiment}"

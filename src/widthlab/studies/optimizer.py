@@ -39,6 +39,7 @@ from widthlab.studies._common import (
     device_option,
     display_name,
     experiment_of,
+    pick_profile,
     profile_option,
     quiet_option,
     run_label,
@@ -118,12 +119,7 @@ def run(dataset: str, profile: str | Profile = "quick", *,
 
 
 def _profile(profile: str | Profile, overrides: dict) -> Profile:
-    if isinstance(profile, Profile):
-        prof = profile
-    elif profile in PROFILES:
-        prof = PROFILES[profile]
-    else:
-        raise UsageError(f"unknown profile {profile!r}; choose {' or '.join(PROFILES)}")
+    prof = pick_profile(PROFILES, profile, Profile)
     bad = set(overrides) - set(Profile.__dataclass_fields__)
     if bad:
         raise UsageError(f"unknown option(s) {sorted(bad)} for the optimizer study")

@@ -58,6 +58,7 @@ from widthlab.studies._common import (
     device_option,
     display_name,
     parse_seeds,
+    pick_profile,
     profile_option,
     quiet_option,
     run_label,
@@ -241,12 +242,7 @@ def run(dataset: str, profile: str | Profile = "quick", *,
     ``epochs`` and ``train_options`` (e.g. ``train_size``) override the analysed sweep (a
     variance run with exactly those settings is reused when stored, trained otherwise).
     """
-    if isinstance(profile, Profile):
-        prof = profile
-    elif profile in PROFILES:
-        prof = PROFILES[profile]
-    else:
-        raise UsageError(f"unknown profile {profile!r}; choose {' or '.join(PROFILES)}")
+    prof = pick_profile(PROFILES, profile, Profile)
     if seeds is not None:
         prof = Profile(**{**asdict(prof), "seeds": tuple(int(s) for s in seeds)})
     source = variance.run(dataset, prof.variance_profile, store=store, widths=widths,
