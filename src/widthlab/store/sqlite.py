@@ -258,6 +258,12 @@ class Store:
         self.root = Path(root).expanduser()
         self.db_path = self.root / DB_NAME
 
+    @classmethod
+    def open(cls, store: Store | str | os.PathLike = "widthlab-runs") -> Store:
+        """``store`` itself when it is a :class:`Store`, else a store on that folder (the one
+        way every API function accepts "a store or its path")."""
+        return store if isinstance(store, Store) else cls(store)
+
     def __repr__(self) -> str:
         return f"Store({str(self.root)!r})"
 
