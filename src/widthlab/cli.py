@@ -23,8 +23,9 @@ from pathlib import Path
 import click
 
 from widthlab import __version__
+from widthlab.cli_options import parse_seeds, store_option
+from widthlab.cli_study import StudyGroup
 from widthlab.errors import UsageError, WidthlabError
-from widthlab.studies._common import parse_seeds, store_option
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -65,7 +66,7 @@ def data_fetch(name: str, data_dir: Path | None, quiet: bool) -> None:
     A file already cached and verified is left alone; a corrupt one is replaced.
     """
     from widthlab.data.cache import fetch
-    from widthlab.report.console import download_progress, print_file_table
+    from widthlab.ui.console import download_progress, print_file_table
 
     with download_progress(quiet) as progress:
         rows = fetch(name, data_dir, progress=progress)
@@ -77,7 +78,7 @@ def data_fetch(name: str, data_dir: Path | None, quiet: bool) -> None:
 def data_verify(name: str) -> None:
     """Re-check the checksum of every cached file; exit 1 if any is missing or corrupt."""
     from widthlab.data.cache import verify
-    from widthlab.report.console import print_file_table
+    from widthlab.ui.console import print_file_table
 
     rows = verify(name)
     print_file_table(rows, title="verify")
@@ -94,7 +95,7 @@ def data_info(data_dir: Path | None) -> None:
     """Where each dataset comes from: files, sizes, checksums, cache state, sources."""
     from widthlab.data.cache import cache_root, iter_info
     from widthlab.data.registry import DATASETS
-    from widthlab.report.console import print_records
+    from widthlab.ui.console import print_records
 
     click.echo(f"cache: {cache_root()}")
     print_records(list(iter_info(data_dir)),
@@ -113,7 +114,7 @@ def data_summary(name: str, data_dir: Path | None, val_size: int, seed: int) -> 
     """Load the dataset(s) as training tensors and print sizes, class counts and moments."""
     from widthlab.data.registry import resolve_names
     from widthlab.data.tensors import load_splits
-    from widthlab.report.console import print_records
+    from widthlab.ui.console import print_records
 
     records = []
     for spec in resolve_names(name):
@@ -146,8 +147,8 @@ def runs_group() -> None:
 @store_option
 def runs_list(store: Path) -> None:
     """One line per run: study, dataset, status, models, epochs, times."""
-    from widthlab.report.console import print_frame
     from widthlab.store import Store
+    from widthlab.ui.console import print_frame
 
     runs = Store(store).runs()
     if runs.empty:
@@ -164,8 +165,8 @@ def runs_list(store: Path) -> None:
 @store_option
 def runs_show(run_id: str, store: Path) -> None:
     """A run's fields and config, and its models with status and last val/test accuracy."""
-    from widthlab.report.console import print_run
     from widthlab.store import Store
+    from widthlab.ui.console import print_run
 
     st = Store(store)
     run_id = st.resolve(run_id)
@@ -230,8 +231,8 @@ def train_cmd(dataset: str, widths: str, seeds: str, epochs: int, lr: float, bat
     from widthlab.engine import TrainConfig, train
     from widthlab.nn import ModelSpec
     from widthlab.nn.widths import parse_widths
-    from widthlab.report.console import print_frame
     from widthlab.store import Store
+    from widthlab.ui.console import print_frame
 
     specs = [ModelSpec((w,), seed=s, weight_decay=weight_decay)
              for w in parse_widths(widths) for s in parse_seeds(seeds)]
@@ -239,7 +240,10 @@ def train_cmd(dataset: str, widths: str, seeds: str, epochs: int, lr: float, bat
                       optimizer=optimizer, train_size=train_size, data_seed=data_seed,
                       stats_epochs=stats_epochs, preact_cov=preact_cov, device=device,
                       precision=precision)
-    run_id = train(specs, cfg, store, progress=not quiet)
+    from widthlab.ui import engine_progress
+
+    with engine_progress(quiet) as progress:
+        run_id = train(specs, cfg, store, progress=progress)
     st = Store(store)
     models = st.models(run_id)
     m = st.metrics(run_id)
@@ -253,23 +257,7 @@ def train_cmd(dataset: str, widths: str, seeds: str, epochs: int, lr: float, bat
 
 
 # ---------------------------------------------------------------------------------- study
-class _StudyGroup(click.Group):
-    """``widthlab study <name>``: each study module defines its own command (``cli``) and is
-    imported only when that command runs or help lists it."""
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        from widthlab.studies import COMMANDS, exists
-
-        return [cmd for cmd, mod in COMMANDS.items() if exists(mod)]
-
-    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        from widthlab.studies import COMMANDS, load
-
-        mod = load(COMMANDS[name]) if name in COMMANDS else None
-        return None if mod is None else mod.cli
-
-
-@app.group("study", cls=_StudyGroup, context_settings=CONTEXT)
+@app.group("study", cls=StudyGroup, context_settings=CONTEXT)
 def study_group() -> None:
     """Run one of the journal's studies through the engine and summarise it from the store.
 
@@ -290,8 +278,9 @@ def report_cmd(run_ids: tuple[str, ...], store: Path, out: Path) -> None:
     ``<name>-figures/``, and embedded in the page; claims are recomputed as verdicts.
     """
     from widthlab.report import build_report
+    from widthlab.studies import available
 
-    path = build_report(store, list(run_ids) or None, out)
+    path = build_report(store, list(run_ids) or None, out, studies=available())
     click.echo(str(path))
 
 
@@ -324,13 +313,16 @@ def reproduce_cmd(profile: str, datasets: str, studies: str | None, executor: st
     reproduction resumes where it stopped. Prints the report's path.
     """
     from widthlab.reproduce import reproduce
+    from widthlab.ui import engine_progress
 
     def split(text):
         return [t.strip() for t in text.split(",") if t.strip()]
 
-    path = reproduce(profile, split(datasets), store=store, out=out,
-                     studies=split(studies) if studies else None, executor=executor,
-                     address=address, device=device, progress=not quiet)
+    with engine_progress(quiet) as progress:
+        path = reproduce(profile, split(datasets), store=store, out=out,
+                         studies=split(studies) if studies else None, executor=executor,
+                         address=address, device=device, progress=progress,
+                         log=(lambda line: None) if quiet else None)
     click.echo(str(path))
 
 

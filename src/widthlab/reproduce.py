@@ -3,10 +3,11 @@
     widthlab reproduce --profile quick                        # this machine, minutes
     widthlab reproduce --profile full --executor ray --address auto
 
-Each study on each dataset is one :class:`~widthlab.engine.executor.Job`, run in the journal's
-order by the chosen executor; jobs already finished with the same config and code version are
-skipped (their manifests in ``<store>/jobs/``), an interrupted job resumes from its runs'
-checkpoints. The report then draws every study from the store.
+Each study on each dataset is one :class:`~widthlab.executors.Job`, run in the journal's order
+by the chosen executor through :func:`run_study_job`; jobs already finished with the same
+config and code are skipped (their manifests in ``<store>/jobs/``), an interrupted job resumes
+from its runs' checkpoints. The report then draws every study from the store; it is rewritten
+only when its runs or the code that draws it changed.
 
 Example::
 
@@ -17,76 +18,94 @@ Example::
 
 from __future__ import annotations
 
+import importlib
 import os
+import pkgutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from widthlab.engine.executor import Job, make_executor
+from widthlab._io import atomic_path
+from widthlab.engine.events import progress_callback
+from widthlab.engine.identity import code_hash
 from widthlab.errors import UsageError
-from widthlab.studies import ORDER, load
-from widthlab.studies._common import DATASETS
+from widthlab.executors import Job, make_executor
+from widthlab.report import build_report
+from widthlab.store import Store
+from widthlab.studies import ORDER, available, get_study, load
+from widthlab.studies.base import DATASETS, RunSet
 
 
 def jobs_for(profile: str = "quick", datasets: Sequence[str] = DATASETS,
              studies: Sequence[str] | None = None, device: str = "auto") -> list[Job]:
     """The jobs of a reproduction, in the journal's order (study-major)."""
-    if profile not in ("quick", "full"):
-        raise UsageError(f"unknown profile {profile!r}; choose quick or full")
+    present = [s.name for s in available()]
+    names = present if studies is None else list(studies)
+    unknown = [n for n in names if load(n) is None]
+    if unknown:
+        raise UsageError(f"unknown study {unknown}; available: {', '.join(present)}")
     bad = [d for d in datasets if d not in DATASETS]
     if bad or not datasets:
         raise UsageError(f"unknown dataset(s) {bad}; choose from {', '.join(DATASETS)}")
-    names = [n for n in ORDER if load(n) is not None] if studies is None else list(studies)
-    unknown = [n for n in names if n not in ORDER or load(n) is None]
-    if unknown:
-        raise UsageError(f"unknown study {unknown}; available: "
-                         f"{', '.join(n for n in ORDER if load(n) is not None)}")
     jobs = []
-    for name in names:
-        needs = tuple(n for n in getattr(load(name), "REQUIRES", ()) if n in names)
-        jobs += [Job(name, d, profile, options=(("device", device),), needs=needs)
-                 for d in datasets]
+    for name in sorted(names, key=ORDER.index):
+        study = get_study(name)
+        if profile not in study.profiles:
+            raise UsageError(f"unknown profile {profile!r} for the {name} study; choose "
+                             f"{', '.join(study.profiles)}")
+        needs = tuple(n for n in study.requires if n in names)
+        jobs += [Job(name, d, profile, options=(("device", device),), needs=needs,
+                     code=study.code_hash()) for d in datasets]
     return jobs
+
+
+def run_study_job(job: Job, store: Store, progress: object,
+                  needs: Mapping[str, RunSet]) -> RunSet:
+    """Run one job's study (the callable every executor is handed)."""
+    study = get_study(job.study)
+    opts = dict(job.options)
+    device = str(opts.pop("device", "auto"))
+    return study.run(job.dataset, job.profile, store=store, device=device,
+                     progress=progress_callback(progress), upstream=dict(needs), **opts)
 
 
 def reproduce(profile: str = "quick", datasets: Sequence[str] = DATASETS, *,
               store="widthlab-runs", out: str | os.PathLike = "report.html",
               studies: Sequence[str] | None = None, executor: str = "local",
-              address: str | None = None, device: str = "auto", progress: bool = True,
-              log=None) -> Path:
+              address: str | None = None, device: str = "auto", progress: object = None,
+              log: Callable[[str], None] | None = None) -> Path:
     """Run (or skip) every job, then write the report; returns the report's path.
 
-    ``log(line)`` receives one line per finished job (default: stderr).
+    ``log(line)`` receives one line per finished job (default: stderr); ``progress`` is the
+    engine's progress callback (:func:`widthlab.ui.engine_progress`).
     """
-    from widthlab.report import build_report
-    from widthlab.store import Store
-
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     jobs = jobs_for(profile, datasets, studies, device)
-    ex = make_executor(executor, address)
-    timings = []
+    ex = make_executor(run_study_job, executor, address)
+    timings: list[dict] = []
     t0 = time.perf_counter()
 
-    def done(job: Job, runs: list[str], seconds: float, skipped: bool) -> None:
+    def done(job: Job, result: RunSet, seconds: float, skipped: bool) -> None:
         timings.append({"study": job.study, "dataset": job.dataset, "profile": job.profile,
-                        "seconds": round(seconds, 1), "skipped": skipped, "runs": len(runs)})
+                        "seconds": round(seconds, 1), "skipped": skipped,
+                        "runs": len(result.ids())})
         what = "already stored" if skipped else f"{seconds:.1f}s"
-        log(f"widthlab: {job.name}: {what} ({len(runs)} runs)")
+        log(f"widthlab: [{len(timings)}/{len(jobs)}] {job.name}: {what} "
+            f"({len(result.ids())} runs)")
 
-    st = Store(store)
+    st = Store.open(store)
     results = ex.run(jobs, st, progress=progress, on_done=done)
-    run_ids = list(dict.fromkeys(r for runs in results.values() for r in runs))
+    run_ids = list(dict.fromkeys(r for res in results.values() for r in res.ids()))
     t1 = time.perf_counter()
     stamp = _stamp(st, run_ids)
     stamp_path = Path(out).with_suffix(Path(out).suffix + ".stamp")
     if Path(out).is_file() and stamp_path.is_file() and stamp_path.read_text() == stamp:
-        log(f"widthlab: report {out} is up to date (same runs); total "
+        log(f"widthlab: report {out} is up to date (same runs and report code); total "
             f"{time.perf_counter() - t0:.1f}s")
         return Path(out)
-    path = build_report(st, run_ids, out, timings=timings)
-    from widthlab._io import atomic_path
-
+    reported = [r for r in run_ids if _reportable(st, r)]
+    path = build_report(st, reported, out, studies=available(), timings=timings, log=log)
     with atomic_path(stamp_path) as tmp:
         tmp.write_text(stamp)
     log(f"widthlab: report {path} ({time.perf_counter() - t1:.1f}s); "
@@ -94,9 +113,28 @@ def reproduce(profile: str = "quick", datasets: Sequence[str] = DATASETS, *,
     return path
 
 
-def _stamp(st, run_ids: list[str]) -> str:
-    """What the report was drawn from: each run and when it finished, and the code version."""
-    from widthlab import __version__
+def _reportable(st: Store, run_id: str) -> bool:
+    """Runs labelled with a study's name (helper runs such as ``sparsifier-static`` are read
+    by their study's tables, not reported on their own)."""
+    label = st.get_run(run_id)["study"].split(":", 1)[0]
+    return load(label) is not None
 
+
+def report_code_hash() -> str:
+    """Hash of every module that draws the report (the studies' and the report's)."""
+    import widthlab.report
+    import widthlab.studies
+
+    names = []
+    for pkg in (widthlab.studies, widthlab.report):
+        for info in pkgutil.walk_packages(pkg.__path__, prefix=f"{pkg.__name__}."):
+            names.append(info.name)
+    for n in names:
+        importlib.import_module(n)
+    return code_hash(names)
+
+
+def _stamp(st: Store, run_ids: list[str]) -> str:
+    """What the report was drawn from: each run and when it finished, and the report code."""
     rows = [f"{r} {st.get_run(r)['finished_at']}" for r in sorted(run_ids)]
-    return "\n".join([f"widthlab {__version__}", *rows]) + "\n"
+    return "\n".join([f"report code {report_code_hash()}", *rows]) + "\n"

@@ -16,11 +16,13 @@ from tests.engine.child_run import synthetic
 from widthlab.cli import main
 from widthlab.engine import load_bank
 from widthlab.errors import UsageError
+from widthlab.report.builder import study_sections
 from widthlab.store import Store
 from widthlab.studies import sparsifier as sp
+from widthlab.studies.base import Derived, newest
 
 SMALL = dict(lambdas=[0.0, 3e-3, 1e-2], starts=[16, 32, 64], start_lambdas=[1e-2], seeds=2,
-             epochs=4, batch_size=32, train_size=None, device="cpu", progress=False)
+             epochs=4, batch_size=32, train_size=None)
 N_TRAIN = 1280  # 40 steps per epoch: the quick profile's gates (lr 1e-2) die from epoch 3
 
 
@@ -41,7 +43,7 @@ def study(tmp_path_factory):
     ids = {}
     for name, seed in (("mnist", 0), ("fashion-mnist", 1)):
         data = replace(synthetic(n_train=N_TRAIN, seed=seed), name=name)
-        ids[name] = sp.run(name, "quick", store=store, data=data, **SMALL)
+        ids[name] = sp.run(name, "quick", store=store, data=data, device="cpu", **SMALL)
     return store, ids
 
 
@@ -55,8 +57,8 @@ def test_tables_recompute_from_the_store_and_the_banks(study):
     assert table["lam"].tolist() == [0.0, 0.0, 3e-3, 3e-3, 1e-2, 1e-2]
     assert (table["start"] == 500).all() and table["seed"].tolist() == [0, 1] * 3
     # the final widths are the physical widths of the trained bank and its live gates
-    bank = load_bank(st, run_id, modifiers=[sp.config_for("mnist", "quick", **{
-        k: SMALL[k] for k in ("lambdas", "seeds")})[2]])
+    prof = sp.STUDY.profile("quick", **{k: SMALL[k] for k in ("lambdas", "seeds")})
+    bank = load_bank(st, run_id, modifiers=sp.experiment("lambda-sweep", prof).modifiers)
     gate = bank.modifiers[0].gate.detach()
     for m, (a, b) in enumerate(bank.slices):
         assert table.loc[m, "width"] == b - a == int((gate[a:b] > 0).sum())
@@ -68,8 +70,9 @@ def test_tables_recompute_from_the_store_and_the_banks(study):
         want = last[last.split == split].sort_values("model")["value"].to_numpy()
         np.testing.assert_array_equal(table[f"{split}_acc"].to_numpy(), want)
     # static references: one model per (final width, seed) of both experiments
-    assert set(ids["mnist"]) == set(sp.EXPERIMENTS)  # the reported runs only
+    assert set(ids["mnist"].runs) == {*sp.EXPERIMENTS, "static"}
     (static_id,) = sp.static_runs(st, run_id)
+    assert ids["mnist"]["static"] == static_id
     assert st.get_run(static_id)["study"] == "sparsifier-static"
     assert sp.static_runs(st, ids["mnist"]["start-width"]) == [static_id]
     models = st.models(static_id)
@@ -107,15 +110,16 @@ def test_rerunning_reuses_every_finished_run(study):
     store, ids = study
     before = Store(store).runs()
     data = replace(synthetic(n_train=N_TRAIN, seed=0), name="mnist")
-    again = sp.run("mnist", "quick", store=store, data=data, **SMALL)
+    again = sp.run("mnist", "quick", store=store, data=data, device="cpu", **SMALL)
     assert again == ids["mnist"]
     pd.testing.assert_frame_equal(Store(store).runs(), before)
 
 
 def test_report_sections_have_figures_and_the_three_verdicts(study, tmp_path):
     store, ids = study
-    run_ids = [r for d in ids.values() for r in d.values()]
-    sections = sp.report_sections(Store(store), run_ids, tmp_path)
+    run_ids = [r for d in ids.values() for e, r in d.runs.items() if e != "static"]
+    rendered = study_sections(sp.STUDY, Store(store), run_ids, tmp_path)
+    sections = [r.section for r in rendered]
     assert [s.title for s in sections] == [
         "Sparsifier networks: MNIST", "Sparsifier networks: FashionMNIST",
         "Sparsifier networks: MNIST versus FashionMNIST"]
@@ -123,10 +127,15 @@ def test_report_sections_have_figures_and_the_three_verdicts(study, tmp_path):
     assert sum("static network of its width" in c for c in claims) == 2
     assert sum("starting width" in c for c in claims) == 2
     assert claims[-1] == "FashionMNIST keeps more neurons than MNIST at each lambda"
-    for s in sections:
-        for _, path in s.figures:
+    for r in rendered:
+        for _, path in r.figures:
             assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert len(sections[0].figures) == 3 and len(sections[0].runs) == 3
+    assert len(rendered[0].figures) == 3 and len(rendered[0].runs) == 3
+    assert "4 epochs" in sections[0].budget and "2 seeds" in sections[0].budget
+    # the tables are the study's pure functions of the stored runs
+    tables = sp.STUDY.tables(Store(store), newest(Store(store), run_ids))
+    pd.testing.assert_frame_equal(tables["mnist"]["sweep"],
+                                  sp.summarize(store, ids["mnist"]["lambda-sweep"]))
 
 
 # ----------------------------------------------------------------------------- verdicts
@@ -180,21 +189,26 @@ def test_static_verdict_pairs_models_and_reports_the_t_interval():
 
 
 def test_profiles_and_errors(tmp_path):
-    specs, cfg, make = sp.config_for("mnist", "full", "start-width", device="cpu")
+    full = sp.STUDY.profile("full")
+    sweep, start, static = sp.STUDY.experiments(full, "mnist")
+    specs, cfg, make = start.specs, start.config, start.modifiers[0]
     assert cfg.epochs == 60 and cfg.train_size is None and cfg.shrink_every == "epoch"
     assert sorted({s.width for s in specs}) == [250, 500, 1000, 2000] and len(specs) == 24
     assert make().penalty_kind == "strict" and make().lr is None
-    specs, cfg, _ = sp.config_for("mnist", "full", "lambda-sweep", device="cpu")
-    assert {s.width for s in specs} == {500} and 0.0 in {dict(s.options)["lambda"]
-                                                        for s in specs}
-    specs, cfg, _ = sp.config_for("mnist", "quick", device="cpu")
-    assert cfg.train_size == 10_000 and cfg.study == "sparsifier:lambda-sweep"
+    assert isinstance(static, Derived) and static.name == "static"
+    assert {s.width for s in sweep.specs} == {500} and 0.0 in {dict(s.options)["lambda"]
+                                                              for s in sweep.specs}
+    quick = sp.STUDY.experiments(sp.STUDY.profile("quick"), "mnist")[0]
+    assert quick.config.train_size == 10_000 and quick.name == "lambda-sweep"
+    assert sp.STUDY.label(quick.name) == "sparsifier:lambda-sweep"
     with pytest.raises(UsageError, match="profile"):
-        sp.config_for("mnist", "huge")
+        sp.STUDY.profile("huge")
+    with pytest.raises(UsageError, match="unknown setting"):
+        sp.STUDY.profile("quick", lambda_=[1.0])
     with pytest.raises(UsageError, match="experiment"):
-        sp.config_for("mnist", "quick", "width-sweep")
+        sp.experiment("width-sweep", sp.STUDY.profile("quick"))
     with pytest.raises(UsageError, match=">= 0"):
-        sp.config_for("mnist", "quick", lambdas=[-1.0])
+        sp.STUDY.profile("quick", lambdas=[-1.0])
     with pytest.raises(UsageError, match="no run"):
         sp.summarize(tmp_path, "nope")
     assert main(["study", "sparsifier", "--profile", "nope", "--store", str(tmp_path)]) == 2

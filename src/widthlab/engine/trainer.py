@@ -26,8 +26,12 @@ only switches them off. Checkpoints record every model's current width; a resume
 the shrunk bank exactly.
 
 A run is identified by a fingerprint of everything that changes its numbers (data, models,
-hyper-parameters, precision, code version of the engine's math). Calling :func:`train` again with
-the same arguments resumes from the newest checkpoint, or returns at once if the run is done.
+hyper-parameters, precision) and a hash of the code that computes them: the engine's modules,
+and the modules of its modifiers and hooks (:mod:`widthlab.engine.identity`). Calling
+:func:`train` again with the same arguments resumes from the newest checkpoint, or returns at
+once if the run is done. The engine draws nothing: it reports progress to a callback
+(:class:`~widthlab.engine.events.ProgressEvent`) and hands hooks an
+:class:`~widthlab.engine.events.EpochContext`.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 import torch
@@ -45,14 +49,17 @@ from torch import Tensor
 
 from widthlab import __version__
 from widthlab.data.tensors import DatasetSplits, Split, load_splits
+from widthlab.engine.events import EpochContext, ProgressEvent, progress_callback
+from widthlab.engine.identity import engine_code_hash
 from widthlab.engine.optim import BankOptimizer
 from widthlab.engine.stats import RunningCovariance, RunningMoments
 from widthlab.errors import UsageError
 from widthlab.nn.bank import MLPBank, ModelSpec
 from widthlab.store import ArrayRow, MetricRow, Store
 
-# Bump when a change to the engine changes stored numbers: old runs are then not resumed.
-ENGINE_VERSION = 1
+# Part of the stored code version string; run identity comes from the code hash itself
+# (widthlab.engine.identity), so nothing needs bumping by hand.
+ENGINE_VERSION = 2
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 EVAL_ELEMENTS = 2 ** 27  # most (batch x hidden units) values one evaluation batch may hold
 
@@ -123,6 +130,17 @@ class TrainConfig:
             if s not in ("train", "val", "test"):
                 raise UsageError(f"unknown split {s!r}; choose train, val or test")
 
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        """The config stored with a run (``Store.get_run(id)["config"]``), rebuilt: keys that
+        are not fields (``modifiers``, analysis settings) are ignored, JSON lists become
+        tuples."""
+        known = {f.name for f in fields(cls)}
+        kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in known}
+        if str(kw.get("device", "auto")).startswith("cuda") and not torch.cuda.is_available():
+            kw["device"] = "auto"  # a GPU run read back on a CPU machine
+        return cls(**kw)
+
     def resolved_device(self) -> torch.device:
         if self.device == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -139,11 +157,12 @@ class TrainConfig:
 
 
 def fingerprint(cfg: TrainConfig, specs: Sequence[ModelSpec], modifiers: Sequence[dict],
-                data_id: str, *, shrinks: bool = False) -> str:
+                data_id: str, *, shrinks: bool = False, code: str = "") -> str:
     """Hash of everything that changes a run's numbers (not the device or progress settings).
 
     ``shrinks``: whether a modifier kills units; if not, the shrink settings change nothing
-    and stay out of the hash (runs from before they existed keep their ids).
+    and stay out of the hash. ``code``: the code hash of the engine, modifiers and hooks
+    (:func:`widthlab.engine.identity.engine_code_hash`).
     """
     c = asdict(cfg)
     for key in ("device", "eval_batch_size"):
@@ -151,7 +170,7 @@ def fingerprint(cfg: TrainConfig, specs: Sequence[ModelSpec], modifiers: Sequenc
     if not shrinks:
         for key in ("shrink_every", "shrink_mode"):
             c.pop(key)
-    blob = json.dumps({"engine": ENGINE_VERSION, "config": c, "data": data_id,
+    blob = json.dumps({"code": code, "config": c, "data": data_id,
                        "models": [s.to_dict() for s in specs], "modifiers": list(modifiers)},
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -242,12 +261,12 @@ class Engine:
     def __init__(self, specs: Sequence[ModelSpec], cfg: TrainConfig,
                  store: Store | str = "widthlab-runs", *,
                  modifiers: Sequence[Callable[[], torch.nn.Module]] = (),
-                 data: DatasetSplits | None = None, progress: bool = True,
+                 data: DatasetSplits | None = None, progress: object = None,
                  hooks: Sequence[Callable] = ()):
         self.specs, self.cfg = list(specs), cfg
-        self.store = store if isinstance(store, Store) else Store(store)
+        self.store = Store.open(store)
         self.device = cfg.resolved_device()
-        self.progress = progress
+        self.progress = progress_callback(progress)
         if data is None:
             data = load_splits(cfg.dataset, val_size=cfg.val_size, seed=cfg.data_seed)
         if cfg.train_size is not None:
@@ -265,12 +284,14 @@ class Engine:
             self._init_from(cfg.init_from)
         mods = [m.describe() for m in self.bank.modifiers]
         mods += [{"hook": _describe_hook(h)} for h in self.hooks]
-        data_id = f"{data.name}:{len(data.train)}:{len(data.val)}:{len(data.test)}"
+        data_id = getattr(data, "content_id", None) or \
+            f"{data.name}:{len(data.train)}:{len(data.val)}:{len(data.test)}"
         # whether a modifier kills units (then shrink_every/shrink_mode act and are hashed)
         self.shrinks = any(m.alive_units() is not None for m in self.bank.modifiers
                            if hasattr(m, "alive_units"))
         label = cfg.study.replace(":", ".")  # "study:experiment" -> a valid id
-        fp = fingerprint(cfg, self.specs, mods, data_id, shrinks=self.shrinks)
+        code = engine_code_hash(list(self.bank.modifiers), self.hooks)
+        fp = fingerprint(cfg, self.specs, mods, data_id, shrinks=self.shrinks, code=code)
         self.run_id = f"{label}-{data.name}-{fp[:12]}"
         self.modifier_config = mods
         self.state = _State(alive=[True] * self.bank.n_models)
@@ -278,7 +299,8 @@ class Engine:
     def _build(self, widths: Sequence[int] | None = None) -> None:
         """(Re)create the bank, its modifiers and the optimizer; ``widths``: a shrunk layout."""
         cfg = self.cfg
-        self.bank = MLPBank(self.specs, self.data.train.x.shape[1], 10, chunk=cfg.chunk,
+        self.bank = MLPBank(self.specs, self.data.train.x.shape[1], _n_classes(self.data),
+                            chunk=cfg.chunk,
                             device=self.device, widths=widths)
         self.bank.compute_dtype = PRECISIONS[cfg.precision]
         for make in self._modifier_factories:
@@ -342,15 +364,14 @@ class Engine:
                   and info["epochs_done"] == self.state.epoch):
             self._resume()
         self._in_memory = True
-        from widthlab.report.progress import step_progress
-
         last = self.cfg.epochs if until is None else max(0, min(until, self.cfg.epochs))
-        n_train = len(self.data.train)
-        steps_per_epoch = math.ceil(n_train / self.cfg.batch_size)
-        todo = (last - self.state.epoch) * steps_per_epoch
-        with step_progress(todo, f"{self.run_id}", quiet=not self.progress) as advance:
-            while self.state.epoch < last:
-                self._epoch(self.state.epoch + 1, advance)
+        steps_per_epoch = math.ceil(len(self.data.train) / self.cfg.batch_size)
+        report = _Reporter(self.progress, self.run_id,
+                           (last - self.state.epoch) * steps_per_epoch, self.cfg.epochs)
+        while self.state.epoch < last:
+            self._epoch(self.state.epoch + 1, report.step)
+            report.epoch(self.state.epoch)
+        report.done(self.state.epoch)
         if self.state.epoch >= self.cfg.epochs:
             self.store.finish_run(self.run_id, "done", timings=self._timings())
         return self.run_id
@@ -490,8 +511,9 @@ class Engine:
                 metrics_s, arrays_s = self._neuron_arrays(res, epoch, live, name)
                 metrics += metrics_s
                 arrays += arrays_s
+        ctx = EpochContext(epoch, self.bank, self.cfg, self.data, tuple(self.state.alive))
         for hook in self.hooks:
-            for row in hook(self, epoch) or ():
+            for row in hook(ctx) or ():
                 if self.state.alive[row.model]:
                     (arrays if isinstance(row, ArrayRow) else metrics).append(row)
         self.state.eval_s += time.perf_counter() - t1
@@ -547,17 +569,52 @@ class Engine:
 def train(specs: Sequence[ModelSpec], cfg: TrainConfig | None = None,
           store: Store | str = "widthlab-runs", *,
           modifiers: Sequence[Callable[[], torch.nn.Module]] = (),
-          data: DatasetSplits | None = None, progress: bool = True,
+          data: DatasetSplits | None = None, progress: object = None,
           hooks: Sequence[Callable] = ()) -> str:
     """Train ``specs`` together (or resume / skip a run with the same fingerprint).
 
-    ``hooks`` are callables ``hook(engine, epoch) -> iterable of MetricRow/ArrayRow`` run after
-    each epoch's evaluation; their rows are stored in the epoch's transaction (a hook's
-    ``describe()`` enters the fingerprint). Returns the run id; read results with
-    ``Store(store).metrics(run_id)`` and friends.
+    ``hooks`` are callables ``hook(ctx: EpochContext) -> iterable of MetricRow/ArrayRow`` run
+    after each epoch's evaluation; their rows are stored in the epoch's transaction (a hook's
+    ``describe()`` and its module's code enter the fingerprint). ``progress``: a callback
+    receiving :class:`~widthlab.engine.events.ProgressEvent` (e.g. from :mod:`widthlab.ui`).
+    Returns the run id; read results with ``Store.open(store).metrics(run_id)`` and friends.
     """
     return Engine(specs, cfg or TrainConfig(), store, modifiers=modifiers, data=data,
                   progress=progress, hooks=hooks).run()
+
+
+def _n_classes(data: DatasetSplits) -> int:
+    """Classes of a dataset: its own ``n_classes`` when it has one, else from its labels."""
+    n = getattr(data, "n_classes", None)
+    if n:
+        return int(n)
+    return int(max(int(s.y.max()) for s in (data.train, data.val, data.test) if len(s)) + 1)
+
+
+class _Reporter:
+    """Turns the engine's progress into :class:`ProgressEvent` calls (nothing without a
+    callback)."""
+
+    def __init__(self, callback, what: str, total: int, epochs: int):
+        self.callback, self.what, self.total, self.epochs = callback, what, total, epochs
+        self.count, self.t0 = 0, time.perf_counter()
+        self._send("start", 0)
+
+    def _send(self, kind: str, epoch: int) -> None:
+        if self.callback is not None:
+            self.callback(ProgressEvent(kind, self.what, self.count, self.total, epoch,
+                                        self.epochs, time.perf_counter() - self.t0))
+
+    def step(self, n: int = 1) -> None:
+        self.count += n
+        if self.callback is not None:
+            self._send("step", 0)
+
+    def epoch(self, epoch: int) -> None:
+        self._send("epoch", epoch)
+
+    def done(self, epoch: int) -> None:
+        self._send("done", epoch)
 
 
 def load_bank(store: Store | str, run_id: str, device: str | torch.device = "cpu", *,
@@ -575,7 +632,7 @@ def load_bank(store: Store | str, run_id: str, device: str | torch.device = "cpu
     ``modifiers`` (factories, as to :func:`train`) to rebuild them too, with their stored
     state; without them their state is dropped (``strict_modifiers=False``).
     """
-    st = store if isinstance(store, Store) else Store(store)
+    st = Store.open(store)
     info = st.get_run(run_id)
     if info is None:
         raise UsageError(f"no run {run_id!r} in {st.root}")
@@ -586,12 +643,7 @@ def load_bank(store: Store | str, run_id: str, device: str | torch.device = "cpu
     found = st.latest_checkpoint(run_id)
     if found is None:
         raise UsageError(f"run {run_id!r} has no checkpoint yet; run its command to train it")
-    specs = []
-    for row in st.models(run_id).itertuples():
-        opts = dict(row.options)
-        lr, wd = opts.pop("lr", None), opts.pop("weight_decay", 0.0)
-        specs.append(ModelSpec(tuple(row.arch), seed=int(row.seed), lr=lr, weight_decay=wd,
-                               variant=row.variant, options=tuple(sorted(opts.items()))))
+    specs = [ModelSpec.from_dict(row) for row in st.models(run_id).to_dict("records")]
     state, layout = found[1]["bank"], found[1].get("layout")
     bank = MLPBank(specs, state["w0"].shape[1], state["biases.0"].shape[-1],
                    chunk=int(info["config"].get("chunk", 1024)), device=device,

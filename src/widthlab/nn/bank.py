@@ -101,6 +101,15 @@ class ModelSpec:
                 "options": {"lr": self.lr, "weight_decay": self.weight_decay,
                             **dict(self.options)}}
 
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelSpec:
+        """The inverse of :meth:`to_dict` (also reads a row of ``Store.models(run_id)``)."""
+        opts = dict(d.get("options") or {})
+        lr, wd = opts.pop("lr", None), opts.pop("weight_decay", 0.0)
+        return cls(tuple(int(h) for h in d["arch"]), seed=int(d.get("seed", 0)), lr=lr,
+                   weight_decay=float(wd or 0.0), variant=str(d.get("variant", "relu")),
+                   options=tuple(sorted(opts.items())))
+
 
 def init_linear(out_features: int, in_features: int, generator: torch.Generator
                 ) -> tuple[Tensor, Tensor]:

@@ -17,6 +17,8 @@ engine's shrinking (see :class:`widthlab.nn.gated.SparsifierGate`).
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import Tensor, nn
 
@@ -79,6 +81,21 @@ class Modifier(nn.Module):
         fingerprint, so two runs differing only here get different ids. Subclasses with
         settings must extend it."""
         return {"kind": type(self).__name__, "lr": self.lr}
+
+    #: describe() keys whose constructor argument has another name
+    describe_aliases: dict[str, str] = {}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Modifier:
+        """A fresh modifier from its :meth:`describe` dict (the inverse, for every constructor
+        argument that ``describe`` records; keys it does not take are ignored)."""
+        params = _init_params(cls)
+        kw = {}
+        for key, value in d.items():
+            name = cls.describe_aliases.get(key, key)
+            if name in params and value is not None:
+                kw[name] = tuple(value) if name == "gray_zone" else value
+        return cls(**kw)
 
     def scale(self) -> Tensor:
         """Multiplier of each hidden unit, ``(H,)``."""
@@ -158,3 +175,44 @@ class NeuronGate(Modifier):
     def model_params(self, m: int) -> list[tuple[str, Tensor, Tensor]]:
         a, b = self.slices[m]
         return [("gate", self.gate.detach()[a:b], self.gate.grad[a:b])]
+
+
+def _init_params(cls: type) -> set[str]:
+    """Constructor argument names of ``cls``, following ``**kwargs`` to its bases."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass) or klass in (nn.Module, object):
+            continue
+        sig = inspect.signature(vars(klass)["__init__"])
+        names |= {p.name for p in sig.parameters.values()
+                  if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name != "self"}
+        if not any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+            break
+    return names
+
+
+def _subclasses(cls: type) -> list[type]:
+    out = []
+    for sub in cls.__subclasses__():
+        out += [sub, *_subclasses(sub)]
+    return out
+
+
+def create_modifier(desc: dict) -> Modifier:
+    """A modifier from a stored description (``Store.get_run(id)["config"]["modifiers"]``
+    entries), by its ``kind``: the factory that replaces positional reads of stored configs.
+
+    Raises
+    ------
+    UsageError
+        If no modifier class of that kind is loaded (import the module defining it).
+    """
+    import widthlab.nn  # noqa: F401 - registers every built-in modifier class
+    import widthlab.nn.sorted_flexible  # noqa: F401
+
+    kind = desc.get("kind")
+    for cls in _subclasses(Modifier):
+        if cls.__name__ == kind:
+            return cls.from_dict(desc)
+    raise UsageError(f"unknown modifier kind {kind!r}; import the module that defines it "
+                     "before loading the run")

@@ -99,6 +99,8 @@ class SortedFlexibleCutoff(FlexibleCutoff):
     the epoch's re-sorts).
     """
 
+    describe_aliases = {"sorted_by": "score"}
+
     def __init__(self, x0=None, *, score: str = "act_std", every: int = 50, decay: float = 0.5,
                  **kwargs):
         if kwargs.get("random_slope"):

@@ -1,10 +1,10 @@
-"""Figures, tables and the HTML report, built from stored results only.
+"""The report: the studies' sections drawn into one HTML page, from stored results only.
 
 Public API::
 
     from widthlab.report import build_report      # the `widthlab report` command
-    from widthlab.report import figures           # one function per figure, plus save()
-    from widthlab.report.html import Section, write_report
+    from widthlab.report.figures import save      # PNG + SVG, atomically
+    from widthlab.report.html import Rendered, write_report
 """
 
 from widthlab.report.builder import build_report

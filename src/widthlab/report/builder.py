@@ -1,35 +1,126 @@
-"""``widthlab report``: which runs go in, and which study draws each of them."""
+"""``widthlab report``: which runs go in, and which study draws each of them.
+
+The builder receives the studies (the registry, :func:`widthlab.studies.available`) from its
+caller instead of importing them. For every study with finished runs in the store it computes
+the study's tables and verdicts, asks for its sections, draws and saves their figures, and
+states each section's training budget. A study whose section cannot be drawn (too few runs for
+a fit, a missing array) gets a section saying why, a line on ``log`` naming its runs, and the
+rest of the report is written.
+
+Example::
+
+    from widthlab.report import build_report
+    from widthlab.studies import available
+
+    build_report("widthlab-runs", None, "report.html", studies=available())
+"""
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from widthlab.errors import UsageError
+from widthlab.report.figures import save
+from widthlab.report.html import Rendered, write_report
 from widthlab.store import Store
-from widthlab.studies._common import study_of
+from widthlab.studies.base import Section, Study, newest
+
+Log = Callable[[str], None]
 
 
-def _study_sections():
-    """Study label -> ``sections(store, run_ids, figures_dir)``, in the journal's order; every
-    study module present registers itself (see :mod:`widthlab.studies`). A module's
-    ``JOURNAL`` (the journal's own conclusion) is set on its sections that have none."""
-    from widthlab.studies import available
-
-    def wrap(mod):
-        def sections(st, ids, out_dir):
-            secs = mod.report_sections(st, ids, out_dir)
-            for sec in secs:
-                if not sec.journal:
-                    sec.journal = getattr(mod, "JOURNAL", "")
-            return secs
-        return sections
-
-    return {mod.STUDY: wrap(mod) for mod in available()}
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
-def environment_section(store: Store, timings: list[dict] | None = None):
+def study_of(label: str) -> str:
+    """The study a run label belongs to (``"flexible:frontier"`` -> ``"flexible"``)."""
+    return label.split(":", 1)[0]
+
+
+def choose_runs(st: Store, run_ids: Sequence[str] | None, studies: Sequence[Study],
+                log: Log = _stderr) -> dict[str, list[str]]:
+    """Study name -> the finished runs to report. Named runs must be finished runs of a
+    reportable study; without names every finished run is taken (others skipped, noted)."""
+    names = {s.name for s in studies}
+    chosen: dict[str, list[str]] = {}
+    if run_ids:
+        for r in (st.resolve(r) for r in run_ids):
+            info = st.get_run(r)
+            if info["status"] != "done":
+                raise UsageError(f"run {r} is {info['status']}, not done; finish it first "
+                                 "(rerun its command) or leave it out")
+            if study_of(info["study"]) not in names:
+                raise UsageError(f"run {r} belongs to study {info['study']!r}, which has no "
+                                 f"report section; reportable studies: {', '.join(names)}")
+            chosen.setdefault(study_of(info["study"]), []).append(r)
+        return chosen
+    for row in st.runs().itertuples():
+        if row.status != "done" or study_of(row.study) not in names:
+            log(f"widthlab: skipping run {row.run_id} ({row.study}, {row.status})")
+            continue
+        chosen.setdefault(study_of(row.study), []).append(row.run_id)
+    if not chosen:
+        raise UsageError(f"no finished runs of a reportable study in {st.root}; run e.g. "
+                         "`widthlab study variance --profile quick` first")
+    return chosen
+
+
+def budget(st: Store, run_ids: Sequence[str]) -> str:
+    """The training budget of ``run_ids``: epochs, models and seeds, training samples."""
+    parts = []
+    for r in dict.fromkeys(run_ids):
+        info = st.get_run(r)
+        if info is None:
+            continue
+        cfg = info["config"]
+        if "epochs" not in cfg:  # a stored analysis: it trains nothing
+            continue
+        models = st.models(r)
+        n = cfg.get("train_size") or "all"
+        parts.append(f"{info['study']} ({info['dataset']}): {cfg['epochs']} epochs, "
+                     f"{len(models)} models ({models['seed'].nunique()} seeds), "
+                     f"{n} training samples")
+    return "; ".join(parts)
+
+
+def _render(study: Study, sec: Section, st: Store, fig_dir: Path) -> Rendered:
+    if not sec.journal:
+        sec.journal = study.journal
+    if not sec.budget:
+        sec.budget = budget(st, sec.run_ids)
+        if getattr(study, "journal_budget", "") and sec.budget:
+            sec.budget += f". The journal: {study.journal_budget}"
+    figures = [(f.caption, save(f.draw(), fig_dir, f"{study.name}-{f.key}")[0])
+               for f in sec.figures]
+    runs = [st.get_run(r) for r in dict.fromkeys(sec.run_ids)]
+    return Rendered(sec, figures, [r for r in runs if r is not None])
+
+
+def study_sections(study: Study, st: Store, run_ids: Sequence[str], fig_dir: Path,
+                   log: Log = _stderr) -> list[Rendered]:
+    """The rendered sections of ``study`` from ``run_ids``; one explaining section (and a
+    ``log`` line naming the runs) when they cannot be drawn."""
+    try:
+        runs = newest(st, run_ids)
+        tables = study.tables(st, runs)
+        sections = study.sections(tables, study.verdicts(tables))
+        return [_render(study, sec, st, fig_dir) for sec in sections]
+    except Exception as exc:  # noqa: BLE001 - one study must not block the whole report
+        why = f"{type(exc).__name__}: {exc}"
+        shown = ", ".join(run_ids)
+        log(f"widthlab: warning: the {study.name} section could not be drawn from runs "
+            f"{shown} ({why}); the rest of the report is written")
+        sec = Section(title=f"{study.title or study.name}: not drawn", journal=study.journal,
+                      error=f"{why} (runs: {shown}). Train more of the study (e.g. its quick "
+                            "profile) or leave these runs out of the report.",
+                      run_ids=list(run_ids))
+        return [Rendered(sec, [], [r for r in (st.get_run(i) for i in run_ids) if r])]
+
+
+def environment_section(store: Store, timings: list[dict] | None = None) -> Rendered:
     """The machine and software the report was made with, and per-job wall times."""
     import platform
 
@@ -38,12 +129,12 @@ def environment_section(store: Store, timings: list[dict] | None = None):
     import torch
 
     from widthlab import __version__
-    from widthlab.report.html import Section
 
     env = pd.DataFrame([
         ("widthlab", __version__), ("python", platform.python_version()),
         ("torch", torch.__version__), ("numpy", np.__version__),
         ("platform", platform.platform()), ("processor", platform.processor() or "-"),
+        ("cpu capability", torch.backends.cpu.get_cpu_capability()),
         ("cpu count", str(os.cpu_count())), ("torch threads", str(torch.get_num_threads())),
         ("cuda", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"),
         ("store", str(store.root)),
@@ -52,53 +143,27 @@ def environment_section(store: Store, timings: list[dict] | None = None):
     if timings:
         tables.append(("wall time per job (seconds; 0 = already stored, skipped)",
                        pd.DataFrame(timings)))
-    return Section(title="Timings and environment",
-                   intro="Each run's own config, code version and timings are in its "
-                         "section's run details.", tables=tables)
+    return Rendered(Section(title="Timings and environment",
+                            intro="Each run's own config, code version and timings are in its "
+                                  "section's run details.", tables=tables))
 
 
-def build_report(store: Store | str | os.PathLike, run_ids: list[str] | None,
-                 out: str | os.PathLike, *, timings: list[dict] | None = None) -> Path:
+def build_report(store: Store | str | os.PathLike, run_ids: Sequence[str] | None,
+                 out: str | os.PathLike, *, studies: Sequence[Study],
+                 timings: list[dict] | None = None, log: Log = _stderr) -> Path:
     """Write the HTML report of ``run_ids`` (None: every finished run in the store) to ``out``.
 
-    Runs are grouped by study, in the order given (or stored). Unfinished runs named
-    explicitly are an error; unfinished runs found by "every run" are skipped with a note on
-    stderr, as are runs of studies that have no report section yet.
+    ``studies``: the studies that may draw sections, in report order (the registry). Unfinished
+    runs named explicitly are an error; unfinished runs found by "every run" are skipped with
+    a note on ``log``, as are runs of studies that have no report section.
     """
-    from widthlab.report.html import write_report
-
-    st = store if isinstance(store, Store) else Store(store)
-    builders = _study_sections()
-    if run_ids:
-        chosen = [st.resolve(r) for r in run_ids]
-        for r in chosen:
-            info = st.get_run(r)
-            if info["status"] != "done":
-                raise UsageError(f"run {r} is {info['status']}, not done; finish it first "
-                                 "(rerun its command) or leave it out")
-            if study_of(info["study"]) not in builders:
-                raise UsageError(f"run {r} belongs to study {info['study']!r}, which has no "
-                                 f"report section; reportable studies: {', '.join(builders)}")
-    else:
-        runs = st.runs()
-        chosen = []
-        for row in runs.itertuples():
-            if row.status != "done" or study_of(row.study) not in builders:
-                print(f"widthlab: skipping run {row.run_id} ({row.study}, {row.status})",
-                      file=sys.stderr)
-                continue
-            chosen.append(row.run_id)
-        if not chosen:
-            raise UsageError(f"no finished runs of a reportable study in {st.root}; run e.g. "
-                             "`widthlab study variance --profile quick` first")
+    st = Store.open(store)
+    chosen = choose_runs(st, run_ids, studies, log)
     out = Path(out)
     fig_dir = out.parent / f"{out.stem}-figures"
-    by_study: dict[str, list[str]] = {}
-    for r in chosen:
-        by_study.setdefault(study_of(st.get_run(r)["study"]), []).append(r)
-    sections = []
-    for study, make in builders.items():  # journal order
-        if study in by_study:
-            sections += make(st, by_study[study], fig_dir)
-    sections.append(environment_section(st, timings))
-    return write_report(sections, out)
+    rendered = []
+    for study in studies:  # report order
+        if study.name in chosen:
+            rendered += study_sections(study, st, chosen[study.name], fig_dir, log)
+    rendered.append(environment_section(st, timings))
+    return write_report(rendered, out)

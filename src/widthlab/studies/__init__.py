@@ -1,49 +1,70 @@
-"""The journal's studies, one module each; each configures the engine and reads the store.
+"""The journal's studies, one package each, all filling in :class:`~widthlab.studies.base.Study`.
 
 In the journal's order (``widthlab study --help`` lists the ones present):
 
-- :mod:`~widthlab.studies.variance`: is the distribution of per-neuron activation std (dead
-  neurons, Shapiro W, mixtures) a proxy for the right layer width? (journal sections 1-3)
-- :mod:`~widthlab.studies.pca`: how many dimensions does a layer really use?
-- :mod:`~widthlab.studies.flexible`: a sigmoid cut-off layer that learns its width.
-- :mod:`~widthlab.studies.sparsifier`: per-neuron gates under L1, dead neurons removed.
-- :mod:`~widthlab.studies.importance`: exact and proxy neuron importance, top-k orderings.
-- :mod:`~widthlab.studies.ordering`: how stable neuron orderings are during training.
-- :mod:`~widthlab.studies.optimizer`: is Adam unstable at very low loss?
+- ``variance``: is the distribution of per-neuron activation std (dead neurons, Shapiro W,
+  mixtures) a proxy for the right layer width? (journal sections 1-3)
+- ``pca``: how many dimensions does a layer really use?
+- ``flexible``: a sigmoid cut-off layer that learns its width.
+- ``sparsifier``: per-neuron gates under L1, dead neurons removed.
+- ``importance``: exact and proxy neuron importance, top-k orderings.
+- ``ordering``: how stable neuron orderings are during training.
+- ``optimizer``: is Adam unstable at very low loss?
 
-Each module follows :mod:`widthlab.studies._common` (``STUDY``, ``run``, ``report_sections``,
-``cli``).
+Each package ``widthlab/studies/<name>/`` holds its configuration (``config.py``: profiles and
+experiments), its analysis (pure tables and verdicts), its figures and report sections, and
+exposes ``STUDY``, an instance of its :class:`~widthlab.studies.base.Study` subclass. This
+module is the registry: :func:`get_study` and :func:`available` load them lazily.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
-from types import ModuleType
+from typing import TYPE_CHECKING
 
-# journal order; a name whose module is not there (yet) is skipped
+from widthlab.errors import UsageError
+
+if TYPE_CHECKING:
+    from widthlab.studies.base import Study
+
+# journal order; a name whose package is not there is skipped
 ORDER = ("variance", "pca", "flexible", "sparsifier", "importance", "ordering", "optimizer")
-# `widthlab study <command>` -> module
-COMMANDS = {"variance": "variance", "pca": "pca", "flexible": "flexible",
-            "sparsifier": "sparsifier", "importance": "importance",
-            "ordering-stability": "ordering", "optimizer": "optimizer"}
 
 
 def exists(name: str) -> bool:
-    """Whether the study module ``name`` is present (without importing it)."""
+    """Whether the study package ``name`` is present (without importing it)."""
     return importlib.util.find_spec(f"widthlab.studies.{name}") is not None
 
 
-def load(name: str) -> ModuleType | None:
-    """The study module ``name`` or None when widthlab has no such module."""
-    try:
-        return importlib.import_module(f"widthlab.studies.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name == f"widthlab.studies.{name}":
-            return None
-        raise
+def load(name: str) -> Study | None:
+    """The study ``name`` (its registry name) or None when widthlab has no such study."""
+    if name not in ORDER or not exists(name):
+        return None
+    from widthlab.studies.base import Study
+
+    study = getattr(importlib.import_module(f"widthlab.studies.{name}"), "STUDY", None)
+    return study if isinstance(study, Study) else None
 
 
-def available() -> list[ModuleType]:
-    """Every study module present, in journal order."""
-    return [m for m in (load(n) for n in ORDER) if m is not None]
+def available() -> list[Study]:
+    """Every study present, in journal order."""
+    return [s for s in (load(n) for n in ORDER) if s is not None]
+
+
+def get_study(name: str) -> Study:
+    """The study with registry name or CLI command ``name``.
+
+    Raises
+    ------
+    UsageError
+        If there is none (the message lists the studies).
+    """
+    for study in available():
+        if name in (study.name, study.command or study.name):
+            return study
+    names = ", ".join(s.command or s.name for s in available())
+    raise UsageError(f"unknown study {name!r}; choose from {names}")
+
+
+__all__ = ["ORDER", "available", "exists", "get_study", "load"]

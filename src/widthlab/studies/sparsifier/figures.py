@@ -5,13 +5,12 @@ Inputs are :func:`widthlab.studies.sparsifier.summarize` (``table``: one row per
 network's accuracies) and :func:`widthlab.studies.sparsifier.curves` (``curve``: one row per
 model and epoch). Lambdas are drawn as categories (0, the journal's unpenalised network, has no
 place on a log axis); widths are drawn on linear axes from 0 (a model may keep no neuron).
-Each function returns a matplotlib ``Figure``; save it with
-:func:`widthlab.report.figures.save`.
+Each function returns a matplotlib ``Figure``; the report layer saves it.
 
 Example::
 
     fig = lambda_sweep(sparsifier.summarize(store, run_id), "MNIST: lambda sweep")
-    save(fig, "figures", "sparsifier-mnist-sweep")
+    fig.savefig("sweep.png")
 """
 
 from __future__ import annotations

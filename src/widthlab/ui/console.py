@@ -1,4 +1,4 @@
-"""Terminal output: tables and progress bars (quiet when stdout is not a terminal)."""
+"""Terminal output: tables, run details and download bars (bars only on a terminal)."""
 
 from __future__ import annotations
 

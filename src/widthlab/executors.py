@@ -1,7 +1,10 @@
-"""Executors: where the studies' training jobs run (this process, or a Ray cluster).
+"""Executors: where the studies' jobs run (this process, or a Ray cluster).
 
 A :class:`Job` is one study on one dataset with one profile (``variance`` on ``mnist``,
-``quick``). Inside a job the engine trains every model of a run fused in one bank (that is the
+``quick``). An executor knows nothing of studies: it runs each job through the ``run_job``
+callable its caller hands it (:func:`widthlab.reproduce.run_study_job`), passing the results
+of the jobs it needs, and each job returns a :class:`~widthlab.studies.base.RunSet`-like value
+with ``ids()``. Inside a job the engine trains every model of a run fused in one bank (that is the
 engine's speed: replicates are never split into separate processes); jobs are independent
 except for declared ``needs`` (the PCA study analyses the variance study's runs).
 
@@ -17,15 +20,17 @@ except for declared ``needs`` (the PCA study analyses the variance study's runs)
 Both executors write a manifest per finished job (``<store>/jobs/<key>.json``: the runs it
 produced) and skip a job whose manifest's runs are all done in the store, so a second
 ``widthlab reproduce`` does no training. The key covers the study, dataset, profile, options
-and the code version (widthlab and engine versions).
+and ``Job.code``: the hash of the code that computes the job's stored numbers (the engine and
+the study's declared modules; :meth:`widthlab.studies.base.Study.code_hash`), so editing a
+figure or a verdict keeps the key and editing training code does not.
 
 Example::
 
-    from widthlab.engine.executor import Job, LocalExecutor, RayExecutor
+    from widthlab.executors import Job, LocalExecutor
+    from widthlab.reproduce import run_study_job
 
     jobs = [Job("variance", "mnist", "quick"), Job("pca", "mnist", "quick", needs=("variance",))]
-    LocalExecutor().run(jobs, "widthlab-runs")
-    RayExecutor(address="auto").run(jobs, "widthlab-runs")   # pip install widthlab[ray]
+    LocalExecutor(run_study_job).run(jobs, "widthlab-runs")
 """
 
 from __future__ import annotations
@@ -34,14 +39,14 @@ import hashlib
 import json
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from widthlab import __version__
 from widthlab._io import atomic_path
 from widthlab.errors import UsageError, WidthlabError
 from widthlab.store import Store
+from widthlab.studies.base import RunSet
 
 JOBS_DIR = "jobs"
 
@@ -61,6 +66,8 @@ class Job:
         Extra keyword arguments of the study's ``run`` (e.g. ``(("device", "cpu"),)``).
     needs : tuple of str
         Studies (same dataset and profile) whose runs this job reads; they run first.
+    code : str
+        Hash of the code that computes the job's numbers (part of the key).
     """
 
     study: str
@@ -68,49 +75,25 @@ class Job:
     profile: str = "quick"
     options: tuple[tuple[str, object], ...] = ()
     needs: tuple[str, ...] = field(default=())
+    code: str = ""
 
     @property
     def name(self) -> str:
         return f"{self.study}/{self.dataset}/{self.profile}"
 
     def key(self) -> str:
-        """Identifies the job's results: study, dataset, profile, options, code version
-        (widthlab's, the engine's and the study module's source)."""
-        from widthlab.engine.trainer import ENGINE_VERSION
-
+        """Identifies the job's results: study, dataset, profile, options and code hash."""
         blob = json.dumps({"job": [self.study, self.dataset, self.profile,
-                                   sorted(self.options)],
-                           "code": [__version__, ENGINE_VERSION, _study_source(self.study)]},
+                                   sorted(self.options)], "code": self.code},
                           sort_keys=True, default=str)
         return f"{self.study}-{self.dataset}-{self.profile}-" \
                f"{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
 
-def _study_source(study: str) -> str:
-    """Hash of the study module's source: editing a study (its profiles, its runs) makes its
-    jobs run again; the engine still reuses every run whose fingerprint did not change."""
-    import importlib.util
-
-    spec = importlib.util.find_spec(f"widthlab.studies.{study}")
-    if spec is None or not spec.origin:
-        return ""
-    return hashlib.sha256(Path(spec.origin).read_bytes()).hexdigest()[:16]
-
-
-def run_job(job: Job, store: Store | str, progress: bool = True) -> list[str]:
-    """Run ``job``'s study in this process; returns the run ids its ``run`` returned."""
-    from widthlab.studies import load
-
-    mod = load(job.study)
-    if mod is None:
-        raise UsageError(f"unknown study {job.study!r}")
-    out = mod.run(job.dataset, job.profile, store=store, progress=progress,
-                  **dict(job.options))
-    if isinstance(out, str):
-        return [out]
-    if isinstance(out, dict):
-        out = list(out.values())
-    return [str(r) for r in out]
+#: ``run_job(job, store, progress, needs) -> RunSet``: ``needs`` maps each needed study to
+#: its job's RunSet (same dataset and profile)
+RunJob = Callable[[Job, Store, object, Mapping[str, RunSet]], RunSet]
+OnDone = Callable[[Job, RunSet, float, bool], None]
 
 
 # ------------------------------------------------------------------------------ manifests
@@ -118,24 +101,27 @@ def _manifest(store: Store, job: Job) -> Path:
     return store.root / JOBS_DIR / f"{job.key()}.json"
 
 
-def job_done(store: Store, job: Job) -> list[str] | None:
+def job_done(store: Store, job: Job) -> RunSet | None:
     """The job's runs when its manifest exists and every run is done in ``store``."""
     path = _manifest(store, job)
     if not path.is_file():
         return None
-    runs = json.loads(path.read_text())["runs"]
-    for r in runs:
+    try:
+        runs = dict(json.loads(path.read_text())["runs"])
+    except (ValueError, KeyError, TypeError):  # an older or damaged manifest: run the job
+        return None
+    for r in runs.values():
         info = store.get_run(r)
         if info is None or info["status"] != "done":
             return None
-    return runs
+    return RunSet(job.study, job.dataset, job.profile, runs)
 
 
-def _write_manifest(store: Store, job: Job, runs: list[str], seconds: float) -> None:
+def _write_manifest(store: Store, job: Job, result: RunSet, seconds: float) -> None:
     path = _manifest(store, job)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps({"job": job.name, "key": job.key(), "runs": runs,
+        tmp.write_text(json.dumps({"job": job.name, "key": job.key(), "runs": dict(result.runs),
                                    "seconds": round(seconds, 3)}, indent=1))
 
 
@@ -167,31 +153,42 @@ def _needed(jobs: Sequence[Job], job: Job) -> list[Job]:
 
 # ------------------------------------------------------------------------------ executors
 class LocalExecutor:
-    """Runs jobs in this process, in dependency order (the default)."""
+    """Runs jobs in this process, in dependency order (the default).
 
-    def run(self, jobs: Sequence[Job], store: Store | str, *, progress: bool = True,
-            on_done: Callable[[Job, list[str], float, bool], None] | None = None
-            ) -> dict[Job, list[str]]:
-        """Run (or skip, when done) every job; returns each job's run ids.
+    Parameters
+    ----------
+    run_job : RunJob
+        Runs one job (orchestration hands it in: :func:`widthlab.reproduce.run_study_job`).
+    """
 
-        ``on_done(job, runs, seconds, skipped)`` is called after each job.
+    def __init__(self, run_job: RunJob):
+        self.run_job = run_job
+
+    def run(self, jobs: Sequence[Job], store: Store | str, *, progress: object = None,
+            on_done: OnDone | None = None) -> dict[Job, RunSet]:
+        """Run (or skip, when done) every job; returns each job's RunSet.
+
+        ``on_done(job, runset, seconds, skipped)`` is called after each job.
         """
-        st = store if isinstance(store, Store) else Store(store)
-        results: dict[Job, list[str]] = {}
-        for job in _order(jobs):
+        st = Store.open(store)
+        ordered = _order(jobs)
+        results: dict[Job, RunSet] = {}
+        for job in ordered:
             t0 = time.perf_counter()
-            runs = job_done(st, job)
-            skipped = runs is not None
-            if runs is None:
-                runs = run_job(job, st, progress)
-                _write_manifest(st, job, runs, time.perf_counter() - t0)
-            results[job] = runs
+            result = job_done(st, job)
+            skipped = result is not None
+            if result is None:
+                needs = {n.study: results[n] for n in _needed(ordered, job)}
+                result = self.run_job(job, st, progress, needs)
+                _write_manifest(st, job, result, time.perf_counter() - t0)
+            results[job] = result
             if on_done:
-                on_done(job, runs, time.perf_counter() - t0, skipped)
+                on_done(job, result, time.perf_counter() - t0, skipped)
         return results
 
 
-def _remote_job(job: Job, seed_dump: dict, threads: int) -> tuple[list[str], dict, float]:
+def _remote_job(run_job: RunJob, job: Job, seed_dump: dict, needs: dict[str, RunSet],
+                threads: int) -> tuple[RunSet, dict, float]:
     """Body of a Ray task: run ``job`` in a private store seeded with ``seed_dump``."""
     import torch
 
@@ -200,10 +197,10 @@ def _remote_job(job: Job, seed_dump: dict, threads: int) -> tuple[list[str], dic
     with tempfile.TemporaryDirectory(prefix="widthlab-job-") as tmp:
         st = Store(Path(tmp) / "store")
         seeded = set(st.load_runs(seed_dump)) if seed_dump.get("tables") else set()
-        runs = run_job(job, st, progress=False)
+        result = run_job(job, st, None, needs)
         produced = [r for r in st.runs()["run_id"] if r not in seeded]
         dump = st.dump_runs(produced)
-    return runs, dump, time.perf_counter() - t0
+    return result, dump, time.perf_counter() - t0
 
 
 class RayExecutor:
@@ -211,6 +208,8 @@ class RayExecutor:
 
     Parameters
     ----------
+    run_job : RunJob
+        Runs one job on a worker (it must be importable there: a module-level function).
     address : str or None
         ``ray.init(address=...)``: ``"auto"`` or ``"ray://host:10001"`` for a running cluster,
         None to start a local instance.
@@ -225,13 +224,15 @@ class RayExecutor:
         executor's bit for bit).
     """
 
-    def __init__(self, address: str | None = "auto", *, num_cpus: int | None = None,
-                 cpus_per_job: float = 1, max_retries: int = 3, threads: int | None = None):
+    def __init__(self, run_job: RunJob, address: str | None = "auto", *,
+                 num_cpus: int | None = None, cpus_per_job: float = 1, max_retries: int = 3,
+                 threads: int | None = None):
         try:
             import ray  # noqa: F401
         except ImportError:
             raise UsageError("the Ray executor needs Ray: pip install 'widthlab[ray]' "
                              "(or use --executor local)") from None
+        self.run_job = run_job
         self.address, self.num_cpus = address, num_cpus
         self.cpus_per_job, self.max_retries = cpus_per_job, int(max_retries)
         self.threads = threads
@@ -245,27 +246,35 @@ class RayExecutor:
             ray.init(**kw, include_dashboard=False, log_to_driver=False)
         return ray
 
-    def run(self, jobs: Sequence[Job], store: Store | str, *, progress: bool = True,
-            on_done: Callable[[Job, list[str], float, bool], None] | None = None
-            ) -> dict[Job, list[str]]:
+    def run(self, jobs: Sequence[Job], store: Store | str, *, progress: object = None,
+            on_done: OnDone | None = None) -> dict[Job, RunSet]:
         """Run every job not done yet on the cluster; same contract as
-        :meth:`LocalExecutor.run`."""
-        import torch
-
-        st = store if isinstance(store, Store) else Store(store)
+        :meth:`LocalExecutor.run` (no progress bars from the workers)."""
+        st = Store.open(store)
         ordered = _order(jobs)
-        results: dict[Job, list[str]] = {}
+        results: dict[Job, RunSet] = {}
         produced: dict[Job, list[str]] = {}  # every run a job brought in (its needs' seeds)
         for job in ordered:
-            runs = job_done(st, job)
-            if runs is not None:
-                results[job] = runs
-                produced[job] = self._all_runs_of(st, job, runs)
+            result = job_done(st, job)
+            if result is not None:
+                results[job] = result
+                produced[job] = self._all_runs_of(st, result.ids())
                 if on_done:
-                    on_done(job, runs, 0.0, True)
+                    on_done(job, result, 0.0, True)
         todo = [j for j in ordered if j not in results]
-        if not todo:
-            return results
+        if todo:
+            self._run_remote(ordered, todo, st, results, produced, on_done)
+        return results
+
+    def _submit(self, task, ordered, job, st, results, produced, threads):
+        needs = _needed(ordered, job)
+        seed = st.dump_runs(sorted({r for n in needs for r in produced[n]}))
+        return task.remote(self.run_job, job, seed, {n.study: results[n] for n in needs},
+                           threads)
+
+    def _run_remote(self, ordered, todo, st, results, produced, on_done) -> None:
+        import torch
+
         ray = self._init()
         task = ray.remote(num_cpus=self.cpus_per_job, max_retries=self.max_retries,
                           retry_exceptions=False)(_remote_job)
@@ -274,39 +283,36 @@ class RayExecutor:
         started: dict[Job, float] = {}
         while todo or running:
             for job in list(todo):
-                needs = _needed(ordered, job)
-                if all(n in results for n in needs):
-                    seed = st.dump_runs(sorted({r for n in needs for r in produced[n]}))
-                    running[task.remote(job, seed, threads)] = job
+                if all(n in results for n in _needed(ordered, job)):
+                    ref = self._submit(task, ordered, job, st, results, produced, threads)
+                    running[ref] = job
                     started[job] = time.perf_counter()
                     todo.remove(job)
             if not running:
                 raise WidthlabError("Ray jobs are waiting on needs that never finished")
             ready, _ = ray.wait(list(running), num_returns=1)
-            ref = ready[0]
-            job = running.pop(ref)
+            job = running.pop(ready[0])
             try:
-                runs, dump, _ = ray.get(ref)
+                result, dump, _ = ray.get(ready[0])
             except Exception as exc:  # noqa: BLE001 - report which job failed, then stop
                 raise WidthlabError(f"job {job.name} failed on the Ray cluster after "
                                     f"{self.max_retries} retries: {exc}") from exc
             st.load_runs(dump)
-            missing = [r for r in runs if st.get_run(r) is None]
+            missing = [r for r in result.ids() if st.get_run(r) is None]
             if missing:
                 raise WidthlabError(f"job {job.name} returned runs {missing} it did not ship")
-            results[job] = runs
+            results[job] = result
             cols, rows = dump["tables"]["runs"]
-            produced[job] = [row[cols.index("run_id")] for row in rows] or runs
+            produced[job] = [row[cols.index("run_id")] for row in rows] or result.ids()
             seconds = time.perf_counter() - started[job]
-            _write_manifest(st, job, runs, seconds)
+            _write_manifest(st, job, result, seconds)
             if on_done:
-                on_done(job, runs, seconds, False)
-        return results
+                on_done(job, result, seconds, False)
 
     @staticmethod
-    def _all_runs_of(st: Store, job: Job, runs: list[str]) -> list[str]:
-        """Runs a finished job depends on in the store: its own runs and, for the PCA-style
-        analyses, the source runs named in their configs."""
+    def _all_runs_of(st: Store, runs: list[str]) -> list[str]:
+        """Runs a finished job depends on in the store: its own runs and the source runs
+        named in their configs (stored analyses, warm starts)."""
         out = list(runs)
         for r in runs:
             cfg = st.get_run(r)["config"]
@@ -316,10 +322,10 @@ class RayExecutor:
         return out
 
 
-def make_executor(kind: str = "local", address: str | None = None, **kw):
+def make_executor(run_job: RunJob, kind: str = "local", address: str | None = None, **kw):
     """``"local"`` or ``"ray"`` (``address`` None starts a local Ray instance)."""
     if kind == "local":
-        return LocalExecutor()
+        return LocalExecutor(run_job)
     if kind == "ray":
-        return RayExecutor(address, **kw)
+        return RayExecutor(run_job, address, **kw)
     raise UsageError(f"unknown executor {kind!r}; choose local or ray")

@@ -1,0 +1,96 @@
+"""Options and value parsers shared by the ``widthlab`` commands (the command-line layer).
+
+Profile fields of a study become ``widthlab study <name>`` options through
+:func:`parse_field`, which reads a field's annotation: ``int``, ``float``, ``str``, ``bool``,
+``tuple[int, ...]`` / ``tuple[float, ...]`` / ``tuple[str, ...]`` (comma lists; a ``widths``
+field also takes the journal's ``LO:HI`` grid), ``tuple[int, ...] | int`` (seeds: a count or a
+list) and ``X | None`` (``none`` for None).
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import click
+
+from widthlab.errors import UsageError
+from widthlab.nn.widths import parse_widths
+
+store_option = click.option(
+    "--store",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("widthlab-runs"),
+    show_default="./widthlab-runs",
+    envvar="WIDTHLAB_STORE",
+    help="Results store folder (holds widthlab.sqlite) [env: WIDTHLAB_STORE].",
+)
+device_option = click.option(
+    "--device", type=click.Choice(["cpu", "cuda", "auto"]), default="auto", show_default=True)
+quiet_option = click.option("--quiet", "-q", is_flag=True,
+                            help="No progress bars or progress lines, no tables.")
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"3"`` means seeds 0, 1, 2; ``"4,7"`` is an explicit list."""
+    try:
+        if "," in text:
+            seeds = [int(t) for t in text.split(",") if t.strip()]
+        else:
+            seeds = list(range(int(text)))
+    except ValueError:
+        raise UsageError(f"cannot read seeds {text!r}: give a count (3) or a list (0,4,7)") \
+            from None
+    if not seeds or any(s < 0 for s in seeds):
+        raise UsageError(f"seeds must be a positive count or a list of seeds >= 0, got "
+                         f"{text!r}; e.g. --seeds 3 or --seeds 0,4,7")
+    return seeds
+
+
+def _items(text: str, cast: type, name: str) -> tuple:
+    try:
+        out = tuple(cast(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise UsageError(f"cannot read --{name} {text!r}: give a comma list, e.g. "
+                         f"{'1,2,3' if cast is int else '0,1e-4,1e-3'}") from None
+    if not out:
+        raise UsageError(f"--{name} needs at least one value")
+    return out
+
+
+def _scalar(tp: Any, text: str, name: str) -> Any:
+    if tp is bool:
+        return text.lower() in ("1", "true", "yes", "on")
+    try:
+        return tp(text)
+    except ValueError:
+        raise UsageError(f"cannot read --{name} {text!r}: expected {tp.__name__}") from None
+
+
+def parse_field(tp: Any, text: str, name: str) -> Any:
+    """The value of profile field ``name`` (annotation ``tp``) given as ``text``."""
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        if type(None) in args and text.strip().lower() in ("none", "all"):
+            return None
+        rest = [a for a in args if a is not type(None)]
+        if tuple in {typing.get_origin(a) for a in rest} and int in rest:  # seeds
+            return tuple(parse_seeds(text))
+        tp = rest[0]
+        args = typing.get_args(tp)
+    if typing.get_origin(tp) is tuple:
+        cast = args[0] if args else str
+        if name == "widths" and ":" in text:
+            return tuple(parse_widths(text))
+        return _items(text, cast, name)
+    return _scalar(tp, text, name)
+
+
+def option_name(field_name: str) -> str:
+    return "--" + field_name.replace("_", "-")
+
+
+__all__ = ["device_option", "option_name", "parse_field", "parse_seeds", "quiet_option",
+           "store_option"]

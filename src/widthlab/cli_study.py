@@ -1,0 +1,117 @@
+"""``widthlab study <name>``: one command per study, built from its profile's fields.
+
+Every study gets the same command: ``--dataset``, ``--profile``, ``--experiment``, one option
+per profile field (its ``help`` metadata is the option's help), ``--device``, ``--store``,
+``--csv DIR`` and ``--quiet``. The studies it requires run first (same profile). The command
+prints the study's summary tables, writes them as CSV with ``--csv``, and prints the run ids.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from pathlib import Path
+
+import click
+
+from widthlab.cli_options import (
+    device_option,
+    option_name,
+    parse_field,
+    quiet_option,
+    store_option,
+)
+from widthlab.errors import UsageError
+from widthlab.store import Store, write_frame
+from widthlab.studies import available, get_study
+from widthlab.studies.base import DATASETS, RunSet, Study, display_name
+from widthlab.ui import engine_progress, print_frame
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def run_with_requirements(study: Study, dataset: str, profile: str, *, store: Store,
+                          device: str, progress, only=None, **overrides) -> RunSet:
+    """Run ``study`` on ``dataset`` after the studies it requires (their same profile)."""
+    upstream = {}
+    for name in study.requires:
+        upstream[name] = run_with_requirements(get_study(name), dataset, profile, store=store,
+                                               device=device, progress=progress)
+    return study.run(dataset, profile, store=store, device=device, progress=progress,
+                     upstream=upstream, only=only, **overrides)
+
+
+def _overrides(study: Study, profile: str, given: dict) -> dict:
+    cls = type(study.profile(profile))
+    hints = typing.get_type_hints(cls)
+    return {name: parse_field(hints[name], text, name)
+            for name, text in given.items() if text is not None}
+
+
+def _print_and_save(study: Study, store: Store, runs: dict[str, RunSet], csv: Path | None,
+                    quiet: bool) -> None:
+    tables = study.tables(store, {d: dict(r.runs) for d, r in runs.items()})
+    for name, frame in study.summary(tables).items():
+        if not quiet:
+            print_frame(frame, list(frame.columns), title=name)
+        if csv is not None:
+            click.echo(str(write_frame(frame, Path(csv) / f"{name}.csv")))
+
+
+def make_command(study: Study) -> click.Command:
+    """The click command of ``study``."""
+    steps = [s.name for s in study.experiments(study.profile(next(iter(study.profiles))),
+                                               "mnist")]
+
+    def callback(dataset, profile, experiment, device, store, csv, quiet, **given):
+        overrides = _overrides(study, profile, given)
+        only = None if experiment == "all" else [e.strip() for e in experiment.split(",")]
+        bad = sorted(set(only or ()) - set(steps))
+        if bad:
+            raise UsageError(f"unknown experiment(s) {', '.join(bad)} of the {study.name} "
+                             f"study; choose all or from {', '.join(steps)}")
+        st = Store.open(store)
+        results = {}
+        with engine_progress(quiet) as progress:
+            for name in (DATASETS if dataset == "both" else (dataset,)):
+                results[name] = run_with_requirements(study, name, profile, store=st,
+                                                      device=device, progress=progress,
+                                                      only=only, **overrides)
+        _print_and_save(study, st, results, csv, quiet)
+        for name, runs in results.items():
+            for exp, run_id in runs.runs.items():
+                if not quiet:
+                    click.echo(f"# {display_name(name)} {exp}", err=True)
+                click.echo(run_id)
+
+    params = [
+        click.Option(["--dataset"], type=click.Choice([*DATASETS, "both"]), default="both",
+                     show_default=True, help="Dataset(s) to run the study on."),
+        click.Option(["--profile"], type=click.Choice(list(study.profiles)), default="quick",
+                     show_default=True, help="Settings to start from (options override them)."),
+        click.Option(["--experiment"], default="all", show_default=True,
+                     help=f"all, or a comma list of: {', '.join(steps)}."),
+    ]
+    for f in dataclasses.fields(type(study.profile(next(iter(study.profiles))))):
+        params.append(click.Option([option_name(f.name), f.name], default=None,
+                                   help=f.metadata.get("help", "") + " (overrides the profile)"))
+    cmd = click.Command(study.command or study.name, callback=callback, params=params,
+                        help=(study.__doc__ or study.title).strip(), context_settings=CONTEXT)
+    for deco in (device_option, store_option, quiet_option,
+                 click.option("--csv", type=click.Path(path_type=Path, file_okay=False),
+                              default=None, help="Write the summary tables as CSV here.")):
+        cmd = deco(cmd)
+    return cmd
+
+
+class StudyGroup(click.Group):
+    """``widthlab study <name>``: commands built on demand from the registry."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [s.command or s.name for s in available()]
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        for study in available():
+            if name == (study.command or study.name):
+                return make_command(study)
+        return None
