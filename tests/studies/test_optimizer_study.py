@@ -8,18 +8,18 @@ from tests.engine.child_run import synthetic
 from widthlab.cli import main
 from widthlab.errors import UsageError
 from widthlab.metrics.spikes import find_spikes
+from widthlab.report.builder import study_sections
 from widthlab.store import Store
 from widthlab.studies import optimizer
 
-TINY = optimizer.Profile(replicates=2, epochs=4, train_size=None, width=16, x0_start=8.0,
+TINY = optimizer.OptimizerProfile(replicates=2, epochs=4, train_size=None, width=16, x0_start=8.0,
                          x0_lrs=(1.0, 0.1), penalty=1e-3)
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     store = tmp_path_factory.mktemp("opt") / "store"
-    ids = optimizer.run("synthetic", TINY, store=store, data=synthetic(), device="cpu",
-                        progress=False)
+    ids = optimizer.run("synthetic", TINY, store=store, data=synthetic(), device="cpu").ids()
     return store, ids
 
 
@@ -31,9 +31,8 @@ def test_one_run_per_optimizer_and_variant(study):
     assert "optimizer:adamax-flexible-lr0.1" in labels and "optimizer:sgd-static" in labels
     cfg = st.get_run(ids[-1])["config"]
     assert cfg["optimizer"] == "sgd" and cfg["momentum"] == 0.9 and cfg["record_batch_loss"]
-    again = optimizer.run("synthetic", TINY, store=store, data=synthetic(), device="cpu",
-                          progress=False)
-    assert again == ids and len(st.runs()) == 9
+    again = optimizer.run("synthetic", TINY, store=store, data=synthetic(), device="cpu")
+    assert again.ids() == ids and len(st.runs()) == 9
 
 
 def test_tables_recompute_from_the_stored_batch_losses(study):
@@ -57,8 +56,10 @@ def test_tables_recompute_from_the_stored_batch_losses(study):
 
 def test_report_has_figures_and_the_three_verdicts(study, tmp_path):
     store, ids = study
-    (sec,) = optimizer.report_sections(Store(store), ids, tmp_path)
-    assert len(sec.figures) == 2 and all(p.is_file() for _, p in sec.figures)
+    (rendered,) = study_sections(optimizer.STUDY, Store(store), ids, tmp_path)
+    sec = rendered.section
+    assert len(rendered.figures) == 2 and all(p.is_file() for _, p in rendered.figures)
+    assert not sec.error and "4 epochs" in sec.budget
     claims = {v.claim for v in sec.verdicts}
     assert claims == {"with Adam, loss spikes appear late in training",
                       "AdaMax reduces late spikes",
@@ -69,6 +70,6 @@ def test_bad_options_are_named(tmp_path):
     with pytest.raises(UsageError, match="optimizer"):
         optimizer.run("synthetic", TINY, store=tmp_path, optimizers=["rmsprop"],
                       data=synthetic())
-    with pytest.raises(UsageError, match="unknown option"):
+    with pytest.raises(UsageError, match="unknown setting"):
         optimizer.run("synthetic", "quick", store=tmp_path, widths=3)
     assert main(["study", "optimizer", "--optimizers", "adam", "--epochs", "0"]) == 2

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import matplotlib
 import pandas as pd
 from matplotlib.figure import Figure
 
-from widthlab.report.figures import plt
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
 
 
 def _panels(frame: pd.DataFrame):

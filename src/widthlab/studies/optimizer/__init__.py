@@ -1,0 +1,19 @@
+"""The optimizer study: loss spikes at low loss with Adam, AdaMax and SGD+momentum.
+
+Example::
+
+    from widthlab.studies import optimizer
+
+    runs = optimizer.run("mnist", "quick", store="widthlab-runs")          # RunSet
+    spikes = optimizer.spike_table("widthlab-runs", runs.ids())           # one row per run x epoch
+"""
+
+from widthlab.studies.optimizer.analysis import envelope_table, spike_rates, spike_table
+from widthlab.studies.optimizer.config import OPTIMIZERS, PROFILES, OptimizerProfile, variants
+from widthlab.studies.optimizer.study import STUDY, OptimizerStudy
+from widthlab.studies.optimizer.verdicts import verdicts
+
+run = STUDY.run
+
+__all__ = ["OPTIMIZERS", "PROFILES", "STUDY", "OptimizerProfile", "OptimizerStudy",
+           "envelope_table", "run", "spike_rates", "spike_table", "variants", "verdicts"]
