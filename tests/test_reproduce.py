@@ -9,7 +9,7 @@ import pytest
 
 import widthlab.reproduce as rp
 from widthlab.cli import main
-from widthlab.engine.executor import Job
+from widthlab.executors import Job
 from widthlab.errors import UsageError
 from widthlab.studies import ORDER
 

@@ -18,9 +18,7 @@ Example::
 
 from __future__ import annotations
 
-import importlib
 import os
-import pkgutil
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -28,7 +26,7 @@ from pathlib import Path
 
 from widthlab._io import atomic_path
 from widthlab.engine.events import progress_callback
-from widthlab.engine.identity import code_hash
+from widthlab.engine.identity import code_hash, package_modules
 from widthlab.errors import UsageError
 from widthlab.executors import Job, make_executor
 from widthlab.report import build_report
@@ -122,16 +120,7 @@ def _reportable(st: Store, run_id: str) -> bool:
 
 def report_code_hash() -> str:
     """Hash of every module that draws the report (the studies' and the report's)."""
-    import widthlab.report
-    import widthlab.studies
-
-    names = []
-    for pkg in (widthlab.studies, widthlab.report):
-        for info in pkgutil.walk_packages(pkg.__path__, prefix=f"{pkg.__name__}."):
-            names.append(info.name)
-    for n in names:
-        importlib.import_module(n)
-    return code_hash(names)
+    return code_hash(package_modules("widthlab.studies"), package_modules("widthlab.report"))
 
 
 def _stamp(st: Store, run_ids: list[str]) -> str:

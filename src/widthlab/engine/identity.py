@@ -24,10 +24,13 @@ import ast
 import functools
 import hashlib
 import importlib
+import importlib.util
 import inspect
 import json
+import pkgutil
 import sys
 from collections.abc import Iterable
+from pathlib import Path
 from types import ModuleType
 
 # the modules whose code computes every engine run's numbers
@@ -54,12 +57,32 @@ def module_name(obj: object) -> str:
 
 
 def _module_source(name: str) -> str:
-    """The source text of module ``name`` ("" for a module without Python source)."""
-    mod = sys.modules.get(name) or importlib.import_module(name)
-    try:
-        return inspect.getsource(mod)
-    except (OSError, TypeError):
+    """The source text of module ``name`` ("" for a module without Python source); a module
+    not imported yet is read from its file, not executed."""
+    mod = sys.modules.get(name)
+    if mod is not None:
+        try:
+            return inspect.getsource(mod)
+        except (OSError, TypeError):
+            return ""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
         return ""
+    return Path(spec.origin).read_text(encoding="utf-8")
+
+
+def package_modules(package: str) -> list[str]:
+    """Every module below ``package`` (itself included), found on disk without importing
+    them."""
+    spec = importlib.util.find_spec(package)
+    if spec is None:
+        return []
+    names = [package]
+    for loc in spec.submodule_search_locations or ():
+        for info in pkgutil.iter_modules([loc]):
+            child = f"{package}.{info.name}"
+            names += package_modules(child) if info.ispkg else [child]
+    return names
 
 
 def _strip_docstrings(tree: ast.AST) -> ast.AST:
@@ -112,5 +135,5 @@ def run_key(config: object, code: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-__all__ = ["ENGINE_MODULES", "code_hash", "engine_code_hash", "module_name", "run_key",
-           "source_hash"]
+__all__ = ["ENGINE_MODULES", "code_hash", "engine_code_hash", "module_name", "package_modules",
+           "run_key", "source_hash"]

@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from widthlab.engine.executor import Job, LocalExecutor, job_done, make_executor
+from widthlab.executors import Job, LocalExecutor, job_done, make_executor
+from widthlab.reproduce import run_study_job
 from widthlab.errors import UsageError
 from widthlab.store import Store
 
@@ -39,19 +40,19 @@ def test_local_executor_skips_done_jobs_and_orders_needs(tmp_path):
     jobs = [Job("pca", "mnist", "quick", options=SMALL, needs=("variance",)),
             Job("variance", "mnist", "quick", options=SMALL)]
     seen = []
-    LocalExecutor().run(jobs, tmp_path, progress=False,
+    LocalExecutor(run_study_job).run(jobs, tmp_path, progress=None,
                         on_done=lambda j, r, s, skipped: seen.append((j.study, skipped)))
     assert seen == [("variance", False), ("pca", False)]
     assert all(job_done(Store(tmp_path), j) for j in jobs)
     seen.clear()
     t0 = time.perf_counter()
-    LocalExecutor().run(jobs, tmp_path, progress=False,
+    LocalExecutor(run_study_job).run(jobs, tmp_path, progress=None,
                         on_done=lambda j, r, s, skipped: seen.append((j.study, skipped)))
     assert seen == [("variance", True), ("pca", True)] and time.perf_counter() - t0 < 5
 
 
 def test_jobs_keep_their_order_unless_a_need_comes_later():
-    from widthlab.engine.executor import _order
+    from widthlab.executors import _order
 
     a, b = Job("variance", "mnist"), Job("variance", "fashion-mnist")
     p = Job("pca", "mnist", needs=("variance",))
@@ -62,10 +63,11 @@ def test_jobs_keep_their_order_unless_a_need_comes_later():
 
 def test_job_errors_are_named():
     with pytest.raises(UsageError, match="needs study 'variance'"):
-        LocalExecutor().run([Job("pca", "mnist", needs=("variance",))], "unused")
+        LocalExecutor(run_study_job).run([Job("pca", "mnist", needs=("variance",))], "unused")
     with pytest.raises(UsageError, match="executor"):
-        make_executor("dask")
+        make_executor(run_study_job, "dask")
     assert Job("variance", "mnist").key() != Job("variance", "mnist", options=SMALL).key()
+    assert Job("variance", "mnist").key() != Job("variance", "mnist", code="edited").key()
 
 
 def _kill_first_worker(stop: threading.Event, killed: list) -> None:
@@ -92,13 +94,13 @@ def test_ray_executor_survives_a_killed_worker_and_matches_local(tmp_path):
     ray = pytest.importorskip("ray")
     jobs = [Job("variance", "mnist", "quick", options=SMALL),
             Job("variance", "fashion-mnist", "quick", options=SMALL)]
-    LocalExecutor().run(jobs, tmp_path / "local", progress=False)
+    LocalExecutor(run_study_job).run(jobs, tmp_path / "local", progress=None)
     stop, killed = threading.Event(), []
     killer = threading.Thread(target=_kill_first_worker, args=(stop, killed), daemon=True)
     killer.start()
     try:
-        make_executor("ray", None, num_cpus=2, max_retries=3).run(jobs, tmp_path / "ray",
-                                                                    progress=False)
+        ray_ex = make_executor(run_study_job, "ray", None, num_cpus=2, max_retries=3)
+        ray_ex.run(jobs, tmp_path / "ray")
     finally:
         stop.set()
         killer.join(5)

@@ -1,0 +1,1 @@
+"""A complete minimal widthlab study (see docs/adding-a-study.md)."""

@@ -1,0 +1,56 @@
+"""What the ``deadwidth`` study computes: its profile, its one engine run and one stored analysis.
+
+Everything in this module decides stored numbers, so the study lists it in ``Study.code``:
+editing it retrains (or recomputes the analysis); editing ``study.py`` only redraws.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from widthlab.engine import TrainConfig, load_bank
+from widthlab.store import ArrayRow, MetricRow
+from widthlab.studies.base import Experiment, Profile, RunContext, StoredAnalysis, sweep_specs
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeadProfile(Profile):
+    widths: tuple[int, ...] = field(default=(8, 32, 128), metadata={"help": "hidden widths"})
+    seeds: int = field(default=2, metadata={"help": "seeds per width"})
+    epochs: int = field(default=1, metadata={"help": "training epochs"})
+    train_size: int | None = field(default=5000, metadata={"help": "training images"})
+
+
+def sweep(p: DeadProfile) -> Experiment:
+    """One engine run: every width x seed in one bank, neuron statistics after the last epoch."""
+    cfg = TrainConfig(epochs=p.epochs, train_size=p.train_size, eval_splits=("test",))
+    return Experiment("sweep", sweep_specs(p.widths, p.seeds, "deadwidth"), cfg)
+
+
+def norms_config(ctx: RunContext) -> dict:
+    return {"source": ctx.runs["sweep"]}
+
+
+def weight_norms(ctx: RunContext, run_id: str) -> None:
+    """A stored analysis: the incoming-weight norm of every neuron, read from the checkpoint."""
+    source = ctx.runs["sweep"]
+    bank = load_bank(ctx.store, source)
+    models = ctx.store.models(source)
+    norms = bank.w0.detach().double().norm(dim=1).numpy()  # (H,) one per hidden unit
+    arrays = [ArrayRow(m, 1, "w_norm", norms[a:b]) for m, (a, b) in enumerate(bank.slices)]
+    metrics = [MetricRow(m, 1, "train", "w_norm_mean", float(np.mean(norms[a:b])))
+               for m, (a, b) in enumerate(bank.slices)]
+    ctx.store.create_run(run_id, study="deadwidth:norms", dataset=ctx.dataset,
+                         config={"source_run": source}, models=[
+                             {"name": r.name, "arch": r.arch, "seed": int(r.seed),
+                              "variant": r.variant, "options": r.options}
+                             for r in models.itertuples()], seed=0, device="cpu",
+                         precision="fp64", code_version=ctx.code[:12])
+    ctx.store.commit_epoch(run_id, 1, metrics=metrics, arrays=arrays)
+    ctx.store.finish_run(run_id, "done")
+
+
+def steps(p: DeadProfile) -> list:
+    return [sweep(p), StoredAnalysis("norms", norms_config, weight_norms)]
