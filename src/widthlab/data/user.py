@@ -83,8 +83,9 @@ def as_inputs(x: Any, where: str, what: str = "x",
         i, j = (int(v) for v in np.argwhere(bad)[0])
         kind = "NaN" if np.isnan(out[i, j]) else "inf"
         col = f"column {names[j]!r}" if names is not None else f"feature {j}"
-        fail(where, f"{what} has {kind} at sample {i}, {col} ({int(bad.sum())} non-finite "
-                    "values in all); drop or impute them first")
+        k = int(bad.sum())
+        fail(where, f"{what} has {kind} at sample {i}, {col} ({k} non-finite "
+                    f"value{'s' if k > 1 else ''} in all); drop or impute them first")
     return out
 
 
@@ -112,7 +113,7 @@ def as_labels(y: Any, where: str, what: str = "y") -> np.ndarray:
         frac = arr != np.round(arr)
         if frac.any():
             i = int(np.argmax(frac))
-            fail(where, f"{what} has a non-integer label ({arr[i]!r} at sample {i}); widthlab "
+            fail(where, f"{what} has a non-integer label ({arr[i]} at sample {i}); widthlab "
                         "classifies: give integer class labels (bin a continuous target)")
     neg = arr < 0
     if neg.any():

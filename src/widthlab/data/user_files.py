@@ -14,8 +14,8 @@ Formats, chosen by the file's suffix:
 - ``.csv``, ``.tsv`` (also ``.gz``/``.bz2``/``.xz``/``.zip`` compressed) and ``.parquet`` /
   ``.pq``: one header row, one sample per row; ``target`` names the label column, every other
   column is a numeric feature. Labels may be text: the classes are then the distinct strings
-  in sorted order (``DatasetSplits.classes`` lists them). CSV numbers are parsed exactly
-  (``float_precision="round_trip"``), so a CSV written from float64 arrays gives the same
+  in sorted order (``DatasetSplits.classes`` lists them). CSV numbers are parsed exactly (the
+  round-trip parser), so a CSV written from float64 arrays gives the same
   tensors and ``content_id`` as those arrays; one written from float32 values holds their
   shortest decimal text, which is not the same float64 (use ``.npz`` for bit-identity).
 
@@ -39,6 +39,9 @@ from widthlab.data.user import Size, build_splits, fail
 _COMPRESSED = (".gz", ".bz2", ".xz", ".zip")
 FORMATS = {".npz": "npz", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 NPZ_KEYS = ("x", "y", "x_test", "y_test")
+# pandas < 3 parses CSV floats to within an ulp unless asked for the round-trip parser;
+# pandas 3 parses exactly by default and deprecates the option
+_EXACT_FLOATS = {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"}
 
 
 def _format(path: Path) -> tuple[str, str]:
@@ -67,11 +70,18 @@ def read_npz(path: Path, where: str) -> tuple[np.ndarray, np.ndarray, tuple | No
     """``x``, ``y`` and ``(x_test, y_test)`` or None from a checked ``.npz`` file."""
     fix = "save it with numpy.savez(path, x=..., y=...)"
     try:
+        with open(path, "rb") as fh:
+            magic = fh.read(6)
+    except OSError as err:
+        fail(where, f"cannot read the file ({_why(err)}); check its permissions")
+    if magic == b"\x93NUMPY":  # numpy.save: one unnamed array
+        fail(where, f"holds one array (numpy.save), not named arrays; {fix}")
+    if not magic.startswith(b"PK"):  # else np.load would try (and refuse) to unpickle it
+        fail(where, f"not a readable .npz file (not a zip archive); {fix}")
+    try:
         z = np.load(path, allow_pickle=False)
     except (OSError, EOFError, ValueError, zipfile.BadZipFile) as err:
         fail(where, f"not a readable .npz file ({_why(err)}); {fix}")
-    if not isinstance(z, np.lib.npyio.NpzFile):
-        fail(where, f"holds one array, not named arrays; {fix}")
     with z:
         keys = list(z.files)
         extra = [k for k in keys if k not in NPZ_KEYS]
@@ -97,7 +107,7 @@ def read_table(path: Path, fmt: str, where: str) -> pd.DataFrame:
     try:
         if fmt == "csv":
             sep = "\t" if ".tsv" in path.name.lower() else ","
-            frame = pd.read_csv(path, sep=sep, float_precision="round_trip")
+            frame = pd.read_csv(path, sep=sep, **_EXACT_FLOATS)
         else:
             frame = pd.read_parquet(path)
     except pd.errors.EmptyDataError:
