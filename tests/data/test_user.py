@@ -189,11 +189,14 @@ def test_shapes_and_class_counts(shape, k, extra, seed):
 
 @pytest.mark.realdata
 def test_mnist_keeps_its_form_and_gets_a_cheap_content_id(real_cache):
-    from widthlab.data import load_splits
+    from widthlab.data import get_spec, load_splits
+    from widthlab.data.tensors import builtin_content_id
 
     d = load_splits("mnist", val_size=5000, seed=0)
     assert (d.n_features, d.n_classes, len(d.train)) == (784, 10, 55000)
     assert d.describe()["standardise"] == "global" and isinstance(d.mean, float)
-    assert d.content_id == load_splits("mnist", val_size=5000, seed=0).content_id
-    assert d.content_id != load_splits("mnist", val_size=5000, seed=1).content_id
-    assert d.content_id != load_splits("fashion-mnist", val_size=5000, seed=0).content_id
+    mnist, fashion = get_spec("mnist"), get_spec("fashion-mnist")
+    assert d.content_id == builtin_content_id(mnist, 5000, 0)
+    others = {builtin_content_id(mnist, 5000, 1), builtin_content_id(mnist, 4000, 0),
+              builtin_content_id(fashion, 5000, 0)}
+    assert len(others) == 3 and d.content_id not in others
