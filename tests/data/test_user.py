@@ -200,3 +200,18 @@ def test_mnist_keeps_its_form_and_gets_a_cheap_content_id(real_cache):
     others = {builtin_content_id(mnist, 5000, 1), builtin_content_id(mnist, 4000, 0),
               builtin_content_id(fashion, 5000, 0)}
     assert len(others) == 3 and d.content_id not in others
+
+
+@given(values=st.lists(st.integers(0, 10**6), min_size=2, max_size=8, unique=True),
+       as_float=st.booleans(), seed=st.integers(0, 2**31 - 1))
+def test_any_non_negative_integer_labels_map_to_their_sorted_rank(values, as_float, seed):
+    rng = np.random.default_rng(seed)
+    y = np.array(values * 3 + rng.choice(values, 10).tolist())
+    x = rng.normal(size=(len(y), 2))
+    d = from_arrays(x, y.astype(np.float64) if as_float else y, val_size=0, test_size=0.3,
+                    seed=0)
+    ref = sorted(values)
+    assert d.classes == tuple(ref) and d.n_classes == len(values)
+    for s in (d.train, d.test):
+        want = [ref.index(v) for v in y[_match_rows(x, _recover(d, s))]]
+        assert s.y.tolist() == want

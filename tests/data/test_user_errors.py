@@ -126,6 +126,9 @@ def test_bad_tables(tmp_path):
     p = _csv(tmp_path, df)
     _bad(load_data, p, where=str(p), says=("name the label column", "columns: a, b, c, label"))
     _bad(load_data, p, "lbl", where=str(p), says=("no column 'lbl'", "columns: a, b, c, label"))
+    df.to_csv(tmp_path / "i.csv")  # with the index as an unnamed first column
+    _bad(load_data, tmp_path / "i.csv", "label", where=str(tmp_path / "i.csv"),
+         says=("1 column(s) without a header ('Unnamed: 0'", "index=False"))
     wide = pd.DataFrame(np.zeros((3, 30)), columns=[f"c{i}" for i in range(30)])
     _bad(load_data, _csv(tmp_path, wide, "w.csv"), "y", where=str(tmp_path / "w.csv"),
          says=("c11, ... (30 in all)",))

@@ -12,12 +12,14 @@ Formats, chosen by the file's suffix:
   (labels), optionally ``x_test`` and ``y_test`` (else a seeded hold-out); no other arrays
   (a misspelt ``x_tst`` would silently turn into a hold-out), no pickled objects.
 - ``.csv``, ``.tsv`` (also ``.gz``/``.bz2``/``.xz``/``.zip`` compressed) and ``.parquet`` /
-  ``.pq``: one header row, one sample per row; ``target`` names the label column, every other
-  column is a numeric feature. Labels may be text: the classes are then the distinct strings
-  in sorted order (``DatasetSplits.classes`` lists them). CSV numbers are parsed exactly (the
-  round-trip parser), so a CSV written from float64 arrays gives the same
-  tensors and ``content_id`` as those arrays; one written from float32 values holds their
-  shortest decimal text, which is not the same float64 (use ``.npz`` for bit-identity).
+  ``.pq``: one header row naming every column (an unnamed CSV column, typically a row index
+  written by ``DataFrame.to_csv``, is refused rather than learned from), one sample per row;
+  ``target`` names the label column, every other column is a numeric feature. Labels may be
+  text: the classes are then the distinct strings in sorted order (``DatasetSplits.classes``
+  lists them). CSV numbers are parsed exactly (the round-trip parser), so a CSV written from
+  float64 arrays gives the same tensors and ``content_id`` as those arrays; one written from
+  float32 values holds their shortest decimal text, which is not the same float64 (use
+  ``.npz`` for bit-identity).
 
 Labels, standardisation, splits and ``content_id`` follow :mod:`widthlab.data.user`.
 """
@@ -25,6 +27,7 @@ Labels, standardisation, splits and ``content_id`` follow :mod:`widthlab.data.us
 from __future__ import annotations
 
 import os
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -39,6 +42,7 @@ from widthlab.data.user import Size, build_splits, fail
 _COMPRESSED = (".gz", ".bz2", ".xz", ".zip")
 FORMATS = {".npz": "npz", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 NPZ_KEYS = ("x", "y", "x_test", "y_test")
+_UNNAMED = re.compile(r"Unnamed: \d+")
 # pandas < 3 parses CSV floats to within an ulp unless asked for the round-trip parser;
 # pandas 3 parses exactly by default and deprecates the option
 _EXACT_FLOATS = {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"}
@@ -116,6 +120,10 @@ def read_table(path: Path, fmt: str, where: str) -> pd.DataFrame:
             pd.errors.ParserError) as err:  # pyarrow's errors derive from these
         kind = "CSV" if fmt == "csv" else "Parquet"
         fail(where, f"not a readable {kind} file ({_why(err)}); check the file and its format")
+    unnamed = [str(c) for c in frame.columns if _UNNAMED.fullmatch(str(c))]
+    if fmt == "csv" and unnamed:  # pandas' name for an empty header cell
+        fail(where, f"{len(unnamed)} column(s) without a header ({unnamed[0]!r}; a row index "
+                    "written by DataFrame.to_csv?); write with index=False or name the column")
     if len(frame) == 0:
         fail(where, f"the file has no rows (columns: {_columns([str(c) for c in frame.columns])})"
                     "; write one row per sample")
