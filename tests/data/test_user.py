@@ -11,7 +11,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from widthlab.data import DatasetSplits, Split, from_arrays, from_dataset
+from widthlab.data import DatasetSplits, Split, from_arrays, from_dataset, reload_splits
 
 
 def _raw(n: int = 60, d: int = 5, k: int = 3, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -200,6 +200,8 @@ def test_mnist_keeps_its_form_and_gets_a_cheap_content_id(real_cache):
     others = {builtin_content_id(mnist, 5000, 1), builtin_content_id(mnist, 4000, 0),
               builtin_content_id(fashion, 5000, 0)}
     assert len(others) == 3 and d.content_id not in others
+    again = reload_splits(json.loads(json.dumps(d.describe())))
+    assert again.content_id == d.content_id and torch.equal(again.val.y, d.val.y)
 
 
 @given(values=st.lists(st.integers(0, 10**6), min_size=2, max_size=8, unique=True),

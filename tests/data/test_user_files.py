@@ -143,3 +143,24 @@ def test_digits_learnable_through_the_prepared_tensors():
     with torch.no_grad():
         acc = (lin(d.test.x).argmax(1) == d.test.y).double().mean().item()
     assert acc > 0.9
+
+
+def test_reload_splits_from_a_stored_description(tmp_path, monkeypatch):
+    import json
+
+    from widthlab.data import reload_splits
+    from widthlab.errors import UsageError
+
+    x, y = _raw()
+    monkeypatch.chdir(tmp_path)  # a relative path, reloaded from elsewhere
+    _frame(x, y).to_csv("d.csv", index=False)
+    d = load_data("d.csv", "label", val_size=7, test_size=0.25, seed=3)
+    desc = json.loads(json.dumps(d.describe()))  # as stored with a run
+    monkeypatch.chdir("/")
+    _same(d, reload_splits(desc))
+    x[0, 0] += 1.0
+    _frame(x, y).to_csv(tmp_path / "d.csv", index=False)
+    with pytest.raises(UsageError, match="the file changed since the run was trained"):
+        reload_splits(desc)
+    with pytest.raises(UsageError, match="^arrays: the run was trained on in-memory data"):
+        reload_splits(from_arrays(x, y).describe())

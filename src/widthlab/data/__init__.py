@@ -17,7 +17,7 @@ from widthlab.data.idx import IDXFormatError, read_idx, write_idx
 from widthlab.data.registry import DATASETS, DatasetSpec, FileSpec, get_spec
 from widthlab.data.tensors import DatasetSplits, Split, load_arrays, load_splits
 from widthlab.data.user import from_arrays, from_dataset
-from widthlab.data.user_files import load_data
+from widthlab.data.user_files import load_data, reload_splits
 
 __all__ = [
     "DATASETS",
@@ -37,6 +37,7 @@ __all__ = [
     "load_data",
     "load_splits",
     "read_idx",
+    "reload_splits",
     "verify",
     "write_idx",
 ]

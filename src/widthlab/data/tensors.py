@@ -62,9 +62,10 @@ class DatasetSplits:
     feature_mean, feature_std : per-feature standardisation, float64 arrays ``(n_features,)``
         computed on the training split only (None for the built-in sets: global stats).
     content_id : hash of the content (inputs, labels, split settings); None when built by hand.
-    source : where the data came from: a file path, ``"arrays"``, ``"dataset"`` or a
-        built-in dataset name.
-    settings : how the splits were made (``val_size``, ``test``, ``test_size`` ...).
+    source : where the data came from: a file path, ``"arrays"``, ``"dataset <class>"`` or a
+        built-in dataset name; None when built by hand.
+    settings : how the splits were made (``val_size``, ``test``, ``test_size``; for files also
+        ``path``, absolute, and ``target``): what :func:`~widthlab.data.reload_splits` needs.
     """
 
     name: str
@@ -118,7 +119,7 @@ class DatasetSplits:
         floats, from the training split only).
         """
         out: dict[str, Any] = {
-            "name": self.name, "source": self.source or self.name,
+            "name": self.name, "source": self.source,
             "content_id": self.content_id, "n_features": self.n_features,
             "n_classes": self.n_classes,
             "classes": None if self.classes is None else [_plain(c) for c in self.classes],

@@ -5,6 +5,7 @@ Example::
     from widthlab.data import load_data
     d = load_data("cells.csv", target="label", val_size=0.1, test_size=0.2, seed=0)
     d = load_data("embeddings.npz")          # arrays x, y (and optionally x_test, y_test)
+    same = reload_splits(d.describe())       # what a stored run needs to get its data back
 
 Formats, chosen by the file's suffix:
 
@@ -29,6 +30,8 @@ from __future__ import annotations
 import os
 import re
 import zipfile
+from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +39,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from widthlab.data.tensors import DatasetSplits
+from widthlab.data.registry import DATASETS
+from widthlab.data.tensors import DatasetSplits, load_splits
 from widthlab.data.user import Size, build_splits, fail
+from widthlab.errors import UsageError
 
 _COMPRESSED = (".gz", ".bz2", ".xz", ".zip")
 FORMATS = {".npz": "npz", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".pq": "parquet"}
@@ -204,7 +209,41 @@ def load_data(path: str | os.PathLike, target: str | None = None, *, name: str |
             fail(where, "target names a CSV/Parquet column; an .npz holds arrays x and y "
                         "(and optionally x_test, y_test): drop target")
         x, y, test = read_npz(p, where)
-        return build_splits(x, y, test, **kwargs)
-    x, y, names = split_frame(read_table(p, fmt, where), target, where)
-    return build_splits(x, y, None, names=names, x_name="the table",
-                        y_name=f"column {target!r}", **kwargs)
+        d = build_splits(x, y, test, **kwargs)
+    else:
+        x, y, names = split_frame(read_table(p, fmt, where), target, where)
+        d = build_splits(x, y, None, names=names, x_name="the table",
+                         y_name=f"column {target!r}", **kwargs)
+    # where to find it again (reload_splits); neither enters content_id
+    return replace(d, settings={**d.settings, "path": str(p.resolve()), "target": target})
+
+
+def reload_splits(description: Mapping[str, Any], *,
+                  device: torch.device | str = "cpu") -> DatasetSplits:
+    """The splits a run was trained on, rebuilt from its stored :meth:`DatasetSplits.describe`.
+
+    Built-in datasets are loaded by name; files are read again from their path and must still
+    hold the same content (same ``content_id``). In-memory data (``from_arrays``,
+    ``from_dataset``) cannot be rebuilt: pass the same splits again (``data=``).
+
+    Raises
+    ------
+    UsageError
+        the source is in-memory, the file is gone or unreadable, or its content changed.
+    """
+    source, settings = description.get("source"), dict(description.get("settings") or {})
+    seed = int(description.get("seed", 0))
+    if settings.get("test") == "official" and source in DATASETS:
+        return load_splits(source, val_size=int(settings["val_size"]), seed=seed, device=device)
+    if "path" not in settings:
+        raise UsageError(f"{source or description.get('name')}: the run was trained on "
+                         "in-memory data, which is not stored; pass the same splits again "
+                         "(data=...)")
+    d = load_data(settings["path"], settings.get("target"), name=description.get("name"),
+                  val_size=settings.get("val_size", 0.1),
+                  test_size=settings.get("test_size") or 0.2, seed=seed, device=device)
+    if d.content_id != description.get("content_id"):
+        fail(settings["path"], f"the file changed since the run was trained (content id "
+                     f"{description.get('content_id')}, now {d.content_id}); restore it or "
+                     "train a new run on it")
+    return d
