@@ -101,12 +101,15 @@ def test_int_and_float_label_columns_and_bool_features(tmp_path):
     _same(ref, d)
 
 
-sklearn = pytest.importorskip("sklearn.datasets")
-StandardScaler = pytest.importorskip("sklearn.preprocessing").StandardScaler
+@pytest.fixture
+def sklearn():
+    """scikit-learn's bundled datasets (shipped with the package, no download)."""
+    return pytest.importorskip("sklearn.datasets")
 
 
 @pytest.mark.parametrize("loader", ["load_digits", "load_breast_cancer", "load_wine"])
-def test_real_data_against_scikit_learn(loader, tmp_path):
+def test_real_data_against_scikit_learn(loader, tmp_path, sklearn):
+    StandardScaler = pytest.importorskip("sklearn.preprocessing").StandardScaler
     bunch = getattr(sklearn, loader)(as_frame=True)
     frame = bunch.frame
     frame.to_csv(tmp_path / "real.csv", index=False)
@@ -128,7 +131,7 @@ def test_real_data_against_scikit_learn(loader, tmp_path):
     np.testing.assert_allclose(d.test.x.double().numpy(), want, rtol=1e-6, atol=1e-6)
 
 
-def test_digits_learnable_through_the_prepared_tensors():
+def test_digits_learnable_through_the_prepared_tensors(sklearn):
     """A softmax regression on the prepared digits reaches > 90% test accuracy: scrambled
     labels, rows or standardisation would leave it near chance (10%)."""
     x, y = sklearn.load_digits(return_X_y=True)
