@@ -1,14 +1,23 @@
-"""Datasets: strict IDX reading, verified fetching and in-memory training tensors.
+"""Datasets: strict IDX reading, verified fetching, the user's own data, training tensors.
 
 Public API::
 
     from widthlab.data import load_splits, fetch, verify, read_idx, DATASETS
+    from widthlab.data import from_arrays, load_data, from_dataset   # your own data
+
+Every loader returns a :class:`DatasetSplits` (``n_features``, ``n_classes``, ``content_id``,
+``describe()``)::
+
+    d = load_data("cells.csv", target="label")   # or from_arrays(x, y) / from_dataset(ds)
+    d.n_features, d.n_classes, d.content_id
 """
 
 from widthlab.data.cache import FileStatus, cache_root, fetch, iter_info, verify
 from widthlab.data.idx import IDXFormatError, read_idx, write_idx
 from widthlab.data.registry import DATASETS, DatasetSpec, FileSpec, get_spec
 from widthlab.data.tensors import DatasetSplits, Split, load_arrays, load_splits
+from widthlab.data.user import from_arrays, from_dataset
+from widthlab.data.user_files import load_data, reload_splits
 
 __all__ = [
     "DATASETS",
@@ -20,11 +29,15 @@ __all__ = [
     "Split",
     "cache_root",
     "fetch",
+    "from_arrays",
+    "from_dataset",
     "get_spec",
     "iter_info",
     "load_arrays",
+    "load_data",
     "load_splits",
     "read_idx",
+    "reload_splits",
     "verify",
     "write_idx",
 ]

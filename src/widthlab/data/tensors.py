@@ -1,4 +1,7 @@
-"""In-memory tensors for training: normalised float32 images, int64 labels, seeded splits.
+"""In-memory tensors for training: normalised float32 inputs, int64 labels, seeded splits.
+
+:class:`DatasetSplits` is what every dataset becomes, built-in (:func:`load_splits`) or the
+user's own (:mod:`widthlab.data.user`: ``from_arrays``, ``load_data``, ``from_dataset``).
 
 Example::
 
@@ -10,8 +13,12 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,7 +31,7 @@ from widthlab.errors import UsageError
 
 @dataclass(frozen=True)
 class Split:
-    """Inputs ``x`` of shape (N, 784), float32, and labels ``y`` of shape (N,), int64."""
+    """Inputs ``x`` of shape (N, n_features), float32, and labels ``y`` of shape (N,), int64."""
 
     x: torch.Tensor
     y: torch.Tensor
@@ -38,7 +45,28 @@ class Split:
 
 @dataclass(frozen=True)
 class DatasetSplits:
-    """Train / validation / test splits of one dataset, plus how they were built."""
+    """Train / validation / test splits of one dataset, plus how they were built.
+
+    The first seven fields are the historical ones (positional construction keeps working);
+    the rest have defaults, so splits built by hand (tests, synthetic tasks) need not set them.
+
+    Attributes
+    ----------
+    name : the dataset's name (``"mnist"``, a file's stem, or the ``name`` given).
+    train, val, test : the splits; inputs ``(N, n_features)`` float32, labels ``(N,)`` int64.
+    mean, std : the global normalisation of the built-in image sets (pixels in [0, 1] units);
+        0.0 and 1.0 for user data, which is standardised per feature instead.
+    seed : the seed of the validation (and hold-out) split.
+    classes : the original label of each class index ``0 .. n_classes-1``, or None (then
+        :attr:`n_classes` is inferred from the labels).
+    feature_mean, feature_std : per-feature standardisation, float64 arrays ``(n_features,)``
+        computed on the training split only (None for the built-in sets: global stats).
+    content_id : hash of the content (inputs, labels, split settings); None when built by hand.
+    source : where the data came from: a file path, ``"arrays"``, ``"dataset <class>"`` or a
+        built-in dataset name; None when built by hand.
+    settings : how the splits were made (``val_size``, ``test``, ``test_size``; for files also
+        ``path``, absolute, and ``target``): what :func:`~widthlab.data.reload_splits` needs.
+    """
 
     name: str
     train: Split
@@ -47,6 +75,25 @@ class DatasetSplits:
     mean: float  # pixel mean (in [0, 1] units) used for normalisation
     std: float
     seed: int
+    classes: tuple[Any, ...] | None = field(default=None, compare=False)
+    feature_mean: np.ndarray | None = field(default=None, compare=False, repr=False)
+    feature_std: np.ndarray | None = field(default=None, compare=False, repr=False)
+    content_id: str | None = None
+    source: str | None = None
+    settings: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def n_features(self) -> int:
+        """Number of inputs per sample (the width of the first layer)."""
+        return int(self.train.x.shape[1])
+
+    @property
+    def n_classes(self) -> int:
+        """Number of classes (output units): ``len(classes)``, else ``max label + 1``."""
+        if self.classes is not None:
+            return len(self.classes)
+        tops = [int(s.y.max()) for s in (self.train, self.val, self.test) if len(s)]
+        return max(tops) + 1 if tops else 0
 
     def split(self, which: str) -> Split:
         try:
@@ -55,8 +102,42 @@ class DatasetSplits:
             raise UsageError(f"unknown split {which!r}; choose train, val or test") from None
 
     def to(self, device: torch.device | str) -> DatasetSplits:
-        return DatasetSplits(self.name, self.train.to(device), self.val.to(device),
-                             self.test.to(device), self.mean, self.std, self.seed)
+        return replace(self, train=self.train.to(device), val=self.val.to(device),
+                       test=self.test.to(device))
+
+    def head(self, n_train: int) -> DatasetSplits:
+        """The same splits with only the first ``n_train`` training samples (all else kept)."""
+        if not 0 < n_train <= len(self.train):
+            raise UsageError(f"train_size must be in [1, {len(self.train)}], got {n_train}")
+        return replace(self, train=Split(self.train.x[:n_train], self.train.y[:n_train]))
+
+    def describe(self) -> dict[str, Any]:
+        """What to store with a run: plain JSON types only (lists, floats, ints, strings).
+
+        ``standardise`` is ``"global"`` (``mean`` / ``std`` floats, the built-in image sets)
+        or ``"per-feature"`` (``feature_mean`` / ``feature_std`` lists of ``n_features``
+        floats, from the training split only).
+        """
+        out: dict[str, Any] = {
+            "name": self.name, "source": self.source,
+            "content_id": self.content_id, "n_features": self.n_features,
+            "n_classes": self.n_classes,
+            "classes": None if self.classes is None else [_plain(c) for c in self.classes],
+            "n_train": len(self.train), "n_val": len(self.val), "n_test": len(self.test),
+            "seed": int(self.seed), "settings": {k: _plain(v) for k, v in self.settings.items()},
+        }
+        if self.feature_mean is None or self.feature_std is None:
+            out.update(standardise="global", mean=float(self.mean), std=float(self.std))
+        else:
+            out.update(standardise="per-feature",
+                       feature_mean=[float(v) for v in self.feature_mean],
+                       feature_std=[float(v) for v in self.feature_std])
+        return out
+
+
+def _plain(v: Any) -> Any:
+    """A numpy scalar as the matching Python scalar (JSON-ready); anything else unchanged."""
+    return v.item() if isinstance(v, np.generic) else v
 
 
 def load_arrays(name: str | DatasetSpec, data_dir: str | os.PathLike | None = None):
@@ -111,4 +192,14 @@ def load_splits(
     train = Split(x_all[train_idx], y_all[train_idx])
     val = Split(x_all[val_idx], y_all[val_idx])
     test = Split(prep(te_x), torch.from_numpy(te_y.astype(np.int64)))
-    return DatasetSplits(spec.name, train, val, test, mean, std, seed).to(device)
+    return DatasetSplits(spec.name, train, val, test, mean, std, seed, classes=spec.classes,
+                         content_id=builtin_content_id(spec, val_size, seed), source=spec.name,
+                         settings={"val_size": val_size, "test": "official"}).to(device)
+
+
+def builtin_content_id(spec: DatasetSpec, val_size: int, seed: int) -> str:
+    """Content id of a built-in dataset: its files are SHA-256-verified, so hashing those
+    checksums with the split settings identifies the content without reading the pixels."""
+    blob = json.dumps({"files": [f.sha256 for f in spec.files], "val_size": int(val_size),
+                       "seed": int(seed), "test": "official"}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
