@@ -270,12 +270,7 @@ class Engine:
         if data is None:
             data = load_splits(cfg.dataset, val_size=cfg.val_size, seed=cfg.data_seed)
         if cfg.train_size is not None:
-            if not 0 < cfg.train_size <= len(data.train):
-                raise UsageError(f"train_size must be in [1, {len(data.train)}], "
-                                 f"got {cfg.train_size}")
-            data = DatasetSplits(data.name, Split(data.train.x[:cfg.train_size],
-                                                  data.train.y[:cfg.train_size]),
-                                 data.val, data.test, data.mean, data.std, data.seed)
+            data = data.head(cfg.train_size)
         self.data = data.to(self.device)
         self._modifier_factories = list(modifiers)
         self._build()
@@ -356,7 +351,7 @@ class Engine:
             self.store.create_run(
                 self.run_id, study=self.cfg.study, dataset=self.data.name,
                 config={**asdict(self.cfg), "modifiers": self.modifier_config,
-                        "device": str(self.device)},
+                        "device": str(self.device), "data": self.data.describe()},
                 models=[s.to_dict() for s in self.specs], seed=self.cfg.data_seed,
                 device=str(self.device), precision=self.cfg.precision,
                 code_version=f"widthlab {__version__} engine {ENGINE_VERSION}")
