@@ -23,7 +23,13 @@ from pathlib import Path
 import click
 
 from widthlab import __version__
-from widthlab.cli_options import parse_seeds, store_option
+from widthlab.cli_options import (
+    data_option,
+    parse_seeds,
+    store_option,
+    target_option,
+    user_data,
+)
 from widthlab.cli_study import StudyGroup
 from widthlab.errors import UsageError, WidthlabError
 
@@ -193,6 +199,8 @@ def runs_export(run_id: str, fmt: str, out: Path, store: Path) -> None:
 @app.command("train", context_settings=CONTEXT)
 @click.option("--dataset", type=click.Choice(["mnist", "fashion-mnist"]), default="mnist",
               show_default=True)
+@data_option
+@target_option
 @click.option("--widths", default="16:1448", show_default=True,
               help="LO:HI in sqrt(2) steps (the journal's grid) or a list such as 16,64,256.")
 @click.option("--seeds", default="3", show_default=True,
@@ -218,8 +226,9 @@ def runs_export(run_id: str, fmt: str, out: Path, store: Path) -> None:
               show_default=True, help="bf16 autocast keeps fp32 master weights.")
 @store_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def train_cmd(dataset: str, widths: str, seeds: str, epochs: int, lr: float, batch_size: int,
-              weight_decay: float, optimizer: str, train_size: int | None, data_seed: int,
+def train_cmd(dataset: str, data_path: Path | None, target: str | None, widths: str, seeds: str,
+              epochs: int, lr: float, batch_size: int, weight_decay: float, optimizer: str,
+              train_size: int | None, data_seed: int,
               stats_epochs: str, preact_cov: bool, device: str, precision: str, store: Path,
               quiet: bool) -> None:
     """Train one-hidden-layer MLPs of every width x seed together, on one minibatch stream.
@@ -234,16 +243,17 @@ def train_cmd(dataset: str, widths: str, seeds: str, epochs: int, lr: float, bat
     from widthlab.store import Store
     from widthlab.ui.console import print_frame
 
+    data = user_data(data_path, target)  # checked before anything is trained
     specs = [ModelSpec((w,), seed=s, weight_decay=weight_decay)
              for w in parse_widths(widths) for s in parse_seeds(seeds)]
-    cfg = TrainConfig(dataset=dataset, epochs=epochs, lr=lr, batch_size=batch_size,
-                      optimizer=optimizer, train_size=train_size, data_seed=data_seed,
+    cfg = TrainConfig(dataset=dataset if data is None else data.name, epochs=epochs, lr=lr,
+                      batch_size=batch_size, optimizer=optimizer, train_size=train_size, data_seed=data_seed,
                       stats_epochs=stats_epochs, preact_cov=preact_cov, device=device,
                       precision=precision)
     from widthlab.ui import engine_progress
 
     with engine_progress(quiet) as progress:
-        run_id = train(specs, cfg, store, progress=progress)
+        run_id = train(specs, cfg, store, progress=progress, data=data)
     st = Store(store)
     models = st.models(run_id)
     m = st.metrics(run_id)

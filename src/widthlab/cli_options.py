@@ -33,6 +33,26 @@ quiet_option = click.option("--quiet", "-q", is_flag=True,
                             help="No progress bars or progress lines, no tables.")
 
 
+data_option = click.option(
+    "--data", "data_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
+    help="Your own dataset instead of --dataset: a .npz (x, y, optional x_test, y_test), CSV, "
+         "TSV or Parquet file (with --target).")
+target_option = click.option("--target", default=None,
+                             help="The label column of a CSV/TSV/Parquet --data file.")
+
+
+def user_data(path: Path | None, target: str | None):
+    """The DatasetSplits of ``--data PATH`` (None without it); errors name the file."""
+    if path is None:
+        if target is not None:
+            raise UsageError("--target names the label column of a --data file; pass --data "
+                             "PATH too")
+        return None
+    from widthlab.data import load_data
+
+    return load_data(path, target)
+
+
 def parse_seeds(text: str) -> list[int]:
     """``"3"`` means seeds 0, 1, 2; ``"4,7"`` is an explicit list."""
     try:
@@ -92,5 +112,5 @@ def option_name(field_name: str) -> str:
     return "--" + field_name.replace("_", "-")
 
 
-__all__ = ["device_option", "option_name", "parse_field", "parse_seeds", "quiet_option",
-           "store_option"]
+__all__ = ["data_option", "device_option", "option_name", "parse_field", "parse_seeds",
+           "quiet_option", "store_option", "target_option", "user_data"]

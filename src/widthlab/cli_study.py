@@ -15,11 +15,14 @@ from pathlib import Path
 import click
 
 from widthlab.cli_options import (
+    data_option,
     device_option,
     option_name,
     parse_field,
     quiet_option,
     store_option,
+    target_option,
+    user_data,
 )
 from widthlab.errors import UsageError
 from widthlab.store import Store, write_frame
@@ -31,14 +34,15 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 def run_with_requirements(study: Study, dataset: str, profile: str, *, store: Store,
-                          device: str, progress, only=None, **overrides) -> RunSet:
-    """Run ``study`` on ``dataset`` after the studies it requires (their same profile)."""
+                          device: str, progress, only=None, data=None, **overrides) -> RunSet:
+    """Run ``study`` on ``dataset`` (or a user's ``data``) after the studies it requires
+    (their same profile)."""
     upstream = {}
     for name in study.requires:
         upstream[name] = run_with_requirements(get_study(name), dataset, profile, store=store,
-                                               device=device, progress=progress)
+                                               device=device, progress=progress, data=data)
     return study.run(dataset, profile, store=store, device=device, progress=progress,
-                     upstream=upstream, only=only, **overrides)
+                     upstream=upstream, only=only, data=data, **overrides)
 
 
 def _overrides(study: Study, profile: str, given: dict) -> dict:
@@ -63,8 +67,12 @@ def make_command(study: Study) -> click.Command:
     steps = [s.name for s in study.experiments(study.profile(next(iter(study.profiles))),
                                                "mnist")]
 
-    def callback(dataset, profile, experiment, device, store, csv, quiet, **given):
+    def callback(dataset, profile, experiment, device, store, csv, quiet, data_path, target,
+                 **given):
         overrides = _overrides(study, profile, given)
+        data = user_data(data_path, target)  # checked before anything is trained
+        names = (data.name,) if data is not None else \
+            (DATASETS if dataset == "both" else (dataset,))
         only = None if experiment == "all" else [e.strip() for e in experiment.split(",")]
         bad = sorted(set(only or ()) - set(steps))
         if bad:
@@ -73,10 +81,10 @@ def make_command(study: Study) -> click.Command:
         st = Store.open(store)
         results = {}
         with engine_progress(quiet) as progress:
-            for name in (DATASETS if dataset == "both" else (dataset,)):
+            for name in names:
                 results[name] = run_with_requirements(study, name, profile, store=st,
                                                       device=device, progress=progress,
-                                                      only=only, **overrides)
+                                                      only=only, data=data, **overrides)
         _print_and_save(study, st, results, csv, quiet)
         for name, runs in results.items():
             for exp, run_id in runs.runs.items():
@@ -97,7 +105,7 @@ def make_command(study: Study) -> click.Command:
                                    help=f.metadata.get("help", "") + " (overrides the profile)"))
     cmd = click.Command(study.command or study.name, callback=callback, params=params,
                         help=(study.__doc__ or study.title).strip(), context_settings=CONTEXT)
-    for deco in (device_option, store_option, quiet_option,
+    for deco in (target_option, data_option, device_option, store_option, quiet_option,
                  click.option("--csv", type=click.Path(path_type=Path, file_okay=False),
                               default=None, help="Write the summary tables as CSV here.")):
         cmd = deco(cmd)
