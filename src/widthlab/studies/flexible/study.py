@@ -23,16 +23,8 @@ from widthlab.data.tensors import DatasetSplits
 from widthlab.engine.events import ProgressCallback
 from widthlab.metrics.variance import Verdict
 from widthlab.store import Store
-from widthlab.studies.base import (
-    Profile,
-    RunSet,
-    Section,
-    Study,
-    Tables,
-    Verdicts,
-    display_name,
-    ordered_datasets,
-)
+from widthlab.studies import base
+from widthlab.studies.base import Profile, RunSet, Study
 from widthlab.studies.flexible import analysis as an
 from widthlab.studies.flexible import sections as sc
 from widthlab.studies.flexible import verdicts as vd
@@ -105,15 +97,15 @@ class FlexibleStudy(Study):
         return super().run(dataset, profile, store=store, device=device, progress=progress,
                            data=data, upstream=upstream, only=only, **overrides)
 
-    def tables(self, store: Store, runs: Mapping[str, Mapping[str, str]]) -> Tables:
+    def tables(self, store: Store, runs: Mapping[str, Mapping[str, str]]) -> base.Tables:
         st = Store.open(store)
         return {d: dataset_tables(st, by_exp) for d, by_exp in runs.items()}
 
-    def verdicts(self, tables: Tables) -> Verdicts:
-        out: Verdicts = {}
+    def verdicts(self, tables: base.Tables) -> base.Verdicts:
+        out: base.Verdicts = {}
         widths = {}
-        for d in ordered_datasets(list(tables)):
-            t, name = tables[d], display_name(d)
+        for d in base.ordered_datasets(list(tables)):
+            t, name = tables[d], base.display_name(d)
             for exp in t["runs"]:
                 out.setdefault(exp, []).extend(
                     dataclasses.replace(v, text=f"{name}: {v.text}")
@@ -126,10 +118,10 @@ class FlexibleStudy(Study):
             out["frontier"].append(vd.width_order_verdict(widths))
         return out
 
-    def sections(self, tables: Tables, verdicts: Verdicts) -> list[Section]:
+    def sections(self, tables: base.Tables, verdicts: base.Verdicts) -> list[base.Section]:
         return sc.sections(tables, verdicts)
 
-    def summary(self, tables: Tables) -> dict[str, pd.DataFrame]:
+    def summary(self, tables: base.Tables) -> dict[str, pd.DataFrame]:
         """The verdicts (one row each), the frontier medians and the last-epoch summaries."""
         out = {"flexible-verdicts": verdict_frame(self.verdicts(tables))}
         for d, t in tables.items():
