@@ -292,6 +292,9 @@ def test_steps_and_what_a_selection_also_runs():
     assert fx.selected(no_chain, ["pretrained"]) == ["pretrained"]
     with pytest.raises(UsageError, match="plateau"):
         fx.selected(quick, ["plateau"])
+    # the job key hashes the code computing stored numbers, never the report's drawing
+    assert set(fx.STUDY.code) == {"widthlab.studies.flexible.config",
+                                  "widthlab.studies.flexible.hooks", "widthlab.nn.flexible"}
 
 
 def test_cli_runs_an_experiment_and_prints_verdicts(tmp_path, monkeypatch, capsys):
