@@ -1,6 +1,7 @@
-"""The flexible-layer study end to end on a tiny synthetic problem: every experiment trains
-through the engine, the tables agree with the stored numbers, the report draws its figures and
-verdicts from the store; the verdict criteria on hand-made tables.
+"""The flexible-layer study end to end on a tiny synthetic problem: every step trains through
+the engine (the derived steps from the runs they read), the tables agree with the stored
+numbers, the report draws its figures and verdicts from the store; the verdict criteria on
+hand-made tables; the library's float64 scaler against numpy.
 
 Example::
 
@@ -13,43 +14,59 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as hs
 
 from tests.engine.child_run import synthetic
 from widthlab.cli import main
+from widthlab.engine import trainer
 from widthlab.engine.trainer import load_bank
 from widthlab.errors import UsageError
 from widthlab.nn.bank import init_mlp
+from widthlab.nn.flexible import cutoff_scale_array
+from widthlab.report.builder import study_sections
 from widthlab.store import Store
 from widthlab.studies import flexible as fx
+from widthlab.studies.base import Derived, newest
 
 TINY = dict(n=8, train_size=None, epochs=2, starts_step=4, penalties=(1e-2, 1e-5),
             replicates=1, minima_models=1, minima_epochs=2, pretrain_levels=(0, 1, 2),
             pretrain_models=1, pretrain_epochs=2, size_only_epochs=1, batch_size=64)
+HELPERS = ("frontier-static", "pretrain-1", "pretrain-2")  # runs not reported on their own
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads; on a busy 2-core machine they slow them down."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
+def study(one_thread, tmp_path_factory):
     store = tmp_path_factory.mktemp("flex")
     data = synthetic(n_train=320, n_test=200)
-    ids = fx.run("synthetic", "quick", store=store, data=data, progress=False, device="cpu",
-                 **TINY)
+    ids = fx.run("synthetic", "quick", store=store, data=data, device="cpu", **TINY)
     return Store(store), ids, data
 
 
 def test_every_experiment_is_one_stored_run(study):
     st, ids, data = study
-    assert set(ids) == set(fx.RUNS)  # the reported runs only (what `reproduce` reports)
+    assert set(ids.runs) == {*fx.RUNS, *HELPERS}  # reported runs and their helper runs
+    assert ids["frontier-static"] == fx.find_static(st, ids["frontier"])
     counts = {"convergence": 2 * 3, "frontier": 2 * 2, "frontier-static": 2 * 2 + 2,
-              "minima": 2, "pretrained": 3, "size-only": 2}
-    for key, run_id in {**ids, "frontier-static": fx.find_static(st, ids["frontier"])}.items():
+              "minima": 2, "pretrain-1": 3, "pretrain-2": 3, "pretrained": 3, "size-only": 2}
+    labels = {"frontier-static": "flexible-static:frontier",
+              "pretrain-1": "flexible-static:pretrain", "pretrain-2": "flexible-static:pretrain"}
+    for key, run_id in ids.runs.items():
         info = st.get_run(run_id)
         assert info["status"] == "done"
         assert len(st.models(run_id)) == counts[key]
-        label = "flexible-static:frontier" if key == "frontier-static" else f"flexible:{key}"
-        assert info["study"] == label
+        assert info["study"] == labels.get(key, f"flexible:{key}")
     # a second call reuses every finished run
-    again = fx.run("synthetic", "quick", store=st, data=data, progress=False, device="cpu",
-                   **TINY)
+    again = fx.run("synthetic", "quick", store=st, data=data, device="cpu", **TINY)
     assert again == ids
 
 
@@ -78,13 +95,38 @@ def test_tables_match_the_stored_numbers(study):
     assert (conv.loc[conv.arm == "none"].index.size == 3)
 
 
+def test_plateau_scaler_is_the_stored_cutoff_in_float64(study):
+    st, ids, _ = study
+    plat = fx.plateau_table(st, ids["frontier"])
+    x0 = fx.model_table(st, ids["frontier"]).set_index("model")["x0"]
+    i = plat["i"].to_numpy()
+    ref = 1.0 / (1.0 + np.exp(-(x0.loc[plat.model].to_numpy() - i)))  # k = 1 (the profile's)
+    np.testing.assert_allclose(plat["scaler"].to_numpy(), ref, rtol=1e-14, atol=1e-300)
+    zone = np.where(ref > 0.993, "on", np.where(ref < 0.007, "off", "gray"))
+    assert (plat["zone"].to_numpy() == zone).all()
+    arrays = st.arrays(ids["frontier"], "out_abs")
+    for m, grp in plat.groupby("model"):
+        np.testing.assert_array_equal(grp["out_abs"].to_numpy(), arrays[m])
+
+
+@settings(max_examples=60, deadline=None)
+@given(x0=hs.floats(-1e3, 1e3), k=hs.floats(1e-3, 1e2), n=hs.integers(1, 300))
+def test_cutoff_scale_array_is_the_float64_sigmoid(x0, k, n):
+    i = np.arange(n, dtype=np.float64)
+    z = np.clip(k * (x0 - i), -700, 700)
+    ref = np.where(z >= 0, 1.0 / (1.0 + np.exp(-z)), np.exp(z) / (1.0 + np.exp(z)))
+    got = cutoff_scale_array(x0, k, n)
+    assert got.dtype == np.float64 and got.shape == (n,)
+    np.testing.assert_allclose(got, ref, rtol=1e-13, atol=1e-300)
+
+
 def test_size_only_starts_where_minima_ended_with_frozen_weights(study):
     st, ids, _ = study
     mm = st.metrics(ids["minima"])
     end = mm[(mm.name == "x0") & (mm.epoch == 2)].sort_values("model").value.tolist()
-    cfg = st.get_run(ids["size-only"])["config"]
-    assert cfg["modifiers"][0]["x0"] == end
-    assert cfg["init_from"] == ids["minima"]
+    assert fx.stored_cutoff(st, ids["size-only"]).x0_init == end
+    assert fx.start_x0(st, ids["size-only"]).tolist() == end
+    assert st.get_run(ids["size-only"])["config"]["init_from"] == ids["minima"]
     before = load_bank(st, ids["minima"], strict_modifiers=False)
     after = load_bank(st, ids["size-only"], strict_modifiers=False)
     for m in range(2):
@@ -99,6 +141,9 @@ def test_pretraining_chain_gives_each_level_its_epochs(study):
     st, ids, _ = study
     chain = [r for r in st.runs().itertuples() if r.study == "flexible-static:pretrain"]
     assert len(chain) == 2  # levels 1 and 2: two one-epoch stages
+    assert [r.run_id for r in chain] == [ids["pretrain-1"], ids["pretrain-2"]]
+    assert fx.pretrain_chain(st, ids["pretrained"]) == [ids["pretrain-1"], ids["pretrain-2"]]
+    assert st.get_run(ids["pretrain-2"])["config"]["init_from"] == ids["pretrain-1"]
     first, second = (load_bank(st, r.run_id) for r in chain)
     init = init_mlp([20, 8, 10], 0)
     # level 0 never moves; level 1 stops after the first stage; level 2 trains in both
@@ -108,8 +153,8 @@ def test_pretraining_chain_gives_each_level_its_epochs(study):
     assert not torch.equal(first.export(1).layers[0].weight, init[0][0])
     assert not torch.equal(second.export(2).layers[0].weight, first.export(2).layers[0].weight)
     assert st.get_run(ids["pretrained"])["config"]["init_from"] == chain[1].run_id
-    flex = st.get_run(ids["pretrained"])["config"]["modifiers"][0]
-    assert flex["x0"] == 0.0 and flex["penalty"] == 0.0
+    flex = fx.stored_cutoff(st, ids["pretrained"])
+    assert flex.x0_init == 0.0 and flex.penalty_init == 0.0
 
 
 def test_random_activation_probe_and_minima_records(study):
@@ -119,28 +164,37 @@ def test_random_activation_probe_and_minima_records(study):
     assert (e["size_grad_scaler"] != 0).any()
     assert set(e.slope) == {"deterministic", "random"}
     assert {"batch_loss_min", "batch_loss_max", "loss_running", "size_grad_std"} <= set(e)
-    cfg = st.get_run(ids["minima"])["config"]["modifiers"][0]
-    assert cfg["random_slope"] == [False, True]
+    assert fx.stored_cutoff(st, ids["minima"]).random_init == [False, True]
 
 
 def test_report_sections_draw_figures_and_verdicts_from_the_store(study, tmp_path):
     st, ids, _ = study
     reported = [ids[k] for k in fx.RUNS]
-    sections = fx.report_sections(st, reported, tmp_path / "figs")
+    rendered = study_sections(fx.STUDY, st, reported, tmp_path / "figs")
+    sections = [r.section for r in rendered]
     titles = [s.title for s in sections]
     assert len(sections) == 5 and titles[0].startswith("Flexible layers: convergence")
-    for s in sections:
-        assert s.verdicts and s.figures and s.runs and s.journal
-        for caption, path in s.figures:
+    for exp, r in zip(fx.RUNS, rendered, strict=True):
+        s = r.section
+        assert not s.error
+        assert s.verdicts and r.figures and r.runs and s.journal
+        assert s.journal == fx.JOURNAL_BY_EXPERIMENT[exp]  # beside the right section
+        assert ids[exp] in s.run_ids
+        for caption, path in r.figures:
             assert path.exists() and path.stat().st_size > 1000 and caption
         for v in s.verdicts:
             assert v.text.startswith("synthetic: ") and isinstance(v.holds, bool)
-    frontier = sections[1]
+    frontier = rendered[1]
     assert len(frontier.figures) == 3  # two arms and the plateau
-    claims = {v.claim for v in frontier.verdicts}
+    claims = {v.claim for v in frontier.section.verdicts}
     assert any("output weights" in c for c in claims)
-    # the frontier section also lists the static helper run
+    # the frontier section also lists the static helper run, pretrained its pretraining chain
     assert any(r["study"] == "flexible-static:frontier" for r in frontier.runs)
+    assert [ids["pretrain-1"], ids["pretrain-2"]] == rendered[3].section.run_ids[:2]
+    # the tables are the study's pure functions of the stored runs
+    tables = fx.STUDY.tables(st, newest(st, reported))
+    pd.testing.assert_frame_equal(tables["synthetic"]["frontier"],
+                                  fx.frontier_table(st, ids["frontier"]))
 
 
 # ------------------------------------------------------------------------------ verdicts
@@ -203,27 +257,51 @@ def test_minima_pretrained_and_size_only_verdict_criteria():
 
 
 def test_profiles_follow_the_journal_and_errors_name_the_fix():
-    full = fx.get_profile("full")
+    full = fx.STUDY.profile("full")
     assert full.n == 500 and len(range(0, full.n + 1, full.starts_step)) == 21
     assert len(full.penalties) == 11
     assert full.penalties[0] == pytest.approx(10 ** -2.5)
     assert full.penalties[-1] == pytest.approx(10 ** -7.5)
     assert (full.replicates, full.minima_models, full.minima_epochs) == (7, 30, 30)
     assert full.pretrain_levels == (0, 5, 10) and full.x0_lr == 1.0 and full.k == 1.0
-    assert fx.get_profile("quick", n=50).n == 50
-    with pytest.raises(UsageError, match="unknown profile setting"):
-        fx.get_profile("quick", width=3)
+    assert fx.STUDY.profile("quick", n=50).n == 50
+    with pytest.raises(UsageError, match="unknown setting"):
+        fx.STUDY.profile("quick", width=3)
     with pytest.raises(UsageError, match="unknown profile"):
-        fx.get_profile("huge")
+        fx.STUDY.profile("huge")
+    with pytest.raises(UsageError, match="penalties"):
+        fx.STUDY.profile("quick", penalties=[-1.0])
     with pytest.raises(UsageError, match="experiment"):
-        fx.run("mnist", experiment="nope")
+        fx.run("mnist", only=["nope"])
+
+
+def test_steps_and_what_a_selection_also_runs():
+    quick, full = fx.STUDY.profile("quick"), fx.STUDY.profile("full")
+    names = [s.name for s in fx.STUDY.experiments(full, "mnist")]
+    assert names == ["convergence", "frontier", "frontier-static", "minima", "pretrain-5",
+                     "pretrain-10", "pretrained", "size-only"]
+    derived = {s.name for s in fx.steps(full) if isinstance(s, Derived)}
+    assert derived == {"frontier-static", "pretrain-5", "pretrain-10", "pretrained", "size-only"}
+    assert fx.selected(quick, ["convergence"]) == ["convergence"]
+    assert fx.selected(quick, ["frontier"]) == ["frontier", "frontier-static"]
+    assert fx.selected(quick, ["size-only"]) == ["minima", "size-only"]
+    assert fx.selected(full, ["pretrained"]) == ["pretrain-5", "pretrain-10", "pretrained"]
+    assert fx.selected(full, ["pretrain-10", "convergence"]) == ["convergence", "pretrain-5",
+                                                                 "pretrain-10"]
+    no_chain = fx.STUDY.profile("quick", pretrain_levels=[0])
+    assert fx.selected(no_chain, ["pretrained"]) == ["pretrained"]
+    with pytest.raises(UsageError, match="plateau"):
+        fx.selected(quick, ["plateau"])
+    # the job key hashes the code computing stored numbers, never the report's drawing
+    assert set(fx.STUDY.code) == {"widthlab.studies.flexible.config",
+                                  "widthlab.studies.flexible.hooks", "widthlab.nn.flexible"}
 
 
 def test_cli_runs_an_experiment_and_prints_verdicts(tmp_path, monkeypatch, capsys):
-    tiny = fx.get_profile("quick", **TINY)
+    tiny = fx.STUDY.profile("quick", **TINY)
     monkeypatch.setitem(fx.PROFILES, "quick", tiny)
-    monkeypatch.setattr(fx, "load_splits", lambda name, **kw: synthetic(n_train=320,
-                                                                        n_test=200))
+    monkeypatch.setattr(trainer, "load_splits", lambda name, **kw: synthetic(n_train=320,
+                                                                             n_test=200))
     store = str(tmp_path / "runs")
     args = ["study", "flexible", "--experiment", "convergence", "--dataset", "mnist",
             "--device", "cpu", "--store", store]

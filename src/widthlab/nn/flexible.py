@@ -57,7 +57,8 @@ from widthlab.errors import UsageError
 from widthlab.nn.modifiers import Modifier
 
 __all__ = ["GRAY_ZONE_FACTOR", "PRUNE_THRESHOLD", "FlexibleCutoff", "FlexibleLinear", "FlexibleMLP",
-           "cutoff_integral", "cutoff_scale", "random_activation", "random_slopes"]
+           "cutoff_integral", "cutoff_scale", "cutoff_scale_array", "random_activation",
+           "random_slopes"]
 
 #: A slope ``k`` leaves about ``GRAY_ZONE_FACTOR / k`` neurons with a scaler in (0.007, 0.993).
 GRAY_ZONE_FACTOR = 10.0
@@ -145,6 +146,14 @@ def cutoff_integral(x0: Tensor | float, k: Tensor | float, n: Tensor | float) ->
 def cutoff_scale(index: Tensor, x0: Tensor, k: Tensor | float) -> Tensor:
     """The scaler ``sigmoid(k (x0 - index))`` (every argument broadcast)."""
     return torch.sigmoid(k * (x0 - index))
+
+
+def cutoff_scale_array(x0: float, k: float, n: int) -> np.ndarray:
+    """:func:`cutoff_scale` of neurons ``i = 0 .. n-1`` in float64, as a numpy array ``(n,)``
+    (analyses of a stored cut-off ``x0`` and slope ``k``)."""
+    index = torch.arange(int(n), dtype=torch.float64)
+    x0_t = torch.tensor(float(x0), dtype=torch.float64)
+    return cutoff_scale(index, x0_t, float(k)).numpy()
 
 
 def random_slopes(n: int, step: int, seed: int = 0, gray_zone: tuple[float, float] = (1.0, 20.0),

@@ -1,16 +1,15 @@
-"""Figures of the flexible-layer study, drawn from the tables of :mod:`widthlab.studies.flexible`
-(which read the store only; re-plotting never retrains).
+"""Figures of the flexible-layer study, drawn from the tables of
+:mod:`widthlab.studies.flexible.analysis` (which read the store only; re-plotting never
+retrains).
 
-Each function returns a matplotlib ``Figure``; save it with :func:`widthlab.report.figures.save`.
+Each function returns a matplotlib ``Figure``; the report layer saves it.
 
 Example::
 
-    from widthlab.report import fig_flexible as ff
-    from widthlab.report.figures import save
-    from widthlab.studies import flexible
+    from widthlab.studies.flexible import analysis, figures
 
-    table = flexible.convergence_table("widthlab-runs", run_id)
-    save(ff.convergence(table, "MNIST"), "figures", "convergence")
+    table = analysis.convergence_table("widthlab-runs", run_id)
+    figures.convergence(table, "MNIST").savefig("convergence.png")
 """
 
 from __future__ import annotations
