@@ -11,9 +11,9 @@ import time
 
 import pytest
 
+from widthlab.errors import UsageError
 from widthlab.executors import Job, LocalExecutor, job_done, make_executor
 from widthlab.reproduce import run_study_job
-from widthlab.errors import UsageError
 from widthlab.store import Store
 
 SMALL = (("widths", (8, 16)), ("seeds", (0, 1)), ("epochs", 2), ("train_size", 3000),

@@ -9,8 +9,8 @@ import pytest
 
 import widthlab.reproduce as rp
 from widthlab.cli import main
-from widthlab.executors import Job
 from widthlab.errors import UsageError
+from widthlab.executors import Job
 from widthlab.studies import ORDER
 
 SMALL = (("widths", (8, 16, 22)), ("seeds", (0,)), ("epochs", 1), ("train_size", 2000),
