@@ -248,8 +248,8 @@ def train_cmd(dataset: str, data_path: Path | None, target: str | None, widths: 
              for w in parse_widths(widths) for s in parse_seeds(seeds)]
     cfg = TrainConfig(dataset=dataset if data is None else data.name, epochs=epochs, lr=lr,
                       batch_size=batch_size, optimizer=optimizer, train_size=train_size,
-                      data_seed=data_seed, stats_epochs=stats_epochs, preact_cov=preact_cov, device=device,
-                      precision=precision)
+                      data_seed=data_seed, stats_epochs=stats_epochs, preact_cov=preact_cov,
+                      device=device, precision=precision)
     from widthlab.ui import engine_progress
 
     with engine_progress(quiet) as progress:
