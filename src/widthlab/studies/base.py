@@ -293,7 +293,12 @@ class Study:
                              "upstream=")
         ctx = RunContext(Store.open(store), dataset, prof, {}, dict(upstream or {}), device,
                          progress, data, self.code_hash())
-        for step in self.experiments(prof, dataset):
+        steps = list(self.experiments(prof, dataset))
+        unknown = sorted(set(only or ()) - {s.name for s in steps})
+        if unknown:
+            raise UsageError(f"unknown experiment(s) {', '.join(unknown)} of the {self.name} "
+                             f"study; choose from {', '.join(s.name for s in steps)}")
+        for step in steps:
             if only is not None and step.name not in only:
                 continue
             if isinstance(step, StoredAnalysis):
