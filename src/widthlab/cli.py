@@ -17,7 +17,9 @@ of the module it drives.
 
 from __future__ import annotations
 
+import sqlite3
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -169,7 +171,10 @@ def runs_show(run_id: str, store: Path) -> None:
 
     st = Store(store)
     run_id = st.resolve(run_id)
-    print_run(st.get_run(run_id), st.models(run_id), st.metrics(run_id, wide=True))
+    models = st.models(run_id)
+    models["failed_epoch"] = [None if e != e or e is None else int(e)  # NaN -> None
+                              for e in models["failed_epoch"]]
+    print_run(st.get_run(run_id), models, st.metrics(run_id, wide=True))
 
 
 @runs_group.command("export")
@@ -186,6 +191,35 @@ def runs_export(run_id: str, fmt: str, out: Path, store: Path) -> None:
     st = Store(store)
     for path in st.export(st.resolve(run_id), out, fmt):
         click.echo(str(path))
+
+
+@runs_group.command("check")
+@click.argument("run_ids", nargs=-1, metavar="[ID...]")
+@click.option("--repair", is_flag=True,
+              help="Mark the damaged runs for retraining: the command that made each one then "
+                   "resumes it.")
+@store_option
+def runs_check(run_ids: tuple[str, ...], repair: bool, store: Path) -> None:
+    """Check finished runs (default: all): every epoch's rows, checkpoint hashes, and the
+    database's integrity. Exit 1 when a problem is found (and not repaired)."""
+    from widthlab.store import Store
+
+    st = Store(store)
+    problems = st.check(list(run_ids) or None)
+    for p in problems:
+        click.echo(p.message)
+    if not problems:
+        click.echo(f"ok: {store} passes every check")
+        return
+    if not repair:
+        raise WidthlabError(f"{len(problems)} problem(s) in {store}; run `widthlab runs check "
+                            f"--repair --store {store}` to let the same command retrain them")
+    fixed = st.repair(problems)
+    for run_id, epoch in fixed.items():
+        click.echo(f"{run_id}: rolled back to epoch {epoch}; rerun the command that made it")
+    if len(fixed) < len({p.run_id for p in problems}):
+        raise WidthlabError(f"the database {st.db_path} itself is damaged; restore it from a "
+                            "backup or move it away to start a new store")
 
 
 # ---------------------------------------------------------------------------------- train
@@ -205,7 +239,7 @@ def runs_export(run_id: str, fmt: str, out: Path, store: Path) -> None:
               show_default=True)
 @click.option("--train-size", type=click.IntRange(min=1), default=None,
               help="Use only the first N training images (quick runs).")
-@click.option("--data-seed", type=int, default=0, show_default=True,
+@click.option("--data-seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of the train/validation split and of the minibatch order.")
 @click.option("--stats", "stats_epochs", type=click.Choice(["last", "all", "none"]),
               default="last", show_default=True,
@@ -234,7 +268,8 @@ def train_cmd(dataset: str, widths: str, seeds: str, epochs: int, lr: float, bat
     from widthlab.store import Store
 
     specs = [ModelSpec((w,), seed=s, weight_decay=weight_decay)
-             for w in parse_widths(widths) for s in parse_seeds(seeds)]
+             for w in _once(parse_widths(widths), "widths", widths)
+             for s in _once(parse_seeds(seeds), "seeds", seeds)]
     cfg = TrainConfig(dataset=dataset, epochs=epochs, lr=lr, batch_size=batch_size,
                       optimizer=optimizer, train_size=train_size, data_seed=data_seed,
                       stats_epochs=stats_epochs, preact_cov=preact_cov, device=device,
@@ -250,6 +285,18 @@ def train_cmd(dataset: str, widths: str, seeds: str, epochs: int, lr: float, bat
         print_frame(models, ["model", "width", "seed", "status", "test acc", "failure"],
                     title=run_id)
     click.echo(run_id)
+    if len(models) and (models["status"] == "failed").all():
+        raise WidthlabError(f"every model of run {run_id} diverged ({models['failure'].iloc[0]}"
+                            "); lower the learning rate with --lr")
+
+
+def _once(values: list[int], what: str, text: str) -> list[int]:
+    """``values`` when each appears once, else a UsageError naming the duplicates."""
+    twice = sorted({v for v in values if values.count(v) > 1})
+    if twice:
+        raise UsageError(f"--{what} {text!r} lists {', '.join(map(str, twice))} more than once "
+                         f"(the same model would train twice); give each of the {what} once")
+    return values
 
 
 # ---------------------------------------------------------------------------------- study
@@ -289,8 +336,10 @@ def report_cmd(run_ids: tuple[str, ...], store: Path, out: Path) -> None:
     Figures (PNG and SVG) are drawn from stored results only, into OUT's folder
     ``<name>-figures/``, and embedded in the page; claims are recomputed as verdicts.
     """
+    from widthlab._io import ensure_writable
     from widthlab.report import build_report
 
+    ensure_writable(out.parent, "the report's folder", "choose another -o/--out path")
     path = build_report(store, list(run_ids) or None, out)
     click.echo(str(path))
 
@@ -338,6 +387,17 @@ def reproduce_cmd(profile: str, datasets: str, studies: str | None, executor: st
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turning known errors into one line and an exit code."""
     args = sys.argv[1:] if argv is None else list(argv)
+    with warnings.catch_warnings():
+        warnings.showwarning = _plain_warning
+        return _run(args)
+
+
+def _plain_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one plain line (recovery notices, not Python's source-line format)."""
+    click.echo(f"widthlab: warning: {message}", err=True)
+
+
+def _run(args: list[str]) -> int:
     try:
         rv = app.main(args=args, prog_name="widthlab", standalone_mode=False)
         return int(rv) if isinstance(rv, int) else 0
@@ -362,6 +422,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("widthlab: interrupted", err=True)
         return 130
+    except (OSError, RuntimeError, sqlite3.Error) as exc:  # storage failures: one line
+        from widthlab.store._db import storage_error
+
+        err = storage_error(exc, Path(getattr(exc, "filename", None) or "."))
+        if err is None and not isinstance(exc, OSError):
+            raise
+        click.echo(f"widthlab: error: {err or _os_error_line(exc)}", err=True)
+        return 1
+
+
+def _os_error_line(exc: OSError) -> str:
+    where = f" {exc.filename}" if exc.filename else ""
+    return f"cannot access{where} ({exc.strerror or exc}); check the path and rerun"
 
 
 if __name__ == "__main__":  # pragma: no cover

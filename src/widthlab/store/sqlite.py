@@ -45,8 +45,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from widthlab import _io
 from widthlab._io import atomic_path
-from widthlab.errors import UsageError, WidthlabError
+from widthlab.errors import CorruptStoreError, UsageError, WidthlabError
+from widthlab.store import _db
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_S = 30.0
@@ -203,6 +205,11 @@ def _check_run_id(run_id: str) -> str:
     return run_id
 
 
+def _checkpoint_name(run_id: str) -> re.Pattern:
+    """The names of ``run_id``'s checkpoint files."""
+    return re.compile(re.escape(run_id) + r"-e\d+\.pt")
+
+
 def _model_record(i: int, spec: dict, run_seed: int) -> tuple:
     unknown = set(spec) - set(MODEL_KEYS)
     if unknown or "name" not in spec or "arch" not in spec:
@@ -216,6 +223,11 @@ def _model_record(i: int, spec: dict, run_seed: int) -> tuple:
     return (i, str(spec["name"]), json.dumps(arch), arch[0] if arch else None,
             int(spec.get("seed", run_seed)), spec.get("variant"),
             _dumps(spec.get("options") or {}, f"options of model {i}"))
+
+
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                        (name,)).fetchone() is not None
 
 
 def _use_wal(conn: sqlite3.Connection) -> None:
@@ -269,10 +281,7 @@ class Store:
 
     # ------------------------------------------------------------------------- connections
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-        conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
-        conn.execute("PRAGMA foreign_keys=ON")
-        return conn
+        return _db.connect(self.db_path, BUSY_TIMEOUT_S)
 
     def _check_version(self, conn: sqlite3.Connection) -> int:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -283,46 +292,146 @@ class Store:
             )
         return version
 
+    def _fault(self, exc: BaseException, *, writing: bool = True) -> BaseException:
+        """``exc`` as a one-line store error when it is a storage failure, else ``exc``."""
+        err = _db.storage_error(exc, self.root, writing=writing)
+        return exc if err is None else err
+
+    def _create_db(self) -> None:
+        """Create the database complete (schema, WAL mode) under a temporary name and link it
+        into place, so ``widthlab.sqlite`` never exists empty or half-made."""
+        tmp = self.root / f".{DB_NAME}.{os.getpid()}.tmp"
+        try:
+            conn = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("BEGIN")
+                for statement in (*_SCHEMA, _db.WRITERS_TABLE):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                conn.execute("COMMIT")
+            finally:
+                conn.close()
+            try:
+                os.link(tmp, self.db_path)
+            except FileExistsError:
+                pass  # another process created it first
+            except OSError:  # no hard links here: a rename (the database did not exist)
+                if not self.db_path.exists():
+                    os.replace(tmp, self.db_path)
+        finally:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                Path(f"{tmp}{suffix}").unlink(missing_ok=True)
+
+    def _open_write(self) -> sqlite3.Connection:
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not self.db_path.exists():
+            self._create_db()
+        _db.probe_file(self.db_path)
+        return self._connect()
+
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """A connection inside ``BEGIN IMMEDIATE``; commit on success, roll back on error."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        conn = self._connect()
+        """A connection inside ``BEGIN IMMEDIATE``; commit on success, roll back on error.
+
+        Storage failures (read-only, disk full, damaged or foreign file) become one-line
+        :class:`~widthlab.errors.StoreError` subclasses; nothing is written to a foreign file.
+        """
+        try:
+            conn = self._open_write()
+        except (OSError, sqlite3.Error) as exc:
+            raise self._fault(exc) from exc
         try:
             _use_wal(conn)
             conn.execute("BEGIN IMMEDIATE")
-            try:
-                if self._check_version(conn) == 0:
-                    for statement in _SCHEMA:
-                        conn.execute(statement)
-                    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException:
+            version = self._check_version(conn)
+            tables = _db.check_tables(conn, self.db_path, version)
+            if version == 0:
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            if "writers" not in tables:
+                conn.execute(_db.WRITERS_TABLE)
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            with contextlib.suppress(sqlite3.Error):
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
+            err = self._fault(exc)
+            if err is exc:
                 raise
+            raise err from exc
         finally:
             conn.close()
 
+    def _open_read(self) -> sqlite3.Connection:
+        """A reading connection: normal when the folder is writable, else ``mode=ro`` (when
+        SQLite can use the leftover ``-wal``) or ``immutable=1`` (read-only media)."""
+        if _db.folder_writable(self.root) and os.access(self.db_path, os.W_OK):
+            conn = self._connect()
+            try:
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                return conn
+            except sqlite3.OperationalError as exc:  # e.g. no room for the -shm file
+                conn.close()
+                if _db.storage_error(exc, self.root, writing=False) is None:
+                    raise
+        if _db.wal_has_data(self.db_path):
+            try:
+                conn = _db.connect(self.db_path, BUSY_TIMEOUT_S, read_only=True)
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                return conn
+            except sqlite3.OperationalError:
+                warnings.warn(f"store {self.root} was not closed cleanly and cannot be written "
+                              "here; reading it without its -wal journal (the newest epochs "
+                              "may be missing)", RuntimeWarning, stacklevel=4)
+        return _db.connect(self.db_path, BUSY_TIMEOUT_S, immutable=True)
+
     @contextlib.contextmanager
     def _read(self) -> Iterator[sqlite3.Connection | None]:
-        """A connection holding one read snapshot, or None when the store holds no database."""
-        if not self.db_path.is_file():
+        """A connection holding one read snapshot, or None when the store holds no database.
+
+        Works on read-only folders and mounts; a damaged or foreign file is refused with one
+        line (:class:`~widthlab.errors.CorruptStoreError`).
+        """
+        if not self.db_path.exists():
             yield None
             return
-        conn = self._connect()
         try:
-            if self._check_version(conn) == 0:
+            _db.probe_file(self.db_path)
+            conn = self._open_read()
+        except (OSError, sqlite3.Error) as exc:
+            raise self._fault(exc, writing=False) from exc
+        try:
+            version = self._check_version(conn)
+            _db.check_tables(conn, self.db_path, version)
+            if version == 0:
                 yield None
                 return
             conn.execute("BEGIN")
             try:
                 yield conn
             finally:
-                conn.execute("COMMIT")
+                if conn.in_transaction:  # an error may have ended it already
+                    conn.execute("COMMIT")
+        except (OSError, sqlite3.Error) as exc:
+            raise self._fault(exc, writing=False) from exc
         finally:
             conn.close()
+
+    def _touch_writer(self, conn: sqlite3.Connection, run_id: str) -> None:
+        """Record this process as the one writing ``run_id`` (``runs list`` shows a running
+        run whose writer is gone as ``interrupted``)."""
+        host, pid, started = _io.this_process()
+        conn.execute("INSERT OR REPLACE INTO writers (run_id, host, pid, started, seen_at)"
+                     " VALUES (?, ?, ?, ?, ?)", (run_id, host, pid, started, _now()))
+
+    def _live_status(self, status: str, host: str | None, pid: float | None,
+                     started: str | None) -> str:
+        if status != "running" or pid is None or pid != pid:  # NaN from pandas
+            return status
+        return "interrupted" if _io.process_alive(host, int(pid), started) is False else status
 
     def _require_run(self, conn: sqlite3.Connection | None, run_id: str) -> sqlite3.Connection:
         if conn is not None and conn.execute(
@@ -380,6 +489,7 @@ class Store:
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [(run_id, *r) for r in records],
             )
+            self._touch_writer(conn, run_id)
 
     def commit_epoch(self, run_id: str, epoch: int, *, metrics: Iterable[MetricRow] = (),
                      arrays: Iterable[ArrayRow] = (), checkpoint: Path | None = None,
@@ -419,6 +529,7 @@ class Store:
         now = _now()
         with self._write() as conn:
             self._require_run(conn, run_id)
+            self._touch_writer(conn, run_id)
             try:
                 conn.executemany(
                     "INSERT OR REPLACE INTO metrics (run_id, model, epoch, split, name, value)"
@@ -462,17 +573,30 @@ class Store:
         """Write ``state`` with ``torch.save`` to ``checkpoints/{run_id}-e{epoch:04d}.pt``.
 
         The file is written to a temporary file in the same folder, flushed, fsynced and
-        renamed, so the path never holds a partial checkpoint. The database is not touched:
-        pass the returned path to :meth:`commit_epoch` to record it.
+        renamed, so the path never holds a partial checkpoint; temporary files of the run left
+        by a killed process are removed first. The database is not touched: pass the returned
+        path to :meth:`commit_epoch` to record it.
+
+        Raises
+        ------
+        DiskFullError
+            When the disk is full (nothing is left behind; rerunning resumes).
         """
         import torch
 
         _check_run_id(run_id)
         folder = self.root / CHECKPOINT_DIR
-        folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{run_id}-e{int(epoch):04d}.pt"
-        with atomic_path(path) as tmp:
-            torch.save(state, tmp)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            _io.remove_orphans(folder, _checkpoint_name(run_id))
+            with atomic_path(path) as tmp:
+                torch.save(state, tmp)
+        except (OSError, RuntimeError) as exc:
+            err = self._fault(exc)
+            if err is exc:
+                raise
+            raise err from exc
         return path
 
     def latest_checkpoint(self, run_id: str) -> tuple[int, dict] | None:
@@ -510,6 +634,7 @@ class Store:
         epoch = int(epoch)
         with self._write() as conn:
             self._require_run(conn, run_id)
+            self._touch_writer(conn, run_id)
             for table in ("metrics", "arrays"):
                 conn.execute(f"DELETE FROM {table} WHERE run_id = ? AND epoch > ?",
                              (run_id, epoch))
@@ -543,12 +668,52 @@ class Store:
             paths = [self.root / p for (p,) in conn.execute(
                 "SELECT path FROM checkpoints WHERE run_id = ?", (run_id,))]
             conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))  # cascades
-        own = re.compile(re.escape(run_id) + r"-e\d+\.pt")
+        own = _checkpoint_name(run_id)
         folder = self.root / CHECKPOINT_DIR
         if folder.is_dir():
             paths += [p for p in folder.iterdir() if own.fullmatch(p.name)]
+            _io.remove_orphans(folder, own)
         for path in paths:
             path.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------------ checks
+    def check(self, run_ids: Iterable[str] | None = None) -> list:
+        """What is wrong with the store and its finished runs (None: every run); [] if nothing.
+
+        Checks that every finished run holds every epoch's metrics, that its checkpoint
+        matches its recorded SHA-256, and ``PRAGMA integrity_check``. Reads only. Call it
+        before reading runs you will report on; see :mod:`widthlab.store.check`.
+
+        Returns
+        -------
+        list[widthlab.store.check.Problem]
+        """
+        from widthlab.store.check import check_store
+
+        return check_store(self, run_ids)
+
+    def repair(self, problems: Iterable | None = None) -> dict[str, int]:
+        """Mark the damaged runs of ``problems`` (None: :meth:`check`'s) for retraining: each
+        is rolled back to its newest intact, complete epoch and set ``running``, so the same
+        command resumes it. Returns ``{run_id: epoch rolled back to}``."""
+        from widthlab.store.check import repair_runs
+
+        return repair_runs(self, self.check() if problems is None else problems)
+
+    def ensure_ok(self, run_ids: Iterable[str] | None = None) -> None:
+        """Raise one line naming the first problem :meth:`check` finds, else return.
+
+        Raises
+        ------
+        CorruptStoreError
+            When a run (or the database) fails the check.
+        """
+        problems = self.check(run_ids)
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise CorruptStoreError(
+                f"{problems[0].message}{more}; run `widthlab runs check --repair --store "
+                f"{self.root}`, then rerun the command that made the run")
 
     # ------------------------------------------------------------------------ transfer
     _TABLES = ("runs", "models", "metrics", "arrays", "checkpoints")
@@ -687,27 +852,41 @@ class Store:
             cur = conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,))
             row = cur.fetchone()
             names = [d[0] for d in cur.description]
+            writer = conn.execute("SELECT host, pid, started FROM writers WHERE run_id = ?",
+                                  (run_id,)).fetchone() if _has_table(conn, "writers") else None
         if row is None:
             return None
         run = dict(zip(names, row, strict=True))
+        run["status"] = self._live_status(run["status"], *(writer or (None, None, None)))
         run["config"] = json.loads(run["config"])
         run["timings"] = json.loads(run["timings"])
         return run
 
     def runs(self) -> pd.DataFrame:
         """One row per run, oldest first: id, study, dataset, status, model counts, epochs,
-        seed, device, precision, code version, host and timestamps."""
+        seed, device, precision, code version, host and timestamps.
+
+        ``status`` is ``running``, ``done`` or ``failed`` as stored, or ``interrupted`` for a
+        running run whose writing process (recorded with each write) is gone from this host.
+        """
         with self._read() as conn:
             if conn is None:
                 return pd.DataFrame(columns=RUN_COLUMNS)
-            return pd.read_sql_query(
+            writers = _has_table(conn, "writers")
+            df = pd.read_sql_query(
                 "SELECT r.run_id, r.study, r.dataset, r.status,"
                 " (SELECT count(*) FROM models m WHERE m.run_id = r.run_id) AS n_models,"
                 " (SELECT count(*) FROM models m WHERE m.run_id = r.run_id"
                 "  AND m.status = 'failed') AS n_failed,"
                 " r.epochs_done, r.seed, r.device, r.precision, r.code_version, r.host,"
-                " r.created_at, r.updated_at, r.finished_at"
-                " FROM runs r ORDER BY r.created_at, r.rowid", conn)
+                " r.created_at, r.updated_at, r.finished_at, "
+                + ("w.host AS w_host, w.pid AS w_pid, w.started AS w_started FROM runs r"
+                   " LEFT JOIN writers w ON w.run_id = r.run_id" if writers else
+                   "NULL AS w_host, NULL AS w_pid, NULL AS w_started FROM runs r")
+                + " ORDER BY r.created_at, r.rowid", conn)
+        df["status"] = [self._live_status(*row) for row in
+                        df[["status", "w_host", "w_pid", "w_started"]].itertuples(index=False)]
+        return df[RUN_COLUMNS]
 
     def models(self, run_id: str) -> pd.DataFrame:
         """The run's models: index, name, arch (list), width, seed, variant, options (dict),
@@ -836,8 +1015,7 @@ class Store:
         models["options"] = models["options"].map(lambda o: json.dumps(o, sort_keys=True))
         frames = {"models": models, "metrics": self.metrics(run_id, wide=True),
                   "neurons": self.neurons(run_id)}
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        out_dir = _io.ensure_writable(out_dir, "the export folder", "choose a writable --out")
         written = []
         for part, frame in frames.items():
             path = write_frame(frame, out_dir / f"{run_id}-{part}.{fmt}")
