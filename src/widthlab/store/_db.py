@@ -47,6 +47,7 @@ WRITERS_TABLE = """CREATE TABLE writers (
 _CORRUPT = ("file is not a database", "malformed", "database corrupt", "not a database")
 _FULL = ("database or disk is full", "no space left", "disk quota exceeded")
 _READ_ONLY = ("readonly database", "read-only", "readonly")
+_RO_FIX = "reading works, to write use a writable --store folder (or copy the store there)"
 _TORCH_WRITE = ("inline_container", "pytorchstreamwriter", "unexpected pos")
 
 
@@ -156,8 +157,7 @@ def storage_error(exc: BaseException, root: Path, *, writing: bool = True) -> Wi
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             return DiskFullError(f"disk full writing {where}; {rerun}")
         if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-            return ReadOnlyStoreError(f"store {root} is read-only ({exc.strerror}: {where}); "
-                                      "reading works, to write use a writable --store folder")
+            return ReadOnlyStoreError(f"store {root} is read-only ({exc.strerror}); {_RO_FIX}")
         if exc.errno in (errno.ENOTDIR, errno.EEXIST):
             return StoreError(f"cannot write {where}: a file stands where the store needs a "
                               f"folder ({exc.strerror}); move that file away and rerun")
@@ -172,8 +172,7 @@ def storage_error(exc: BaseException, root: Path, *, writing: bool = True) -> Wi
         return CorruptStoreError(f"store database {db} is damaged ({exc}); {_fix_corrupt(db)}")
     if _is(exc, _READ_ONLY) or (writing and "unable to open" in str(exc)
                                 and not folder_writable(root)):
-        return ReadOnlyStoreError(f"store {root} is read-only; reading works, to write use a "
-                                  "writable --store folder (or copy the store there)")
+        return ReadOnlyStoreError(f"store {root} is read-only; {_RO_FIX}")
     if "locked" in str(exc):
         return StoreError(f"store {root} stayed locked by another process ({exc}); wait for "
                           "it to finish and rerun")

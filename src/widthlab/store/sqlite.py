@@ -342,6 +342,8 @@ class Store:
         except (OSError, sqlite3.Error) as exc:
             raise self._fault(exc) from exc
         try:
+            # refuse a foreign file before switching it to WAL mode (which writes to it)
+            _db.check_tables(conn, self.db_path, self._check_version(conn))
             _use_wal(conn)
             conn.execute("BEGIN IMMEDIATE")
             version = self._check_version(conn)
