@@ -172,7 +172,7 @@ def runs_show(run_id: str, store: Path) -> None:
     st = Store(store)
     run_id = st.resolve(run_id)
     models = st.models(run_id)
-    models["failed_epoch"] = [None if e != e or e is None else int(e)  # NaN -> None
+    models["failed_epoch"] = [None if e is None or e != e else str(int(e))  # not 3.0
                               for e in models["failed_epoch"]]
     print_run(st.get_run(run_id), models, st.metrics(run_id, wide=True))
 
@@ -239,7 +239,8 @@ def runs_check(run_ids: tuple[str, ...], repair: bool, store: Path) -> None:
               show_default=True)
 @click.option("--train-size", type=click.IntRange(min=1), default=None,
               help="Use only the first N training images (quick runs).")
-@click.option("--data-seed", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--data-seed", type=int, default=0, show_default=True, callback=lambda c, p, v:
+              v if v >= 0 else _fail(f"--data-seed must be >= 0, got {v}; give 0 or a larger seed"),
               help="Seed of the train/validation split and of the minibatch order.")
 @click.option("--stats", "stats_epochs", type=click.Choice(["last", "all", "none"]),
               default="last", show_default=True,
@@ -288,6 +289,10 @@ def train_cmd(dataset: str, widths: str, seeds: str, epochs: int, lr: float, bat
     if len(models) and (models["status"] == "failed").all():
         raise WidthlabError(f"every model of run {run_id} diverged ({models['failure'].iloc[0]}"
                             "); lower the learning rate with --lr")
+
+
+def _fail(message: str) -> None:
+    raise UsageError(message)
 
 
 def _once(values: list[int], what: str, text: str) -> list[int]:
