@@ -25,7 +25,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from widthlab.store.sqlite import Store, _sha256_file
+from widthlab.store._schema import _sha256_file
+from widthlab.store.sqlite import Store
 
 
 @dataclass(frozen=True)
