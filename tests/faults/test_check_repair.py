@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from tests.engine.child_run import CONFIG, SPECS, synthetic
@@ -81,3 +83,22 @@ def test_unfinished_and_unknown_runs(tmp_path, capsys):
     assert st.check() == []  # a running run is completed by its command, not checked
     one_line_error(capsys, ["runs", "check", "nope", "--store", str(st.root)], (2,),
                    "no run 'nope'")
+
+
+@pytest.mark.realdata
+def test_cli_train_completes_a_repaired_run_exactly(real_cache, tmp_path, capsys):
+    args = ["train", "--widths", "16,32", "--seeds", "1", "--epochs", "2", "--train-size",
+            "512", "--quiet", "--device", "cpu", "--store"]
+    stores = [str(tmp_path / name) for name in ("ref", "damaged")]
+    runs = [ok(capsys, [*args, s]).split()[-1] for s in stores]
+    assert runs[0] == runs[1]
+    with sqlite3.connect(Path(stores[1]) / "widthlab.sqlite") as conn:
+        conn.execute("DELETE FROM metrics WHERE epoch = 1")
+    conn.close()
+    one_line_error(capsys, ["runs", "check", "--store", stores[1]], (1,), "1 problem(s)")
+    assert "rolled back to epoch 0" in ok(capsys, ["runs", "check", "--repair", "--store",
+                                                   stores[1]])
+    assert ok(capsys, [*args, stores[1]]).split()[-1] == runs[0]  # the same command
+    want, got = (Store(s).metrics(runs[0]) for s in stores)
+    pd.testing.assert_frame_equal(got, want)
+    assert "passes every check" in ok(capsys, ["runs", "check", "--store", stores[1]])

@@ -276,7 +276,8 @@ class Store(StoreReads, StoreTransfer):
 
         Deletes metrics, arrays and checkpoint records (and files) of later epochs, sets models
         that failed after ``epoch`` back to ``'ok'``, sets ``epochs_done = epoch`` and marks the
-        run ``'running'`` again (``finished_at`` cleared).
+        run ``'running'`` again (``finished_at`` cleared). Temporary checkpoint files of the run
+        left by a killed process are removed.
         """
         epoch = int(epoch)
         with self._write() as conn:
@@ -294,6 +295,7 @@ class Store(StoreReads, StoreTransfer):
                 " updated_at = ? WHERE run_id = ?", (epoch, _now(), run_id),
             )
         self._drop_checkpoints(run_id, "epoch > ?", epoch)
+        _io.remove_orphans(self.root / CHECKPOINT_DIR, _checkpoint_name(run_id))
 
     def finish_run(self, run_id: str, status: str = "done", timings: dict | None = None) -> None:
         """Mark a run ``'done'`` or ``'failed'``, stamp ``finished_at`` and merge ``timings``."""
