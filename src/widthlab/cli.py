@@ -9,6 +9,7 @@
     widthlab runs list               # the runs in the results store (./widthlab-runs)
     widthlab runs show ID            # one run: fields, config, models
     widthlab runs export ID --format parquet --out results/
+    widthlab runs check [ID...]      # every epoch stored, checkpoints intact (--repair)
 
 Errors a user can cause print one line, ``widthlab: error: ...``; misuse exits 2, other
 failures exit 1, and no traceback is shown. Command groups stay thin: each calls the Python API

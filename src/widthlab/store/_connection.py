@@ -120,7 +120,7 @@ class StoreConnections:
                 return conn
             except sqlite3.OperationalError as exc:  # e.g. no room for the -shm file
                 conn.close()
-                if _db.storage_error(exc, self.root, writing=False) is None:
+                if not _db.may_read_read_only(exc):
                     raise
         if _db.wal_has_data(self.db_path):
             try:

@@ -135,6 +135,12 @@ def wal_has_data(db: Path) -> bool:
     return wal.is_file() and wal.stat().st_size > 0
 
 
+def may_read_read_only(exc: sqlite3.Error) -> bool:
+    """Whether a failed normal open should be retried read-only (no room or no right to create
+    the ``-shm``/``-wal`` files), rather than reported."""
+    return _is(exc, ("unable to open", "disk i/o error", *_READ_ONLY, *_FULL))
+
+
 def _is(exc: BaseException, words: tuple[str, ...]) -> bool:
     text = str(exc).lower()
     return any(w in text for w in words)
