@@ -102,3 +102,15 @@ def test_cli_train_completes_a_repaired_run_exactly(real_cache, tmp_path, capsys
     want, got = (Store(s).metrics(runs[0]) for s in stores)
     pd.testing.assert_frame_equal(got, want)
     assert "passes every check" in ok(capsys, ["runs", "check", "--store", stores[1]])
+
+
+def test_check_without_integrity_still_checks_the_runs(tmp_path):
+    st = make_store(tmp_path / "s", epochs=3)
+    with sqlite3.connect(st.db_path) as conn:
+        conn.execute("DELETE FROM metrics WHERE epoch = 2 AND model = 1")
+    conn.close()
+    (p,) = st.check(["run-a"], integrity=False)
+    assert p.kind == "missing-epochs" and "epoch 2 (models 1)" in p.message
+    assert p.resume_epoch == 0  # the only checkpoint (epoch 3) is past the hole
+    assert st.repair([p]) == {"run-a": 0}
+    assert st.get_run("run-a")["epochs_done"] == 0 and st.latest_checkpoint("run-a") is None

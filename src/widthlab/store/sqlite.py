@@ -326,12 +326,14 @@ class Store(StoreReads, StoreTransfer):
             path.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------------ checks
-    def check(self, run_ids: Iterable[str] | None = None) -> list:
+    def check(self, run_ids: Iterable[str] | None = None, *, integrity: bool = True) -> list:
         """What is wrong with the store and its finished runs (None: every run); [] if nothing.
 
         Checks that every finished run holds every epoch's metrics, that its checkpoint
         matches its recorded SHA-256, and ``PRAGMA integrity_check``. Reads only. Call it
         before reading runs you will report on; see :mod:`widthlab.store.check`.
+        ``integrity=False`` skips the database-wide ``PRAGMA integrity_check`` (seconds on a
+        large store) when only the runs' own rows matter.
 
         Returns
         -------
@@ -339,7 +341,7 @@ class Store(StoreReads, StoreTransfer):
         """
         from widthlab.store.check import check_store
 
-        return check_store(self, run_ids)
+        return check_store(self, run_ids, integrity=integrity)
 
     def repair(self, problems: Iterable | None = None) -> dict[str, int]:
         """Mark the damaged runs of ``problems`` (None: :meth:`check`'s) for retraining: each
