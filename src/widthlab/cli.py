@@ -240,8 +240,8 @@ def runs_check(run_ids: tuple[str, ...], repair: bool, store: Path) -> None:
               show_default=True)
 @click.option("--train-size", type=click.IntRange(min=1), default=None,
               help="Use only the first N training images (quick runs).")
-@click.option("--data-seed", type=int, default=0, show_default=True, callback=lambda c, p, v:
-              v if v >= 0 else _fail(f"--data-seed must be >= 0, got {v}; give 0 or a larger seed"),
+@click.option("--data-seed", type=int, default=0, show_default=True,
+              callback=lambda ctx, param, value: _seed_at_least_0(value),
               help="Seed of the train/validation split and of the minibatch order.")
 @click.option("--stats", "stats_epochs", type=click.Choice(["last", "all", "none"]),
               default="last", show_default=True,
@@ -292,8 +292,10 @@ def train_cmd(dataset: str, widths: str, seeds: str, epochs: int, lr: float, bat
                             "); lower the learning rate with --lr")
 
 
-def _fail(message: str) -> None:
-    raise UsageError(message)
+def _seed_at_least_0(value: int) -> int:
+    if value < 0:
+        raise UsageError(f"--data-seed must be >= 0, got {value}; give 0 or a larger seed")
+    return value
 
 
 def _once(values: list[int], what: str, text: str) -> list[int]:
