@@ -9,6 +9,7 @@
     widthlab runs list               # the runs in the results store (./widthlab-runs)
     widthlab runs show ID            # one run: fields, config, models
     widthlab runs export ID --format parquet --out results/
+    widthlab runs check [ID...]      # every epoch stored, checkpoints intact (--repair)
 
 Errors a user can cause print one line, ``widthlab: error: ...``; misuse exits 2, other
 failures exit 1, and no traceback is shown. Command groups stay thin: each calls the Python API
@@ -17,7 +18,9 @@ of the module it drives.
 
 from __future__ import annotations
 
+import sqlite3
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -176,7 +179,10 @@ def runs_show(run_id: str, store: Path) -> None:
 
     st = Store(store)
     run_id = st.resolve(run_id)
-    print_run(st.get_run(run_id), st.models(run_id), st.metrics(run_id, wide=True))
+    models = st.models(run_id)
+    models["failed_epoch"] = [None if e is None or e != e else str(int(e))  # not 3.0
+                              for e in models["failed_epoch"]]
+    print_run(st.get_run(run_id), models, st.metrics(run_id, wide=True))
 
 
 @runs_group.command("export")
@@ -193,6 +199,35 @@ def runs_export(run_id: str, fmt: str, out: Path, store: Path) -> None:
     st = Store(store)
     for path in st.export(st.resolve(run_id), out, fmt):
         click.echo(str(path))
+
+
+@runs_group.command("check")
+@click.argument("run_ids", nargs=-1, metavar="[ID...]")
+@click.option("--repair", is_flag=True,
+              help="Mark the damaged runs for retraining: the command that made each one then "
+                   "resumes it.")
+@store_option
+def runs_check(run_ids: tuple[str, ...], repair: bool, store: Path) -> None:
+    """Check finished runs (default: all): every epoch's rows, checkpoint hashes, and the
+    database's integrity. Exit 1 when a problem is found (and not repaired)."""
+    from widthlab.store import Store
+
+    st = Store(store)
+    problems = st.check(list(run_ids) or None)
+    for p in problems:
+        click.echo(p.message)
+    if not problems:
+        click.echo(f"ok: {store} passes every check")
+        return
+    if not repair:
+        raise WidthlabError(f"{len(problems)} problem(s) in {store}; run `widthlab runs check "
+                            f"--repair --store {store}` to let the same command retrain them")
+    fixed = st.repair(problems)
+    for run_id, epoch in fixed.items():
+        click.echo(f"{run_id}: rolled back to epoch {epoch}; rerun the command that made it")
+    if len(fixed) < len({p.run_id for p in problems}):
+        raise WidthlabError(f"the database {st.db_path} itself is damaged; restore it from a "
+                            "backup or move it away to start a new store")
 
 
 # ---------------------------------------------------------------------------------- train
@@ -215,6 +250,7 @@ def runs_export(run_id: str, fmt: str, out: Path, store: Path) -> None:
 @click.option("--train-size", type=click.IntRange(min=1), default=None,
               help="Use only the first N training images (quick runs).")
 @click.option("--data-seed", type=int, default=0, show_default=True,
+              callback=lambda ctx, param, value: _seed_at_least_0(value),
               help="Seed of the train/validation split and of the minibatch order.")
 @click.option("--stats", "stats_epochs", type=click.Choice(["last", "all", "none"]),
               default="last", show_default=True,
@@ -245,7 +281,8 @@ def train_cmd(dataset: str, data_path: Path | None, target: str | None, widths: 
 
     data = user_data(data_path, target)  # checked before anything is trained
     specs = [ModelSpec((w,), seed=s, weight_decay=weight_decay)
-             for w in parse_widths(widths) for s in parse_seeds(seeds)]
+             for w in _once(parse_widths(widths), "widths", widths)
+             for s in _once(parse_seeds(seeds), "seeds", seeds)]
     cfg = TrainConfig(dataset=dataset if data is None else data.name, epochs=epochs, lr=lr,
                       batch_size=batch_size, optimizer=optimizer, train_size=train_size,
                       data_seed=data_seed, stats_epochs=stats_epochs, preact_cov=preact_cov,
@@ -264,6 +301,24 @@ def train_cmd(dataset: str, data_path: Path | None, target: str | None, widths: 
         print_frame(models, ["model", "width", "seed", "status", "test acc", "failure"],
                     title=run_id)
     click.echo(run_id)
+    if len(models) and (models["status"] == "failed").all():
+        raise WidthlabError(f"every model of run {run_id} diverged ({models['failure'].iloc[0]}"
+                            "); lower the learning rate with --lr")
+
+
+def _seed_at_least_0(value: int) -> int:
+    if value < 0:
+        raise UsageError(f"--data-seed must be >= 0, got {value}; give 0 or a larger seed")
+    return value
+
+
+def _once(values: list[int], what: str, text: str) -> list[int]:
+    """``values`` when each appears once, else a UsageError naming the duplicates."""
+    twice = sorted({v for v in values if values.count(v) > 1})
+    if twice:
+        raise UsageError(f"--{what} {text!r} lists {', '.join(map(str, twice))} more than once "
+                         f"(the same model would train twice); give each of the {what} once")
+    return values
 
 
 # ---------------------------------------------------------------------------------- study
@@ -287,9 +342,11 @@ def report_cmd(run_ids: tuple[str, ...], store: Path, out: Path) -> None:
     Figures (PNG and SVG) are drawn from stored results only, into OUT's folder
     ``<name>-figures/``, and embedded in the page; claims are recomputed as verdicts.
     """
+    from widthlab._io import ensure_writable
     from widthlab.report import build_report
     from widthlab.studies import available
 
+    ensure_writable(out.parent, "the report's folder", "choose another -o/--out path")
     path = build_report(store, list(run_ids) or None, out, studies=available())
     click.echo(str(path))
 
@@ -340,6 +397,17 @@ def reproduce_cmd(profile: str, datasets: str, studies: str | None, executor: st
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turning known errors into one line and an exit code."""
     args = sys.argv[1:] if argv is None else list(argv)
+    with warnings.catch_warnings():
+        warnings.showwarning = _plain_warning
+        return _run(args)
+
+
+def _plain_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one plain line (recovery notices, not Python's source-line format)."""
+    click.echo(f"widthlab: warning: {message}", err=True)
+
+
+def _run(args: list[str]) -> int:
     try:
         rv = app.main(args=args, prog_name="widthlab", standalone_mode=False)
         return int(rv) if isinstance(rv, int) else 0
@@ -364,6 +432,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("widthlab: interrupted", err=True)
         return 130
+    except (OSError, RuntimeError, sqlite3.Error) as exc:  # storage failures: one line
+        from widthlab.store._db import storage_error
+
+        err = storage_error(exc, Path(getattr(exc, "filename", None) or "."))
+        if err is None and not isinstance(exc, OSError):
+            raise
+        click.echo(f"widthlab: error: {err or _os_error_line(exc)}", err=True)
+        return 1
+
+
+def _os_error_line(exc: OSError) -> str:
+    where = f" {exc.filename}" if exc.filename else ""
+    return f"cannot access{where} ({exc.strerror or exc}); check the path and rerun"
 
 
 if __name__ == "__main__":  # pragma: no cover

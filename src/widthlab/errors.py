@@ -22,3 +22,19 @@ class DataError(WidthlabError):
 
 class ChecksumError(DataError):
     """A file's decompressed content does not match its known SHA-256."""
+
+
+class StoreError(WidthlabError):
+    """The results store cannot be read or written (read-only, damaged, foreign, disk full)."""
+
+
+class ReadOnlyStoreError(StoreError):
+    """A write was asked of a store on a read-only folder, file or mount."""
+
+
+class CorruptStoreError(StoreError):
+    """The store's database is damaged, empty, or not a widthlab database at all."""
+
+
+class DiskFullError(StoreError):
+    """A write failed because the disk (or quota) is full; nothing half-written was kept."""

@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from widthlab._io import atomic_write_bytes
+from widthlab._io import atomic_write_bytes, ensure_writable
 from widthlab.data.idx import IDXFormatError, decompress, parse_idx
 from widthlab.data.registry import DatasetSpec, FileSpec, get_spec, resolve_names
 from widthlab.errors import ChecksumError, DataError, UsageError
@@ -108,6 +108,7 @@ def _read_from_dir(directory: Path, spec: DatasetSpec) -> Callable[[FileSpec], b
             for name in (f.name, f.name + ".gz"):
                 p = base / name
                 if p.is_file():
+                    read.last = p  # type: ignore[attr-defined]  # names the file in errors
                     return p.read_bytes()
         return None
 
@@ -224,6 +225,20 @@ def _atomic_write(path: Path, data: bytes) -> None:
     atomic_write_bytes(path, data)
 
 
+def _write_cached(path: Path, data: bytes) -> None:
+    """Write a verified file into the cache; a cache that cannot take it is one line."""
+    try:
+        _atomic_write(path, data)
+    except OSError as exc:
+        raise DataError(f"cannot write {path} into the cache ({exc.strerror or exc}); free "
+                        "space there or set WIDTHLAB_CACHE to a writable folder") from None
+
+
+def _check_cache_folder(folder: Path) -> None:
+    """Refuse a cache folder that is a file, sits under a file, or is read-only."""
+    ensure_writable(folder, "the dataset cache", "set WIDTHLAB_CACHE to a writable folder")
+
+
 def _verify_file(spec: DatasetSpec, f: FileSpec) -> FileStatus:
     path = cached_path(spec, f)
     if not path.is_file():
@@ -263,6 +278,7 @@ def fetch(
             if current.status == "ok":
                 results.append(current)
                 continue
+            _check_cache_folder(current.path.parent)
             results.append(_fetch_file(spec, f, srcs, current))
     return results
 
@@ -280,19 +296,20 @@ def _fetch_file(spec: DatasetSpec, f: FileSpec, srcs: list[Source], current: Fil
         if raw is None:
             problems.append(f"{src.label} ({src.where}): not found")
             continue
+        origin = getattr(src.reader, "last", None) or f"{src.label}:{f.name}"
         try:
-            data = check_bytes(raw, f, f"{src.label}:{f.name}")
+            data = check_bytes(raw, f, str(origin))
         except DataError as exc:
-            problems.append(f"{src.label} ({src.where}): {exc}")
+            problems.append(f"{src.label}: {exc}")
             continue
-        _atomic_write(current.path, data)
+        _write_cached(current.path, data)
         return FileStatus(spec.name, f.split, f.kind, current.path, f.shape[0], "fetched",
                           origin=f"{src.label} ({src.where})")
+    tried = " | ".join(p.replace("; ", ", ") for p in problems)  # one line, one "; fix"
     raise DataError(
-        f"could not obtain {spec.name}/{f.name} from any source:\n  - "
-        + "\n  - ".join(problems)
-        + "\nfix: install Debian's dataset-fashion-mnist or npm, give --data-dir with the IDX "
-        "files, or connect to the internet"
+        f"could not obtain {spec.name}/{f.name} from any source ({tried}); install Debian's "
+        "dataset-fashion-mnist or npm, give --data-dir with the IDX files, or connect to the "
+        "internet"
     )
 
 

@@ -49,9 +49,9 @@ from torch import Tensor, nn
 from widthlab.errors import UsageError
 from widthlab.metrics.ordering import kendall_tau, ordering, spearman, top_k_overlap
 
-__all__ = ["DEFAULT_CHUNK", "PROXIES", "BlockPlan", "agreement", "block_plan", "dense_latency",
-           "exact_importance", "k_grid", "k_to_reach", "keep_neurons", "naive_importance",
-           "orderings_of", "proxies", "topk_accuracy"]
+__all__ = ["DEFAULT_CHUNK", "PROXIES", "SUPPORTED_ACTIVATIONS", "BlockPlan", "activation_of",
+           "agreement", "block_plan", "dense_latency", "exact_importance", "k_grid", "k_to_reach",
+           "keep_neurons", "naive_importance", "orderings_of", "proxies", "topk_accuracy"]
 
 #: Default element budget of one temporary block (2**22 float64 values = 32 MiB).
 DEFAULT_CHUNK = 2 ** 22
@@ -62,13 +62,66 @@ PROXIES = ("gate", "act_std", "in_norm", "out_norm", "taylor", "contribution", "
 
 
 # ------------------------------------------------------------------------------ helpers
+#: Activations the formulas here are exact for (the hidden layers' nonlinearity).
+SUPPORTED_ACTIVATIONS = ("relu",)
+_ACTIVATION_MODULES = {nn.ReLU: "relu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid", nn.GELU: "gelu",
+                       nn.ELU: "elu", nn.LeakyReLU: "leaky_relu", nn.SiLU: "silu",
+                       nn.Softplus: "softplus", nn.Hardtanh: "hardtanh"}
+
+
+def activation_of(model: nn.Module) -> str | None:
+    """The hidden activation of ``model`` as a lower-case name, or None if it cannot be told.
+
+    ``widthlab.nn.MLP`` (and subclasses that keep its ``forward``) is ReLU; any other model
+    declares it with an ``activation`` attribute (a name or a module, e.g. ``"relu"`` or
+    ``nn.Tanh()``) or holds activation modules (``nn.ReLU``, ``nn.Tanh``, ...).
+    """
+    from widthlab.nn.bank import MLP
+
+    declared = getattr(model, "activation", None)
+    if isinstance(declared, str):
+        return declared.lower()
+    if isinstance(declared, nn.Module):
+        return _ACTIVATION_MODULES.get(type(declared), type(declared).__name__.lower())
+    if isinstance(model, MLP) and type(model).forward is MLP.forward:
+        return "relu"
+    found = {_ACTIVATION_MODULES[type(m)] for m in model.modules()
+             if type(m) in _ACTIVATION_MODULES}
+    return found.pop() if len(found) == 1 else ("mixed" if found else None)
+
+
+def _first_param(model: nn.Module) -> Tensor:
+    """The model's first parameter (its device and dtype), or a clear error."""
+    for p in model.parameters():
+        return p
+    raise UsageError(f"{type(model).__name__} has no parameters; pass a trained MLP "
+                     "(a bank member exported with bank.export(m))")
+
+
 def _params(model: nn.Module, dtype: torch.dtype) -> list[tuple[Tensor, Tensor]]:
-    """``[(W (out, in), b (out,))]`` of every layer of a plain MLP, detached, in ``dtype``."""
+    """``[(W (out, in), b (out,))]`` of every layer of a plain MLP, detached, in ``dtype``.
+
+    Raises
+    ------
+    UsageError
+        When ``model`` is not a ``.layers`` list of ``nn.Linear`` with biases, or its hidden
+        activation is not ReLU (the only one the formulas here are exact for).
+    """
+    _first_param(model)
     layers = getattr(model, "layers", None)
     if layers is None or len(layers) < 2 or not all(isinstance(m, nn.Linear) for m in layers):
         raise UsageError(f"expected a widthlab.nn.MLP (a .layers list of at least two "
                          f"nn.Linear), got {type(model).__name__}; export a bank member with "
                          "bank.export(m)")
+    if any(m.bias is None for m in layers):
+        raise UsageError(f"{type(model).__name__} has a layer without bias; use nn.Linear "
+                         "layers with bias=True (as widthlab.nn.MLP)")
+    act = activation_of(model)
+    if act not in SUPPORTED_ACTIVATIONS:
+        told = "an unknown activation" if act is None else f"activation {act!r}"
+        raise UsageError(f"{type(model).__name__} has {told}, but importance and proxies are "
+                         f"exact only for ReLU; use a ReLU MLP, or set model.activation = "
+                         "'relu' if it is one")
     return [(m.weight.detach().to(dtype), m.bias.detach().to(dtype)) for m in layers]
 
 
@@ -206,7 +259,7 @@ def exact_importance(model: nn.Module, x: Tensor, y: Tensor, *, layer: int | Non
         Negative where removing the neuron lowers the loss; exactly 0 for a neuron that is
         zero on every sample.
     """
-    dev = next(model.parameters()).device
+    dev = _first_param(model).device
     params = _params(model, dtype)
     n_hidden = len(params) - 1
     todo = list(range(n_hidden)) if layer is None else [_check_layer(layer, n_hidden)]
@@ -280,7 +333,7 @@ def naive_importance(model: nn.Module, x: Tensor, y: Tensor, *, layer: int = 0, 
     output exactly. ``neurons`` restricts the loop to some neurons (others are NaN); ``batch``
     bounds the samples per forward pass. Arguments as :func:`exact_importance`.
     """
-    dev = next(model.parameters()).device
+    dev = _first_param(model).device
     params = _params(model, dtype)
     layer = _check_layer(layer, len(params) - 1)
     x, y = _data(x, y, params, dev)
@@ -333,7 +386,7 @@ def proxies(model: nn.Module, x: Tensor, y: Tensor, *, layer: int = 0, scale=Non
     ``scale`` multiplies the first layer's outputs as in :func:`exact_importance`; ``gates``
     (shape ``(H,)``) only feeds the ``gate`` score.
     """
-    dev = next(model.parameters()).device
+    dev = _first_param(model).device
     params = _params(model, dtype)
     n_hidden = len(params) - 1
     layer = _check_layer(layer, n_hidden)
@@ -415,7 +468,7 @@ def keep_neurons(model: nn.Module, neurons, *, layer: int = 0, scale=None) -> nn
     """
     from widthlab.nn.bank import MLP
 
-    params = _params(model, next(model.parameters()).dtype)
+    params = _params(model, _first_param(model).dtype)
     layer = _check_layer(layer, len(params) - 1)
     keep = torch.as_tensor(np.asarray(neurons), dtype=torch.long).flatten()
     h = params[layer][0].shape[0]
@@ -460,8 +513,8 @@ def topk_accuracy(model: nn.Module, x: Tensor, y: Tensor, orders: Mapping[str, o
 
     Returns one row per ``(ordering, k)``: ``ordering, k, acc, loss``.
     """
-    dev = next(model.parameters()).device
-    dtype = next(model.parameters()).dtype
+    dev = _first_param(model).device
+    dtype = _first_param(model).dtype
     params = _params(model, dtype)
     layer = _check_layer(layer, len(params) - 1)
     x, y = _data(x, y, params, dev)
@@ -498,8 +551,8 @@ def dense_latency(model: nn.Module, x: Tensor, ks: Sequence[int], *, layer: int 
     """
     if repeats < 1:
         raise UsageError(f"repeats must be >= 1, got {repeats}")
-    dev = next(model.parameters()).device
-    x = x.to(device=dev, dtype=next(model.parameters()).dtype)
+    dev = _first_param(model).device
+    x = x.to(device=dev, dtype=_first_param(model).dtype)
     rows = []
     for k in ks:
         small = keep_neurons(model, np.arange(int(k)), layer=layer)

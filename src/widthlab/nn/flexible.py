@@ -247,8 +247,10 @@ class FlexibleLinear(nn.Module):
                  random_activation: bool = False, seed: int = 0, bias: bool = True,
                  device=None, dtype=None):
         super().__init__()
-        if out_features < 1:
-            raise UsageError(f"out_features must be >= 1, got {out_features}")
+        for name, n in (("in_features", in_features), ("out_features", out_features)):
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise UsageError(f"{name} must be an integer >= 1, got {n!r}; give the layer "
+                                 "at least one input and one unit")
         if learn_k and random_slope:
             raise UsageError("random_slope draws k at every step; it cannot be learned too "
                              "(pass learn_k=False or random_slope=False)")

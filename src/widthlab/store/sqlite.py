@@ -27,217 +27,38 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
-import datetime as dt
-import hashlib
 import json
 import os
-import re
 import socket
 import sqlite3
-import time
 import warnings
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-import pandas as pd
-
+from widthlab import _io
 from widthlab._io import atomic_path
-from widthlab.errors import UsageError, WidthlabError
+from widthlab.errors import CorruptStoreError, UsageError
+from widthlab.store._reads import StoreReads, write_frame
+from widthlab.store._schema import (
+    CHECKPOINT_DIR,
+    DB_NAME,
+    SCHEMA_VERSION,
+    ArrayRow,
+    MetricRow,
+    _check_run_id,
+    _checkpoint_name,
+    _dumps,
+    _encode_array,
+    _model_record,
+    _now,
+    _sha256_file,
+)
+from widthlab.store._transfer import StoreTransfer
 
-SCHEMA_VERSION = 1
-BUSY_TIMEOUT_S = 30.0
-DB_NAME = "widthlab.sqlite"
-CHECKPOINT_DIR = "checkpoints"
-RUN_STATUSES = ("running", "done", "failed")
-MODEL_KEYS = ("name", "arch", "seed", "variant", "options")
-EXPORT_FORMATS = ("csv", "parquet")
-_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-
-_SCHEMA = [
-    """CREATE TABLE runs (
-        run_id       TEXT PRIMARY KEY,
-        study        TEXT NOT NULL,
-        dataset      TEXT NOT NULL,
-        status       TEXT NOT NULL DEFAULT 'running'
-                     CHECK (status IN ('running', 'done', 'failed')),
-        config       TEXT NOT NULL DEFAULT '{}',
-        code_version TEXT,
-        seed         INTEGER,
-        device       TEXT,
-        precision    TEXT,
-        host         TEXT,
-        created_at   TEXT NOT NULL,
-        updated_at   TEXT NOT NULL,
-        finished_at  TEXT,
-        epochs_done  INTEGER NOT NULL DEFAULT 0,
-        timings      TEXT NOT NULL DEFAULT '{}'
-    )""",
-    """CREATE TABLE models (
-        run_id       TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
-        model        INTEGER NOT NULL,
-        name         TEXT NOT NULL,
-        arch         TEXT NOT NULL,
-        width        INTEGER,
-        seed         INTEGER,
-        variant      TEXT,
-        options      TEXT NOT NULL DEFAULT '{}',
-        status       TEXT NOT NULL DEFAULT 'ok' CHECK (status IN ('ok', 'failed')),
-        failed_epoch INTEGER,
-        failure      TEXT,
-        PRIMARY KEY (run_id, model)
-    )""",
-    """CREATE TABLE metrics (
-        run_id TEXT NOT NULL,
-        model  INTEGER NOT NULL,
-        epoch  INTEGER NOT NULL,
-        split  TEXT NOT NULL,
-        name   TEXT NOT NULL,
-        value  REAL,
-        PRIMARY KEY (run_id, model, epoch, split, name),
-        FOREIGN KEY (run_id, model) REFERENCES models (run_id, model) ON DELETE CASCADE
-    )""",
-    """CREATE TABLE arrays (
-        run_id TEXT NOT NULL,
-        model  INTEGER NOT NULL,
-        epoch  INTEGER NOT NULL,
-        name   TEXT NOT NULL,
-        dtype  TEXT NOT NULL,
-        shape  TEXT NOT NULL,
-        data   BLOB NOT NULL,
-        PRIMARY KEY (run_id, model, epoch, name),
-        FOREIGN KEY (run_id, model) REFERENCES models (run_id, model) ON DELETE CASCADE
-    )""",
-    """CREATE TABLE checkpoints (
-        run_id     TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
-        epoch      INTEGER NOT NULL,
-        path       TEXT NOT NULL,
-        sha256     TEXT NOT NULL,
-        created_at TEXT NOT NULL,
-        PRIMARY KEY (run_id, epoch)
-    )""",
-]
-
-RUN_COLUMNS = ["run_id", "study", "dataset", "status", "n_models", "n_failed", "epochs_done",
-               "seed", "device", "precision", "code_version", "host", "created_at",
-               "updated_at", "finished_at"]
-MODEL_COLUMNS = ["model", "name", "arch", "width", "seed", "variant", "options", "status",
-                 "failed_epoch", "failure"]
-METRIC_COLUMNS = ["model", "epoch", "split", "name", "value"]
-WIDE_KEYS = ["model", "name", "width", "seed", "variant", "epoch", "split"]
-NEURON_COLUMNS = ["model", "epoch", "name", "neuron", "value"]
+__all__ = ["ArrayRow", "MetricRow", "SCHEMA_VERSION", "Store", "write_frame"]
 
 
-@dataclass(frozen=True)
-class MetricRow:
-    """One scalar of one model at one epoch, e.g. ``MetricRow(0, 3, "val", "accuracy", 0.97)``."""
-
-    model: int
-    epoch: int
-    split: str
-    name: str
-    value: float
-
-
-@dataclass(frozen=True)
-class ArrayRow:
-    """One numeric array of one model at one epoch, e.g. the per-neuron ``"std"``."""
-
-    model: int
-    epoch: int
-    name: str
-    value: np.ndarray
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    if isinstance(obj, np.generic):
-        return obj.item()
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
-
-
-def _dumps(obj: Any, what: str) -> str:
-    try:
-        return json.dumps(obj, sort_keys=True, default=_json_default)
-    except (TypeError, ValueError) as exc:
-        raise UsageError(f"{what} cannot be stored as JSON: {exc}; pass plain values") from exc
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _encode_array(value: Any, where: str) -> tuple[str, str, bytes]:
-    """(dtype, shape JSON, little-endian bytes) of a numeric array or CPU tensor."""
-    if hasattr(value, "detach"):  # a torch tensor
-        value = value.detach().cpu().numpy()
-    arr = np.asarray(value)
-    if arr.dtype.kind not in "biufc":
-        raise UsageError(f"{where}: dtype {arr.dtype} cannot be stored; pass a numeric array")
-    arr = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))
-    return arr.dtype.str, json.dumps(list(arr.shape)), arr.tobytes()
-
-
-def _decode_array(dtype: str, shape: str, data: bytes) -> np.ndarray:
-    return np.frombuffer(data, dtype=np.dtype(dtype)).reshape(json.loads(shape)).copy()
-
-
-def _check_run_id(run_id: str) -> str:
-    if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
-        raise UsageError(
-            f"invalid run id {run_id!r}; use letters, digits, '.', '_' and '-', "
-            "starting with a letter or digit"
-        )
-    return run_id
-
-
-def _model_record(i: int, spec: dict, run_seed: int) -> tuple:
-    unknown = set(spec) - set(MODEL_KEYS)
-    if unknown or "name" not in spec or "arch" not in spec:
-        raise UsageError(
-            f"model {i}: keys {sorted(spec)}; give 'name' and 'arch' and optionally "
-            f"{', '.join(repr(k) for k in MODEL_KEYS[2:])}"
-        )
-    arch = [int(w) for w in spec["arch"]]
-    if any(w < 1 for w in arch):
-        raise UsageError(f"model {i} ({spec['name']}): hidden widths must be >= 1, got {arch}")
-    return (i, str(spec["name"]), json.dumps(arch), arch[0] if arch else None,
-            int(spec.get("seed", run_seed)), spec.get("variant"),
-            _dumps(spec.get("options") or {}, f"options of model {i}"))
-
-
-def _use_wal(conn: sqlite3.Connection) -> None:
-    """Switch the database to WAL mode (persistent; a no-op once done).
-
-    Switching needs an exclusive lock and SQLite may answer "database is locked" at once,
-    without waiting, while another process is creating the same store; so retry until the busy
-    timeout.
-    """
-    deadline = time.monotonic() + BUSY_TIMEOUT_S
-    while True:
-        try:
-            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                conn.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.01)
-
-
-class Store:
+class Store(StoreReads, StoreTransfer):
     """Runs, metrics, per-neuron arrays and checkpoints kept under one directory.
 
     Parameters
@@ -266,71 +87,6 @@ class Store:
 
     def __repr__(self) -> str:
         return f"Store({str(self.root)!r})"
-
-    # ------------------------------------------------------------------------- connections
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-        conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
-        conn.execute("PRAGMA foreign_keys=ON")
-        return conn
-
-    def _check_version(self, conn: sqlite3.Connection) -> int:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise UsageError(
-                f"store {self.root} has schema version {version}, newer than this widthlab "
-                f"understands ({SCHEMA_VERSION}); upgrade widthlab"
-            )
-        return version
-
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """A connection inside ``BEGIN IMMEDIATE``; commit on success, roll back on error."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        conn = self._connect()
-        try:
-            _use_wal(conn)
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                if self._check_version(conn) == 0:
-                    for statement in _SCHEMA:
-                        conn.execute(statement)
-                    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        finally:
-            conn.close()
-
-    @contextlib.contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection | None]:
-        """A connection holding one read snapshot, or None when the store holds no database."""
-        if not self.db_path.is_file():
-            yield None
-            return
-        conn = self._connect()
-        try:
-            if self._check_version(conn) == 0:
-                yield None
-                return
-            conn.execute("BEGIN")
-            try:
-                yield conn
-            finally:
-                conn.execute("COMMIT")
-        finally:
-            conn.close()
-
-    def _require_run(self, conn: sqlite3.Connection | None, run_id: str) -> sqlite3.Connection:
-        if conn is not None and conn.execute(
-                "SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone():
-            return conn
-        raise UsageError(
-            f"no run {run_id!r} in {self.root}; see `widthlab runs list --store {self.root}`"
-        )
 
     # ------------------------------------------------------------------------------ writes
     def create_run(self, run_id: str, *, study: str, dataset: str, config: dict,
@@ -380,6 +136,7 @@ class Store:
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [(run_id, *r) for r in records],
             )
+            self._touch_writer(conn, run_id)
 
     def commit_epoch(self, run_id: str, epoch: int, *, metrics: Iterable[MetricRow] = (),
                      arrays: Iterable[ArrayRow] = (), checkpoint: Path | None = None,
@@ -419,6 +176,7 @@ class Store:
         now = _now()
         with self._write() as conn:
             self._require_run(conn, run_id)
+            self._touch_writer(conn, run_id)
             try:
                 conn.executemany(
                     "INSERT OR REPLACE INTO metrics (run_id, model, epoch, split, name, value)"
@@ -462,17 +220,30 @@ class Store:
         """Write ``state`` with ``torch.save`` to ``checkpoints/{run_id}-e{epoch:04d}.pt``.
 
         The file is written to a temporary file in the same folder, flushed, fsynced and
-        renamed, so the path never holds a partial checkpoint. The database is not touched:
-        pass the returned path to :meth:`commit_epoch` to record it.
+        renamed, so the path never holds a partial checkpoint; temporary files of the run left
+        by a killed process are removed first. The database is not touched: pass the returned
+        path to :meth:`commit_epoch` to record it.
+
+        Raises
+        ------
+        DiskFullError
+            When the disk is full (nothing is left behind; rerunning resumes).
         """
         import torch
 
         _check_run_id(run_id)
         folder = self.root / CHECKPOINT_DIR
-        folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{run_id}-e{int(epoch):04d}.pt"
-        with atomic_path(path) as tmp:
-            torch.save(state, tmp)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            _io.remove_orphans(folder, _checkpoint_name(run_id))
+            with atomic_path(path) as tmp:
+                torch.save(state, tmp)
+        except (OSError, RuntimeError) as exc:
+            err = self._fault(exc)
+            if err is exc:
+                raise
+            raise err from exc
         return path
 
     def latest_checkpoint(self, run_id: str) -> tuple[int, dict] | None:
@@ -505,11 +276,13 @@ class Store:
 
         Deletes metrics, arrays and checkpoint records (and files) of later epochs, sets models
         that failed after ``epoch`` back to ``'ok'``, sets ``epochs_done = epoch`` and marks the
-        run ``'running'`` again (``finished_at`` cleared).
+        run ``'running'`` again (``finished_at`` cleared). Temporary checkpoint files of the run
+        left by a killed process are removed.
         """
         epoch = int(epoch)
         with self._write() as conn:
             self._require_run(conn, run_id)
+            self._touch_writer(conn, run_id)
             for table in ("metrics", "arrays"):
                 conn.execute(f"DELETE FROM {table} WHERE run_id = ? AND epoch > ?",
                              (run_id, epoch))
@@ -522,6 +295,7 @@ class Store:
                 " updated_at = ? WHERE run_id = ?", (epoch, _now(), run_id),
             )
         self._drop_checkpoints(run_id, "epoch > ?", epoch)
+        _io.remove_orphans(self.root / CHECKPOINT_DIR, _checkpoint_name(run_id))
 
     def finish_run(self, run_id: str, status: str = "done", timings: dict | None = None) -> None:
         """Mark a run ``'done'`` or ``'failed'``, stamp ``finished_at`` and merge ``timings``."""
@@ -543,84 +317,54 @@ class Store:
             paths = [self.root / p for (p,) in conn.execute(
                 "SELECT path FROM checkpoints WHERE run_id = ?", (run_id,))]
             conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))  # cascades
-        own = re.compile(re.escape(run_id) + r"-e\d+\.pt")
+        own = _checkpoint_name(run_id)
         folder = self.root / CHECKPOINT_DIR
         if folder.is_dir():
             paths += [p for p in folder.iterdir() if own.fullmatch(p.name)]
+            _io.remove_orphans(folder, own)
         for path in paths:
             path.unlink(missing_ok=True)
 
-    # ------------------------------------------------------------------------ transfer
-    _TABLES = ("runs", "models", "metrics", "arrays", "checkpoints")
+    # ------------------------------------------------------------------------ checks
+    def check(self, run_ids: Iterable[str] | None = None, *, integrity: bool = True) -> list:
+        """What is wrong with the store and its finished runs (None: every run); [] if nothing.
 
-    def dump_runs(self, run_ids: Iterable[str] | None = None) -> dict:
-        """Every row of ``run_ids`` (None: all runs) and the bytes of their recorded
-        checkpoints, as a picklable dict for :meth:`load_runs` (how the Ray executor ships a
-        worker's results back to the driver's store)."""
-        out: dict = {"schema": SCHEMA_VERSION, "tables": {}, "files": {}}
-        with self._read() as conn:
-            if conn is None:
-                return out
-            ids = [r for (r,) in conn.execute("SELECT run_id FROM runs")] if run_ids is None \
-                else list(run_ids)
-            for r in ids:
-                self._require_run(conn, r)
-            for table in self._TABLES:
-                cur = conn.execute(f"SELECT * FROM {table} WHERE run_id IN "
-                                   f"({','.join('?' * len(ids))})", ids) if ids else None
-                cols = [d[0] for d in cur.description] if cur else []
-                out["tables"][table] = (cols, cur.fetchall() if cur else [])
-        cols, rows = out["tables"]["checkpoints"]
-        for row in rows:
-            rel = dict(zip(cols, row, strict=True))["path"]
-            out["files"][rel] = (self.root / rel).read_bytes()
-        return out
+        Checks that every finished run holds every epoch's metrics, that its checkpoint
+        matches its recorded SHA-256, and ``PRAGMA integrity_check``. Reads only. Call it
+        before reading runs you will report on; see :mod:`widthlab.store.check`.
+        ``integrity=False`` skips the database-wide ``PRAGMA integrity_check`` (seconds on a
+        large store) when only the runs' own rows matter.
 
-    def load_runs(self, dump: dict) -> list[str]:
-        """Insert a :meth:`dump_runs` result, in one transaction; returns the run ids added.
-
-        Checkpoint files are written first (atomically, verified against their recorded
-        SHA-256). A run already present here is left as it is unless it is unfinished and the
-        dump's copy is done, in which case the dump's copy replaces it.
+        Returns
+        -------
+        list[widthlab.store.check.Problem]
         """
-        if dump.get("schema") != SCHEMA_VERSION:
-            raise UsageError(f"cannot load runs of store schema {dump.get('schema')} into "
-                             f"schema {SCHEMA_VERSION}; use the same widthlab version")
-        cols, rows = dump["tables"]["runs"]
-        incoming = {dict(zip(cols, r, strict=True))["run_id"]: dict(zip(cols, r, strict=True))
-                    for r in rows}
-        take = []
-        for run_id, row in incoming.items():
-            mine = self.get_run(run_id)
-            if mine is None:
-                take.append(run_id)
-            elif mine["status"] != "done" and row["status"] == "done":
-                self.delete_run(run_id)
-                take.append(run_id)
-        if not take:
-            return []
-        ccols, crows = dump["tables"]["checkpoints"]
-        for row in crows:
-            rec = dict(zip(ccols, row, strict=True))
-            if rec["run_id"] not in take:
-                continue
-            data = dump["files"][rec["path"]]
-            if hashlib.sha256(data).hexdigest() != rec["sha256"]:
-                raise WidthlabError(f"checkpoint {rec['path']} of run {rec['run_id']!r} "
-                                    "arrived corrupt (sha256 mismatch); run the job again")
-            path = self.root / rec["path"]
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(path) as tmp:
-                tmp.write_bytes(data)
-        with self._write() as conn:
-            for table in self._TABLES:
-                tcols, trows = dump["tables"][table]
-                i = tcols.index("run_id")
-                keep = [r for r in trows if r[i] in take]
-                if keep:
-                    conn.executemany(f"INSERT INTO {table} ({','.join(tcols)}) VALUES "
-                                     f"({','.join('?' * len(tcols))})", keep)
-        return take
+        from widthlab.store.check import check_store
+
+        return check_store(self, run_ids, integrity=integrity)
+
+    def repair(self, problems: Iterable | None = None) -> dict[str, int]:
+        """Mark the damaged runs of ``problems`` (None: :meth:`check`'s) for retraining: each
+        is rolled back to its newest intact, complete epoch and set ``running``, so the same
+        command resumes it. Returns ``{run_id: epoch rolled back to}``."""
+        from widthlab.store.check import repair_runs
+
+        return repair_runs(self, self.check() if problems is None else problems)
+
+    def ensure_ok(self, run_ids: Iterable[str] | None = None) -> None:
+        """Raise one line naming the first problem :meth:`check` finds, else return.
+
+        Raises
+        ------
+        CorruptStoreError
+            When a run (or the database) fails the check.
+        """
+        problems = self.check(run_ids)
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise CorruptStoreError(
+                f"{problems[0].message}{more}; run `widthlab runs check --repair --store "
+                f"{self.root}`, then rerun the command that made the run")
 
     def _merge_timings(self, conn: sqlite3.Connection, run_id: str,
                        timings: dict | None) -> None:
@@ -650,211 +394,3 @@ class Store:
         for _, rel in rows:
             if rel not in kept:
                 (self.root / rel).unlink(missing_ok=True)
-
-    # ------------------------------------------------------------------------------- reads
-    def resolve(self, run_id_or_prefix: str) -> str:
-        """The run id that is, or uniquely starts with, ``run_id_or_prefix`` (like git).
-
-        Raises
-        ------
-        UsageError
-            When the store holds no runs, nothing matches, or the prefix is ambiguous.
-        """
-        hint = f"see `widthlab runs list --store {self.root}`"
-        with self._read() as conn:
-            ids = [] if conn is None else [r for (r,) in conn.execute(
-                "SELECT run_id FROM runs WHERE substr(run_id, 1, ?) = ? ORDER BY run_id",
-                (len(run_id_or_prefix), run_id_or_prefix))]
-            empty = conn is None or not conn.execute("SELECT 1 FROM runs").fetchone()
-        if run_id_or_prefix in ids:
-            return run_id_or_prefix
-        if len(ids) == 1:
-            return ids[0]
-        if empty:
-            raise UsageError(f"no runs in {self.root}; pass --store DIR (or set WIDTHLAB_STORE) "
-                             "to the folder holding widthlab.sqlite")
-        if not ids:
-            raise UsageError(f"no run {run_id_or_prefix!r} in {self.root}; {hint}")
-        shown = ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "")
-        raise UsageError(f"run id {run_id_or_prefix!r} is ambiguous in {self.root} "
-                         f"({len(ids)} runs: {shown}); give more characters or {hint}")
-
-    def get_run(self, run_id: str) -> dict | None:
-        """The run's row as a dict (``config`` and ``timings`` parsed), or None if unknown."""
-        with self._read() as conn:
-            if conn is None:
-                return None
-            cur = conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,))
-            row = cur.fetchone()
-            names = [d[0] for d in cur.description]
-        if row is None:
-            return None
-        run = dict(zip(names, row, strict=True))
-        run["config"] = json.loads(run["config"])
-        run["timings"] = json.loads(run["timings"])
-        return run
-
-    def runs(self) -> pd.DataFrame:
-        """One row per run, oldest first: id, study, dataset, status, model counts, epochs,
-        seed, device, precision, code version, host and timestamps."""
-        with self._read() as conn:
-            if conn is None:
-                return pd.DataFrame(columns=RUN_COLUMNS)
-            return pd.read_sql_query(
-                "SELECT r.run_id, r.study, r.dataset, r.status,"
-                " (SELECT count(*) FROM models m WHERE m.run_id = r.run_id) AS n_models,"
-                " (SELECT count(*) FROM models m WHERE m.run_id = r.run_id"
-                "  AND m.status = 'failed') AS n_failed,"
-                " r.epochs_done, r.seed, r.device, r.precision, r.code_version, r.host,"
-                " r.created_at, r.updated_at, r.finished_at"
-                " FROM runs r ORDER BY r.created_at, r.rowid", conn)
-
-    def models(self, run_id: str) -> pd.DataFrame:
-        """The run's models: index, name, arch (list), width, seed, variant, options (dict),
-        status (``'ok'`` or ``'failed'``), failed_epoch and failure."""
-        with self._read() as conn:
-            df = pd.read_sql_query(
-                f"SELECT {', '.join(MODEL_COLUMNS)} FROM models WHERE run_id = ? ORDER BY model",
-                self._require_run(conn, run_id), params=(run_id,))
-        df["arch"] = df["arch"].map(json.loads)
-        df["options"] = df["options"].map(json.loads)
-        return df
-
-    def metrics(self, run_id: str, *, wide: bool = False) -> pd.DataFrame:
-        """The run's metrics.
-
-        Parameters
-        ----------
-        wide
-            False: long format, columns ``model, epoch, split, name, value``. True: one row per
-            (model, epoch, split) with one column per metric name, preceded by the model's
-            ``name, width, seed, variant``.
-        """
-        with self._read() as conn:
-            long = pd.read_sql_query(
-                "SELECT model, epoch, split, name, value FROM metrics WHERE run_id = ?"
-                " ORDER BY model, epoch, split, name",
-                self._require_run(conn, run_id), params=(run_id,))
-        long["value"] = long["value"].astype(float)  # NULL (stored NaN) -> NaN
-        if not wide:
-            return long
-        models = self.models(run_id)[["model", "name", "width", "seed", "variant"]]
-        if long.empty:
-            return pd.DataFrame(columns=WIDE_KEYS)
-        table = long.pivot(index=["model", "epoch", "split"], columns="name", values="value")
-        table.columns.name = None
-        table = table.reset_index().merge(models, on="model", how="left")
-        return table[WIDE_KEYS + [c for c in table.columns if c not in WIDE_KEYS]]
-
-    def array(self, run_id: str, model: int, name: str, epoch: int | None = None) -> np.ndarray:
-        """One stored array of one model, at ``epoch`` (None: the latest stored epoch).
-
-        Raises
-        ------
-        UsageError
-            When no such array is stored; the message lists the names that are.
-        """
-        sql = ("SELECT dtype, shape, data FROM arrays WHERE run_id = ? AND model = ?"
-               " AND name = ?")
-        params: tuple = (run_id, int(model), name)
-        if epoch is not None:
-            sql, params = sql + " AND epoch = ?", params + (int(epoch),)
-        with self._read() as conn:
-            row = self._require_run(conn, run_id).execute(
-                sql + " ORDER BY epoch DESC LIMIT 1", params).fetchone()
-            if row is None:
-                raise self._no_array(conn, run_id, name, epoch, model)
-        return _decode_array(*row)
-
-    def arrays(self, run_id: str, name: str, epoch: int | None = None) -> dict[int, np.ndarray]:
-        """``{model: array}`` for every model that stored ``name`` at ``epoch`` (None: each
-        model's latest stored epoch).
-
-        Raises
-        ------
-        UsageError
-            When no model stored such an array.
-        """
-        sql = ("SELECT model, epoch, dtype, shape, data FROM arrays WHERE run_id = ?"
-               " AND name = ?")
-        params: tuple = (run_id, name)
-        if epoch is not None:
-            sql, params = sql + " AND epoch = ?", params + (int(epoch),)
-        with self._read() as conn:
-            rows = self._require_run(conn, run_id).execute(
-                sql + " ORDER BY model, epoch", params).fetchall()
-            if not rows:
-                raise self._no_array(conn, run_id, name, epoch)
-        # Rows are sorted by epoch within a model, so the latest one wins.
-        return {int(m): _decode_array(d, s, b) for m, _, d, s, b in rows}
-
-    def _no_array(self, conn: sqlite3.Connection, run_id: str, name: str, epoch: int | None,
-                  model: int | None = None) -> UsageError:
-        names = [n for (n,) in conn.execute(
-            "SELECT DISTINCT name FROM arrays WHERE run_id = ? ORDER BY name", (run_id,))]
-        what = f"array {name!r}" + ("" if model is None else f" of model {model}")
-        when = "" if epoch is None else f" at epoch {epoch}"
-        return UsageError(f"run {run_id!r} has no {what}{when}; stored arrays: "
-                          f"{', '.join(names) or 'none'}")
-
-    def neurons(self, run_id: str) -> pd.DataFrame:
-        """Every 1-D array of the run in long format: ``model, epoch, name, neuron, value``."""
-        with self._read() as conn:
-            rows = self._require_run(conn, run_id).execute(
-                "SELECT model, epoch, name, dtype, shape, data FROM arrays WHERE run_id = ?"
-                " ORDER BY model, epoch, name", (run_id,)).fetchall()
-        parts = []
-        for model, epoch, name, dtype, shape, data in rows:
-            if len(json.loads(shape)) != 1:
-                continue
-            values = _decode_array(dtype, shape, data)
-            parts.append(pd.DataFrame({
-                "model": model, "epoch": epoch, "name": name,
-                "neuron": np.arange(len(values)), "value": values.astype(float),
-            }))
-        if not parts:
-            return pd.DataFrame(columns=NEURON_COLUMNS)
-        return pd.concat(parts, ignore_index=True)
-
-    def export(self, run_id: str, out_dir: Path, fmt: str = "csv") -> list[Path]:
-        """Write the run's models, wide metrics and neurons as CSV or Parquet files.
-
-        The files are ``{run_id}-models``, ``{run_id}-metrics`` and ``{run_id}-neurons`` with
-        the suffix ``.csv`` or ``.parquet``, each written to a temporary file and renamed. The
-        models' ``arch`` and ``options`` are written as JSON text.
-
-        Returns
-        -------
-        list[Path]
-            The three paths written.
-        """
-        if fmt not in EXPORT_FORMATS:
-            raise UsageError(f"unknown export format {fmt!r}; choose one of: "
-                             f"{', '.join(EXPORT_FORMATS)}")
-        models = self.models(run_id)
-        models["arch"] = models["arch"].map(json.dumps)
-        models["options"] = models["options"].map(lambda o: json.dumps(o, sort_keys=True))
-        frames = {"models": models, "metrics": self.metrics(run_id, wide=True),
-                  "neurons": self.neurons(run_id)}
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        written = []
-        for part, frame in frames.items():
-            path = write_frame(frame, out_dir / f"{run_id}-{part}.{fmt}")
-            written.append(path)
-        return written
-
-
-def write_frame(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Write ``frame`` as CSV or Parquet (by the suffix) through a temporary file and a rename,
-    so ``path`` never holds a half-written table. Creates the folder. Returns the path."""
-    path = Path(path)
-    fmt = path.suffix.lstrip(".")
-    if fmt not in EXPORT_FORMATS:
-        raise UsageError(f"cannot write {path}: the name must end in .csv or .parquet")
-    with atomic_path(path) as tmp:
-        if fmt == "csv":
-            frame.to_csv(tmp, index=False)
-        else:
-            frame.to_parquet(tmp, index=False)
-    return path
