@@ -114,6 +114,8 @@ def job_done(store: Store, job: Job) -> RunSet | None:
         info = store.get_run(r)
         if info is None or info["status"] != "done":
             return None
+    if store.check(list(runs.values()), integrity=False):  # damaged: the job completes them
+        return None
     return RunSet(job.study, job.dataset, job.profile, runs)
 
 

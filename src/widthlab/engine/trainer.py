@@ -346,7 +346,12 @@ class Engine:
         """
         info = self.store.get_run(self.run_id)
         if info is not None and info["status"] == "done":
-            return self.run_id
+            # a finished run whose epochs or checkpoint were lost is rolled back and completed
+            problems = self.store.check([self.run_id], integrity=False)
+            if not problems:
+                return self.run_id
+            self.store.repair(problems)
+            info = self.store.get_run(self.run_id)
         if info is None:
             self.store.create_run(
                 self.run_id, study=self.cfg.study, dataset=self.data.name,

@@ -35,5 +35,6 @@ def parse_widths(text: str) -> list[int]:
         raise UsageError(f"cannot read widths {text!r}: give LO:HI (sqrt(2) steps, e.g. "
                          "16:1448) or a comma list (e.g. 16,64,256)") from None
     if not widths or any(w < 1 for w in widths):
-        raise UsageError(f"widths must be positive integers, got {text!r}")
+        raise UsageError(f"widths must be positive integers, got {text!r}; give e.g. "
+                         "--widths 16,64,256 or --widths 16:1448")
     return widths

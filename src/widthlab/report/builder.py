@@ -22,7 +22,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from widthlab.errors import UsageError
+from widthlab.errors import UsageError, WidthlabError
 from widthlab.report.figures import save
 from widthlab.report.html import Rendered, write_report
 from widthlab.store import Store
@@ -66,6 +66,20 @@ def choose_runs(st: Store, run_ids: Sequence[str] | None, studies: Sequence[Stud
         raise UsageError(f"no finished runs of a reportable study in {st.root}; run e.g. "
                          "`widthlab study variance --profile quick` first")
     return chosen
+
+
+def _checked(st: Store, chosen: dict[str, list[str]], log: Log) -> dict[str, list[str]]:
+    """``chosen`` without the runs that fail :meth:`Store.check` (each named on ``log``)."""
+    problems = st.check([r for runs in chosen.values() for r in runs])
+    for p in problems:
+        log(f"widthlab: warning: {p.message}; left out of the report (rerun the command that "
+            "made the run, or `widthlab runs check --repair`)")
+    bad = {p.run_id for p in problems}
+    if None in bad:  # the database itself failed its integrity check
+        raise WidthlabError(next(p.message for p in problems if p.run_id is None) +
+                            "; restore the store from a copy, or move it away and rerun")
+    return {s: [r for r in runs if r not in bad] for s, runs in chosen.items()
+            if any(r not in bad for r in runs)}
 
 
 def budget(st: Store, run_ids: Sequence[str]) -> str:
@@ -158,7 +172,7 @@ def build_report(store: Store | str | os.PathLike, run_ids: Sequence[str] | None
     a note on ``log``, as are runs of studies that have no report section.
     """
     st = Store.open(store)
-    chosen = choose_runs(st, run_ids, studies, log)
+    chosen = _checked(st, choose_runs(st, run_ids, studies, log), log)
     out = Path(out)
     fig_dir = out.parent / f"{out.stem}-figures"
     rendered = []
