@@ -13,11 +13,12 @@ from widthlab.errors import UsageError
 from widthlab.report.builder import study_sections
 from widthlab.store import Store
 from widthlab.studies import ordering
+from widthlab.studies.ordering import analysis as an
 
 SMALL = dict(batch_size=32, lr=5e-3, device="cpu")
 STABILITY = dict(widths=[16, 32], seeds=1, epochs=4, train_size=None, **SMALL)
 # every stored ordering but "gate" (no gates here), plus the derived "exact_abs"
-N_ORDERINGS = len(ordering.ORDERINGS)
+N_ORDERINGS = len(an.ORDERINGS)
 VARIANT_STEPS = [ordering.VARIANT_PREFIX + v for v in ordering.VARIANTS]
 
 
@@ -82,8 +83,8 @@ def test_ordering_summary_verdicts_and_report(ordering_run, tmp_path):
     late = series[series.step > 2]  # second half of 4 epochs
     ex = summary.set_index("ordering").loc["exact"]
     assert ex.kendall_tau == pytest.approx(late[late.ordering == "exact"].kendall_tau.mean())
-    assert ex.stable == (ex.kendall_tau >= ordering.STABLE_TAU and
-                         ex.topk_churn <= ordering.STABLE_CHURN)
+    assert ex.stable == (ex.kendall_tau >= an.STABLE_TAU and
+                         ex.topk_churn <= an.STABLE_CHURN)
     v = ordering.sorted_layer_verdict(summary)
     ok = summary[summary.stable & summary.faithful]
     assert v.holds == (len(ok) > 0)
@@ -164,8 +165,8 @@ def test_sorted_layer_comparison_is_stored_and_reported(tmp_path, data):
         a = table[table.variant == variant].set_index("penalty")
         b = table[table.variant == "flexible"].set_index("penalty")
         da, dw = a.test_acc - b.test_acc, (a.width - b.width) / 24
-        better = (da > ordering.ACC_TIE) | (dw < -ordering.WIDTH_TIE)
-        worse = (da < -ordering.ACC_TIE) | (dw > ordering.WIDTH_TIE)
+        better = (da > an.ACC_TIE) | (dw < -an.WIDTH_TIE)
+        worse = (da < -an.ACC_TIE) | (dw > an.WIDTH_TIE)
         assert v.numbers["wins"][variant]["win"] == int((better & ~worse).sum())
         assert v.numbers["wins"][variant]["loss"] == int((worse & ~better).sum())
         net[variant] = int((better & ~worse).sum()) - int((worse & ~better).sum())

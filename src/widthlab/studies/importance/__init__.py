@@ -22,19 +22,9 @@ from widthlab.studies.importance.analysis import (
     score_arrays,
     topk_table,
 )
-from widthlab.studies.importance.config import (
-    EXPERIMENT,
-    PROFILES,
-    ImportanceProfile,
-    experiment,
-)
+from widthlab.studies.importance.config import EXPERIMENT, PROFILES, ImportanceProfile, experiment
 from widthlab.studies.importance.study import STUDY, ImportanceStudy
-from widthlab.studies.importance.verdicts import (
-    TAU_GOOD,
-    best_cut,
-    closest_proxy,
-    inference_gain,
-)
+from widthlab.studies.importance.verdicts import TAU_GOOD, best_cut, closest_proxy, inference_gain
 
 run = STUDY.run
 

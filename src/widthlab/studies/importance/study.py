@@ -21,15 +21,8 @@ from collections.abc import Mapping
 import pandas as pd
 
 from widthlab.store import Store
-from widthlab.studies.base import (
-    Figure,
-    Section,
-    Study,
-    Tables,
-    Verdicts,
-    display_name,
-    ordered_datasets,
-)
+from widthlab.studies import base
+from widthlab.studies.base import Figure, Section, Study, display_name, ordered_datasets
 from widthlab.studies.importance import analysis as an
 from widthlab.studies.importance import figures as fg
 from widthlab.studies.importance import verdicts as vd
@@ -62,8 +55,8 @@ class ImportanceStudy(Study):
     def experiments(self, profile: ImportanceProfile, dataset: str) -> list:
         return [experiment(profile)]
 
-    def tables(self, store: Store, runs: Mapping[str, Mapping[str, str]]) -> Tables:
-        out: Tables = {}
+    def tables(self, store: Store, runs: Mapping[str, Mapping[str, str]]) -> base.Tables:
+        out: base.Tables = {}
         for dataset, by_exp in runs.items():
             if EXPERIMENT not in by_exp:
                 continue
@@ -75,11 +68,11 @@ class ImportanceStudy(Study):
                             "widest_scores": scores[widest]}
         return out
 
-    def verdicts(self, tables: Tables) -> Verdicts:
+    def verdicts(self, tables: base.Tables) -> base.Verdicts:
         return {d: [vd.closest_proxy(t["agree"]), vd.best_cut(t["topk"]),
                     vd.inference_gain(t["topk"])] for d, t in tables.items()}
 
-    def sections(self, tables: Tables, verdicts: Verdicts) -> list[Section]:
+    def sections(self, tables: base.Tables, verdicts: base.Verdicts) -> list[Section]:
         return [self._dataset_section(d, tables[d], verdicts.get(d, []))
                 for d in ordered_datasets(list(tables))]
 
@@ -107,7 +100,7 @@ class ImportanceStudy(Study):
                      "of the full accuracy (mean over seeds)", an.cut_means(topk))],
             run_ids=[t["run"]])
 
-    def summary(self, tables: Tables) -> dict[str, pd.DataFrame]:
+    def summary(self, tables: base.Tables) -> dict[str, pd.DataFrame]:
         return {f"importance-{d}-agreement": an.proxy_summary(t["agree"]).round(3)
                 for d, t in tables.items()}
 

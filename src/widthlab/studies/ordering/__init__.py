@@ -10,16 +10,12 @@ Example::
     ordering.sorted_table("widthlab-runs",
                           [runs[f"variant-{v}"] for v in ordering.VARIANTS])
 
-or ``widthlab study ordering-stability --dataset both --profile quick``.
+or ``widthlab study ordering-stability --dataset both --profile quick``. Thresholds and
+ordering names are in :mod:`~widthlab.studies.ordering.analysis`, the experiments in
+:mod:`~widthlab.studies.ordering.config`.
 """
 
 from widthlab.studies.ordering.analysis import (
-    ACC_TIE,
-    FAITHFUL_TAU,
-    ORDERINGS,
-    STABLE_CHURN,
-    STABLE_TAU,
-    WIDTH_TIE,
     fidelity_table,
     paired_wins,
     records,
@@ -27,28 +23,12 @@ from widthlab.studies.ordering.analysis import (
     stability_summary,
     stability_table,
 )
-from widthlab.studies.ordering.config import (
-    PROFILES,
-    STABILITY,
-    VARIANT_PREFIX,
-    VARIANTS,
-    OrderingProfile,
-    stability_experiment,
-    variant_experiment,
-    variant_modifier,
-)
+from widthlab.studies.ordering.config import PROFILES, STABILITY, VARIANT_PREFIX, VARIANTS
 from widthlab.studies.ordering.study import STUDY, OrderingStudy
-from widthlab.studies.ordering.verdicts import (
-    exact_stability_verdict,
-    sorted_layer_verdict,
-    sorted_verdict,
-)
+from widthlab.studies.ordering.verdicts import sorted_layer_verdict, sorted_verdict
 
 run = STUDY.run
 
-__all__ = ["ACC_TIE", "FAITHFUL_TAU", "ORDERINGS", "PROFILES", "STABILITY", "STABLE_CHURN",
-           "STABLE_TAU", "STUDY", "VARIANTS", "VARIANT_PREFIX", "WIDTH_TIE", "OrderingProfile",
-           "OrderingStudy", "exact_stability_verdict", "fidelity_table", "paired_wins",
-           "records", "run", "sorted_layer_verdict", "sorted_table", "sorted_verdict",
-           "stability_experiment", "stability_summary", "stability_table", "variant_experiment",
-           "variant_modifier"]
+__all__ = ["PROFILES", "STABILITY", "STUDY", "VARIANTS", "VARIANT_PREFIX", "OrderingStudy",
+           "fidelity_table", "paired_wins", "records", "run", "sorted_layer_verdict",
+           "sorted_table", "sorted_verdict", "stability_summary", "stability_table"]

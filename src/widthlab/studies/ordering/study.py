@@ -2,15 +2,14 @@
 training time"): how much does each neuron ordering move while a model trains, and is any of
 them steady enough to drive a sorted cut-off layer?
 
-One engine run per dataset trains one-hidden-layer MLPs; the importance hook
-(:class:`~widthlab.metrics.importance_hook.ImportanceHook` with ``record="all"``) stores every
-ordering's scores after every epoch. The study also trains what such an ordering would drive,
-the sorted flexible layer, against the plain flexible layer and the sparsifier at matched
-width (one engine run per variant). The experiments are in
-:mod:`~widthlab.studies.ordering.config`, the tables in
-:mod:`~widthlab.studies.ordering.analysis`, the claims in
-:mod:`~widthlab.studies.ordering.verdicts` and the drawings in
-:mod:`~widthlab.studies.ordering.figures`; this module ties them into the study contract.
+Steps: the stability run (:func:`~widthlab.studies.ordering.config.stability_experiment`:
+the importance hook with ``record="all"`` stores every ordering's scores after every epoch)
+and one run per sorted-layer variant (the sorted flexible layer such an ordering would drive,
+against the plain flexible layer and the sparsifier at matched width). Reading the records
+(:mod:`~widthlab.studies.ordering.analysis`), judging them
+(:mod:`~widthlab.studies.ordering.verdicts`) and drawing them
+(:mod:`~widthlab.studies.ordering.figures`) happen apart; :class:`OrderingStudy` wires the
+steps, tables, verdicts and report sections together.
 """
 
 from __future__ import annotations
@@ -20,15 +19,8 @@ from collections.abc import Mapping
 import pandas as pd
 
 from widthlab.store import Store
-from widthlab.studies.base import (
-    Figure,
-    Section,
-    Study,
-    Tables,
-    Verdicts,
-    display_name,
-    ordered_datasets,
-)
+from widthlab.studies import base
+from widthlab.studies.base import Figure, Section, Study, display_name, ordered_datasets
 from widthlab.studies.ordering import analysis as an
 from widthlab.studies.ordering import figures as fg
 from widthlab.studies.ordering import verdicts as vd
@@ -62,7 +54,7 @@ def _variant_runs(by_exp: Mapping[str, str]) -> list[str]:
 class OrderingStudy(Study):
     """Stability of neuron orderings during training: every ordering recorded each epoch,
     consecutive records compared (Kendall tau, swaps, displacement, top-k churn); and the
-    sorted flexible layer those orderings would drive (``--experiment stability`` skips it)."""
+    sorted flexible layer those orderings would drive (--experiment stability skips it)."""
 
     name = NAME
     command = "ordering-stability"
@@ -78,8 +70,8 @@ class OrderingStudy(Study):
         return [stability_experiment(profile),
                 *(variant_experiment(v, profile) for v in profile.variants)]
 
-    def tables(self, store: Store, runs: Mapping[str, Mapping[str, str]]) -> Tables:
-        out: Tables = {}
+    def tables(self, store: Store, runs: Mapping[str, Mapping[str, str]]) -> base.Tables:
+        out: base.Tables = {}
         for dataset, by_exp in runs.items():
             t: dict = {}
             if STABILITY in by_exp:
@@ -96,8 +88,8 @@ class OrderingStudy(Study):
                 out[dataset] = t
         return out
 
-    def verdicts(self, tables: Tables) -> Verdicts:
-        out: Verdicts = {}
+    def verdicts(self, tables: base.Tables) -> base.Verdicts:
+        out: base.Verdicts = {}
         for dataset, t in tables.items():
             if "summary" in t:
                 out[dataset] = [vd.sorted_layer_verdict(t["summary"]),
@@ -106,7 +98,7 @@ class OrderingStudy(Study):
                 out[dataset + SORTED] = [vd.sorted_verdict(t["sorted"])]
         return out
 
-    def sections(self, tables: Tables, verdicts: Verdicts) -> list[Section]:
+    def sections(self, tables: base.Tables, verdicts: base.Verdicts) -> list[Section]:
         datasets = ordered_datasets(list(tables))
         return [*(self._stability_section(d, tables[d], verdicts.get(d, []))
                   for d in datasets if "summary" in tables[d]),
@@ -141,7 +133,7 @@ class OrderingStudy(Study):
                                 table.drop(columns="run_id"))],
                        run_ids=list(t["sorted_runs"]))
 
-    def summary(self, tables: Tables) -> dict[str, pd.DataFrame]:
+    def summary(self, tables: base.Tables) -> dict[str, pd.DataFrame]:
         out = {}
         for dataset, t in tables.items():
             if "summary" in t:
