@@ -6,8 +6,8 @@ Example::
 
     from widthlab.studies._importance_sweep import SweepProfile, sweep_experiment
 
-    exp = sweep_experiment("scores", SweepProfile(widths=(64, 256)), record="last",
-                           topk="last")
+    exp = sweep_experiment("scores", SweepProfile(widths=(64, 256)), study="importance",
+                           record="last", topk="last")
     exp.hooks[0].describe()
 """
 
