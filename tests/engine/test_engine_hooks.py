@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from tests.engine.child_run import synthetic
+from widthlab.engine.events import EpochContext
 from widthlab.engine.trainer import Engine, TrainConfig, epoch_order, load_bank, train
 from widthlab.errors import UsageError
 from widthlab.nn.bank import MLP, ModelSpec
@@ -135,13 +136,15 @@ def test_epoch_hooks_store_rows_and_enter_the_fingerprint(tmp_path):
     data = synthetic()
     seen = []
 
-    def hook(engine, epoch):
-        seen.append(epoch)
-        return [MetricRow(m, epoch, "test", "hook_value", 10.0 * epoch + m)
-                for m in range(engine.bank.n_models)]
+    def hook(ctx: EpochContext):
+        seen.append((ctx.epoch, ctx.last, ctx.alive, ctx.cfg.epochs, len(ctx.data.train),
+                     ctx.bank.n_models))
+        return [MetricRow(m, ctx.epoch, "test", "hook_value", 10.0 * ctx.epoch + m)
+                for m in range(ctx.bank.n_models)]
 
     run_id = train(SPECS, cfg(), tmp_path, data=data, progress=False, hooks=[hook])
-    assert seen == [1, 2]
+    n = len(data.train)
+    assert seen == [(1, False, (True, True), 2, n, 2), (2, True, (True, True), 2, n, 2)]
     met = Store(tmp_path).metrics(run_id)
     vals = met[met.name == "hook_value"].sort_values(["epoch", "model"]).value.tolist()
     assert vals == [10.0, 11.0, 20.0, 21.0]
