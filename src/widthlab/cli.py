@@ -185,6 +185,22 @@ def runs_show(run_id: str, store: Path) -> None:
     print_run(st.get_run(run_id), models, st.metrics(run_id, wide=True))
 
 
+@runs_group.command("gc")
+@click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
+@store_option
+def runs_gc(dry_run: bool, store: Path) -> None:
+    """Remove what no stored run needs: unrecorded checkpoint files, temporary files of dead
+    writers, job manifests of runs that are gone. Prints each path and the space freed."""
+    from widthlab.store import Store
+
+    removed = Store.open(store).gc(dry_run=dry_run)
+    for path, size in removed:
+        click.echo(f"{path}\t{size}")
+    total = sum(size for _, size in removed) / 2 ** 20
+    click.echo(f"{'would free' if dry_run else 'freed'} {total:.1f} MiB in {len(removed)} "
+               "files", err=True)
+
+
 @runs_group.command("export")
 @run_id_argument
 @click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), default="csv",
@@ -260,11 +276,14 @@ def runs_check(run_ids: tuple[str, ...], repair: bool, store: Path) -> None:
               show_default=True)
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32",
               show_default=True, help="bf16 autocast keeps fp32 master weights.")
+@click.option("--keep-optimizer", is_flag=True,
+              help="Keep the optimizer state in the finished run's checkpoint (default: "
+                   "weights only, a third of the size).")
 @store_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def train_cmd(dataset: str, data_path: Path | None, target: str | None, widths: str, seeds: str,
-              epochs: int, lr: float, batch_size: int, weight_decay: float, optimizer: str,
-              train_size: int | None, data_seed: int,
+def train_cmd(keep_optimizer: bool, dataset: str, data_path: Path | None, target: str | None,
+              widths: str, seeds: str, epochs: int, lr: float, batch_size: int,
+              weight_decay: float, optimizer: str, train_size: int | None, data_seed: int,
               stats_epochs: str, preact_cov: bool, device: str, precision: str, store: Path,
               quiet: bool) -> None:
     """Train one-hidden-layer MLPs of every width x seed together, on one minibatch stream.
@@ -286,7 +305,7 @@ def train_cmd(dataset: str, data_path: Path | None, target: str | None, widths: 
     cfg = TrainConfig(dataset=dataset if data is None else data.name, epochs=epochs, lr=lr,
                       batch_size=batch_size, optimizer=optimizer, train_size=train_size,
                       data_seed=data_seed, stats_epochs=stats_epochs, preact_cov=preact_cov,
-                      device=device, precision=precision)
+                      device=device, precision=precision, keep_optimizer=keep_optimizer)
     from widthlab.ui import engine_progress
 
     with engine_progress(quiet) as progress:

@@ -93,6 +93,9 @@ class TrainConfig:
     # or "mask" them (same numbers, full cost). Ignored, and out of the run id, otherwise.
     shrink_every: str | int | None = "epoch"
     shrink_mode: str = "remove"
+    # a finished run keeps a weights-only checkpoint (enough for load_bank, PCA, importance and
+    # the frontier); True keeps the optimizer state too. Out of the run id: no number changes.
+    keep_optimizer: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -165,8 +168,8 @@ def fingerprint(cfg: TrainConfig, specs: Sequence[ModelSpec], modifiers: Sequenc
     (:func:`widthlab.engine.identity.engine_code_hash`).
     """
     c = asdict(cfg)
-    for key in ("device", "eval_batch_size"):
-        c.pop(key)
+    for key in ("device", "eval_batch_size", "keep_optimizer"):
+        c.pop(key, None)
     if not shrinks:
         for key in ("shrink_every", "shrink_mode"):
             c.pop(key)
@@ -387,7 +390,8 @@ class Engine:
             self._build(layout["widths"])
             self.bank.unit_ids = layout["unit_ids"].clone()
         self.bank.load_state_dict(ckpt["bank"])
-        self.opt.load_state_dict(ckpt["optimizer"])
+        if "optimizer" in ckpt:  # a final, weights-only checkpoint has nothing left to train
+            self.opt.load_state_dict(ckpt["optimizer"])
         self.state = _State(**ckpt["state"])
         self.store.rollback(self.run_id, epoch)
 
@@ -518,8 +522,9 @@ class Engine:
                     (arrays if isinstance(row, ArrayRow) else metrics).append(row)
         self.state.eval_s += time.perf_counter() - t1
         self.state.epoch = epoch
-        ckpt = {"bank": self.bank.state_dict(), "optimizer": self.opt.state_dict(),
-                "state": asdict(self.state)}
+        ckpt = {"bank": self.bank.state_dict(), "state": asdict(self.state)}
+        if epoch < cfg.epochs or cfg.keep_optimizer:  # the run can still resume from it
+            ckpt["optimizer"] = self.opt.state_dict()
         layout = self._layout_state()
         if layout is not None:
             ckpt["layout"] = layout

@@ -325,6 +325,20 @@ class Store(StoreReads, StoreTransfer):
         for path in paths:
             path.unlink(missing_ok=True)
 
+    def checkpoint_paths(self, run_id: str) -> list[Path]:
+        """The recorded checkpoint files of ``run_id`` (resolved paths, newest first)."""
+        with self._read() as conn:
+            rows = [] if conn is None else conn.execute(
+                "SELECT path FROM checkpoints WHERE run_id = ? ORDER BY epoch DESC",
+                (run_id,)).fetchall()
+        return [(self.root / rel).resolve() for (rel,) in rows]
+
+    def gc(self, *, dry_run: bool = False) -> list[tuple[Path, int]]:
+        """Remove what no stored run needs (:func:`widthlab.store.gc.gc_store`)."""
+        from widthlab.store.gc import gc_store
+
+        return gc_store(self, dry_run=dry_run)
+
     # ------------------------------------------------------------------------ checks
     def check(self, run_ids: Iterable[str] | None = None, *, integrity: bool = True) -> list:
         """What is wrong with the store and its finished runs (None: every run); [] if nothing.
