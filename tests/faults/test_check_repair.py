@@ -1,5 +1,6 @@
-"""Item 6: `runs check` finds a finished run with missing epochs or a bad checkpoint; after
-`--repair` the same train call completes it with the numbers of an uninterrupted run."""
+"""Item 6: `runs check` finds a finished run with missing epochs or a bad checkpoint; the same
+train call (with or without `runs check --repair` first) completes it with the numbers of an
+uninterrupted run."""
 
 from __future__ import annotations
 
@@ -41,8 +42,9 @@ def reference(tmp_path_factory):
     return run, _everything(st, run)
 
 
+@pytest.mark.parametrize("how", ["same-command", "repair-first"])
 @pytest.mark.parametrize("damage", ["lost-epoch", "lost-last-epoch", "bad-checkpoint"])
-def test_check_repair_and_retrain_is_exact(tmp_path, capsys, reference, damage):
+def test_check_repair_and_retrain_is_exact(tmp_path, capsys, reference, damage, how):
     run, want = reference
     st = Store(tmp_path / "s")
     assert train(SPECS, TrainConfig(**CFG), st, data=synthetic(), progress=False) == run
@@ -65,11 +67,10 @@ def test_check_repair_and_retrain_is_exact(tmp_path, capsys, reference, damage):
     assert snapshot(st.root) == before  # checking changes nothing
     with pytest.raises(CorruptStoreError, match="runs check --repair"):
         st.ensure_ok([run])
-    assert train(SPECS, TrainConfig(**CFG), st, data=synthetic(), progress=False) == run
-    assert snapshot(st.root) == before  # not repaired yet: the done run is skipped
-
-    out = ok(capsys, ["runs", "check", "--repair", "--store", str(st.root)])
-    assert f"{run}: rolled back to epoch" in out
+    if how == "repair-first":
+        out = ok(capsys, ["runs", "check", "--repair", "--store", str(st.root)])
+        assert f"{run}: rolled back to epoch" in out
+    # the same command finds the damage itself and completes the run
     assert train(SPECS, TrainConfig(**CFG), st, data=synthetic(), progress=False) == run
     assert st.check() == [] and st.get_run(run)["status"] == "done"
     _same(_everything(st, run), want)
@@ -96,8 +97,6 @@ def test_cli_train_completes_a_repaired_run_exactly(real_cache, tmp_path, capsys
         conn.execute("DELETE FROM metrics WHERE epoch = 1")
     conn.close()
     one_line_error(capsys, ["runs", "check", "--store", stores[1]], (1,), "1 problem(s)")
-    assert "rolled back to epoch 0" in ok(capsys, ["runs", "check", "--repair", "--store",
-                                                   stores[1]])
     assert ok(capsys, [*args, stores[1]]).split()[-1] == runs[0]  # the same command
     want, got = (Store(s).metrics(runs[0]) for s in stores)
     pd.testing.assert_frame_equal(got, want)
