@@ -1,10 +1,10 @@
 """The variance study (journal sections 1-3 and FashionMNIST): is the distribution of
-per-neuron activation std a proxy for the right layer width?
+per-neuron activation std a proxy for the right layer width? This module ties its parts into
+the study contract:
 
-The experiment is in :mod:`~widthlab.studies.variance.config`, the tables in
-:mod:`~widthlab.studies.variance.analysis`, the claims in
-:mod:`~widthlab.studies.variance.verdicts` and the drawings in
-:mod:`~widthlab.studies.variance.figures`; this module ties them into the study contract.
+- ``config``: the profiles and the one experiment (the width sweep);
+- ``analysis``: per-width tables, mixture fits and turning points, from the store;
+- ``verdicts``: the journal's claims; ``figures``: the drawings.
 """
 
 from __future__ import annotations
