@@ -18,5 +18,5 @@ def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("store")
     for name, seed in (("mnist", 0), ("fashion-mnist", 1)):
         variance.run(name, widths=[2, 4, 8, 16], seeds=3, epochs=2, store=root,
-                     progress=False, data=_named(name, seed), batch_size=32, device="cpu")
+                     data=_named(name, seed), batch_size=32, device="cpu")
     return root

@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 from widthlab.report import build_report
+from widthlab.studies import available
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
@@ -26,7 +27,7 @@ def _chromium(*args):
 
 
 def test_every_image_loads_and_the_page_renders(store, tmp_path):
-    out = build_report(store, None, tmp_path / "report.html")
+    out = build_report(store, None, tmp_path / "report.html", studies=available())
     page = out.read_text()
     probe = tmp_path / "probe.html"
     probe.write_text(page.replace("</body>", PROBE + "</body>"))

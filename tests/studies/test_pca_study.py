@@ -7,26 +7,32 @@ import torch
 
 from widthlab.cli import main
 from widthlab.data.tensors import load_splits
-from widthlab.engine import load_bank
+from widthlab.engine import TrainConfig, load_bank, train
+from widthlab.errors import UsageError
+from widthlab.nn import ModelSpec
+from widthlab.nn.bank import MLP
+from widthlab.report.builder import study_sections
 from widthlab.store import Store
-from widthlab.studies import pca
+from widthlab.studies import pca, variance
 
-pytestmark = pytest.mark.realdata
+
+def _run(store):
+    sweep = variance.run("mnist", store=store, **SWEEP)
+    return pca.run("mnist", TINY, store=store, upstream={"variance": sweep}, device="cpu")
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     store = tmp_path_factory.mktemp("pca") / "store"
-    run_id = pca.run("mnist", TINY, store=store, **SWEEP)
-    return store, run_id
+    return store, _run(store)["analysis"]
 
 
-TINY = pca.Profile("quick", seeds=(0,), cov_samples=3000, teacher_width=16, conj_widths=(4, 16),
-                   conj_seeds=1, conj_train=2000, conj_epochs=1)
-SWEEP = dict(widths=[16, 22, 45], seeds=[0], epochs=1, train_size=5000, progress=False,
-             device="cpu")
+TINY = pca.PCAProfile(seeds=(0,), cov_samples=3000, teacher_width=16, conj_widths=(4, 16),
+                      conj_seeds=1, conj_train=2000, conj_epochs=1)
+SWEEP = dict(widths=[16, 22, 45], seeds=[0], epochs=1, train_size=5000, device="cpu")
 
 
+@pytest.mark.realdata
 def test_spectra_match_numpy_on_the_activation_matrix(study):
     store, run_id = study
     st = Store(store)
@@ -45,6 +51,7 @@ def test_spectra_match_numpy_on_the_activation_matrix(study):
         assert row.n99 >= row.n95 >= row.n90 >= 1
 
 
+@pytest.mark.realdata
 def test_full_k_reconstruction_is_the_plain_accuracy_exactly(study):
     store, run_id = study
     st = Store(store)
@@ -64,15 +71,17 @@ def test_full_k_reconstruction_is_the_plain_accuracy_exactly(study):
         assert dist[-1] == pytest.approx(0, abs=1e-3 * dist[0]) and np.all(np.diff(dist) <= 1e-6)
 
 
+@pytest.mark.realdata
 def test_second_run_reuses_everything_and_reports(study, tmp_path):
     store, run_id = study
     before = Store(store).runs()
-    again = pca.run("mnist", TINY, store=store, **SWEEP)
-    assert again == run_id
+    again = _run(store)
+    assert again["analysis"] == run_id
     assert len(Store(store).runs()) == len(before)  # nothing trained or analysed again
-    sections = pca.report_sections(Store(store), [run_id], tmp_path / "figs")
-    (sec,) = sections
+    rendered = study_sections(pca.STUDY, Store(store), [run_id], tmp_path / "figs")
+    (sec,) = rendered
     assert len(sec.figures) == 5 and all(p.is_file() for _, p in sec.figures)
+    sec = sec.section
     claims = [v.claim for v in sec.verdicts]
     assert any("conjecture" in c for c in claims)
     conj = next(v for v in sec.verdicts if "conjecture" in v.claim)
@@ -95,3 +104,25 @@ def test_separation_verdict_reads_the_ratios():
 def test_cli_unknown_profile_exits_2(capsys):
     assert main(["study", "pca", "--profile", "huge"]) == 2
     assert "huge" in capsys.readouterr().err
+
+
+def test_pca_needs_the_variance_runs(tmp_path):
+    with pytest.raises(UsageError, match="variance"):
+        pca.run("mnist", TINY, store=tmp_path, device="cpu")
+
+
+def test_noise_task_keeps_every_class_of_its_teacher(tmp_path):
+    teacher = MLP([6, 5, 10], seed=0).eval()
+    with torch.no_grad():  # the teacher only ever predicts classes 0, 1 and 2
+        teacher.layers[-1].bias[3:] = -1e3
+    task = pca.noise_task(teacher, 300, 100, 6, seed=3, name="noise-test")
+    labels = set(torch.cat([task.train.y, task.val.y, task.test.y]).tolist())
+    assert labels <= {0, 1, 2} and task.n_classes == 10
+    assert len(task.train) == 300 and len(task.val) == 20 and len(task.test) == 100
+    with torch.no_grad():
+        assert torch.equal(teacher(task.test.x).argmax(1), task.test.y)
+    assert task.to("cpu").n_classes == 10
+    run_id = train([ModelSpec((4,), seed=0)], TrainConfig(dataset=task.name, epochs=1,
+                                                          val_size=20, device="cpu"),
+                   tmp_path, data=task)
+    assert load_bank(tmp_path, run_id).export(0).sizes == [6, 4, 10]

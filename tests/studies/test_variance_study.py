@@ -6,6 +6,7 @@ from scipy import stats
 
 from tests.engine.child_run import synthetic
 from widthlab.cli import main
+from widthlab.cli_study import _overrides
 from widthlab.errors import UsageError
 from widthlab.store import Store
 from widthlab.studies import variance
@@ -13,8 +14,10 @@ from widthlab.studies import variance
 
 def test_summary_rows_recompute_from_stored_arrays(tmp_path):
     data = synthetic()
-    run_id = variance.run("synthetic", widths=[4, 8, 16], seeds=3, epochs=2, store=tmp_path,
-                          progress=False, data=data, batch_size=32, device="cpu")
+    runs = variance.run("synthetic", widths=[4, 8, 16], seeds=3, epochs=2, store=tmp_path,
+                        data=data, batch_size=32, device="cpu")
+    run_id = runs["sweep"]
+    assert runs.ids() == [run_id] and Store(tmp_path).get_run(run_id)["study"] == "variance"
     assert run_id.startswith("variance-synthetic-")
     table = variance.summarize(tmp_path, run_id)
     assert table["width"].tolist() == [4, 8, 16]
@@ -42,13 +45,19 @@ def test_summary_rows_recompute_from_stored_arrays(tmp_path):
 
 
 def test_profiles_and_errors(tmp_path):
-    specs, cfg = variance.config_for("mnist", "full", device="cpu")
+    (exp,) = variance.STUDY.experiments(variance.STUDY.profile("full"), "mnist")
+    specs, cfg = exp.specs, exp.config
     assert sorted({s.hidden[0] for s in specs})[-1] == 11585 and len(specs) == 20 * 11
     assert cfg.epochs == 30 and cfg.stats_epochs == "last"
-    specs, cfg = variance.config_for("mnist", "quick", seeds=[5], epochs=1, device="cpu")
+    exp = variance.sweep(variance.STUDY.profile("quick", seeds=[5], epochs=1))
+    specs, cfg = exp.specs, exp.config
     assert {s.seed for s in specs} == {5} and cfg.epochs == 1
     with pytest.raises(UsageError, match="profile"):
-        variance.config_for("mnist", "huge")
+        variance.STUDY.profile("huge")
+    with pytest.raises(UsageError, match="unknown setting"):
+        variance.STUDY.profile("quick", width=[16])
+    with pytest.raises(UsageError, match="widths"):
+        variance.STUDY.profile("quick", widths=[0, 16])
     with pytest.raises(UsageError, match="no run"):
         variance.summarize(tmp_path, "nope")
 
@@ -67,3 +76,12 @@ def test_cli_study_variance_on_mnist(real_cache, tmp_path, capsys):
     # one epoch of MNIST: wider is more accurate; every model far above chance
     assert table["test_acc"].is_monotonic_increasing and (table["test_acc"] > 0.85).all()
     assert main(["study", "variance", "--profile", "nope", "--store", store]) == 2
+
+
+def test_cli_overrides_read_the_journal_grid_and_seed_counts():
+    got = _overrides(variance.STUDY, "quick", {"widths": "16:45", "seeds": "2", "epochs": "3",
+                                               "train_size": None})
+    assert got == {"widths": (16, 22, 32, 45), "seeds": (0, 1), "epochs": 3}
+    prof = variance.STUDY.profile("quick", **_overrides(variance.STUDY, "quick",
+                                                        {"seeds": "0,4,7"}))
+    assert sorted({s.seed for s in variance.sweep(prof).specs}) == [0, 4, 7]

@@ -121,6 +121,9 @@ class Experiment:
         Epoch hooks ``hook(ctx: EpochContext) -> rows``.
     label : str or None
         The stored run label; default ``"<study>:<name>"``.
+    data : DatasetSplits or None
+        The splits this experiment trains on (a task the study builds, e.g. a teacher-labelled
+        noise task); default: the dataset's (or the splits passed to :meth:`Study.run`).
     """
 
     name: str
@@ -129,6 +132,7 @@ class Experiment:
     modifiers: Sequence[Callable[[], Any]] = ()
     hooks: Sequence[Callable] = ()
     label: str | None = None
+    data: DatasetSplits | None = None
 
 
 @dataclass
@@ -311,11 +315,12 @@ class Study:
         return RunSet(self.name, dataset, name, dict(ctx.runs))
 
     def _train(self, exp: Experiment, ctx: RunContext) -> str:
-        dataset = ctx.data.name if ctx.data is not None else ctx.dataset
+        data = exp.data if exp.data is not None else ctx.data
+        dataset = data.name if data is not None else ctx.dataset
         cfg = dataclasses.replace(exp.config, study=exp.label or self.label(exp.name),
                                   device=ctx.device, dataset=dataset)
         return train(list(exp.specs), cfg, ctx.store, modifiers=list(exp.modifiers),
-                     hooks=list(exp.hooks), data=ctx.data, progress=ctx.progress)
+                     hooks=list(exp.hooks), data=data, progress=ctx.progress)
 
     def _analyse(self, step: StoredAnalysis, ctx: RunContext) -> str:
         config = step.config(ctx)

@@ -1,6 +1,13 @@
-"""Figures of the PCA study, from :func:`widthlab.studies.pca.load` / ``summarize`` results.
+"""Figures of the PCA study, drawn from its stored tables only (re-plotting never retrains).
 
-Each function returns a matplotlib ``Figure``; save it with :func:`widthlab.report.figures.save`.
+Inputs are :func:`widthlab.studies.pca.load` results (``d``: per-model table and curves) and
+:func:`widthlab.studies.pca.per_width` tables. Each function returns a matplotlib ``Figure``;
+the report layer saves it.
+
+Example::
+
+    fig = spectra(pca.load(store, run_id), "MNIST: PCA spectra")
+    fig.savefig("spectra.png")
 """
 
 from __future__ import annotations
@@ -9,7 +16,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from widthlab.report.figures import pick_widths, plt
+from widthlab.metrics.variance import accuracy_plateau
+from widthlab.studies._plot import pick_widths, plt
 
 
 def _by_width(d: dict) -> dict[int, list[int]]:
@@ -74,8 +82,6 @@ def effective_dimension(summary: pd.DataFrame, plateau: int, title: str = "") ->
 def conjecture(image: pd.DataFrame, noise: pd.DataFrame, teacher_width: int,
                title: str = "") -> Figure:
     """Test accuracy versus width on the image task and on the teacher-labelled noise task."""
-    from widthlab.metrics.variance import accuracy_plateau
-
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for i, (label, t) in enumerate((("image task", image), ("noise labelled by M", noise))):
         ax.plot(t["width"], t["test_acc"], "o-", color=f"C{i}", label=label)

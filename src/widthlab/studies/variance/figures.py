@@ -1,31 +1,27 @@
-"""Figures of the studies, drawn from stored results only (re-plotting never retrains).
+"""Figures of the variance study, drawn from its stored tables only (re-plotting never retrains).
 
-Every figure function takes plain tables/arrays and returns a matplotlib ``Figure``;
-:func:`save` writes it as PNG and SVG through temporary files and renames, so a folder never
-holds a half-written image. The Agg backend is used: no display is needed.
+Every function takes plain tables/arrays and returns a matplotlib ``Figure``; the report layer
+saves it. Inputs are the per-width table of :func:`widthlab.studies.variance.summarize`
+(``summary``) and the per-neuron stds of :func:`widthlab.studies.variance.collect`
+(``stds[width] = [array per seed]``, pooled over seeds here).
 
-The variance-study figures take the per-width table of
-:func:`widthlab.studies.variance.summarize` (``summary``) and the pooled per-neuron stds of
-:func:`widthlab.studies.variance.collect` (``stds[width] = [array per seed]``).
+Example::
+
+    fig = accuracy_vs_width(variance.summarize(store, run_id), "test", "MNIST: test accuracy")
+    fig.savefig("accuracy.png")
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from scipy import stats as sps
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from scipy import stats as sps  # noqa: E402
-
-from widthlab.metrics.variance import accuracy_plateau, log_fit, most_normal_width  # noqa: E402
-
+from widthlab.metrics.variance import accuracy_plateau, log_fit, most_normal_width
+from widthlab.studies._plot import pick_widths, plt, yerr
 
 
 def _pooled(stds: Mapping[int, Sequence[np.ndarray]], width: int) -> np.ndarray:
@@ -38,15 +34,6 @@ def _kde(ax, values: np.ndarray, label: str, grid: np.ndarray) -> None:
         ax.plot(grid, sps.gaussian_kde(live)(grid), label=label)
     else:  # a KDE needs spread: show a point mass instead
         ax.axvline(float(live.mean()) if len(live) else 0.0, ls=":", label=f"{label} (no spread)")
-
-
-def pick_widths(widths: Sequence[int], k: int = 5) -> list[int]:
-    """``k`` widths spread evenly (in log scale) over the sorted ``widths``."""
-    ws = sorted(widths)
-    if len(ws) <= k:
-        return ws
-    idx = np.unique(np.round(np.linspace(0, len(ws) - 1, k)).astype(int))
-    return [ws[i] for i in idx]
 
 
 def std_distributions(stds: Mapping[int, Sequence[np.ndarray]], widths: Sequence[int],
@@ -89,7 +76,7 @@ def total_std_vs_width(summary: pd.DataFrame, title: str = "") -> Figure:
     """Mean total std (sum over neurons) with its 95% interval and a fitted ``a + b ln w``."""
     fig, ax = plt.subplots(figsize=(6.4, 4))
     w = summary["width"].to_numpy(float)
-    ax.errorbar(w, summary["total_std"], yerr=_yerr(summary, "total_std"), fmt="o", capsize=2,
+    ax.errorbar(w, summary["total_std"], yerr=yerr(summary, "total_std"), fmt="o", capsize=2,
                 label="total std (mean, 95% CI)")
     fit = log_fit(w, summary["total_std"].to_numpy(float))
     grid = np.geomspace(w.min(), w.max(), 200)
@@ -104,7 +91,7 @@ def total_std_vs_width(summary: pd.DataFrame, title: str = "") -> Figure:
 def dead_vs_width(summary: pd.DataFrame, title: str = "") -> Figure:
     """Dead neurons (never active on the training set) versus width."""
     fig, ax = plt.subplots(figsize=(6.4, 4))
-    ax.errorbar(summary["width"], summary["dead"], yerr=_yerr(summary, "dead"), fmt="o-",
+    ax.errorbar(summary["width"], summary["dead"], yerr=yerr(summary, "dead"), fmt="o-",
                 capsize=2)
     ax.set(xscale="log", xlabel="hidden neurons", ylabel="dead neurons (mean, 95% CI)",
            title=title or "dead neurons")
@@ -115,7 +102,7 @@ def accuracy_vs_width(summary: pd.DataFrame, split: str = "test", title: str = "
     """Accuracy with its 95% interval over seeds; the plateau width marked."""
     fig, ax = plt.subplots(figsize=(6.4, 4))
     col = f"{split}_acc"
-    ax.errorbar(summary["width"], summary[col], yerr=_yerr(summary, col), fmt="o-", capsize=2)
+    ax.errorbar(summary["width"], summary[col], yerr=yerr(summary, col), fmt="o-", capsize=2)
     plateau = accuracy_plateau(summary["width"], summary[col])
     ax.axvline(plateau, color="C2", ls="--", label=f"plateau at {plateau} neurons")
     ax.set(xscale="log", xlabel="hidden neurons", ylabel=f"{split} accuracy",
@@ -191,11 +178,3 @@ def datasets_side_by_side(summaries: Mapping[str, pd.DataFrame],
             title=f"std distribution at {at} neurons" if at else "no common width")
     ax2.legend(fontsize=8)
     return fig
-
-
-def _yerr(summary: pd.DataFrame, col: str) -> np.ndarray | None:
-    lo, hi = f"{col}_lo", f"{col}_hi"
-    if lo not in summary or summary[lo].isna().all():
-        return None
-    mid = summary[col].to_numpy(float)
-    return np.vstack([mid - summary[lo].to_numpy(float), summary[hi].to_numpy(float) - mid])
