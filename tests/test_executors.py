@@ -18,6 +18,9 @@ from widthlab.store import Store
 
 SMALL = (("widths", (8, 16)), ("seeds", (0, 1)), ("epochs", 2), ("train_size", 3000),
          ("device", "cpu"))
+# the PCA job analyses the variance job's sweep; its own conjecture sweep is kept small
+PCA_SMALL = (("seeds", (0,)), ("conj_widths", (4, 8)), ("conj_seeds", 1), ("conj_train", 2000),
+             ("conj_epochs", 1), ("device", "cpu"))
 
 
 def rows(store: Store) -> dict:
@@ -37,7 +40,7 @@ def rows(store: Store) -> dict:
 
 @pytest.mark.realdata
 def test_local_executor_skips_done_jobs_and_orders_needs(tmp_path):
-    jobs = [Job("pca", "mnist", "quick", options=SMALL, needs=("variance",)),
+    jobs = [Job("pca", "mnist", "quick", options=PCA_SMALL, needs=("variance",)),
             Job("variance", "mnist", "quick", options=SMALL)]
     seen = []
     LocalExecutor(run_study_job).run(jobs, tmp_path, progress=None,

@@ -55,9 +55,11 @@ def _overrides(study: Study, profile: str, given: dict) -> dict:
 def _print_and_save(study: Study, store: Store, runs: dict[str, RunSet], csv: Path | None,
                     quiet: bool) -> None:
     tables = study.tables(store, {d: dict(r.runs) for d, r in runs.items()})
+    shown = getattr(study, "print_columns", ())  # a terminal-wide subset; CSV gets all
     for name, frame in study.summary(tables).items():
         if not quiet:
-            print_frame(frame, list(frame.columns), title=name)
+            cols = [c for c in shown if c in frame] or list(frame.columns)
+            print_frame(frame, cols, title=name)
         if csv is not None:
             click.echo(str(write_frame(frame, Path(csv) / f"{name}.csv")))
 

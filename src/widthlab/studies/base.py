@@ -252,6 +252,9 @@ class Study:
     #: configuration, hooks, modifiers and stored analyses. Their code enters the job key and
     #: the stored analyses' ids; figures, captions and verdicts must not be listed.
     code: ClassVar[tuple[str, ...]] = ()
+    #: columns of the summary tables printed by ``widthlab study`` (all of them when empty;
+    #: ``--csv`` always writes every column)
+    print_columns: ClassVar[tuple[str, ...]] = ()
 
     # -------------------------------------------------------------- configuration
     def profile(self, profile: str | Profile = "quick", **overrides: Any) -> Profile:

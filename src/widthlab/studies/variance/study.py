@@ -64,6 +64,7 @@ class VarianceStudy(Study):
                "be a good candidate to estimate the size of a network in the general case.")
     profiles = PROFILES
     code = ("widthlab.studies.variance.config",)
+    print_columns = ("width", "replicates", "shapiro_w", "total_std", "dead", "test_acc")
 
     def experiments(self, profile: VarianceProfile, dataset: str) -> list:
         return [sweep(profile)]
