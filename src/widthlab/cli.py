@@ -26,6 +26,7 @@ from pathlib import Path
 import click
 
 from widthlab import __version__
+from widthlab._io import ensure_writable
 from widthlab.cli_options import (
     data_option,
     parse_seeds,
@@ -34,7 +35,26 @@ from widthlab.cli_options import (
     user_data,
 )
 from widthlab.cli_study import StudyGroup
+from widthlab.data.cache import cache_root, fetch, iter_info, verify
+from widthlab.data.registry import DATASETS, resolve_names
+from widthlab.data.tensors import load_splits
+from widthlab.engine import TrainConfig, train
 from widthlab.errors import UsageError, WidthlabError
+from widthlab.nn import ModelSpec
+from widthlab.nn.widths import parse_widths
+from widthlab.report import build_report
+from widthlab.reproduce import reproduce
+from widthlab.store import Store
+from widthlab.store._db import storage_error
+from widthlab.studies import available
+from widthlab.ui import engine_progress
+from widthlab.ui.console import (
+    download_progress,
+    print_file_table,
+    print_frame,
+    print_records,
+    print_run,
+)
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -74,8 +94,6 @@ def data_fetch(name: str, data_dir: Path | None, quiet: bool) -> None:
 
     A file already cached and verified is left alone; a corrupt one is replaced.
     """
-    from widthlab.data.cache import fetch
-    from widthlab.ui.console import download_progress, print_file_table
 
     with download_progress(quiet) as progress:
         rows = fetch(name, data_dir, progress=progress)
@@ -86,8 +104,6 @@ def data_fetch(name: str, data_dir: Path | None, quiet: bool) -> None:
 @dataset_argument
 def data_verify(name: str) -> None:
     """Re-check the checksum of every cached file; exit 1 if any is missing or corrupt."""
-    from widthlab.data.cache import verify
-    from widthlab.ui.console import print_file_table
 
     rows = verify(name)
     print_file_table(rows, title="verify")
@@ -102,9 +118,6 @@ def data_verify(name: str) -> None:
 @data_dir_option
 def data_info(data_dir: Path | None) -> None:
     """Where each dataset comes from: files, sizes, checksums, cache state, sources."""
-    from widthlab.data.cache import cache_root, iter_info
-    from widthlab.data.registry import DATASETS
-    from widthlab.ui.console import print_records
 
     click.echo(f"cache: {cache_root()}")
     print_records(list(iter_info(data_dir)),
@@ -121,9 +134,6 @@ def data_info(data_dir: Path | None) -> None:
 @click.option("--seed", default=0, show_default=True, help="Seed of the train/validation split.")
 def data_summary(name: str, data_dir: Path | None, val_size: int, seed: int) -> None:
     """Load the dataset(s) as training tensors and print sizes, class counts and moments."""
-    from widthlab.data.registry import resolve_names
-    from widthlab.data.tensors import load_splits
-    from widthlab.ui.console import print_records
 
     records = []
     for spec in resolve_names(name):
@@ -156,8 +166,6 @@ def runs_group() -> None:
 @store_option
 def runs_list(store: Path) -> None:
     """One line per run: study, dataset, status, models, epochs, times."""
-    from widthlab.store import Store
-    from widthlab.ui.console import print_frame
 
     runs = Store(store).runs()
     if runs.empty:
@@ -174,8 +182,6 @@ def runs_list(store: Path) -> None:
 @store_option
 def runs_show(run_id: str, store: Path) -> None:
     """A run's fields and config, and its models with status and last val/test accuracy."""
-    from widthlab.store import Store
-    from widthlab.ui.console import print_run
 
     st = Store(store)
     run_id = st.resolve(run_id)
@@ -191,7 +197,6 @@ def runs_show(run_id: str, store: Path) -> None:
 def runs_gc(dry_run: bool, store: Path) -> None:
     """Remove what no stored run needs: unrecorded checkpoint files, temporary files of dead
     writers, job manifests of runs that are gone. Prints each path and the space freed."""
-    from widthlab.store import Store
 
     removed = Store.open(store).gc(dry_run=dry_run)
     for path, size in removed:
@@ -210,7 +215,6 @@ def runs_gc(dry_run: bool, store: Path) -> None:
 @store_option
 def runs_export(run_id: str, fmt: str, out: Path, store: Path) -> None:
     """Write ID-models, ID-metrics (one column per metric) and ID-neurons files; print paths."""
-    from widthlab.store import Store
 
     st = Store(store)
     for path in st.export(st.resolve(run_id), out, fmt):
@@ -226,7 +230,6 @@ def runs_export(run_id: str, fmt: str, out: Path, store: Path) -> None:
 def runs_check(run_ids: tuple[str, ...], repair: bool, store: Path) -> None:
     """Check finished runs (default: all): every epoch's rows, checkpoint hashes, and the
     database's integrity. Exit 1 when a problem is found (and not repaired)."""
-    from widthlab.store import Store
 
     st = Store(store)
     problems = st.check(list(run_ids) or None)
@@ -292,11 +295,6 @@ def train_cmd(keep_optimizer: bool, dataset: str, data_path: Path | None, target
     a finished one (a run's id is a hash of everything that changes its numbers). Prints the
     run id and each model's final test accuracy.
     """
-    from widthlab.engine import TrainConfig, train
-    from widthlab.nn import ModelSpec
-    from widthlab.nn.widths import parse_widths
-    from widthlab.store import Store
-    from widthlab.ui.console import print_frame
 
     data = user_data(data_path, target)  # checked before anything is trained
     specs = [ModelSpec((w,), seed=s, weight_decay=weight_decay)
@@ -306,7 +304,6 @@ def train_cmd(keep_optimizer: bool, dataset: str, data_path: Path | None, target
                       batch_size=batch_size, optimizer=optimizer, train_size=train_size,
                       data_seed=data_seed, stats_epochs=stats_epochs, preact_cov=preact_cov,
                       device=device, precision=precision, keep_optimizer=keep_optimizer)
-    from widthlab.ui import engine_progress
 
     with engine_progress(quiet) as progress:
         run_id = train(specs, cfg, store, progress=progress, data=data)
@@ -361,9 +358,6 @@ def report_cmd(run_ids: tuple[str, ...], store: Path, out: Path) -> None:
     Figures (PNG and SVG) are drawn from stored results only, into OUT's folder
     ``<name>-figures/``, and embedded in the page; claims are recomputed as verdicts.
     """
-    from widthlab._io import ensure_writable
-    from widthlab.report import build_report
-    from widthlab.studies import available
 
     ensure_writable(out.parent, "the report's folder", "choose another -o/--out path")
     path = build_report(store, list(run_ids) or None, out, studies=available())
@@ -398,8 +392,6 @@ def reproduce_cmd(profile: str, datasets: str, studies: str | None, executor: st
     Work already stored with the same config and code version is skipped; an interrupted
     reproduction resumes where it stopped. Prints the report's path.
     """
-    from widthlab.reproduce import reproduce
-    from widthlab.ui import engine_progress
 
     def split(text):
         return [t.strip() for t in text.split(",") if t.strip()]
@@ -452,7 +444,6 @@ def _run(args: list[str]) -> int:
         click.echo("widthlab: interrupted", err=True)
         return 130
     except (OSError, RuntimeError, sqlite3.Error) as exc:  # storage failures: one line
-        from widthlab.store._db import storage_error
 
         err = storage_error(exc, Path(getattr(exc, "filename", None) or "."))
         if err is None and not isinstance(exc, OSError):
