@@ -1,16 +1,21 @@
 """Compare the stored numbers of two results stores run by run (issue 15's acceptance check).
 
     .venv/bin/python scripts/compare_stores.py OLD_STORE NEW_STORE [--studies variance,pca]
+        [--reports OLD.html NEW.html]
 
 Runs are matched by their label and dataset (run ids differ when the code changed: they hash
 it); for every matched pair the models (architecture, seed, variant, options), every metric row
 and every array are compared exactly (timings, hosts and dates left out). Prints one line per
 label and dataset and a summary last; exits 1 when any number differs or a run is missing.
+With ``--reports`` the verdicts of two reports are compared too (holds or not, and their text;
+verdicts quoting a measured latency are compared by outcome only).
 """
 
 from __future__ import annotations
 
 import argparse
+import html
+import re
 import sys
 
 import numpy as np
@@ -77,11 +82,36 @@ def compare(old: Store, new: Store, run_old: str, run_new: str) -> list[str]:
     return diffs
 
 
+def verdicts(page: str) -> list[tuple[bool, str]]:
+    """``(holds, text)`` of every verdict of a report page, in order."""
+    found = re.findall(r'<li class="(holds|fails)"><b>[^<]*</b> (.*?)</li>', page)
+    return [(cls == "holds", html.unescape(text)) for cls, text in found]
+
+
+def compare_reports(old: str, new: str) -> int:
+    """Print verdicts that differ; returns how many."""
+    a = verdicts(open(old, encoding="utf-8").read())
+    b = verdicts(open(new, encoding="utf-8").read())
+    timed = re.compile(r"\d+(\.\d+)? ?(ms|s)\b")
+    key = [(h, timed.sub("<t>", t)) for h, t in a], [(h, timed.sub("<t>", t)) for h, t in b]
+    missing = [v for v in key[0] if v not in key[1]]
+    extra = [v for v in key[1] if v not in key[0]]
+    for holds, text in missing:
+        print(f"VERDICT only in old ({'holds' if holds else 'fails'}): {text}")
+    for holds, text in extra:
+        print(f"VERDICT only in new ({'holds' if holds else 'fails'}): {text}")
+    print(f"verdicts_old={len(a)}")
+    print(f"verdicts_new={len(b)}")
+    print(f"verdicts_differing={len(missing) + len(extra)}")
+    return len(missing) + len(extra)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("old")
     ap.add_argument("new")
     ap.add_argument("--studies", default=None, help="comma list of study names")
+    ap.add_argument("--reports", nargs=2, default=None, metavar=("OLD_HTML", "NEW_HTML"))
     args = ap.parse_args(argv)
     studies = set(args.studies.split(",")) if args.studies else None
     old, new = Store(args.old), Store(args.new)
@@ -97,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'DIFF' if diffs else 'same'} {label}" + (f": {'; '.join(diffs)}" if diffs
                                                             else ""))
         same, bad = same + (not diffs), bad + bool(diffs)
+    if args.reports:
+        bad += compare_reports(*args.reports)
     print(f"identical_runs={same}")
     print(f"differing_or_missing_runs={bad}")
     return 1 if bad else 0
