@@ -237,6 +237,23 @@ def _autocast(device: torch.device, precision: str):
 
 
 @dataclass
+class _EpochSums:
+    """Per-model sums over one epoch's minibatches."""
+
+    loss: Tensor       # (M,) float64 sum of batch mean losses x batch sizes
+    correct: Tensor    # (M,) correct predictions
+    finite: Tensor     # (M,) whether every loss was finite
+    n: int             # training samples
+    batch_losses: list[Tensor] = field(default_factory=list)
+
+    @classmethod
+    def zeros(cls, n_models: int, device: torch.device, n: int) -> _EpochSums:
+        return cls(torch.zeros(n_models, dtype=torch.float64, device=device),
+                   torch.zeros(n_models, dtype=torch.long, device=device),
+                   torch.ones(n_models, dtype=torch.bool, device=device), n)
+
+
+@dataclass
 class _State:
     """What a checkpoint holds besides the bank and the optimizer."""
 
@@ -424,16 +441,37 @@ class Engine:
         return out
 
     def _epoch(self, epoch: int, advance: Callable[[int], None]) -> None:
+        """Train one epoch, evaluate, and commit its rows and checkpoint in one transaction."""
+        sums = self._train_steps(epoch, advance)
+        t1 = time.perf_counter()
+        failures = self._check_models(sums.finite, epoch)
+        if self.shrinks and self.cfg.shrink_every == "epoch":
+            # after the failure check: a failed model's zeroed gates take all its units away;
+            # timed as training
+            t_shrink = time.perf_counter()
+            self._timed_shrink()
+            spent = time.perf_counter() - t_shrink
+            self.state.train_s += spent
+            t1 += spent
+        live = [m for m in range(self.bank.n_models) if self.state.alive[m]]
+        metrics, arrays = self._train_rows(epoch, sums, live)
+        for rows in (self._modifier_rows(epoch), self._eval_rows(epoch, live),
+                     self._hook_rows(epoch)):
+            metrics += rows[0]
+            arrays += rows[1]
+        self.state.eval_s += time.perf_counter() - t1
+        self.state.epoch = epoch
+        self._commit(epoch, metrics, arrays, failures)
+
+    def _train_steps(self, epoch: int, advance: Callable[[int], None]) -> _EpochSums:
+        """The epoch's minibatch steps over the seeded order; per-model running sums."""
         cfg, bank, dev = self.cfg, self.bank, self.device
         train = self.data.train
         alive = torch.tensor(self.state.alive, dtype=torch.float32, device=dev)
-        loss_sum = torch.zeros(bank.n_models, dtype=torch.float64, device=dev)
-        correct = torch.zeros(bank.n_models, dtype=torch.long, device=dev)
-        finite = torch.ones(bank.n_models, dtype=torch.bool, device=dev)
+        sums = _EpochSums.zeros(bank.n_models, dev, len(train))
         order = epoch_order(len(train), cfg.data_seed, epoch, dev)
         t0 = time.perf_counter()
         n_steps = 0
-        batch_losses = []
         every = cfg.shrink_every if (self.shrinks and isinstance(cfg.shrink_every, int)) else 0
         for i in range(0, len(train), cfg.batch_size):
             idx = order[i:i + cfg.batch_size]
@@ -452,10 +490,10 @@ class Engine:
             self.opt.step()
             with torch.no_grad():
                 if cfg.record_batch_loss:
-                    batch_losses.append(ce.detach().clone())
-                loss_sum += ce.double() * len(y)
-                correct += (logits.argmax(-1) == y[:, None]).sum(0)
-                finite &= torch.isfinite(loss)
+                    sums.batch_losses.append(ce.detach().clone())
+                sums.loss += ce.double() * len(y)
+                sums.correct += (logits.argmax(-1) == y[:, None]).sum(0)
+                sums.finite &= torch.isfinite(loss)
             n_steps += 1
             if every and (self.state.steps + n_steps) % every == 0:
                 self._timed_shrink()
@@ -464,47 +502,53 @@ class Engine:
             torch.cuda.synchronize()
         self.state.train_s += time.perf_counter() - t0
         self.state.steps += n_steps
+        return sums
 
-        t1 = time.perf_counter()
-        failures = self._check_models(finite, epoch)
-        if self.shrinks and cfg.shrink_every == "epoch":
-            # after the failure check: a failed model's zeroed gates take all its units away;
-            # timed as training
-            t_shrink = time.perf_counter()
-            self._timed_shrink()
-            spent = time.perf_counter() - t_shrink
-            self.state.train_s += spent
-            t1 += spent
+    @staticmethod
+    def _train_rows(epoch: int, sums: _EpochSums, live: list[int]
+                    ) -> tuple[list[MetricRow], list[ArrayRow]]:
+        """Running train loss and accuracy, and the batch losses when recorded."""
         metrics: list[MetricRow] = []
         arrays: list[ArrayRow] = []
-        live = [m for m in range(bank.n_models) if self.state.alive[m]]
-        run_loss = (loss_sum / len(train)).tolist()
-        run_acc = (correct.double() / len(train)).tolist()
+        run_loss = (sums.loss / sums.n).tolist()
+        run_acc = (sums.correct.double() / sums.n).tolist()
         for m in live:
             metrics += [MetricRow(m, epoch, "train", "loss_running", run_loss[m]),
                         MetricRow(m, epoch, "train", "acc_running", run_acc[m])]
-        if batch_losses:
-            per_batch = torch.stack(batch_losses).double().cpu().numpy()  # (steps, M)
+        if sums.batch_losses:
+            per_batch = torch.stack(sums.batch_losses).double().cpu().numpy()  # (steps, M)
             for m in live:
                 col = per_batch[:, m]
                 arrays.append(ArrayRow(m, epoch, "batch_loss", col.copy()))
                 metrics += [MetricRow(m, epoch, "train", f"batch_loss_{k}", float(f(col)))
                             for k, f in (("min", np.min), ("median", np.median),
                                          ("max", np.max))]
-        for mod in bank.modifiers:
+        return metrics, arrays
+
+    def _modifier_rows(self, epoch: int) -> tuple[list[MetricRow], list[ArrayRow]]:
+        metrics: list[MetricRow] = []
+        arrays: list[ArrayRow] = []
+        for mod in self.bank.modifiers:
             for m, name, value in mod.epoch_records():
                 if self.state.alive[m]:
                     if np.ndim(value) == 0:
                         metrics.append(MetricRow(m, epoch, "train", name, float(value)))
                     else:
                         arrays.append(ArrayRow(m, epoch, name, np.asarray(value)))
+        return metrics, arrays
+
+    def _eval_rows(self, epoch: int, live: list[int]) -> tuple[list[MetricRow], list[ArrayRow]]:
+        """Loss and accuracy on the evaluated splits; neuron statistics when asked."""
+        cfg = self.cfg
+        metrics: list[MetricRow] = []
+        arrays: list[ArrayRow] = []
         splits = list(cfg.eval_splits)
         want_stats = cfg.wants_stats(epoch)
         if want_stats and cfg.stats_split not in splits:
             splits.append(cfg.stats_split)
         for name in splits:
             stats = want_stats and name == cfg.stats_split
-            res = evaluate(bank, self.data.split(name), batch_size=cfg.eval_batch_size,
+            res = evaluate(self.bank, self.data.split(name), batch_size=cfg.eval_batch_size,
                            stats=stats, preact_cov=stats and cfg.preact_cov,
                            precision=cfg.precision)
             loss_l, acc_l = res.loss.tolist(), res.acc.tolist()
@@ -515,15 +559,24 @@ class Engine:
                 metrics_s, arrays_s = self._neuron_arrays(res, epoch, live, name)
                 metrics += metrics_s
                 arrays += arrays_s
+        return metrics, arrays
+
+    def _hook_rows(self, epoch: int) -> tuple[list[MetricRow], list[ArrayRow]]:
+        metrics: list[MetricRow] = []
+        arrays: list[ArrayRow] = []
         ctx = EpochContext(epoch, self.bank, self.cfg, self.data, tuple(self.state.alive))
         for hook in self.hooks:
             for row in hook(ctx) or ():
                 if self.state.alive[row.model]:
                     (arrays if isinstance(row, ArrayRow) else metrics).append(row)
-        self.state.eval_s += time.perf_counter() - t1
-        self.state.epoch = epoch
+        return metrics, arrays
+
+    def _commit(self, epoch: int, metrics: list[MetricRow], arrays: list[ArrayRow],
+                failures: list[tuple[int, int, str]]) -> None:
+        """Write the checkpoint (weights only after the last epoch unless asked), then commit
+        the epoch's rows with it in one transaction."""
         ckpt = {"bank": self.bank.state_dict(), "state": asdict(self.state)}
-        if epoch < cfg.epochs or cfg.keep_optimizer:  # the run can still resume from it
+        if epoch < self.cfg.epochs or self.cfg.keep_optimizer:  # the run can still resume
             ckpt["optimizer"] = self.opt.state_dict()
         layout = self._layout_state()
         if layout is not None:
