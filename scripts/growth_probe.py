@@ -50,6 +50,9 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--max-frac", type=float, default=0.5)
     ap.add_argument("--candidates", type=int, default=64)
     ap.add_argument("--grace", type=int, default=0)
+    ap.add_argument("--no-debias", action="store_true")
+    ap.add_argument("--min-gate", type=float, default=None)
+    ap.add_argument("--until", type=int, default=None)
     ap.add_argument("--no-static", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
     return ap.parse_args()
@@ -70,7 +73,8 @@ def main() -> None:
     cfg = TrainConfig(**common)
     opts = dict(lr=args.gate_lr, every=args.every, window=args.window, horizon=args.horizon,
                 max_new=args.max_new, max_frac=args.max_frac, candidates=args.candidates,
-                grace=args.grace)
+                grace=args.grace, debias=not args.no_debias, min_gate=args.min_gate,
+                until=args.until)
 
     def make() -> GrowingGate:
         return GrowingGate([g[1] for g in grid], init=[g[0] for g in grid], **opts)

@@ -175,6 +175,30 @@ def test_growth_scores_equal_autograd_in_float64():
             torch.testing.assert_close(got[m, k], gv[:, 0], rtol=1e-5, atol=1e-7)
 
 
+def test_the_noise_of_a_score_is_the_variance_of_a_mean_over_samples():
+    """numpy float64: per-sample gradients delta_n * a_n, var(ddof=1) / N; on an error
+    independent of the inputs (no real gradient) the debiased score averages 0, the raw one
+    does not."""
+    bank = MLPBank([ModelSpec((5,), seed=0)], D, 10)
+    x, y = next(batches(1, batch=400, seed=8))
+    delta = output_error(bank, x, y).double()
+    w = torch.randn(1, 3, D, dtype=torch.float64) / math.sqrt(D)
+    b = torch.zeros(1, 3, dtype=torch.float64)
+    grad, noise = outgoing_gradient(x.double(), delta, w, b, noise=True)
+    a = np.maximum(x.double().numpy() @ w[0].numpy().T, 0)  # (N, K)
+    per = delta[:, 0].numpy()[:, None, :] * a[:, :, None]  # (N, K, C)
+    np.testing.assert_allclose(grad[0].numpy(), per.mean(0), rtol=1e-10)
+    np.testing.assert_allclose(noise[0].numpy(), per.var(0, ddof=1) / len(x), rtol=1e-10)
+    g = torch.Generator().manual_seed(9)
+    pure = torch.randn(400, 2000, 10, generator=g, dtype=torch.float64)  # 2000 draws, no x
+    w = torch.randn(2000, 1, D, generator=g, dtype=torch.float64) / math.sqrt(D)
+    grad, noise = outgoing_gradient(x.double(), pure, w, torch.zeros(2000, 1).double(),
+                                    noise=True)
+    raw = grad.abs().sum(-1)
+    clean = raw - math.sqrt(2 / math.pi) * noise.sqrt().sum(-1)
+    assert abs(clean.mean()) < 3 * clean.std() / math.sqrt(2000) < raw.mean() / 10
+
+
 def test_gradmax_directions_maximise_the_linearised_gradient():
     """The top right singular vector u of E[delta x^T] gives the largest |E[delta (u.x)]|
     of all unit directions: larger than 500 random ones, equal to the top singular value."""
@@ -261,3 +285,23 @@ def test_new_units_are_charged_after_their_grace_period():
         mod.before_step(step)
         torch.testing.assert_close(mod.penalty(), naive(step))
         assert sum(step - b >= 5 for b in mod.born.tolist()) == charged
+
+
+def test_no_growth_when_the_median_gate_is_low_or_after_until():
+    """min_gate: the median charged gate (numpy) decides; until: no unit after that step."""
+    bank = MLPBank([ModelSpec((9,), seed=0), ModelSpec((6,), seed=1)], D, 10)
+    mod = GrowingGate(0.0, min_gate=0.6, until=50, candidates=8)
+    bank.add_modifier(mod)
+    gates = np.array([0.1, 0.2, 0.3, 0.5, 0.55, 0.9, 1.0, 1.2, -0.4,   # median of live 0.525
+                      0.7, 0.6, 0.65, 0.0, 2.0, 0.61])                  # median of live 0.65
+    with torch.no_grad():
+        mod.gate.copy_(torch.tensor(gates))
+    for m, (a, b) in enumerate(bank.slices):
+        g = gates[a:b]
+        assert mod.median_gate(m) == pytest.approx(np.median(g[g > 0]))
+    x, y = next(batches(1, batch=64))
+    assert mod.propose(bank, x, y, step=20).models == [1]
+    assert mod.propose(bank, x, y, step=51) is None
+    with torch.no_grad():
+        mod.gate.fill_(1.0)
+    assert mod.propose(bank, x, y, step=50).models == [0, 1]

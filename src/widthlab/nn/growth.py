@@ -20,9 +20,12 @@ batches (the last ``window`` minibatches) and it proposes new units for each mod
 
 3. each candidate ``c`` is scored by the gradient of the loss with respect to its zero
    outgoing weights, exactly (ReLU included): ``G_c = delta.T @ relu(x @ w_c + b_c) / N``
-   ``(C,)``. Adam's first steps move each outgoing weight by about ``out_lr`` against the sign
-   of its gradient, so the *predicted decrease of the loss per step* is
-   ``out_lr * ||G_c||_1``;
+   ``(C,)``. Adam's first steps move each outgoing weight by about ``out_lr`` against the
+   sign of its gradient, so the *predicted decrease of the loss per step* is
+   ``out_lr * ||G_c||_1``; with ``debias`` the part a candidate with no real gradient would
+   show on ``N`` samples, ``sqrt(2 / pi) * sum_c sd_c`` (``sd_c`` the standard error of
+   ``G_c`` over the samples), is subtracted first (else any unit looks useful on a finite
+   sample);
 4. a candidate is added when that decrease exceeds its *price per step* ``lambda / horizon``,
    where ``horizon`` defaults to ``1 / gate_lr``, the number of steps a new unit's gate
    (starting at 1, pushed down by the penalty at Adam's speed ``gate_lr``) survives before its
@@ -31,8 +34,18 @@ batches (the last ``window`` minibatches) and it proposes new units for each mod
    best first, skipping any whose incoming weights point within ``max_cos`` (cosine) of an
    existing unit (splits excepted) or of one already taken, at most
    ``min(max_new, ceil(max_frac * width))`` per model and event (at least 1);
-5. a new unit's gate is not charged for ``grace`` steps, after which it stays only if it pays
-   like every other unit: the gates' own rule, ``-d CE / d g >= lambda``.
+5. a model adds nothing while the median gate of its charged units is below ``min_gate``
+   (optional): its units already barely pay the price, so it is not below the width the price
+   sustains (the first-order score alone cannot tell: on MNIST the best GradMax candidate
+   scores about the same in a network of 130 units as in one of 1000), and nothing after step
+   ``until`` (optional: the final width then holds only charged units);
+6. a new unit's gate is not charged for ``grace`` steps (its outgoing weights start at zero,
+   so its gate would only be pushed down), after which it stays only if it pays like every
+   other unit, by the gates' own dynamics.
+
+Why a gate check: with Adam and unpenalised outgoing weights the sparsifier has no static
+equilibrium (a gate can shrink while its outgoing weights grow, at no loss), so the width the
+gates sustain is set by their dynamics; the growth rule fills up to it rather than predicting it.
 
 New units have zero outgoing weights (the outputs do not change at insertion), gate 1, and zero
 optimizer state (:meth:`MLPBank.grow_`, :meth:`BankOptimizer.grown`). Growth needs
@@ -41,7 +54,8 @@ seeded by ``(seed, step)``, so a resumed run grows exactly as the uninterrupted 
 
 Each epoch it records, per model, what :class:`SparsifierGate` records plus ``grown`` (units
 added so far) and ``unit_steps`` (the sum over training steps of the computed width, from which
-the training FLOPs follow: ``6 * batch * (in + out) * unit_steps`` for the hidden units).
+the training FLOPs follow: ``batch * (4 * in + 6 * out) * unit_steps`` for the hidden units,
+whose first layer forms no input gradient).
 
 Example::
 
@@ -50,7 +64,8 @@ Example::
     from widthlab.nn.growth import GrowingGate
 
     specs = [ModelSpec((w,), seed=0) for w in (8, 64, 512, 2048)]
-    make = lambda: GrowingGate(1e-3, lr=1e-2, every=20, init="gradmax")
+    make = lambda: GrowingGate(1e-3, lr=1e-2, every=10, max_frac=1.0, max_new=128, grace=40,
+                               min_gate=0.65, until=276, init="gradmax")
     run_id = train(specs, TrainConfig(dataset="mnist", epochs=4), modifiers=[make])
 """
 
@@ -70,6 +85,7 @@ from widthlab.nn.gated import SparsifierGate, gate_penalty
 
 INITS = ("gradmax", "random", "split", "none")
 ROW_NORM = 1.0 / math.sqrt(3.0)  # expected norm of an nn.Linear weight row, any fan-in
+NOISE_L1 = math.sqrt(2.0 / math.pi)  # E|z| of a standard normal z
 
 
 @dataclass
@@ -118,6 +134,15 @@ class GrowingGate(SparsifierGate):
         The outgoing weights' learning rate assumed by the prediction (the model's lr).
     max_cos : float
         Skip candidates whose incoming weights are closer than this cosine to a unit's.
+    min_gate : float or None
+        A model adds no unit while the median gate of its charged units is below this
+        (:meth:`median_gate`): most of its units barely pay the price. None: no check.
+    until : int or None
+        Last step at which units are added (e.g. the run's steps minus ``grace``, so that the
+        final width holds only units that were charged); None: to the end.
+    debias : bool
+        Subtract the score's sampling noise over the ``N`` samples (a candidate with no real
+        gradient then scores 0 on average, not ``sqrt(2 / pi) * sum_c sd_c``).
     grace : int
         Steps during which a new unit's gate is not charged (its outgoing weights start at
         zero, so its gate would otherwise only be pushed down); 0: charged at once.
@@ -132,7 +157,10 @@ class GrowingGate(SparsifierGate):
                  lr: float | None = None, every: int = 20, window: int = 4,
                  init: str | Sequence[str] = "gradmax", candidates: int = 64,
                  max_new: int = 64, max_frac: float = 0.5, horizon: float | None = None,
-                 out_lr: float = 1e-3, max_cos: float = 0.95, grace: int = 0, seed: int = 0):
+                 out_lr: float = 1e-3, max_cos: float = 0.95, grace: int = 0,
+                 debias: bool = True, min_gate: float | None = None,
+                 until: int | None = None,
+                 seed: int = 0):
         super().__init__(l1, penalty=penalty, lr=lr)
         inits = [init] if isinstance(init, str) else list(init)
         if any(i not in INITS for i in inits):
@@ -149,7 +177,8 @@ class GrowingGate(SparsifierGate):
         self.every, self.window, self.candidates = int(every), int(window), int(candidates)
         self.max_new, self.max_frac, self.horizon = int(max_new), float(max_frac), horizon
         self.out_lr, self.max_cos, self.seed = float(out_lr), float(max_cos), int(seed)
-        self.init_kind, self.grace = inits, int(grace)
+        self.init_kind, self.grace, self.debias = inits, int(grace), bool(debias)
+        self.min_gate, self.until = min_gate, until
         self._step = 0  # the current training step (before_step), for the grace period
         self._young: int | None = None  # cache of _young_until
 
@@ -171,7 +200,9 @@ class GrowingGate(SparsifierGate):
                 "init": kinds[0] if len(set(kinds)) == 1 else list(kinds),
                 "candidates": self.candidates, "max_new": self.max_new,
                 "max_frac": self.max_frac, "horizon": self.horizon, "out_lr": self.out_lr,
-                "max_cos": self.max_cos, "grace": self.grace, "seed": self.seed}
+                "max_cos": self.max_cos, "grace": self.grace,
+                "debias": self.debias, "min_gate": self.min_gate, "until": self.until,
+                "seed": self.seed}
 
     @property
     def price_per_step(self) -> Tensor:
@@ -244,12 +275,16 @@ class GrowingGate(SparsifierGate):
         if deep:
             raise UsageError(f"growth needs one-hidden-layer models; models {deep} are deeper "
                              "(use init='none' for them)")
-        if not grow or len(x) == 0:
+        if not grow or len(x) == 0 or (self.until is not None and step > self.until):
             return None
         delta = output_error(bank, x, y)  # (N, M, C)
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + int(step))
         w, b = self._candidates(bank, x, delta, grow, g)  # (M', K, in), (M', K)
-        gain = self.out_lr * outgoing_gradient(x, delta[:, grow], w, b).abs().sum(-1)  # (M', K)
+        grad, noise = outgoing_gradient(x, delta[:, grow], w, b, noise=True)  # (M', K, C)
+        gain = grad.abs().sum(-1)  # (M', K)
+        if self.debias:  # minus the expected |G|_1 of a candidate with no real gradient
+            gain = gain - NOISE_L1 * noise.sqrt().sum(-1)
+        gain = self.out_lr * gain  # predicted decrease of the loss per step
         price = self.price_per_step[grow]
         plan = GrowthPlan([], [], [], [])
         for j, m in enumerate(grow):
@@ -267,9 +302,20 @@ class GrowingGate(SparsifierGate):
         for m, c in zip(plan.models, plan.counts, strict=True):
             self.grown[m] += c
 
+    def median_gate(self, m: int) -> float:
+        """Median gate ``relu(g)`` of model ``m``'s live units past their grace period (1 with
+        none). Every gate starts at 1 and is pushed down by the price; a low median says most
+        of the units barely pay, so the model is not below the width the price sustains."""
+        a, b = self.slices[m]
+        gate = self.gate.detach()[a:b]
+        ok = (self.born[a:b] <= self._step - self.grace) & (gate > 0) & (self.mask[a:b] > 0)
+        return float(torch.quantile(gate[ok], 0.5)) if bool(ok.any()) else 1.0
+
     def _select(self, bank, m: int, w: Tensor, gain: Tensor, price: float) -> Tensor:
         """Best candidates above the price, not too close to a unit, at most the bound."""
         a, b = bank.slices[m]
+        if self.min_gate is not None and self.median_gate(m) < self.min_gate:
+            return torch.zeros(0, dtype=torch.long, device=w.device)
         bound = max(1, min(self.max_new, math.ceil(self.max_frac * (b - a))))
         order = torch.argsort(gain, descending=True)
         order = order[gain[order] > price]
@@ -325,9 +371,14 @@ def output_error(bank, x: Tensor, y: Tensor) -> Tensor:
     return delta
 
 
-def outgoing_gradient(x: Tensor, delta: Tensor, w: Tensor, b: Tensor) -> Tensor:
+def outgoing_gradient(x: Tensor, delta: Tensor, w: Tensor, b: Tensor, *, noise: bool = False
+                      ) -> Tensor | tuple[Tensor, Tensor]:
     """Gradient of the mean loss over ``x`` with respect to the zero outgoing weights of
     candidate units ``relu(x @ w.T + b)``: ``delta.T @ act / N``.
+
+    With ``noise``, also the variance of that mean over the samples (per entry,
+    ``(mean(g_n^2) - G^2) / (N - 1)``, ``g_n`` one sample's gradient): ``G^2`` minus it is
+    an unbiased estimate of the squared true gradient.
 
     Parameters
     ----------
@@ -339,10 +390,15 @@ def outgoing_gradient(x: Tensor, delta: Tensor, w: Tensor, b: Tensor) -> Tensor:
 
     Returns
     -------
-    Tensor of shape (M, K, C)
+    Tensor of shape (M, K, C), and its noise variance (same shape) with ``noise``
     """
+    n = len(x)
     act = F.relu(torch.einsum("nd,mkd->nmk", x, w) + b)  # (N, M, K)
-    return torch.einsum("nmc,nmk->mkc", delta, act) / len(x)
+    grad = torch.einsum("nmc,nmk->mkc", delta, act) / n
+    if not noise:
+        return grad
+    second = torch.einsum("nmc,nmk->mkc", delta.square(), act.square()) / n
+    return grad, (second - grad.square()).clamp(min=0) / max(n - 1, 1)
 
 
 def _gradmax_rows(s: Tensor, vh: Tensor, k: int, g: torch.Generator) -> Tensor:
