@@ -9,7 +9,9 @@ instead of a Python loop over models.
 When the bank loses units (:meth:`MLPBank.shrink_`), :meth:`BankOptimizer.shrunk` builds the
 optimizer of the new layout and carries every model's state (Adam moments, step counts,
 momentum buffers) over for the units that stayed, so training continues as if the removed
-units had only been masked.
+units had only been masked. :meth:`BankOptimizer.grown` is the inverse after
+:meth:`MLPBank.grow_`: the state of new units starts at zero, the step counts are kept (so a
+new unit's first Adam steps use the model's bias correction, as a unit masked until then would).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch
 from torch import Tensor
 
 from widthlab.errors import UsageError
-from widthlab.nn.bank import MLPBank
+from widthlab.nn.bank import BankGrowth, MLPBank
 
 OPTIMIZERS = ("adam", "adamax", "sgd")
 
@@ -83,7 +85,6 @@ class BankOptimizer:
                     if key != "step" and torch.is_tensor(value):
                         value.zero_()
 
-    @torch.no_grad()
     def shrunk(self, bank: MLPBank, kept: list[Tensor]) -> BankOptimizer:
         """The optimizer of ``bank`` after ``bank.shrink_``, with this one's state carried over.
 
@@ -99,19 +100,40 @@ class BankOptimizer:
         ``exp_avg_sq``, ``exp_inf``, ``momentum_buffer``, ...) is sliced along the dimension
         the first-layer units index (:meth:`MLPBank.unit_dims`); step counts are copied.
         """
+        return self._carried(bank, kept)
+
+    def grown(self, bank: MLPBank, done: BankGrowth) -> BankOptimizer:
+        """The optimizer of ``bank`` after ``bank.grow_``, with this one's state carried over.
+
+        Parameters
+        ----------
+        bank : MLPBank
+            The grown bank (this optimizer still holds views of its old tensors).
+        done : BankGrowth
+            What ``grow_`` returned.
+
+        State tensors shaped like their parameter keep their values for the old units and are
+        zero for the new ones (along :meth:`MLPBank.unit_dims`); step counts are copied.
+        """
+        return self._carried(bank, done.sources)
+
+    @torch.no_grad()
+    def _carried(self, bank: MLPBank, sources: list[Tensor]) -> BankOptimizer:
+        """A new optimizer of ``bank`` whose state for model ``m``'s unit ``i`` is the old
+        state of unit ``sources[m][i]`` (a position in the old slice; -1: zero state)."""
         new = BankOptimizer(bank, **self._args)
         for m, (old_ts, new_ts) in enumerate(zip(self.model_tensors, new.model_tensors,
                                                  strict=True)):
             dims = bank.unit_dims(m)
+            src = sources[m]
             for old, fresh, dim in zip(old_ts, new_ts, dims, strict=True):
                 state = self.opt.state.get(old)
                 if not state:
                     continue
-                idx = kept[m].to(old.device)
                 carried = {}
                 for key, value in state.items():
                     if torch.is_tensor(value) and dim is not None and value.shape == old.shape:
-                        value = value.index_select(dim, idx)
+                        value = _gather(value, dim, src.to(old.device))
                     elif torch.is_tensor(value):
                         value = value.clone()
                     carried[key] = value
@@ -123,3 +145,15 @@ class BankOptimizer:
 
     def load_state_dict(self, state: dict) -> None:
         self.opt.load_state_dict(state)
+
+
+def _gather(value: Tensor, dim: int, src: Tensor) -> Tensor:
+    """``value`` indexed by ``src`` along ``dim``, zeros where ``src`` is -1."""
+    new = src < 0
+    if not bool(new.any()):
+        return value.index_select(dim, src)
+    shape = list(value.shape)
+    shape[dim] = len(src)
+    out = torch.zeros(shape, dtype=value.dtype, device=value.device)
+    old = (~new).nonzero().flatten()
+    return out.index_copy_(dim, old, value.index_select(dim, src[old]))

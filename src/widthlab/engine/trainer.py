@@ -315,13 +315,15 @@ class Engine:
         """(Re)create the bank, its modifiers and the optimizer; ``widths``: a shrunk layout."""
         cfg = self.cfg
         self.bank = MLPBank(self.specs, self.data.train.x.shape[1], _n_classes(self.data),
-                            chunk=cfg.chunk,
-                            device=self.device, widths=widths)
+                            chunk=cfg.chunk, device=self.device, widths=widths,
+                            grown=True)  # a checkpoint of a grown bank: widths above specs
         self.bank.compute_dtype = PRECISIONS[cfg.precision]
         for make in self._modifier_factories:
             self.bank.add_modifier(make())
         self.opt = BankOptimizer(self.bank, lr=cfg.lr, kind=cfg.optimizer,
                                  momentum=cfg.momentum)
+        # modifiers that add units (widthlab.nn.growth.GrowingGate), called by _grow
+        self._growers = [m for m in self.bank.modifiers if getattr(m, "grows", False)]
 
     def shrink(self) -> int:
         """Act on the units the modifiers call dead: remove them (``shrink_mode="remove"``,
@@ -350,12 +352,24 @@ class Engine:
         self.shrink()
         self.state.shrink_s += time.perf_counter() - t
 
+    # ---- growth (widthlab.nn.growth): modifiers that add units every `mod.every` steps
+    def _grow(self, order: Tensor, end: int, step: int) -> None:
+        """Let each growth modifier due at ``step`` propose units from the recent batches (the
+        last ``mod.window`` minibatches of this epoch's ``order`` up to ``end``) and add them;
+        the optimizer state follows (zero for the new units)."""
+        for mod in self._growers:
+            if step % mod.every == 0:
+                idx = order[max(0, end - mod.window * self.cfg.batch_size):end]
+                x, y = self.data.train.x.index_select(0, idx), self.data.train.y[idx]
+                plan = mod.propose(self.bank, x, y, step, self.state.alive)
+                if plan is not None:
+                    done = self.bank.grow_(*plan.args(), ids=plan.ids)
+                    mod.committed(plan)
+                    self.opt = self.opt.grown(self.bank, done)
+
     def _layout_state(self) -> dict | None:
-        """The bank's current widths and original unit indices (None if never shrunk)."""
-        widths = [arch[0] for arch in self.bank.archs]
-        if widths == [s.width for s in self.specs]:
-            return None
-        return {"widths": widths, "unit_ids": self.bank.unit_ids.clone()}
+        """The bank's current widths and original unit indices (None: never shrunk/grown)."""
+        return self.bank.layout_state()
 
     # ------------------------------------------------------------------ run
     def run(self, until: int | None = None) -> str:
@@ -497,6 +511,8 @@ class Engine:
             n_steps += 1
             if every and (self.state.steps + n_steps) % every == 0:
                 self._timed_shrink()
+            if self._growers:  # growth (widthlab.nn.growth): units added at their cadence
+                self._grow(order, i + cfg.batch_size, self.state.steps + n_steps)
             advance(1)
         if dev.type == "cuda":
             torch.cuda.synchronize()
@@ -705,7 +721,7 @@ def load_bank(store: Store | str, run_id: str, device: str | torch.device = "cpu
     state, layout = found[1]["bank"], found[1].get("layout")
     bank = MLPBank(specs, state["w0"].shape[1], state["biases.0"].shape[-1],
                    chunk=int(info["config"].get("chunk", 1024)), device=device,
-                   widths=None if layout is None else layout["widths"])
+                   widths=None if layout is None else layout["widths"], grown=True)
     if layout is not None:
         bank.unit_ids = layout["unit_ids"].clone()
     if modifiers:

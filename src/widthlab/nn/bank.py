@@ -26,6 +26,8 @@ First-layer units can be removed for real: :meth:`MLPBank.shrink_` drops units f
 models whose widths now differ, so removed units stop costing compute. ``bank.archs[m]`` is
 model ``m``'s current architecture (``bank.specs[m].hidden`` keeps the one it started with);
 a bank built with ``widths=`` has that layout from the start (resuming a shrunk run).
+:meth:`MLPBank.grow_` is the inverse: it appends units to a model with zero outgoing weights, so
+no output changes at insertion (the growth rule, :mod:`widthlab.nn.growth`, decides when).
 
 Example::
 
@@ -152,6 +154,19 @@ def _grad(p: Tensor) -> Tensor:
     return p.grad
 
 
+MIN_ROWS = 4  # CPU GEMMs give each row the same bits from this many rows up, not below
+
+
+def _chunks(h: int, chunk: int) -> list[tuple[int, int]]:
+    """Row ranges of ``chunk`` units covering ``h``; a tail under :data:`MIN_ROWS` rows joins
+    the chunk before it, so a unit's result does not depend on where the chunks fall (a model
+    that grows or shrinks moves its neighbours' units, bit for bit unchanged)."""
+    bounds = list(range(0, h, chunk)) + [h]
+    if len(bounds) > 2 and bounds[-1] - bounds[-2] < MIN_ROWS:
+        bounds.pop(-2)
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
+
+
 class _WideLinearReLU(torch.autograd.Function):
     """``relu(x @ W.T + b)`` in column chunks, returned as a ``(B, H)`` view of a unit-major
     ``(H, B)`` buffer, so every chunk GEMM writes contiguous rows (no copy-out) and the grouped
@@ -171,8 +186,7 @@ class _WideLinearReLU(torch.autograd.Function):
             # without native bf16 GEMM run that orientation ~4x faster
             xc = x.to(compute_dtype) if low else x.t().contiguous()  # (B, in) or (in, B)
             out = torch.empty(h, n, dtype=torch.float32, device=x.device)  # (H, B)
-            for i in range(0, h, chunk):
-                j = min(i + chunk, h)
+            for i, j in _chunks(h, chunk):
                 # mm + in-cache bias and ReLU: addmm(out=) would first broadcast-copy the bias
                 if low:
                     out[i:j] = torch.mm(xc, weight[i:j].to(compute_dtype).t()).t()
@@ -190,8 +204,7 @@ class _WideLinearReLU(torch.autograd.Function):
         g = grad_out.t()  # (H, B); contiguous when the heads produced it
         h = buf.shape[0]
         grad_b = torch.empty(h, dtype=torch.float32, device=a.device)
-        for i in range(0, h, ctx.chunk):
-            j = min(i + ctx.chunk, h)
+        for i, j in _chunks(h, ctx.chunk):
             gz = torch.ops.aten.threshold_backward(g[i:j], a[i:j], 0)  # (c, B)
             torch.sum(gz, 1, out=grad_b[i:j])
             if ctx.low:
@@ -230,6 +243,27 @@ class BankShrink:
         return sum(len(r) for r in self.removed)
 
 
+@dataclass
+class BankGrowth:
+    """What :meth:`MLPBank.grow_` did, per model.
+
+    Attributes
+    ----------
+    sources : list of LongTensor
+        For each unit of the model's new slice, its position in the old slice; -1 for a new
+        unit (new units come last).
+    added : list of LongTensor
+        Original indices (``unit_ids``) given to the new units (empty: the model did not grow).
+    """
+
+    sources: list[Tensor]
+    added: list[Tensor]
+
+    @property
+    def n_added(self) -> int:
+        return sum(len(a) for a in self.added)
+
+
 class MLPBank(nn.Module):
     """Many ReLU MLPs with shared input, trained as one module.
 
@@ -244,14 +278,18 @@ class MLPBank(nn.Module):
         beyond float rounding).
     device : torch device
     widths : sequence of int, optional
-        Current first-layer width of each model (at most its spec's width, 0 allowed): the
-        layout of a bank that lost units (:meth:`shrink_`), to load such a bank's checkpoint.
-        Weights start as the first units of each model's initialisation.
+        Current first-layer width of each model (0 allowed): the layout of a bank that lost
+        (:meth:`shrink_`) or gained (:meth:`grow_`) units, to load such a bank's checkpoint.
+        Weights start as the first units of each model's initialisation; units beyond the
+        spec's width start at zero (a checkpoint overwrites them).
+    grown : bool
+        Allow ``widths`` above the specs' widths (the layout of a bank that gained units).
     """
 
     def __init__(self, specs: Sequence[ModelSpec], in_features: int = 784,
                  out_features: int = 10, *, chunk: int = 1024,
-                 device: torch.device | str = "cpu", widths: Sequence[int] | None = None):
+                 device: torch.device | str = "cpu", widths: Sequence[int] | None = None,
+                 grown: bool = False):
         super().__init__()
         if not specs:
             raise UsageError("a bank needs at least one ModelSpec")
@@ -264,22 +302,25 @@ class MLPBank(nn.Module):
             widths = [s.width for s in self.specs]
         widths = [int(w) for w in widths]
         if len(widths) != len(self.specs) or any(
-                not 0 <= w <= s.width for w, s in zip(widths, self.specs, strict=True)):
+                not 0 <= w <= (w if grown else s.width)
+                for w, s in zip(widths, self.specs, strict=True)):
             raise UsageError(f"widths must give one first-layer width per model, each in "
-                             f"[0, its spec's width]; got {widths} for specs "
-                             f"{[s.width for s in self.specs]}")
-        # current architectures: the first width shrinks, later layers keep the spec's widths
+                             f"[0, its spec's width] (any width >= 0 with grown=True); got "
+                             f"{widths} for specs {[s.width for s in self.specs]}")
+        # current architectures: the first width changes, later layers keep the spec's widths
         self.archs = [(w, *s.hidden[1:]) for w, s in zip(widths, self.specs, strict=True)]
         self.register_buffer("_inverse", torch.zeros(0, dtype=torch.long), persistent=False)
         self._layout()
         order = self._order()
 
-        # A bank built with widths below the specs' (to load a shrunk run's checkpoint) starts
-        # from the first units of each model's initialisation.
+        # A bank built with other widths than the specs' (to load a shrunk or grown run's
+        # checkpoint) starts from the first units of each model's initialisation, zeros beyond.
         inits = [init_mlp([in_features, *s.hidden, out_features], s.seed) for s in self.specs]
         for m, w in enumerate(widths):
             (w0, b0), (w1, b1) = inits[m][0], inits[m][1]
-            inits[m][0], inits[m][1] = (w0[:w], b0[:w]), (w1[:, :w], b1)
+            extra = max(0, w - w0.shape[0])
+            inits[m][0] = (F.pad(w0[:w], (0, 0, 0, extra)), F.pad(b0[:w], (0, extra)))
+            inits[m][1] = (F.pad(w1[:, :w], (0, extra)), b1)
         self.w0 = nn.Parameter(torch.cat([inits[m][0][0] for m in order]), requires_grad=False)
         self.b0 = nn.Parameter(torch.cat([inits[m][0][1] for m in order]))
         self.weights = nn.ParameterList()  # per group, per later layer: (n, out, in)
@@ -425,19 +466,114 @@ class MLPBank(nn.Module):
         if bad:
             raise UsageError(f"modifier(s) {', '.join(bad)} cannot lose units (they declare no "
                              "per-unit tensors); train without shrinking (shrink_every=None)")
+        kept = [keep[a:b].nonzero().flatten() for a, b in self.slices]  # local positions
+        removed = [self.unit_ids[a:b][~keep[a:b]] for a, b in self.slices]
+        index = self._relayout(kept, [None] * self.n_models)
+        for mod in self.modifiers:
+            mod.shrink_(self, index)
+        self.init_grads()
+        return BankShrink(kept, removed)
+
+    @torch.no_grad()
+    def grow_(self, m: int | Sequence[int], n: int | Sequence[int],
+              init: str | tuple[Tensor, Tensor] | Sequence[tuple[Tensor, Tensor]] = "linear", *,
+              ids: Sequence[Tensor] | None = None,
+              generator: torch.Generator | None = None) -> BankGrowth:
+        """Append ``n`` first-layer units to model ``m`` (or to several models at once).
+
+        The inverse of :meth:`shrink_`: the new units' incoming weights and biases come from
+        ``init``, their outgoing weights (the second layer's new input columns) are zero, so
+        every model's outputs are unchanged at insertion (bitwise: the new terms are exact
+        zeros). Models are regrouped by their new widths; every modifier extends its per-unit
+        tensors (it must define ``grow_(bank, index)``). Gradients are reset; optimizer state
+        is carried by :meth:`widthlab.engine.optim.BankOptimizer.grown` (zero for new units).
+
+        Parameters
+        ----------
+        m : int or sequence of int
+            The model(s) that grow.
+        n : int or sequence of int
+            Units to add, one count for all or one per model in ``m``.
+        init : "linear", (weight, bias) or a sequence of them
+            ``"linear"``: ``nn.Linear``'s initialisation drawn from ``generator``; otherwise
+            the incoming weights ``(n, in)`` and biases ``(n,)`` of each model's new units.
+        ids : sequence of LongTensor, optional
+            Original indices (``unit_ids``) of the new units, per model; default: numbers after
+            the largest of the model's spec width and its current ids.
+        generator : torch.Generator, optional
+            For ``init="linear"`` (default: seeded with 0).
+
+        Returns
+        -------
+        BankGrowth
+            Per model: where each unit of the new slice came from, and the new ids.
+        """
+        models = [int(m)] if isinstance(m, int) else [int(v) for v in m]
+        counts = [int(n)] * len(models) if isinstance(n, int) else [int(v) for v in n]
+        if len(counts) != len(models) or len(set(models)) != len(models) or any(
+                not 0 <= v < self.n_models for v in models) or any(c < 0 for c in counts):
+            raise UsageError(f"grow_ needs distinct model indices in [0, {self.n_models}) and "
+                             f"one count >= 0 for all or per model; got m={m!r}, n={n!r}")
+        if isinstance(init, str):
+            if init != "linear":
+                raise UsageError(f"unknown init {init!r}; pass 'linear' or (weight, bias)")
+            g = generator if generator is not None else torch.Generator().manual_seed(0)
+            init = [init_linear(c, self.in_features, g) for c in counts]
+        elif isinstance(init, tuple) and len(init) == 2 and torch.is_tensor(init[0]):
+            init = [init]
+        init = list(init)
+        for (w, b), c in zip(init, counts, strict=True):
+            if tuple(w.shape) != (c, self.in_features) or tuple(b.shape) != (c,):
+                raise UsageError(f"init for {c} units needs a weight ({c}, {self.in_features}) "
+                                 f"and a bias ({c},); got {tuple(w.shape)}, {tuple(b.shape)}")
+        bad = [type(mod).__name__ for mod in self.modifiers if not hasattr(mod, "grow_")]
+        if bad:
+            raise UsageError(f"modifier(s) {', '.join(bad)} cannot gain units (no grow_); use "
+                             "widthlab.nn.growth.GrowingGate")
+        new: list[tuple[Tensor, Tensor] | None] = [None] * self.n_models
+        new_ids = [torch.zeros(0, dtype=torch.long) for _ in range(self.n_models)]
+        for k, (v, c, rows) in enumerate(zip(models, counts, init, strict=True)):
+            new[v] = rows
+            a, b = self.slices[v]
+            first = max(self.specs[v].width, int(self.unit_ids[a:b].max()) + 1 if b > a else 0)
+            new_ids[v] = (torch.arange(first, first + c) if ids is None
+                          else torch.as_tensor(ids[k], dtype=torch.long).flatten())
+        sources = [torch.cat([torch.arange(b - a), torch.full((len(new_ids[v]),), -1)])
+                   for v, (a, b) in enumerate(self.slices)]
+        kept = [torch.arange(b - a) for a, b in self.slices]
+        index = self._relayout(kept, new, new_ids)
+        for mod in self.modifiers:
+            mod.grow_(self, index)
+        self.init_grads()
+        return BankGrowth(sources, new_ids)
+
+    def _relayout(self, kept: list[Tensor], new: list[tuple[Tensor, Tensor] | None],
+                  new_ids: list[Tensor] | None = None) -> Tensor:
+        """Rebuild the tensors with model ``m``'s units ``kept[m]`` (local positions) followed
+        by the units ``new[m]`` (incoming weight, bias; outgoing weights zero), regrouped.
+        Returns, per unit of the new layout, its position in the old one (-1: new unit)."""
         old_slices, old_where = list(self.slices), list(self._where)
         old_layer_index = list(self._layer_index)
         old_weights, old_biases = list(self.weights), list(self.biases)
-        kept = [keep[a:b].nonzero().flatten() for a, b in old_slices]  # local positions
-        removed = [self.unit_ids[a:b][~keep[a:b]] for a, b in old_slices]
-        self.archs = [(len(k), *arch[1:]) for k, arch in zip(kept, self.archs, strict=True)]
+        added = [0 if r is None else r[0].shape[0] for r in new]
+        self.archs = [(len(k) + c, *arch[1:])
+                      for k, c, arch in zip(kept, added, self.archs, strict=True)]
         self._layout()
-        order = self._order()
-        index = torch.cat([old_slices[m][0] + kept[m] for m in order])  # (H_new,) old units
-        dev_index = index.to(self.device)
-        self.unit_ids = self.unit_ids[index]
-        self.w0 = nn.Parameter(self.w0.detach()[dev_index], requires_grad=False)
-        self.b0 = nn.Parameter(self.b0.detach()[dev_index])
+        dev, w0, b0 = self.device, self.w0.detach(), self.b0.detach()
+        index, ids, w0s, b0s = [], [], [], []
+        for m in self._order():
+            old = (old_slices[m][0] + kept[m]).to(dev)
+            index.append(torch.cat([old, torch.full((added[m],), -1, device=dev)]))
+            w0s.append(w0[old])
+            b0s.append(b0[old])
+            ids.append(self.unit_ids[old.cpu()])
+            if added[m]:
+                w0s.append(new[m][0].to(dev, w0.dtype))
+                b0s.append(new[m][1].to(dev, b0.dtype))
+                ids.append(new_ids[m])
+        self.unit_ids = torch.cat(ids)
+        self.w0 = nn.Parameter(torch.cat(w0s), requires_grad=False)
+        self.b0 = nn.Parameter(torch.cat(b0s))
         weights, biases = nn.ParameterList(), nn.ParameterList()
         for arch, members in self.groups:
             for layer in range(len(arch)):
@@ -446,17 +582,23 @@ class MLPBank(nn.Module):
                     g, k = old_where[m]
                     w = old_weights[old_layer_index[g] + layer].detach()[k]  # (out, in)
                     if layer == 0:  # the second layer's inputs are the first layer's units
-                        w = w.index_select(1, kept[m].to(self.device))
+                        w = F.pad(w.index_select(1, kept[m].to(dev)), (0, added[m]))
                     ws.append(w)
                     bs.append(old_biases[old_layer_index[g] + layer].detach()[k])
                 weights.append(nn.Parameter(torch.stack(ws)))
                 biases.append(nn.Parameter(torch.stack(bs)))
         self.weights, self.biases = weights, biases
-        for mod in self.modifiers:
-            mod.shrink_(self, dev_index)
         self.w0_grad = torch.zeros_like(self.w0)
-        self.init_grads()
-        return BankShrink(kept, removed)
+        return torch.cat(index) if index else torch.zeros(0, dtype=torch.long, device=dev)
+
+    def layout_state(self) -> dict | None:
+        """Current widths and original unit indices, for a checkpoint; None while the bank
+        still has the layout it was built with from its specs (never shrunk nor grown)."""
+        widths = [arch[0] for arch in self.archs]
+        initial = torch.cat([torch.arange(widths[m]) for m in self._order()])
+        if widths == [s.width for s in self.specs] and torch.equal(self.unit_ids, initial):
+            return None
+        return {"widths": widths, "unit_ids": self.unit_ids.clone()}
 
     # ------------------------------------------------------------------ compute
     def hidden(self, x: Tensor, *, track: bool = True) -> tuple[Tensor | None, Tensor]:
