@@ -334,6 +334,11 @@ def reproduce_cmd(profile: str, datasets: str, studies: str | None, executor: st
     click.echo(str(path))
 
 
+from widthlab.cli_frontier import frontier_cmd  # noqa: E402 - the frontier command (issue 16)
+
+app.add_command(frontier_cmd)
+
+
 # ----------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turning known errors into one line and an exit code."""
