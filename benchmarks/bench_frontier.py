@@ -124,6 +124,16 @@ def run_width(width: int, data, device, threads: int) -> dict[str, float]:
     return out
 
 
+HEADLINE = ("obs_acc_k32", "obs_acc_k64", "obs_acc_k128", "tp_best_acc_k64", "frontier_s")
+
+
+def _print(res: dict[str, float], suffix: str, names) -> None:
+    for name in names:
+        value = res[name]
+        print(f"{name}{suffix}={value:.4f}" if isinstance(value, float) else
+              f"{name}{suffix}={value}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="auto")
@@ -134,22 +144,14 @@ def main() -> None:
                           else "cpu" if args.device == "auto" else args.device)
     d = load_splits("mnist")
     data = (d.split("train"), d.split("val"), d.split("test"))
-    results = {1024: run_width(1024, data, device, args.threads)}
-    if args.wide:
-        results[4096] = run_width(4096, data, device, args.threads)
-    print(f"device={device} frontier_threads={args.threads}")
-    for width, res in results.items():
+    print(f"device={device} frontier_threads={args.threads}", flush=True)
+    results = {}
+    for width in (1024, 4096) if args.wide else (1024,):
+        res = results[width] = run_width(width, data, device, args.threads)
         suffix = "" if width == 1024 else f"_w{width}"
-        for name, value in res.items():
-            if name not in ("obs_acc_k32", "obs_acc_k64", "obs_acc_k128", "tp_best_acc_k64",
-                            "frontier_s"):
-                print(f"{name}{suffix}={value:.4f}" if isinstance(value, float) else
-                      f"{name}{suffix}={value}")
+        _print(res, suffix, [n for n in res if n not in HEADLINE])  # details as they come
     for width, res in results.items():  # the headline figures, last
-        suffix = "" if width == 1024 else f"_w{width}"
-        for name in ("obs_acc_k32", "obs_acc_k64", "obs_acc_k128", "tp_best_acc_k64",
-                     "frontier_s"):
-            print(f"{name}{suffix}={res[name]:.4f}")
+        _print(res, "" if width == 1024 else f"_w{width}", HEADLINE)
 
 
 if __name__ == "__main__":
