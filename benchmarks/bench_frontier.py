@@ -7,7 +7,7 @@ then on that one network:
   validation split; evaluation: the test set), one-shot test accuracy at k = 16, 32, 64, 128;
 * Torch-Pruning 1.6 (``pip install torch-pruning``) with its magnitude, Taylor, Hessian (OBD)
   and LAMP criteria at the same k, one-shot and after one epoch of fine-tuning (Adam 1e-3);
-* widthlab's ``obs`` cut after the same epoch of fine-tuning;
+* widthlab's ``obs`` and ``obs_refit`` cuts after the same epoch of fine-tuning;
 * the time of the whole ``obs`` frontier (every k from H to 1, plus the evaluation of the
   default grid), on ``--threads`` CPU threads.
 
@@ -101,7 +101,7 @@ def run_width(width: int, data, device, threads: int) -> dict[str, float]:
     out["frontier_s"] = time.perf_counter() - t
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     torch.set_num_threads(max(threads, torch.get_num_threads()))
-    methods = ["obs_ce", "exact", "taylor", "taylor2", "act_std", "contribution", "random"]
+    methods = ["obs_ce", "obs_refit", "exact", "taylor", "taylor2", "act_std", "contribution", "random"]
     frs = {"obs": fr, **frontiers(cpu, "0", (va.x, va.y), (te.x, te.y), methods=methods)}
     for name, f in frs.items():
         acc = dict(zip(f.table.k, f.table.acc, strict=True))
@@ -115,9 +115,10 @@ def run_width(width: int, data, device, threads: int) -> dict[str, float]:
             out[f"tp_{crit}_acc_k{k}"] = accuracy(small, te.x, te.y)
             train(small, xd, yd, 1, 1, device)
             out[f"tp_{crit}_ft_acc_k{k}"] = accuracy(small, te.x, te.y)
-    for k in KS:
-        small = train(fr.cut(k).to(device), xd, yd, 1, 1, device)
-        out[f"obs_ft_acc_k{k}"] = accuracy(small, te.x, te.y)
+    for name in ("obs", "obs_refit"):
+        for k in KS:
+            small = train(frs[name].cut(k).to(device), xd, yd, 1, 1, device)
+            out[f"{name}_ft_acc_k{k}"] = accuracy(small, te.x, te.y)
     for k in KS:
         for tag in ("", "_ft"):
             out[f"tp_best{tag}_acc_k{k}"] = max(out[f"tp_{c}{tag}_acc_k{k}"] for c in TP_CRITERIA)

@@ -137,6 +137,17 @@ def test_obs_beats_keeping_the_top_k_of_any_criterion(mlp2):
         assert calib_loss["obs"][4] < calib_loss[m][4]
 
 
+def test_refit_never_raises_the_calibration_loss(mlp2, cnn):
+    for model, layer, data in ((mlp2[0], "0", mlp2), (cnn[0], "fc1", cnn)):
+        _, calib, ev = data
+        frs = frontiers(model, layer, calib, ev, methods=["obs", "obs_refit"], ks=[1, 2, 5, 9])
+        plain, refit = (frs[m].table.set_index("k") for m in ("obs", "obs_refit"))
+        assert frs["obs"].order.tolist() == frs["obs_refit"].order.tolist()
+        assert (refit.calib_loss <= plain.calib_loss + 1e-12).all()
+        assert (refit.calib_loss < plain.calib_loss - 1e-4).any()
+        _check_cuts(frs["obs_refit"], *ev, [2, 9])
+
+
 def test_method_errors(mlp2):
     model, calib, ev = mlp2
     with pytest.raises(UsageError, match="unknown method"):

@@ -23,7 +23,13 @@ import torch
 from torch import nn
 
 from widthlab.errors import UsageError
-from widthlab.frontier.methods import METHODS, OBS_METHODS, ce_metric, keep_order
+from widthlab.frontier.methods import (
+    METHODS,
+    OBS_METHODS,
+    ce_metric,
+    keep_order,
+    refit_consumer,
+)
 from widthlab.frontier.obs import eliminate, gram
 from widthlab.frontier.prepare import Prepared, prepare, score
 from widthlab.frontier.result import COLUMNS, Frontier, Weights
@@ -61,6 +67,9 @@ def _obs(prep: Prepared, method: str, ks: list[int], damp: float, block: int
     w_aug = torch.cat([prep.w0, prep.b0[:, None]], 1)
     res = eliminate(gram(prep.at["calib"].t(), chunk=prep.chunk), w_aug, damp=damp, metric=metric,
                     block=block, keep_at=ks)
+    if method == "obs_refit":
+        for k, (kept, w, b) in res.snapshots.items():
+            res.snapshots[k] = (kept, *refit_consumer(prep, kept, w, b))
     h = prep.width
     cum = np.concatenate([[0.0], np.cumsum(res.costs[:-1])])  # cost at k = h - removals
     costs = {k: float(cum[h - k]) for k in ks}
@@ -143,7 +152,9 @@ def width_frontier(model: nn.Module, layer: str, calib, eval, method: str = "obs
     method : str
         ``"obs"`` (greedy optimal-brain-surgeon elimination with compensation of the
         consumer's weights and bias), ``"obs_ce"`` (the same, removals weighed by the
-        cross-entropy's Hessian in the logits; consumer = output layer), or an ordering
+        cross-entropy's Hessian in the logits; consumer = output layer), ``"obs_refit"``
+        (the ``obs`` order, the consumer refitted to the cross-entropy on ``calib`` at every
+        evaluated width: slower, more accurate at small ``k``), or an ordering
         criterion without compensation: ``"exact"``, ``"act_std"``, ``"in_norm"``,
         ``"out_norm"``, ``"taylor"``, ``"contribution"``, ``"taylor2"``, ``"random"``.
     ks : list of int, "all" or None

@@ -3,8 +3,10 @@
 ``obs`` and ``obs_ce`` remove neurons greedily and compensate the consumer (see
 :mod:`widthlab.frontier.obs`); ``obs_ce`` weighs the consumer's outputs by the mean Hessian of
 the cross-entropy in the logits ``E[diag(p) - p p^T]`` and needs the consumer to be the output
-layer. The ordering criteria keep the top ``k`` neurons of a score and leave the consumer's
-weights as they are: ``exact`` (exact single-neuron importance), the proxies of
+layer. ``obs_refit`` keeps the ``obs`` order and, at every evaluated width, refits the
+consumer's weights and bias to the cross-entropy on ``calib`` (L-BFGS from the ``obs`` weights,
+a small proximal term towards them; through the rest of the network). The ordering criteria
+keep the top ``k`` neurons of a score and leave the consumer's weights as they are: ``exact`` (exact single-neuron importance), the proxies of
 :func:`widthlab.metrics.importance.proxies` (``act_std``, ``in_norm``, ``out_norm``,
 ``taylor``, ``contribution``, ``taylor2``) and ``random``.
 
@@ -33,9 +35,9 @@ from widthlab.metrics.ordering import ordering
 from widthlab.nn.bank import MLP
 
 __all__ = ["METHODS", "OBS_METHODS", "ORDER_METHODS", "ce_metric", "importance_adapter",
-           "keep_order"]
+           "keep_order", "refit_consumer"]
 
-OBS_METHODS = ("obs", "obs_ce")
+OBS_METHODS = ("obs", "obs_ce", "obs_refit")
 ORDER_METHODS = ("exact", "act_std", "in_norm", "out_norm", "taylor", "contribution",
                  "taylor2", "random")
 #: Every method name :func:`widthlab.frontier.width_frontier` accepts.
@@ -131,3 +133,26 @@ def ce_metric(prep: Prepared) -> Tensor:
                           1)
         f += torch.diag(p.sum(0)) - p.t() @ p
     return f / n
+
+
+def refit_consumer(prep: Prepared, kept: Tensor, w: Tensor, b: Tensor, *, iters: int = 30,
+                   prox: float = 1e-4) -> tuple[Tensor, Tensor]:
+    """Consumer weights ``(C, k)`` and bias minimising ``CE(calib) + prox * ||W - w||^2`` for
+    the kept neurons, by L-BFGS (strong Wolfe line search, so never worse than the start)."""
+    a = prep.at["calib"][kept].t()  # (n, k)
+    y = prep.y["calib"]
+    w_new = w.detach().clone().requires_grad_(True)
+    b_new = b.detach().clone().requires_grad_(True)
+    opt = torch.optim.LBFGS([w_new, b_new], max_iter=iters, line_search_fn="strong_wolfe")
+
+    def objective() -> Tensor:
+        opt.zero_grad()
+        z = torch.addmm(b_new, a, w_new.t())
+        logits = z if prep.suffix is None else prep.suffix(z)
+        loss = F.cross_entropy(logits, y) + prox * ((w_new - w) ** 2).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(objective)
+    return w_new.detach(), b_new.detach()
