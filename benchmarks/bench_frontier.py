@@ -101,7 +101,8 @@ def run_width(width: int, data, device, threads: int) -> dict[str, float]:
     out["frontier_s"] = time.perf_counter() - t
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     torch.set_num_threads(max(threads, torch.get_num_threads()))
-    methods = ["obs_ce", "obs_refit", "exact", "taylor", "taylor2", "act_std", "contribution", "random"]
+    methods = ["obs_ce", "obs_refit", "exact", "taylor", "taylor2", "act_std", "contribution",
+               "random"]
     frs = {"obs": fr, **frontiers(cpu, "0", (va.x, va.y), (te.x, te.y), methods=methods)}
     for name, f in frs.items():
         acc = dict(zip(f.table.k, f.table.acc, strict=True))

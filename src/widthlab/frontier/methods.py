@@ -6,9 +6,10 @@ the cross-entropy in the logits ``E[diag(p) - p p^T]`` and needs the consumer to
 layer. ``obs_refit`` keeps the ``obs`` order and, at every evaluated width, refits the
 consumer's weights and bias to the cross-entropy on ``calib`` (L-BFGS from the ``obs`` weights,
 a small proximal term towards them; through the rest of the network). The ordering criteria
-keep the top ``k`` neurons of a score and leave the consumer's weights as they are: ``exact`` (exact single-neuron importance), the proxies of
-:func:`widthlab.metrics.importance.proxies` (``act_std``, ``in_norm``, ``out_norm``,
-``taylor``, ``contribution``, ``taylor2``) and ``random``.
+keep the top ``k`` neurons of a score and leave the consumer's weights as they are: ``exact``
+(exact single-neuron importance), the proxies of :func:`widthlab.metrics.importance.proxies`
+(``act_std``, ``in_norm``, ``out_norm``, ``taylor``, ``contribution``, ``taylor2``) and
+``random``.
 
 The importance criteria of :mod:`widthlab.metrics.importance` are defined on widthlab's ReLU
 MLPs; :func:`importance_adapter` presents any layer whose consumer reads non-negative
