@@ -105,11 +105,19 @@ def _run(prep: Prepared, method: str, ks: list[int], damp: float, block: int,
         order, weights, costs = _obs(prep, method, ks, damp, block)
     else:
         order, weights, costs = _ordering(prep, method, seed)
+    # the kept sets are prefixes of the keep order: permute the activations' rows once, so
+    # every width reads a contiguous block (no gather per width)
+    perm = torch.as_tensor(order[::-1].copy(), device=prep.device)
+    rank = torch.empty_like(perm)
+    rank[perm] = torch.arange(len(perm), device=prep.device)
+    at = {s: prep.at[s][perm] for s in ("eval", "calib")}
     rows = []
     for k in ks:
         kept, w, b = weights(k)
-        loss, acc = score(prep, "eval", kept, w, b)
-        c_loss, c_acc = score(prep, "calib", kept, w, b)
+        wp = torch.empty_like(w)
+        wp[:, rank[kept]] = w  # columns in keep order
+        loss, acc = score(prep, at["eval"][:k], prep.y["eval"], wp, b)
+        c_loss, c_acc = score(prep, at["calib"][:k], prep.y["calib"], wp, b)
         rows.append((method, k, loss, acc, c_loss, c_acc, costs.get(k, float("nan"))))
     table = pd.DataFrame(rows, columns=list(COLUMNS))
     return Frontier(prep.model, prep.path, method, table, order, weights)

@@ -128,10 +128,9 @@ def ce_metric(prep: Prepared) -> Tensor:
     f = torch.zeros(c, c, dtype=torch.float64, device=prep.device)
     n = len(prep.y["calib"])
     step = max(1, prep.chunk // max(prep.width, 1))
-    full = torch.arange(prep.width, device=prep.device)
     for i in range(0, n, step):
-        p = torch.softmax(logits_of(prep, "calib", full, prep.w0, prep.b0, slice(i, i + step)),
-                          1)
+        p = torch.softmax(logits_of(prep, prep.at["calib"], prep.w0, prep.b0,
+                                    slice(i, i + step)), 1)
         f += torch.diag(p.sum(0)) - p.t() @ p
     return f / n
 

@@ -8,7 +8,7 @@ applying the rest of the network (the suffix) to the corrected consumer output.
 Example::
 
     prep = prepare(model, "0", (xc, yc), (xe, ye))
-    loss, acc = score(prep, "eval", kept, w, b)
+    loss, acc = score(prep, prep.at["eval"][kept], prep.y["eval"], w, b)
 """
 
 from __future__ import annotations
@@ -98,8 +98,7 @@ def prepare(model: nn.Module, layer: str, calib, eval, *, device=None,
 
 def _check_labels(prep: Prepared) -> None:
     for split, y in prep.y.items():
-        logits = logits_of(prep, split, torch.arange(prep.width, device=prep.device),
-                           prep.w0, prep.b0, rows=slice(0, 2))
+        logits = logits_of(prep, prep.at[split], prep.w0, prep.b0, slice(0, 2))
         if logits.dim() != 2:
             raise UsageError(f"the model returns shape {tuple(logits.shape)}; the frontier needs "
                              "logits of shape (batch, classes)")
@@ -109,26 +108,25 @@ def _check_labels(prep: Prepared) -> None:
                              f"[{int(y.min())}, {int(y.max())}]")
 
 
-def logits_of(prep: Prepared, split: str, kept: Tensor, w: Tensor, b: Tensor,
-              rows: slice) -> Tensor:
-    """The model's logits for samples ``rows`` of ``split`` with only the ``kept`` neurons and
-    the consumer weights ``w`` (C, k), bias ``b`` (C,)."""
-    zt = torch.addmm(b[:, None], w, prep.at[split][kept, rows])  # (C, n)
-    z = zt.t().contiguous()  # (n, C)
+def logits_of(prep: Prepared, at: Tensor, w: Tensor, b: Tensor, rows: slice) -> Tensor:
+    """The model's logits for the samples ``rows`` when the consumer reads the activations
+    ``at`` (k, N) (the kept neurons' rows, in the order of ``w``'s columns) with weights ``w``
+    (C, k) and bias ``b`` (C,)."""
+    z = torch.addmm(b[:, None], w, at[:, rows]).t().contiguous()  # (n, C)
     return z if prep.suffix is None else prep.suffix(z)
 
 
 @torch.no_grad()
-def score(prep: Prepared, split: str, kept: Tensor, w: Tensor, b: Tensor
-          ) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy on ``split`` of the model cut to ``kept`` with the
-    consumer ``(w, b)``; in sample blocks of about ``prep.chunk`` values."""
-    n = len(prep.y[split])
-    step = max(1, prep.chunk // max(prep.width, w.shape[0], 1))
+def score(prep: Prepared, at: Tensor, y: Tensor, w: Tensor, b: Tensor) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy for the labels ``y`` of the model cut to the kept
+    activations ``at`` (k, N) with the consumer ``(w, b)`` (see :func:`logits_of`); in sample
+    blocks whose consumer output holds about ``prep.chunk`` values."""
+    n = len(y)
+    step = max(1, prep.chunk // max(w.shape[0], 1) // 4)
     loss, hits = 0.0, 0
     for i in range(0, n, step):
-        logits = logits_of(prep, split, kept, w, b, slice(i, i + step))
-        yb = prep.y[split][i:i + step]
+        logits = logits_of(prep, at, w, b, slice(i, i + step))
+        yb = y[i:i + step]
         loss += float(F.cross_entropy(logits, yb, reduction="sum"))
         hits += int((logits.argmax(1) == yb).sum())
     return loss / n, hits / n
