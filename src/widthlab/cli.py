@@ -27,6 +27,7 @@ import click
 
 from widthlab import __version__
 from widthlab._io import ensure_writable
+from widthlab.cli_frontier import frontier_cmd
 from widthlab.cli_options import (
     data_option,
     parse_seeds,
@@ -402,6 +403,10 @@ def reproduce_cmd(profile: str, datasets: str, studies: str | None, executor: st
                          address=address, device=device, progress=progress,
                          log=(lambda line: None) if quiet else None)
     click.echo(str(path))
+
+
+# ------------------------------------------------------------------------------- frontier
+app.add_command(frontier_cmd)  # widthlab frontier: how many neurons a trained layer needs
 
 
 # ----------------------------------------------------------------------------------- main

@@ -1,0 +1,165 @@
+"""``widthlab frontier``: how many neurons does this trained layer need?
+
+    widthlab frontier --model model.pt --layer 0 --dataset mnist -o frontier-out
+    widthlab frontier --model sd.pt --arch 784,1024,10 --layer layers.0 --method obs \\
+        --method taylor --method random --dataset fashion-mnist
+
+Loads a saved model (a whole pickled ``nn.Module``, or a state dict of a widthlab ``MLP`` /
+an ``nn.Sequential`` MLP together with ``--arch``), computes the width frontier of ``--layer``
+by every ``--method`` (calibration: the validation split, evaluation: the test split), prints
+the recommended width, and writes ``frontier.csv`` (every method's table) and ``frontier.png``
+(accuracy versus kept width, one line per method, the recommendation marked) into ``-o``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from widthlab.errors import UsageError
+
+if TYPE_CHECKING:  # torch is imported when the command runs, not when the CLI starts
+    from torch import nn
+
+__all__ = ["frontier_cmd", "load_model"]
+
+
+def _sequential(sizes: list[int]) -> nn.Sequential:
+    from torch import nn
+
+    mods: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=False)):
+        mods += [nn.Linear(a, b)] + ([nn.ReLU()] if i < len(sizes) - 2 else [])
+    return nn.Sequential(*mods)
+
+
+def load_model(path: Path, arch: str | None = None) -> nn.Module:
+    """A saved model: a pickled module, or a state dict of ``widthlab.nn.MLP(arch)`` (keys
+    ``layers.i.*``) or of ``nn.Sequential(Linear, ReLU, ..., Linear)`` (keys ``0.weight``...)
+    with ``arch`` the layer sizes, e.g. ``"784,1024,10"``."""
+    import torch
+    from torch import nn
+
+    from widthlab.nn.bank import MLP
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except (OSError, RuntimeError, EOFError, ValueError) as exc:
+        raise UsageError(f"cannot load {path}: {exc}; save with torch.save(model, path)") \
+            from exc
+    if isinstance(obj, nn.Module):
+        return obj.eval()
+    if not isinstance(obj, dict):
+        raise UsageError(f"{path} holds a {type(obj).__name__}; expected an nn.Module or a "
+                         "state dict")
+    if arch is None:
+        raise UsageError(f"{path} holds a state dict; give its layer sizes with --arch "
+                         "784,1024,10")
+    try:
+        sizes = [int(s) for s in arch.replace("-", ",").split(",") if s.strip()]
+    except ValueError:
+        raise UsageError(f"cannot read --arch {arch!r}: give layer sizes like 784,1024,10") \
+            from None
+    model = MLP(sizes) if any(k.startswith("layers.") for k in obj) else _sequential(sizes)
+    try:
+        model.load_state_dict(obj)
+    except RuntimeError as exc:
+        raise UsageError(f"the state dict in {path} does not fit --arch {arch}: "
+                         f"{str(exc).splitlines()[0]}") from exc
+    return model.eval()
+
+
+def _figure(tables, rec: dict[str, int], out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from widthlab._io import atomic_path
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for method, t in tables.groupby("method", sort=False):
+        line, = ax.plot(t.k, 100 * t.acc, marker=".", ms=3, lw=1.2, label=method)
+        k = rec[method]
+        ax.plot([k], [100 * float(t.loc[t.k == k, "acc"].iloc[0])], "o", ms=8, mfc="none",
+                color=line.get_color())
+    ax.axvline(rec[next(iter(rec))], color="0.5", ls=":", lw=1)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("kept neurons k")
+    ax.set_ylabel("eval accuracy (%)")
+    ax.set_title("width frontier (circles: recommended k)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = out / "frontier.png"
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _splits(dataset: str, data: Path | None, calib_size: int | None):
+    from widthlab.data import load_splits
+
+    d = load_splits(dataset, data_dir=data)
+    va, te = d.split("val"), d.split("test")
+    n = len(va) if calib_size is None else min(calib_size, len(va))
+    return (va.x[:n], va.y[:n]), (te.x, te.y)
+
+
+@click.command("frontier", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--model", "model_path", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="torch.save'd model (a module, or a state dict with --arch).")
+@click.option("--arch", default=None, help="Layer sizes of a state dict, e.g. 784,1024,10.")
+@click.option("--layer", required=True, help="Module name of the nn.Linear to narrow.")
+@click.option("--dataset", type=click.Choice(["mnist", "fashion-mnist"]), default="mnist",
+              show_default=True)
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Extra folder holding the IDX files.")
+@click.option("--method", "methods", multiple=True, default=("obs", "taylor", "random"),
+              show_default=True, help="Repeat for several methods; the first is recommended.")
+@click.option("--tol", type=click.FloatRange(min=0), default=0.005, show_default=True,
+              help="Accuracy the recommended width may lose against the full layer.")
+@click.option("--calib-size", type=click.IntRange(min=1), default=None,
+              help="Validation images used for calibration (default: all 5000).")
+@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="auto",
+              show_default=True)
+@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("frontier"), show_default=True, help="Folder for the CSV and PNG.")
+def frontier_cmd(model_path: Path, arch: str | None, layer: str, dataset: str,
+                 data: Path | None, methods: tuple[str, ...], tol: float,
+                 calib_size: int | None, device: str, out: Path) -> None:
+    """Accuracy versus kept width of one trained layer, and the smallest width that keeps it.
+
+    Prints the recommendation of the first method and every method's width within TOL, and
+    writes OUT/frontier.csv and OUT/frontier.png.
+    """
+    import pandas as pd
+    import torch
+
+    from widthlab._io import atomic_path
+    from widthlab.frontier import frontiers
+
+    model = load_model(model_path, arch)
+    dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    calib, ev = _splits(dataset, data, calib_size)
+    frs = frontiers(model.to(dev), layer, calib, ev, methods=list(dict.fromkeys(methods)))
+    table = pd.concat([f.table for f in frs.values()], ignore_index=True)
+    rec = {m: f.recommend(tol) for m, f in frs.items()}
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "frontier.csv") as tmp:
+        table.to_csv(tmp, index=False)
+    png = _figure(table, rec, out)
+    first = next(iter(frs.values()))
+    full = float(first.table.acc.iloc[-1])
+    for m, k in rec.items():
+        acc = float(frs[m].table.set_index("k").acc[k])
+        click.echo(f"{m}: k={k} of {first.width} keeps {100 * acc:.2f}% "
+                   f"(full layer {100 * full:.2f}%)")
+    click.echo(f"recommended width of {layer}: {rec[first.method]} "
+               f"(method {first.method}, tol {tol})")
+    click.echo(str(out / "frontier.csv"))
+    click.echo(str(png))

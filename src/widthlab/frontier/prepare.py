@@ -1,0 +1,132 @@
+"""Cached activations and the evaluation of cut consumers, shared by every frontier method.
+
+:func:`prepare` traces the layer, runs the model once on the calibration and the evaluation
+data (up to the consumer's input, in float64) and keeps the consumer's weights; :func:`score`
+then gives the loss and accuracy of any kept set with any consumer weights, in sample blocks,
+applying the rest of the network (the suffix) to the corrected consumer output.
+
+Example::
+
+    prep = prepare(model, "0", (xc, yc), (xe, ye))
+    loss, acc = score(prep, prep.at["eval"][kept], prep.y["eval"], w, b)
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from widthlab.errors import UsageError
+from widthlab.frontier.graph import LayerPath, consumer_inputs, trace_layer
+
+__all__ = ["Prepared", "prepare", "score"]
+
+
+@dataclass
+class Prepared:
+    """What every method needs: activations ``at[split]`` (H, N, neuron-major so that a kept
+    set is a block of contiguous rows), labels ``y[split]``, the
+    consumer's weight ``w0`` (C, H) and bias ``b0`` (C,), and the suffix, all float64 on
+    ``device``; ``model64`` is a float64 copy of the model there."""
+
+    model: nn.Module
+    model64: nn.Module
+    path: LayerPath
+    at: dict[str, Tensor]
+    y: dict[str, Tensor]
+    w0: Tensor
+    b0: Tensor
+    suffix: nn.Module | None
+    device: torch.device
+    chunk: int
+
+    @property
+    def width(self) -> int:
+        return int(self.w0.shape[1])
+
+
+def _pair(name: str, data) -> tuple[Tensor, Tensor]:
+    if not (isinstance(data, tuple | list) and len(data) == 2 and
+            all(isinstance(t, Tensor) for t in data)):
+        raise UsageError(f"{name} must be a pair of tensors (x, y), e.g. a Split's (x, y)")
+    x, y = data
+    if y.dim() != 1 or len(x) != len(y) or len(y) == 0:
+        raise UsageError(f"{name}: x must hold one sample per label and y must be a non-empty "
+                         f"1-D label tensor; got x {tuple(x.shape)}, y {tuple(y.shape)}")
+    return x, y.long()
+
+
+def _device(model: nn.Module, device) -> torch.device:
+    if device is None or device == "auto":
+        p = next(model.parameters(), None)
+        return p.device if p is not None else torch.device("cpu")
+    return torch.device(device)
+
+
+@torch.no_grad()
+def prepare(model: nn.Module, layer: str, calib, eval, *, device=None,
+            chunk: int = 2 ** 22) -> Prepared:
+    """Trace ``layer``, cache the consumer's inputs on ``calib`` and ``eval`` (float64).
+
+    ``device`` defaults to the model's; ``chunk`` bounds the values of one temporary block.
+    """
+    if not isinstance(model, nn.Module):
+        raise UsageError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    path = trace_layer(model, layer)
+    dev = _device(model, device)
+    model64 = copy.deepcopy(model).to(device=dev, dtype=torch.float64).eval()
+    xs = {"calib": _pair("calib", calib), "eval": _pair("eval", eval)}
+    h = dict(model.named_modules())[layer].out_features
+    batch = max(1, chunk // max(h, 1))
+    at = {s: consumer_inputs(model64, path, x, batch=batch).t().contiguous()
+          for s, (x, _) in xs.items()}
+    y = {s: yy.to(dev) for s, (_, yy) in xs.items()}
+    cons = dict(model64.named_modules())[path.consumer]
+    b0 = cons.bias if cons.bias is not None else torch.zeros(cons.out_features, device=dev,
+                                                             dtype=torch.float64)
+    suffix = None if path.suffix is None else \
+        copy.deepcopy(path.suffix).to(device=dev, dtype=torch.float64).eval()
+    prep = Prepared(model, model64, path, at, y, cons.weight.detach().clone(),
+                    b0.detach().clone(), suffix, dev, chunk)
+    _check_labels(prep)
+    return prep
+
+
+def _check_labels(prep: Prepared) -> None:
+    for split, y in prep.y.items():
+        logits = logits_of(prep, prep.at[split], prep.w0, prep.b0, slice(0, 2))
+        if logits.dim() != 2:
+            raise UsageError(f"the model returns shape {tuple(logits.shape)}; the frontier needs "
+                             "logits of shape (batch, classes)")
+        c = logits.shape[1]
+        if int(y.min()) < 0 or int(y.max()) >= c:
+            raise UsageError(f"{split} labels must be in [0, {c}) (the model's classes), got "
+                             f"[{int(y.min())}, {int(y.max())}]")
+
+
+def logits_of(prep: Prepared, at: Tensor, w: Tensor, b: Tensor, rows: slice) -> Tensor:
+    """The model's logits for the samples ``rows`` when the consumer reads the activations
+    ``at`` (k, N) (the kept neurons' rows, in the order of ``w``'s columns) with weights ``w``
+    (C, k) and bias ``b`` (C,)."""
+    z = torch.addmm(b[:, None], w, at[:, rows]).t().contiguous()  # (n, C)
+    return z if prep.suffix is None else prep.suffix(z)
+
+
+@torch.no_grad()
+def score(prep: Prepared, at: Tensor, y: Tensor, w: Tensor, b: Tensor) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy for the labels ``y`` of the model cut to the kept
+    activations ``at`` (k, N) with the consumer ``(w, b)`` (see :func:`logits_of`); in sample
+    blocks whose consumer output holds about ``prep.chunk`` values."""
+    n = len(y)
+    step = max(1, prep.chunk // max(w.shape[0], 1) // 4)
+    loss, hits = 0.0, 0
+    for i in range(0, n, step):
+        logits = logits_of(prep, at, w, b, slice(i, i + step))
+        yb = y[i:i + step]
+        loss += float(F.cross_entropy(logits, yb, reduction="sum"))
+        hits += int((logits.argmax(1) == yb).sum())
+    return loss / n, hits / n
