@@ -8,8 +8,8 @@ Both networks are written as plain ``nn.Module``s the way a user would and gated
 Linears (the 784 pixels, the 300 and 100 hidden units), LeNet-5-Caffe (conv 20, conv 50,
 fc 500, fc 10, ReLU and 2x2 max-pooling after each conv) on both convs' channels and both
 Linears' input features. Each price is one run of :func:`widthlab.engine.modules.train_module`
-(Adam 1e-3, gates 1e-2, cosine schedule, batch 100, the 60,000 training images, the price
-off for the last third of the epochs), shrunk after every epoch
+(Adam 1e-3, gates ``--gate-lr`` 1e-2, cosine schedule, batch 100, the 60,000 training
+images, the price off for the last ``--free-frac`` third of the epochs), shrunk after every epoch
 with the journal's rule (gate exactly dead). A row is the widths after the last epoch and the
 **final-epoch** test error; weights are computed from the widths the same way for widthlab's
 and the published rows (conv: in * out * 25, linear: in * out, no biases).
@@ -90,10 +90,11 @@ def build(network: str, seed: int) -> nn.Module:
     return model
 
 
-def run(network: str, price: float, epochs: int, data, seed: int) -> dict:
-    model = build(network, seed)
-    cfg = ModuleConfig(epochs=epochs, price=price, free_epochs=epochs // 3, lr=1e-3,
-                       gate_lr=1e-2, batch_size=100, schedule="cosine", seed=seed)
+def run(network: str, price: float, epochs: int, data, args) -> dict:
+    model = build(network, args.seed)
+    cfg = ModuleConfig(epochs=epochs, price=price, free_epochs=int(epochs * args.free_frac),
+                       lr=1e-3, gate_lr=args.gate_lr, batch_size=100, schedule="cosine",
+                       seed=args.seed)
     recs = train_module(model, (data.train.x, data.train.y), (data.test.x, data.test.y), cfg)
     order = {"LeNet-300-100": ["fc1:in", "fc2:in", "fc3:in"],
              "LeNet-5-Caffe": ["conv1", "conv2", "fc1:in", "fc2:in"]}[network]
@@ -133,6 +134,9 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="short runs, two prices per network")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--gate-lr", type=float, default=1e-2, help="Adam learning rate of gates")
+    ap.add_argument("--free-frac", type=float, default=1 / 3,
+                    help="fraction of the epochs at the end trained without the price")
     ap.add_argument("--network", choices=["both", "300", "5"], default="both")
     ap.add_argument("--epochs300", type=int, default=None)
     ap.add_argument("--epochs5", type=int, default=None)
@@ -147,9 +151,9 @@ def main(argv=None) -> int:
     p300, p5 = args.prices300 or p300, args.prices5 or p5
     data = load_splits("mnist", val_size=0)
     start = time.perf_counter()
-    rows = [run("LeNet-300-100", p, e300, data, args.seed) for p in p300
+    rows = [run("LeNet-300-100", p, e300, data, args) for p in p300
             if args.network in ("both", "300")]
-    rows += [run("LeNet-5-Caffe", p, e5, data, args.seed) for p in p5
+    rows += [run("LeNet-5-Caffe", p, e5, data, args) for p in p5
              if args.network in ("both", "5")]
     table(rows)
     print(f"wall_minutes={(time.perf_counter() - start) / 60:.1f}")

@@ -107,7 +107,7 @@ def make_optimizer(model: nn.Module, cfg: ModuleConfig) -> torch.optim.Optimizer
 
 
 @torch.no_grad()
-def test_error(model: nn.Module, x: Tensor, y: Tensor, batch: int = 2000) -> float:
+def error_rate(model: nn.Module, x: Tensor, y: Tensor, batch: int = 2000) -> float:
     """Fraction of ``x`` that ``model`` (in eval mode, restored after) misclassifies."""
     was = model.training
     model.eval()
@@ -183,7 +183,7 @@ def train_module(model: nn.Module, train: tuple[Tensor, Tensor], test: tuple[Ten
         elapsed = time.perf_counter() - start
         removed = shrink_(model, opt, rule=cfg.rule) if cfg.shrink else {}
         records.append({"epoch": epoch, "price": price, "train_loss": loss,
-                        "test_error": test_error(model, xt, yt, cfg.eval_batch),
+                        "test_error": error_rate(model, xt, yt, cfg.eval_batch),
                         "epoch_time": elapsed,
                         "n_params": sum(p.numel() for p in model.parameters()),
                         "widths": gate_widths(model), "removed": removed})
