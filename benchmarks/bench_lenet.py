@@ -95,9 +95,17 @@ def run(network: str, price: float, epochs: int, data, args) -> dict:
     cfg = ModuleConfig(epochs=epochs, price=price, free_epochs=int(epochs * args.free_frac),
                        lr=1e-3, gate_lr=args.gate_lr, batch_size=100, schedule="cosine",
                        seed=args.seed)
-    recs = train_module(model, (data.train.x, data.train.y), (data.test.x, data.test.y), cfg)
     order = {"LeNet-300-100": ["fc1:in", "fc2:in", "fc3:in"],
              "LeNet-5-Caffe": ["conv1", "conv2", "fc1:in", "fc2:in"]}[network]
+
+    def progress(r: dict) -> None:
+        print(f"  {network} price={price:g} epoch {r['epoch']}: error "
+              f"{100 * r['test_error']:.2f}% widths "
+              f"{'-'.join(str(r['widths'][k]) for k in order)} {r['epoch_time']:.1f}s",
+              flush=True)
+
+    recs = train_module(model, (data.train.x, data.train.y), (data.test.x, data.test.y), cfg,
+                        on_epoch=progress)
     widths = tuple(recs[-1]["widths"][k] for k in order)
     row = {"network": network, "price": price, "widths": widths,
            "error": 100 * recs[-1]["test_error"], "weights": weights(network, widths),

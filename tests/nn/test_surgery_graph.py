@@ -56,6 +56,9 @@ def test_model_output_and_batchnorm_after_gate_are_refused():
         gate_layers(seq, ["3"])
     with pytest.raises(UsageError, match="BatchNorm1d"):
         gate_layers(seq, ["0"])
+    unflat = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Linear(6, 2))
+    with pytest.raises(UsageError, match="reading conv channels unflattened"):
+        gate_layers(unflat, ["0"])
     sig = nn.Sequential(nn.Linear(4, 5), nn.Sigmoid(), nn.Linear(5, 2))
     with pytest.raises(UsageError, match="Sigmoid"):
         gate_layers(sig, ["0"])

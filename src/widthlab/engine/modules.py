@@ -142,7 +142,8 @@ def _epoch(model: nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: Tensor,
 
 def train_module(model: nn.Module, train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor],
                  cfg: ModuleConfig | None = None, *, loss_fn: Callable = F.cross_entropy,
-                 optimizer: torch.optim.Optimizer | None = None, **overrides) -> list[dict]:
+                 optimizer: torch.optim.Optimizer | None = None,
+                 on_epoch: Callable[[dict], None] | None = None, **overrides) -> list[dict]:
     """Train ``model`` with its gates' price, shrinking after every epoch.
 
     Parameters
@@ -157,6 +158,8 @@ def train_module(model: nn.Module, train: tuple[Tensor, Tensor], test: tuple[Ten
         ``loss_fn(outputs, y)``, a scalar.
     optimizer : torch.optim.Optimizer, optional
         Use this one instead of ``cfg.optimizer`` (it must hold the model's parameters).
+    on_epoch : callable, optional
+        Called with each epoch's record as soon as it is made (progress, logging).
 
     Returns
     -------
@@ -187,6 +190,8 @@ def train_module(model: nn.Module, train: tuple[Tensor, Tensor], test: tuple[Ten
                         "epoch_time": elapsed,
                         "n_params": sum(p.numel() for p in model.parameters()),
                         "widths": gate_widths(model), "removed": removed})
+        if on_epoch is not None:
+            on_epoch(records[-1])
     return records
 
 

@@ -139,7 +139,7 @@ def _is_flatten(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
         len(args) == 2 and args[1] == -1)
 
 
-def _harmless(node: fx.Node, src: fx.Node) -> bool:
+def _harmless(node: fx.Node) -> bool:
     """A shape query of the batch dimension (``x.size(0)``)."""
     return node.op == "call_method" and node.target == "size" and node.args[1:] == (0,)
 
@@ -152,7 +152,7 @@ def _walk_forward(node: fx.Node, modules: dict[str, nn.Module], key: str,
     while stack:
         cur, flat = stack.pop()
         for user in cur.users:
-            if user in seen or _harmless(user, cur):
+            if user in seen or _harmless(user):
                 continue
             seen.add(user)
             mod = modules.get(user.target) if user.op == "call_module" else None
@@ -161,12 +161,11 @@ def _walk_forward(node: fx.Node, modules: dict[str, nn.Module], key: str,
                 bad = "the model's output (gate a hidden layer)"
             elif user.args[:1] != (cur,) or any(a is cur for a in user.args[1:]):
                 bad = _describe(user, modules)
-            elif isinstance(mod, nn.Linear):
-                if spatial and not flat:
-                    bad = f"{_describe(user, modules)} reading conv channels unflattened"
-                else:
-                    out.append(Consumer(user.target, spatial))
+            elif isinstance(mod, nn.Linear) and (flat or not spatial):
+                out.append(Consumer(user.target, spatial))
                 continue
+            elif isinstance(mod, nn.Linear):
+                bad = f"{_describe(user, modules)} reading conv channels unflattened"
             elif isinstance(mod, nn.Conv2d) and mod.groups == 1 and spatial and not flat:
                 out.append(Consumer(user.target))
                 continue
