@@ -10,9 +10,8 @@ fc 500, fc 10, ReLU and 2x2 max-pooling after each conv) on both convs' channels
 Linears' input features. Each price is one run of :func:`widthlab.engine.modules.train_module`
 (Adam 1e-3, gates ``--gate-lr`` 2e-3 / 1e-2, cosine schedule, batch 100, the 60,000 training
 images, the price off for the last ``--free-frac`` (a third) of the epochs), shrunk after every
-epoch with
-the journal's rule (gate exactly dead). A row is the widths after the last epoch and the
-**final-epoch** test error; weights are computed from the widths the same way for widthlab's
+epoch with the journal's rule (gate exactly dead). A row is the widths after the last epoch and
+the **final-epoch** test error; weights are computed from the widths the same way for widthlab's
 and the published rows (conv: in * out * 25, linear: in * out, no biases).
 
 The figures printed last: ``lenet300_error`` / ``lenet300_widths`` and ``lenet5_error`` /
