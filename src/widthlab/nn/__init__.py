@@ -27,3 +27,15 @@ from widthlab.nn.widths import parse_widths, sqrt2_widths
 __all__ = ["MLP", "FlexibleCutoff", "FlexibleLinear", "FlexibleMLP", "GatedLinear", "GatedMLP",
            "MLPBank", "ModelSpec", "Modifier", "NeuronGate", "SparsifierGate", "cutoff_integral",
            "init_mlp", "parse_widths", "sqrt2_widths"]
+# learned widths of a user's own model (``surgery/``): gates on its Linear / Conv2d layers,
+# dead units removed with their optimizer state
+from widthlab.nn.surgery import (  # noqa: E402
+    SignFlipRule,
+    UnitGate,
+    gate_layers,
+    gate_widths,
+    shrink_,
+    size_penalty,
+)
+
+__all__ += ["SignFlipRule", "UnitGate", "gate_layers", "gate_widths", "shrink_", "size_penalty"]

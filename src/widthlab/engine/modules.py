@@ -1,0 +1,207 @@
+"""A small training loop for a user's own gated ``nn.Module``: price, shrink, per-epoch records.
+
+:func:`train_module` trains a model gated by :func:`widthlab.nn.surgery.gate_layers` with
+``loss(model(x), y) + price * size_penalty(model)``, calls
+:func:`~widthlab.nn.surgery.shrink_` after every epoch (optimizer state sliced in place) and
+records, per epoch, the width of every gate, the test error, the training loss, the number of
+parameters and the epoch's wall time. It works on whatever device the tensors are on.
+
+Example::
+
+    gate_layers(model, ["fc1", "fc2"])
+    records = train_module(model, (x_tr, y_tr), (x_te, y_te), epochs=10, price=1e-4)
+    records_frame(records)          # pandas DataFrame, one row per epoch, width/<gate> columns
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from widthlab.errors import UsageError
+from widthlab.nn.surgery import gate_widths, model_gates, shrink_, size_penalty
+
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
+              "adamax": torch.optim.Adamax, "sgd": torch.optim.SGD,
+              "rmsprop": torch.optim.RMSprop}
+
+
+@dataclass(frozen=True)
+class ModuleConfig:
+    """How :func:`train_module` trains.
+
+    Parameters
+    ----------
+    epochs : int
+    price : float
+        L1 price of the gates (lambda of ``sum(g.penalty())``).
+    free_epochs : int
+        The last ``free_epochs`` epochs train without the price (a fine-tune of the learned
+        widths: under the ``"strict"`` penalty dead gates stay dead, the live ones recover).
+    optimizer : {"adam", "adamw", "adamax", "sgd", "rmsprop"}
+    lr, momentum, weight_decay : float
+        ``momentum`` is used by SGD and RMSprop only.
+    gate_lr : float or None
+        Learning rate of the gates (None: ``lr``); no weight decay on them. Under Adam a gate
+        moves at most about ``gate_lr`` per step, so from ``g = 1`` it needs at least
+        ``1 / gate_lr`` steps to die.
+    batch_size : int
+    schedule : {"constant", "cosine"}
+        Learning rate over the epochs (cosine: down to 0 at the last step).
+    rule : str
+        Removal rule of :func:`~widthlab.nn.surgery.shrink_` (``"dead"``, ``"smallify"``).
+    shrink : bool
+        Shrink after every epoch (else only train).
+    seed : int
+        Seed of the minibatch order.
+    eval_batch : int
+    """
+
+    epochs: int = 10
+    price: float = 0.0
+    free_epochs: int = 0
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    gate_lr: float | None = None
+    batch_size: int = 100
+    schedule: str = "constant"
+    rule: str = "dead"
+    shrink: bool = True
+    seed: int = 0
+    eval_batch: int = 2000
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise UsageError(f"unknown optimizer {self.optimizer!r}; choose one of "
+                             f"{', '.join(OPTIMIZERS)}")
+        if self.schedule not in ("constant", "cosine"):
+            raise UsageError(f"unknown schedule {self.schedule!r}; choose constant or cosine")
+        if not 0 <= self.free_epochs <= self.epochs:
+            raise UsageError(f"free_epochs must be in [0, epochs], got {self.free_epochs}")
+        if self.epochs < 1 or self.batch_size < 1 or self.price < 0 or self.lr <= 0:
+            raise UsageError("epochs and batch_size must be >= 1, price >= 0 and lr > 0, got "
+                             f"{self.epochs}, {self.batch_size}, {self.price}, {self.lr}")
+
+
+def make_optimizer(model: nn.Module, cfg: ModuleConfig) -> torch.optim.Optimizer:
+    """The optimizer ``cfg`` names over ``model.parameters()`` (gates in their own group
+    when ``cfg.gate_lr`` is set)."""
+    kwargs = {"lr": cfg.lr, "weight_decay": cfg.weight_decay}
+    if cfg.optimizer in ("sgd", "rmsprop"):
+        kwargs["momentum"] = cfg.momentum
+    if cfg.gate_lr is None:
+        return OPTIMIZERS[cfg.optimizer](model.parameters(), **kwargs)
+    gates = {id(g.gate) for g in model_gates(model)}
+    rest = [p for p in model.parameters() if id(p) not in gates]
+    groups = [{"params": rest},
+              {"params": [g.gate for g in model_gates(model)], "lr": cfg.gate_lr,
+               "weight_decay": 0.0}]
+    return OPTIMIZERS[cfg.optimizer](groups, **kwargs)
+
+
+@torch.no_grad()
+def error_rate(model: nn.Module, x: Tensor, y: Tensor, batch: int = 2000) -> float:
+    """Fraction of ``x`` that ``model`` (in eval mode, restored after) misclassifies."""
+    was = model.training
+    model.eval()
+    wrong = 0
+    for i in range(0, len(y), batch):
+        wrong += int((model(x[i:i + batch]).argmax(-1) != y[i:i + batch]).sum())
+    model.train(was)
+    return wrong / max(len(y), 1)
+
+
+def _epoch(model: nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: Tensor,
+           cfg: ModuleConfig, price: float, gen: torch.Generator, loss_fn: Callable,
+           sched) -> float:
+    """One pass over ``(x, y)``; returns the mean training loss (without the price)."""
+    model.train()
+    order = torch.randperm(len(y), generator=gen).to(y.device)
+    total = torch.zeros((), device=y.device)
+    n = 0
+    for i in range(0, len(y), cfg.batch_size):
+        idx = order[i:i + cfg.batch_size]
+        loss = loss_fn(model(x[idx]), y[idx])
+        full = loss + price * size_penalty(model) if price else loss
+        opt.zero_grad(set_to_none=True)
+        full.backward()
+        opt.step()
+        if sched is not None:
+            sched.step()
+        total += loss.detach() * len(idx)
+        n += len(idx)
+    return float(total) / max(n, 1)
+
+
+def train_module(model: nn.Module, train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor],
+                 cfg: ModuleConfig | None = None, *, loss_fn: Callable = F.cross_entropy,
+                 optimizer: torch.optim.Optimizer | None = None,
+                 on_epoch: Callable[[dict], None] | None = None, **overrides) -> list[dict]:
+    """Train ``model`` with its gates' price, shrinking after every epoch.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Gated (:func:`~widthlab.nn.surgery.gate_layers`) or not; trained in place on the
+        device of its parameters (the data is moved there).
+    train, test : (x, y) tensor pairs
+    cfg : ModuleConfig, optional
+        ``overrides`` replace its fields (``epochs=3, price=1e-4``).
+    loss_fn : callable
+        ``loss_fn(outputs, y)``, a scalar.
+    optimizer : torch.optim.Optimizer, optional
+        Use this one instead of ``cfg.optimizer`` (it must hold the model's parameters).
+    on_epoch : callable, optional
+        Called with each epoch's record as soon as it is made (progress, logging).
+
+    Returns
+    -------
+    list of dict
+        One per epoch: ``epoch``, ``price``, ``train_loss``, ``test_error``, ``epoch_time``
+        (seconds of training, without evaluation or shrinking), ``n_params``, ``widths``
+        (gate key -> width after that epoch's shrink) and ``removed`` (gate key -> units removed).
+    """
+    cfg = ModuleConfig(**{**(cfg.__dict__ if cfg else {}), **overrides})
+    device = next(model.parameters()).device
+    (x, y), (xt, yt) = [(a.to(device), b.to(device)) for a, b in (train, test)]
+    opt = optimizer if optimizer is not None else make_optimizer(model, cfg)
+    steps = cfg.epochs * -(-len(y) // cfg.batch_size)
+    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+             if cfg.schedule == "cosine" else None)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    records = []
+    for epoch in range(1, cfg.epochs + 1):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        price = cfg.price if epoch <= cfg.epochs - cfg.free_epochs else 0.0
+        loss = _epoch(model, opt, x, y, cfg, price, gen, loss_fn, sched)
+        elapsed = time.perf_counter() - start
+        removed = shrink_(model, opt, rule=cfg.rule) if cfg.shrink else {}
+        records.append({"epoch": epoch, "price": price, "train_loss": loss,
+                        "test_error": error_rate(model, xt, yt, cfg.eval_batch),
+                        "epoch_time": elapsed,
+                        "n_params": sum(p.numel() for p in model.parameters()),
+                        "widths": gate_widths(model), "removed": removed})
+        if on_epoch is not None:
+            on_epoch(records[-1])
+    return records
+
+
+def records_frame(records: list[dict]):
+    """The records as a pandas DataFrame, ``widths`` spread into ``width/<gate>`` columns."""
+    import pandas as pd
+
+    rows = []
+    for rec in records:
+        row = {k: v for k, v in rec.items() if k not in ("widths", "removed")}
+        row.update({f"width/{k}": v for k, v in rec["widths"].items()})
+        rows.append(row)
+    return pd.DataFrame(rows)

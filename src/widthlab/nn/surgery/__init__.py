@@ -1,0 +1,30 @@
+"""Learn the width of every layer of a user's own network and shrink it during training.
+
+- ``gates.py``: :func:`gate_layers` puts per-unit gates ``relu(g)`` (L1 price
+  :meth:`UnitGate.penalty`) on named ``nn.Linear`` / ``nn.Conv2d`` layers of any model, in
+  place, through forward hooks; :func:`size_penalty`, :func:`gate_widths`, :func:`model_gates`;
+- ``graph.py``: what consumes each gated unit (torch.fx trace), with clear errors for what
+  cannot be followed (a residual add, a concat);
+- ``rules.py``: when a unit goes: the journal's ``"dead"`` rule, Smallify's ``"smallify"``;
+- ``shrink.py``: :func:`shrink_` removes dead units from layers, BatchNorms, consumers and the
+  optimizer's state, in place.
+
+Example::
+
+    from widthlab.nn.surgery import gate_layers, shrink_, size_penalty
+    gate_layers(model, ["conv1", "conv2"])                  # channels
+    gate_layers(model, ["fc1", "fc2"], inputs="only")       # input features of the Linears
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for x, y in batches:
+        loss = F.cross_entropy(model(x), y) + 1e-4 * size_penalty(model)
+        opt.zero_grad(); loss.backward(); opt.step()
+    shrink_(model, opt)                                     # {"conv1": 3, "conv2": 12, ...}
+"""
+
+from widthlab.nn.surgery.gates import UnitGate, gate_layers, gate_widths, model_gates, size_penalty
+from widthlab.nn.surgery.graph import Consumer, Group, plan_groups
+from widthlab.nn.surgery.rules import DeadRule, SignFlipRule, get_rule
+from widthlab.nn.surgery.shrink import shrink_
+
+__all__ = ["Consumer", "DeadRule", "Group", "SignFlipRule", "UnitGate", "gate_layers",
+           "gate_widths", "get_rule", "model_gates", "plan_groups", "shrink_", "size_penalty"]

@@ -1,0 +1,67 @@
+"""When a gated unit is removed: the journal's rule and Smallify's.
+
+* ``"dead"`` (the journal's sparsifier): a unit goes when its gate is exactly dead,
+  ``relu(g) == 0``. It then contributes exact zeros, so removing it changes no output and
+  training continues exactly as if it were masked.
+* ``"smallify"`` (Leclerc et al. 2018, *Smallify: learning network size while training*): a
+  gate that oscillates around zero under the L1 price is taken to be unneeded. Every
+  training-mode forward updates, per unit, an exponential moving average ``m`` of ``sign(g)``
+  and of its variance ``v = EMA((sign(g) - m)^2)`` (momentum ``UnitGate.flip_momentum``); a
+  unit goes when ``v > threshold`` (or when it is exactly dead). A gate that keeps its sign
+  has ``v -> 0``; one that flips every step has ``v -> 1``. Unlike ``"dead"`` this removes
+  gates that are small but not 0, so the outputs move by their small contribution.
+
+Example::
+
+    shrink_(model, optimizer, rule="smallify")                      # threshold 0.5
+    shrink_(model, optimizer, rule=SignFlipRule(threshold=0.2))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from widthlab.errors import UsageError
+from widthlab.nn.surgery.gates import UnitGate
+
+
+@dataclass(frozen=True)
+class DeadRule:
+    """The journal's rule: a unit is dead when ``relu(g) == 0``."""
+
+    name: str = "dead"
+
+    def dead(self, gate: UnitGate) -> Tensor:
+        """Bool ``(n,)``: which units to remove."""
+        return gate.gate.detach() <= 0
+
+
+@dataclass(frozen=True)
+class SignFlipRule:
+    """Smallify's rule: remove a unit when the running variance of ``sign(g)`` exceeds
+    ``threshold`` (in ``(0, 1]``), or when its gate is exactly dead."""
+
+    threshold: float = 0.5
+    name: str = "smallify"
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.threshold <= 1.0:
+            raise UsageError(f"smallify threshold must be in (0, 1], got {self.threshold}")
+
+    def dead(self, gate: UnitGate) -> Tensor:
+        """Bool ``(n,)``: which units to remove."""
+        return (gate.gate.detach() <= 0) | (gate.flip_var > self.threshold)
+
+
+RULES = {"dead": DeadRule, "smallify": SignFlipRule}
+
+
+def get_rule(rule: str | DeadRule | SignFlipRule) -> DeadRule | SignFlipRule:
+    """A rule object from its name (``"dead"``, ``"smallify"``) or the object itself."""
+    if isinstance(rule, (DeadRule, SignFlipRule)):
+        return rule
+    if rule not in RULES:
+        raise UsageError(f"unknown removal rule {rule!r}; choose one of {', '.join(RULES)}")
+    return RULES[rule]()

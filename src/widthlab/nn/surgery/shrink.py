@@ -1,0 +1,167 @@
+"""Remove dead units from a gated user model for real, optimizer state included.
+
+:func:`shrink_` finds every gate's units (:mod:`~widthlab.nn.surgery.graph`), asks the removal
+rule (:mod:`~widthlab.nn.surgery.rules`) which are dead, and cuts them out of the producing
+layer (weight rows, bias), the BatchNorms on the way (affine parameters and running
+statistics), every consumer (a Linear's input columns, a block of them after a ``Flatten``; a
+Conv2d's input channels), the gates (``g``, Smallify statistics, selected input positions) and
+the optimizer's per-parameter state (Adam's / AdamW's ``exp_avg``, ``exp_avg_sq``,
+``max_exp_avg_sq``, Adamax's ``exp_inf``, SGD's ``momentum_buffer``, RMSprop's
+``square_avg``, ``grad_avg``; ``step`` is kept). Parameters stay the same objects, so the
+optimizer keeps working and training continues as if the dead units had been masked.
+
+Example::
+
+    gate_layers(model, ["fc1", "fc2"])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    ...                                   # train with loss + price * size_penalty(model)
+    removed = shrink_(model, opt)         # {"fc1": 113, "fc2": 40}
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from widthlab.errors import UsageError
+from widthlab.nn.surgery.gates import IN_ATTR, UnitGate
+from widthlab.nn.surgery.graph import Group, plan_groups
+from widthlab.nn.surgery.rules import DeadRule, SignFlipRule, get_rule
+
+SIZE_ATTRS = {nn.Linear: ("out_features", "in_features"),
+              nn.Conv2d: ("out_channels", "in_channels")}
+
+
+@torch.no_grad()
+def _keep_(owner: nn.Module, attr: str, dim: int, index: Tensor,
+           optimizer: torch.optim.Optimizer | None) -> None:
+    """Keep ``index`` along ``dim`` of ``owner.<attr>`` (a Parameter keeps its identity; its
+    gradient and optimizer state are sliced alike)."""
+    t = getattr(owner, attr, None)
+    if t is None:
+        return
+    index = index.to(t.device)
+    if not isinstance(t, nn.Parameter):
+        setattr(owner, attr, t.index_select(dim, index))
+        return
+    state = optimizer.state.get(t) if optimizer is not None else None
+    for key, value in list((state or {}).items()):
+        if key == "step" or not torch.is_tensor(value) or value.ndim == 0:
+            continue
+        if value.shape != t.shape:
+            raise UsageError(f"optimizer state {key!r} of shape {tuple(value.shape)} does not "
+                             f"match its parameter {tuple(t.shape)}; shrink_ slices per-element "
+                             "state (Adam, AdamW, Adamax, SGD, RMSprop, Adagrad)")
+        state[key] = value.index_select(dim, index)
+    grad, t.grad = t.grad, None
+    new = t.data.index_select(dim, index)
+    # set_data drops the cached gradient accumulator only when the dtype changes; a graph
+    # still alive (the last loss) would otherwise keep the old shape in it
+    t.data = torch.empty(0, dtype=torch.float64 if new.dtype != torch.float64 else torch.float32,
+                         device=new.device)
+    t.data = new
+    if grad is not None:
+        t.grad = grad.index_select(dim, index)
+
+
+def _cut_layer(layer: nn.Module, dim: int, index: Tensor, optimizer) -> None:
+    _keep_(layer, "weight", dim, index, optimizer)
+    if dim == 0:
+        _keep_(layer, "bias", 0, index, optimizer)
+    attr = SIZE_ATTRS[nn.Conv2d if isinstance(layer, nn.Conv2d) else nn.Linear][min(dim, 1)]
+    setattr(layer, attr, int(layer.weight.shape[dim]))
+
+
+def _cut_norm(norm: nn.Module, index: Tensor, optimizer) -> None:
+    for attr in ("weight", "bias", "running_mean", "running_var"):
+        _keep_(norm, attr, 0, index, optimizer)
+    norm.num_features = int(index.numel())
+
+
+def _cut_gate(gate: UnitGate, index: Tensor, optimizer) -> None:
+    for attr in ("gate", "flip_mean", "flip_var", "index"):
+        _keep_(gate, attr, 0, index, optimizer)
+
+
+def _expand(units: Tensor, block: int) -> Tensor:
+    """Feature positions of ``units`` when each unit spans ``block`` consecutive features."""
+    return (units[:, None] * block + torch.arange(block, device=units.device)).flatten()
+
+
+def _cut_consumer(layer: nn.Module, n_units: int, keep: Tensor, optimizer) -> None:
+    """Remove the input features of ``layer`` that the removed units (not in ``keep``) fed."""
+    in_gate = getattr(layer, IN_ATTR, None)
+    selecting = isinstance(in_gate, UnitGate) and in_gate.selects
+    size = in_gate.n_in if selecting else layer.weight.shape[1]
+    if size % n_units:
+        raise UsageError(f"layer of {size} input features cannot be split into {n_units} "
+                         "units; shrinking follows Flatten only from conv channels")
+    block = size // n_units
+    kept_pos = _expand(keep.to(layer.weight.device), block)  # (k * block,)
+    if not selecting:
+        _cut_layer(layer, 1, kept_pos, optimizer)
+        return
+    new_pos = torch.full((size,), -1, dtype=torch.long, device=kept_pos.device)
+    new_pos[kept_pos] = torch.arange(len(kept_pos), device=kept_pos.device)
+    mapped = new_pos[in_gate.index]  # (entries,), -1 where the input position is gone
+    entries = (mapped >= 0).nonzero().flatten()
+    _cut_layer(layer, 1, entries, optimizer)
+    _cut_gate(in_gate, entries, optimizer)
+    in_gate.index = mapped[entries]
+    in_gate.n_in = int(len(kept_pos))
+
+
+def _apply(modules: dict[str, nn.Module], group: Group, keep: Tensor, optimizer) -> None:
+    gate = group.gate
+    n_units = gate.width
+    _cut_gate(gate, keep, optimizer)
+    if group.producer is None:  # a selecting input gate: only its layer's columns go
+        _cut_layer(modules[group.consumers[0].name], 1, keep, optimizer)
+        return
+    _cut_layer(modules[group.producer], 0, keep, optimizer)
+    for name in group.norms:
+        _cut_norm(modules[name], keep, optimizer)
+    for consumer in group.consumers:
+        _cut_consumer(modules[consumer.name], n_units, keep, optimizer)
+
+
+def shrink_(model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
+            rule: str | DeadRule | SignFlipRule = "dead") -> dict[str, int]:
+    """Remove every gated unit the rule calls dead, from its layer and all its consumers.
+
+    Parameters
+    ----------
+    model : nn.Module
+        A model gated by :func:`~widthlab.nn.surgery.gates.gate_layers`.
+    optimizer : torch.optim.Optimizer, optional
+        Its state of every sliced parameter is sliced in place (``step`` kept).
+    rule : {"dead", "smallify"} or a rule object
+        See :mod:`widthlab.nn.surgery.rules`.
+
+    Returns
+    -------
+    dict
+        ``{gate key: number of units removed}``.
+
+    Raises
+    ------
+    UsageError
+        A gate whose units reach something that cannot be followed (named in the message),
+        or optimizer state that cannot be sliced.
+    """
+    rule = get_rule(rule)
+    groups = plan_groups(model)
+    modules = dict(model.named_modules())
+    removed = {}
+    for group in groups:
+        dead = rule.dead(group.gate)  # asked now: an earlier group may have cut this gate
+        removed[group.gate.key] = int(dead.sum())
+        if bool(dead.all()):  # a layer keeps one unit, switched off: relu(g) = 0
+            with torch.no_grad():
+                group.gate.gate[0] = group.gate.gate[0].clamp(max=0.0)
+            dead = dead.clone()
+            dead[0] = False
+            removed[group.gate.key] -= 1
+        if bool(dead.any()):
+            _apply(modules, group, (~dead).nonzero().flatten(), optimizer)
+    return removed
