@@ -29,7 +29,8 @@ if TYPE_CHECKING:
     from widthlab.studies.base import Study
 
 # journal order; a name whose package is not there is skipped
-ORDER = ("variance", "pca", "flexible", "sparsifier", "importance", "ordering", "optimizer")
+ORDER = ("variance", "pca", "flexible", "sparsifier", "importance", "ordering", "optimizer",
+         "frontier")
 
 
 def exists(name: str) -> bool:
