@@ -289,8 +289,8 @@ class Engine:
         self.progress = progress_callback(progress)
         if data is None:
             data = load_splits(cfg.dataset, val_size=cfg.val_size, seed=cfg.data_seed)
-        if cfg.train_size is not None:
-            data = data.head(cfg.train_size)
+        if cfg.train_size is not None:  # "at most N": a smaller dataset is used whole
+            data = data.head(min(cfg.train_size, len(data.train)))
         self.data = data.to(self.device)
         self._modifier_factories = list(modifiers)
         self._build()
