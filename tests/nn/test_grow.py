@@ -305,3 +305,22 @@ def test_no_growth_when_the_median_gate_is_low_or_after_until():
     with torch.no_grad():
         mod.gate.fill_(1.0)
     assert mod.propose(bank, x, y, step=50).models == [0, 1]
+
+
+def test_a_model_proposes_the_same_units_alone_and_in_a_bank():
+    """Candidates are drawn per model (keyed by its spec's seed): model S grows the same
+    units next to other models as alone (the same random draws; scores to float rounding)."""
+    s = ModelSpec((10,), seed=7)
+    x, y = next(batches(1, batch=96, seed=6))
+    plans = []
+    for specs in ([s], [ModelSpec((5,), seed=1), s, ModelSpec((30,), seed=2)]):
+        bank = MLPBank(specs, D, 10)
+        mod = GrowingGate(0.0, init="random", max_new=3, candidates=12)
+        bank.add_modifier(mod)
+        plan = mod.propose(bank, x, y, step=40)
+        k = plan.models.index(len(specs) // 2)
+        plans.append((plan.counts[k], plan.init[k]))
+    (n_a, (w_a, b_a)), (n_b, (w_b, b_b)) = plans
+    assert n_a == n_b == 3
+    torch.testing.assert_close(w_a, w_b, rtol=0, atol=0)
+    torch.testing.assert_close(b_a, b_b, rtol=0, atol=0)

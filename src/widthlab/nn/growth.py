@@ -50,7 +50,8 @@ gates sustain is set by their dynamics; the growth rule fills up to it rather th
 New units have zero outgoing weights (the outputs do not change at insertion), gate 1, and zero
 optimizer state (:meth:`MLPBank.grow_`, :meth:`BankOptimizer.grown`). Growth needs
 one-hidden-layer models (the error is taken at the logits). Randomness is drawn from a generator
-seeded by ``(seed, step)``, so a resumed run grows exactly as the uninterrupted one.
+seeded by ``(seed, step, the model's spec seed)``, so a resumed run grows exactly as the
+uninterrupted one, and a model draws the same candidates whatever else the bank holds.
 
 Each epoch it records, per model, what :class:`SparsifierGate` records plus ``grown`` (units
 added so far) and ``unit_steps`` (the sum over training steps of the computed width, from which
@@ -278,8 +279,7 @@ class GrowingGate(SparsifierGate):
         if not grow or len(x) == 0 or (self.until is not None and step > self.until):
             return None
         delta = output_error(bank, x, y)  # (N, M, C)
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + int(step))
-        w, b = self._candidates(bank, x, delta, grow, g)  # (M', K, in), (M', K)
+        w, b = self._candidates(bank, x, delta, grow, int(step))  # (M', K, in), (M', K)
         grad, noise = outgoing_gradient(x, delta[:, grow], w, b, noise=True)  # (M', K, C)
         gain = grad.abs().sum(-1)  # (M', K)
         if self.debias:  # minus the expected |G|_1 of a candidate with no real gradient
@@ -336,7 +336,7 @@ class GrowingGate(SparsifierGate):
         return order[torch.tensor(taken, dtype=torch.long, device=w.device)]
 
     def _candidates(self, bank, x: Tensor, delta: Tensor, grow: list[int],
-                    g: torch.Generator) -> tuple[Tensor, Tensor]:
+                    step: int) -> tuple[Tensor, Tensor]:
         """Candidate incoming weights ``(len(grow), K, in)`` and biases ``(len(grow), K)``."""
         k, d, dev = self.candidates, self._in, x.device
         ws = torch.empty(len(grow), k, d)
@@ -348,6 +348,10 @@ class GrowingGate(SparsifierGate):
             _, s, vh = torch.linalg.svd(corr.double().cpu(), full_matrices=False)
             s, vh = s.float(), vh.float()  # (G, C), (G, C, in)
         for j, (m, kind) in enumerate(zip(grow, kinds, strict=True)):
+            # one generator per model, keyed like its initialisation (by its spec's seed), so
+            # a model grows the same whatever else the bank holds
+            key = ((self.seed * 1_000_003 + step) * 1_000_033 + bank.specs[m].seed) % 2 ** 63
+            g = torch.Generator().manual_seed(key)
             if kind == "gradmax":
                 i = gm.index(j)
                 ws[j] = _gradmax_rows(s[i], vh[i], k, g)
