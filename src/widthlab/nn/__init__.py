@@ -9,27 +9,27 @@ One file per layer family:
   :func:`cutoff_integral`);
 - ``gated.py``: the sparsifier, per-neuron gates under an L1 penalty that remove dead neurons
   (:class:`GatedLinear`, :class:`GatedMLP`, bank modifier :class:`SparsifierGate`);
+- ``growth.py``: :class:`GrowingGate`, a sparsifier gate whose price also adds units
+  (with :meth:`MLPBank.grow_`): a layer that grows and shrinks under one price;
+- ``surgery/``: learned widths of a user's own model: :func:`gate_layers` puts gates on its
+  ``nn.Linear`` units and ``nn.Conv2d`` channels, :func:`shrink_` removes dead units from the
+  layer and every consumer with the optimizer state sliced in place;
 - ``widths.py``: the journal's sqrt(2) width grid.
 
 Public API::
 
     from widthlab.nn import MLP, MLPBank, ModelSpec, Modifier, NeuronGate, parse_widths
     from widthlab.nn import FlexibleLinear, FlexibleMLP, FlexibleCutoff, cutoff_integral
-    from widthlab.nn import GatedLinear, GatedMLP, SparsifierGate
+    from widthlab.nn import GatedLinear, GatedMLP, SparsifierGate, GrowingGate
+    from widthlab.nn import gate_layers, shrink_, size_penalty, gate_widths
 """
 
 from widthlab.nn.bank import MLP, MLPBank, ModelSpec, init_mlp
 from widthlab.nn.flexible import FlexibleCutoff, FlexibleLinear, FlexibleMLP, cutoff_integral
 from widthlab.nn.gated import GatedLinear, GatedMLP, SparsifierGate
+from widthlab.nn.growth import GrowingGate
 from widthlab.nn.modifiers import Modifier, NeuronGate
-from widthlab.nn.widths import parse_widths, sqrt2_widths
-
-__all__ = ["MLP", "FlexibleCutoff", "FlexibleLinear", "FlexibleMLP", "GatedLinear", "GatedMLP",
-           "MLPBank", "ModelSpec", "Modifier", "NeuronGate", "SparsifierGate", "cutoff_integral",
-           "init_mlp", "parse_widths", "sqrt2_widths"]
-# learned widths of a user's own model (``surgery/``): gates on its Linear / Conv2d layers,
-# dead units removed with their optimizer state
-from widthlab.nn.surgery import (  # noqa: E402
+from widthlab.nn.surgery import (
     SignFlipRule,
     UnitGate,
     gate_layers,
@@ -37,5 +37,9 @@ from widthlab.nn.surgery import (  # noqa: E402
     shrink_,
     size_penalty,
 )
+from widthlab.nn.widths import parse_widths, sqrt2_widths
 
-__all__ += ["SignFlipRule", "UnitGate", "gate_layers", "gate_widths", "shrink_", "size_penalty"]
+__all__ = ["MLP", "FlexibleCutoff", "FlexibleLinear", "FlexibleMLP", "GatedLinear", "GatedMLP",
+           "GrowingGate", "MLPBank", "ModelSpec", "Modifier", "NeuronGate", "SignFlipRule",
+           "SparsifierGate", "UnitGate", "cutoff_integral", "gate_layers", "gate_widths",
+           "init_mlp", "parse_widths", "shrink_", "size_penalty", "sqrt2_widths"]
