@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 # journal order; a name whose package is not there is skipped
 ORDER = ("variance", "pca", "flexible", "sparsifier", "importance", "ordering", "optimizer",
-         "frontier")
+         "frontier", "growth")
 
 
 def exists(name: str) -> bool:
