@@ -133,7 +133,7 @@ class _LazyInverse:
         self.u = self.u.new_empty(len(self.d), int(keep.numel()))
 
 
-def eliminate(g: Tensor, w_aug: Tensor, *, damp: float = 1e-4, metric: Tensor | None = None,
+def eliminate(g: Tensor, w_aug: Tensor, *, damp: float = 1e-6, metric: Tensor | None = None,
               block: int = 64, keep_at: Collection[int] = (),
               on_step: Callable[[int], None] | None = None) -> Elimination:
     """Greedy OBS removal of all neurons but one (see the module docstring).

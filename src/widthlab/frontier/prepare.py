@@ -125,8 +125,15 @@ def score(prep: Prepared, at: Tensor, y: Tensor, w: Tensor, b: Tensor) -> tuple[
     step = max(1, prep.chunk // max(w.shape[0], 1) // 4)
     loss, hits = 0.0, 0
     for i in range(0, n, step):
-        logits = logits_of(prep, at, w, b, slice(i, i + step))
         yb = y[i:i + step]
+        if prep.suffix is None:  # logits classes-first (C, n): reductions over contiguous rows
+            zt = torch.addmm(b[:, None], w, at[:, i:i + step])
+            m = zt.amax(0)
+            lse = (zt - m).exp_().sum(0).log_().add_(m)
+            loss += float((lse - zt.gather(0, yb[None])[0]).sum())
+            hits += int((zt.argmax(0) == yb).sum())
+            continue
+        logits = logits_of(prep, at, w, b, slice(i, i + step))
         loss += float(F.cross_entropy(logits, yb, reduction="sum"))
         hits += int((logits.argmax(1) == yb).sum())
     return loss / n, hits / n
