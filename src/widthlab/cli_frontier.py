@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from widthlab.cli_options import data_option, target_option, user_data
 from widthlab.errors import UsageError
 
 if TYPE_CHECKING:  # torch is imported when the command runs, not when the CLI starts
@@ -100,10 +101,10 @@ def _figure(tables, rec: dict[str, int], out: Path) -> Path:
     return path
 
 
-def _splits(dataset: str, data: Path | None, calib_size: int | None):
+def _splits(dataset: str, data_dir: Path | None, calib_size: int | None, user=None):
     from widthlab.data import load_splits
 
-    d = load_splits(dataset, data_dir=data)
+    d = user if user is not None else load_splits(dataset, data_dir=data_dir)
     va, te = d.split("val"), d.split("test")
     n = len(va) if calib_size is None else min(calib_size, len(va))
     return (va.x[:n], va.y[:n]), (te.x, te.y)
@@ -117,8 +118,10 @@ def _splits(dataset: str, data: Path | None, calib_size: int | None):
 @click.option("--layer", required=True, help="Module name of the nn.Linear to narrow.")
 @click.option("--dataset", type=click.Choice(["mnist", "fashion-mnist"]), default="mnist",
               show_default=True)
-@click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Extra folder holding the IDX files.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Extra folder holding the IDX files of --dataset.")
+@data_option
+@target_option
 @click.option("--method", "methods", multiple=True, default=("obs", "taylor", "random"),
               show_default=True, help="Repeat for several methods; the first is recommended.")
 @click.option("--tol", type=click.FloatRange(min=0), default=0.005, show_default=True,
@@ -130,8 +133,9 @@ def _splits(dataset: str, data: Path | None, calib_size: int | None):
 @click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path),
               default=Path("frontier"), show_default=True, help="Folder for the CSV and PNG.")
 def frontier_cmd(model_path: Path, arch: str | None, layer: str, dataset: str,
-                 data: Path | None, methods: tuple[str, ...], tol: float,
-                 calib_size: int | None, device: str, out: Path) -> None:
+                 data_dir: Path | None, data_path: Path | None, target: str | None,
+                 methods: tuple[str, ...], tol: float, calib_size: int | None, device: str,
+                 out: Path) -> None:
     """Accuracy versus kept width of one trained layer, and the smallest width that keeps it.
 
     Prints the recommendation of the first method and every method's width within TOL, and
@@ -143,9 +147,10 @@ def frontier_cmd(model_path: Path, arch: str | None, layer: str, dataset: str,
     from widthlab._io import atomic_path
     from widthlab.frontier import frontiers
 
+    user = user_data(data_path, target)  # a user's dataset instead of --dataset
     model = load_model(model_path, arch)
     dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-    calib, ev = _splits(dataset, data, calib_size)
+    calib, ev = _splits(dataset, data_dir, calib_size, user)
     frs = frontiers(model.to(dev), layer, calib, ev, methods=list(dict.fromkeys(methods)))
     table = pd.concat([f.table for f in frs.values()], ignore_index=True)
     rec = {m: f.recommend(tol) for m, f in frs.items()}

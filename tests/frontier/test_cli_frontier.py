@@ -18,7 +18,7 @@ from .conftest import blobs, fit
 def fake_mnist(monkeypatch):
     x, y = blobs(400, 784, 10, 7)
 
-    def splits(dataset, data, calib_size):
+    def splits(dataset, data_dir, calib_size, user=None):
         n = 200 if calib_size is None else min(calib_size, 200)
         return (x[:n], y[:n]), (x[200:], y[200:])
 
@@ -64,3 +64,25 @@ def test_residual_layer_is_refused(tmp_path, fake_mnist, capsys):
     rc = main(["frontier", "--model", str(tmp_path / "r.pt"), "--layer", "inp"])
     assert rc == 2
     assert "residual path" in capsys.readouterr().err
+
+
+def test_users_own_data_file(tmp_path, capsys):
+    """``--data FILE`` (issue 19): the frontier of a model trained on a user's dataset."""
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from widthlab.cli import main
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(300, 20))
+    y = (x[:, :3] @ rng.normal(size=(3, 3))).argmax(1)
+    np.savez(tmp_path / "mine.npz", x=x, y=y)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 16), nn.ReLU(), nn.Linear(16, 3))
+    torch.save(model, tmp_path / "model.pt")
+    assert main(["frontier", "--model", str(tmp_path / "model.pt"), "--layer", "0", "--data",
+                 str(tmp_path / "mine.npz"), "--method", "obs", "--device", "cpu", "-o",
+                 str(tmp_path / "out")]) == 0
+    assert "recommended width of 0" in capsys.readouterr().out
+    assert (tmp_path / "out" / "frontier.csv").is_file()
