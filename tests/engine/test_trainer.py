@@ -81,7 +81,7 @@ def test_kill_9_then_resume_is_identical(tmp_path, reference_run, hang):
     kill_when_hanging(p, tmp_path / "hang-x")
     s = Store(store)
     (run_id,) = s.runs()["run_id"]
-    assert s.get_run(run_id)["status"] == "running"
+    assert s.get_run(run_id)["status"] == "interrupted"  # no live process holds it
     run_child(store)  # the same command again
     assert s.get_run(run_id)["status"] == "done"
     metrics, arrays, models = dump(store)
