@@ -157,7 +157,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     e300, e5 = (3, 2) if args.quick else (30, 10)
     p300 = [2e-3, 8e-3] if args.quick else [1e-3, 2e-3, 4e-3]
-    p5 = [1e-3] if args.quick else [5e-4, 1e-3, 2e-3]
+    p5 = [1e-3] if args.quick else [2.5e-4, 5e-4, 1e-3]
     e300, e5 = args.epochs300 or e300, args.epochs5 or e5
     p300, p5 = args.prices300 or p300, args.prices5 or p5
     data = load_splits("mnist", val_size=0)
