@@ -111,11 +111,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("old")
     ap.add_argument("new")
     ap.add_argument("--studies", default=None, help="comma list of study names")
+    ap.add_argument("--datasets", default=None, help="comma list of datasets")
     ap.add_argument("--reports", nargs=2, default=None, metavar=("OLD_HTML", "NEW_HTML"))
     args = ap.parse_args(argv)
     studies = set(args.studies.split(",")) if args.studies else None
     old, new = Store(args.old), Store(args.new)
     ro, rn = _runs(old, studies, RENAMED), _runs(new, studies)
+    if args.datasets:
+        keep = set(args.datasets.split(","))
+        ro = {k: v for k, v in ro.items() if k[1] in keep}
+        rn = {k: v for k, v in rn.items() if k[1] in keep}
     same = bad = 0
     for key in sorted(set(ro) | set(rn)):
         label = f"{key[0]} / {key[1]}"
