@@ -103,3 +103,17 @@ def test_bad_data_exits_2_with_one_line_and_writes_nothing(arrays, tmp_path, cap
             assert len(err.splitlines()) == 1 and err.startswith("widthlab: error: "), err
             assert args[0] in err and what in err, (name, err)
             assert "Traceback" not in err and not store.exists(), name
+
+
+def test_reproduce_on_a_users_file(arrays, tmp_path, capsys):
+    x, y = arrays
+    npz, _ = _files(tmp_path, x, y)
+    args = ["reproduce", "--data", str(npz), "--studies", "variance,sparsifier", "--store",
+            str(tmp_path / "s"), "-o", str(tmp_path / "r.html"), "-q"]
+    assert main(args) == 0
+    page = (tmp_path / "r.html").read_text()
+    assert "Variance study: mine" in page and "Sparsifier networks: mine" in page
+    runs = Store(tmp_path / "s").runs()
+    assert set(runs.dataset) == {"mine"} and (runs.status == "done").all()
+    assert main(args) == 0  # the same file: every job is found done, nothing trains
+    assert len(Store(tmp_path / "s").runs()) == len(runs)

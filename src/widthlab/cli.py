@@ -372,6 +372,8 @@ def report_cmd(run_ids: tuple[str, ...], store: Path, out: Path) -> None:
                                       "settings (hours; use a GPU or Ray).")
 @click.option("--datasets", default="mnist,fashion-mnist", show_default=True,
               help="Comma-separated datasets.")
+@data_option
+@target_option
 @click.option("--studies", default=None,
               help="Comma-separated subset (default: every study, in the journal's order).")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local",
@@ -385,7 +387,8 @@ def report_cmd(run_ids: tuple[str, ...], store: Path, out: Path) -> None:
 @click.option("-o", "--out", type=click.Path(path_type=Path, dir_okay=False),
               default=Path("report.html"), show_default=True, help="The HTML report to write.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def reproduce_cmd(profile: str, datasets: str, studies: str | None, executor: str,
+def reproduce_cmd(profile: str, datasets: str, data_path: Path | None, target: str | None,
+                  studies: str | None, executor: str,
                   address: str | None, device: str, store: Path, out: Path,
                   quiet: bool) -> None:
     """Rerun the whole journal: every study on every dataset, then one report.
@@ -394,6 +397,7 @@ def reproduce_cmd(profile: str, datasets: str, studies: str | None, executor: st
     reproduction resumes where it stopped. Prints the report's path.
     """
 
+    user_data(data_path, target)  # a bad file stops here, before any job
     def split(text):
         return [t.strip() for t in text.split(",") if t.strip()]
 
@@ -401,7 +405,8 @@ def reproduce_cmd(profile: str, datasets: str, studies: str | None, executor: st
         path = reproduce(profile, split(datasets), store=store, out=out,
                          studies=split(studies) if studies else None, executor=executor,
                          address=address, device=device, progress=progress,
-                         log=(lambda line: None) if quiet else None)
+                         log=(lambda line: None) if quiet else None,
+                         data_file=None if data_path is None else (str(data_path), target))
     click.echo(str(path))
 
 

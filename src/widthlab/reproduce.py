@@ -25,6 +25,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from widthlab._io import atomic_path
+from widthlab.data import load_data
+from widthlab.data.tensors import DatasetSplits
 from widthlab.engine.events import progress_callback
 from widthlab.engine.identity import code_hash, package_modules
 from widthlab.errors import UsageError
@@ -36,14 +38,23 @@ from widthlab.studies.base import DATASETS, RunSet
 
 
 def jobs_for(profile: str = "quick", datasets: Sequence[str] = DATASETS,
-             studies: Sequence[str] | None = None, device: str = "auto") -> list[Job]:
-    """The jobs of a reproduction, in the journal's order (study-major)."""
+             studies: Sequence[str] | None = None, device: str = "auto",
+             data: DatasetSplits | None = None, data_file: tuple[str, str | None] | None = None
+             ) -> list[Job]:
+    """The jobs of a reproduction, in the journal's order (study-major).
+
+    With a user's ``data`` (loaded from ``data_file = (path, target)``), every job runs on it:
+    its name is the dataset, and its content id is part of each job's key (a changed file
+    reruns, an unchanged one is found done).
+    """
+    if data is not None:
+        datasets = [data.name]
     present = [s.name for s in available()]
     names = present if studies is None else list(studies)
     unknown = [n for n in names if load(n) is None]
     if unknown:
         raise UsageError(f"unknown study {unknown}; available: {', '.join(present)}")
-    bad = [d for d in datasets if d not in DATASETS]
+    bad = [d for d in datasets if d not in DATASETS and data is None]
     if bad or not datasets:
         raise UsageError(f"unknown dataset(s) {bad}; choose from {', '.join(DATASETS)}")
     jobs = []
@@ -53,8 +64,11 @@ def jobs_for(profile: str = "quick", datasets: Sequence[str] = DATASETS,
             raise UsageError(f"unknown profile {profile!r} for the {name} study; choose "
                              f"{', '.join(study.profiles)}")
         needs = tuple(n for n in study.requires if n in names)
-        jobs += [Job(name, d, profile, options=(("device", device),), needs=needs,
-                     code=study.code_hash()) for d in datasets]
+        opts: tuple = (("device", device),)
+        if data is not None and data_file is not None:
+            opts += (("data_file", data_file), ("data_id", data.content_id))
+        jobs += [Job(name, d, profile, options=opts, needs=needs, code=study.code_hash())
+                 for d in datasets]
     return jobs
 
 
@@ -64,22 +78,29 @@ def run_study_job(job: Job, store: Store, progress: object,
     study = get_study(job.study)
     opts = dict(job.options)
     device = str(opts.pop("device", "auto"))
+    data_file, _ = opts.pop("data_file", None), opts.pop("data_id", None)
+    data = None if data_file is None else load_data(data_file[0], data_file[1])
     return study.run(job.dataset, job.profile, store=store, device=device,
-                     progress=progress_callback(progress), upstream=dict(needs), **opts)
+                     progress=progress_callback(progress), upstream=dict(needs), data=data,
+                     **opts)
 
 
 def reproduce(profile: str = "quick", datasets: Sequence[str] = DATASETS, *,
               store="widthlab-runs", out: str | os.PathLike = "report.html",
               studies: Sequence[str] | None = None, executor: str = "local",
               address: str | None = None, device: str = "auto", progress: object = None,
-              log: Callable[[str], None] | None = None) -> Path:
+              log: Callable[[str], None] | None = None,
+              data_file: tuple[str, str | None] | None = None) -> Path:
     """Run (or skip) every job, then write the report; returns the report's path.
 
     ``log(line)`` receives one line per finished job (default: stderr); ``progress`` is the
     engine's progress callback (:func:`widthlab.ui.engine_progress`).
     """
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
-    jobs = jobs_for(profile, datasets, studies, device)
+    data = None if data_file is None else load_data(data_file[0], data_file[1])
+    jobs = jobs_for(profile, datasets, studies, device, data,
+                    None if data_file is None else (str(Path(data_file[0]).resolve()),
+                                                    data_file[1]))
     ex = make_executor(run_study_job, executor, address)
     timings: list[dict] = []
     t0 = time.perf_counter()
