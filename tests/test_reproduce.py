@@ -37,15 +37,19 @@ def test_second_invocation_trains_nothing(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(rp, "jobs_for", lambda *a, **k: [
         Job("variance", "mnist", "quick", options=SMALL),
         Job("pca", "mnist", "quick", options=PCA_SMALL, needs=("variance",))])
-    args = ["reproduce", "--store", str(tmp_path / "s"), "-o", str(tmp_path / "r.html"), "-q"]
+    args = ["reproduce", "--store", str(tmp_path / "s"), "-o", str(tmp_path / "r.html")]
     assert main(args) == 0
     page = (tmp_path / "r.html").read_text()
     assert "Contents" in page and "Timings and environment" in page
     assert "The journal concluded" in page and page.count("<img") >= 8
     first = capsys.readouterr().err
     assert "variance/mnist/quick" in first and "already stored" not in first
+    # not a terminal: one plain line per job and per epoch of a run, with elapsed time and ETA
+    assert "[1/2] variance/mnist/quick" in first and "epoch 1/1" in first and "eta" in first
     t0 = time.perf_counter()
     assert main(args) == 0
     err = capsys.readouterr().err
     assert err.count("already stored") == 2 and "up to date" in err
     assert time.perf_counter() - t0 < 30
+    assert main([*args, "-q"]) == 0  # --quiet: silent
+    assert capsys.readouterr().err == ""
