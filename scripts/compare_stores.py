@@ -5,7 +5,7 @@
 
 Runs are matched by their label and dataset (run ids differ when the code changed: they hash
 it); for every matched pair the models (architecture, seed, variant, options), every metric row
-and every array are compared exactly (timings, hosts and dates left out). Prints one line per
+and every array are compared exactly (timings, measured latencies, hosts and dates left out). Prints one line per
 label and dataset and a summary last; exits 1 when any number differs or a run is missing.
 With ``--reports`` the verdicts of two reports are compared too (holds or not, and their text;
 verdicts quoting a measured latency are compared by outcome only).
@@ -40,17 +40,23 @@ def _runs(st: Store, studies: set[str] | None, renamed: dict | None = None
 
 
 def _models(st: Store, run_id: str) -> pd.DataFrame:
+    """Architecture, seed, variant and options of every model; options naming another run
+    (``*_run``) are left out: run ids hash the code, the numbers do not."""
     m = st.models(run_id)
+
+    def opts(o: dict) -> tuple:
+        return tuple(sorted((k, v) for k, v in o.items() if not k.endswith("_run")))
+
     return pd.DataFrame({"arch": m["arch"].map(tuple), "seed": m["seed"],
-                         "variant": m["variant"],
-                         "options": m["options"].map(lambda o: tuple(sorted(o.items())))})
+                         "variant": m["variant"], "options": m["options"].map(opts)})
 
 
 def _arrays(st: Store, run_id: str) -> dict:
     with st._read() as conn:  # every array row, decoded
         rows = conn.execute("SELECT model, epoch, name FROM arrays WHERE run_id = ?",
                             (run_id,)).fetchall()
-    return {(m, e, n): st.array(run_id, m, n, epoch=e) for m, e, n in rows}
+    return {(m, e, n): st.array(run_id, m, n, epoch=e) for m, e, n in rows
+            if not n.endswith(("_ms", "_s"))}  # measured times differ from run to run
 
 
 def compare(old: Store, new: Store, run_old: str, run_new: str) -> list[str]:
