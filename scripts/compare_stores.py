@@ -5,8 +5,9 @@
 
 Runs are matched by their label and dataset (run ids differ when the code changed: they hash
 it); for every matched pair the models (architecture, seed, variant, options), every metric row
-and every array are compared exactly (timings, measured latencies, hosts and dates left out). Prints one line per
-label and dataset and a summary last; exits 1 when any number differs or a run is missing.
+and every array are compared exactly (timings, measured latencies, hosts and dates left out).
+Prints one line per label and dataset and a summary last; exits 1 when any number differs or a
+run is missing.
 With ``--reports`` the verdicts of two reports are compared too (holds or not, and their text;
 verdicts quoting a measured latency are compared by outcome only).
 """
