@@ -142,14 +142,14 @@ def frontier_cmd(model_path: Path, arch: str | None, layer: str, dataset: str,
     writes OUT/frontier.csv and OUT/frontier.png.
     """
     import pandas as pd
-    import torch
 
     from widthlab._io import atomic_path
+    from widthlab.engine import resolve_device
     from widthlab.frontier import frontiers
 
     user = user_data(data_path, target)  # a user's dataset instead of --dataset
     model = load_model(model_path, arch)
-    dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    dev = resolve_device(device)
     calib, ev = _splits(dataset, data_dir, calib_size, user)
     frs = frontiers(model.to(dev), layer, calib, ev, methods=list(dict.fromkeys(methods)))
     table = pd.concat([f.table for f in frs.values()], ignore_index=True)

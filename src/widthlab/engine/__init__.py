@@ -15,8 +15,10 @@ from widthlab.engine.trainer import (
     epoch_order,
     evaluate,
     load_bank,
+    resolve_device,
     train,
 )
 
 __all__ = ["BankOptimizer", "Engine", "EvalResult", "RunningCovariance", "RunningMoments",
-           "TrainConfig", "epoch_order", "evaluate", "load_bank", "train"]
+           "TrainConfig", "epoch_order", "evaluate", "load_bank", "resolve_device",
+           "train"]

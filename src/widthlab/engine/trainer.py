@@ -145,9 +145,7 @@ class TrainConfig:
         return cls(**kw)
 
     def resolved_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
+        return resolve_device(self.device)
 
     def wants_stats(self, epoch: int) -> bool:
         if self.stats_epochs == "none":
@@ -157,6 +155,13 @@ class TrainConfig:
         if self.stats_epochs == "last":
             return epoch == self.epochs
         return epoch in self.stats_epochs
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"``: the GPU when one is visible, else the CPU; anything else as given."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
 
 
 def fingerprint(cfg: TrainConfig, specs: Sequence[ModelSpec], modifiers: Sequence[dict],

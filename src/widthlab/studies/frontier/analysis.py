@@ -13,11 +13,10 @@ import time
 
 import numpy as np
 import pandas as pd
-import torch
 
 from widthlab.data import load_splits, reload_splits
 from widthlab.data.tensors import DatasetSplits
-from widthlab.engine import load_bank
+from widthlab.engine import load_bank, resolve_device
 from widthlab.errors import UsageError
 from widthlab.frontier import frontier_of_bank
 from widthlab.metrics.variance import accuracy_plateau
@@ -57,8 +56,7 @@ def compute(ctx: RunContext, run_id: str) -> None:
     p: FrontierProfile = ctx.profile
     source = source_run(ctx)
     info = ctx.store.get_run(source)
-    dev = torch.device("cuda" if ctx.device in ("auto", "cuda") and torch.cuda.is_available()
-                       else "cpu")
+    dev = resolve_device(ctx.device)
     t0 = time.perf_counter()
     bank = load_bank(ctx.store, source, device=dev)
     data = _splits(ctx, info).to(dev)
