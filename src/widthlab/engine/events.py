@@ -16,6 +16,7 @@ Example::
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -73,6 +74,33 @@ def progress_callback(progress: object) -> ProgressCallback | None:
     return progress if callable(progress) else None
 
 
+class Reporter:
+    """Sends :class:`ProgressEvent` objects for one piece of long work (nothing without a
+    callback): ``start`` on creation, then :meth:`step`, :meth:`epoch` and :meth:`done`.
+    The engine and stored analyses (PCA) use it; ``total`` counts the units of work."""
+
+    def __init__(self, callback, what: str, total: int, epochs: int):
+        self.callback, self.what, self.total, self.epochs = callback, what, total, epochs
+        self.count, self.t0 = 0, time.perf_counter()
+        self._send("start", 0)
+
+    def _send(self, kind: str, epoch: int) -> None:
+        if self.callback is not None:
+            self.callback(ProgressEvent(kind, self.what, self.count, self.total, epoch,
+                                        self.epochs, time.perf_counter() - self.t0))
+
+    def step(self, n: int = 1) -> None:
+        self.count += n
+        if self.callback is not None:
+            self._send("step", 0)
+
+    def epoch(self, epoch: int) -> None:
+        self._send("epoch", epoch)
+
+    def done(self, epoch: int) -> None:
+        self._send("done", epoch)
+
+
 @dataclass(frozen=True)
 class EpochContext:
     """What an epoch hook sees after an epoch's evaluation.
@@ -107,4 +135,4 @@ class EpochContext:
         return self.epoch == self.cfg.epochs
 
 
-__all__ = ["EpochContext", "ProgressCallback", "ProgressEvent", "progress_callback"]
+__all__ = ["EpochContext", "ProgressCallback", "ProgressEvent", "Reporter", "progress_callback"]

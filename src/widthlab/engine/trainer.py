@@ -49,7 +49,7 @@ from torch import Tensor
 
 from widthlab import __version__
 from widthlab.data.tensors import DatasetSplits, Split, load_splits
-from widthlab.engine.events import EpochContext, ProgressEvent, progress_callback
+from widthlab.engine.events import EpochContext, Reporter, progress_callback
 from widthlab.engine.identity import engine_code_hash
 from widthlab.engine.optim import BankOptimizer
 from widthlab.engine.stats import RunningCovariance, RunningMoments
@@ -405,7 +405,7 @@ class Engine:
         self._in_memory = True
         last = self.cfg.epochs if until is None else max(0, min(until, self.cfg.epochs))
         steps_per_epoch = math.ceil(len(self.data.train) / self.cfg.batch_size)
-        report = _Reporter(self.progress, self.run_id,
+        report = Reporter(self.progress, self.run_id,
                            (last - self.state.epoch) * steps_per_epoch, self.cfg.epochs)
         while self.state.epoch < last:
             self._epoch(self.state.epoch + 1, report.step)
@@ -668,32 +668,6 @@ def _n_classes(data: DatasetSplits) -> int:
     if n:
         return int(n)
     return int(max(int(s.y.max()) for s in (data.train, data.val, data.test) if len(s)) + 1)
-
-
-class _Reporter:
-    """Turns the engine's progress into :class:`ProgressEvent` calls (nothing without a
-    callback)."""
-
-    def __init__(self, callback, what: str, total: int, epochs: int):
-        self.callback, self.what, self.total, self.epochs = callback, what, total, epochs
-        self.count, self.t0 = 0, time.perf_counter()
-        self._send("start", 0)
-
-    def _send(self, kind: str, epoch: int) -> None:
-        if self.callback is not None:
-            self.callback(ProgressEvent(kind, self.what, self.count, self.total, epoch,
-                                        self.epochs, time.perf_counter() - self.t0))
-
-    def step(self, n: int = 1) -> None:
-        self.count += n
-        if self.callback is not None:
-            self._send("step", 0)
-
-    def epoch(self, epoch: int) -> None:
-        self._send("epoch", epoch)
-
-    def done(self, epoch: int) -> None:
-        self._send("done", epoch)
 
 
 def load_bank(store: Store | str, run_id: str, device: str | torch.device = "cpu", *,

@@ -24,7 +24,7 @@ import torch
 from widthlab import __version__
 from widthlab.data.tensors import DatasetSplits, load_splits
 from widthlab.engine import TrainConfig, load_bank
-from widthlab.engine.events import ProgressEvent
+from widthlab.engine.events import Reporter
 from widthlab.engine.stats import RunningCovariance
 from widthlab.errors import UsageError
 from widthlab.metrics.pca import Spectrum, k_grid, reconstruction
@@ -61,18 +61,6 @@ def chosen_models(models: pd.DataFrame, prof: PCAProfile, source: str) -> list[i
     return chosen
 
 
-def _progress(ctx: RunContext, run_id: str, total: int):
-    """A ``step(kind)`` function sending :class:`ProgressEvent` objects to ``ctx.progress``."""
-    t0, done = time.perf_counter(), [0]
-
-    def step(kind: str = "step") -> None:
-        done[0] += kind == "step"
-        if ctx.progress is not None:
-            ctx.progress(ProgressEvent(kind, run_id, done[0], total, 0, 0,
-                                       time.perf_counter() - t0))
-    return step
-
-
 def _model_rows(j: int, spec: Spectrum, ks: list[int], dist: np.ndarray,
                 acc: np.ndarray) -> tuple[list[MetricRow], list[ArrayRow]]:
     """The stored numbers of analysed model ``j``."""
@@ -89,12 +77,12 @@ def _model_rows(j: int, spec: Spectrum, ks: list[int], dist: np.ndarray,
 
 
 def _covariance(bank: MLPBank, chosen: list[int], train_x: torch.Tensor, dev: torch.device,
-                step) -> RunningCovariance:
+                report: Reporter) -> RunningCovariance:
     cov = RunningCovariance([bank.slices[m] for m in chosen], device=dev)
     with torch.no_grad():
         for i in range(0, len(train_x), BATCH):
             cov.update(bank.hidden(train_x[i:i + BATCH], track=False)[0])
-            step()
+            report.step()
     return cov
 
 
@@ -109,9 +97,8 @@ def analyse(ctx: RunContext, run_id: str) -> None:
     chosen = chosen_models(models, prof, source)
     data = (ctx.data if ctx.data is not None else source_splits(st, source)).to(dev)
     train_x = data.train.x if prof.cov_samples is None else data.train.x[:prof.cov_samples]
-    step = _progress(ctx, run_id, -(-len(train_x) // BATCH) + len(chosen))
-    step("start")
-    cov = _covariance(bank, chosen, train_x, dev, step)
+    report = Reporter(ctx.progress, run_id, -(-len(train_x) // BATCH) + len(chosen), 0)
+    cov = _covariance(bank, chosen, train_x, dev, report)
     metrics, arrays, specs = [], [], []
     by_model = models.set_index("model")
     for j, m in enumerate(chosen):
@@ -125,7 +112,7 @@ def analyse(ctx: RunContext, run_id: str) -> None:
         rows = _model_rows(j, spec, ks, dist, acc)
         metrics += rows[0]
         arrays += rows[1]
-        step()
+        report.step()
     st.create_run(run_id, study=NAME, dataset=info["dataset"],
                   config={**config(ctx), "cov_samples": len(train_x)},
                   models=specs, seed=0, device=str(dev), precision="fp64",
@@ -133,4 +120,4 @@ def analyse(ctx: RunContext, run_id: str) -> None:
     st.commit_epoch(run_id, 1, metrics=metrics, arrays=arrays,
                     timings={"analysis_s": round(time.perf_counter() - t0, 3)})
     st.finish_run(run_id, "done")
-    step("done")
+    report.done(0)
