@@ -74,6 +74,14 @@ class StoreReads(StoreConnections):
         run["timings"] = json.loads(run["timings"])
         return run
 
+    def require_run(self, run_id: str) -> dict:
+        """:meth:`get_run`, or a UsageError naming the store and the fix when there is none."""
+        run = self.get_run(run_id)
+        if run is None:
+            raise UsageError(f"no run {run_id!r} in {self.root}; run `widthlab runs list` to "
+                             "see the stored runs")
+        return run
+
     def runs(self) -> pd.DataFrame:
         """One row per run, oldest first: id, study, dataset, status, model counts, epochs,
         seed, device, precision, code version, host and timestamps.

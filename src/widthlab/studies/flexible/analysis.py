@@ -30,9 +30,7 @@ def _metric_key(split: str, name: str) -> str:
 def stored_cutoff(store: Store | str, run_id: str) -> FlexibleCutoff:
     """The :class:`~widthlab.nn.flexible.FlexibleCutoff` run ``run_id`` was trained with,
     rebuilt (not built on a bank) from its stored description, found by its kind."""
-    info = Store.open(store).get_run(run_id)
-    if info is None:
-        raise UsageError(f"no run {run_id!r} in the store; run `widthlab runs list`")
+    info = Store.open(store).require_run(run_id)
     mods = [create_modifier(d) for d in info["config"].get("modifiers", []) if "hook" not in d]
     cuts = [m for m in mods if type(m) is FlexibleCutoff]
     if not cuts:
@@ -52,8 +50,7 @@ def model_meta(store: Store | str, run_id: str) -> pd.DataFrame:
     """One row per model that finished: index, width ``N``, seed, variant, weight decay and its
     options as columns (arm, start, penalty, slope, pretrain, ...)."""
     st = Store.open(store)
-    if st.get_run(run_id) is None:
-        raise UsageError(f"no run {run_id!r} in {st.root}")
+    st.require_run(run_id)
     models = st.models(run_id)
     models = models[models.status == "ok"]
     opts = pd.DataFrame(list(models["options"]), index=models.index).drop(

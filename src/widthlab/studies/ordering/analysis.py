@@ -56,9 +56,7 @@ def records(store: Store | str, run_id: str) -> dict[int, dict[str, tuple[list, 
     """``{model: {ordering: (epochs, scores (R, H))}}``: every stored record of every score,
     and ``exact_abs`` (the magnitude of the exact importance)."""
     st = Store.open(store)
-    info = st.get_run(run_id)
-    if info is None:
-        raise UsageError(f"no run {run_id!r} in {st.root}")
+    info = st.require_run(run_id)
     models = st.models(run_id)
     ok = set(models.loc[models.status == "ok", "model"].astype(int))
     out: dict[int, dict[str, tuple[list, np.ndarray]]] = {}

@@ -13,7 +13,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from widthlab.errors import UsageError
 from widthlab.store import Store
 
 CURVES = ("pca_values", "recon_k", "recon_dist", "recon_acc")
@@ -51,10 +50,7 @@ def load(store: Store | str, run_id: str) -> dict:
     ``curves`` (per model: values, recon_k, recon_dist, recon_acc), the ``source`` run id,
     the source sweep's per-width ``source_accuracy`` and the ``conjecture_run`` id."""
     st = Store.open(store)
-    info = st.get_run(run_id)
-    if info is None:
-        raise UsageError(f"no run {run_id!r} in {st.root}; run `widthlab runs list` to see "
-                         "the stored runs")
+    info = st.require_run(run_id)
     models = st.models(run_id)
     table = st.metrics(run_id).pivot_table(index="model", columns="name",
                                            values="value").reset_index()

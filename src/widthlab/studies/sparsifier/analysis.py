@@ -13,7 +13,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from widthlab.errors import UsageError
 from widthlab.store import Store
 from widthlab.studies.sparsifier.config import SAME_TRAINING, STATIC
 from widthlab.studies.sparsifier.references import final_widths
@@ -23,9 +22,7 @@ def static_runs(store: Store | str, run_id: str) -> list[str]:
     """Finished static runs matching sparsifier run ``run_id`` (same dataset and training
     settings), newest first."""
     st = Store.open(store)
-    info = st.get_run(run_id)
-    if info is None:
-        raise UsageError(f"no run {run_id!r} in {st.root}")
+    info = st.require_run(run_id)
     want = {k: info["config"].get(k) for k in SAME_TRAINING}
     runs = st.runs()
     out = []

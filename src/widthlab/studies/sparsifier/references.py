@@ -23,10 +23,7 @@ def final_widths(store: Store | str, run_id: str) -> pd.DataFrame:
     """One row per model of a sparsifier run: lambda, start width, seed, status and the alive
     width after the last epoch (NaN for a failed model)."""
     st = Store.open(store)
-    info = st.get_run(run_id)
-    if info is None:
-        raise UsageError(f"no run {run_id!r} in {st.root}; run `widthlab runs list` to see "
-                         "the stored runs")
+    info = st.require_run(run_id)
     models = st.models(run_id)
     met = st.metrics(run_id)
     last = int(info["epochs_done"])

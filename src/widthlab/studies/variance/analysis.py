@@ -37,10 +37,7 @@ def collect(store: Store | str, run_id: str) -> dict:
     "failed": [model indices]}``; failed models are left out (their arrays were never stored).
     """
     st = Store.open(store)
-    info = st.get_run(run_id)
-    if info is None:
-        raise UsageError(f"no run {run_id!r} in {st.root}; run `widthlab runs list` to see "
-                         "the stored runs")
+    info = st.require_run(run_id)
     models = st.models(run_id)
     if (models["arch"].map(len) != 1).any():
         raise UsageError(f"run {run_id!r} has multi-layer models; the variance study needs "
