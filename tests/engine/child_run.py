@@ -39,6 +39,37 @@ CONFIG = dict(dataset="synthetic", epochs=4, batch_size=32, device="cpu", stats_
               preact_cov=True, eval_batch_size=100)
 
 
+
+def install_hangs(marker: pathlib.Path, hang_at_step: int | None,
+                  hang_before_commit: int | None) -> None:
+    """Make this process write ``marker`` and sleep at optimizer step ``hang_at_step`` or
+    before committing epoch ``hang_before_commit``, so the parent can SIGKILL it there."""
+
+    def hang():
+        marker.write_text("hanging")
+        while True:
+            time.sleep(1)
+
+    if hang_at_step is not None:
+        step, count = BankOptimizer.step, [0]
+
+        def slow_step(self):
+            count[0] += 1
+            if count[0] == hang_at_step:
+                hang()
+            step(self)
+
+        BankOptimizer.step = slow_step
+    if hang_before_commit is not None:
+        commit = Store.commit_epoch
+
+        def slow_commit(self, run_id, epoch, **kw):
+            if epoch == hang_before_commit:
+                hang()
+            commit(self, run_id, epoch, **kw)
+
+        Store.commit_epoch = slow_commit
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("store")
@@ -49,30 +80,7 @@ def main() -> None:
     args = ap.parse_args()
     marker = pathlib.Path(args.store).parent / f"hang-{args.tag}"
 
-    def hang():
-        marker.write_text("hanging")
-        while True:
-            time.sleep(1)
-
-    if args.hang_at_step is not None:
-        step, count = BankOptimizer.step, [0]
-
-        def slow_step(self):
-            count[0] += 1
-            if count[0] == args.hang_at_step:
-                hang()
-            step(self)
-
-        BankOptimizer.step = slow_step
-    if args.hang_before_commit is not None:
-        commit = Store.commit_epoch
-
-        def slow_commit(self, run_id, epoch, **kw):
-            if epoch == args.hang_before_commit:
-                hang()
-            commit(self, run_id, epoch, **kw)
-
-        Store.commit_epoch = slow_commit
+    install_hangs(marker, args.hang_at_step, args.hang_before_commit)
     print(train(SPECS, TrainConfig(**CONFIG, lr=args.lr), args.store, data=synthetic(),
                 progress=False))
 

@@ -27,9 +27,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if __name__ == "__main__":  # run as the child: make `tests` importable
     sys.path.insert(0, str(ROOT))
 
-from tests.engine.child_run import synthetic  # noqa: E402
+from tests.engine.child_run import install_hangs, synthetic  # noqa: E402
 from tests.engine.test_shrink import dump  # noqa: E402
-from widthlab.engine.optim import BankOptimizer  # noqa: E402
 from widthlab.engine.trainer import Engine, TrainConfig, evaluate, load_bank, train  # noqa: E402
 from widthlab.nn.bank import ModelSpec  # noqa: E402
 from widthlab.nn.growth import GrowingGate  # noqa: E402
@@ -70,30 +69,7 @@ def main() -> None:
     torch.set_num_threads(1)
     marker = pathlib.Path(args.store).parent / "hang"
 
-    def hang():
-        marker.write_text("hanging")
-        while True:
-            time.sleep(1)
-
-    if args.hang_at_step is not None:
-        step, count = BankOptimizer.step, [0]
-
-        def slow_step(self):
-            count[0] += 1
-            if count[0] == args.hang_at_step:
-                hang()
-            step(self)
-
-        BankOptimizer.step = slow_step
-    if args.hang_before_commit is not None:
-        commit = Store.commit_epoch
-
-        def slow_commit(self, run_id, epoch, **kw):
-            if epoch == args.hang_before_commit:
-                hang()
-            commit(self, run_id, epoch, **kw)
-
-        Store.commit_epoch = slow_commit
+    install_hangs(marker, args.hang_at_step, args.hang_before_commit)
     print(train(SPECS, config(), args.store, modifiers=[grower], data=synthetic(),
                 progress=False))
 
