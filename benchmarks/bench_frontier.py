@@ -6,12 +6,19 @@ then on that one network:
 * the frontier of the hidden layer by every widthlab method (calibration: the 5000-image
   validation split; evaluation: the test set), one-shot test accuracy at k = 16, 32, 64, 128;
 * Torch-Pruning 1.6 (``pip install torch-pruning``) with its magnitude, Taylor, Hessian (OBD)
-  and LAMP criteria at the same k, one-shot and after one epoch of fine-tuning (Adam 1e-3);
-* widthlab's ``obs`` and ``obs_refit`` cuts after the same epoch of fine-tuning;
+  and LAMP criteria at the same k, one-shot and after one epoch of fine-tuning;
+* widthlab's ``obs`` and ``obs_refit`` cuts after the same epoch of fine-tuning.
+
+Fine-tuning is one epoch of Adam at ``--ft-lr`` (default 1e-4, a tenth of the training rate, the
+usual fine-tuning rate of the pruning literature), the same for every cut; the same epoch at the
+training rate 1e-3 is printed too (``*_ft_lr1e-3_*``): a fresh Adam at the full rate moves every
+weight by about the rate in its first steps, which undoes much of any cut's starting point;
 * the time of the whole ``obs`` frontier (every k from H to 1, plus the evaluation of the
   default grid), on ``--threads`` CPU threads.
 
-Then the same for width 4096 (``--no-4096`` skips it). Figures are printed last, one
+Then the same for width 4096 (``--no-4096`` skips it), and, in a fresh process, the peak memory
+of the whole ``obs`` frontier of an untrained width-11585 layer against its documented bound
+(``--memory-width``; 0 skips it). Figures are printed last, one
 ``name=value`` per line. Training and fine-tuning use ``--device`` (auto: cuda when present);
 the frontier timing always runs on the CPU.
 
@@ -23,6 +30,8 @@ from __future__ import annotations
 import argparse
 import copy
 import resource
+import subprocess
+import sys
 import time
 
 import torch
@@ -36,10 +45,11 @@ KS = (16, 32, 64, 128)
 TP_CRITERIA = ("magnitude", "taylor", "hessian", "lamp")
 
 
-def train(model: nn.Module, x, y, epochs: int, seed: int, device) -> nn.Module:
-    """Adam 1e-3, batch 128, a seeded minibatch order."""
+def train(model: nn.Module, x, y, epochs: int, seed: int, device, lr: float = 1e-3
+          ) -> nn.Module:
+    """Adam (``lr``), batch 128, a seeded minibatch order."""
     model.to(device).train()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
     g = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
         perm = torch.randperm(len(x), generator=g)
@@ -86,7 +96,7 @@ def tp_prune(model: nn.Module, crit: str, k: int, x, y) -> nn.Module:
     return m.eval()
 
 
-def run_width(width: int, data, device, threads: int) -> dict[str, float]:
+def run_width(width: int, data, device, threads: int, ft_lr: float) -> dict[str, float]:
     tr, va, te = data
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(784, width), nn.ReLU(), nn.Linear(width, 10))
@@ -110,18 +120,23 @@ def run_width(width: int, data, device, threads: int) -> dict[str, float]:
             out[f"{name}_acc_k{k}"] = acc[k]
         out[f"{name}_recommend"] = f.recommend(0.005)
     xd, yd = tr.x.to(device), tr.y.to(device)
+    tunes = {"_ft": ft_lr, "_ft_lr1e-3": 1e-3}
+
+    def tuned(small: nn.Module, name: str, k: int) -> None:
+        for tag, lr in tunes.items():
+            fine = train(copy.deepcopy(small).to(device), xd, yd, 1, 1, device, lr)
+            out[f"{name}{tag}_acc_k{k}"] = accuracy(fine, te.x, te.y)
+
     for crit in TP_CRITERIA:
         for k in KS:
             small = tp_prune(model, crit, k, va.x.to(device), va.y.to(device))
             out[f"tp_{crit}_acc_k{k}"] = accuracy(small, te.x, te.y)
-            train(small, xd, yd, 1, 1, device)
-            out[f"tp_{crit}_ft_acc_k{k}"] = accuracy(small, te.x, te.y)
+            tuned(small, f"tp_{crit}", k)
     for name in ("obs", "obs_refit"):
         for k in KS:
-            small = train(frs[name].cut(k).to(device), xd, yd, 1, 1, device)
-            out[f"{name}_ft_acc_k{k}"] = accuracy(small, te.x, te.y)
+            tuned(frs[name].cut(k), name, k)
     for k in KS:
-        for tag in ("", "_ft"):
+        for tag in ("", *tunes):
             out[f"tp_best{tag}_acc_k{k}"] = max(out[f"tp_{c}{tag}_acc_k{k}"] for c in TP_CRITERIA)
     return out
 
@@ -136,24 +151,69 @@ def _print(res: dict[str, float], suffix: str, names) -> None:
               f"{name}{suffix}={value}", flush=True)
 
 
+def _rss_mb() -> float:
+    """Resident memory now (Linux /proc), MiB."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2 ** 20
+
+
+def memory_child(width: int, threads: int) -> None:
+    """The whole ``obs`` frontier of an untrained ``784-width-10`` layer on the real calibration
+    and evaluation splits, in a fresh process: peak resident memory over what the data and the
+    model take, against the documented bound (float64 values: ``2 (H+1)^2`` for the Gram matrix
+    and its inverse, ``(N_calib + N_eval) H`` cached activations, ``max(N) H`` for one permuted
+    split, the model's float64 copy)."""
+    torch.set_num_threads(threads)
+    d = load_splits("mnist")
+    va, te = d.split("val"), d.split("test")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(784, width), nn.ReLU(), nn.Linear(width, 10)).eval()
+    base = _rss_mb()
+    t = time.perf_counter()
+    width_frontier(model, "0", (va.x, va.y), (te.x, te.y))
+    seconds = time.perf_counter() - t
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
+    n_c, n_e = len(va.y), len(te.y)
+    params = sum(p.numel() for p in model.parameters())
+    bound = 8 * (2 * (width + 1) ** 2 + (n_c + n_e) * width + max(n_c, n_e) * width + params)
+    print(f"frontier_s_w{width}={seconds:.4f}")
+    print(f"frontier_peak_mb_w{width}={peak:.1f}")
+    print(f"frontier_bound_mb_w{width}={bound / 2 ** 20:.1f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=2, help="CPU threads of the frontier timing")
     ap.add_argument("--no-4096", dest="wide", action="store_false")
+    ap.add_argument("--ft-lr", type=float, default=1e-4, help="Adam rate of the fine-tuning epoch")
+    ap.add_argument("--memory-width", type=int, default=11585,
+                    help="width of the memory measurement (0: skip)")
+    ap.add_argument("--memory-child", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.memory_child:
+        memory_child(args.memory_child, args.threads)
+        return
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
                           else "cpu" if args.device == "auto" else args.device)
     d = load_splits("mnist")
     data = (d.split("train"), d.split("val"), d.split("test"))
-    print(f"device={device} frontier_threads={args.threads}", flush=True)
+    print(f"device={device} frontier_threads={args.threads} ft_lr={args.ft_lr}", flush=True)
     results = {}
     for width in (1024, 4096) if args.wide else (1024,):
-        res = results[width] = run_width(width, data, device, args.threads)
+        res = results[width] = run_width(width, data, device, args.threads, args.ft_lr)
         suffix = "" if width == 1024 else f"_w{width}"
         _print(res, suffix, [n for n in res if n not in HEADLINE])  # details as they come
+    memory = []
+    if args.memory_width:  # a fresh process: its peak memory is the frontier's alone
+        child = subprocess.run([sys.executable, __file__, "--memory-child", str(args.memory_width),
+                                "--threads", str(args.threads)], check=True,
+                               capture_output=True, text=True)
+        memory = child.stdout.split()
     for width, res in results.items():  # the headline figures, last
         _print(res, "" if width == 1024 else f"_w{width}", HEADLINE)
+    for line in memory:
+        print(line, flush=True)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,9 @@ def test_consumer_inputs_are_what_the_consumer_reads():
     ref = torch.relu(m.fc1(m.features(x).flatten(1)))
     torch.testing.assert_close(a, ref)
     assert a.dtype == torch.float64 and m.training is False
+    at = consumer_inputs(m, trace_layer(m, "fc1"), x, batch=4, neuron_major=True)
+    assert at.shape == (ref.shape[1], 9) and at.is_contiguous()
+    assert torch.equal(at, a.t())  # the same values, written transposed batch by batch
 
 
 @pytest.mark.parametrize(("model", "layer", "match"), [

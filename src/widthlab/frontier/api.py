@@ -106,19 +106,25 @@ def _run(prep: Prepared, method: str, ks: list[int], damp: float, block: int,
     else:
         order, weights, costs = _ordering(prep, method, seed)
     # the kept sets are prefixes of the keep order: permute the activations' rows once, so
-    # every width reads a contiguous block (no gather per width)
+    # every width reads a contiguous block (no gather per width); one split at a time, so at
+    # most one permuted copy is alive
     perm = torch.as_tensor(order[::-1].copy(), device=prep.device)
     rank = torch.empty_like(perm)
     rank[perm] = torch.arange(len(perm), device=prep.device)
-    at = {s: prep.at[s][perm] for s in ("eval", "calib")}
-    rows = []
+    cut = []
     for k in ks:
         kept, w, b = weights(k)
         wp = torch.empty_like(w)
         wp[:, rank[kept]] = w  # columns in keep order
-        loss, acc = score(prep, at["eval"][:k], prep.y["eval"], wp, b)
-        c_loss, c_acc = score(prep, at["calib"][:k], prep.y["calib"], wp, b)
-        rows.append((method, k, loss, acc, c_loss, c_acc, costs.get(k, float("nan"))))
+        cut.append((wp, b))
+    got = {}
+    for split in ("eval", "calib"):
+        at = prep.at[split][perm]
+        got[split] = [score(prep, at[:k], prep.y[split], wp, b)
+                      for k, (wp, b) in zip(ks, cut, strict=True)]
+        del at
+    rows = [(method, k, *got["eval"][i], *got["calib"][i], costs.get(k, float("nan")))
+            for i, k in enumerate(ks)]
     table = pd.DataFrame(rows, columns=list(COLUMNS))
     return Frontier(prep.model, prep.path, method, table, order, weights)
 

@@ -199,12 +199,13 @@ class _Stop(Exception):
 
 @torch.no_grad()
 def consumer_inputs(model: nn.Module, path: LayerPath, x: Tensor, *, batch: int = 4096,
-                    dtype: torch.dtype = torch.float64) -> Tensor:
+                    dtype: torch.dtype = torch.float64, neuron_major: bool = False) -> Tensor:
     """What the consumer reads, ``(N, H)`` in ``dtype``, for the inputs ``x`` (eval mode).
 
     The forward pass stops at the consumer (a pre-hook captures its input and aborts), so the
     layers after it cost nothing. ``model`` is used as given (its dtype and device); ``x`` is
-    moved to the model's device in batches of ``batch`` samples.
+    moved to the model's device in batches of ``batch`` samples. ``neuron_major=True`` returns
+    the transpose ``(H, N)`` (contiguous), written batch by batch with no ``(N, H)`` copy.
     """
     cons = dict(model.named_modules())[path.consumer]
     p = next(model.parameters())
@@ -217,7 +218,8 @@ def consumer_inputs(model: nn.Module, path: LayerPath, x: Tensor, *, batch: int 
     was_training = model.training
     model.eval()
     handle = cons.register_forward_pre_hook(hook)
-    out = []
+    out: list[Tensor] = []
+    buf: Tensor | None = None
     try:
         for i in range(0, len(x), batch):
             try:
@@ -228,8 +230,15 @@ def consumer_inputs(model: nn.Module, path: LayerPath, x: Tensor, *, batch: int 
             if a.dim() != 2:
                 raise UsageError(f"consumer {path.consumer!r} reads a tensor of shape "
                                  f"{tuple(a.shape)}; the frontier needs (batch, features)")
-            out.append(a)
+            if not neuron_major:
+                out.append(a)
+                continue
+            if buf is None:
+                buf = a.new_empty(a.shape[1], len(x))
+            buf[:, i:i + len(a)] = a.t()
     finally:
         handle.remove()
         model.train(was_training)
+    if neuron_major:
+        return buf if buf is not None else torch.empty(0, 0, dtype=dtype, device=p.device)
     return torch.cat(out)

@@ -82,7 +82,7 @@ def prepare(model: nn.Module, layer: str, calib, eval, *, device=None,
     xs = {"calib": _pair("calib", calib), "eval": _pair("eval", eval)}
     h = dict(model.named_modules())[layer].out_features
     batch = max(1, chunk // max(h, 1))
-    at = {s: consumer_inputs(model64, path, x, batch=batch).t().contiguous()
+    at = {s: consumer_inputs(model64, path, x, batch=batch, neuron_major=True)
           for s, (x, _) in xs.items()}
     y = {s: yy.to(dev) for s, (_, yy) in xs.items()}
     cons = dict(model64.named_modules())[path.consumer]
@@ -128,10 +128,10 @@ def score(prep: Prepared, at: Tensor, y: Tensor, w: Tensor, b: Tensor) -> tuple[
         yb = y[i:i + step]
         if prep.suffix is None:  # logits classes-first (C, n): reductions over contiguous rows
             zt = torch.addmm(b[:, None], w, at[:, i:i + step])
-            m = zt.amax(0)
-            lse = (zt - m).exp_().sum(0).log_().add_(m)
-            loss += float((lse - zt.gather(0, yb[None])[0]).sum())
-            hits += int((zt.argmax(0) == yb).sum())
+            m, top = torch.max(zt, 0)  # first maximal index, as argmax (and 10x faster here)
+            picked = zt.gather(0, yb[None])[0]
+            loss += float((zt.sub_(m).exp_().sum(0).log_().add_(m) - picked).sum())
+            hits += int((top == yb).sum())
             continue
         logits = logits_of(prep, at, w, b, slice(i, i + step))
         loss += float(F.cross_entropy(logits, yb, reduction="sum"))
