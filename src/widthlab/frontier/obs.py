@@ -35,6 +35,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -96,41 +97,57 @@ class Elimination:
     snapshots: dict[int, tuple[Tensor, Tensor, Tensor]] = field(default_factory=dict)
 
 
+@contextmanager
+def _threads(n: int):
+    """Run the block with ``n`` intra-op CPU threads (restored after)."""
+    before = torch.get_num_threads()
+    if n != before:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if n != before:
+            torch.set_num_threads(before)
+
+
 class _LazyInverse:
-    """``G^-1`` minus pending rank-one downdates ``sum_i u_i u_i^T / d_i``."""
+    """``G^-1`` minus pending rank-one downdates ``sum_i v_i v_i^T``, kept as scaled rows
+    ``v_i = u_i / sqrt(d_i)`` (one fused matrix-vector product gives a corrected row)."""
 
     def __init__(self, ginv: Tensor, block: int):
         self.base = ginv
         self.diag = ginv.diagonal().clone()
-        self.u = torch.empty(block, ginv.shape[0], dtype=ginv.dtype, device=ginv.device)
-        self.d = torch.empty(block, dtype=ginv.dtype, device=ginv.device)
+        self.v = torch.empty(block, ginv.shape[0], dtype=ginv.dtype, device=ginv.device)
         self.n = 0
+        self.threads = torch.get_num_threads()
 
     def row(self, j: int) -> Tensor:
-        r = self.base[j].clone()
-        if self.n:
-            r -= (self.u[:self.n, j] / self.d[:self.n]) @ self.u[:self.n]
-        return r
+        if not self.n:
+            return self.base[j].clone()
+        v = self.v[:self.n]
+        return torch.addmv(self.base[j], v.t(), v[:, j], alpha=-1)
 
-    def downdate(self, r: Tensor, djj: Tensor) -> None:
-        self.u[self.n] = r
-        self.d[self.n] = djj
+    def downdate(self, r: Tensor, djj: float) -> None:
+        v = self.v[self.n]
+        torch.mul(r, djj ** -0.5, out=v)
         self.n += 1
-        self.diag.addcmul_(r, r, value=-1 / float(djj))
-        if self.n == len(self.d):
+        self.diag.addcmul_(v, v, value=-1)
+        if self.n == len(self.v):
             self.flush()
 
     def flush(self) -> None:
         if self.n:
-            u = self.u[:self.n]
-            self.base.addmm_((u / self.d[:self.n, None]).t(), u, alpha=-1)
+            v = self.v[:self.n]
+            with _threads(self.threads):  # the one compute-bound step: every thread
+                self.base.addmm_(v.t(), v, alpha=-1)
             self.n = 0
 
     def compact(self, keep: Tensor) -> None:
         self.flush()
-        self.base = self.base[keep][:, keep].contiguous()
+        with _threads(self.threads):
+            self.base = self.base[keep][:, keep].contiguous()
         self.diag = self.diag[keep].contiguous()
-        self.u = self.u.new_empty(len(self.d), int(keep.numel()))
+        self.v = self.v.new_empty(len(self.v), int(keep.numel()))
 
 
 def eliminate(g: Tensor, w_aug: Tensor, *, damp: float = 1e-6, metric: Tensor | None = None,
@@ -171,13 +188,25 @@ def eliminate(g: Tensor, w_aug: Tensor, *, damp: float = 1e-6, metric: Tensor | 
     wanted = {int(k) for k in keep_at}
     if h in wanted:
         res.snapshots[h] = _snapshot(w, idx, free)
+    # the steps are chains of small latency-bound kernels: one CPU thread runs them faster
+    # than a pool (which stalls badly on a busy machine); the flushes use every thread
+    with _threads(1 if inv.base.device.type == "cpu" else torch.get_num_threads()):
+        return _steps(res, inv, w, f, idx, free, h, wanted, on_step)
+
+
+def _steps(res: Elimination, inv: _LazyInverse, w: Tensor, f: Tensor | None, idx: Tensor,
+           free: Tensor, h: int, wanted: set[int], on_step: Callable[[int], None] | None
+           ) -> Elimination:
+    """The ``H - 1`` greedy removals of :func:`eliminate` (``w``, ``idx``, ``free`` are its
+    working copies; ``res`` is filled in and returned)."""
+    dead = 0  # removed columns still in the matrices
     for k in range(h - 1, 0, -1):
-        num = (w * w).sum(0) if f is None else ((f @ w) * w).sum(0)  # (m,)
-        score = (num / inv.diag).masked_fill_(~free, float("inf"))
+        num = torch.einsum("ci,ci->i", w, w if f is None else f @ w)  # (m,)
+        score = num.div_(inv.diag).masked_fill_(~free, float("inf"))
         j = int(torch.argmin(score))
         r = inv.row(j)
-        djj = r[j].clone()
-        w.addr_(w[:, j].clone(), r, alpha=-1 / float(djj))
+        djj = float(r[j])
+        w.addr_(w[:, j].clone(), r, alpha=-1 / djj)
         w[:, j] = 0
         inv.downdate(r, djj)
         free[j] = False
@@ -185,11 +214,12 @@ def eliminate(g: Tensor, w_aug: Tensor, *, damp: float = 1e-6, metric: Tensor | 
         res.costs.append(float(score[j]))
         if k in wanted:
             res.snapshots[k] = _snapshot(w, idx, free)
-        dead = int((~free).sum()) - 1
+        dead += 1
         if dead * 4 >= len(free) and dead >= 64:
             keep = torch.nonzero(free | (idx == h)).flatten()
             inv.compact(keep)
             w, idx, free = w[:, keep].contiguous(), idx[keep], free[keep]
+            dead = 0
         if on_step is not None:
             on_step(k)
     last = idx[free]
