@@ -101,3 +101,13 @@ def test_singular_gram_without_damping_is_refused():
     res = eliminate(gram(a), w, damp=1e-9, keep_at={4})
     assert res.costs[0] < 1e-6  # a duplicate goes first, for free
     assert res.order[0] in (0, 4)
+
+
+def test_thread_context_restores_the_count_even_on_error():
+    from widthlab.frontier._threads import threads
+
+    before = torch.get_num_threads()
+    with pytest.raises(RuntimeError, match="boom"), threads(1):
+        assert torch.get_num_threads() == 1
+        raise RuntimeError("boom")
+    assert torch.get_num_threads() == before

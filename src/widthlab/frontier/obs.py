@@ -35,13 +35,13 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
 from widthlab.errors import UsageError
+from widthlab.frontier._threads import threads as _threads
 
 __all__ = ["Elimination", "damped_inverse", "eliminate", "gram"]
 
@@ -95,19 +95,6 @@ class Elimination:
     order: list[int]
     costs: list[float]
     snapshots: dict[int, tuple[Tensor, Tensor, Tensor]] = field(default_factory=dict)
-
-
-@contextmanager
-def _threads(n: int):
-    """Run the block with ``n`` intra-op CPU threads (restored after)."""
-    before = torch.get_num_threads()
-    if n != before:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if n != before:
-            torch.set_num_threads(before)
 
 
 class _LazyInverse:
