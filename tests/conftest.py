@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
 from hypothesis import settings
 
 settings.register_profile("ci", max_examples=60, deadline=None)
@@ -30,3 +31,14 @@ def real_cache(monkeypatch):
     monkeypatch.setenv("WIDTHLAB_CACHE", REAL_CACHE)
     monkeypatch.delenv("WIDTHLAB_DATA", raising=False)
     return REAL_CACHE
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of tiny models: they gain nothing from threads, and on
+    a busy 2-core machine torch's thread pool makes each step up to ~100x slower. Use it with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

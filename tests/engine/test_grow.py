@@ -40,12 +40,7 @@ CONFIG = dict(dataset="synthetic", epochs=4, batch_size=32, device="cpu", stats_
               eval_batch_size=100, eval_splits=("val", "test"))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def grower(**kw) -> GrowingGate:

@@ -39,14 +39,7 @@ CONFIG = dict(dataset="synthetic", epochs=4, batch_size=32, device="cpu", stats_
               preact_cov=True, eval_batch_size=100, eval_splits=("val", "test"))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy 2-core machine torch's thread pool
-    makes each step ~100x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def gate(penalty: str = "strict") -> SparsifierGate:

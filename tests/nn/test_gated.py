@@ -19,14 +19,7 @@ from widthlab.errors import UsageError
 from widthlab.nn.bank import MLP, MLPBank, ModelSpec
 from widthlab.nn.gated import GatedLinear, GatedMLP, SparsifierGate, gate_penalty
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads; on a busy 2-core machine they slow them down."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -22,12 +22,7 @@ SPECS = [ModelSpec((8,), seed=0), ModelSpec((16,), seed=1, lr=3e-3),
          ModelSpec((8,), seed=2, weight_decay=1e-3), ModelSpec((6, 4), seed=3)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def batches(n, batch=32, d=D, seed=0):

@@ -35,13 +35,7 @@ TINY = dict(n=8, train_size=None, epochs=2, starts_step=4, penalties=(1e-2, 1e-5
 HELPERS = ("frontier-static", "pretrain-1", "pretrain-2")  # runs not reported on their own
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads; on a busy 2-core machine they slow them down."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

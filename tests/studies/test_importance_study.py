@@ -25,13 +25,7 @@ from widthlab.studies.base import newest
 SMALL = dict(widths=[8, 24], seeds=2, epochs=2, batch_size=32, lr=5e-3, train_size=None)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads; on a busy 2-core machine they slow them down."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

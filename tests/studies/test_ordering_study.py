@@ -5,7 +5,6 @@ stored metrics, and the report sections."""
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from scipy import stats
 
 from tests.engine.child_run import synthetic
@@ -22,12 +21,7 @@ N_ORDERINGS = len(an.ORDERINGS)
 VARIANT_STEPS = [ordering.VARIANT_PREFIX + v for v in ordering.VARIANTS]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from scipy import stats
 
 from tests.engine.child_run import synthetic
@@ -26,13 +25,7 @@ SMALL = dict(lambdas=[0.0, 3e-3, 1e-2], starts=[16, 32, 64], start_lambdas=[1e-2
 N_TRAIN = 1280  # 40 steps per epoch: the quick profile's gates (lr 1e-2) die from epoch 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads; on a busy 2-core machine they slow them down."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
