@@ -122,8 +122,8 @@ def test_rows_weights_and_verdicts_recompute(study):
 def _rows(**cols) -> pd.DataFrame:
     base = dict(network=LENET5, method="widthlab gates, price 0.001", price=1e-3,
                 widths="10-20-100-50", total_width=180, weights=20000, error=0.8, epochs=10,
-                first_epoch_s=2.0, last_epoch_s=1.0, time_ratio=0.5, params_start=1,
-                params_end=1)
+                first_epoch_s=2.0, last_epoch_s=1.0, time_ratio=0.5, params_first=1,
+                params_last=1)
     return pd.DataFrame([{**base, **c} for c in cols.get("rows", [{}])])
 
 

@@ -61,8 +61,8 @@ def _row(ep: pd.DataFrame, epoch: int, network: str, method: str, price: float,
             "weights": lenet_weights(network, w, n_classes),
             "error": 100 * float(r["test/error"]), "epochs": int(epoch),
             "first_epoch_s": t0, "last_epoch_s": t1, "time_ratio": t1 / t0,
-            "params_start": int(ep.loc[first, "train/n_params"]),
-            "params_end": int(r["train/n_params"])}
+            "params_first": int(ep.loc[first, "train/n_params"]),
+            "params_last": int(r["train/n_params"])}
 
 
 def _read_one(st: Store, run_id: str) -> tuple[list[dict], list[pd.DataFrame], str | None]:
@@ -119,10 +119,10 @@ def rows_table(rows: pd.DataFrame, published: bool) -> pd.DataFrame:
 
 
 def runs_table(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per result: epochs, first and last epoch's training seconds, their ratio, parameters
-    at the start and the end."""
+    """Per result: epochs, first and last epoch's training seconds, their ratio, and the
+    parameters after the first and after the last epoch (after that epoch's shrink)."""
     cols = ["network", "method", "epochs", "first_epoch_s", "last_epoch_s", "time_ratio",
-            "params_start", "params_end"]
+            "params_first", "params_last"]
     return rows.reindex(columns=cols)
 
 

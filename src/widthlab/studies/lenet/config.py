@@ -71,7 +71,7 @@ PROFILES = {
     # CI time: 6,000 training images, 3 / 2 epochs, two prices per network; the gates learn
     # 5x faster than in the full run so that units die within those few hundred steps
     "quick": LenetProfile(prices300=(5e-4, 2e-3), prices5=(5e-4, 2e-3), epochs300=3, epochs5=2,
-                          train_size=6000, gate_lr=5e-2, calib_size=2000),
+                          train_size=6000, gate_lr=5e-2, calib_size=1000),
     # benchmarks/bench_lenet.py: the 60,000 training images, 30 / 10 epochs, three prices
     "full": LenetProfile(),
 }

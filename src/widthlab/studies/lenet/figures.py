@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 from widthlab.studies._plot import plt
 from widthlab.studies.lenet.analysis import CUT, DENSE
+
+PLAIN = FuncFormatter(lambda v, _: f"{v:g}")  # 2, 4, 8 on a log axis, not 2 x 10^0
+# minor labels of a log axis at 2, 3 and 5 x 10^k only (no overlapping 700 800 900)
+SPARSE = FuncFormatter(lambda v, _: f"{v:g}" if f"{v:g}"[0] in "235" else "")
 
 
 def _networks(*frames: pd.DataFrame) -> list[str]:
@@ -51,6 +56,10 @@ def error_vs_width(rows: pd.DataFrame, published: pd.DataFrame | None,
                             textcoords="offset points", xytext=(4, -9))
         ax.set(xscale="log", yscale="log", xlabel="total width (sum of the row's widths)",
                ylabel="final-epoch test error (%)", title=net)
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_formatter(PLAIN)
+            axis.set_minor_formatter(SPARSE)
+        ax.tick_params(which="minor", labelsize=7)
         ax.legend(fontsize=7)
     if title:
         fig.suptitle(title)
@@ -74,6 +83,9 @@ def per_epoch(curves: pd.DataFrame, title: str = "") -> Figure:
                             label=method)
             axes[1][j].plot(g.epoch, g.epoch_time, style, marker=".", color=f"C{i}")
         axes[0][j].set(yscale="log", ylabel="total width", title=net)
+        axes[0][j].yaxis.set_major_formatter(PLAIN)
+        axes[0][j].yaxis.set_minor_formatter(SPARSE)
+        axes[0][j].tick_params(which="minor", labelsize=7)
         axes[1][j].set(xlabel="epoch", ylabel="training seconds")
         axes[1][j].xaxis.get_major_locator().set_params(integer=True)
         axes[0][j].legend(fontsize=7)

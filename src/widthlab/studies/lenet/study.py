@@ -112,7 +112,8 @@ class LenetStudy(Study):
                 tables=[(f"{name}: learned widths" + (" against the published rows"
                                                       if pub is not None else ""),
                          t["table"].round(3)),
-                        (f"{name}: epoch times and parameters", an.runs_table(t["rows"])
+                        (f"{name}: training seconds of the first and the last epoch, "
+                         "parameters after each", an.runs_table(t["rows"])
                          .round(3))]))
         return out
 

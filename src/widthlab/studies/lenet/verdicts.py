@@ -76,8 +76,8 @@ def shrinking_is_cheaper(rows: pd.DataFrame) -> Verdict:
         return Verdict(claim, False, "needs gated runs of at least two epochs")
     holds = bool((g.time_ratio < 1).all())
     parts = "; ".join(f"{r.network} price {r.price:g}: {r.first_epoch_s:.2f}s -> "
-                      f"{r.last_epoch_s:.2f}s ({r.time_ratio:.2f}), parameters "
-                      f"{r.params_start} -> {r.params_end}" for r in g.itertuples())
+                      f"{r.last_epoch_s:.2f}s ({r.time_ratio:.2f}), parameters after them "
+                      f"{r.params_first} -> {r.params_last}" for r in g.itertuples())
     cheaper = int((g.time_ratio < 1).sum())
     text = (f"Last epoch's training seconds against the first: {parts}. Cheaper at the end in "
             f"{cheaper} of {len(g)} runs (median ratio {g.time_ratio.median():.2f}).")
