@@ -114,6 +114,33 @@ def test_all_dead_keeps_one_switched_off_unit():
     torch.testing.assert_close(seq(x), before, atol=1e-7, rtol=0)
 
 
+def test_a_gate_emptied_by_the_channel_before_it_is_left_alone():
+    # the Linear reads only channel 1's features; when channel 1 dies, they go with it and
+    # the Linear's input gate is left without units (it has nothing more to remove)
+    cnn = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 4 * 4, 2))
+    gate_layers(cnn, ["0"])
+    gate_layers(cnn, ["3"], inputs="only")
+    gates = {g.key: g for g in cnn.modules() if isinstance(g, UnitGate)}
+    x = torch.randn(5, 1, 6, 6)
+    opt = torch.optim.Adam(cnn.parameters(), lr=1e-3)
+    cnn(x).sum().backward()
+    opt.step()
+    with torch.no_grad():
+        gates["3:in"].gate[:16] = -1.0
+        gates["3:in"].gate[32:] = -1.0
+    shrink_(cnn, opt)
+    assert gate_widths(cnn) == {"0": 3, "3:in": 16}
+    with torch.no_grad():
+        gates["0"].gate[1] = -1.0
+        before = cnn(x)
+    shrink_(cnn, opt)
+    assert gate_widths(cnn) == {"0": 2, "3:in": 0} and cnn[3].weight.shape == (2, 0)
+    torch.testing.assert_close(cnn(x), before, atol=1e-7, rtol=0)  # the bias alone
+    cnn(x).sum().backward()
+    opt.step()  # training goes on
+    assert shrink_(cnn, opt)["3:in"] == 0
+
+
 @settings(max_examples=25, deadline=None)
 @given(st.lists(st.booleans(), min_size=6, max_size=6),
        st.lists(st.booleans(), min_size=5, max_size=5),

@@ -16,15 +16,19 @@ Example::
     k = fr.recommend(tol=0.005)
     small = fr.cut(k)              # fc1 has k outputs, fc2 k inputs, compensated
 
+Pruning after training, layer by layer: :func:`cut_layers` (one tolerance for all layers).
+
 For a trained :class:`~widthlab.nn.bank.MLPBank`: :func:`frontier_of_bank`,
 :func:`bank_sequential`.
 """
 
 from widthlab.frontier.api import frontier_ks, frontiers, width_frontier
 from widthlab.frontier.bank import bank_sequential, frontier_of_bank, sequential_layer
+from widthlab.frontier.cut import LayerCut, cut_layers
 from widthlab.frontier.graph import LayerPath, trace_layer
 from widthlab.frontier.methods import METHODS
 from widthlab.frontier.result import Frontier
 
-__all__ = ["METHODS", "Frontier", "LayerPath", "bank_sequential", "frontier_ks",
-           "frontier_of_bank", "frontiers", "sequential_layer", "trace_layer", "width_frontier"]
+__all__ = ["METHODS", "Frontier", "LayerCut", "LayerPath", "bank_sequential", "cut_layers",
+           "frontier_ks", "frontier_of_bank", "frontiers", "sequential_layer", "trace_layer",
+           "width_frontier"]

@@ -14,6 +14,9 @@ One file per layer family:
 - ``surgery/``: learned widths of a user's own model: :func:`gate_layers` puts gates on its
   ``nn.Linear`` units and ``nn.Conv2d`` channels, :func:`shrink_` removes dead units from the
   layer and every consumer with the optimizer state sliced in place;
+- ``lenet.py``: LeNet-300-100 and LeNet-5-Caffe as plain ``nn.Module`` s, gated as the
+  learned-width papers count widths (:func:`~widthlab.nn.lenet.build_lenet`), and the weights a
+  row's widths imply (``from widthlab.nn.lenet import build_lenet, lenet_weights``);
 - ``widths.py``: the journal's sqrt(2) width grid.
 
 Public API::

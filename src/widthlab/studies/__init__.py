@@ -10,6 +10,10 @@ In the journal's order (``widthlab study --help`` lists the ones present):
 - ``importance``: exact and proxy neuron importance, top-k orderings.
 - ``ordering``: how stable neuron orderings are during training.
 - ``optimizer``: is Adam unstable at very low loss?
+- ``frontier``: how many neurons each trained layer of the width sweep needs.
+- ``growth``: a layer that grows and shrinks to one width under one price.
+- ``lenet``: the sparsifier's gates on LeNet-300-100 and LeNet-5-Caffe, against the published
+  learned-width rows and pruning after training.
 
 Each package ``widthlab/studies/<name>/`` holds its configuration (``config.py``: profiles and
 experiments), its analysis (pure tables and verdicts), its figures and report sections, and
@@ -30,7 +34,7 @@ if TYPE_CHECKING:
 
 # journal order; a name whose package is not there is skipped
 ORDER = ("variance", "pca", "flexible", "sparsifier", "importance", "ordering", "optimizer",
-         "frontier", "growth")
+         "frontier", "growth", "lenet")
 
 
 def exists(name: str) -> bool:

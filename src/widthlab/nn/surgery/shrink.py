@@ -156,6 +156,8 @@ def shrink_(model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
     for group in groups:
         dead = rule.dead(group.gate)  # asked now: an earlier group may have cut this gate
         removed[group.gate.key] = int(dead.sum())
+        if dead.numel() == 0:  # an earlier group took every unit this gate had left
+            continue
         if bool(dead.all()):  # a layer keeps one unit, switched off: relu(g) = 0
             with torch.no_grad():
                 group.gate.gate[0] = group.gate.gate[0].clamp(max=0.0)

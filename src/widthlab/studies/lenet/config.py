@@ -1,0 +1,124 @@
+"""What the lenet study trains (declarative): LeNet-300-100 and LeNet-5-Caffe, gated as the papers
+count widths, at every price of the profile (one stored run each), and per network the same
+network trained without gates and cut after training by ``widthlab.frontier`` layer by layer
+with one epoch of fine-tuning (one stored run); a manifest run lists the runs of one profile.
+
+The full profile is ``benchmarks/bench_lenet.py``'s settings (the 60,000 training images,
+30 / 10 epochs, three prices each); the quick one fits CI time (6,000 images, 3 / 2 epochs).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from widthlab.engine.modules import ModuleConfig
+from widthlab.errors import UsageError
+from widthlab.nn.lenet import LENET5, LENET300, NETWORKS
+from widthlab.studies.base import Profile
+
+NAME = "lenet"
+TAGS = {LENET300: "lenet300", LENET5: "lenet5"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class LenetProfile(Profile):
+    """Networks, prices, epochs, and the frontier cut they are compared with."""
+
+    networks: tuple[str, ...] = field(default=NETWORKS,
+                                      metadata={"help": "LeNet-300-100 and/or LeNet-5-Caffe"})
+    prices300: tuple[float, ...] = field(default=(2.5e-4, 5e-4, 1e-3),
+                                         metadata={"help": "L1 prices of LeNet-300-100"})
+    prices5: tuple[float, ...] = field(default=(2.5e-4, 5e-4, 1e-3),
+                                       metadata={"help": "L1 prices of LeNet-5-Caffe"})
+    epochs300: int = field(default=30, metadata={"help": "epochs of LeNet-300-100"})
+    epochs5: int = field(default=10, metadata={"help": "epochs of LeNet-5-Caffe"})
+    train_size: int | None = field(default=None,
+                                   metadata={"help": "first N training images (all: none)"})
+    seed: int = field(default=0, metadata={"help": "seed of the weights and the batches"})
+    lr: float = field(default=1e-3, metadata={"help": "Adam learning rate (cosine schedule)"})
+    gate_lr: float = field(default=1e-2, metadata={"help": "the gates' learning rate"})
+    free_frac: float = field(default=1 / 3,
+                             metadata={"help": "last fraction of the epochs without the price"})
+    batch_size: int = field(default=100, metadata={"help": "minibatch size"})
+    cut: bool = field(default=True, metadata={"help": "also prune after training (frontier)"})
+    tol: float = field(default=0.005,
+                       metadata={"help": "training accuracy the frontier cut may lose"})
+    calib_size: int | None = field(
+        default=10_000, metadata={"help": "training images fitting the cut's compensation; "
+                                          "as many others decide its width (none: halves)"})
+    finetune_lr: float = field(default=1e-3,
+                               metadata={"help": "learning rate of the fine-tuning epoch"})
+
+    def validate(self) -> None:
+        bad = sorted(set(self.networks) - set(NETWORKS))
+        if bad or not self.networks:
+            raise UsageError(f"unknown network(s) {bad}; choose from {', '.join(NETWORKS)}")
+        prices = (*self.prices300, *self.prices5)
+        if any(not (v >= 0 and math.isfinite(v)) for v in prices):
+            raise UsageError(f"prices must be finite and >= 0, got {list(prices)}; e.g. "
+                             "2.5e-4,5e-4,1e-3")
+        if self.epochs300 < 1 or self.epochs5 < 1 or self.batch_size < 1:
+            raise UsageError("epochs300, epochs5 and batch_size must be >= 1")
+        if not 0 <= self.free_frac < 1 or not 0 <= self.tol < 1:
+            raise UsageError(f"free_frac and tol must be in [0, 1), got {self.free_frac} and "
+                             f"{self.tol}")
+        if self.train_size is not None and self.train_size < 1:
+            raise UsageError(f"train_size must be >= 1 or none, got {self.train_size}")
+
+
+PROFILES = {
+    # CI time: 6,000 training images, 3 / 2 epochs, two prices per network; the gates learn
+    # 5x faster than in the full run so that units die within those few hundred steps
+    "quick": LenetProfile(prices300=(5e-4, 2e-3), prices5=(5e-4, 2e-3), epochs300=3, epochs5=2,
+                          train_size=6000, gate_lr=5e-2, calib_size=1000),
+    # benchmarks/bench_lenet.py: the 60,000 training images, 30 / 10 epochs, three prices
+    "full": LenetProfile(),
+}
+
+
+def epochs_of(p: LenetProfile, network: str) -> int:
+    return p.epochs300 if network == LENET300 else p.epochs5
+
+
+def prices_of(p: LenetProfile, network: str) -> tuple[float, ...]:
+    return p.prices300 if network == LENET300 else p.prices5
+
+
+def gated_name(network: str, price: float) -> str:
+    """The step (and run label) of one gated run: ``gated-lenet300-0.0005``."""
+    return f"gated-{TAGS[network]}-{price:g}"
+
+
+def cut_name(network: str) -> str:
+    return f"cut-{TAGS[network]}"
+
+
+def gated_config(p: LenetProfile, network: str, price: float) -> ModuleConfig:
+    """How one gated run trains: Adam, cosine schedule, the price off for the last
+    ``free_frac`` of the epochs, shrunk after every epoch (the journal's rule)."""
+    epochs = epochs_of(p, network)
+    return ModuleConfig(epochs=epochs, price=price, free_epochs=int(epochs * p.free_frac),
+                        lr=p.lr, gate_lr=p.gate_lr, batch_size=p.batch_size,
+                        schedule="cosine", seed=p.seed)
+
+
+def dense_config(p: LenetProfile, network: str) -> ModuleConfig:
+    """The network without gates, the same epochs and schedule."""
+    return ModuleConfig(epochs=epochs_of(p, network), lr=p.lr, batch_size=p.batch_size,
+                        schedule="cosine", shrink=False, seed=p.seed)
+
+
+def finetune_config(p: LenetProfile) -> ModuleConfig:
+    """One epoch of fine-tuning after the cut (cosine from ``finetune_lr``)."""
+    return ModuleConfig(epochs=1, lr=p.finetune_lr, batch_size=p.batch_size,
+                        schedule="cosine", shrink=False, seed=p.seed + 1)
+
+
+def settings(p: LenetProfile, network: str, kind: str) -> dict:
+    """The profile fields one run of ``kind`` ("gated" or "cut") depends on (its identity:
+    adding a price does not retrain the others)."""
+    keys = ["train_size", "seed", "lr", "batch_size"]
+    keys += ["gate_lr", "free_frac"] if kind == "gated" else ["tol", "calib_size",
+                                                               "finetune_lr"]
+    return {"epochs": epochs_of(p, network), **{k: getattr(p, k) for k in keys}}

@@ -1,0 +1,125 @@
+"""The lenet study (journal: "Implement the first version of a Sparsifier Network", taken to
+deeper networks; issue 17): the sparsifier's gates on LeNet-300-100 and LeNet-5-Caffe, written
+as plain ``nn.Module`` s, against the published learned-width rows and against pruning after
+training.
+
+Each network is gated as the papers count widths (:func:`widthlab.nn.lenet.build_lenet`),
+trained at every price of the profile with
+:func:`~widthlab.engine.modules.train_module` and shrunk after every epoch; a row is the
+widths after the last epoch and the **final-epoch** test error. The same network trained
+without gates and cut by :func:`widthlab.frontier.cut_layers` (then one epoch of fine-tuning)
+is the comparison. Every run is stored (:mod:`~widthlab.studies.lenet.compute`); the tables,
+verdicts and figures read the store only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pandas as pd
+
+from widthlab.store import Store
+from widthlab.studies.base import (
+    Figure,
+    Section,
+    Study,
+    Tables,
+    Verdicts,
+    display_name,
+    ordered_datasets,
+)
+from widthlab.studies.lenet import analysis as an
+from widthlab.studies.lenet import figures as fg
+from widthlab.studies.lenet import verdicts as vd
+from widthlab.studies.lenet.compute import MANIFEST, steps
+from widthlab.studies.lenet.config import NAME, PROFILES, LenetProfile
+from widthlab.studies.lenet.references import published_frame
+
+PUBLISHED_ON = "mnist"  # the published rows are MNIST's
+INTRO = ("LeNet-300-100 (gates on the input features of its three Linears: the 784 pixels, "
+         "the 300 and the 100 units) and LeNet-5-Caffe (gates on both convs' channels and both "
+         "Linears' input features), written as plain nn.Modules, are trained under an L1 price "
+         "on the gates relu(g); dead units are removed from the layer, every consumer and the "
+         "optimizer state after each epoch, and the price is off for the last third of the "
+         "epochs. A row is the widths after the last epoch and the final-epoch test error; "
+         "weights are computed from the widths the same way for every row (conv in*out*25, "
+         "Linear in*out, no biases). The comparison: the same network trained without gates, "
+         "then cut by width_frontier layer by layer (every Linear with one consumer Linear) "
+         "and fine-tuned for one epoch.")
+
+
+class LenetStudy(Study):
+    """Learned widths of LeNet-300-100 and LeNet-5-Caffe, against the published rows and
+    against pruning after training."""
+
+    name = NAME
+    title = "Learned widths of deeper networks: LeNet-300-100 and LeNet-5-Caffe"
+    journal_sections = ("Implement the first version of a Sparsifier Network",)
+    profiles = PROFILES
+    code = ("widthlab.studies.lenet.config", "widthlab.studies.lenet.train",
+            "widthlab.studies.lenet.compute", "widthlab.nn.lenet", "widthlab.engine.modules",
+            "widthlab.nn.surgery.gates", "widthlab.nn.surgery.graph",
+            "widthlab.nn.surgery.rules", "widthlab.nn.surgery.shrink",
+            "widthlab.frontier.cut", "widthlab.frontier.api", "widthlab.frontier.obs",
+            "widthlab.frontier.methods", "widthlab.frontier.prepare",
+            "widthlab.frontier.result", "widthlab.frontier.graph")
+    print_columns = ("network", "method", "widths", "weights", "error")
+
+    def experiments(self, profile: LenetProfile, dataset: str) -> list:
+        return steps(profile)
+
+    def tables(self, store: Store, runs: Mapping[str, Mapping[str, str]]) -> Tables:
+        out: Tables = {}
+        for dataset, by_exp in runs.items():
+            units = an.unit_runs(store, by_exp)
+            read = an.read_runs(store, units)
+            listed = [by_exp[MANIFEST]] if MANIFEST in by_exp else []
+            out[dataset] = {**read, "table": an.rows_table(read["rows"],
+                                                           dataset == PUBLISHED_ON),
+                            "budget": an.budget(store, units),
+                            "runs": [*listed, *units.values()]}
+        return out
+
+    def verdicts(self, tables: Tables) -> Verdicts:
+        out: Verdicts = {}
+        for d, t in tables.items():
+            rows = t["rows"]
+            mine = [vd.lenet300_target(rows), vd.lenet5_target(rows)] \
+                if d == PUBLISHED_ON else []
+            out[d] = [*mine, vd.shrinking_is_cheaper(rows), vd.gates_beat_the_cut(rows)]
+        return out
+
+    def sections(self, tables: Tables, verdicts: Verdicts) -> list[Section]:
+        out = []
+        for d in ordered_datasets(list(tables)):
+            t, name = tables[d], display_name(d)
+            pub = published_frame() if d == PUBLISHED_ON else None
+            notes = " ".join(f"Not trained: {n}." for n in t["notes"])
+            where = ("" if pub is not None else " The published rows are MNIST's; here the "
+                     "curve alone.")
+            out.append(Section(
+                title=f"Learned widths of LeNet-300-100 and LeNet-5-Caffe: {name}",
+                intro=INTRO + where + (f" {notes}" if notes else ""),
+                verdicts=verdicts.get(d, []), run_ids=list(t["runs"]), budget=t["budget"],
+                figures=[Figure(f"{d}-error-width", f"{name}: final-epoch test error against "
+                                "total width" + (", with the published rows" if pub is not None
+                                                 else ""),
+                                lambda t=t, pub=pub, name=name: fg.error_vs_width(
+                                    t["rows"], pub, name)),
+                         Figure(f"{d}-epochs", f"{name}: total width and training seconds "
+                                "per epoch", lambda t=t, name=name: fg.per_epoch(
+                                    t["curves"], name))],
+                tables=[(f"{name}: learned widths" + (" against the published rows"
+                                                      if pub is not None else ""),
+                         t["table"].round(3)),
+                        (f"{name}: training seconds of the first and the last epoch, "
+                         "parameters after each", an.runs_table(t["rows"])
+                         .round(3))]))
+        return out
+
+    def summary(self, tables: Tables) -> dict[str, pd.DataFrame]:
+        """``lenet-<dataset>``: the rows (published ones on MNIST) with their weights."""
+        return {f"lenet-{d}": t["table"].round(3) for d, t in tables.items()}
+
+
+STUDY = LenetStudy()

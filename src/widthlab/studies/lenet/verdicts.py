@@ -1,0 +1,111 @@
+"""The lenet study's claims (issue 17's acceptance), recomputed from its rows."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from widthlab.metrics.variance import Verdict
+from widthlab.nn.lenet import LENET5, LENET300
+from widthlab.studies.lenet.analysis import CUT
+from widthlab.studies.lenet.references import (
+    BOUND,
+    MAX_FEATURES_300,
+    WEIGHTS_ROW_5,
+    published_weights,
+)
+
+
+def _gated(rows: pd.DataFrame, network: str) -> pd.DataFrame:
+    if rows.empty:
+        return rows
+    return rows[(rows.network == network) & rows.method.str.startswith("widthlab gates")]
+
+
+def _listing(g: pd.DataFrame) -> str:
+    return "; ".join(f"price {r.price:g}: {r.widths} ({r.total_width} features, {r.weights} "
+                     f"weights) at {r.error:.2f}%" for r in g.sort_values("price").itertuples())
+
+
+def _target(rows: pd.DataFrame, network: str, claim: str, ok: pd.Series, criterion: str,
+            key: str) -> Verdict:
+    g = _gated(rows, network)
+    if g.empty:
+        return Verdict(claim, False, f"no gated {network} run stored; run the study with "
+                                     f"--networks {network}")
+    within = g[ok.loc[g.index]]
+    holds = not within.empty
+    best = within.sort_values([key, "error"]).iloc[0] if holds else \
+        g.sort_values("error").iloc[0]
+    text = (f"{claim}. Final-epoch test error and widths per price: {_listing(g)}. Criterion: "
+            f"{criterion}; {'met' if holds else 'not met'} "
+            f"({'best' if holds else 'lowest-error'} row: price {best.price:g}, "
+            f"{best.widths}, {best[key]} {key.replace('_', ' ')}, {best.error:.2f}%).")
+    return Verdict(claim, holds, text, {"error": float(best.error), key: int(best[key]),
+                                        "widths": best.widths, "price": float(best.price)})
+
+
+def lenet300_target(rows: pd.DataFrame) -> Verdict:
+    """LeNet-300-100 reaches at most 1.6% final-epoch test error with at most 200 input
+    features kept in all over its three layers (better than L0 and SBP, level with VIB)."""
+    claim = (f"{LENET300}: at most {BOUND[LENET300]}% error with at most {MAX_FEATURES_300} "
+             "input features in all")
+    ok = (rows.error <= BOUND[LENET300]) & (rows.total_width <= MAX_FEATURES_300) \
+        if not rows.empty else pd.Series(dtype=bool)
+    return _target(rows, LENET300, claim, ok, f"error <= {BOUND[LENET300]}% and <= "
+                   f"{MAX_FEATURES_300} features", "total_width")
+
+
+def lenet5_target(rows: pd.DataFrame) -> Verdict:
+    """LeNet-5-Caffe reaches at most 1.0% with fewer weights than L0's row."""
+    limit = published_weights(LENET5, WEIGHTS_ROW_5)
+    claim = (f"{LENET5}: at most {BOUND[LENET5]}% error with fewer weights than "
+             f"{WEIGHTS_ROW_5}'s row ({limit})")
+    ok = (rows.error <= BOUND[LENET5]) & (rows.weights < limit) if not rows.empty \
+        else pd.Series(dtype=bool)
+    return _target(rows, LENET5, claim, ok, f"error <= {BOUND[LENET5]}% and < {limit} "
+                   "weights", "weights")
+
+
+def shrinking_is_cheaper(rows: pd.DataFrame) -> Verdict:
+    """Shrinking makes training cheaper: every gated run's last epoch trains faster than its
+    first (seconds of training, without evaluation)."""
+    claim = "shrinking makes training cheaper: last epoch's time / first's < 1 in every run"
+    g = rows[rows.method.str.startswith("widthlab gates") & (rows.epochs >= 2)] \
+        if not rows.empty else rows
+    if g.empty:
+        return Verdict(claim, False, "needs gated runs of at least two epochs")
+    holds = bool((g.time_ratio < 1).all())
+    parts = "; ".join(f"{r.network} price {r.price:g}: {r.first_epoch_s:.2f}s -> "
+                      f"{r.last_epoch_s:.2f}s ({r.time_ratio:.2f}), parameters after them "
+                      f"{r.params_first} -> {r.params_last}" for r in g.itertuples())
+    cheaper = int((g.time_ratio < 1).sum())
+    text = (f"Last epoch's training seconds against the first: {parts}. Cheaper at the end in "
+            f"{cheaper} of {len(g)} runs (median ratio {g.time_ratio.median():.2f}).")
+    return Verdict(claim, holds, text, {"ratios": g.time_ratio.tolist()})
+
+
+def gates_beat_the_cut(rows: pd.DataFrame) -> Verdict:
+    """Per network: some gated run reaches the error of the frontier cut (after its
+    fine-tuning epoch) or lower with fewer weights."""
+    claim = "learning the widths beats pruning after training (fewer weights at the same error)"
+    cuts = rows[rows.method == CUT] if not rows.empty else rows
+    if cuts.empty:
+        return Verdict(claim, False, "no frontier cut stored; run the study with --cut true")
+    wins, parts = [], []
+    for cut in cuts.itertuples():
+        g = _gated(rows, cut.network)
+        level = g[g.error <= cut.error]
+        best = level.sort_values("weights").iloc[0] if len(level) else None
+        win = best is not None and best.weights < cut.weights
+        wins.append(win)
+        mine = (f"gates at price {best.price:g}: {best.widths}, {best.weights} weights, "
+                f"{best.error:.2f}%" if best is not None else
+                "no gated run at that error or lower")
+        parts.append(f"{cut.network}: cut {cut.widths}, {cut.weights} weights, "
+                     f"{cut.error:.2f}% ({cut.error_before_finetune:.2f}% before fine-tuning) "
+                     f"against {mine}")
+    holds = bool(all(wins))
+    text = (f"Pruned after training against learned, the lowest-weight gated run at the cut's "
+            f"error or lower: {'; '.join(parts)}. Fewer weights for the gates in {sum(wins)} of "
+            f"{len(wins)} networks.")
+    return Verdict(claim, holds, text, {"wins": wins})
