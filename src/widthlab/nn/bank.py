@@ -196,17 +196,18 @@ def _forward_native(x: Tensor, weight: Tensor, bias: Tensor, chunk: int,
     """Native low precision (AMX/AVX512-BF16, GPUs): the fp32 layout with bf16 operands and a
     bf16 ``(H, B)`` result. Each weight chunk is cast into one reused buffer just before its
     product (the cast stays in cache; the fp32 master weights are read once per step); the
-    bias is added in fp32. Saves ``x`` batch-major in bf16 for the weight gradient."""
+    bias enters the product's fp32 accumulator (one rounding). Saves ``x`` batch-major in
+    bf16 for the weight gradient."""
     xb = x.to(dtype)  # (B, in)
     xt = xb.t().contiguous()  # (in, B)
     h = weight.shape[0]
+    bc = bias.to(dtype)[:, None]
     out = torch.empty(h, x.shape[0], dtype=dtype, device=x.device)
     wc = torch.empty(min(h, chunk + MIN_ROWS), weight.shape[1], dtype=dtype, device=x.device)
     for i, j in _chunks(h, chunk):
         w = wc[:j - i]
         w.copy_(weight[i:j])
-        torch.mm(w, xt, out=out[i:j])
-        out[i:j].add_(bias[i:j, None]).clamp_(min=0)
+        torch.addmm(bc[i:j], w, xt, out=out[i:j]).relu_()
     return xb, out
 
 
