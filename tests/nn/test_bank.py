@@ -130,3 +130,45 @@ def test_bad_specs_raise_clear_errors():
     bank = MLPBank([ModelSpec((4,))])
     with pytest.raises(UsageError, match=r"\(B, 784\)"):
         bank(torch.zeros(3, 10))
+
+
+def rel_fro(a, b):
+    return ((a - b).norm() / b.norm()).item()
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_training_path_matches_float64(monkeypatch, native):
+    """Both bf16 layouts of the fused first layer (native: bf16 activations and activation
+    gradients; emulated: fp32 ones) give the float64 models' logits and gradients to bf16
+    precision, with fp32 gradients for the fp32 master weights.
+
+    The reference uses the bf16 run's own ReLU decisions: a unit whose pre-activation is within
+    bf16 rounding of zero may switch, which moves a whole sample's term of its gradient row
+    (a few such switches are ~5% of a 64-sample gradient), so those are counted separately."""
+    import widthlab.nn.bank as bank_module
+
+    monkeypatch.setattr(bank_module, "native_bf16", lambda device: native)
+    specs = [ModelSpec((37,), seed=0), ModelSpec((70, 5), seed=1), ModelSpec((37,), seed=2)]
+    bank = MLPBank(specs, chunk=16)  # several chunks, a 3-row tail joined to its neighbour
+    bank.compute_dtype = torch.bfloat16
+    bank.init_grads()
+    x, y = next(batches(1, batch=64))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, a = bank.hidden(x)
+        logits = bank.head(a).float()
+    assert a.dtype == (torch.bfloat16 if native else torch.float32)
+    bank.per_model_loss(logits, y).sum().backward()
+    for m, (s0, s1) in enumerate(bank.slices):
+        ref = bank.export(m).double()
+        z = ref.layers[0](x.double())
+        mask = a[:, s0:s1] > 0
+        assert (mask != (z > 0)).double().mean() < 0.01
+        h = z * mask.double()
+        for layer in ref.layers[1:-1]:
+            h = F.relu(layer(h))
+        ref_logits = ref.layers[-1](h)
+        F.cross_entropy(ref_logits, y).backward()
+        assert rel_fro(logits[:, m].double(), ref_logits.detach()) < 2e-2
+        for (name, _, grad), p in zip(bank.model_params(m), ref.parameters(), strict=True):
+            assert grad.dtype == torch.float32, name
+            assert rel_fro(grad.double(), p.grad) < 2e-2, name

@@ -37,6 +37,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -167,6 +168,61 @@ def _chunks(h: int, chunk: int) -> list[tuple[int, int]]:
     return list(zip(bounds[:-1], bounds[1:], strict=True))
 
 
+def native_bf16(device: torch.device | str = "cpu") -> bool:
+    """Whether bf16 matrix products run natively on ``device``: any CUDA device, or a CPU with
+    AVX512-BF16 or AMX tiles (as torch detects them). Elsewhere oneDNN/MKL emulate them."""
+    return torch.device(device).type != "cpu" or _native_cpu_bf16()
+
+
+@functools.cache
+def _native_cpu_bf16() -> bool:
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch >= 2.1
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
+def _forward_fp32(x: Tensor, weight: Tensor, bias: Tensor, chunk: int) -> tuple[Tensor, Tensor]:
+    """Unit-major fp32 products ``W[i:j] @ x.T`` into one ``(H, B)`` buffer; saves ``x.T``."""
+    xt = x.t().contiguous()  # (in, B)
+    out = torch.empty(weight.shape[0], x.shape[0], dtype=torch.float32, device=x.device)
+    for i, j in _chunks(weight.shape[0], chunk):
+        # mm + in-cache bias and ReLU: addmm(out=) would first broadcast-copy the bias
+        torch.mm(weight[i:j], xt, out=out[i:j])
+        out[i:j].add_(bias[i:j, None]).clamp_(min=0)
+    return xt, out
+
+
+def _forward_native(x: Tensor, weight: Tensor, bias: Tensor, chunk: int,
+                    dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """Native low precision (AMX/AVX512-BF16, GPUs): the fp32 layout with bf16 operands and a
+    bf16 ``(H, B)`` result. Each weight chunk is cast into one reused buffer just before its
+    product (the cast stays in cache; the fp32 master weights are read once per step); the
+    bias enters the product's fp32 accumulator (one rounding). Saves ``x`` batch-major in
+    bf16 for the weight gradient."""
+    xb = x.to(dtype)  # (B, in)
+    xt = xb.t().contiguous()  # (in, B)
+    h = weight.shape[0]
+    bc = bias.to(dtype)[:, None]
+    out = torch.empty(h, x.shape[0], dtype=dtype, device=x.device)
+    wc = torch.empty(min(h, chunk + MIN_ROWS), weight.shape[1], dtype=dtype, device=x.device)
+    for i, j in _chunks(h, chunk):
+        w = wc[:j - i]
+        w.copy_(weight[i:j])
+        torch.addmm(bc[i:j], w, xt, out=out[i:j]).relu_()
+    return xb, out
+
+
+def _forward_emulated(x: Tensor, weight: Tensor, bias: Tensor, chunk: int,
+                      dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """bf16 products where the CPU has no native bf16 GEMM: ``x`` batch-major (that
+    orientation runs ~4x faster there), results in fp32."""
+    xb = x.to(dtype)  # (B, in)
+    out = torch.empty(weight.shape[0], x.shape[0], dtype=torch.float32, device=x.device)
+    for i, j in _chunks(weight.shape[0], chunk):
+        out[i:j] = torch.mm(xb, weight[i:j].to(dtype).t()).t()
+        out[i:j].add_(bias[i:j, None]).clamp_(min=0)
+    return xb, out
+
+
 class _WideLinearReLU(torch.autograd.Function):
     """``relu(x @ W.T + b)`` in column chunks, returned as a ``(B, H)`` view of a unit-major
     ``(H, B)`` buffer, so every chunk GEMM writes contiguous rows (no copy-out) and the grouped
@@ -174,43 +230,48 @@ class _WideLinearReLU(torch.autograd.Function):
 
     Each chunk's ReLU is applied while it is still in cache; the backward masks chunk by chunk,
     writes the weight gradient straight into a persistent buffer (no allocation, no accumulation
-    pass) and forms no input gradient (the input is data)."""
+    pass) and forms no input gradient (the input is data).
+
+    ``compute_dtype`` bf16 on a device with native bf16 GEMMs (:func:`native_bf16`) keeps the
+    activations and their gradients in bf16 (the heads' autocast products read them without a
+    cast); master weights, the bias and weight gradients stay fp32."""
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, grad_buffer: Tensor,
                 chunk: int, compute_dtype: torch.dtype) -> Tensor:
         with torch.autocast(x.device.type, enabled=False):
-            n, h = x.shape[0], weight.shape[0]
-            low = compute_dtype != torch.float32
-            # fp32: unit-major products W[i:j] @ x.T; bf16 keeps x batch-major because CPUs
-            # without native bf16 GEMM run that orientation ~4x faster
-            xc = x.to(compute_dtype) if low else x.t().contiguous()  # (B, in) or (in, B)
-            out = torch.empty(h, n, dtype=torch.float32, device=x.device)  # (H, B)
-            for i, j in _chunks(h, chunk):
-                # mm + in-cache bias and ReLU: addmm(out=) would first broadcast-copy the bias
-                if low:
-                    out[i:j] = torch.mm(xc, weight[i:j].to(compute_dtype).t()).t()
-                else:
-                    torch.mm(weight[i:j], xc, out=out[i:j])
-                out[i:j].add_(bias[i:j, None]).clamp_(min=0)
+            if compute_dtype == torch.float32:
+                mode = "fp32"
+                xc, out = _forward_fp32(x, weight, bias, chunk)  # (in, B), (H, B)
+            elif native_bf16(x.device):
+                mode = "native"
+                xc, out = _forward_native(x, weight, bias, chunk, compute_dtype)  # (B, in)
+            else:
+                mode = "emulated"
+                xc, out = _forward_emulated(x, weight, bias, chunk, compute_dtype)  # (B, in)
         ctx.save_for_backward(xc, out)
-        ctx.grad_buffer, ctx.chunk, ctx.low = grad_buffer, chunk, low
+        ctx.grad_buffer, ctx.chunk, ctx.mode = grad_buffer, chunk, mode
         return out.t()
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        xc, a = ctx.saved_tensors  # (in, B) or (B, in) in bf16; (H, B)
+        xc, a = ctx.saved_tensors  # see forward; a: (H, B)
         buf = ctx.grad_buffer
-        g = grad_out.t()  # (H, B); contiguous when the heads produced it
+        g = grad_out.t()  # (H, B) in a's dtype; contiguous when the heads produced it
         h = buf.shape[0]
         grad_b = torch.empty(h, dtype=torch.float32, device=a.device)
+        # native bf16: each chunk's gradient lands in one reused bf16 block, then in buf (fp32)
+        low = None if ctx.mode != "native" else torch.empty(
+            min(h, ctx.chunk + MIN_ROWS), buf.shape[1], dtype=xc.dtype, device=a.device)
         for i, j in _chunks(h, ctx.chunk):
             gz = torch.ops.aten.threshold_backward(g[i:j], a[i:j], 0)  # (c, B)
-            torch.sum(gz, 1, out=grad_b[i:j])
-            if ctx.low:
-                buf[i:j] = torch.mm(gz.t().to(xc.dtype).contiguous().t(), xc)
-            else:
+            torch.sum(gz, 1, dtype=torch.float32, out=grad_b[i:j])
+            if ctx.mode == "fp32":
                 torch.mm(gz, xc.t(), out=buf[i:j])
+            elif low is not None:
+                buf[i:j].copy_(torch.mm(gz, xc, out=low[:j - i]))
+            else:
+                buf[i:j] = torch.mm(gz.t().to(xc.dtype).contiguous().t(), xc)
         return None, None, grad_b, None, None, None
 
 
