@@ -61,7 +61,7 @@ class Job:
         A study module name (``widthlab.studies.ORDER``).
     dataset : str
     profile : str
-        ``quick`` or ``full``.
+        ``quick``, ``standard`` or ``full``.
     options : tuple of (str, value)
         Extra keyword arguments of the study's ``run`` (e.g. ``(("device", "cpu"),)``).
     needs : tuple of str

@@ -63,19 +63,34 @@ class RunningMoments:
 
     @torch.no_grad()
     def update(self, x: Tensor) -> RunningMoments:
-        """Add a batch ``x`` of shape (batch, n_features)."""
+        """Add a batch ``x`` of shape (batch, n_features).
+
+        The batch is copied once into a float64 buffer kept between calls (a fresh
+        ``(batch, H)`` float64 tensor per batch costs its page faults every time) and reduced
+        in place: min, max and "active" (``max > threshold``) first, then the mean, then the
+        centred sum of squares.
+        """
         x = _as_2d(x, self.n_features, "RunningMoments.update")
         nb = x.shape[0]
         if nb == 0:
             return self
-        xd = x.to(self.device, torch.float64)
-        mean_b = xd.mean(0)
-        m2_b = ((xd - mean_b) ** 2).sum(0)
+        buf = self._buffer(x.shape)
+        buf.copy_(x)
+        hi = buf.amax(0)
+        self._min = torch.minimum(self._min, buf.amin(0))
+        self._max = torch.maximum(self._max, hi)
+        self._active |= hi > self.active_threshold
+        mean_b = buf.mean(0)
+        buf.sub_(mean_b)
+        m2_b = buf.mul_(buf).sum(0)
         self._merge(nb, mean_b, m2_b)
-        self._min = torch.minimum(self._min, xd.amin(0))
-        self._max = torch.maximum(self._max, xd.amax(0))
-        self._active |= (x > self.active_threshold).any(0).to(self.device)
         return self
+
+    def _buffer(self, shape: torch.Size) -> Tensor:
+        buf = getattr(self, "_buf", None)
+        if buf is None or buf.shape[1] != shape[1] or buf.shape[0] < shape[0]:
+            buf = self._buf = torch.empty(shape, dtype=torch.float64, device=self.device)
+        return buf[:shape[0]]
 
     def _merge(self, nb: int, mean_b: Tensor, m2_b: Tensor) -> None:
         na = self.n

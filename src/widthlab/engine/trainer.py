@@ -36,6 +36,7 @@ once if the run is done. The engine draws nothing: it reports progress to a call
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -155,6 +156,23 @@ class TrainConfig:
         if self.stats_epochs == "last":
             return epoch == self.epochs
         return epoch in self.stats_epochs
+
+
+@contextlib.contextmanager
+def flush_denormals(device: torch.device):
+    """Flush float32 denormals to zero while a run trains on the CPU (restored afterwards).
+
+    A flexible cut-off scales the neurons far right of ``x0`` by ``sigmoid(k (x0 - i))``, down
+    to ~1e-40: denormal activations and gradients, on which x86 GEMMs run 3-5x slower (a
+    flexible bank of 5 x 256 units took 3.5x the step time of the static one, 1.2x with this).
+    Only values below 1.2e-38 change, to zero.
+    """
+    on = device.type == "cpu" and torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        if on:
+            torch.set_flush_denormal(False)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -407,9 +425,10 @@ class Engine:
         steps_per_epoch = math.ceil(len(self.data.train) / self.cfg.batch_size)
         report = Reporter(self.progress, self.run_id,
                            (last - self.state.epoch) * steps_per_epoch, self.cfg.epochs)
-        while self.state.epoch < last:
-            self._epoch(self.state.epoch + 1, report.step)
-            report.epoch(self.state.epoch)
+        with flush_denormals(self.device):
+            while self.state.epoch < last:
+                self._epoch(self.state.epoch + 1, report.step)
+                report.epoch(self.state.epoch)
         report.done(self.state.epoch)
         if self.state.epoch >= self.cfg.epochs:
             self.store.finish_run(self.run_id, "done", timings=self._timings())

@@ -83,8 +83,9 @@ def _checked(st: Store, chosen: dict[str, list[str]], log: Log) -> dict[str, lis
 
 
 def budget(st: Store, run_ids: Sequence[str]) -> str:
-    """The training budget of ``run_ids``: epochs, models and seeds, training samples."""
-    parts = []
+    """The training budget of ``run_ids``: epochs, models and seeds, training samples (runs
+    with the same budget on the same dataset are named together)."""
+    groups: dict[tuple[str, str], list[str]] = {}
     for r in dict.fromkeys(run_ids):
         info = st.get_run(r)
         if info is None:
@@ -94,19 +95,24 @@ def budget(st: Store, run_ids: Sequence[str]) -> str:
             continue
         models = st.models(r)
         n = cfg.get("train_size") or "all"
-        parts.append(f"{info['study']} ({info['dataset']}): {cfg['epochs']} epochs, "
-                     f"{len(models)} models ({models['seed'].nunique()} seeds), "
-                     f"{n} training samples")
-    return "; ".join(parts)
+        what = (f"{cfg['epochs']} epochs, {len(models)} models ({models['seed'].nunique()} "
+                f"seeds), {n} training samples")
+        groups.setdefault((info["dataset"], what), []).append(info["study"])
+    return "; ".join(f"{', '.join(dict.fromkeys(labels))} ({dataset}): {what}"
+                     for (dataset, what), labels in groups.items())
 
 
-def _render(study: Study, sec: Section, st: Store, fig_dir: Path) -> Rendered:
+def _render(study: Study, sec: Section, st: Store, fig_dir: Path,
+            study_runs: Sequence[str] = ()) -> Rendered:
+    """``sec`` with its figures saved; its budget from its runs (a section drawn from no run
+    of its own, e.g. MNIST versus FashionMNIST, states the budget of all the study's runs)
+    and the journal's budget beside it."""
     if not sec.journal:
         sec.journal = study.journal
     if not sec.budget:
-        sec.budget = budget(st, sec.run_ids)
-        if getattr(study, "journal_budget", "") and sec.budget:
-            sec.budget += f". The journal: {study.journal_budget}"
+        sec.budget = budget(st, sec.run_ids or study_runs)
+    if not sec.journal_budget:
+        sec.journal_budget = study.journal_budget
     figures = [(f.caption, save(f.draw(), fig_dir, f"{study.name}-{f.key}")[0])
                for f in sec.figures]
     runs = [st.get_run(r) for r in dict.fromkeys(sec.run_ids)]
@@ -121,7 +127,7 @@ def study_sections(study: Study, st: Store, run_ids: Sequence[str], fig_dir: Pat
         runs = newest(st, run_ids)
         tables = study.tables(st, runs)
         sections = study.sections(tables, study.verdicts(tables))
-        return [_render(study, sec, st, fig_dir) for sec in sections]
+        return [_render(study, sec, st, fig_dir, run_ids) for sec in sections]
     except Exception as exc:  # noqa: BLE001 - one study must not block the whole report
         why = f"{type(exc).__name__}: {exc}"
         shown = ", ".join(run_ids)

@@ -15,11 +15,22 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.transforms import Bbox  # noqa: E402
 
 from widthlab._io import atomic_path  # noqa: E402
 
 FORMATS = ("png", "svg")
 DPI = 110
+
+
+def tight_bbox(fig: Figure) -> Bbox:
+    """The figure's tight bounding box in inches, padded as ``savefig(bbox_inches="tight")``
+    pads it, from one layout pass at :data:`DPI` (``"tight"`` lays the figure out again for
+    every format saved: about a third of the report's time)."""
+    fig.set_dpi(DPI)
+    fig.draw_without_rendering()
+    box = fig.get_tightbbox(fig.canvas.get_renderer())
+    return box.padded(matplotlib.rcParams["savefig.pad_inches"])
 
 
 def save(fig: Figure, out_dir: str | os.PathLike, name: str) -> list[Path]:
@@ -28,10 +39,11 @@ def save(fig: Figure, out_dir: str | os.PathLike, name: str) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     try:
+        bbox = tight_bbox(fig)
         for fmt in FORMATS:
             path = out / f"{name}.{fmt}"
             with atomic_path(path) as tmp:
-                fig.savefig(tmp, format=fmt, dpi=DPI, bbox_inches="tight")
+                fig.savefig(tmp, format=fmt, dpi=DPI, bbox_inches=bbox)
             paths.append(path)
     finally:
         plt.close(fig)

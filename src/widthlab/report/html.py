@@ -59,8 +59,10 @@ def _section(r: Rendered, anchor: str) -> str:
     if s.journal:
         out.append(f'<blockquote class="journal"><b>The journal concluded:</b> '
                    f"{html.escape(s.journal)}</blockquote>")
-    if s.budget:
-        out.append(f'<p class="budget"><b>Training budget:</b> {html.escape(s.budget)}</p>')
+    if s.budget or s.journal_budget:
+        out.append(f'<p class="budget"><b>Training budget:</b> {html.escape(s.budget or "-")}'
+                   f'<br><b>The journal\'s budget:</b> {html.escape(s.journal_budget or "-")}'
+                   "</p>")
     if s.verdicts:
         out.append("<h3>Claims, recomputed</h3><ul>")
         for v in s.verdicts:

@@ -217,7 +217,8 @@ class Section:
 
     ``run_ids`` name the runs it was drawn from (their config and code version are shown);
     ``budget`` states the training budget next to the verdicts (filled in from the runs when
-    empty).
+    empty) and ``journal_budget`` the journal's own for the same experiment (filled in from the
+    study's :attr:`Study.journal_budget` when empty).
     """
 
     title: str
@@ -228,6 +229,7 @@ class Section:
     tables: list[tuple[str, pd.DataFrame]] = field(default_factory=list)
     run_ids: list[str] = field(default_factory=list)
     budget: str = ""
+    journal_budget: str = ""
     error: str = ""     # why the section could not be drawn (the rest of the report is)
 
 
@@ -246,6 +248,9 @@ class Study:
     title: ClassVar[str] = ""
     journal_sections: ClassVar[tuple[str, ...]] = ()
     journal: ClassVar[str] = ""               # the journal's own conclusion
+    #: the journal's training budget for this study (epochs, seeds, training samples), shown
+    #: in every section beside the budget of the stored runs; "not run in the journal" says so
+    journal_budget: ClassVar[str] = ""
     requires: ClassVar[tuple[str, ...]] = ()  # studies whose runs this one reads
     profiles: ClassVar[Mapping[str, Profile]]
     #: modules (besides the engine) whose code computes this study's stored numbers: its

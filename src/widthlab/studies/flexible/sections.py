@@ -48,6 +48,16 @@ JOURNAL_BY_EXPERIMENT = {
                  "gradient should show whether gray-zone neurons push the size down (a "
                  "positive gradient).",
 }
+#: the journal's training budget of each experiment (all 60,000 training images, N = 500)
+JOURNAL_BUDGET_BY_EXPERIMENT = {
+    "convergence": "N = 500, starts every 25 neurons, 15 epochs, all 60,000 training images",
+    "frontier": "N = 500, penalties 10^-2.5..10^-7.5, 7 replicates, 15 epochs, all 60,000 "
+                "training images",
+    "minima": "N = 500, 30 models per slope kind, 30 epochs, all 60,000 training images",
+    "pretrained": "N = 500, 30 models per level, pretraining 0/5/10 epochs then 30 flexible "
+                  "epochs, all 60,000 training images",
+    "size-only": "planned, never run",
+}
 SECTION_TITLES = {
     "convergence": ("Flexible layers: convergence from any starting size",
                     "A sigmoid cut-off sigmoid(k (x0 - i)) over N neurons learns the width x0 "
@@ -155,5 +165,6 @@ def sections(tables: Tables, verdicts: Verdicts) -> list[Section]:
         title, intro = SECTION_TITLES[exp]
         out.append(Section(title=title, intro=intro, verdicts=list(verdicts.get(exp, [])),
                            journal=JOURNAL_BY_EXPERIMENT[exp], figures=figs, tables=frames,
-                           run_ids=run_ids))
+                           run_ids=run_ids,
+                           journal_budget=JOURNAL_BUDGET_BY_EXPERIMENT[exp]))
     return out

@@ -78,6 +78,8 @@ class FlexibleStudy(Study):
                         "regularization", "Try to get rid of the local minima",
                         "Try training only the size on a thoroughly trained network")
     journal = sc.JOURNAL
+    journal_budget = ("N = 500, 15 epochs (convergence, frontier) to 30 epochs of 30 models "
+                      "(local minima, pretrained), all 60,000 training images")
     profiles = PROFILES
     code = ("widthlab.studies.flexible.config", "widthlab.studies.flexible.hooks",
             "widthlab.nn.flexible")

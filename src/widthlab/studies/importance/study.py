@@ -48,6 +48,8 @@ class ImportanceStudy(Study):
     title = "Neuron importance"
     journal_sections = ("Evaluate Inference time influence of multiple neurons orderings",)
     profiles = PROFILES
+    journal_budget = ("planned, never run (exact importance: an epoch of the validation set per "
+                      "neuron)")
     code = ("widthlab.studies.importance.config", "widthlab.studies._importance_sweep",
             "widthlab.metrics.importance_hook", "widthlab.metrics.importance",
             "widthlab.metrics.ordering")

@@ -45,6 +45,8 @@ class OptimizerStudy(Study):
                "plot the min and max loss of multiple models during training and compare with "
                "AdaMax to see if that solves the problem.")
     profiles = PROFILES
+    journal_budget = ("planned, never run; the noise it asks about showed after 30 epochs, "
+                      "averaged over 30 models, all 60,000 training images")
     code = ("widthlab.studies.optimizer.config", "widthlab.nn.flexible")
 
     def experiments(self, profile: OptimizerProfile, dataset: str) -> list:

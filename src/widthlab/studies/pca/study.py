@@ -79,6 +79,8 @@ class PCAStudy(Study):
                "properly sized.")
     requires = (SOURCE_STUDY,)
     profiles = PROFILES
+    journal_budget = ("the variance sweep's models (20 widths x 11 seeds, 30 epochs, all 60,000 "
+                      "training images); the conjecture was argued, never trained")
     code = ("widthlab.studies.pca.config", "widthlab.studies.pca.teacher",
             "widthlab.studies.pca.analysis", "widthlab.metrics.pca")
 

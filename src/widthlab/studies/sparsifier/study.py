@@ -54,6 +54,8 @@ class SparsifierStudy(Study):
     journal_sections = ("Try to break the plateau", "Implement the first version of a "
                         "Sparsifier Network")
     profiles = PROFILES
+    journal_budget = ("start width 500, one model per L1 factor, 60 epochs, all 60,000 training "
+                      "images; seeds not stated; the starting-size question never run")
     code = ("widthlab.studies.sparsifier.config", "widthlab.studies.sparsifier.references",
             "widthlab.nn.gated")
 

@@ -63,6 +63,8 @@ class VarianceStudy(Study):
                "the optimal size. On FashionMNIST: the variance of activation does not seem to "
                "be a good candidate to estimate the size of a network in the general case.")
     profiles = PROFILES
+    journal_budget = ("20 widths 16..11585 x 11 seeds, 30 epochs (15 in the first MNIST runs), "
+                      "all 60,000 training images")
     code = ("widthlab.studies.variance.config",)
     print_columns = ("width", "replicates", "shapiro_w", "total_std", "dead", "test_acc")
 
