@@ -55,6 +55,9 @@ class LenetStudy(Study):
     name = NAME
     title = "Learned widths of deeper networks: LeNet-300-100 and LeNet-5-Caffe"
     journal_sections = ("Implement the first version of a Sparsifier Network",)
+    journal_budget = ("never run (the journal's sparsifier: one hidden layer, start 500, 60 "
+                      "epochs, all 60,000 training images); the published rows train the "
+                      "whole 60,000 images for far more epochs (their papers' settings)")
     profiles = PROFILES
     code = ("widthlab.studies.lenet.config", "widthlab.studies.lenet.train",
             "widthlab.studies.lenet.compute", "widthlab.nn.lenet", "widthlab.engine.modules",
