@@ -185,6 +185,14 @@ def test_starting_x0_is_honoured_through_the_engine(tmp_path):
     # Adam moves x0 by at most about lr per step: each model stays near its own start
     assert np.all(np.abs(moved) <= 1.01 * steps) and np.any(moved != 0)
     assert np.all(np.diff(x0(moving)) > 0)
+    # one x0 learning rate per model: each model moves as in the run that gave it its lr
+    mixed = train(specs, cfg, tmp_path, data=data, progress=False,
+                  modifiers=[lambda: FlexibleCutoff(x0=starts, penalty=1e-3, lr=[0.0, 1.0, 0.0])])
+    np.testing.assert_array_equal(x0(mixed), [starts[0], x0(moving)[1], starts[2]])
+    with pytest.raises(UsageError, match="one per model"):
+        MLPBank(specs, 20, 3).add_modifier(FlexibleCutoff(lr=[1.0, 0.0]))
+    with pytest.raises(UsageError, match="learn_k needs one"):
+        FlexibleCutoff(lr=[1.0, 0.0, 1.0], learn_k=True)
 
 
 def test_prune_is_exact_on_the_kept_neurons():

@@ -56,7 +56,8 @@ class BankOptimizer:
                 p_lr, wd = (spec.lr if spec.lr is not None else lr), spec.weight_decay
                 if name.startswith("modifiers."):
                     mod = bank.modifiers[int(name.split(".")[1])]
-                    p_lr, wd = (mod.lr if mod.lr is not None else p_lr), 0.0
+                    mod_lr = mod.model_lr(m)
+                    p_lr, wd = (mod_lr if mod_lr is not None else p_lr), 0.0
                 groups.setdefault((float(p_lr), float(wd)), []).append(view)
                 tensors.append(view)
             self.model_tensors.append(tensors)

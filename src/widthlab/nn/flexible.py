@@ -466,8 +466,9 @@ class FlexibleCutoff(Modifier):
         Per model: draw the gray-zone width uniformly in ``gray_zone`` at every training step
         (``k = 10 / width``), from a generator seeded by ``(seed, step)``; evaluation uses ``k``.
     gray_zone : (float, float)
-    lr : float
-        Learning rate of ``x0`` (1 in the journal).
+    lr : float or sequence of float
+        Learning rate of ``x0`` (1 in the journal), one for all models or one per model (so
+        variants differing only in it train in one bank; not with ``learn_k``).
     seed : int
 
     Records per model and epoch: ``x0``, ``size_grad`` (mean of ``dloss/dx0`` over the epoch's
@@ -478,16 +479,22 @@ class FlexibleCutoff(Modifier):
                  penalty: float | Sequence[float] = 0.0, k: float | Sequence[float] = 1.0,
                  learn_k: bool = False, k_lr: float = 0.01,
                  random_slope: bool | Sequence[bool] = False,
-                 gray_zone: tuple[float, float] = (1.0, 20.0), lr: float = 1.0, seed: int = 0):
+                 gray_zone: tuple[float, float] = (1.0, 20.0),
+                 lr: float | Sequence[float] = 1.0, seed: int = 0):
         super().__init__()
         self.x0_init, self.penalty_init, self.k_init = x0, penalty, k
         self.learn_k, self.k_lr = bool(learn_k), float(k_lr)
         self.random_init, self.gray_zone = random_slope, _check_gray_zone(gray_zone)
-        if not (lr >= 0 and math.isfinite(lr)):
-            raise UsageError(f"lr must be a finite number >= 0, got {lr!r}")
+        per_model = not isinstance(lr, (int, float, np.floating, np.integer))
+        lrs = [float(v) for v in lr] if per_model else [float(lr)]
+        if not lrs or not all(v >= 0 and math.isfinite(v) for v in lrs):
+            raise UsageError(f"lr must be a finite number >= 0 (or one per model), got {lr!r}")
+        if per_model and self.learn_k:
+            raise UsageError("learn_k needs one x0 learning rate for every model; give lr as "
+                             "one number")
         if not self.k_lr > 0:
             raise UsageError(f"k_lr must be > 0, got {k_lr!r}")
-        self.lr, self.seed = float(lr), int(seed)
+        self.lr, self.seed = (lrs if per_model else lrs[0]), int(seed)
 
     def build(self, bank) -> None:
         m_count = bank.n_models
@@ -504,7 +511,8 @@ class FlexibleCutoff(Modifier):
         if self.learn_k and any(rnd):
             raise UsageError("random_slope draws k at every step; it cannot be learned too")
         self.x0 = nn.Parameter(torch.tensor(x0, dtype=torch.float32))  # (M,)
-        self._log_k_scale = self.k_lr / max(self.lr, 1e-12)
+        _per_model(self.lr, m_count, "lr")  # one x0 learning rate, or one per model
+        self._log_k_scale = self.k_lr / max(self.model_lr(0), 1e-12)
         if self.learn_k:
             self.log_k = nn.Parameter(torch.tensor(ks, dtype=torch.float64).log().float()
                                       / self._log_k_scale)  # (M,)
@@ -533,6 +541,10 @@ class FlexibleCutoff(Modifier):
                 "random_slope": listed(self.random_init), "gray_zone": list(self.gray_zone),
                 "seed": self.seed, "scaler": "sigmoid(k (x0 - i))",
                 "penalty_form": "lam * integral_0^N scaler"}
+
+    def model_lr(self, m: int) -> float:
+        """The learning rate of model ``m``'s ``x0``."""
+        return self.lr[m] if isinstance(self.lr, list) else self.lr
 
     # -------------------------------------------------------------- the cut-off
     def slope(self) -> Tensor:

@@ -47,6 +47,11 @@ class Modifier(nn.Module):
         self.register_buffer("unit_model", unit_model.to(device),
                              persistent=False)  # (H,) unit -> model
 
+    def model_lr(self, m: int) -> float | None:
+        """Learning rate of model ``m``'s share of this modifier's tensors (None: the model's
+        own). Default: :attr:`lr` for every model."""
+        return self.lr
+
     def alive_units(self) -> Tensor | None:
         """Bool ``(H,)``: units this modifier keeps alive; False marks a unit the engine may
         remove (or mask). None (the default): this modifier never kills units."""

@@ -4,7 +4,7 @@ Example::
 
     from widthlab.studies.optimizer import analysis
 
-    spikes = analysis.spike_table("widthlab-runs", run_ids)   # one row per run x epoch
+    spikes = analysis.spike_table("widthlab-runs", run_ids)   # run x variant x epoch
     analysis.spike_rates(spikes)                             # early and late rates per run
 """
 
@@ -41,49 +41,61 @@ def _series(st: Store, run_id: str) -> tuple[dict[int, np.ndarray], int]:
     return per, steps
 
 
-def _labels(st: Store, run_id: str) -> tuple[str, str, str]:
+def _groups(st: Store, run_id: str) -> list[tuple[str, str, str, list[int]]]:
+    """``(dataset, optimizer, variant, models)`` of each variant a run holds: one run per
+    optimizer labels its models by variant (``optimizer:adam``); a run labelled
+    ``optimizer:adam-static`` holds one variant."""
     info = st.get_run(run_id)
-    opt, var = info["study"].split(":", 1)[1].split("-", 1)
-    return info["dataset"], opt, var
+    opt, _, var = info["study"].split(":", 1)[1].partition("-")
+    models = st.models(run_id)
+    if var:
+        return [(info["dataset"], opt, var, [int(m) for m in models.model])]
+    return [(info["dataset"], opt, str(v), [int(m) for m in g.model])
+            for v, g in models.groupby("variant", sort=False)]
 
 
 def envelope_table(store: Store | str, run_ids: Sequence[str]) -> pd.DataFrame:
-    """One row per run x epoch: the replicates' median of each model's per-epoch min, median
-    and max batch loss, and the spread (lowest and highest per-model median)."""
+    """One row per run x variant x epoch: the replicates' median of each model's per-epoch
+    min, median and max batch loss, and the spread (lowest and highest per-model median)."""
     st = Store.open(store)
     rows = []
     for r in run_ids:
-        dataset, opt, var = _labels(st, r)
         m = st.metrics(r)
         m = m[m.name.str.startswith("batch_loss_")]
         w = m.pivot_table(index=["epoch", "model"], columns="name", values="value")
-        for epoch, g in w.groupby(level="epoch"):
-            rows.append({"run_id": r, "dataset": dataset, "optimizer": opt, "variant": var,
-                         "epoch": int(epoch),
-                         "loss_min": float(g["batch_loss_min"].median()),
-                         "loss_median": float(g["batch_loss_median"].median()),
-                         "loss_max": float(g["batch_loss_max"].median()),
-                         "median_lo": float(g["batch_loss_median"].min()),
-                         "median_hi": float(g["batch_loss_median"].max()),
-                         "replicates": len(g)})
+        for dataset, opt, var, models in _groups(st, r):
+            mine = w[w.index.get_level_values("model").isin(models)]
+            for epoch, g in mine.groupby(level="epoch"):
+                rows.append({"run_id": r, "dataset": dataset, "optimizer": opt,
+                             "variant": var, "epoch": int(epoch),
+                             "loss_min": float(g["batch_loss_min"].median()),
+                             "loss_median": float(g["batch_loss_median"].median()),
+                             "loss_max": float(g["batch_loss_max"].median()),
+                             "median_lo": float(g["batch_loss_median"].min()),
+                             "median_hi": float(g["batch_loss_median"].max()),
+                             "replicates": len(g)})
     return pd.DataFrame(rows)
 
 
 def spike_table(store: Store | str, run_ids: Sequence[str], factor: float = FACTOR,
                 window: int = WINDOW) -> pd.DataFrame:
-    """One row per run x epoch: spikes summed over replicates, batches looked at."""
+    """One row per run x variant x epoch: spikes summed over replicates, batches looked at."""
     st = Store.open(store)
     rows = []
     for r in run_ids:
-        dataset, opt, var = _labels(st, r)
         per, steps = _series(st, r)
-        counts = {m: spikes_per_epoch(x, steps, factor, window) for m, x in per.items()}
-        n_ep = max(len(c) for c in counts.values())
-        for e in range(n_ep):
-            alive = [c for c in counts.values() if len(c) > e]
-            rows.append({"run_id": r, "dataset": dataset, "optimizer": opt, "variant": var,
-                         "epoch": e + 1, "spikes": int(sum(c[e] for c in alive)),
-                         "batches": steps * len(alive)})
+        for dataset, opt, var, models in _groups(st, r):
+            counts = {m: spikes_per_epoch(per[m], steps, factor, window)
+                      for m in models if m in per}
+            if not counts:
+                continue
+            n_ep = max(len(c) for c in counts.values())
+            for e in range(n_ep):
+                alive = [c for c in counts.values() if len(c) > e]
+                rows.append({"run_id": r, "dataset": dataset, "optimizer": opt,
+                             "variant": var, "epoch": e + 1,
+                             "spikes": int(sum(c[e] for c in alive)),
+                             "batches": steps * len(alive)})
     return pd.DataFrame(rows)
 
 
