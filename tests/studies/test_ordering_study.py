@@ -96,7 +96,7 @@ def test_profiles_and_errors(tmp_path):
     steps = ordering.STUDY.experiments(ordering.STUDY.profile("quick"), "mnist")
     assert [s.name for s in steps] == ["stability", *VARIANT_STEPS]
     stab = steps[0]
-    assert {s.width for s in stab.specs} == {128, 512} and stab.config.epochs == 8
+    assert {s.width for s in stab.specs} == {128, 512} and stab.config.epochs == 6
     assert stab.config.train_size == 20_000
     assert stab.hooks[0].record == "all" and stab.hooks[0].topk == "none"
     assert ordering.STUDY.label(steps[1].name) == "ordering:variant-flexible"

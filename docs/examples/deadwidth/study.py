@@ -54,9 +54,11 @@ class DeadWidthStudy(Study):
     name = "deadwidth"
     title = "Dead neurons and width"
     journal_sections = ("Variance of the activations",)
-    profiles = {"quick": DeadProfile(), "full": DeadProfile(widths=(16, 64, 256, 1024),
-                                                            seeds=5, epochs=10,
-                                                            train_size=None)}
+    journal_budget = "11 seeds per width, 15 to 30 epochs, all 60,000 training images"
+    profiles = {"quick": DeadProfile(),
+                "standard": DeadProfile(widths=(16, 64, 256), seeds=3, epochs=5),
+                "full": DeadProfile(widths=(16, 64, 256, 1024), seeds=5, epochs=10,
+                                    train_size=None)}
     code = ("deadwidth.compute",)
 
     def experiments(self, profile, dataset):

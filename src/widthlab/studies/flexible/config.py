@@ -97,12 +97,20 @@ def _decades(hi: float, lo: float, step: float) -> tuple[float, ...]:
 
 
 PROFILES = {
-    # a few minutes per dataset on a 2-core CPU: N = 160, 10000 training images, 4-5 epochs
-    "quick": FlexibleProfile(n=160, train_size=10000, epochs=4, starts_step=40,
+    # about 15 s per dataset on a 2-core CPU: N = 128 (the quick widths stay below 100),
+    # 10000 training images, 4-5 epochs, two models per pretraining level
+    "quick": FlexibleProfile(n=128, train_size=10000, epochs=4, starts_step=32,
                              conv_replicates=1, conv_penalty=1e-4, l2=1e-3,
                              penalties=_decades(-2.5, -7.5, 1.0), replicates=2, minima_models=3,
-                             minima_epochs=5, pretrain_levels=(0, 1, 2), pretrain_models=3,
+                             minima_epochs=5, pretrain_levels=(0, 1, 2), pretrain_models=2,
                              pretrain_epochs=4, size_only_epochs=2),
+    # the journal's epochs (15; 30 for the local minima and the pretrained networks, after
+    # 0/5/10 epochs of pretraining) at N = 200 on 20,000 images, starts every 40
+    "standard": FlexibleProfile(n=200, train_size=20_000, epochs=15, starts_step=40,
+                                conv_replicates=1, conv_penalty=1e-4, l2=1e-3,
+                                penalties=_decades(-2.5, -7.5, 1.0), replicates=2,
+                                minima_models=3, minima_epochs=30, pretrain_levels=(0, 5, 10),
+                                pretrain_models=3, pretrain_epochs=30, size_only_epochs=10),
     # the journal: N = 500, starts every 25, penalties 10^-2.5..10^-7.5, 7 replicates,
     # 30 models x 30 epochs, pretraining 0/5/10 epochs
     "full": FlexibleProfile(n=500, train_size=None, epochs=15, starts_step=25, conv_replicates=1,

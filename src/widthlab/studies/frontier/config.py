@@ -40,5 +40,6 @@ class FrontierProfile(Profile):
 PROFILES = {
     # every width of the quick sweep, one seed: about a minute per dataset on 2 cores
     "quick": FrontierProfile(),
+    "standard": FrontierProfile(seeds=(0, 1)),
     "full": FrontierProfile(seeds=None, methods=("obs", "taylor", "random"), calib_size=None),
 }

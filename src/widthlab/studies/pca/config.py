@@ -62,6 +62,10 @@ PROFILES = {
     "quick": PCAProfile(seeds=(0,), cov_samples=10_000, teacher_width=22,
                         conj_widths=(4, 8, 16, 22, 32, 64, 128), conj_seeds=2, conj_train=20_000,
                         conj_epochs=3),
+    # two seeds of the standard sweep over 20,000 images; the conjecture trained 15 epochs
+    "standard": PCAProfile(seeds=(0, 1), cov_samples=20_000, teacher_width=22,
+                           conj_widths=(4, 8, 11, 16, 22, 32, 45, 64, 128), conj_seeds=3,
+                           conj_train=20_000, conj_epochs=15),
     # every seed of the full sweep over the whole training split
     "full": PCAProfile(seeds=None, cov_samples=None, teacher_width=22,
                        conj_widths=(4, 8, 11, 16, 22, 32, 45, 64, 90, 128, 181, 256),

@@ -68,6 +68,10 @@ PROFILES = {
     "quick": SparsifierProfile(lambdas=(0.0, 1e-4, 1e-3, 1e-2), start=500,
                                starts=(250, 500, 1000, 2000), start_lambdas=(1e-3,), seeds=1,
                                epochs=4, train_size=10_000, gate_lr=1e-2),
+    # the journal's 60 epochs and gate learning rate on 10,000 images, one seed
+    "standard": SparsifierProfile(lambdas=(0.0, 1e-5, 1e-4, 1e-3, 1e-2), start=500,
+                                  starts=(250, 500, 1000, 2000), start_lambdas=(1e-3,), seeds=1,
+                                  epochs=60, train_size=10_000),
     # the journal: start 500, 60 epochs, a lambda sweep (0 is the journal's "static network");
     # the open question at two lambdas; 3 seeds
     "full": SparsifierProfile(lambdas=(0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1), start=500,
