@@ -1,10 +1,11 @@
 """The engine with growing gates: units added at the cadence, widths above the specs stored and
 loaded back, the growth settings in the run id, and a grown run killed with -9 resumes bit for
-bit into the same grown bank.
+bit into the same grown bank (under the candidate rule and under the benefit rule, whose
+removals are masked and shrunk at a step cadence).
 
 This file is also the child process of the kill -9 test::
 
-    python tests/engine/test_grow.py STORE [--hang-at-step N | --hang-before-commit E]
+    python tests/engine/test_grow.py STORE [--hang-at-step N | --hang-before-commit E] [--benefit]
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from tests.engine.child_run import install_hangs, synthetic  # noqa: E402
 from tests.engine.test_shrink import dump  # noqa: E402
 from widthlab.engine.trainer import Engine, TrainConfig, evaluate, load_bank, train  # noqa: E402
 from widthlab.nn.bank import ModelSpec  # noqa: E402
-from widthlab.nn.growth import GrowingGate  # noqa: E402
+from widthlab.nn.growth import BenefitRule, GrowingGate  # noqa: E402
 from widthlab.store import Store  # noqa: E402
 
 SPECS = [ModelSpec((2,), seed=0), ModelSpec((6,), seed=1), ModelSpec((24,), seed=2),
@@ -50,6 +51,15 @@ def grower(**kw) -> GrowingGate:
     return GrowingGate([3e-3, 1e-3, 3e-3, 1e-3], **{**args, **kw})
 
 
+def benefit_grower(**kw) -> GrowingGate:
+    """The benefit rule at prices where every model both grows (up to step 60) and removes
+    units (masked, then shrunk every 6 steps), before and after a kill at step 50."""
+    args = dict(lr=5e-2, every=6, window=3, init=["gradmax", "random", "gradmax", "split"],
+                max_new=5, candidates=16, grace=6, until=60, price=[3e-3, 1e-3, 3e-3, 1e-3],
+                rule=BenefitRule(max_remove=0.5))
+    return GrowingGate(0.0, **{**args, **kw})
+
+
 def config(**kw) -> TrainConfig:
     return TrainConfig(**{**CONFIG, **kw})
 
@@ -60,13 +70,14 @@ def main() -> None:
     ap.add_argument("store")
     ap.add_argument("--hang-at-step", type=int)
     ap.add_argument("--hang-before-commit", type=int)
+    ap.add_argument("--benefit", action="store_true", help="the benefit rule")
     args = ap.parse_args()
     torch.set_num_threads(1)
     marker = pathlib.Path(args.store).parent / "hang"
 
     install_hangs(marker, args.hang_at_step, args.hang_before_commit)
-    print(train(SPECS, config(), args.store, modifiers=[grower], data=synthetic(),
-                progress=False))
+    cfg, mod = (config(shrink_every=6), benefit_grower) if args.benefit else (config(), grower)
+    print(train(SPECS, cfg, args.store, modifiers=[mod], data=synthetic(), progress=False))
 
 
 def run_child(store: Path, *args: str, wait: bool = True) -> subprocess.Popen:
@@ -103,8 +114,35 @@ def test_kill_9_then_resume_a_grown_bank_equals_uninterrupted(tmp_path, referenc
         "the run must resume from a grown checkpoint"
     assert (grown.loc[4] > grown.loc[resume_at]).any(), "and grow again after the kill"
     assert (kept.loc[4] < grown.loc[4] + [s.width for s in SPECS]).any(), "gates removed units"
+    kill_and_resume(tmp_path, hang, reference)
+
+
+@pytest.fixture(scope="module")
+def benefit_reference(tmp_path_factory):
+    store = tmp_path_factory.mktemp("ref-benefit") / "store"
+    run_child(store, "--benefit")
+    return dump(store)
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_under_the_benefit_rule_equals_uninterrupted(tmp_path,
+                                                                        benefit_reference):
+    """Mid-epoch 3 (step 50), after units were masked and shrunk at a step cadence and before
+    the rule's last growth and removals: the resumed run equals the uninterrupted one."""
+    ref_metrics, _ = benefit_reference
+    grown, removed = widths(ref_metrics, "grown"), widths(ref_metrics, "removed")
+    assert (grown.loc[2] > 0).all() and (removed.loc[2] > 0).all(), "all grew and removed"
+    assert (grown.loc[3] > grown.loc[2]).any() and (removed.loc[3] > removed.loc[2]).any(), \
+        "and grow and remove again after the kill"
+    kill_and_resume(tmp_path, ["--hang-at-step", "50", "--benefit"], benefit_reference)
+
+
+def kill_and_resume(tmp_path: Path, args: list[str], reference) -> None:
+    """Run the child with ``args`` to its hang point, kill it with -9, resume it (without the
+    hang) and compare every stored number with ``reference``."""
+    ref_metrics, ref_arrays = reference
     store = tmp_path / "store"
-    p = run_child(store, *hang, wait=False)
+    p = run_child(store, *args, wait=False)
     deadline = time.time() + 120
     while not (tmp_path / "hang").exists():
         assert p.poll() is None, p.stderr.read()
@@ -112,7 +150,7 @@ def test_kill_9_then_resume_a_grown_bank_equals_uninterrupted(tmp_path, referenc
         time.sleep(0.05)
     p.send_signal(signal.SIGKILL)
     p.wait()
-    run_child(store)
+    run_child(store, *[a for a in args if a == "--benefit"])
     metrics, arrays = dump(store)
     pd.testing.assert_frame_equal(metrics, ref_metrics, check_exact=True)
     assert arrays == ref_arrays
@@ -177,8 +215,9 @@ def test_growth_settings_enter_the_run_id(tmp_path):
                       progress=False).run_id
 
     ids = {run_id(), run_id(every=7), run_id(init="random"), run_id(horizon=50.0),
-           run_id(max_new=3), run_id(seed=1)}
-    assert len(ids) == 6
+           run_id(max_new=3), run_id(seed=1), run_id(rule=BenefitRule()),
+           run_id(rule=BenefitRule(quantile=0.25)), run_id(price=1e-3)}
+    assert len(ids) == 9
 
 
 if __name__ == "__main__":

@@ -15,7 +15,14 @@ from widthlab.engine.optim import BankOptimizer
 from widthlab.errors import UsageError
 from widthlab.nn.bank import MLPBank, ModelSpec
 from widthlab.nn.gated import SparsifierGate
-from widthlab.nn.growth import GrowingGate, outgoing_gradient, output_error
+from widthlab.nn.growth import (
+    BenefitRule,
+    GrowingGate,
+    outgoing_gradient,
+    output_error,
+    output_weight,
+    removal_costs,
+)
 
 D = 20
 SPECS = [ModelSpec((8,), seed=0), ModelSpec((16,), seed=1, lr=3e-3),
@@ -319,3 +326,117 @@ def test_a_model_proposes_the_same_units_alone_and_in_a_bank():
     assert n_a == n_b == 3
     torch.testing.assert_close(w_a, w_b, rtol=0, atol=0)
     torch.testing.assert_close(b_a, b_b, rtol=0, atol=0)
+
+
+# ----------------------------------------------------------------------------- benefit rule
+def gated_bank(widths=(7, 13), seed=0):
+    bank = MLPBank([ModelSpec((w,), seed=i) for i, w in enumerate(widths)], D, 10)
+    return bank, torch.Generator().manual_seed(seed)
+
+
+def test_removal_costs_equal_exact_importance_and_its_first_order_term():
+    """removal_costs = widthlab.metrics.importance.exact_importance of the exported model (its
+    gates as the scale); linear=False = that minus d/dt CE(logits - t a_i w_i) at t=0, the
+    derivative taken by float64 autograd."""
+    from widthlab.metrics.importance import exact_importance
+
+    bank, g = gated_bank()
+    mod = GrowingGate(1e-3, rule=BenefitRule())
+    bank.add_modifier(mod)
+    with torch.no_grad():
+        mod.gate.copy_(torch.rand(bank.n_hidden, generator=g) * 2 - 0.2)  # some gates dead
+    x, y = next(batches(1, batch=300, seed=3))
+    with torch.no_grad():
+        _, act = bank.hidden(x, track=False)
+        logits = bank.head(act)
+    for m, (a, b) in enumerate(bank.slices):
+        w = output_weight(bank, m)
+        cost = removal_costs(logits[:, m], act[:, a:b], w, y)
+        ref = exact_importance(bank.export(m), x, y, scale=F.relu(mod.gate.detach()[a:b]))
+        np.testing.assert_allclose(cost.numpy(), ref, rtol=0, atol=1e-6)
+        assert (cost[mod.gate.detach()[a:b] <= 0] == 0).all()  # a dead unit costs nothing
+        curv = removal_costs(logits[:, m], act[:, a:b], w, y, linear=False)
+        for i in range(b - a):
+            t = torch.zeros((), dtype=torch.float64, requires_grad=True)
+            z = logits[:, m].double() - t * act[:, a + i, None].double() * w[:, i].double()
+            slope, = torch.autograd.grad(F.cross_entropy(z, y), t)
+            assert curv[i].item() == pytest.approx(ref[i] - slope.item(), abs=1e-6)
+
+
+def naive_decision(rule, price, costs, width, young, mature, max_new, max_frac):
+    """The benefit rule's decision from its formulas (numpy): units to add (> 0), remove (< 0)."""
+    b = float(np.quantile(costs, rule.quantile))
+    ratio = b / price
+    if ratio > rule.band:
+        return max(min(math.ceil(mature * ratio ** (1 / rule.alpha) - width), max_new,
+                       max(1, math.ceil(max_frac * width))), 0)
+    if ratio >= rule.remove_at or young:
+        return 0
+    return -max(min(math.ceil(width - mature * ratio ** (1 / rule.alpha_remove)),
+                    math.floor(rule.max_remove * mature)), 0)
+
+
+def test_the_benefit_rule_grows_removes_and_waits_by_its_formulas():
+    """Three models at prices below, near and above their median removal cost: the one priced
+    low grows by the sized count, the one priced high masks its cheapest mature units (never a
+    young one), all as the rule's formulas computed with numpy from exact_importance; a model
+    with young units removes nothing; nothing before warmup, no growth after until, no removal
+    in the run's last `settle` steps."""
+    from widthlab.metrics.importance import exact_importance
+
+    bank, g = gated_bank((12, 10, 9))
+    x = torch.randn(256, D, generator=g)
+    y = (x @ torch.randn(D, 10, generator=g)).argmax(1)  # learnable labels
+    opt = BankOptimizer(bank, lr=1e-2)
+    for _ in range(60):  # trained a little: units with positive removal costs
+        bank.zero_grad()
+        bank.loss(x, y).sum().backward()
+        opt.step()
+    costs = [exact_importance(bank.export(m), x, y) for m in range(3)]
+    med = [float(np.median(c)) for c in costs]
+    rule = BenefitRule(linear=True, max_remove=0.6, warmup=10, settle=20)
+    prices = [med[0] / 8, med[1] / 1.1, med[2] * 6]  # grow, inside the band, remove
+    mod = GrowingGate(0.0, price=prices, rule=rule, max_new=5, max_frac=1.0, until=60,
+                      candidates=16, grace=5)
+    bank.add_modifier(mod)
+    assert mod.propose(bank, x, y, step=5) is None  # before warmup
+    want = [naive_decision(rule, prices[m], costs[m], b - a, 0, b - a, 5, 1.0)
+            for m, (a, b) in enumerate(bank.slices)]
+    assert want[0] > 0 and want[1] == 0 and want[2] < 0
+    plan = mod.propose(bank, x, y, step=20)
+    assert plan.models == [0] and plan.counts == [want[0]]
+    a, b = bank.slices[2]
+    dropped = (mod.mask[a:b] == 0).nonzero().flatten().numpy()
+    np.testing.assert_array_equal(np.sort(dropped), np.sort(np.argsort(costs[2])[:-want[2]]))
+    assert mod.removed.tolist() == [0, 0, -want[2]]
+    done = bank.grow_(*plan.args(), ids=plan.ids)  # model 0 now has young units
+    mod.committed(plan)
+    assert done.n_added == want[0]
+    with torch.no_grad():
+        mod.price[0] = 1e9  # priced out, but its young units block any removal
+    mod.propose(bank, x, y, step=21)
+    assert mod.removed[0] == 0 and int((mod.mask[bank.slices[0][0]:bank.slices[0][1]] == 0)
+                                         .sum()) == 0
+    with torch.no_grad():
+        mod.price[1] = med[1] / 8
+        mod.price[2] = 1e9
+    assert mod.propose(bank, x, y, step=61, end=200) is None  # past until: 1 does not grow
+    removed = int(mod.removed[2])
+    assert removed > -want[2]  # model 2 still removes (before the last `settle` steps)
+    mod.propose(bank, x, y, step=181, end=200)
+    assert int(mod.removed[2]) == removed  # within them
+
+
+def test_benefit_rule_errors_name_the_fix():
+    with pytest.raises(UsageError, match="quantile"):
+        BenefitRule(quantile=1.5)
+    with pytest.raises(UsageError, match="band"):
+        BenefitRule(band=0.5)
+    with pytest.raises(UsageError, match="max_remove"):
+        BenefitRule(max_remove=1.0)
+    bank, _ = gated_bank()
+    with pytest.raises(UsageError, match="price needs"):
+        bank.add_modifier(GrowingGate(1e-3, price=[1e-3, 1e-3, 1e-3]))
+    gate = GrowingGate(1e-3, rule={"quantile": 0.25})  # a stored description's dict
+    assert gate.rule == BenefitRule(quantile=0.25)
+    assert gate.describe()["rule"]["quantile"] == 0.25

@@ -384,7 +384,8 @@ class Engine:
             if step % mod.every == 0:
                 idx = order[max(0, end - mod.window * self.cfg.batch_size):end]
                 x, y = self.data.train.x.index_select(0, idx), self.data.train.y[idx]
-                plan = mod.propose(self.bank, x, y, step, self.state.alive)
+                end = self.cfg.epochs * math.ceil(len(self.data.train) / self.cfg.batch_size)
+                plan = mod.propose(self.bank, x, y, step, self.state.alive, end=end)
                 if plan is not None:
                     done = self.bank.grow_(*plan.args(), ids=plan.ids)
                     mod.committed(plan)

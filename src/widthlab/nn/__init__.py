@@ -30,7 +30,7 @@ Public API::
 from widthlab.nn.bank import MLP, MLPBank, ModelSpec, init_mlp
 from widthlab.nn.flexible import FlexibleCutoff, FlexibleLinear, FlexibleMLP, cutoff_integral
 from widthlab.nn.gated import GatedLinear, GatedMLP, SparsifierGate
-from widthlab.nn.growth import GrowingGate
+from widthlab.nn.growth import BenefitRule, GrowingGate
 from widthlab.nn.modifiers import Modifier, NeuronGate
 from widthlab.nn.surgery import (
     SignFlipRule,
@@ -42,7 +42,8 @@ from widthlab.nn.surgery import (
 )
 from widthlab.nn.widths import parse_widths, sqrt2_widths
 
-__all__ = ["MLP", "FlexibleCutoff", "FlexibleLinear", "FlexibleMLP", "GatedLinear", "GatedMLP",
-           "GrowingGate", "MLPBank", "ModelSpec", "Modifier", "NeuronGate", "SignFlipRule",
-           "SparsifierGate", "UnitGate", "cutoff_integral", "gate_layers", "gate_widths",
-           "init_mlp", "parse_widths", "shrink_", "size_penalty", "sqrt2_widths"]
+__all__ = ["MLP", "BenefitRule", "FlexibleCutoff", "FlexibleLinear", "FlexibleMLP",
+           "GatedLinear", "GatedMLP", "GrowingGate", "MLPBank", "ModelSpec", "Modifier",
+           "NeuronGate", "SignFlipRule", "SparsifierGate", "UnitGate", "cutoff_integral",
+           "gate_layers", "gate_widths", "init_mlp", "parse_widths", "shrink_", "size_penalty",
+           "sqrt2_widths"]
