@@ -1,30 +1,36 @@
 """Research probe: does the growth rule end at the same width from any start? (issue 18)
 
-Trains, in one fused engine run on MNIST (quick budget), one-hidden-layer networks that start at
-8, 64, 512 and 2048 units under :class:`widthlab.nn.growth.GrowingGate` at three prices lambda,
-for each initialisation of new units (``gradmax``, ``random``; ``none`` = the plain sparsifier),
-then static networks of the mean final width of each (init, lambda) in a second run. Prints one
-row per model and, last, one ``name=value`` per line: for each (init, lambda) the spread of the
-final widths over the starts (largest distance to their mean, relative to the mean; target
-<= 0.20), the mean test accuracy minus that of the static networks (target within 0.3 points)
-and the training FLOPs of starting at 8 and at 2048.
+Trains, in one fused engine run (quick budget: 10,000 images, 4 epochs), one-hidden-layer
+networks that start at 8, 64, 512 and 2048 units under the growth study's
+:class:`widthlab.nn.growth.GrowingGate` (:func:`widthlab.studies.growth.config.growth_gate`) at
+three prices lambda, for each initialisation of new units (``gradmax``, ``random``; ``none`` =
+the plain sparsifier), then static networks of the mean final width of each (init, lambda) in a
+second run. Prints one row per model (with its width after every epoch) and, last, one
+``name=value`` per line: for each (init, lambda) the final widths, their spread over the starts
+(largest distance to their mean, relative to the mean; target <= 0.20), the mean test accuracy
+minus that of the static networks (target within 0.3 points) and the training FLOPs of
+starting at the smallest and at the largest width; the two runs' wall times.
 
-    PYTHONPATH=src python scripts/growth_probe.py --store /tmp/probe [--prices 1e-4,1e-3,1e-2]
+    PYTHONPATH=src python scripts/growth_probe.py --store /tmp/probe [--dataset fashion-mnist]
+        [--set rule=candidate --set grace=40] [--rule-opt quantile=0.25] [--trace FILE]
 
-Defaults are the settings tuned on MNIST: every 10 steps, at most min(128, width) units per
-event, a grace of 40 steps, no growth while a model's median gate is below 0.65 and none in the
-last 40 steps; gate lr 1e-2 as the sparsifier's quick profile. ~8 minutes on 2 busy CPU cores.
+Defaults are the growth study's quick profile (the benefit rule); ``--set`` overrides any
+profile field, ``--rule-opt`` any :class:`~widthlab.nn.growth.BenefitRule` setting, ``--trace``
+writes every benefit-rule decision (step, model, live width, benefit, units added or removed;
+with ``--cohorts`` also the median cost of every birth cohort). Keep ``--threads 1`` on a shared
+machine: the gradmax-only run of both rules takes 15-30 s, all three inits 60-90 s.
 
 FLOPs count the hidden layer only, per step ``B * w * (4 * in + 6 * out)`` (the first layer's
-backward forms no input gradient), summed with the recorded ``unit_steps``; growth events add one
-forward over ``window`` batches every ``every`` steps (counted separately).
+backward forms no input gradient), summed with the recorded ``unit_steps``.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import math
 import time
+import typing
 
 import numpy as np
 import pandas as pd
@@ -33,8 +39,9 @@ import torch
 from widthlab.data import load_splits
 from widthlab.engine.trainer import TrainConfig, train
 from widthlab.nn.bank import ModelSpec
-from widthlab.nn.growth import GrowingGate
+from widthlab.nn.growth import GrowingGate, output_weight, removal_costs
 from widthlab.store import Store
+from widthlab.studies.growth.config import PROFILES, GrowthProfile, grid, growth_gate
 
 
 def parse() -> argparse.Namespace:
@@ -45,75 +52,117 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--prices", default="1e-4,1e-3,1e-2")
     ap.add_argument("--inits", default="gradmax,random,none")
     ap.add_argument("--seeds", type=int, default=1)
-    ap.add_argument("--epochs", type=int, default=4)
-    ap.add_argument("--train-size", type=int, default=10_000)
-    ap.add_argument("--gate-lr", type=float, default=1e-2)
-    # the settings tuned here (see the report in issue 18's thread)
-    ap.add_argument("--every", type=int, default=10)
-    ap.add_argument("--window", type=int, default=4)
-    ap.add_argument("--horizon", type=float, default=None)
-    ap.add_argument("--max-new", type=int, default=128)
-    ap.add_argument("--max-frac", type=float, default=1.0)
-    ap.add_argument("--candidates", type=int, default=64)
-    ap.add_argument("--grace", type=int, default=40)
-    ap.add_argument("--no-debias", action="store_true")
-    ap.add_argument("--min-gate", type=float, default=0.65)
-    ap.add_argument("--until", type=int, default=None, help="default: steps - grace")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="override a GrowthProfile field")
+    ap.add_argument("--rule-opt", action="append", default=[], metavar="NAME=VALUE",
+                    help="override a BenefitRule setting")
+    ap.add_argument("--trace", default=None, help="write every benefit-rule decision here")
+    ap.add_argument("--cohorts", action="store_true", help="trace cohort costs too")
     ap.add_argument("--no-static", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
     return ap.parse_args()
 
 
-def main() -> None:
-    args = parse()
-    torch.set_num_threads(args.threads)
-    starts = [int(v) for v in args.starts.split(",")]
-    prices = [float(v) for v in args.prices.split(",")]
-    inits = args.inits.split(",")
-    grid = [(i, lam, w, s) for i in inits for lam in prices for w in starts
-            for s in range(args.seeds)]
-    specs = [ModelSpec((w,), seed=s, variant="growing",
-                       options=(("init", i), ("lambda", lam))) for i, lam, w, s in grid]
-    common = dict(dataset=args.dataset, epochs=args.epochs, train_size=args.train_size,
-                  device="cpu", stats_epochs="none", eval_splits=("test",), study="probe")
-    cfg = TrainConfig(**common)
-    if args.until is None:  # the final width then holds only units that were charged
-        args.until = args.epochs * math.ceil(args.train_size / cfg.batch_size) - args.grace
-    opts = dict(lr=args.gate_lr, every=args.every, window=args.window, horizon=args.horizon,
-                max_new=args.max_new, max_frac=args.max_frac, candidates=args.candidates,
-                grace=args.grace, debias=not args.no_debias, min_gate=args.min_gate,
-                until=args.until)
+def _value(text: str):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
 
-    def make() -> GrowingGate:
-        return GrowingGate([g[1] for g in grid], init=[g[0] for g in grid], **opts)
 
-    data = load_splits(args.dataset, val_size=cfg.val_size, seed=cfg.data_seed)
-    t0 = time.perf_counter()
-    run_id = train(specs, cfg, args.store, modifiers=[make], data=data, progress=False)
-    grow_s = time.perf_counter() - t0
-    st = Store(args.store)
-    met = st.metrics(run_id, wide=True)
-    last = met[met.epoch == args.epochs]
-    tr = last[last.split == "train"].set_index("model")
-    te = last[last.split == "test"].set_index("model")
-    d_in, d_out = data.train.x.shape[1], 10
-    rows = []
-    for m, (i, lam, w, s) in enumerate(grid):
-        if m not in tr.index:  # a failed model
-            continue
-        rows.append(dict(init=i, lam=lam, start=w, seed=s, final=int(tr.loc[m, "kept_width"]),
-                         grown=int(tr.loc[m, "grown"]), test_acc=float(te.loc[m, "acc"]),
-                         train_gflops=cfg.batch_size * (4 * d_in + 6 * d_out)
-                         * float(tr.loc[m, "unit_steps"]) / 1e9))
-    table = pd.DataFrame(rows)
-    pd.set_option("display.width", 160)
-    print(table.to_string(index=False))
+def profile(args: argparse.Namespace) -> GrowthProfile:
+    """The quick profile with the probe's starts, prices, inits, seeds and ``--set``s."""
+    hints = typing.get_type_hints(GrowthProfile)
+    over = {}
+    for item in args.set:
+        key, _, text = item.partition("=")
+        value = _value(text)
+        over[key] = float(value) if hints.get(key) is float else value
+    return PROFILES["quick"].replace(
+        starts=tuple(int(v) for v in args.starts.split(",")),
+        lambdas=tuple(float(v) for v in args.prices.split(",")),
+        inits=tuple(args.inits.split(",")), seeds=args.seeds, **over)
+
+
+def _trace(path: str, cohorts: bool) -> None:
+    """Log every benefit-rule decision (step, model, live width, benefit, units +/-)."""
+    out = open(path, "w")  # noqa: SIM115 - kept open for the run
+    benefit, decide = GrowingGate.benefit, GrowingGate._decide
+    seen = {}
+
+    def traced_benefit(self, bank, m, act, logits, y, step):
+        got = benefit(self, bank, m, act, logits, y, step)
+        seen[m] = got
+        if cohorts:  # median cost of every birth cohort, young units included
+            a, b = self.slices[m]
+            cost = removal_costs(logits, act[:, a:b], output_weight(bank, m), y,
+                                 linear=self.rule.linear)
+            born = self.born[a:b]
+            parts = [f"{max(int(t), -1)}:{int((born == t).sum())}:"
+                     f"{float(cost[born == t].median()):.2g}" for t in torch.unique(born)]
+            out.write(f"# {step} {m} " + " ".join(parts) + "\n")
+        return got
+
+    def traced_decide(self, bank, m, act, logits, y, step):
+        n = decide(self, bank, m, act, logits, y, step)
+        got = seen.pop(m, None)
+        if got is not None:
+            out.write(f"{step} {m} {got.width} {got.value} {n}\n")
+            out.flush()
+        return n
+
+    GrowingGate.benefit, GrowingGate._decide = traced_benefit, traced_decide
+
+
+def summarise(table: pd.DataFrame) -> pd.DataFrame:
     summary = table.groupby(["init", "lam"]).agg(mean_w=("final", "mean"),
                                                  min_w=("final", "min"),
                                                  max_w=("final", "max"),
                                                  acc=("test_acc", "mean"))
     summary["spread"] = np.maximum(summary.max_w - summary.mean_w,
                                    summary.mean_w - summary.min_w) / summary.mean_w
+    return summary
+
+
+def main() -> None:
+    args = parse()
+    torch.set_num_threads(args.threads)
+    p = profile(args)
+    g = grid(p)
+    specs = [ModelSpec((w,), seed=s, variant="growing",
+                       options=(("init", i), ("lambda", lam))) for i, lam, w, s in g]
+    common = dict(dataset=args.dataset, epochs=p.epochs, train_size=p.train_size,
+                  device="cpu", stats_epochs="none", eval_splits=("test",), study="probe")
+    cfg = TrainConfig(**common, shrink_every=p.every if p.rule == "benefit" else "epoch")
+    steps = p.epochs * math.ceil(p.train_size / cfg.batch_size)
+    rule = {k: _value(v) for k, v in (item.partition("=")[::2] for item in args.rule_opt)}
+    if args.trace:
+        _trace(args.trace, args.cohorts)
+    data = load_splits(args.dataset, val_size=cfg.val_size, seed=cfg.data_seed)
+    t0 = time.perf_counter()
+    run_id = train(specs, cfg, args.store, modifiers=[lambda: growth_gate(p, g, steps, **rule)],
+                   data=data, progress=False)
+    grow_s = time.perf_counter() - t0
+    st = Store(args.store)
+    met = st.metrics(run_id, wide=True)
+    train_rows = met[met.split == "train"]
+    tr = train_rows[train_rows.epoch == p.epochs].set_index("model")
+    te = met[(met.split == "test") & (met.epoch == p.epochs)].set_index("model")
+    curves = train_rows.pivot(index="model", columns="epoch", values="kept_width")
+    d_in, d_out = data.train.x.shape[1], 10
+    rows = []
+    for m, (i, lam, w, s) in enumerate(g):
+        if m not in tr.index:  # a failed model
+            continue
+        rows.append(dict(init=i, lam=lam, start=w, seed=s, final=int(tr.loc[m, "kept_width"]),
+                         grown=int(tr.loc[m, "grown"]), test_acc=float(te.loc[m, "acc"]),
+                         path="/".join(str(int(v)) for v in curves.loc[m]),
+                         train_gflops=cfg.batch_size * (4 * d_in + 6 * d_out)
+                         * float(tr.loc[m, "unit_steps"]) / 1e9))
+    table = pd.DataFrame(rows)
+    pd.set_option("display.width", 160)
+    print(table.to_string(index=False))
+    summary = summarise(table)
     static_acc = {}
     t1 = time.perf_counter()
     if not args.no_static:
@@ -122,12 +171,19 @@ def main() -> None:
         sspecs = [ModelSpec((w,), seed=s) for w in widths for s in range(args.seeds)]
         sid = train(sspecs, TrainConfig(**common), args.store, data=data, progress=False)
         sm = st.metrics(sid, wide=True)
-        sm = sm[(sm.epoch == args.epochs) & (sm.split == "test")].set_index("model")["acc"]
+        sm = sm[(sm.epoch == p.epochs) & (sm.split == "test")].set_index("model")["acc"]
         for j, k in enumerate(keys):
             static_acc[k] = float(np.mean([sm.loc[j * args.seeds + s]
                                            for s in range(args.seeds)]))
     static_s = time.perf_counter() - t1
     print(summary.to_string())
+    report(table, summary, static_acc)
+    print(f"grow_run_s={grow_s:.1f}")
+    print(f"static_run_s={static_s:.1f}")
+
+
+def report(table: pd.DataFrame, summary: pd.DataFrame, static_acc: dict) -> None:
+    lo, hi = table.start.min(), table.start.max()
     for (i, lam), row in summary.iterrows():
         key = f"{i}_lam{lam:g}"
         sel = table[(table.init == i) & (table.lam == lam)]
@@ -137,11 +193,9 @@ def main() -> None:
         if (i, lam) in static_acc:
             print(f"{key}_static_acc={100 * static_acc[(i, lam)]:.2f}")
             print(f"{key}_acc_minus_static={100 * (row.acc - static_acc[(i, lam)]):+.2f}")
-        sel = table[(table.init == i) & (table.lam == lam)].set_index("start")["train_gflops"]
-        print(f"{key}_gflops_from_{min(starts)}={sel.loc[min(starts)].mean():.1f}")
-        print(f"{key}_gflops_from_{max(starts)}={sel.loc[max(starts)].mean():.1f}")
-    print(f"grow_run_s={grow_s:.1f}")
-    print(f"static_run_s={static_s:.1f}")
+        flops = sel.set_index("start")["train_gflops"]
+        print(f"{key}_gflops_from_{lo}={flops.loc[lo].mean():.1f}")
+        print(f"{key}_gflops_from_{hi}={flops.loc[hi].mean():.1f}")
 
 
 if __name__ == "__main__":

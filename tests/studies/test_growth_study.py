@@ -19,7 +19,8 @@ from widthlab.studies import growth
 from widthlab.studies.base import newest
 
 SMALL = dict(starts=(4, 32), lambdas=(1e-3, 3e-2), inits=("gradmax", "none"), seeds=1,
-             epochs=2, train_size=None, every=5, grace=5, max_new=16)
+             epochs=4, train_size=None, every=2, grace=4, max_new=16, warmup=2,
+             grow_until=12, settle=2)  # 4 epochs of 5 steps
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +42,14 @@ def test_final_widths_are_the_trained_widths(study):
     np.testing.assert_array_equal(t.final_width.to_numpy(int), widths)
     none = t[t.init == "none"]  # the plain sparsifier never grows
     assert (none.final_width <= none.start_width).all()
+    # the benefit rule both grew and removed; every unit is accounted for (its gates carry no
+    # penalty, so units leave only by the rule)
+    met = store.metrics(runs["grow"], wide=True)
+    last = met[(met.split == "train") & (met.epoch == prof.epochs)].set_index("model")
+    g = t[t.init == "gradmax"].set_index("model")
+    assert last.loc[g.index, "grown"].sum() > 0 and last.loc[g.index, "removed"].sum() > 0
+    np.testing.assert_array_equal(
+        g.final_width, g.start_width + last.loc[g.index, "grown"] - last.loc[g.index, "removed"])
 
 
 def test_static_pairs_spreads_and_verdicts(study):
@@ -78,3 +87,24 @@ def test_cli_csv_has_one_row_per_model(tmp_path, study, capsys):
     assert list(table.columns[:6]) == ["start_width", "lam", "seed", "init", "final_width",
                                        "test_acc"]
     assert len(table) == 2 and "train_flops" in table and (table.train_flops > 0).all()
+
+
+def test_the_profile_builds_either_rule():
+    """The benefit rule prices growing models through the rule (gates unpenalised) and the
+    sparsifier models through their gates; the candidate rule charges every gate lambda."""
+    prof = growth.STUDY.profile("quick", **SMALL)
+    lams = [lam for _, lam, _, _ in growth.grid(prof)]
+    inits = [i for i, _, _, _ in growth.grid(prof)]
+    exp = growth.experiment(prof)
+    gate = exp.modifiers[0]()
+    assert exp.config.shrink_every == prof.every and gate.rule is not None
+    assert gate.price_init == lams and gate.until == prof.grow_until
+    assert gate.l1_init == [lam if i == "none" else 0.0 for i, lam in zip(inits, lams,
+                                                                          strict=True)]
+    assert gate.rule.settle == prof.settle and gate.rule.warmup == prof.warmup
+    cand = growth.experiment(prof.replace(rule="candidate"))
+    gate = cand.modifiers[0]()
+    assert gate.rule is None and gate.l1_init == lams and gate.min_gate == prof.min_gate
+    assert cand.config.shrink_every == "epoch"
+    with pytest.raises(Exception, match="unknown growth rule"):
+        prof.replace(rule="magic")

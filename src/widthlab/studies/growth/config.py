@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 from widthlab.engine import TrainConfig
 from widthlab.errors import UsageError
 from widthlab.nn import ModelSpec
-from widthlab.nn.growth import INITS, GrowingGate
+from widthlab.nn.growth import INITS, BenefitRule, GrowingGate
 from widthlab.studies.base import Experiment, Profile, seed_list
 
 NAME = "growth"
 STATIC = "growth-static"
+RULES = ("benefit", "candidate")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -33,11 +34,23 @@ class GrowthProfile(Profile):
     epochs: int = field(default=4, metadata={"help": "epochs"})
     train_size: int | None = field(default=10_000, metadata={"help": "training samples"})
     gate_lr: float = field(default=1e-2, metadata={"help": "gates' learning rate"})
+    rule: str = field(default="benefit",
+                      metadata={"help": "growth rule: benefit (one test for growth and "
+                                        "removal) or candidate (per-candidate price, gates "
+                                        "remove)"})
     every: int = field(default=10, metadata={"help": "steps between growth events"})
-    max_new: int = field(default=128, metadata={"help": "most units added per event"})
-    grace: int = field(default=40, metadata={"help": "steps a new unit is not charged"})
-    min_gate: float = field(default=0.65,
-                            metadata={"help": "no growth while the median gate is below"})
+    window: int = field(default=8, metadata={"help": "recent batches each event measures"})
+    max_new: int = field(default=512, metadata={"help": "most units added per event"})
+    max_frac: float = field(default=3.0,
+                            metadata={"help": "most units added per event, times the width"})
+    grace: int = field(default=100, metadata={"help": "steps a new unit is not measured "
+                                                      "(benefit) or not charged (candidate)"})
+    warmup: int = field(default=30, metadata={"help": "benefit rule: first decision step"})
+    grow_until: int = field(default=80, metadata={"help": "benefit rule: last growth step"})
+    settle: int = field(default=20,
+                        metadata={"help": "benefit rule: no removal in the last steps"})
+    min_gate: float = field(default=0.65, metadata={
+        "help": "candidate rule: no growth while the median gate is below"})
     static: bool = field(default=True, metadata={"help": "static networks of final widths"})
 
     def validate(self) -> None:
@@ -48,13 +61,14 @@ class GrowthProfile(Profile):
             raise UsageError(f"prices must be finite and >= 0, got {list(self.lambdas)}")
         if any(int(w) != w or w < 1 for w in self.starts) or not self.starts:
             raise UsageError(f"starts must be positive widths, got {list(self.starts)}")
+        if self.rule not in RULES:
+            raise UsageError(f"unknown growth rule {self.rule!r}; choose from "
+                             f"{', '.join(RULES)}")
 
 
 PROFILES = {
-    # the tuned rule of scripts/growth_probe.py: 10,000 images, 4 epochs; the two higher
-    # prices (at 1e-4 every model ends about 1,000 wide: half the training and 80% of the
-    # static references' for no verdict of its own)
-    "quick": GrowthProfile(lambdas=(1e-3, 1e-2)),
+    # the benefit rule as tuned with scripts/growth_probe.py: 10,000 images, 4 epochs
+    "quick": GrowthProfile(),
     # the full profile's 15 epochs and three prices on 10,000 images, one seed
     "standard": GrowthProfile(epochs=15),
     "full": GrowthProfile(seeds=3, epochs=15, train_size=None),
@@ -72,14 +86,31 @@ def experiment(p: GrowthProfile, n_train: int | None = None) -> Experiment:
     g = grid(p)
     specs = [ModelSpec((w,), seed=s, variant="growing", options=(("init", i), ("lambda", lam)))
              for i, lam, w, s in g]
+    benefit = p.rule == "benefit"
     cfg = TrainConfig(epochs=p.epochs, train_size=p.train_size, stats_epochs="none",
-                      eval_splits=("test",))
+                      eval_splits=("test",),
+                      # the benefit rule masks units: remove them at its cadence
+                      shrink_every=p.every if benefit else "epoch")
     steps = p.epochs * math.ceil((p.train_size or 55_000) / cfg.batch_size)
-    until = max(steps - p.grace, 1)  # the final width then holds only units that were charged
 
     def gates() -> GrowingGate:
-        return GrowingGate([x[1] for x in g], init=[x[0] for x in g], lr=p.gate_lr,
-                           every=p.every, max_new=p.max_new, max_frac=1.0, grace=p.grace,
-                           min_gate=p.min_gate, until=until)
+        return growth_gate(p, g, steps)
 
     return Experiment("grow", specs, cfg, modifiers=(gates,))
+
+
+def growth_gate(p: GrowthProfile, g: list[tuple[str, float, int, int]], steps: int,
+                **rule: object) -> GrowingGate:
+    """The study's GrowingGate for the models ``g`` (:func:`grid`) of a run of ``steps``
+    steps: the benefit rule (growing models' gates unpenalised, the price acting through the
+    rule; the sparsifier models, init none, under lambda * sum(relu(g))) or the candidate
+    rule (every gate charged lambda, no growth in the last ``grace`` steps). ``rule``:
+    :class:`~widthlab.nn.growth.BenefitRule` settings other than its defaults (probes)."""
+    inits, lams = [x[0] for x in g], [x[1] for x in g]
+    common = dict(init=inits, lr=p.gate_lr, every=p.every, window=p.window,
+                  max_new=p.max_new, max_frac=p.max_frac, grace=p.grace, price=lams)
+    if p.rule == "benefit":
+        settings = BenefitRule(warmup=p.warmup, settle=p.settle, **rule)
+        l1 = [lam if i == "none" else 0.0 for i, lam in zip(inits, lams, strict=True)]
+        return GrowingGate(l1, until=p.grow_until, rule=settings, **common)
+    return GrowingGate(lams, min_gate=p.min_gate, until=max(steps - p.grace, 1), **common)

@@ -29,12 +29,13 @@ from widthlab.studies.growth.config import NAME, PROFILES, GrowthProfile, experi
 from widthlab.studies.growth.references import static_experiment
 
 PAIR = "mnist-vs-fashion"
-INTRO = ("Every model starts at its width under gates relu(g) priced lambda per unit; every few "
-         "steps, candidate units are scored by the loss decrease their zero-initialised outgoing "
-         "weights would buy per step (GradMax-style incoming weights, random ones, or none: the "
-         "plain sparsifier) and added when that exceeds the price. All starts, prices and "
-         "initialisations train in one fused run; static networks of each final width are the "
-         "reference.")
+INTRO = ("Every model starts at its width; every few steps it measures the exact removal cost "
+         "of each of its mature units on recent batches and compares the median with the price "
+         "lambda per unit (the benefit rule): above it the model adds units (GradMax-style or "
+         "random incoming weights, zero outgoing ones), below it removes its cheapest; the plain "
+         "sparsifier (init none: gates relu(g) priced lambda * sum(relu(g)), no growth) trains "
+         "alongside. All starts, prices and initialisations train in one fused run; static "
+         "networks of each final width are the reference.")
 CSV_COLUMNS = ["start_width", "lam", "seed", "init", "final_width", "test_acc", "train_flops"]
 
 
