@@ -49,7 +49,7 @@ gates sustain is set by their dynamics; the growth rule fills up to it rather th
 
 That is the *candidate rule* (``rule=None``). Its two sides price different things (a
 candidate's decrease per step; the gates' L1 dynamics), so each start stops at its own edge of
-a band: on the quick MNIST profile the final widths from starts 8..2048 spread 70%, 34%, 17%
+a band: on the quick MNIST profile the final widths from starts 8..2048 spread 71%, 33%, 17%
 around their mean at lambda 1e-4, 1e-3, 1e-2.
 
 The benefit rule (``rule=BenefitRule(...)``, what the growth study uses)
@@ -67,9 +67,9 @@ width, ``k_m`` its mature units.
   ``min(ceil(k_m * (b / lambda) ** (1 / alpha) - k), max_new, ceil(max_frac * k))`` units (the
   young ones count towards the target), the best candidates by the candidate rule's score;
 * ``b < remove_at * lambda``, no young unit left, before the run's last ``settle`` steps: it
-  removes the
-  ``min(ceil(k - k_m * (b / lambda) ** (1 / alpha_remove)), floor(max_remove * k_m))`` mature
-  units with the smallest costs (masked here, taken out by the engine's next shrink);
+  removes its ``min(ceil(k - k_m * (b / lambda) ** (1 / alpha_remove)), floor(max_remove *
+  k_m))`` mature units with the smallest costs (masked here, taken out by the engine's next
+  shrink: run it with ``shrink_every = every``);
 * otherwise nothing.
 
 A start above the width where ``b = lambda`` and a start below both move towards it. Why the
@@ -78,21 +78,25 @@ settings (measured on the quick profile, MNIST, 316 steps):
 * *young units are neither measured nor removed*: a new unit's outgoing weights start at zero;
 * *growth early and generous, the width then set from above* (``until`` about a quarter of
   the run, ``alpha = 1``: a growth step overshoots): units added to a network that already fits
-  stay lazy. A hundred steps later the median cost of the units present at the start was 0.2,
-  of those added at step 20 0.01, at 40 0.003, at 60 1e-4, at 80 2e-5; such units are only
-  ever removed, so the width is reached by removing the lazy ones, as large starts reach it;
+  stay lazy. At step 180 of a start at 8 (lambda 1e-3) the median cost of its first units was
+  0.2, of those added at step 20 0.01, at 40 0.002, at 60 9e-5, at 80 4e-5; such units are
+  only ever removed, so the width is reached by removing the lazy ones, as large starts reach
+  it;
 * *removal in small steps* (``alpha_remove = 3``, ``max_remove``): the cost of the median unit
   jumps as a network sheds its lazy units; larger steps overshoot into the units that carry it;
 * *the first-order term is dropped*: during training it follows the optimiser's momentary
-  direction; with it the benefit of a network of fixed width jumped tenfold between events,
-  without it it moves by its sampling noise (7-8% over 1024 samples);
+  direction; with it the benefit of a network of fixed width jumped up to fivefold between
+  events, without it it moves by little more than its sampling noise (7-8% over 1024 samples
+  for a trained network, 9-14% with the term);
 * *the gates need no penalty*: the study runs growing models with ``l1 = 0`` (``price`` =
   lambda), the price acting through this test alone; the gates stay as learned scales.
 
-What is left: the cost of a unit depends on its history as well as on the width (a network
-pruned from 2048 prices its median unit at lambda with fewer units than one trained near its
-width from the start), so the widths from different starts agree only to that extent (see the
-growth study).
+Measured with the growth study's quick profile (gradmax, starts 8, 64, 512, 2048): spreads
+15%, 14%, 16% on MNIST at lambda 1e-4, 1e-3, 1e-2, and 36%, 15%, 32% on FashionMNIST. What is
+left: the cost of a unit depends on its history as well as on the width (a network pruned from
+2048 prices its median unit at lambda with fewer units than one trained near its width from
+the start; a grown one, after shedding its lazy units, keeps a core whose costs keep rising),
+so the widths from different starts agree only to that extent.
 
 New units have zero outgoing weights (the outputs do not change at insertion), gate 1, and zero
 optimizer state (:meth:`MLPBank.grow_`, :meth:`BankOptimizer.grown`). Growth needs
@@ -101,7 +105,8 @@ seeded by ``(seed, step, the model's spec seed)``, so a resumed run grows exactl
 uninterrupted one, and a model draws the same candidates whatever else the bank holds.
 
 Each epoch it records, per model, what :class:`SparsifierGate` records plus ``grown`` (units
-added so far) and ``unit_steps`` (the sum over training steps of the computed width, from which
+added so far), ``removed`` (units the benefit rule removed so far; with it only) and
+``unit_steps`` (the sum over training steps of the computed width, from which
 the training FLOPs follow: ``batch * (4 * in + 6 * out) * unit_steps`` for the hidden units,
 whose first layer forms no input gradient).
 
