@@ -17,16 +17,18 @@ Example::
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 import sys
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from widthlab.errors import UsageError, WidthlabError
 from widthlab.report.figures import save
 from widthlab.report.html import Rendered, write_report
 from widthlab.store import Store
-from widthlab.studies.base import Section, Study, newest
+from widthlab.studies.base import Figure, Section, Study, newest
 
 Log = Callable[[str], None]
 
@@ -102,42 +104,122 @@ def budget(st: Store, run_ids: Sequence[str]) -> str:
                      for (dataset, what), labels in groups.items())
 
 
-def _render(study: Study, sec: Section, st: Store, fig_dir: Path,
-            study_runs: Sequence[str] = ()) -> Rendered:
-    """``sec`` with its figures saved; its budget from its runs (a section drawn from no run
-    of its own, e.g. MNIST versus FashionMNIST, states the budget of all the study's runs)
-    and the journal's budget beside it."""
+def _prepared(study: Study, sec: Section, st: Store, study_runs: Sequence[str]) -> Section:
+    """``sec`` with its budget from its runs (a section drawn from no run of its own, e.g.
+    MNIST versus FashionMNIST, states the budget of all the study's runs) and the journal's
+    budget beside it."""
     if not sec.journal:
         sec.journal = study.journal
     if not sec.budget:
         sec.budget = budget(st, sec.run_ids or study_runs)
     if not sec.journal_budget:
         sec.journal_budget = study.journal_budget
-    figures = [(f.caption, save(f.draw(), fig_dir, f"{study.name}-{f.key}")[0])
-               for f in sec.figures]
-    runs = [st.get_run(r) for r in dict.fromkeys(sec.run_ids)]
-    return Rendered(sec, figures, [r for r in runs if r is not None])
+    return sec
+
+
+def _error_section(study: Study, st: Store, run_ids: Sequence[str], exc: BaseException | str,
+                   log: Log) -> Rendered:
+    why = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
+    shown = ", ".join(run_ids)
+    log(f"widthlab: warning: the {study.name} section could not be drawn from runs "
+        f"{shown} ({why}); the rest of the report is written")
+    sec = Section(title=f"{study.title or study.name}: not drawn", journal=study.journal,
+                  error=f"{why} (runs: {shown}). Train more of the study (e.g. its quick "
+                        "profile) or leave these runs out of the report.",
+                  run_ids=list(run_ids))
+    return Rendered(sec, [], [r for r in (st.get_run(i) for i in run_ids) if r])
+
+
+# The figures being saved by the workers of :func:`save_figures`: forked workers inherit
+# this list (a figure's ``draw`` is a closure over its study's tables: not picklable) and
+# receive indices only.
+_JOBS: list[tuple[Figure, Path, str]] = []
+
+
+def _save_job(i: int) -> Path | str:
+    fig, out_dir, name = _JOBS[i]
+    try:
+        return save(fig.draw(), out_dir, name)[0]
+    except Exception as exc:  # noqa: BLE001 - reported per figure, its study gets a note
+        return f"{type(exc).__name__}: {exc} (figure {fig.key})"
+
+
+def report_workers() -> int:
+    """Processes that save the report's figures: the CPUs this process may use, at most 4
+    (``WIDTHLAB_REPORT_WORKERS`` overrides; 1 saves them in this process)."""
+    env = os.environ.get("WIDTHLAB_REPORT_WORKERS")
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise UsageError("WIDTHLAB_REPORT_WORKERS must be a whole number, got "
+                             f"{env!r}") from None
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(4, cpus or 1))
+
+
+def save_figures(jobs: Sequence[tuple[Figure, Path, str]],
+                 workers: int | None = None) -> list[Path | str]:
+    """Draw and save every ``(figure, folder, name)`` of ``jobs``: the PNG's path per job, or
+    the error (a string) where drawing or saving failed. Matplotlib spends most of a report's
+    time laying out text; the figures are independent, so ``workers`` forked processes
+    (:func:`report_workers`) save them side by side where the platform can fork; in this
+    process otherwise. The result does not depend on ``workers``."""
+    global _JOBS
+    workers = report_workers() if workers is None else workers
+    workers = min(workers, len(jobs))
+    _JOBS = list(jobs)
+    try:
+        if workers <= 1 or "fork" not in mp.get_all_start_methods():
+            return [_save_job(i) for i in range(len(jobs))]
+        # largest figures first would need their sizes; interleaved order balances well
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
+            return list(pool.map(_save_job, range(len(jobs)), chunksize=1))
+    finally:
+        _JOBS = []
 
 
 def study_sections(study: Study, st: Store, run_ids: Sequence[str], fig_dir: Path,
                    log: Log = _stderr) -> list[Rendered]:
-    """The rendered sections of ``study`` from ``run_ids``; one explaining section (and a
-    ``log`` line naming the runs) when they cannot be drawn."""
-    try:
-        runs = newest(st, run_ids)
-        tables = study.tables(st, runs)
-        sections = study.sections(tables, study.verdicts(tables))
-        return [_render(study, sec, st, fig_dir, run_ids) for sec in sections]
-    except Exception as exc:  # noqa: BLE001 - one study must not block the whole report
-        why = f"{type(exc).__name__}: {exc}"
-        shown = ", ".join(run_ids)
-        log(f"widthlab: warning: the {study.name} section could not be drawn from runs "
-            f"{shown} ({why}); the rest of the report is written")
-        sec = Section(title=f"{study.title or study.name}: not drawn", journal=study.journal,
-                      error=f"{why} (runs: {shown}). Train more of the study (e.g. its quick "
-                            "profile) or leave these runs out of the report.",
-                      run_ids=list(run_ids))
-        return [Rendered(sec, [], [r for r in (st.get_run(i) for i in run_ids) if r])]
+    """The rendered sections of ``study`` from ``run_ids`` (figures saved in this process);
+    one explaining section (and a ``log`` line naming the runs) when they cannot be drawn."""
+    return render_studies([(study, run_ids)], st, fig_dir, log, workers=1)
+
+
+def render_studies(chosen: Sequence[tuple[Study, Sequence[str]]], st: Store, fig_dir: Path,
+                   log: Log = _stderr, workers: int | None = None) -> list[Rendered]:
+    """The rendered sections of every ``(study, run_ids)``, in order: tables, verdicts and
+    sections computed here, every figure saved by :func:`save_figures`. A study whose tables,
+    sections or any figure fail gets one explaining section instead (one must not block the
+    whole report)."""
+    prepared: list[tuple[Study, Sequence[str], list[Section] | BaseException]] = []
+    jobs: list[tuple[Figure, Path, str]] = []
+    for study, run_ids in chosen:
+        try:
+            runs = newest(st, run_ids)
+            tables = study.tables(st, runs)
+            sections = [_prepared(study, sec, st, run_ids)
+                        for sec in study.sections(tables, study.verdicts(tables))]
+            jobs += [(f, fig_dir, f"{study.name}-{f.key}") for sec in sections
+                     for f in sec.figures]
+            prepared.append((study, run_ids, sections))
+        except Exception as exc:  # noqa: BLE001 - one study must not block the whole report
+            prepared.append((study, run_ids, exc))
+    saved = iter(save_figures(jobs, workers))
+    out: list[Rendered] = []
+    for study, run_ids, sections in prepared:
+        if isinstance(sections, BaseException):
+            out.append(_error_section(study, st, run_ids, sections, log))
+            continue
+        figures = [[(f.caption, next(saved)) for f in sec.figures] for sec in sections]
+        failed = [p for figs in figures for _, p in figs if isinstance(p, str)]
+        if failed:
+            out.append(_error_section(study, st, run_ids, failed[0], log))
+            continue
+        out += [Rendered(sec, figs, [r for r in (st.get_run(i) for i in dict.fromkeys(
+                    sec.run_ids)) if r is not None]) for sec, figs in zip(sections, figures,
+                                                                        strict=True)]
+    return out
 
 
 def environment_section(store: Store, timings: list[dict] | None = None) -> Rendered:
@@ -181,9 +263,7 @@ def build_report(store: Store | str | os.PathLike, run_ids: Sequence[str] | None
     chosen = _checked(st, choose_runs(st, run_ids, studies, log), log)
     out = Path(out)
     fig_dir = out.parent / f"{out.stem}-figures"
-    rendered = []
-    for study in studies:  # report order
-        if study.name in chosen:
-            rendered += study_sections(study, st, chosen[study.name], fig_dir, log)
+    rendered = render_studies([(study, chosen[study.name]) for study in studies  # report order
+                               if study.name in chosen], st, fig_dir, log)
     rendered.append(environment_section(st, timings))
     return write_report(rendered, out)
