@@ -111,3 +111,36 @@ def test_ray_executor_survives_a_killed_worker_and_matches_local(tmp_path):
     assert killed, "no Ray worker was seen running a job"
     assert rows(Store(tmp_path / "ray")) == rows(Store(tmp_path / "local"))
     assert all(job_done(Store(tmp_path / "ray"), j) for j in jobs)
+
+
+@pytest.mark.realdata
+def test_local_workers_run_jobs_side_by_side_and_store_what_one_process_stores(
+        tmp_path, one_thread):
+    """Two worker processes (1 thread each) against this process at 1 thread: the same rows;
+    the PCA job starts only after its variance job; progress events reach this process."""
+    jobs = [Job("variance", "mnist", "quick", options=SMALL),
+            Job("variance", "fashion-mnist", "quick", options=SMALL),
+            Job("pca", "mnist", "quick", options=PCA_SMALL, needs=("variance",))]
+    LocalExecutor(run_study_job).run(jobs, tmp_path / "one")
+    order, events = [], []
+
+    def done(job, result, seconds, skipped):
+        order.append(job.name)
+
+    out = LocalExecutor(run_study_job, workers=2, threads=1).run(
+        jobs, tmp_path / "two", progress=events.append, on_done=done)
+    assert list(out) == jobs
+    assert order.index("pca/mnist/quick") > order.index("variance/mnist/quick")
+    assert rows(Store(tmp_path / "one")) == rows(Store(tmp_path / "two"))
+    epochs = [e for e in events if e.kind == "epoch"]
+    assert {e.what.split("-")[0] for e in epochs} >= {"variance"} and len(epochs) >= 4
+    # a second call finds everything stored and starts no worker
+    seen = []
+    LocalExecutor(run_study_job, workers=2).run(
+        jobs, tmp_path / "two", on_done=lambda j, r, s, skipped: seen.append(skipped))
+    assert seen == [True, True, True]
+
+
+def test_local_workers_are_checked():
+    with pytest.raises(UsageError, match="workers and threads must be >= 1"):
+        LocalExecutor(run_study_job, workers=0)

@@ -18,6 +18,7 @@ of the module it drives.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import sys
 import warnings
@@ -379,8 +380,12 @@ def report_cmd(run_ids: tuple[str, ...], store: Path, out: Path) -> None:
 @click.option("--studies", default=None,
               help="Comma-separated subset (default: every study, in the journal's order).")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local",
-              show_default=True, help="local: this process; ray: one job per study x dataset "
-                                      "on a Ray cluster (pip install 'widthlab[ray]').")
+              show_default=True, help="local: this machine (--workers processes); ray: one "
+                                      "job per study x dataset on a Ray cluster (pip install "
+                                      "'widthlab[ray]').")
+@click.option("--workers", default="auto", show_default=True,
+              help="local executor: processes running jobs side by side, each on an equal "
+                   "share of the torch threads (auto: one per CPU, 1: this process only).")
 @click.option("--address", default=None,
               help="Ray cluster address (auto, ray://host:10001); omitted: a local Ray instance.")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="auto",
@@ -390,7 +395,7 @@ def report_cmd(run_ids: tuple[str, ...], store: Path, out: Path) -> None:
               default=Path("report.html"), show_default=True, help="The HTML report to write.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def reproduce_cmd(profile: str, datasets: str, data_path: Path | None, target: str | None,
-                  studies: str | None, executor: str,
+                  studies: str | None, executor: str, workers: str,
                   address: str | None, device: str, store: Path, out: Path,
                   quiet: bool) -> None:
     """Rerun the whole journal: every study on every dataset, then one report.
@@ -400,16 +405,35 @@ def reproduce_cmd(profile: str, datasets: str, data_path: Path | None, target: s
     """
 
     user_data(data_path, target)  # a bad file stops here, before any job
+    n_workers = _workers(workers)
+
     def split(text):
         return [t.strip() for t in text.split(",") if t.strip()]
 
     with engine_progress(quiet) as progress:
         path = reproduce(profile, split(datasets), store=store, out=out,
                          studies=split(studies) if studies else None, executor=executor,
-                         address=address, device=device, progress=progress,
+                         workers=n_workers, address=address, device=device,
+                         progress=progress,
                          log=(lambda line: None) if quiet else None,
                          data_file=None if data_path is None else (str(data_path), target))
     click.echo(str(path))
+
+
+def _workers(text: str) -> int:
+    """``--workers``: a count >= 1, or auto (the CPUs this process may use)."""
+    if text.strip().lower() == "auto":
+        cpus = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                else os.cpu_count())
+        return max(1, cpus or 1)
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise click.BadParameter(f"expected a whole number >= 1 or auto, got {text!r}",
+                                 param_hint="--workers")
+    return n
 
 
 # ------------------------------------------------------------------------------- frontier

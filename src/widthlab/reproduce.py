@@ -88,20 +88,23 @@ def run_study_job(job: Job, store: Store, progress: object,
 def reproduce(profile: str = "quick", datasets: Sequence[str] = DATASETS, *,
               store="widthlab-runs", out: str | os.PathLike = "report.html",
               studies: Sequence[str] | None = None, executor: str = "local",
-              address: str | None = None, device: str = "auto", progress: object = None,
+              workers: int = 1, address: str | None = None, device: str = "auto",
+              progress: object = None,
               log: Callable[[str], None] | None = None,
               data_file: tuple[str, str | None] | None = None) -> Path:
     """Run (or skip) every job, then write the report; returns the report's path.
 
     ``log(line)`` receives one line per finished job (default: stderr); ``progress`` is the
-    engine's progress callback (:func:`widthlab.ui.engine_progress`).
+    engine's progress callback (:func:`widthlab.ui.engine_progress`); ``workers``: processes
+    of the local executor running independent jobs side by side (1: this process).
     """
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     data = None if data_file is None else load_data(data_file[0], data_file[1])
     jobs = jobs_for(profile, datasets, studies, device, data,
                     None if data_file is None else (str(Path(data_file[0]).resolve()),
                                                     data_file[1]))
-    ex = make_executor(run_study_job, executor, address)
+    ex = make_executor(run_study_job, executor, address,
+                       **({"workers": workers} if executor == "local" else {}))
     timings: list[dict] = []
     t0 = time.perf_counter()
 

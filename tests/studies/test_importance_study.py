@@ -170,7 +170,7 @@ def test_profiles_and_errors():
     specs, cfg = exp.specs, exp.config
     assert len(specs) == 6 and cfg.epochs == 3 and importance.STUDY.label(exp.name) == \
         "importance:scores"
-    assert cfg.train_size == 20_000
+    assert cfg.train_size == 10_000
     (full,) = importance.STUDY.experiments(importance.STUDY.profile("full"), "mnist")
     assert full.config.epochs == 15 and full.config.train_size is None
     assert len(full.specs) == 3 * len({s.width for s in full.specs})

@@ -97,7 +97,7 @@ def test_profiles_and_errors(tmp_path):
     assert [s.name for s in steps] == ["stability", *VARIANT_STEPS]
     stab = steps[0]
     assert {s.width for s in stab.specs} == {128, 512} and stab.config.epochs == 6
-    assert stab.config.train_size == 20_000
+    assert stab.config.train_size == 10_000
     assert stab.hooks[0].record == "all" and stab.hooks[0].topk == "none"
     assert ordering.STUDY.label(steps[1].name) == "ordering:variant-flexible"
     assert ordering.STUDY.command == "ordering-stability"

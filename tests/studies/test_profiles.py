@@ -35,13 +35,14 @@ def test_quick_standard_full_and_the_journals_budget(study):
 def test_quick_budgets():
     p = get_study("variance").profile("quick")
     assert (p.widths, p.seeds, p.epochs, p.train_size) == (tuple(sqrt2_widths(16, 1024)), 2, 2,
-                                                           None)
+                                                           20_000)
     p = get_study("optimizer").profile("quick")
-    assert (p.replicates, p.epochs, p.train_size, p.width) == (3, 15, 10_000, 128)
-    assert get_study("growth").profile("quick").lambdas == (1e-3, 1e-2)
-    assert get_study("importance").profile("quick").max_samples == 2500
+    assert (p.replicates, p.epochs, p.train_size, p.width) == (3, 15, 10_000, 64)
+    p = get_study("growth").profile("quick")
+    assert p.lambdas == (1e-4, 1e-3, 1e-2) and p.inits == ("gradmax", "none")
+    assert get_study("importance").profile("quick").max_samples == 1500
     p = get_study("ordering").profile("quick")
-    assert (p.epochs, p.max_samples) == (6, 2000)
+    assert (p.epochs, p.max_samples) == (6, 1500)
 
 
 def test_standard_trains_the_journals_epochs_where_the_verdicts_need_them():

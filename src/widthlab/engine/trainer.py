@@ -82,6 +82,7 @@ class TrainConfig:
     precision: str = "fp32"         # fp32 | bf16 (autocast; master weights stay fp32)
     eval_batch_size: int = 1000
     eval_splits: tuple[str, ...] = ("val", "test")
+    eval_epochs: str = "all"        # evaluate eval_splits after "all" epochs or the "last" only
     stats_split: str = "train"      # split over which neuron statistics are streamed
     stats_epochs: str | tuple[int, ...] = "last"   # "last", "all", "none" or epoch numbers
     preact_cov: bool = False        # also stream the pre-activation covariance (PCA)
@@ -119,6 +120,8 @@ class TrainConfig:
         else:
             self.stats_epochs = tuple(int(e) for e in self.stats_epochs)
         self.eval_splits = tuple(self.eval_splits)
+        if self.eval_epochs not in ("all", "last"):
+            raise UsageError(f"eval_epochs must be 'all' or 'last', got {self.eval_epochs!r}")
         if isinstance(self.shrink_every, str) and self.shrink_every.isdigit():
             self.shrink_every = int(self.shrink_every)
         if self.shrink_every in ("none", "None"):
@@ -583,7 +586,8 @@ class Engine:
         cfg = self.cfg
         metrics: list[MetricRow] = []
         arrays: list[ArrayRow] = []
-        splits = list(cfg.eval_splits)
+        splits = list(cfg.eval_splits) if (cfg.eval_epochs == "all"
+                                           or epoch == cfg.epochs) else []
         want_stats = cfg.wants_stats(epoch)
         if want_stats and cfg.stats_split not in splits:
             splits.append(cfg.stats_split)

@@ -97,11 +97,11 @@ def _decades(hi: float, lo: float, step: float) -> tuple[float, ...]:
 
 
 PROFILES = {
-    # about 15 s per dataset on a 2-core CPU: N = 128 (the quick widths stay below 100),
-    # 10000 training images, 4-5 epochs, two models per pretraining level
+    # 58 s per dataset on one thread beside another job: N = 128 (the quick widths stay below
+    # 100), 10000 training images, 4-5 epochs, one model per penalty, two per pretraining level
     "quick": FlexibleProfile(n=128, train_size=10000, epochs=4, starts_step=32,
                              conv_replicates=1, conv_penalty=1e-4, l2=1e-3,
-                             penalties=_decades(-2.5, -7.5, 1.0), replicates=2, minima_models=3,
+                             penalties=_decades(-2.5, -7.5, 1.0), replicates=1, minima_models=3,
                              minima_epochs=5, pretrain_levels=(0, 1, 2), pretrain_models=2,
                              pretrain_epochs=4, size_only_epochs=2),
     # the journal's epochs (15; 30 for the local minima and the pretrained networks, after

@@ -4,7 +4,7 @@ network trained without gates and cut after training by ``widthlab.frontier`` la
 with one epoch of fine-tuning (one stored run); a manifest run lists the runs of one profile.
 
 The full profile is ``benchmarks/bench_lenet.py``'s settings (the 60,000 training images,
-30 / 10 epochs, three prices each); the quick one fits CI time (6,000 images, 3 / 2 epochs).
+30 / 10 epochs, three prices each); the quick one fits CI time (3,000 images, 3 / 2 epochs).
 """
 
 from __future__ import annotations
@@ -68,10 +68,14 @@ class LenetProfile(Profile):
 
 
 PROFILES = {
-    # CI time: 6,000 training images, 3 / 2 epochs, two prices per network; the gates learn
+    # CI time (about a minute per dataset on one thread): 3,000 training images, 3 / 2 epochs,
+    # two prices per network; the gates learn
     # 5x faster than in the full run so that units die within those few hundred steps
     "quick": LenetProfile(prices300=(5e-4, 2e-3), prices5=(5e-4, 2e-3), epochs300=3, epochs5=2,
-                          train_size=6000, gate_lr=5e-2, calib_size=1000),
+                          train_size=3000, gate_lr=5e-2, calib_size=1000),
+    # between the two: 20,000 images, half the full epochs (15 / 5), two prices per network
+    "standard": LenetProfile(prices300=(5e-4, 1e-3), prices5=(5e-4, 1e-3), epochs300=15,
+                             epochs5=5, train_size=20_000, gate_lr=2e-2, calib_size=5000),
     # benchmarks/bench_lenet.py: the 60,000 training images, 30 / 10 epochs, three prices
     "full": LenetProfile(),
 }

@@ -57,10 +57,10 @@ class OptimizerProfile(Profile):
 
 
 PROFILES = {
-    # about 20 s per dataset on a 2-core CPU: 10,000 training images reach a low loss within
-    # 15 epochs (1,185 batches per model); 3 replicates of 128 neurons. The AdaMax and x0-lr
-    # spike counts are a few per 1,000 batches: their verdicts move with any budget
-    "quick": OptimizerProfile(replicates=3, epochs=15, train_size=10_000, width=128,
+    # 47 s per dataset on one thread beside another job: 10,000 training images reach a low
+    # loss within 15 epochs (1,185 batches per model); 3 replicates of 64 neurons. The AdaMax
+    # and x0-lr spike counts are a few per 1,000 batches: their verdicts move with any budget
+    "quick": OptimizerProfile(replicates=3, epochs=15, train_size=10_000, width=64,
                               x0_start=64.0),
     # past the journal's 30 epochs, where the noise showed: 60 epochs, 5 replicates of 256
     "standard": OptimizerProfile(replicates=5, epochs=60, train_size=10_000),

@@ -59,8 +59,8 @@ class PCAProfile(Profile):
 
 PROFILES = {
     # about a minute for both datasets here, on top of the quick variance study
-    "quick": PCAProfile(seeds=(0,), cov_samples=10_000, teacher_width=22,
-                        conj_widths=(4, 8, 16, 22, 32, 64, 128), conj_seeds=2, conj_train=20_000,
+    "quick": PCAProfile(seeds=(0,), cov_samples=5000, teacher_width=22,
+                        conj_widths=(4, 8, 16, 22, 32, 64, 128), conj_seeds=2, conj_train=10_000,
                         conj_epochs=3),
     # two seeds of the standard sweep over 20,000 images; the conjecture trained 15 epochs
     "standard": PCAProfile(seeds=(0, 1), cov_samples=20_000, teacher_width=22,

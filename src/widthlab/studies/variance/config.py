@@ -53,10 +53,11 @@ class VarianceProfile(Profile):
 
 
 PROFILES = {
-    # about half a minute per dataset on a 2-core CPU: the journal's grid up to 1024 (both
+    # 50 s per dataset on one thread beside another job: the journal's grid up to 1024 (both
     # quick plateaus are below 400), 2 seeds (the verdicts use the means over seeds; two give
-    # the 95% intervals), 2 epochs of every image
-    "quick": VarianceProfile(widths=tuple(sqrt2_widths(16, 1024)), seeds=2, epochs=2),
+    # the 95% intervals), 2 epochs of 20,000 images
+    "quick": VarianceProfile(widths=tuple(sqrt2_widths(16, 1024)), seeds=2, epochs=2,
+                             train_size=20_000),
     # about 5 minutes per dataset on a 2-core CPU: the journal's 15 epochs of its first MNIST
     # runs (the total std's logarithmic trend appeared only after training longer), the grid
     # up to 2048 (FashionMNIST's plateau was at about 1024), 2 seeds
