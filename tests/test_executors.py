@@ -144,3 +144,13 @@ def test_local_workers_run_jobs_side_by_side_and_store_what_one_process_stores(
 def test_local_workers_are_checked():
     with pytest.raises(UsageError, match="workers and threads must be >= 1"):
         LocalExecutor(run_study_job, workers=0)
+
+
+@pytest.mark.realdata
+def test_a_failing_job_in_a_worker_is_raised_after_the_others_finish(tmp_path, one_thread):
+    good = Job("variance", "mnist", "quick", options=SMALL)
+    bad = Job("variance", "fashion-mnist", "quick",
+              options=(("widths", (0,)), ("device", "cpu")))
+    with pytest.raises(UsageError, match="widths must be positive"):
+        LocalExecutor(run_study_job, workers=2, threads=1).run([bad, good], tmp_path)
+    assert job_done(Store(tmp_path), good) is not None and job_done(Store(tmp_path), bad) is None
