@@ -441,15 +441,27 @@ class GrowingGate(SparsifierGate):
             return None
         delta = output_error(bank, x, y)  # (N, M, C)
         w, b = self._candidates(bank, x, delta, grow, int(step))  # (M', K, in), (M', K)
-        grad, noise = outgoing_gradient(x, delta[:, grow], w, b, noise=True)  # (M', K, C)
-        gain = grad.abs().sum(-1)  # (M', K)
-        if self.debias:  # minus the expected |G|_1 of a candidate with no real gradient
-            gain = gain - NOISE_L1 * noise.sqrt().sum(-1)
-        gain = self.out_lr * gain  # predicted decrease of the loss per step
+        gain = self.out_lr * self._gain(x, delta[:, grow], w, b)  # loss decrease per step
         price = self.price_per_step[grow]
+        return self._plan(bank, grow, w, b, [self._select(bank, m, w[j], gain[j],
+                                                          float(price[j]))
+                                             for j, m in enumerate(grow)])
+
+    def _gain(self, x: Tensor, delta: Tensor, w: Tensor, b: Tensor) -> Tensor:
+        """``|G|_1`` of each candidate's outgoing-weight gradient ``(M', K)``, minus the
+        expected value of a candidate with no real gradient when ``debias``."""
+        grad, noise = outgoing_gradient(x, delta, w, b, noise=True)  # (M', K, C)
+        gain = grad.abs().sum(-1)
+        if self.debias:
+            gain = gain - NOISE_L1 * noise.sqrt().sum(-1)
+        return gain
+
+    def _plan(self, bank, models: list[int], w: Tensor, b: Tensor,
+              takes: list[Tensor]) -> GrowthPlan | None:
+        """The :class:`GrowthPlan` adding candidates ``takes[j]`` of ``w[j], b[j]`` to model
+        ``models[j]`` (new unit ids continue the model's numbering); None when empty."""
         plan = GrowthPlan([], [], [], [])
-        for j, m in enumerate(grow):
-            take = self._select(bank, m, w[j], gain[j], float(price[j]))
+        for j, (m, take) in enumerate(zip(models, takes, strict=True)):
             if len(take):
                 start = self._specs[m][0] + int(self.grown[m])
                 plan.models.append(m)
@@ -479,20 +491,10 @@ class GrowingGate(SparsifierGate):
         delta = F.softmax(logits, -1)
         delta[torch.arange(len(y), device=delta.device), :, y] -= 1.0
         w, b = self._candidates(bank, x, delta, models, step)  # (M', K, in), (M', K)
-        grad, noise = outgoing_gradient(x, delta[:, models], w, b, noise=True)
-        gain = grad.abs().sum(-1)  # (M', K): the candidates' rank, as in the candidate rule
-        if self.debias:
-            gain = gain - NOISE_L1 * noise.sqrt().sum(-1)
-        plan = GrowthPlan([], [], [], [])
-        for j, m in enumerate(models):
-            take = self._select(bank, m, w[j], gain[j], 0.0, bound=up[m])
-            if len(take):
-                start = self._specs[m][0] + int(self.grown[m])
-                plan.models.append(m)
-                plan.counts.append(len(take))
-                plan.init.append((w[j, take].cpu(), b[j, take].cpu()))
-                plan.ids.append(torch.arange(start, start + len(take)))
-        return plan if plan.models else None
+        gain = self._gain(x, delta[:, models], w, b)  # the candidates' rank, as above
+        return self._plan(bank, models, w, b, [self._select(bank, m, w[j], gain[j], 0.0,
+                                                            bound=up[m])
+                                               for j, m in enumerate(models)])
 
     @torch.no_grad()
     def benefit(self, bank, m: int, act: Tensor, logits: Tensor, y: Tensor, step: int
