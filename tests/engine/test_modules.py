@@ -69,3 +69,24 @@ def test_test_error_restores_mode_and_config_errors():
         ModuleConfig(optimizer="lbfgs")
     with pytest.raises(UsageError, match="free_epochs"):
         ModuleConfig(epochs=2, free_epochs=3)
+
+
+def test_warmup_epochs_train_without_the_price():
+    net = model(2)
+    recs = train_module(net, problem(128, 5), problem(64, 6), epochs=5, warmup_epochs=2,
+                        free_epochs=1, price=1e-2, batch_size=32)
+    assert [r["price"] for r in recs] == [0.0, 0.0, 1e-2, 1e-2, 0.0]
+    with pytest.raises(UsageError, match="warmup_epochs"):
+        ModuleConfig(epochs=4, free_epochs=2, warmup_epochs=3)
+
+
+def test_price_scale_multiplies_a_gates_penalty():
+    net = model(3)
+    gate = net[0].widthlab_in_gate
+    plain = gate.penalty().item()
+    gate.price_scale = 3.0
+    assert gate.penalty().item() == pytest.approx(3 * plain)
+    gate.price_scale = 0.0
+    assert gate.penalty().item() == 0.0
+    with pytest.raises(UsageError, match="price_scale"):
+        type(gate)(4, dim=-1, key="k", price_scale=-1.0)

@@ -43,6 +43,9 @@ class ModuleConfig:
     free_epochs : int
         The last ``free_epochs`` epochs train without the price (a fine-tune of the learned
         widths: under the ``"strict"`` penalty dead gates stay dead, the live ones recover).
+    warmup_epochs : int
+        The first ``warmup_epochs`` epochs train without the price too (the weights learn
+        which units matter before the gates start dying).
     optimizer : {"adam", "adamw", "adamax", "sgd", "rmsprop"}
     lr, momentum, weight_decay : float
         ``momentum`` is used by SGD and RMSprop only.
@@ -65,6 +68,7 @@ class ModuleConfig:
     epochs: int = 10
     price: float = 0.0
     free_epochs: int = 0
+    warmup_epochs: int = 0
     optimizer: str = "adam"
     lr: float = 1e-3
     momentum: float = 0.9
@@ -85,6 +89,9 @@ class ModuleConfig:
             raise UsageError(f"unknown schedule {self.schedule!r}; choose constant or cosine")
         if not 0 <= self.free_epochs <= self.epochs:
             raise UsageError(f"free_epochs must be in [0, epochs], got {self.free_epochs}")
+        if not 0 <= self.warmup_epochs <= self.epochs - self.free_epochs:
+            raise UsageError(f"warmup_epochs must be in [0, epochs - free_epochs], got "
+                             f"{self.warmup_epochs}")
         if self.epochs < 1 or self.batch_size < 1 or self.price < 0 or self.lr <= 0:
             raise UsageError("epochs and batch_size must be >= 1, price >= 0 and lr > 0, got "
                              f"{self.epochs}, {self.batch_size}, {self.price}, {self.lr}")
@@ -181,7 +188,8 @@ def train_module(model: nn.Module, train: tuple[Tensor, Tensor], test: tuple[Ten
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.perf_counter()
-        price = cfg.price if epoch <= cfg.epochs - cfg.free_epochs else 0.0
+        priced = cfg.warmup_epochs < epoch <= cfg.epochs - cfg.free_epochs
+        price = cfg.price if priced else 0.0
         loss = _epoch(model, opt, x, y, cfg, price, gen, loss_fn, sched)
         elapsed = time.perf_counter() - start
         removed = shrink_(model, opt, rule=cfg.rule) if cfg.shrink else {}

@@ -53,6 +53,9 @@ class UnitGate(nn.Module):
         read) and forwards ``x.index_select(dim, index) * relu(g)``.
     flip_momentum : float
         Momentum of the running mean / variance of ``sign(g)`` (Smallify's rule).
+    price_scale : float
+        Multiplier of this gate's :meth:`penalty` (a per-layer price: e.g. a pixel that feeds
+        300 weights priced above a hidden unit); settable after :func:`gate_layers`.
 
     Attributes
     ----------
@@ -65,15 +68,18 @@ class UnitGate(nn.Module):
     """
 
     def __init__(self, n: int, *, dim: int, key: str, penalty: str = "strict", init: float = 1.0,
-                 selects: bool = False, flip_momentum: float = 0.9):
+                 selects: bool = False, flip_momentum: float = 0.9, price_scale: float = 1.0):
         super().__init__()
         if penalty not in PENALTIES:
             raise UsageError(f"unknown gate penalty {penalty!r}; choose one of "
                              f"{', '.join(PENALTIES)}")
         if not 0.0 <= flip_momentum < 1.0:
             raise UsageError(f"flip_momentum must be in [0, 1), got {flip_momentum}")
+        if not price_scale >= 0:
+            raise UsageError(f"price_scale must be >= 0, got {price_scale}")
         self.dim, self.key, self.penalty_kind = int(dim), str(key), penalty
         self.selects, self.n_in, self.flip_momentum = bool(selects), int(n), float(flip_momentum)
+        self.price_scale = float(price_scale)
         self.gate = nn.Parameter(torch.full((int(n),), float(init)))
         if self.selects:
             self.register_buffer("index", torch.arange(int(n)))
@@ -113,8 +119,10 @@ class UnitGate(nn.Module):
         self.flip_var.mul_(mu).add_((sign - self.flip_mean) ** 2, alpha=1 - mu)
 
     def penalty(self) -> Tensor:
-        """Unweighted L1 price, a scalar: ``sum(relu(g))`` ("strict") or ``sum(|g|)``."""
-        return F.relu(self.gate).sum() if self.penalty_kind == "strict" else self.gate.abs().sum()
+        """L1 price, a scalar: ``price_scale * sum(relu(g))`` ("strict") or
+        ``price_scale * sum(|g|)`` (unweighted at the default ``price_scale = 1``)."""
+        l1 = F.relu(self.gate).sum() if self.penalty_kind == "strict" else self.gate.abs().sum()
+        return l1 if self.price_scale == 1.0 else self.price_scale * l1
 
 
 def _gate_output(module: nn.Module, args: tuple, output: Tensor) -> Tensor:

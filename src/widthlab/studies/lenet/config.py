@@ -40,6 +40,12 @@ class LenetProfile(Profile):
     gate_lr: float = field(default=1e-2, metadata={"help": "the gates' learning rate"})
     free_frac: float = field(default=1 / 3,
                              metadata={"help": "last fraction of the epochs without the price"})
+    warmup_frac: float = field(default=0.0,
+                               metadata={"help": "first fraction of the epochs without the price"})
+    scales300: tuple[float, ...] = field(
+        default=(1.0, 1.0, 1.0),
+        metadata={"help": "LeNet-300-100's price multipliers of the pixel, 300-unit and "
+                          "100-unit gates"})
     batch_size: int = field(default=100, metadata={"help": "minibatch size"})
     cut: bool = field(default=True, metadata={"help": "also prune after training (frontier)"})
     tol: float = field(default=0.005,
@@ -63,6 +69,13 @@ class LenetProfile(Profile):
         if not 0 <= self.free_frac < 1 or not 0 <= self.tol < 1:
             raise UsageError(f"free_frac and tol must be in [0, 1), got {self.free_frac} and "
                              f"{self.tol}")
+        if not 0 <= self.warmup_frac < 1 or self.warmup_frac + self.free_frac > 1:
+            raise UsageError(f"warmup_frac must be in [0, 1 - free_frac], got "
+                             f"{self.warmup_frac}")
+        if len(self.scales300) != 3 or any(not (v >= 0 and math.isfinite(v))
+                                           for v in self.scales300):
+            raise UsageError(f"scales300 must be three finite values >= 0 (pixels, 300 units, "
+                             f"100 units), got {list(self.scales300)}")
         if self.train_size is not None and self.train_size < 1:
             raise UsageError(f"train_size must be >= 1 or none, got {self.train_size}")
 
@@ -99,11 +112,12 @@ def cut_name(network: str) -> str:
 
 
 def gated_config(p: LenetProfile, network: str, price: float) -> ModuleConfig:
-    """How one gated run trains: Adam, cosine schedule, the price off for the last
-    ``free_frac`` of the epochs, shrunk after every epoch (the journal's rule)."""
+    """How one gated run trains: Adam, cosine schedule, the price off for the first
+    ``warmup_frac`` and the last ``free_frac`` of the epochs, shrunk after every epoch (the
+    journal's rule)."""
     epochs = epochs_of(p, network)
     return ModuleConfig(epochs=epochs, price=price, free_epochs=int(epochs * p.free_frac),
-                        lr=p.lr, gate_lr=p.gate_lr, batch_size=p.batch_size,
+                        warmup_epochs=int(epochs * p.warmup_frac), lr=p.lr, gate_lr=p.gate_lr, batch_size=p.batch_size,
                         schedule="cosine", seed=p.seed)
 
 
@@ -125,4 +139,10 @@ def settings(p: LenetProfile, network: str, kind: str) -> dict:
     keys = ["train_size", "seed", "lr", "batch_size"]
     keys += ["gate_lr", "free_frac"] if kind == "gated" else ["tol", "calib_size",
                                                                "finetune_lr"]
-    return {"epochs": epochs_of(p, network), **{k: getattr(p, k) for k in keys}}
+    out = {"epochs": epochs_of(p, network), **{k: getattr(p, k) for k in keys}}
+    # named only when set, so that the runs stored before these fields keep their identity
+    if kind == "gated" and p.warmup_frac:
+        out["warmup_frac"] = p.warmup_frac
+    if kind == "gated" and network == LENET300 and tuple(p.scales300) != (1.0, 1.0, 1.0):
+        out["scales300"] = list(p.scales300)
+    return out

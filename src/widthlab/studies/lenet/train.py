@@ -19,7 +19,8 @@ import torch
 from widthlab.data.tensors import DatasetSplits
 from widthlab.engine.modules import error_rate, train_module
 from widthlab.frontier import cut_layers
-from widthlab.nn.lenet import FRONTIER_LAYERS, build_lenet, lenet_widths
+from widthlab.nn.lenet import FRONTIER_LAYERS, LENET300, build_lenet, lenet_widths
+from widthlab.nn.surgery import model_gates
 from widthlab.studies.lenet.config import (
     LenetProfile,
     dense_config,
@@ -58,9 +59,13 @@ def decision_data(data: DatasetSplits, size: int | None, device) -> tuple[tuple,
 def gated_run(network: str, price: float, data: DatasetSplits, p: LenetProfile,
               device: str | torch.device = "cpu", on_epoch: OnEpoch = None) -> list[dict]:
     """Train ``network`` gated at ``price`` on ``data``; the per-epoch records of
-    :func:`~widthlab.engine.modules.train_module` plus ``row_widths``."""
+    :func:`~widthlab.engine.modules.train_module` plus ``row_widths``. LeNet-300-100's three
+    gates (pixels, 300 units, 100 units) are priced ``price * p.scales300``."""
     model = build_lenet(network, p.seed, n_in=data.n_features,
                         n_classes=data.n_classes).to(device)
+    if network == LENET300:
+        for gate, scale in zip(model_gates(model), p.scales300, strict=True):
+            gate.price_scale = float(scale)
     return _train(model, data, gated_config(p, network, price), device, on_epoch)
 
 
