@@ -113,7 +113,7 @@ def profile(args) -> LenetProfile:
     changes = {"epochs300": args.epochs300 or e300, "epochs5": args.epochs5 or e5,
                "prices300": args.prices300 or p300, "prices5": args.prices5 or p5,
                "gate_lr": args.gate_lr, "free_frac": args.free_frac, "seed": args.seed,
-               "warmup_frac": args.warmup_frac,
+               "warmup300": args.warmup300, "warmup5": args.warmup5,
                "scales300": tuple(args.scales300) if args.scales300 else None}
     return PROFILES["full"].replace(**{k: v for k, v in changes.items() if v is not None})
 
@@ -127,11 +127,14 @@ def main(argv=None) -> int:
                     help="Adam learning rate of the gates (default 1e-2)")
     ap.add_argument("--free-frac", type=float, default=None,
                     help="fraction of the epochs at the end trained without the price (1/3)")
-    ap.add_argument("--warmup-frac", type=float, default=None,
-                    help="fraction of the epochs at the start trained without the price (0)")
+    ap.add_argument("--warmup300", type=float, default=None,
+                    help="fraction of LeNet-300-100's epochs at the start trained without "
+                         "the price (full profile: 1/6)")
+    ap.add_argument("--warmup5", type=float, default=None,
+                    help="the same for LeNet-5-Caffe (0)")
     ap.add_argument("--scales300", type=float, nargs=3, default=None,
                     help="LeNet-300-100's price multipliers of the pixel, 300-unit and "
-                         "100-unit gates (1 1 1)")
+                         "100-unit gates (full profile: 8 2 1)")
     ap.add_argument("--network", choices=["both", "300", "5"], default="both")
     ap.add_argument("--no-cut", action="store_true",
                     help="skip the networks pruned after training (width_frontier)")
