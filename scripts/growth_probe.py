@@ -103,8 +103,8 @@ def _trace(path: str, cohorts: bool) -> None:
             out.write(f"# {step} {m} " + " ".join(parts) + "\n")
         return got
 
-    def traced_decide(self, bank, m, act, logits, y, step):
-        n = decide(self, bank, m, act, logits, y, step)
+    def traced_decide(self, bank, m, act, logits, y, step, *rest):
+        n = decide(self, bank, m, act, logits, y, step, *rest)
         got = seen.pop(m, None)
         if got is not None:
             out.write(f"{step} {m} {got.width} {got.value} {n}\n")

@@ -21,6 +21,7 @@ from widthlab.nn.growth import (
     outgoing_gradient,
     output_error,
     output_weight,
+    refit_fraction,
     removal_costs,
 )
 
@@ -440,3 +441,28 @@ def test_benefit_rule_errors_name_the_fix():
     gate = GrowingGate(1e-3, rule={"quantile": 0.25})  # a stored description's dict
     assert gate.rule == BenefitRule(quantile=0.25)
     assert gate.describe()["rule"]["quantile"] == 0.25
+
+
+def test_refit_fraction_is_the_share_the_other_units_cannot_fit():
+    """refit_fraction (ridge 0, no dof correction) = the mean squared residual of each unit's
+    activation least-squares fitted by the others and a constant, over its mean square; a unit
+    that is a combination of others gets 0, one independent of them about 1 - k / n (the
+    in-sample fit), which the dof correction undoes."""
+    g = torch.Generator().manual_seed(0)
+    h = F.relu(torch.randn(400, 6, generator=g) + 0.3)
+    h[:, 5] += 0.7 * h[:, 4]  # partly shared
+    frac = refit_fraction(h, ridge=0.0, dof=False)
+    for i in range(h.shape[1]):
+        others = torch.cat([h[:, :i], h[:, i + 1:], torch.ones(len(h), 1)], 1).double()
+        coef = torch.linalg.lstsq(others, h[:, i:i + 1].double()).solution
+        resid = (h[:, i:i + 1].double() - others @ coef).square().mean()
+        assert frac[i].item() == pytest.approx(float(resid / h[:, i].double().square().mean()),
+                                              abs=1e-6)
+    both = torch.cat([h, h[:, :2] @ torch.tensor([[0.5], [2.0]])], 1)  # 0.5 a0 + 2 a1
+    frac = refit_fraction(both, ridge=0.0, dof=False)
+    assert frac[0] < 1e-3 and frac[1] < 1e-3 and frac[6] < 1e-3  # exactly collinear
+    assert frac[2] > 0.5  # independent units keep their share
+    free = F.relu(torch.randn(200, 40, generator=g))
+    raw, fixed = refit_fraction(free, 0.0, dof=False), refit_fraction(free, 0.0)
+    assert float(raw.mean()) < 0.8 and abs(float(fixed.mean()) - float(
+        ((free - free.mean(0)).square().mean(0) / free.square().mean(0)).mean())) < 0.1
