@@ -120,9 +120,9 @@ class UnitGate(nn.Module):
 
     def penalty(self) -> Tensor:
         """L1 price, a scalar: ``price_scale * sum(relu(g))`` ("strict") or
-        ``price_scale * sum(|g|)`` (unweighted at the default ``price_scale = 1``)."""
+        ``price_scale * sum(|g|)`` (unweighted at the default ``price_scale = 1``, exactly)."""
         l1 = F.relu(self.gate).sum() if self.penalty_kind == "strict" else self.gate.abs().sum()
-        return l1 if self.price_scale == 1.0 else self.price_scale * l1
+        return self.price_scale * l1
 
 
 def _gate_output(module: nn.Module, args: tuple, output: Tensor) -> Tensor:

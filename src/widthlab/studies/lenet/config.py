@@ -94,8 +94,8 @@ PROFILES = {
                              epochs5=5, train_size=20_000, gate_lr=2e-2, calib_size=5000),
     # benchmarks/bench_lenet.py: the 60,000 training images, 30 / 10 epochs, three prices;
     # LeNet-300-100's pixels priced 8x and its 300 units 2x its 100 units, no price in its
-    # first 5 epochs (scripts/lenet300_probe.py: ~100 features fewer at the same error than
-    # one price for every gate, 224-233 features at 1.84-1.93% instead of 340 at 1.93%)
+    # first 5 epochs (probed in benchmarks/README.md: ~100 features fewer at the same error
+    # than one price for every gate, 224-233 features at 1.84-1.93% instead of 340 at 1.93%)
     "full": LenetProfile(prices300=(2.5e-4, 4e-4, 5e-4), scales300=(8.0, 2.0, 1.0),
                          warmup300=1 / 6),
 }
@@ -152,9 +152,8 @@ def settings(p: LenetProfile, network: str, kind: str) -> dict:
     keys += ["gate_lr", "free_frac"] if kind == "gated" else ["tol", "calib_size",
                                                                "finetune_lr"]
     out = {"epochs": epochs_of(p, network), **{k: getattr(p, k) for k in keys}}
-    # named only when set, so that the runs stored before these fields keep their identity
-    if kind == "gated" and warmup_of(p, network):
+    if kind == "gated":
         out["warmup"] = warmup_of(p, network)
-    if kind == "gated" and network == LENET300 and tuple(p.scales300) != (1.0, 1.0, 1.0):
-        out["scales300"] = list(p.scales300)
+        if network == LENET300:
+            out["scales300"] = list(p.scales300)
     return out
