@@ -39,7 +39,7 @@ class GrowthProfile(Profile):
                                         "removal) or candidate (per-candidate price, gates "
                                         "remove)"})
     every: int = field(default=10, metadata={"help": "steps between growth events"})
-    window: int = field(default=8, metadata={"help": "recent batches each event measures"})
+    window: int = field(default=16, metadata={"help": "recent batches each event measures"})
     max_new: int = field(default=512, metadata={"help": "most units added per event"})
     max_frac: float = field(default=3.0,
                             metadata={"help": "most units added per event, times the width"})
@@ -49,6 +49,14 @@ class GrowthProfile(Profile):
     grow_until: int = field(default=80, metadata={"help": "benefit rule: last growth step"})
     settle: int = field(default=20,
                         metadata={"help": "benefit rule: no removal in the last steps"})
+    refit: bool = field(default=True, metadata={
+        "help": "benefit rule: a unit's removal cost counts only the part of its activation "
+                "the other units cannot refit (BenefitRule.refit)"})
+    ridge: float = field(default=0.03, metadata={"help": "benefit rule: the refit's ridge"})
+    alpha_remove: float = field(default=6.0, metadata={
+        "help": "benefit rule: removal step sizing, larger is smaller steps (BenefitRule)"})
+    max_remove: float = field(default=0.4, metadata={
+        "help": "benefit rule: most of the mature units removed per event"})
     min_gate: float = field(default=0.65, metadata={
         "help": "candidate rule: no growth while the median gate is below"})
     static: bool = field(default=True, metadata={"help": "static networks of final widths"})
@@ -113,7 +121,9 @@ def growth_gate(p: GrowthProfile, g: list[tuple[str, float, int, int]], steps: i
     common = dict(init=inits, lr=p.gate_lr, every=p.every, window=p.window,
                   max_new=p.max_new, max_frac=p.max_frac, grace=p.grace, price=lams)
     if p.rule == "benefit":
-        settings = BenefitRule(warmup=p.warmup, settle=p.settle, **rule)
+        settings = BenefitRule(**{"warmup": p.warmup, "settle": p.settle, "refit": p.refit,
+                                  "ridge": p.ridge, "alpha_remove": p.alpha_remove,
+                                  "max_remove": p.max_remove, **rule})
         l1 = [lam if i == "none" else 0.0 for i, lam in zip(inits, lams, strict=True)]
         return GrowingGate(l1, until=p.grow_until, rule=settings, **common)
     return GrowingGate(lams, min_gate=p.min_gate, until=max(steps - p.grace, 1), **common)
