@@ -47,6 +47,9 @@ class ProgressEvent:
         The epoch just finished (0 before the first) and the run's last epoch.
     elapsed : float
         Seconds since ``start``.
+    unit : str
+        What ``done`` and ``total`` count (``"steps"``: minibatches; ``"epochs"`` where a
+        run reports whole epochs only).
     """
 
     kind: Literal["start", "step", "epoch", "done"]
@@ -56,6 +59,7 @@ class ProgressEvent:
     epoch: int = 0
     epochs: int = 0
     elapsed: float = 0.0
+    unit: str = "steps"
 
     @property
     def eta(self) -> float | None:
@@ -79,15 +83,17 @@ class Reporter:
     callback): ``start`` on creation, then :meth:`step`, :meth:`epoch` and :meth:`done`.
     The engine and stored analyses (PCA) use it; ``total`` counts the units of work."""
 
-    def __init__(self, callback, what: str, total: int, epochs: int):
+    def __init__(self, callback, what: str, total: int, epochs: int, unit: str = "steps"):
         self.callback, self.what, self.total, self.epochs = callback, what, total, epochs
+        self.unit = unit
         self.count, self.t0 = 0, time.perf_counter()
         self._send("start", 0)
 
     def _send(self, kind: str, epoch: int) -> None:
         if self.callback is not None:
             self.callback(ProgressEvent(kind, self.what, self.count, self.total, epoch,
-                                        self.epochs, time.perf_counter() - self.t0))
+                                        self.epochs, time.perf_counter() - self.t0,
+                                        self.unit))
 
     def step(self, n: int = 1) -> None:
         self.count += n

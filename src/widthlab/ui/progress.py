@@ -33,8 +33,10 @@ def _clock(seconds: float | None) -> str:
 
 
 def epoch_line(ev: ProgressEvent) -> str:
-    """``widthlab: <run>: epoch 3/10 (412/1380 steps), 1m02s elapsed, eta 2m05s``."""
-    return (f"widthlab: {ev.what}: epoch {ev.epoch}/{ev.epochs} ({ev.done}/{ev.total} steps), "
+    """``widthlab: <run>: epoch 3/10 (412/1380 steps), 1m02s elapsed, eta 2m05s`` (no count
+    in brackets where the run counts epochs only)."""
+    count = "" if ev.unit == "epochs" else f" ({ev.done}/{ev.total} {ev.unit})"
+    return (f"widthlab: {ev.what}: epoch {ev.epoch}/{ev.epochs}{count}, "
             f"{_clock(ev.elapsed)} elapsed, eta {_clock(ev.eta)}")
 
 

@@ -121,7 +121,7 @@ def gated_compute(network: str, price: float, ctx: RunContext, run_id: str) -> N
         ctx.store.commit_epoch(run_id, 0, failures=[(0, 0, why)])
         ctx.store.finish_run(run_id, "done")
         return
-    report = Reporter(ctx.progress, run_id, epochs, epochs)
+    report = Reporter(ctx.progress, run_id, epochs, epochs, unit="epochs")
     t0 = time.perf_counter()
 
     def store(rec: dict) -> None:
@@ -155,7 +155,7 @@ def cut_compute(network: str, ctx: RunContext, run_id: str) -> None:
         ctx.store.commit_epoch(run_id, 0, failures=[(0, 0, why)])
         ctx.store.finish_run(run_id, "done")
         return
-    report = Reporter(ctx.progress, run_id, epochs + 1, epochs + 1)
+    report = Reporter(ctx.progress, run_id, epochs + 1, epochs + 1, unit="epochs")
     t0 = time.perf_counter()
 
     def store(rec: dict) -> None:
