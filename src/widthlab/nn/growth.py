@@ -100,8 +100,9 @@ so the widths from different starts agree only to that extent.
 
 *Refitted costs* (``refit=True``, issue 18; the growth study's default, the rule's own default
 stays ``False``). Much of that history is redundancy: a network trained near its width from the
-start has many units whose activations the others nearly reproduce, so each looks as costly to remove as the network's outputs say, although the
-others' outgoing weights would take its part over; survivors of a pruned network (and the core
+start has many units whose activations the others nearly reproduce, so each looks as costly to
+remove as the network's outputs say, although the others' outgoing weights would take its part
+over; survivors of a pruned network (and the core
 of a grown one) are few and distinct. ``refit`` prices each unit by what the others cannot take
 over: its cost times :func:`refit_fraction`, the share of its activation (over the same ``N``
 samples) left after a least-squares fit by the other mature units' activations and a constant
