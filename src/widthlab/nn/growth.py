@@ -102,25 +102,24 @@ so the widths from different starts agree only to that extent.
 stays ``False``). Much of that history is redundancy: a network trained near its width from the
 start has many units whose activations the others nearly reproduce, so each looks as costly to
 remove as the network's outputs say, although the others' outgoing weights would take its part
-over; survivors of a pruned network (and the core
-of a grown one) are few and distinct. ``refit`` prices each unit by what the others cannot take
-over: its cost times :func:`refit_fraction`, the share of its activation (over the same ``N``
-samples) left after a least-squares fit by the other mature units' activations and a constant
-(the output bias), i.e. its removal cost in the quadratic approximation after the best refit of
-the others' outgoing weights. The fit is ridged (``ridge`` times the mean activation variance:
-how far the others' weights may move) and, with ``dof``, corrected for the ``k / N`` of any
-variance an in-sample fit by ``k`` regressors takes (so use ``N`` well above the width: a
-``window`` of 16 batches). Costs so priced are well below the plain ones (most of a unit's
-activation is shared), so the same price sustains a network 3-5 times narrower; their spread
-over the starts is smaller. Measured (``scripts/growth_probe.py``, quick profile, gradmax, seed
-0; ``BenefitRule(refit=True, ridge=0.03, alpha_remove=6, max_remove=0.4)`` with ``window=16``):
-final widths 99/127/100/103, 36/31/35/41, 14/13/15/17 on MNIST (spread 18%, 15%, 15%) and
-83/104/92/91, 32/32/30/29, 13/12/12/12 on FashionMNIST (12%, 6%, 6%) at lambda 1e-4, 1e-3,
-1e-2 (seeds 0 and 1 together: 17%, 14%, 15% and 18%, 13%, 6%), test accuracy above static
-networks of the mean final width; the run is no slower (narrower networks, twice the
-samples). At lambda 1e-2 the widths are 12-17 units, so one unit is 6-8% of the spread: the
-margin there is small, and neighbouring settings (ridge 0.01-0.03, max_remove 0.3-0.5,
-window 8) land between 6% and 33% at some price.
+over; survivors of a pruned network (and the core of a grown one) are few and distinct.
+``refit`` prices each unit by what the others cannot take over: its cost times
+:func:`refit_fraction`, the share of its activation (over the same ``N`` samples) left after a
+least-squares fit by the other mature units' activations and a constant (the output bias), i.e.
+its removal cost in the quadratic approximation after the best refit of the others' outgoing
+weights. The fit is ridged (``ridge`` times the mean activation variance: how far the others'
+weights may move) and, with ``dof``, corrected for the ``k / N`` of any variance an in-sample
+fit by ``k`` regressors takes (so use ``N`` well above the width: a ``window`` of 16 batches).
+Costs so priced are well below the plain ones (most of a unit's activation is shared), so the
+same price sustains a network 3-5 times narrower; their spread over the starts is smaller.
+Measured (``scripts/growth_probe.py``, quick profile, gradmax, seed 0; ``BenefitRule(refit=True,
+ridge=0.03, alpha_remove=6, max_remove=0.4)`` with ``window=16``): final widths 99/127/100/103,
+36/31/35/41, 14/13/15/17 on MNIST (spread 18%, 15%, 15%) and 83/104/92/91, 32/32/30/29,
+13/12/12/12 on FashionMNIST (12%, 6%, 6%) at lambda 1e-4, 1e-3, 1e-2 (seeds 0 and 1 together:
+17%, 14%, 15% and 18%, 13%, 6%), test accuracy above static networks of the mean final width;
+the run is no slower (narrower networks, twice the samples). At lambda 1e-2 the widths are 12-17
+units, so one unit is 6-8% of the spread: the margin there is small, and neighbouring settings
+(ridge 0.01-0.03, max_remove 0.3-0.5, window 8) land between 6% and 33% at some price.
 
 New units have zero outgoing weights (the outputs do not change at insertion), gate 1, and zero
 optimizer state (:meth:`MLPBank.grow_`, :meth:`BankOptimizer.grown`). Growth needs
