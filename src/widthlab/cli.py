@@ -369,8 +369,8 @@ def report_cmd(run_ids: tuple[str, ...], store: Path, out: Path) -> None:
 # ------------------------------------------------------------------------------ reproduce
 @app.command("reproduce", context_settings=CONTEXT)
 @click.option("--profile", type=click.Choice(["quick", "standard", "full"]), default="quick",
-              show_default=True, help="quick: minutes on a laptop CPU; standard: about an "
-                                      "hour there (the journal's epochs where a verdict "
+              show_default=True, help="quick: minutes on a laptop CPU; standard: 42 min "
+                                      "on 2 cores (the journal's epochs where a verdict "
                                       "depends on training length); full: the journal's "
                                       "settings (hours; use a GPU or Ray).")
 @click.option("--datasets", default="mnist,fashion-mnist", show_default=True,
