@@ -717,7 +717,7 @@ def refit_fraction(act: Tensor, ridge: float = 1e-3, dof: bool = True) -> Tensor
     second = h.square().mean(0)
     hc = h - h.mean(0)
     cov = hc.t() @ hc / n
-    cov.diagonal().add_(ridge * float(cov.diagonal().mean()) + 1e-12)
+    cov.diagonal().add_(ridge * cov.diagonal().mean() + 1e-12)  # a 0-dim tensor: no sync
     resid = 1.0 / torch.cholesky_inverse(torch.linalg.cholesky(cov)).diagonal()
     if dof:  # the in-sample fit by k regressors takes about k / n of any variance
         resid = resid * n / max(n - k, 1)
