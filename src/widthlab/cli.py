@@ -147,9 +147,12 @@ def data_info(data_dir: Path | None) -> None:
 @click.option("--val-size", default=5000, show_default=True, help="Images held out for validation.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the train/validation split.")
 def data_summary(name: str, data_dir: Path | None, val_size: int, seed: int) -> None:
-    """Load the dataset(s) as training tensors and print sizes, class counts and moments."""
+    """Load the dataset(s) as training tensors and print sizes, class counts and moments.
 
-    if _is_text(name):
+    NAME may also be a UTF-8 text file (``corpus.txt``): its character-level splits.
+    """
+
+    if _is_text(name) or name.lower().endswith(".txt"):
         c = load_text(name, data_dir=data_dir)
         print_records([{"dataset": c.name, "split": s, "characters": len(c.split(s)),
                         "vocab": c.vocab_size, "content_id": c.content_id}

@@ -244,3 +244,15 @@ def test_checksum_error_type_for_a_tampered_data_dir(tmp_path, empty_cache):
     with pytest.raises(DataError, match="checksum mismatch"):
         fetch_text(_spec(), data_dir=tmp_path, include_network=False)
     assert issubclass(ChecksumError, DataError)
+
+
+def test_cli_summary_of_a_user_text_file(tmp_path, capsys):
+    path = tmp_path / "corpus.txt"
+    path.write_text("abc\nabd\n" * 10, encoding="utf-8")
+    assert main(["data", "summary", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "72" in out and "corpus" in out
+    path.write_bytes(b"caf\xe9")
+    assert main(["data", "summary", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("widthlab: error:") and "not UTF-8" in err and "\n" not in err
