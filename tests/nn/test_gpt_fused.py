@@ -88,3 +88,25 @@ def test_fused_errors():
         fused.logits(torch.zeros(3, 4, 8, dtype=torch.long))
     with pytest.raises(UsageError, match="one per seed"):
         train_fused(cfg, tokenize(TEXT, name="t", source="t"), 1, seeds=[0, 1], data_seeds=[0])
+
+
+def test_checkpoint_resume_is_bitwise(tmp_path):
+    cfg = GPTConfig(**SHAPE, vocab_size=20)
+    tc = GPTTrain(batch_size=4, warmup_steps=1)
+    gen = torch.Generator().manual_seed(0)
+    batches = [torch.randint(20, (4, 9), generator=gen) for _ in range(5)]
+    straight = FusedGPT(cfg, [0, 1], tc)
+    for s, b in enumerate(batches):
+        straight.step(b[:, :-1], b[:, 1:], lr=1e-3 * (s + 1))
+    first = FusedGPT(cfg, [0, 1], tc)
+    for s, b in enumerate(batches[:3]):
+        first.step(b[:, :-1], b[:, 1:], lr=1e-3 * (s + 1))
+    torch.save(first.state_dict(), tmp_path / "ckpt.pt")
+    resumed = FusedGPT(cfg, [0, 1], tc)
+    resumed.load_state_dict(torch.load(tmp_path / "ckpt.pt"))
+    for s, b in enumerate(batches[3:], start=3):
+        resumed.step(b[:, :-1], b[:, 1:], lr=1e-3 * (s + 1))
+    for name, p in straight.params.items():
+        assert torch.equal(p, resumed.params[name]), name
+    with pytest.raises(UsageError, match="does not fit"):
+        FusedGPT(cfg, [0, 2], tc).load_state_dict(first.state_dict())

@@ -112,6 +112,22 @@ class FusedGPT:
         self.optimizer.step()
         return losses.detach()
 
+    def state_dict(self) -> dict:
+        """Weights and AdamW state, for a checkpoint (``torch.save``-able)."""
+        return {"seeds": list(self.seeds), "params": {n: p.detach().clone()
+                                                      for n, p in self.params.items()},
+                "optimizer": self.optimizer.state_dict()}
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`; training then continues bit for bit."""
+        if list(state["seeds"]) != self.seeds or set(state["params"]) != set(self.params):
+            raise UsageError(f"checkpoint of seeds {state['seeds']} does not fit FusedGPT of "
+                             f"seeds {self.seeds}; build FusedGPT with the checkpoint's config")
+        for name, p in self.params.items():
+            p.copy_(state["params"][name])
+        self.optimizer.load_state_dict(state["optimizer"])
+
     @torch.no_grad()
     def export(self, i: int) -> GPT:
         """Model ``i`` as a plain :class:`GPT` (a copy of its current weights)."""
