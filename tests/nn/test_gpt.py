@@ -164,7 +164,7 @@ def test_train_step_is_adamw_on_the_batch_loss():
     loss = train_step(model, opt, x, y, lr=0.01, grad_clip=0.0)
     ref = F.cross_entropy(twin(x).flatten(0, 1), y.flatten())
     ref.backward()
-    assert loss == pytest.approx(float(ref), abs=1e-12)
+    assert loss == pytest.approx(float(ref.detach()), abs=1e-12)
     # AdamW's first step: p - lr * (wd * p) - lr * g / (|g| + eps), decay on matrices only
     for (name, p), q in zip(model.named_parameters(), twin.parameters(), strict=True):
         wd = 0.1 if q.dim() == 2 else 0.0
@@ -183,6 +183,13 @@ def test_evaluate_is_the_mean_over_every_token():
         count += len(y)
     assert count == 44
     assert evaluate_gpt(model, ids, 8, batch_size=2) == pytest.approx(total / count, rel=1e-6)
+    assert evaluate_gpt(model, ids, 8, max_windows=6) == pytest.approx(total / count, rel=1e-6)
+    # 2 of 6 windows, spread out: the windows starting at 0 and 24
+    want = 0.0
+    for s in (0, 24):
+        logp = torch.log_softmax(model(ids[None, s:s + 8]).double(), -1)[0]
+        want -= float(logp[torch.arange(8), ids[s + 1:s + 9]].sum())
+    assert evaluate_gpt(model, ids, 8, max_windows=2) == pytest.approx(want / 16, rel=1e-6)
 
 
 def test_generate_shape_and_seed():

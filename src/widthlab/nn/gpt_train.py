@@ -132,13 +132,17 @@ def evaluate_gpt(model: nn.Module, ids: Tensor, block_size: int, *, batch_size: 
     """Mean next-token cross-entropy (nats per token) over non-overlapping windows of ``ids``.
 
     Windows start at ``0, T, 2T, ...`` (``T = block_size``) and cover every token that has a
-    successor; the last, shorter window is included. ``max_windows`` evaluates only the first
-    windows (a quicker, deterministic estimate).
+    successor; the last, shorter window is included. ``max_windows`` evaluates only that many
+    windows spread evenly over the split (a quicker, deterministic estimate; the start of a
+    split is one play's cast list, not a fair sample).
     """
     was_training = model.training
     model.eval()
     n = len(ids) - 1  # tokens with a next token
-    starts = list(range(0, n, block_size))[:max_windows]
+    starts = list(range(0, n, block_size))
+    if max_windows is not None and len(starts) > max_windows:
+        step = len(starts) / max_windows
+        starts = [starts[int(i * step)] for i in range(max_windows)]
     total, count = 0.0, 0
     full = [s for s in starts if s + block_size <= n]
     for i in range(0, len(full), batch_size):
