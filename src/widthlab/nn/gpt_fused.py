@@ -184,9 +184,9 @@ def _linear(x: Tensor, params: dict, name: str) -> Tensor:
 def _layer_norm(x: Tensor, params: dict, name: str) -> Tensor:
     """Every model's LayerNorm ``name`` on x ``(K, B, T, C)``."""
     y = F.layer_norm(x, x.shape[-1:], None, None, 1e-5)  # (K, B, T, C)
-    y = y * params[name + ".weight"][:, None, None, :]  # (K, B, T, C)
+    w = params[name + ".weight"][:, None, None, :]  # (K, 1, 1, C)
     bias = params.get(name + ".bias")
-    return y if bias is None else y + bias[:, None, None, :]  # (K, B, T, C)
+    return y * w if bias is None else torch.addcmul(bias[:, None, None, :], y, w)  # (K, B, T, C)
 
 
 def _attention(x: Tensor, params: dict, name: str, n_head: int) -> Tensor:
@@ -213,8 +213,9 @@ def stacked_forward(params: dict[str, Tensor], cfg: GPTConfig, x: Tensor) -> Ten
         raise UsageError(f"a sequence of {T} tokens is longer than block_size "
                          f"{cfg.block_size}; crop it to the last {cfg.block_size}")
     tok = params["tok.weight"]  # (K, V, C)
-    models = torch.arange(K)[:, None, None]  # (K, 1, 1)
-    h = tok[models, x] + params["pos.weight"][:, None, :T, :]  # (K, B, T, C)
+    offset = torch.arange(K, device=x.device)[:, None, None] * cfg.vocab_size  # (K, 1, 1)
+    h = F.embedding(x + offset, tok.reshape(-1, tok.shape[-1]))  # (K, B, T, C), rows of model k
+    h = h + params["pos.weight"][:, None, :T, :]  # (K, B, T, C)
     for i in range(cfg.n_layer):
         pre = f"blocks.{i}."
         h = h + _attention(_layer_norm(h, params, pre + "ln1"), params, pre + "attn",
