@@ -1,18 +1,25 @@
-"""Several GPTs of one shape trained as one: stacked parameters, one vmapped forward.
+"""Several GPTs of one shape trained as one: stacked parameters, batched GEMMs.
 
 ``K`` models that differ only in their seed (or in anything that does not change a tensor's
-shape) are stacked with :func:`torch.func.stack_module_state`: every parameter becomes one
-tensor with a leading model axis ``(K, ...)``. The forward pass is
-:func:`torch.func.functional_call` of one model vmapped over that axis, so every Linear is one
-batched GEMM over the ``K`` models and the attention one SDPA call over ``K * B`` sequences.
-The loss is the vector of the ``K`` models' mean losses; its sum is backpropagated, so each
-model's gradient is exactly its own (the models share nothing). AdamW is elementwise, so one
-AdamW over the stacked tensors is ``K`` AdamWs; gradient clipping is per model (each model's
-own global norm). Training ``K`` fused models is therefore mathematically the same as training
-them one after another with :func:`widthlab.nn.gpt_train.train_step` (the tests check it to
-1e-5 in float32 and 1e-10 in float64); only floating-point rounding differs.
+shape) are stacked: every parameter becomes one tensor with a leading model axis ``(K, ...)``,
+named as ``GPT.named_parameters()`` names it. :func:`stacked_forward` is the GPT's forward pass
+written for that axis: every Linear is one ``torch.bmm`` over the ``K`` models, the token
+embedding one lookup in the ``K`` stacked tables, the attention one SDPA call over ``K * B``
+sequences. The loss is the vector of the ``K`` models' mean losses; its sum is backpropagated,
+so each model's gradient is exactly its own (the models share nothing). AdamW is elementwise,
+so one AdamW over the stacked tensors is ``K`` AdamWs; gradient clipping is per model (each
+model's own global norm). Training ``K`` fused models is therefore mathematically the same as
+training them one after another with :func:`widthlab.nn.gpt_train.train_step` (the tests
+check it to 1e-5 in float32 and 1e-10 in float64); only floating-point rounding differs.
 
-Dropout must be 0: vmapped dropout draws other random numbers than ``K`` separate runs.
+(``torch.func.stack_module_state`` + ``vmap`` was the first version: on CPU, vmap has no
+batching rule for the flash SDPA kernel and loops over the batch instead.)
+
+Speed: fusion removes per-operation overhead and gives parallel hardware K times larger
+operations; on one CPU core, where a single model's step is already GEMM-bound, it does not
+pay (``benchmarks/bench_transformer.py`` measured 0.8-0.95x at nanoGPT's CPU size).
+
+Dropout must be 0: fused dropout would draw other random numbers than ``K`` separate runs.
 
 Example::
 
