@@ -177,11 +177,28 @@ def train_fused(cfg: GPTConfig, data, steps: int, tc: GPTTrain | None = None, *,
     return fused, history
 
 
+class _StackedMatmul(torch.autograd.Function):
+    """``x @ w^T`` per model with the weight gradient computed in ``w``'s own layout
+    (autograd's ``bmm`` backward computes ``x^T g`` and copies it into ``(K, out, in)``)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, w: Tensor) -> Tensor:
+        ctx.save_for_backward(x, w)
+        return torch.bmm(x, w.transpose(1, 2))  # (K, N, out)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        x, w = ctx.saved_tensors  # (K, N, in), (K, out, in)
+        gx = torch.bmm(g, w) if ctx.needs_input_grad[0] else None  # (K, N, in)
+        gw = torch.bmm(g.transpose(1, 2), x) if ctx.needs_input_grad[1] else None  # (K, out, in)
+        return gx, gw
+
+
 def _linear(x: Tensor, params: dict, name: str) -> Tensor:
     """Every model's Linear ``name``: x ``(K, B, T, in)`` -> ``(K, B, T, out)``, one bmm."""
     K, B, T, n_in = x.shape
     w = params[name + ".weight"]  # (K, out, in)
-    y = torch.bmm(x.reshape(K, B * T, n_in), w.transpose(1, 2))  # (K, BT, out)
+    y = _StackedMatmul.apply(x.reshape(K, B * T, n_in), w)  # (K, BT, out)
     bias = params.get(name + ".bias")
     if bias is not None:
         y = y + bias[:, None, :]  # (K, BT, out)
