@@ -79,6 +79,12 @@ def test_fused_logits_are_each_models_logits():
         torch.testing.assert_close(logits[i], build_gpt(cfg, seed)(x), rtol=0, atol=1e-5)
 
 
+def test_device_argument_places_the_stacked_weights():
+    fused = FusedGPT(GPTConfig(**SHAPE, vocab_size=20), [0, 1], device="meta")
+    assert {p.device.type for p in fused.params.values()} == {"meta"}
+    assert fused.params["blocks.0.mlp.fc.weight"].shape == (2, 24, 16)
+
+
 def test_fused_errors():
     cfg = GPTConfig(**SHAPE, vocab_size=20)
     with pytest.raises(UsageError, match="dropout 0"):

@@ -53,6 +53,9 @@ class FusedGPT:
         One initialisation seed per model (``build_gpt(cfg, seed)``, as a separate run).
     tc : GPTTrain
         Optimisation settings (AdamW betas, weight decay, gradient clip).
+    device : str or torch.device, optional
+        Where the stacked parameters live (the models are built on the CPU, as separate runs
+        build them, then moved).
 
     Attributes
     ----------
@@ -61,7 +64,8 @@ class FusedGPT:
         them (a tied head is ``tok.weight`` only); leaves that AdamW steps.
     """
 
-    def __init__(self, cfg: GPTConfig, seeds: Sequence[int], tc: GPTTrain | None = None) -> None:
+    def __init__(self, cfg: GPTConfig, seeds: Sequence[int], tc: GPTTrain | None = None,
+                 device: str | torch.device | None = None) -> None:
         if cfg.dropout > 0:
             raise UsageError(f"fused training needs dropout 0 (got {cfg.dropout}): fused "
                              "dropout differs from separate runs; train one at a time instead")
@@ -69,8 +73,8 @@ class FusedGPT:
             raise UsageError("FusedGPT needs at least one seed, e.g. seeds=[0, 1, 2]")
         self.cfg, self.seeds, self.tc = cfg, list(seeds), tc or GPTTrain()
         named = [dict(build_gpt(cfg, s).named_parameters()) for s in self.seeds]
-        self.params: dict[str, Tensor] = {
-            name: torch.stack([m[name].detach() for m in named]).requires_grad_()  # (K, ...)
+        self.params: dict[str, Tensor] = {  # name -> (K, ...) stacked leaf
+            name: torch.stack([m[name].detach() for m in named]).to(device).requires_grad_()
             for name in named[0]
         }
         self.optimizer = torch.optim.AdamW(
