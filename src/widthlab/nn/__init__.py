@@ -17,6 +17,9 @@ One file per layer family:
 - ``lenet.py``: LeNet-300-100 and LeNet-5-Caffe as plain ``nn.Module`` s, gated as the
   learned-width papers count widths (:func:`~widthlab.nn.lenet.build_lenet`), and the weights a
   row's widths imply (``from widthlab.nn.lenet import build_lenet, lenet_weights``);
+- ``resnet.py``: a CIFAR-style ResNet-20 for 1x28x28 images as a plain ``nn.Module``
+  (:class:`ResNet`, :class:`ResNetConfig` with every stage's and block's width, its parameter
+  and multiply-add counts);
 - ``widths.py``: the journal's sqrt(2) width grid.
 
 Public API::
@@ -25,6 +28,7 @@ Public API::
     from widthlab.nn import FlexibleLinear, FlexibleMLP, FlexibleCutoff, cutoff_integral
     from widthlab.nn import GatedLinear, GatedMLP, SparsifierGate, GrowingGate
     from widthlab.nn import gate_layers, shrink_, size_penalty, gate_widths
+    from widthlab.nn import ResNet, ResNetConfig
 """
 
 from widthlab.nn.bank import MLP, MLPBank, ModelSpec, init_mlp
@@ -32,6 +36,7 @@ from widthlab.nn.flexible import FlexibleCutoff, FlexibleLinear, FlexibleMLP, cu
 from widthlab.nn.gated import GatedLinear, GatedMLP, SparsifierGate
 from widthlab.nn.growth import BenefitRule, GrowingGate
 from widthlab.nn.modifiers import Modifier, NeuronGate
+from widthlab.nn.resnet import ResNet, ResNetConfig
 from widthlab.nn.surgery import (
     SignFlipRule,
     UnitGate,
@@ -44,6 +49,6 @@ from widthlab.nn.widths import parse_widths, sqrt2_widths
 
 __all__ = ["MLP", "BenefitRule", "FlexibleCutoff", "FlexibleLinear", "FlexibleMLP",
            "GatedLinear", "GatedMLP", "GrowingGate", "MLPBank", "ModelSpec", "Modifier",
-           "NeuronGate", "SignFlipRule", "SparsifierGate", "UnitGate", "cutoff_integral",
-           "gate_layers", "gate_widths", "init_mlp", "parse_widths", "shrink_", "size_penalty",
-           "sqrt2_widths"]
+           "NeuronGate", "ResNet", "ResNetConfig", "SignFlipRule", "SparsifierGate", "UnitGate",
+           "cutoff_integral", "gate_layers", "gate_widths", "init_mlp", "parse_widths", "shrink_",
+           "size_penalty", "sqrt2_widths"]
