@@ -1,11 +1,17 @@
 """The model zoo of issue 28's reach list: one builder per model, random init, small inputs.
 
-Every builder takes a ``seed`` and returns ``(model, example_inputs)``: the model in ``eval()``
-mode, built under ``torch.manual_seed(seed)``, and a tuple of positional inputs drawn from a
-generator seeded with the same number. ``model(*example_inputs)`` runs. Images are 1x3x64x64
-where the model allows it; the vision transformers take their smallest sensible image size
-through their own ``image_size``/``img_size`` argument (32: 2x2 patches of 16). Language models
-take a 1x8 batch of token ids from small configs (vocabulary 96, width 32, 4 heads, 2 layers).
+``build(name, seed)`` returns ``(model, example_inputs)``: the model in ``eval()`` mode, built
+under ``torch.manual_seed(seed)`` with its init made informative (:func:`make_informative`: no
+all-zero heads, no 1e-6 layer scales, BatchNorm statistics of random batches, so that every
+unit shows in the output; ``informative=False`` keeps the library's init), and a tuple of
+positional inputs drawn from a generator seeded with the same number; ``model(*example_inputs)``
+runs. Images are 1x3x64x64 where the model allows it; the vision transformers take their
+smallest sensible image size through their own ``image_size``/``img_size`` argument (32: 2x2
+patches of 16). Language models take a 1x8 batch of token ids from small configs (vocabulary
+96, width 32, 4 heads, 2 layers).
+
+The module is importable: a test or benchmark imports it as ``from tests import zoo`` (the
+repository root on ``sys.path``, as pytest puts it).
 
 ``BUILDERS`` maps a model's name (``source.model``) to its builder. The whole list builds and
 runs in about 6 s on one core (vgg11_bn, 133M parameters, is the slowest at 1-2 s).

@@ -20,6 +20,7 @@ process; the test suite does it in ``tests/conftest.py``.
 
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.util
 import os
 import sys
@@ -38,11 +39,13 @@ def _extension_loads(package_dir: str) -> bool:
     """Whether torchvision's compiled extension loads into this torch."""
     import torch
 
-    names = [n for n in os.listdir(package_dir) if n.startswith("_C.") and n.endswith(".so")]
-    if not names:
+    paths = [os.path.join(package_dir, "_C" + suffix)
+             for suffix in importlib.machinery.EXTENSION_SUFFIXES]
+    paths = [p for p in paths if os.path.exists(p)]
+    if not paths:
         return False
     try:
-        torch.ops.load_library(os.path.join(package_dir, names[0]))
+        torch.ops.load_library(paths[0])
     except (OSError, RuntimeError):
         return False
     return True
