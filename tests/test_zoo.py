@@ -128,3 +128,16 @@ def test_informative_init_lets_a_hidden_unit_show_in_the_output(name):
             if scale > 0 else 0.0
     assert changes[False] < 1e-5
     assert changes[True] > 1e-4
+
+
+def test_small_configs_take_size_overrides_for_exactness_references():
+    C, V, I, hd = 16, zoo.VOCAB, 24, 8  # Llama at width 16: 2 query heads, 1 kv head, FFN 24
+    model, (idx,) = zoo.build_hf_llama(0, hidden_size=C, intermediate_size=I,
+                                       num_attention_heads=2, num_key_value_heads=1, head_dim=hd)
+    block = C + C * 2 * hd + 2 * (C * hd) + 2 * hd * C + C + 3 * (C * I)
+    assert n_params(model) == V * C + 2 * block + C + V * C
+    assert forward(model, (idx,)).shape == (1, 8, V)
+    enc, (x,) = zoo.build_torch_transformer_encoder(0, d_model=16, nhead=2, dim_feedforward=8)
+    assert x.shape == (1, 8, 16) and forward(enc, (x,)).shape == (1, 8, 16)
+    gpt, _ = zoo.build_nanogpt(0, n_embd=16, n_head=2)
+    assert gpt.transformer.h[0].mlp.c_fc.out_features == 64

@@ -10,8 +10,11 @@ smallest sensible image size through their own ``image_size``/``img_size`` argum
 patches of 16). Language models take a 1x8 batch of token ids from small configs (vocabulary
 96, width 32, 4 heads, 2 layers).
 
-The module is importable: a test or benchmark imports it as ``from tests import zoo`` (the
-repository root on ``sys.path``, as pytest puts it).
+The builders of the small configs (``build_hf_*``, ``build_torch_transformer_encoder``,
+``build_nanogpt``) take size overrides (``build_hf_llama(0, hidden_size=16,
+num_attention_heads=2, num_key_value_heads=1)``): the "same class built at the smaller config"
+that an exactness test copies kept slices into. A test or benchmark imports this module as
+``from tests import zoo`` (the repository root on ``sys.path``, as pytest puts it).
 
 ``BUILDERS`` maps a model's name (``source.model``) to its builder. The whole list builds and
 runs in about 6 s on one core (vgg11_bn, 133M parameters, is the slowest at 1-2 s).
@@ -85,55 +88,58 @@ def _timm(name: str, image: tuple[int, ...] = IMAGE, **kwargs) -> Callable:
 _HF_SIZES = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
 
 
-def build_hf_gpt2(seed: int = 0):
+def build_hf_gpt2(seed: int = 0, **sizes):
     """GPT2LMHeadModel: fused qkv in a transposed ``Conv1D``, tied embeddings."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(seed)
-    config = GPT2Config(vocab_size=VOCAB, n_positions=32, n_embd=32, n_layer=2, n_head=4,
-                        n_inner=64, bos_token_id=0, eos_token_id=0)
+    config = GPT2Config(**{**dict(vocab_size=VOCAB, n_positions=32, n_embd=32, n_layer=2,
+                                  n_head=4, n_inner=64, bos_token_id=0, eos_token_id=0),
+                           **sizes})
     return GPT2LMHeadModel(config).eval(), _tokens(seed)
 
 
-def build_hf_llama(seed: int = 0):
+def build_hf_llama(seed: int = 0, **sizes):
     """LlamaForCausalLM with grouped-query attention (2 kv heads for 4 query heads), SwiGLU."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=VOCAB, max_position_embeddings=32, num_key_value_heads=2,
-                         **_HF_SIZES)
+    config = LlamaConfig(**{**dict(vocab_size=VOCAB, max_position_embeddings=32,
+                                   num_key_value_heads=2, **_HF_SIZES), **sizes})
     return LlamaForCausalLM(config).eval(), _tokens(seed)
 
 
-def build_hf_bert(seed: int = 0):
+def build_hf_bert(seed: int = 0, **sizes):
     """BertForSequenceClassification with 3 labels."""
     from transformers import BertConfig, BertForSequenceClassification
 
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=VOCAB, max_position_embeddings=32, num_labels=3, **_HF_SIZES)
+    config = BertConfig(**{**dict(vocab_size=VOCAB, max_position_embeddings=32, num_labels=3,
+                                  **_HF_SIZES), **sizes})
     return BertForSequenceClassification(config).eval(), _tokens(seed)
 
 
-def build_hf_vit(seed: int = 0):
+def build_hf_vit(seed: int = 0, **sizes):
     """ViTForImageClassification on 32x32 images in 8x8 patches, 10 labels."""
     from transformers import ViTConfig, ViTForImageClassification
 
     torch.manual_seed(seed)
-    config = ViTConfig(image_size=32, patch_size=8, num_channels=3, num_labels=10, **_HF_SIZES)
+    config = ViTConfig(**{**dict(image_size=32, patch_size=8, num_channels=3, num_labels=10,
+                                 **_HF_SIZES), **sizes})
     return ViTForImageClassification(config).eval(), _images(seed, (1, 3, 32, 32))
 
 
 # --- torch.nn -----------------------------------------------------------------------------
 
 
-def build_torch_transformer_encoder(seed: int = 0):
+def build_torch_transformer_encoder(seed: int = 0, **sizes):
     """``nn.TransformerEncoder`` (batch_first): 2 layers, width 32, 4 heads, FFN 64."""
     torch.manual_seed(seed)
-    layer = nn.TransformerEncoderLayer(d_model=32, nhead=4, dim_feedforward=64, dropout=0.0,
-                                       batch_first=True)
+    sizes = {**dict(d_model=32, nhead=4, dim_feedforward=64), **sizes}
+    layer = nn.TransformerEncoderLayer(**sizes, dropout=0.0, batch_first=True)
     model = nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False)
     gen = torch.Generator().manual_seed(seed)
-    return model.eval(), (torch.randn(1, 8, 32, generator=gen),)
+    return model.eval(), (torch.randn(1, 8, sizes["d_model"], generator=gen),)
 
 
 # --- a nanoGPT-style GPT, written the way a user writes one ------------------------------
@@ -240,10 +246,10 @@ class GPT(nn.Module):
         return self.lm_head(x)  # (b, t, vocab_size)
 
 
-def build_nanogpt(seed: int = 0):
+def build_nanogpt(seed: int = 0, **sizes):
     """The GPT above at its default config (width 32, 4 heads, 2 layers, tied head)."""
     torch.manual_seed(seed)
-    return GPT(GPTConfig()).eval(), _tokens(seed)
+    return GPT(GPTConfig(**sizes)).eval(), _tokens(seed)
 
 
 # --- the reach list -----------------------------------------------------------------------
