@@ -270,7 +270,10 @@ def describe(r: dict) -> str:
     if not r["ok"]:
         return f"error: {r['error']}"
     before, after = r["params"]
-    extra = f" groups={r['groups']} graph_s={r['graph_s']}" if "groups" in r else ""
+    extra = ""
+    if "groups" in r:
+        kinds = ",".join(f"{k}:{n}" for k, n in sorted(r["kinds"].items()))
+        extra = f" groups={r['groups']} ({kinds}) graph_s={r['graph_s']}"
     return f"ok params={before}->{after} ({after / before:.3f}){extra}"
 
 
