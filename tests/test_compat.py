@@ -1,4 +1,4 @@
-"""widthlab._compat: torchvision, timm and transformers import beside the CPU torch."""
+"""widthlab._compat: torchvision, timm, transformers and Lightning import beside the CPU torch."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ CHECK = textwrap.dedent(
     how = ensure_torchvision_importable()
     assert ensure_torchvision_importable() == how  # a second call changes nothing
     import torchvision, timm, transformers
+    import lightning.pytorch  # torchmetrics imports torchvision too
     print("how", how)
     print("has_ops", torchvision.extension._has_ops())
     torch.manual_seed(0)
@@ -36,7 +37,7 @@ CHECK = textwrap.dedent(
 )
 
 
-def test_torchvision_timm_transformers_import_and_run_in_a_fresh_process():
+def test_torchvision_timm_transformers_lightning_import_and_run_in_a_fresh_process():
     out = subprocess.run(
         [sys.executable, "-c", CHECK], capture_output=True, text=True, timeout=300
     )
