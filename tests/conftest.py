@@ -9,6 +9,12 @@ import pytest
 import torch
 from hypothesis import settings
 
+from widthlab._compat import ensure_torchvision_importable
+
+# PyPI's torchvision is a CUDA build whose extension does not load into the CPU torch: define the
+# operator schemas its import needs before any test imports torchvision, timm or transformers.
+ensure_torchvision_importable()
+
 settings.register_profile("ci", max_examples=60, deadline=None)
 settings.load_profile("ci")
 

@@ -17,6 +17,9 @@ One file per layer family:
 - ``lenet.py``: LeNet-300-100 and LeNet-5-Caffe as plain ``nn.Module`` s, gated as the
   learned-width papers count widths (:func:`~widthlab.nn.lenet.build_lenet`), and the weights a
   row's widths imply (``from widthlab.nn.lenet import build_lenet, lenet_weights``);
+- ``resnet.py``: a CIFAR-style ResNet-20 for 1x28x28 images as a plain ``nn.Module``
+  (:class:`ResNet`, :class:`ResNetConfig` with every stage's and block's width, its parameter
+  and multiply-add counts);
 - ``widths.py``: the journal's sqrt(2) width grid;
 - ``gpt.py``: a character-level GPT (nanoGPT's architecture, FFN width ``n_ffn`` free, tied
   head by default): :class:`GPTConfig`, :class:`GPT`, :func:`build_gpt`; ``gpt_train.py``: AdamW
@@ -31,6 +34,7 @@ Public API::
     from widthlab.nn import GatedLinear, GatedMLP, SparsifierGate, GrowingGate
     from widthlab.nn import gate_layers, shrink_, size_penalty, gate_widths
     from widthlab.nn import GPT, GPTConfig, GPTTrain, FusedGPT, build_gpt, train_step
+    from widthlab.nn import ResNet, ResNetConfig
 """
 
 from widthlab.nn.bank import MLP, MLPBank, ModelSpec, init_mlp
@@ -48,6 +52,7 @@ from widthlab.nn.gpt_train import (
 )
 from widthlab.nn.growth import BenefitRule, GrowingGate
 from widthlab.nn.modifiers import Modifier, NeuronGate
+from widthlab.nn.resnet import ResNet, ResNetConfig
 from widthlab.nn.surgery import (
     SignFlipRule,
     UnitGate,
@@ -60,8 +65,8 @@ from widthlab.nn.widths import parse_widths, sqrt2_widths
 
 __all__ = ["GPT", "MLP", "BenefitRule", "FlexibleCutoff", "FlexibleLinear", "FlexibleMLP",
            "FusedGPT", "GPTConfig", "GPTTrain", "GatedLinear", "GatedMLP", "GrowingGate",
-           "MLPBank", "ModelSpec", "Modifier",
-           "NeuronGate", "SignFlipRule", "SparsifierGate", "UnitGate", "cutoff_integral",
+           "MLPBank", "ModelSpec", "Modifier", "NeuronGate", "ResNet", "ResNetConfig",
+           "SignFlipRule", "SparsifierGate", "UnitGate", "cutoff_integral",
            "gate_layers", "gate_widths", "init_mlp", "parse_widths", "shrink_", "size_penalty",
            "sqrt2_widths", "build_gpt", "evaluate_gpt", "lr_at", "make_optimizer", "train_fused",
            "train_gpt", "train_step"]
