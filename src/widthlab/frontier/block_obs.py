@@ -226,7 +226,8 @@ def eliminate_blocks(problems: Sequence[BlockProblem], n_units: int, *, cap: int
     Parameters
     ----------
     problems : sequence of BlockProblem
-        One per consumer (their ``ginv`` are consumed).
+        One per consumer (their ``ginv`` are consumed: replaced by empty tensors, so that the
+        matrices are freed as the elimination compacts them).
     n_units : int
         The number ``U`` of units of the group.
     cap : int
@@ -241,6 +242,8 @@ def eliminate_blocks(problems: Sequence[BlockProblem], n_units: int, *, cap: int
         raise UsageError(f"cap must be a positive integer, got {cap!r}")
     threads = torch.get_num_threads()
     states = [_State(p, cap, threads) for p in problems]
+    for p in problems:  # consumed: the caller's reference no longer pins the big matrix
+        p.ginv = p.ginv.new_empty(0)
     dev = states[0].p.device
     dead = torch.zeros(n_units, dtype=torch.float64, device=dev)  # 0 alive, inf removed
     res = BlockElimination([], [])
