@@ -29,6 +29,7 @@ computation of :func:`widthlab.frontier.obs.eliminate`.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
@@ -87,6 +88,8 @@ class _State:
         self.v = self.p.new_empty(self.cap, n)
         self.pending = 0
         self.threads = threads
+        self.rate: dict[int, float] = {}  # flush threads -> measured multiply-adds per second
+        self.n_flush = 0
         self.idx = torch.arange(n, device=self.p.device)  # original column of each position
         self._set_units(prob.cols.to(self.p.device), prob.units.to(self.p.device))
         cols = self.cols
@@ -157,11 +160,27 @@ class _State:
         if self.pending + self.b > self.cap:
             self.flush()
 
+    def _flush_threads(self) -> int:
+        """Threads of the next flush: on a CPU, every thread and one thread are both timed
+        (and re-timed every 8 flushes) and the faster is used: on a shared machine a thread
+        pool can be far slower than one thread."""
+        if self.p.device.type != "cpu" or self.threads == 1:
+            return self.threads
+        self.n_flush += 1
+        untried = [t for t in (self.threads, 1) if t not in self.rate]
+        if untried:
+            return untried[0]
+        best = max(self.rate, key=self.rate.__getitem__)
+        return best if self.n_flush % 8 else (1 if best != 1 else self.threads)
+
     def flush(self) -> None:
         if self.pending:
             vp = self.v[:self.pending]
-            with _threads(self.threads):  # the one compute-bound step: every thread
+            th = self._flush_threads()
+            t = time.perf_counter()
+            with _threads(th):  # the one compute-bound step
                 self.p.addmm_(vp.t(), vp, alpha=-1)
+            self.rate[th] = self.pending * self.p.shape[0] ** 2 / (time.perf_counter() - t)
             self.pending = 0
         n = self.p.shape[0]
         if self.n_dead_cols * 4 >= n and self.n_dead_cols >= 64:

@@ -41,6 +41,7 @@ import torch
 from torch import Tensor
 
 from widthlab.errors import UsageError
+from widthlab.frontier._threads import threads as _threads
 from widthlab.frontier.block_obs import BlockProblem, eliminate_blocks
 
 __all__ = ["Elimination", "damped_inverse", "eliminate", "gram"]
@@ -63,7 +64,7 @@ def gram(a: Tensor, *, chunk: int = 2 ** 22) -> Tensor:
 
 def damped_inverse(g: Tensor, damp: float) -> Tensor:
     """``(G + damp * mean(diag G) * I)^-1`` by a Cholesky factorisation, computed in the memory
-    of ``g`` (which is consumed) plus one more ``(H+1)^2`` buffer.
+    of ``g`` (which is consumed) plus the result's ``(H+1)^2`` buffer.
 
     Raises
     ------
@@ -78,9 +79,10 @@ def damped_inverse(g: Tensor, damp: float) -> Tensor:
     if int(info) != 0:
         raise UsageError("the Gram matrix of the calibration activations is singular (dead or "
                          "duplicate neurons, or fewer samples than neurons); use damp > 0")
-    inv_l = torch.eye(g.shape[0], dtype=g.dtype, device=g.device)
-    torch.linalg.solve_triangular(g, inv_l, upper=False, out=inv_l)  # L^-1
-    return torch.mm(inv_l.t(), inv_l, out=g)  # G^-1 = L^-T L^-1
+    # potri (triangular inverse and product, ~H^3 flops in all) on one thread: its threaded
+    # kernels stall badly on a shared machine, one thread does not
+    with _threads(1 if g.device.type == "cpu" else torch.get_num_threads()):
+        return torch.cholesky_inverse(g)  # G^-1 from the factor (upper half of g unread)
 
 
 @dataclass
