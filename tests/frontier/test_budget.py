@@ -40,7 +40,8 @@ def _naive(groups, target, amount, min_width):
     return width, widths_curve
 
 
-@pytest.mark.parametrize("target,amount", [("loss", 3.0), ("params", 0.4), ("macs", 0.6), ("macs", 0.9)])
+@pytest.mark.parametrize("target,amount",
+                         [("loss", 3.0), ("params", 0.4), ("macs", 0.6), ("macs", 0.9)])
 def test_allocation_matches_a_naive_rescan(target, amount):
     rng = np.random.default_rng(0)
     groups = {f"g{i}": (list(rng.exponential(size=n)), float(rng.uniform(0.2, 2)),
