@@ -73,26 +73,31 @@ def test_linear_block_obs_is_brute_force_greedy():
 def _patches(x: np.ndarray, conv: nn.Conv2d) -> np.ndarray:
     """im2col by an explicit loop: rows (B*L, C*kh*kw), channel-major columns."""
     (kh, kw), (sh, sw), (ph, pw) = conv.kernel_size, conv.stride, conv.padding
+    dh, dw = conv.dilation
     b, c, h, w = x.shape
     xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    eh, ew = dh * (kh - 1) + 1, dw * (kw - 1) + 1  # the dilated kernel's extent
+    oh, ow = (h + 2 * ph - eh) // sh + 1, (w + 2 * pw - ew) // sw + 1
     rows = []
     for n in range(b):
         for i in range(oh):
             for j in range(ow):
-                rows.append(xp[n, :, i * sh:i * sh + kh, j * sw:j * sw + kw].reshape(-1))
+                patch = xp[n, :, i * sh:i * sh + eh:dh, j * sw:j * sw + ew:dw]
+                rows.append(patch.reshape(-1))
     return np.array(rows)
 
 
-@pytest.mark.parametrize("stride,groups", [(1, 1), (2, 1), (1, 2), (2, 2)])
-def test_conv_block_obs_is_brute_force_greedy(stride, groups):
+@pytest.mark.parametrize("stride,groups,dilation", [(1, 1, 1), (2, 1, 1), (1, 2, 1), (2, 2, 1),
+                                                    (1, 1, 2)])
+def test_conv_block_obs_is_brute_force_greedy(stride, groups, dilation):
     g = torch.Generator().manual_seed(stride * 10 + groups)
-    conv = nn.Conv2d(4, 4, 3, stride=stride, padding=1, groups=groups, dtype=D)
+    conv = nn.Conv2d(4, 4, 3, stride=stride, padding=1, groups=groups, dilation=dilation,
+                     dtype=D)
     x = torch.randn(6, 4, 7, 7, generator=g, dtype=D)
     cons = conv_consumers(conv, x, batch=4)
     assert len(cons) == groups
     fr = group_frontier(cons, 4, ks=range(1, 5), damp=0.0)
-    z = F.conv2d(x, conv.weight, conv.bias, stride, 1, 1, groups).detach().numpy()
+    z = F.conv2d(x, conv.weight, conv.bias, stride, 1, dilation, groups).detach().numpy()
     Z = z.transpose(0, 2, 3, 1).reshape(-1, 4)  # rows (B*L, C_out)
     P = _patches(x.numpy(), conv)
     cin, cout = 4 // groups, 4 // groups
