@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from widthlab.errors import UsageError
+from widthlab.frontier.obs import add_gram_, mirror_gram_
 
 __all__ = ["BlockConsumer", "RowStats", "conv_consumers", "conv_rows", "heads_consumer",
            "linear_consumer", "row_stats"]
@@ -68,7 +69,7 @@ class _Acc:
     def add(self, rows: Tensor) -> None:
         r = rows.to(torch.float64)
         h = r.shape[1]
-        self.g[:h, :h].addmm_(r.t(), r)
+        add_gram_(self.g[:h, :h], r)
         self.g[h, :h] += r.sum(0)
         self.absum += r.abs().sum(0)
         self.n += len(r)
@@ -77,6 +78,7 @@ class _Acc:
         if not self.n:
             raise UsageError("no activation rows: give at least one calibration sample")
         h = len(self.absum)
+        mirror_gram_(self.g[:h, :h])
         self.g[:h, h] = self.g[h, :h]
         self.g[h, h] = self.n
         return RowStats(self.g.div_(self.n), self.absum / self.n, self.n, digest)
