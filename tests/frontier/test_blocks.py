@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from widthlab.errors import UsageError
+from widthlab.frontier import block_obs
 from widthlab.frontier.blocks import conv_consumers, heads_consumer, linear_consumer
 from widthlab.frontier.group import group_frontier
 
@@ -217,3 +218,36 @@ def test_lazy_downdates_and_compaction_keep_the_greedy_exact():
         ref = np.zeros_like(got)
         ref[:, cols(alive)] = V.T
         np.testing.assert_allclose(got, ref, rtol=1e-8, atol=1e-8 * np.abs(ref).max())
+
+
+def test_block_costs_under_an_output_metric_are_brute_force():
+    """With an output metric F the cost is the F-weighted output error of the least-squares
+    refit (the refit itself does not depend on F): 4 heads of 3, a random PSD F."""
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(150, 12, generator=g, dtype=D)
+    w = torch.randn(5, 13, generator=g, dtype=D)  # bias as the last column
+    m = torch.randn(5, 5, generator=g, dtype=D)
+    f = m @ m.T
+    A = np.hstack([x.numpy(), np.ones((150, 1))])
+    G = torch.from_numpy(A.T @ A / 150)
+    cols = torch.arange(12).view(4, 3)
+    prob = block_obs.BlockProblem(torch.linalg.inv(G), w, cols, torch.arange(4), f)
+    res = block_obs.eliminate_blocks([prob], 4, keep_at=range(1, 5))
+    Z, F_ = A @ w.numpy().T, f.numpy()
+    alive, prev = list(range(4)), 0.0
+    for step, u in enumerate(res.order[:-1]):
+        errs = {}
+        for v in alive:
+            keep = [c for h in alive if h != v for c in range(3 * h, 3 * h + 3)] + [12]
+            V, *_ = np.linalg.lstsq(A[:, keep], Z, rcond=None)
+            d = A[:, keep] @ V - Z
+            errs[v] = (np.einsum("ni,ij,nj->n", d, F_, d).mean(), keep, V)
+        assert u == min(errs, key=lambda v: errs[v][0])
+        err, keep, V = errs[u]
+        assert res.costs[step] == pytest.approx(err - prev, rel=1e-8)
+        alive.remove(u)
+        prev = err
+        ref = np.zeros((5, 13))
+        ref[:, keep] = V.T
+        np.testing.assert_allclose(res.snapshots[len(alive)][1][0].numpy(), ref, rtol=1e-8,
+                                   atol=1e-10)
