@@ -134,7 +134,9 @@ def trace(model: nn.Module, args: tuple, kwargs: dict) -> Book:
     rec = Recorder(model)
     handles = _hooks(model, rec)
     try:
-        with rec:
+        # with gradients on, fused inference kernels (TransformerEncoderLayer's fast path)
+        # stay out of the way and the forward runs op by op
+        with torch.enable_grad(), rec:
             out = model(*args, **kwargs)
         _fix_outputs(rec, out)
     finally:
