@@ -40,3 +40,15 @@ def half(size: int) -> list[int]:
 def blocks(units, width: int) -> list[int]:
     """Indices of whole blocks ``width`` long (a head's rows, a channel's flattened pixels)."""
     return [u * width + i for u in units for i in range(width)]
+
+
+def mask_params(model: nn.Module, spec: list[tuple[str, str, int, list[int]]]) -> None:
+    """Zero ``(module, parameter, dim, indices)`` slices in place and keep them zero under
+    any optimizer: their gradients are masked (Adam then never moves them)."""
+    for name, pname, dim, idx in spec:
+        p = getattr(model.get_submodule(name), pname)
+        mask = torch.ones_like(p)
+        mask.index_fill_(dim, torch.as_tensor(idx, dtype=torch.long), 0.0)
+        with torch.no_grad():
+            p.mul_(mask)
+        p.register_hook(lambda g, mask=mask: g * mask)
