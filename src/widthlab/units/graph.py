@@ -108,6 +108,10 @@ def _resolve_products(book: Book) -> np.ndarray:
     for _ in range(32):
         comp = _components(book.next_atom, book.edges)
         changed = False
+        for a, b in book.couplings:
+            if (comp[a.numpy()] == comp[0]).any() and not (comp[b.numpy()] == comp[0]).all():
+                book.fix(b)
+                changed = True
         for lab, where in book.constraints:
             c = torch.from_numpy(comp[lab.grid.numpy()])
             varying = [d for d in sorted(lab.dims)
@@ -142,61 +146,75 @@ def _name(kind: str, slices: list[Slice], where: list[str]) -> str:
         f"{first.module or 'model'}.{first.name}:dim{first.dim}"
 
 
-def _groups(book: Book, comp: np.ndarray, model: nn.Module) -> list[Group]:
-    fixed = comp[0]
-    params = {id(p) for p in model.parameters()}
+def _hits(items, comp, group_of, unit) -> dict[int, list]:
+    """For (atoms, value) pairs: group -> the values whose atoms reach a unit of it."""
+    out: dict[int, list] = {}
+    for atoms, value in items:
+        cls = comp[atoms.numpy()]
+        for g in np.unique(group_of[cls[unit[cls]]]):
+            out.setdefault(int(g), []).append(value)
+    return out
+
+
+def _unit_classes(book: Book, comp: np.ndarray):
+    """Unit classes (not fixed, in two slots or more), their groups and rank in the group."""
     slot_cls = [comp[s.atoms.numpy()] for s in book.slots]
     n_cls = int(comp.max()) + 1
     slots_per = np.zeros(n_cls, np.int64)
     for cls in slot_cls:
         slots_per[np.unique(cls)] += 1
     unit = slots_per >= 2
-    unit[fixed] = False
-    # classes sharing a slot are one group
-    a, b = [], []
+    unit[comp[0]] = False
+    a, b = [], []  # classes sharing a slot are one group
     for cls in slot_cls:
         u = np.unique(cls[unit[cls]])
         if len(u) > 1:
-            a.append(u[1:])
-            b.append(np.full(len(u) - 1, u[0]))
-    edges = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in zip(a, b, strict=True)]
-    group_of = _components(n_cls, edges)
-    marks = {k: [(comp[atoms.numpy()], w) for atoms, w in v] for k, v in book.marks.items()}
-    order: dict[int, list[int]] = {}  # group -> its classes in order of first appearance
-    for cls in slot_cls:
-        for c in pd.unique(cls[unit[cls]]):
-            lst = order.setdefault(int(group_of[c]), [])
-            if c not in lst:
-                lst.append(int(c))
+            a.append(torch.from_numpy(u[1:]))
+            b.append(torch.from_numpy(np.full(len(u) - 1, u[0])))
+    group_of = _components(n_cls, list(zip(a, b, strict=True)))
+    allc = np.concatenate(slot_cls) if slot_cls else np.zeros(0, np.int64)
+    allc = allc[unit[allc]]
+    classes, first = np.unique(allc, return_index=True)
+    order = np.lexsort((first, group_of[classes]))
+    rank = np.full(n_cls, -1, np.int64)
+    sizes: dict[int, int] = {}
+    for c in classes[order]:
+        g = int(group_of[c])
+        rank[c] = sizes.get(g, 0)
+        sizes[g] = int(rank[c]) + 1
+    return slot_cls, unit, group_of, rank, sizes
+
+
+def _groups(book: Book, comp: np.ndarray, model: nn.Module) -> list[Group]:
+    params = {id(p) for p in model.parameters()}
+    slot_cls, unit, group_of, rank, sizes = _unit_classes(book, comp)
+    slices: dict[int, list[Slice]] = {}
+    for s, cls in zip(book.slots, slot_cls, strict=True):
+        gs = np.where(unit[cls], group_of[cls], -1)
+        for g in pd.unique(gs[gs >= 0]):
+            units = np.where(gs == g, rank[cls], -1)
+            module, _, attr = s.name.rpartition(".")
+            slices.setdefault(int(g), []).append(Slice(
+                module, attr, s.dim, torch.from_numpy(units), id(s.tensor) in params,
+                s.tensor.numel() // max(s.tensor.shape[s.dim], 1)))
+    marks = {k: _hits(v, comp, group_of, unit) for k, v in book.marks.items()}
+    mixers = _hits([(a, w) for a, w in book.mixers], comp, group_of, unit)
+    attrs = _hits([(a, (m, n, a)) for m, n, a in book.attrs], comp, group_of, unit)
     groups = []
-    for _g, classes in order.items():
-        rank = np.full(n_cls, -1, np.int64)
-        rank[classes] = np.arange(len(classes))
-        slices = []
-        for s, cls in zip(book.slots, slot_cls, strict=True):
-            units = rank[cls]
-            if (units >= 0).any():
-                module, _, attr = s.name.rpartition(".")
-                slices.append(Slice(module, attr, s.dim, torch.from_numpy(units),
-                                    id(s.tensor) in params,
-                                    s.tensor.numel() // max(s.tensor.shape[s.dim], 1)))
-        cset = set(classes)
-        hit = {k: [w for cl, w in v if cset & set(np.unique(cl).tolist())]
-               for k, v in marks.items()}
+    for g, sl in slices.items():
+        hit = {k: v.get(g, []) for k, v in marks.items()}
         kind = "heads" if hit.get("heads") else "stream" if hit.get("stream") else \
-            "channels" if any(s.per_index > 1 and s.dim == 0 and s.name == "weight"
-                              and s.units.numel() * s.per_index > 0 and s.is_param
-                              and _is_conv(model, s) for s in slices) else "ffn"
-        attrs = []
-        for module, attr, atoms in book.attrs:
-            units = rank[comp[atoms.numpy()]]
-            if (units >= 0).any():
-                attrs.append(Slice(module, attr, 0, torch.from_numpy(units), False))
-        mixers = tuple(sorted({w for atoms, w in book.mixers
-                               if (rank[comp[atoms.numpy()]] >= 0).any()}))
-        width = int(np.bincount(slices[0].units[slices[0].units >= 0].numpy()).max())
-        groups.append(Group(_name(kind, slices, hit.get("stream", [])), kind, len(classes),
-                            width, slices, attrs, mixers, _common([s.module for s in slices])))
+            "channels" if any(s.dim == 0 and s.name == "weight" and s.is_param
+                              and _is_conv(model, s) for s in sl) else "ffn"
+        own_attrs = []
+        for module, attr, atoms in attrs.get(g, []):
+            cls = comp[atoms.numpy()]
+            units = np.where(unit[cls] & (group_of[cls] == g), rank[cls], -1)
+            own_attrs.append(Slice(module, attr, 0, torch.from_numpy(units), False))
+        width = int(np.bincount(sl[0].units[sl[0].units >= 0].numpy()).max())
+        groups.append(Group(_name(kind, sl, [w for w in hit.get("stream", [])]), kind,
+                            sizes[g], width, sl, own_attrs, tuple(sorted(set(mixers.get(g, [])))),
+                            _common([s.module for s in sl])))
     seen: dict[str, int] = {}
     for grp in groups:
         n = seen.get(grp.name, 0)

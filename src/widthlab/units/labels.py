@@ -24,7 +24,7 @@ from torch import Tensor
 FIXED = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Label:
     """Atom ids ``grid`` (int64, the tensor's ndim, size 1 outside ``dims``) over ``dims``."""
 
@@ -55,6 +55,9 @@ class Book:
     marks: dict[str, list[tuple[Tensor, str]]] = field(default_factory=dict)
     # (module name, attribute, atoms): the attribute states how many of these atoms are kept
     attrs: list[tuple[str, str, Tensor]] = field(default_factory=list)
+    # (a, b): when any atom of ``a`` is fixed, ``b`` is fixed too (nn.MultiheadAttention: the
+    # heads' total width must equal the embedding width)
+    couplings: list[tuple[Tensor, Tensor]] = field(default_factory=list)
 
     def new_atoms(self, n: int) -> Tensor:
         atoms = torch.arange(self.next_atom, self.next_atom + n, dtype=torch.long)

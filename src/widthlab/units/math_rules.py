@@ -101,7 +101,7 @@ def convolution(rec, func, args, kwargs, out):
     if any(lab.dims - {1} for lab in xl):
         rec.refuse(func, "has units on spatial dims")
     cin_dim, cout_dim = (0, 1) if transposed else (1, 0)
-    w_in = next(lab for lab in wl if cin_dim in lab.dims)
+    w_in = next((lab for lab in wl if cin_dim in lab.dims), None)  # None: one channel
     w_out = next(lab for lab in wl if cout_dim in lab.dims)
     for lab in wl:
         if lab.dims & set(range(2, w.ndim)):
@@ -110,13 +110,17 @@ def convolution(rec, func, args, kwargs, out):
     if transposed and groups > 1:
         rec.refuse(func, "is a grouped transposed convolution")
     out_atoms = w_out.grid.reshape(-1)
-    if groups == 1:
+    if groups == 1 and w_in is not None:
         if x_ch:
             rec.book.union(x_ch[0].grid.reshape(-1), w_in.grid.reshape(-1))
         else:
             rec.book.fix(w_in.grid)
+    elif groups == 1:  # a single input channel
+        if x_ch:
+            rec.book.fix(x_ch[0].grid)
     else:
-        rec.book.fix(w_in.grid)
+        if w_in is not None:
+            rec.book.fix(w_in.grid)
         if x_ch:
             rec.book.union(x_ch[0].grid.reshape(groups, -1), out_atoms.reshape(groups, -1)[:, :1])
         else:

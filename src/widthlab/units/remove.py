@@ -158,9 +158,9 @@ def remove_units(model: nn.Module, graph: UnitGraph, group: Group | str,
     old_units = group.size
     for s, t, keep in plan:
         _cut(owners[id(t)], t, s.dim, keep, optimizer)
-    for k, m in modules.items():
-        update(m, before[k], counts.get(k, {}))
     if group.kind == "heads":
         scale_heads(model.get_submodule(group.owner), old_units, old_units - int(drop.numel()))
+    for k, m in modules.items():
+        update(m, before[k], counts.get(k, {}))
     _renumber(group, drop)
     sync_config(model)

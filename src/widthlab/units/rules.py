@@ -59,6 +59,8 @@ RULES.update({
     "adaptive_max_pool2d": m.pool, "adaptive_max_pool1d": m.pool,
     "upsample_nearest2d": m.pool, "upsample_bilinear2d": m.pool,
     "_upsample_bilinear2d_aa": m.pool, "_upsample_nearest_exact2d": m.pool,
+    "as_strided": s.reshape, "as_strided_": s.reshape,
+    "new_zeros": m.unused, "new_ones": m.unused, "new_empty": m.unused, "new_full": m.unused,
     "argmax": m.unused, "argmin": m.unused, "_local_scalar_dense": m.unused,
     "sym_size": m.unused, "is_nonzero": m.unused, "equal": m.unused, "allclose": m.unused,
 })

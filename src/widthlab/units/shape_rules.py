@@ -6,6 +6,8 @@ output (in ``tree_flatten`` order). See :mod:`~widthlab.units.labels` for what a
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 from torch.utils._pytree import tree_flatten
@@ -42,8 +44,9 @@ def broadcast(rec, operands: list[Tensor], shape: tuple[int, ...], why: str = ""
         for lab in labels:
             for r in [r for r in result if r.dims & lab.dims]:
                 result.remove(r)
+                distinct = bool((full(r, shape) != full(lab, shape)).any())
                 lab = merge(rec.book, r, lab, shape)
-                if why and labeled_inputs > 1:
+                if why and labeled_inputs > 1 and distinct:  # x + f(x) of one unit is no add
                     rec.book.mark(why, full(lab, shape), rec.stack[-1])
             result.append(lab)
     out = []
@@ -87,9 +90,14 @@ def reshape(rec, func, args, kwargs, out):
     """view / reshape / flatten / unflatten / squeeze / unsqueeze: element order is kept, so
     the labels are laid out over the input and read back in the output's shape."""
     x, o = args[0], tensors_out(out)[0]
+    name = func.overloadpacket.__name__
+    shape = rec.pre if name.endswith("_") else tuple(x.shape)
+    if name.startswith("as_strided") and not (o.is_contiguous() and o.storage_offset() == 0
+                                             and o.numel() == math.prod(shape)):
+        rec.refuse(func, "reads units through strides that are not a plain view")
     result = []
     for lab in rec.labels(x):
-        g = materialize(lab, tuple(x.shape)).reshape(o.shape)
+        g = materialize(lab, shape).reshape(o.shape)
         new = compress(g)
         if new is None:
             rec.book.fix(lab.grid)
@@ -152,8 +160,8 @@ def slice_(rec, func, args, kwargs, out):
 def split(rec, func, args, kwargs, out):
     x, outs = args[0], tensors_out(out)
     name = func.overloadpacket.__name__
-    dim = (args[1] if name == "unbind" else (args[2] if len(args) > 2 else kwargs.get("dim", 0)))
-    dim %= x.ndim
+    at = 1 if name == "unbind" else 2
+    dim = (args[at] if len(args) > at else kwargs.get("dim", 0)) % x.ndim
     sizes = [o.shape[dim] if name != "unbind" else 1 for o in outs]
     labels = rec.labels(x)
     if len(set(sizes)) == 1:

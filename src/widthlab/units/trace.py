@@ -46,6 +46,7 @@ class Recorder(TorchDispatchMode):
         self.params = {id(p) for p in model.parameters()}
         self.seen: dict[int, tuple[Tensor, list[Label]]] = {}
         self.stack: list[str] = [""]
+        self.pre: tuple[int, ...] | None = None
 
     # -- labels of tensors -------------------------------------------------------------
     def labels(self, t: Tensor, *, buffer: bool = False) -> list[Label]:
@@ -56,6 +57,8 @@ class Recorder(TorchDispatchMode):
         if id(t) in self.params or (buffer and id(t) in self.names):
             out = []
             for d in range(t.ndim):
+                if t.shape[d] == 1:
+                    continue  # one index is no unit dimension (a layer scale's (C, 1, 1))
                 atoms = self.book.new_atoms(t.shape[d])
                 self.book.slots.append(Slot(t, self.names[id(t)], d, atoms))
                 shape = [1] * t.ndim
@@ -84,6 +87,8 @@ class Recorder(TorchDispatchMode):
     # -- dispatch ----------------------------------------------------------------------
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        # in-place view ops (squeeze_, as_strided_) change the input's shape: keep the old one
+        self.pre = tuple(args[0].shape) if args and torch.is_tensor(args[0]) else None
         out = func(*args, **kwargs)
         flat, _ = tree_flatten((args, kwargs))
         tensors = [t for t in flat if torch.is_tensor(t)]
@@ -142,5 +147,16 @@ def trace(model: nn.Module, args: tuple, kwargs: dict) -> Book:
     finally:
         for h in handles:
             h.remove()
+    _couple_mha(model, rec)
     rec.seen.clear()
     return rec.book
+
+
+def _couple_mha(model: nn.Module, rec: Recorder) -> None:
+    """nn.MultiheadAttention computes head_dim = embed_dim // num_heads from its input: its
+    heads can go only with as many embedding units, so a fixed embedding fixes its heads."""
+    slots = {(id(s.tensor), s.dim): s.atoms for s in rec.book.slots}
+    for m in model.modules():
+        w = getattr(m, "in_proj_weight", None) if isinstance(m, nn.MultiheadAttention) else None
+        if w is not None and (id(w), 1) in slots:
+            rec.book.couplings.append((slots[(id(w), 1)], slots[(id(w), 0)]))

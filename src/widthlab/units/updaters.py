@@ -19,7 +19,7 @@ from torch import nn
 
 HEAD_ATTRS = ("n_head", "n_heads", "num_heads", "num_attention_heads", "num_key_value_heads",
               "n_kv_heads", "n_kv_head", "num_kv_heads", "split_size", "all_head_size",
-              "inner_dim")
+              "inner_dim", "n_embd", "embed_dim")
 
 
 def _linear(m: nn.Linear, before: dict, counts: dict) -> None:
