@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from widthlab.errors import UsageError
 from widthlab.units.graph import Group, Slice, UnitGraph
 from widthlab.units.hf import sync_config
-from widthlab.units.updaters import scale_heads, snapshot, update
+from widthlab.units.updaters import scale_heads, set_stream_width, snapshot, update
 
 
 def _drop_index(group: Group, drop: Iterable[int]) -> Tensor:
@@ -160,6 +160,9 @@ def remove_units(model: nn.Module, graph: UnitGraph, group: Group | str,
         _cut(owners[id(t)], t, s.dim, keep, optimizer)
     if group.kind == "heads":
         scale_heads(model.get_submodule(group.owner), old_units, old_units - int(drop.numel()))
+    if group.kind == "stream":
+        set_stream_width(model, [s.module for s in group.slices], old_units,
+                         old_units - int(drop.numel()))
     for k, m in modules.items():
         update(m, before[k], counts.get(k, {}))
     _renumber(group, drop)

@@ -19,7 +19,7 @@ from torch import nn
 
 HEAD_ATTRS = ("n_head", "n_heads", "num_heads", "num_attention_heads", "num_key_value_heads",
               "n_kv_heads", "n_kv_head", "num_kv_heads", "split_size", "all_head_size",
-              "inner_dim", "n_embd", "embed_dim")
+              "inner_dim", "attn_dim")
 
 
 def _linear(m: nn.Linear, before: dict, counts: dict) -> None:
@@ -103,6 +103,24 @@ def update(m: nn.Module, before: dict, counts: dict) -> None:
         if fn is not None:
             fn(m, before, counts)
             return
+
+
+STREAM_ATTRS = ("hidden_dim", "hidden_size", "embed_dim", "d_model", "n_embd", "num_features",
+                "embed_dims", "width")
+
+
+def set_stream_width(model: nn.Module, modules: list[str], old: int, new: int) -> None:
+    """Width attributes of the modules on a stream and their ancestors (torchvision's ViT
+    reshapes by ``self.hidden_dim``) that state the old stream width get the new one."""
+    names = {""}
+    for name in modules:
+        parts = name.split(".") if name else []
+        names |= {".".join(parts[:i]) for i in range(len(parts) + 1)}
+    for name in names:
+        m = model.get_submodule(name)
+        for attr in STREAM_ATTRS:
+            if getattr(m, attr, None) == old and not isinstance(getattr(m, attr), bool):
+                setattr(m, attr, new)
 
 
 def scale_heads(m: nn.Module, old_units: int, new_units: int) -> list[str]:
