@@ -1,0 +1,85 @@
+"""What the units core refuses, and that it refuses before changing anything."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from tests.units.models import ResNet
+from widthlab.errors import UsageError
+from widthlab.units import UnitTraceError, build_graph
+from widthlab.units.remove import remove_units
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+class Body(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 6)
+
+    def forward(self, x):
+        return torch.cumsum(self.fc(x), dim=-1)  # mixes features in an order the graph
+        # does not follow
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body, self.bn, self.out = Body(), nn.BatchNorm1d(6), nn.Linear(6, 2)
+
+    def forward(self, x):
+        return self.out(self.bn(self.body(x)))
+
+
+def test_an_op_without_a_rule_on_units_is_named_with_its_module():
+    model = Net().train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(UnitTraceError, match=r"aten\.cumsum.* in module 'body'"):
+        build_graph(model, torch.randn(3, 4))
+    # the failed trace left the model as it was (BatchNorm statistics included)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_build_graph_leaves_running_statistics_alone():
+    model = ResNet().train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    build_graph(model, torch.randn(2, 3, 8, 8))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("drop, match", [
+    ([6], r"\[0, 6\)"), ([-1], r"\[0, 6\)"), (list(range(6)), "keep at least one"),
+    (["a"], "integers")])
+def test_bad_drop_indices_are_refused_before_any_change(drop, match):
+    model, x = ResNet(), torch.randn(2, 3, 8, 8)
+    graph = build_graph(model, x)
+    with pytest.raises(UsageError, match=match):
+        remove_units(model, graph, "layer1.0.conv1:out", drop)
+    assert model.layer1[0].conv1.weight.shape[0] == 6
+    assert graph["layer1.0.conv1:out"].size == 6
+
+
+def test_a_stale_or_foreign_group_is_refused():
+    model, x = ResNet(), torch.randn(2, 3, 8, 8)
+    graph, other = build_graph(model, x), build_graph(ResNet(), x)
+    with pytest.raises(UsageError, match="not a group of this graph"):
+        remove_units(model, graph, other["layer1.0.conv1:out"], [0])
+    with pytest.raises(KeyError, match="no group 'nope'"):
+        remove_units(model, graph, "nope", [0])
+    remove_units(model, other, other["layer1.0.conv1:out"], [0])  # model changes under graph
+    with pytest.raises(UsageError, match="call build_graph again"):
+        remove_units(model, graph, "layer1.0.conv1:out", [1])
+
+
+def test_removing_twice_through_one_graph_renumbers_the_group():
+    model, x = ResNet(), torch.randn(2, 3, 8, 8)
+    graph = build_graph(model, x)
+    g = graph["layer1.0.conv1:out"]
+    w = model.layer1[0].conv1.weight.detach().clone()
+    remove_units(model, graph, g, [0, 1])
+    remove_units(model, graph, g, [0])  # unit 0 is now the original unit 2
+    assert g.size == 3
+    assert torch.equal(model.layer1[0].conv1.weight, w[3:])
+    assert model.layer1[0].conv2.in_channels == 3
