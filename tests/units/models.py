@@ -295,3 +295,31 @@ class SENet(nn.Module):
         h = F.relu(self.conv(x))
         s = torch.sigmoid(self.fc2(F.relu(self.fc1(h.mean((2, 3), keepdim=True)))))
         return self.head((h * s).mean((2, 3)))
+
+
+class NanoSelfAttention(nn.Module):
+    """nanoGPT's attention verbatim in shape: head width = n_embd // n_head, read off x."""
+
+    def __init__(self, c: GPTConfig):
+        super().__init__()
+        self.c_attn = nn.Linear(c.n_embd, 3 * c.n_embd)
+        self.c_proj = nn.Linear(c.n_embd, c.n_embd)
+        self.n_head, self.n_embd = c.n_head, c.n_embd
+
+    def forward(self, x):
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
+
+
+class NanoGPT(GPT):
+    """The GPT above with nanoGPT's own attention (its width tied to the stream's)."""
+
+    def __init__(self, c: GPTConfig):
+        super().__init__(c)
+        for block in self.transformer.h:
+            block.attn = NanoSelfAttention(c)

@@ -9,7 +9,7 @@ from torch import nn
 from torch.testing import assert_close
 
 from tests.units.helpers import blocks, half, kept, n_params
-from tests.units.models import GPT, GPTConfig, LlamaConfig, LlamaLike
+from tests.units.models import GPT, GPTConfig, LlamaConfig, LlamaLike, NanoGPT
 from widthlab.units import build_graph
 from widthlab.units.remove import remove_units
 
@@ -175,5 +175,44 @@ def test_transformer_encoder_equal_the_smaller_encoder():
         _copy(a.linear2.bias, b.linear2.bias, ks)
     attn = model.encoder.layers[0].self_attn
     assert (attn.embed_dim, attn.num_heads, attn.head_dim) == (8, 2, 4)
+    assert n_params(model) == n_params(ref)
+    assert_close(model(x), ref(x), atol=1e-5, rtol=0)
+
+
+def test_nanogpt_heads_and_stream_cut_by_matching_counts_equal_the_smaller_nanogpt():
+    """nanoGPT reads the head width off the stream (view(B, T, n_head, C // n_head)): the
+    trace cannot see that count, so heads and stream are cut by matching counts (half of
+    each); the result is nanoGPT at half the config."""
+    torch.manual_seed(3)
+    c = GPTConfig(n_embd=16, n_head=4, n_inner=64)
+    model, x = NanoGPT(c).eval(), torch.randint(0, c.vocab_size, (2, 9))
+    graph = build_graph(model, x)
+    assert sorted((g.kind, g.size) for g in graph.groups) == [
+        ("ffn", 64), ("ffn", 64), ("heads", 4), ("heads", 4), ("stream", 16)]
+    original = NanoGPT(c).eval()
+    original.load_state_dict(model.state_dict())
+    for g in list(graph.groups):
+        remove_units(model, graph, g, half(g.size))
+    assert (model.transformer.h[0].attn.n_head, model.transformer.h[0].attn.n_embd) == (2, 8)
+    ref = NanoGPT(GPTConfig(n_embd=8, n_head=2, n_inner=32)).eval()
+    ks, kf, kh = kept(16, half(16)), kept(64, half(64)), kept(4, half(4))
+    rows = torch.tensor([part * 16 + i for part in range(3) for i in blocks(kh, 4)])
+    t, r = original.transformer, ref.transformer
+    _copy(r.wte.weight, t.wte.weight, None, ks)
+    _copy(r.wpe.weight, t.wpe.weight, None, ks)
+    _copy(r.ln_f.weight, t.ln_f.weight, ks)
+    _copy(r.ln_f.bias, t.ln_f.bias, ks)
+    for a, b in zip(r.h, t.h, strict=True):
+        for ln in ("ln_1", "ln_2"):
+            _copy(getattr(a, ln).weight, getattr(b, ln).weight, ks)
+            _copy(getattr(a, ln).bias, getattr(b, ln).bias, ks)
+        _copy(a.attn.c_attn.weight, b.attn.c_attn.weight, rows, ks)
+        _copy(a.attn.c_attn.bias, b.attn.c_attn.bias, rows)
+        _copy(a.attn.c_proj.weight, b.attn.c_proj.weight, ks, torch.tensor(blocks(kh, 4)))
+        _copy(a.attn.c_proj.bias, b.attn.c_proj.bias, ks)
+        _copy(a.mlp.c_fc.weight, b.mlp.c_fc.weight, kf, ks)
+        _copy(a.mlp.c_fc.bias, b.mlp.c_fc.bias, kf)
+        _copy(a.mlp.c_proj.weight, b.mlp.c_proj.weight, ks, kf)
+        _copy(a.mlp.c_proj.bias, b.mlp.c_proj.bias, ks)
     assert n_params(model) == n_params(ref)
     assert_close(model(x), ref(x), atol=1e-5, rtol=0)
