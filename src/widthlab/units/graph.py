@@ -12,8 +12,9 @@ parameter dimension form one :class:`Group`: the units of one layer, of one resi
 Views that split a unit dimension (``C -> (H, D)``, a channel shuffle, an equal ``split`` or
 ``chunk``) only stay valid if the kept units form a product along the new dims; when the ops
 did not already make units whole along all but one of those dims (attention makes heads
-whole), they are made whole along all but the largest one (a shuffle pairs channel ``j`` of
-every shuffle group).
+whole), they are made whole along all but the innermost one, the one code usually computes
+from the width (``C // groups`` of a channel shuffle: channel ``j`` of every shuffle group is
+one unit).
 
 Group kinds: ``"heads"`` (units are attention heads, or with grouped query attention one
 kv head and the query heads it serves), ``"stream"`` (units joined by a residual add),
@@ -112,12 +113,13 @@ def _resolve_products(book: Book) -> np.ndarray:
             if (comp[a.numpy()] == comp[0]).any() and not (comp[b.numpy()] == comp[0]).all():
                 book.fix(b)
                 changed = True
-        for lab, where in book.constraints:
+        for lab, where, axis in book.constraints:
             c = torch.from_numpy(comp[lab.grid.numpy()])
             varying = [d for d in sorted(lab.dims)
                        if (c != c.narrow(d, 0, 1)).any()]
-            if len(varying) > 1:
-                keep = max(varying, key=lambda d: lab.grid.shape[d])
+            keep = axis if axis is not None else max(varying, default=0)
+            if len(varying) > 1 or (axis is not None and set(varying) - {axis}):
+                # the innermost dim: the one code usually sizes from the width
                 bundle(book, Label(lab.grid, frozenset(varying)), set(varying) - {keep}, where)
                 changed = True
         if not changed:

@@ -49,8 +49,10 @@ class Book:
     next_atom: int = 1
     edges: list[tuple[Tensor, Tensor]] = field(default_factory=list)
     slots: list[Slot] = field(default_factory=list)
-    # (grid over factor axes, where): kept units must form a product over the axes
-    constraints: list[tuple[Tensor, str]] = field(default_factory=list)
+    # (label over factor axes, where, axis or None): kept units must form a product over the
+    # axes; with an axis, units must lie along it (an equal split's part size, computed
+    # from the width: the number of parts is stated by the code)
+    constraints: list[tuple[Label, str, int | None]] = field(default_factory=list)
     mixers: list[tuple[Tensor, str]] = field(default_factory=list)  # atoms read by a norm etc.
     marks: dict[str, list[tuple[Tensor, str]]] = field(default_factory=dict)
     # (module name, attribute, atoms): the attribute states how many of these atoms are kept

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from widthlab.units.labels import Label, align, bundle, merge
+from widthlab.units.labels import Label, align, bundle, full, merge
 from widthlab.units.shape_rules import broadcast, tensors_out
 
 Operand = tuple[list[Label], tuple[int, ...], str]  # labels, shape, one letter per dim
@@ -143,37 +143,49 @@ def embedding(rec, func, args, kwargs, out):
     return [[Label(wl[1].grid.reshape(shape), frozenset({idx.ndim}))]]
 
 
+def _per_head(rec, func, labels: list[Label], shape: tuple[int, ...]) -> Tensor | None:
+    """Atoms of a (..., H, L, D) attention operand as (H, n): one row per head."""
+    nd = len(shape)
+    h_dim, d_dim = nd - 3, nd - 1
+    rows = []
+    for lab in labels:
+        if lab.dims - {h_dim, d_dim}:
+            rec.refuse(func, "has units on batch or sequence dims")
+        g = full(lab, shape)
+        g = g.reshape(-1, *g.shape[-3:])[0, :, 0, :]  # (H or 1, D or 1)
+        rows.append(g.expand(shape[h_dim], g.shape[-1]))
+    return torch.cat(rows, dim=1) if rows else None
+
+
 def attention(rec, func, args, kwargs, out):
-    """scaled_dot_product_attention: q.k over the head dim, then scores.v; with fewer key and
-    value heads (grouped query attention) each kv head serves a block of query heads."""
+    """scaled_dot_product_attention: a head is one unit (its q, k and v rows, and with them
+    the output columns that read it); with fewer key and value heads (grouped query
+    attention) a kv head and the query heads it serves are one unit. The head dim is not a
+    unit: the scale 1/sqrt(D) reads it."""
     q, k, v = args[0], args[1], args[2]
     mask = args[3] if len(args) > 3 and torch.is_tensor(args[3]) else kwargs.get("attn_mask")
     if torch.is_tensor(mask) and rec.labels(mask):
         rec.refuse(func, "takes a mask with units")
-    lead = "abcd"[:q.ndim - 3]
+    h = q.shape[-3]
 
-    def heads(t: Tensor) -> Operand:
+    def heads(t: Tensor) -> tuple[list[Label], tuple[int, ...]]:
         labels = rec.labels(t)
-        n, h = t.shape[-3], q.shape[-3]
+        n, d = t.shape[-3], t.ndim - 3
         if n != h:
             idx = torch.arange(h) // (h // n)
-            d = t.ndim - 3
             labels = [Label(lab.grid.index_select(d, idx), lab.dims) if d in lab.dims else lab
                       for lab in labels]
         shape = list(t.shape)
         shape[-3] = h
-        return labels, tuple(shape), None
+        return labels, tuple(shape)
 
-    kl, kshape, _ = heads(k)
-    vl, vshape, _ = heads(v)
-    scores = contract(rec, [(rec.labels(q), tuple(q.shape), lead + "hle"),
-                            (kl, kshape, lead + "hse")], lead + "hls")
-    for lab in scores:
-        rec.book.mark("heads", lab.grid, rec.stack[-1])
-    sshape = tuple(q.shape[:-1]) + (k.shape[-2],)
-    o = contract(rec, [(scores, sshape, lead + "hls"), (vl, vshape, lead + "hsf")],
-                 lead + "hlf")
-    return [o] + [[] for _ in tensors_out(out)[1:]]
+    parts = [_per_head(rec, func, *heads(t)) for t in (q, k, v)]
+    parts = [p for p in parts if p is not None]
+    if parts:
+        atoms = torch.cat(parts, dim=1)  # (H, all atoms of the head)
+        rec.book.union(atoms, atoms[:, :1])
+        rec.book.mark("heads", atoms, rec.stack[-1])
+    return [heads(v)[0]] + [[] for _ in tensors_out(out)[1:]]
 
 
 def _norm_over(rec, func, x: Tensor, dims: set[int], params: list[Tensor], kind: str):

@@ -96,6 +96,11 @@ def _plan(model: nn.Module, group: Group, drop: Tensor):
                 f"group {group.name!r} does not match the model at {s.module}.{s.name} "
                 f"(dim {s.dim}): the model changed since build_graph; call build_graph again")
         keep = torch.nonzero(~torch.isin(s.units, drop)).reshape(-1)
+        if keep.numel() == 0:
+            raise UsageError(
+                f"removing units {drop.tolist()} of group {group.name!r} would leave "
+                f"{s.module or 'the model'}.{s.name} with nothing along dim {s.dim}; keep at "
+                "least one of the units that index it")
         tensors.append((s, t, keep))
     return tensors
 

@@ -80,10 +80,13 @@ def _register_split(rec, lab: Label, shape, dim: int, parts: int, where: str) ->
     """An equal split along a unit dim: kept units must form a product (parts, size)."""
     if dim not in lab.dims or parts < 2:
         return
+    if shape[dim] == parts:  # parts of one index: the code's part count cannot change
+        rec.book.union(lab.grid, lab.grid.narrow(dim, 0, 1))
+        return
     g = full(lab, shape).unflatten(dim, (parts, shape[dim] // parts)).contiguous()
     c = compress(g)
     if c is not None and len(c.dims) > 1:
-        rec.book.constraints.append((c, where))
+        rec.book.constraints.append((c, where, dim + 1))
 
 
 def reshape(rec, func, args, kwargs, out):
@@ -103,7 +106,7 @@ def reshape(rec, func, args, kwargs, out):
             rec.book.fix(lab.grid)
             continue
         if len(new.dims) > 1:
-            rec.book.constraints.append((new, f"{func} in {rec.where}"))
+            rec.book.constraints.append((new, f"{func} in {rec.where}", None))
         result.append(new)
     return [result]
 
@@ -167,6 +170,10 @@ def split(rec, func, args, kwargs, out):
     if len(set(sizes)) == 1:
         for lab in labels:
             _register_split(rec, lab, tuple(x.shape), dim, len(outs), f"{func} in {rec.where}")
+    else:  # a boundary the code states: units before the last part would move it; fixed
+        for lab in labels:
+            if dim in lab.dims:
+                rec.book.fix(lab.grid.narrow(dim, 0, sum(sizes[:-1])))
     result, start = [], 0
     for _o, size in zip(outs, sizes, strict=False):
         part = []
@@ -318,7 +325,8 @@ def channel_shuffle(rec, func, args, kwargs, out):
             rec.refuse(func, "shuffles channels whose units span other dims")
         c = x.shape[1]
         g = lab.grid.reshape(groups, c // groups)
-        rec.book.constraints.append((Label(g, frozenset({0, 1})), f"{func} in {rec.where}"))
+        rec.book.constraints.append((Label(g, frozenset({0, 1})), f"{func} in {rec.where}",
+                                     1))
         shape = [1] * x.ndim
         shape[1] = c
         result.append(Label(g.t().reshape(shape).contiguous(), lab.dims))
