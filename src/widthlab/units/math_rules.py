@@ -149,8 +149,9 @@ def _per_head(rec, func, labels: list[Label], shape: tuple[int, ...]) -> Tensor 
     h_dim, d_dim = nd - 3, nd - 1
     rows = []
     for lab in labels:
-        if lab.dims - {h_dim, d_dim}:
-            rec.refuse(func, "has units on batch or sequence dims")
+        if lab.dims - {h_dim, d_dim}:  # positions, not units: a head cannot drop them
+            rec.book.fix(lab.grid)
+            continue
         g = full(lab, shape)
         g = g.reshape(-1, *g.shape[-3:])[0, :, 0, :]  # (H or 1, D or 1)
         rows.append(g.expand(shape[h_dim], g.shape[-1]))

@@ -53,8 +53,9 @@ def broadcast(rec, operands: list[Tensor], shape: tuple[int, ...], why: str = ""
     for lab in result:
         inter = lab.dims & free
         if inter and lab.dims <= free:
-            rec.book.fix(lab.grid)
-        elif inter:
+            rec.book.fix(lab.grid)  # per-position data (a position embedding): not units
+            continue
+        if inter:
             lab = bundle(rec.book, lab, inter, rec.where)
         if lab is not None:
             out.append(lab)
