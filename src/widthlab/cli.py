@@ -29,6 +29,7 @@ import click
 from widthlab import __version__
 from widthlab._io import ensure_writable
 from widthlab.cli_frontier import frontier_cmd
+from widthlab.cli_units import units_cmd
 from widthlab.cli_options import (
     data_option,
     parse_seeds,
@@ -438,6 +439,7 @@ def _workers(text: str) -> int:
 
 # ------------------------------------------------------------------------------- frontier
 app.add_command(frontier_cmd)  # widthlab frontier: how many neurons a trained layer needs
+app.add_command(units_cmd)  # widthlab units: what can be sized in a model
 
 
 # ----------------------------------------------------------------------------------- main

@@ -10,10 +10,13 @@ Public API::
     from widthlab.units import build_graph, remove_units, UnitGraph, Group
     graph = build_graph(model, example_input)
     graph.describe()                                   # one row per group
+    list_units(model, example_input)                   # the same table in one call
     remove_units(model, graph, graph["layer1.0.conv1:out"], [0, 3], optimizer=opt)
 """
 
-from widthlab.units.graph import Group, Slice, UnitGraph, build_graph
+from widthlab.units.graph import Group, Slice, UnitGraph, build_graph, list_units
+from widthlab.units.remove import remove_units
 from widthlab.units.trace import UnitTraceError
 
-__all__ = ["Group", "Slice", "UnitGraph", "UnitTraceError", "build_graph"]
+__all__ = ["Group", "Slice", "UnitGraph", "UnitTraceError", "build_graph", "list_units",
+           "remove_units"]

@@ -265,3 +265,10 @@ def build_graph(model: nn.Module, *example_args, **example_kwargs) -> UnitGraph:
                         v.copy_(state[k])
     comp = _resolve_products(book)
     return UnitGraph(_groups(book, comp, model))
+
+
+def list_units(model: nn.Module, *example_args, **example_kwargs) -> pd.DataFrame:
+    """What can be sized in ``model``: one row per group (name, kind, size, unit_width,
+    params, mixed_by), from one forward on the example inputs. Same as
+    ``build_graph(model, *example_args, **example_kwargs).describe()``."""
+    return build_graph(model, *example_args, **example_kwargs).describe()
