@@ -29,7 +29,6 @@ import click
 from widthlab import __version__
 from widthlab._io import ensure_writable
 from widthlab.cli_frontier import frontier_cmd
-from widthlab.cli_units import units_cmd
 from widthlab.cli_options import (
     data_option,
     parse_seeds,
@@ -38,6 +37,7 @@ from widthlab.cli_options import (
     user_data,
 )
 from widthlab.cli_study import StudyGroup
+from widthlab.cli_units import units_cmd
 from widthlab.data.cache import cache_root, fetch, iter_info, verify
 from widthlab.data.registry import DATASETS, resolve_names
 from widthlab.data.tensors import load_splits
