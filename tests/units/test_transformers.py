@@ -42,6 +42,7 @@ def test_gpt_groups_and_shrink_equal_the_smaller_gpt():
     kinds = {g.name: (g.kind, g.size, g.unit_width) for g in graph.groups}
     assert kinds["stream:model"] == ("stream", 16, 1)
     assert kinds["transformer.h.0.attn:heads"] == ("heads", 4, 3 * 6)
+    assert graph["transformer.h.0.attn:heads"].head_dim == 6
     assert kinds["transformer.h.1.mlp.c_fc:out"] == ("ffn", 32, 1)
     # the unit order the test relies on: heads, channels and features in index order
     inner = c.n_head * c.head_dim
@@ -145,6 +146,7 @@ def test_transformer_encoder_equal_the_smaller_encoder():
     graph = build_graph(model, x)
     kinds = {g.name: (g.kind, g.size, g.unit_width) for g in graph.groups}
     assert kinds["encoder.layers.0.self_attn:heads"] == ("heads", 4, 12)
+    assert graph["encoder.layers.0.self_attn:heads"].head_dim == 4
     assert kinds["encoder.layers.1.linear1:out"] == ("ffn", 24, 1)
     assert [g.kind for g in graph.groups].count("stream") == 1
     stream = next(g for g in graph.groups if g.kind == "stream")

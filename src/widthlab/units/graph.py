@@ -65,6 +65,7 @@ class Group:
     attrs: list[Slice] = field(default_factory=list)  # module attributes counting units
     mixers: tuple[str, ...] = ()
     owner: str = ""  # deepest module holding every slice ("" for the model)
+    head_dim: int | None = None  # heads: the width of one head (q . k runs over it)
 
     @property
     def params(self) -> int:
@@ -202,6 +203,7 @@ def _groups(book: Book, comp: np.ndarray, model: nn.Module) -> list[Group]:
     marks = {k: _hits(v, comp, group_of, unit) for k, v in book.marks.items()}
     mixers = _hits([(a, w) for a, w in book.mixers], comp, group_of, unit)
     attrs = _hits([(a, (m, n, a)) for m, n, a in book.attrs], comp, group_of, unit)
+    head_dims = _hits(book.head_dims, comp, group_of, unit)
     groups = []
     for g, sl in slices.items():
         hit = {k: v.get(g, []) for k, v in marks.items()}
@@ -216,7 +218,8 @@ def _groups(book: Book, comp: np.ndarray, model: nn.Module) -> list[Group]:
         width = int(np.bincount(sl[0].units[sl[0].units >= 0].numpy()).max())
         groups.append(Group(_name(kind, sl, [w for w in hit.get("stream", [])]), kind,
                             sizes[g], width, sl, own_attrs, tuple(sorted(set(mixers.get(g, [])))),
-                            _common([s.module for s in sl])))
+                            _common([s.module for s in sl]),
+                            max(head_dims.get(g, [0])) or None if kind == "heads" else None))
     seen: dict[str, int] = {}
     for grp in groups:
         n = seen.get(grp.name, 0)

@@ -60,6 +60,7 @@ class Book:
     # (a, b): when any atom of ``a`` is fixed, ``b`` is fixed too (nn.MultiheadAttention: the
     # heads' total width must equal the embedding width)
     couplings: list[tuple[Tensor, Tensor]] = field(default_factory=list)
+    head_dims: list[tuple[Tensor, int]] = field(default_factory=list)  # (head atoms, D)
 
     def new_atoms(self, n: int) -> Tensor:
         atoms = torch.arange(self.next_atom, self.next_atom + n, dtype=torch.long)

@@ -3,6 +3,8 @@ reductions and pooling. Same signature as :mod:`~widthlab.units.shape_rules`."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -58,6 +60,9 @@ def contract(rec, operands: list[Operand], out_spec: str) -> list[Label]:
         if inter and lab.dims <= contracted:
             continue
         if inter:
+            if lab.dims & batch:
+                rec.book.head_dims.append((lab.grid.reshape(-1).clone(),
+                                           math.prod(shape_all[d] for d in inter)))
             lab = bundle(rec.book, lab, inter, rec.where,
                          mark="heads" if lab.dims & batch else None)
         order = [letters.index(c) for c in out_spec]
@@ -186,6 +191,7 @@ def attention(rec, func, args, kwargs, out):
         atoms = torch.cat(parts, dim=1)  # (H, all atoms of the head)
         rec.book.union(atoms, atoms[:, :1])
         rec.book.mark("heads", atoms, rec.stack[-1])
+        rec.book.head_dims.append((atoms[:, :1].clone(), int(q.shape[-1])))
     return [heads(v)[0]] + [[] for _ in tensors_out(out)[1:]]
 
 
