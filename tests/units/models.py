@@ -323,3 +323,23 @@ class NanoGPT(GPT):
         super().__init__(c)
         for block in self.transformer.h:
             block.attn = NanoSelfAttention(c)
+
+
+class ViTish(nn.Module):
+    """A small ViT: patch conv, class token and position embedding as parameters, pre-norm
+    nn.TransformerEncoder, the class token's features into the head."""
+
+    def __init__(self, d: int = 16, heads: int = 4, ff: int = 32, classes: int = 3):
+        super().__init__()
+        self.patch = nn.Conv2d(3, d, 2, 2)
+        self.cls = nn.Parameter(torch.randn(1, 1, d))
+        self.pos = nn.Parameter(torch.randn(1, 1 + 16, d))  # 8x8 images: 16 patches
+        layer = nn.TransformerEncoderLayer(d, heads, ff, dropout=0.0, batch_first=True,
+                                           norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.norm, self.head = nn.LayerNorm(d), nn.Linear(d, classes)
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).transpose(1, 2)  # (B, N, d)
+        x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1) + self.pos
+        return self.head(self.norm(self.encoder(x))[:, 0])

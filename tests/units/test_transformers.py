@@ -9,7 +9,7 @@ from torch import nn
 from torch.testing import assert_close
 
 from tests.units.helpers import blocks, half, kept, n_params
-from tests.units.models import GPT, GPTConfig, LlamaConfig, LlamaLike, NanoGPT
+from tests.units.models import GPT, GPTConfig, LlamaConfig, LlamaLike, NanoGPT, ViTish
 from widthlab.units import build_graph
 from widthlab.units.remove import remove_units
 
@@ -218,3 +218,20 @@ def test_nanogpt_heads_and_stream_cut_by_matching_counts_equal_the_smaller_nanog
         _copy(a.mlp.c_proj.bias, b.mlp.c_proj.bias, ks)
     assert n_params(model) == n_params(ref)
     assert_close(model(x), ref(x), atol=1e-5, rtol=0)
+
+
+def test_vit_positions_are_not_units_and_half_of_everything_is_the_half_vit():
+    torch.manual_seed(4)
+    model, x = ViTish().eval(), torch.randn(2, 3, 8, 8)
+    graph = build_graph(model, x)
+    assert sorted((g.kind, g.size) for g in graph.groups) == [
+        ("ffn", 32), ("ffn", 32), ("heads", 4), ("heads", 4), ("stream", 16)]
+    stream = next(g for g in graph.groups if g.kind == "stream")
+    owned = {(s.module, s.name, s.dim) for g in graph.groups for s in g.slices}
+    assert ("", "pos", 2) in owned and ("", "cls", 2) in owned
+    assert ("", "pos", 1) not in owned  # one position per token: never a unit
+    assert ("patch", "weight", 0) in {(s.module, s.name, s.dim) for s in stream.slices}
+    for g in list(graph.groups):
+        remove_units(model, graph, g, half(g.size))
+    assert n_params(model) == n_params(ViTish(8, 2, 16))
+    assert model(x).shape == (2, 3)
