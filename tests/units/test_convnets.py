@@ -142,3 +142,31 @@ def test_shufflenet_split_and_shuffle_keep_a_product_of_units():
         remove_units(model, graph, g, drop[g.name])
     assert n_params(model) == n_params(ShuffleNetish(4))
     assert_close(model(x), masked(x), atol=1e-5, rtol=0)
+
+
+class GNNet(torch.nn.Module):
+    def __init__(self, c: int = 8, groups: int = 4):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, c, 3, padding=1)
+        self.gn = torch.nn.GroupNorm(groups, c)
+        self.fc = torch.nn.Linear(c, 2)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.gn(self.conv(x))).mean((2, 3)))
+
+
+def test_group_norm_moves_its_groups_whole_and_stays_exact():
+    torch.manual_seed(5)
+    model, x = GNNet(), torch.randn(2, 3, 4, 4)
+    with torch.no_grad():
+        model.gn.weight.normal_()
+        model.gn.bias.normal_()
+    graph = build_graph(model, x)
+    g = graph["conv:out"]
+    # a unit is one norm group of two channels: statistics of the others do not change
+    assert (g.size, g.unit_width, g.mixers) == (4, 2, ())
+    masked = zero_inputs(model, [("fc", 1, [0, 1, 4, 5])])
+    remove_units(model, graph, g, [0, 2])
+    assert (model.gn.num_groups, model.gn.num_channels) == (2, 4)
+    assert n_params(model) == n_params(GNNet(4, 2))
+    assert_close(model(x), masked(x), atol=1e-5, rtol=0)
