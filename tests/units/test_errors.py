@@ -83,3 +83,46 @@ def test_removing_twice_through_one_graph_renumbers_the_group():
     assert g.size == 3
     assert torch.equal(model.layer1[0].conv1.weight, w[3:])
     assert model.layer1[0].conv2.in_channels == 3
+
+
+class OddAttention(nn.Module):
+    """Heads counted in an attribute the updaters do not know (``nh``)."""
+
+    def __init__(self, d: int = 8, nh: int = 2, hd: int = 4):
+        super().__init__()
+        self.nh, self.hd = nh, hd
+        self.qkv, self.proj = nn.Linear(d, 3 * nh * hd), nn.Linear(nh * hd, d)
+        self.norm = nn.BatchNorm1d(d)
+
+    def forward(self, x):  # (B, T, d)
+        B, T, _ = x.shape
+        q, k, v = self.qkv(x).split(self.nh * self.hd, dim=2)
+        q, k, v = (t.view(B, T, self.nh, self.hd).transpose(1, 2) for t in (q, k, v))
+        y = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        y = self.proj(y.transpose(1, 2).reshape(B, T, self.nh * self.hd))
+        return self.norm(y.transpose(1, 2)).transpose(1, 2)
+
+
+def test_a_cut_whose_forward_fails_is_undone_completely():
+    torch.manual_seed(0)
+    model, x = OddAttention().train(), torch.randn(3, 5, 8)
+    opt = torch.optim.Adam(model.parameters())
+    model(x).square().mean().backward()
+    opt.step()
+    graph = build_graph(model, x)
+    heads = next(g for g in graph.groups if g.kind == "heads")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    states = {n: {k: v.clone() for k, v in opt.state[p].items()}
+              for n, p in model.named_parameters()}
+    with pytest.raises(UsageError, match="forward fails.*nothing was changed"):
+        remove_units(model, graph, heads, [0], optimizer=opt)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    for n, p in model.named_parameters():
+        assert torch.equal(p.grad, grads[n])
+        assert all(torch.equal(opt.state[p][k], v) for k, v in states[n].items())
+    assert (model.qkv.out_features, model.proj.in_features, heads.size) == (24, 8, 2)
+    model(x).square().mean().backward()  # still trains
+    opt.step()
+    remove_units(model, graph, heads, [0], optimizer=opt, check=False)  # asked for: done
+    assert model.qkv.weight.shape == (12, 8)

@@ -10,6 +10,7 @@ from torch.testing import assert_close
 
 from tests.units.helpers import blocks, half, kept, n_params
 from tests.units.models import GPT, GPTConfig, LlamaConfig, LlamaLike, NanoGPT, ViTish
+from widthlab.errors import UsageError
 from widthlab.units import build_graph
 from widthlab.units.remove import remove_units
 
@@ -19,6 +20,16 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def _units(graph, group: str, module: str, name: str, dim: int) -> list[int]:
     s = next(s for s in graph[group].slices if (s.module, s.name, s.dim) == (module, name, dim))
     return s.units.tolist()
+
+
+def _cut_coupled(model, graph) -> None:
+    """Half of every group; the stream and the heads in one call (their code reads the head
+    width off the stream: k heads go with k * head_dim stream units)."""
+    coupled = {g: half(g.size) for g in graph.groups if g.kind in ("stream", "heads")}
+    remove_units(model, graph, coupled)
+    for g in graph.groups:
+        if g.kind not in ("stream", "heads"):
+            remove_units(model, graph, g, half(g.size))
 
 
 def _copy(dst: torch.Tensor, src: torch.Tensor, *index) -> None:
@@ -153,8 +164,7 @@ def test_transformer_encoder_equal_the_smaller_encoder():
     assert _units(graph, stream.name, "embed", "weight", 0) == list(range(16))
     original = Encoder().eval()
     original.load_state_dict(model.state_dict())
-    for g in list(graph.groups):
-        remove_units(model, graph, g, half(g.size))
+    _cut_coupled(model, graph)
     ref = Encoder(8, 2, 12).eval()
     ks, kf, kh = kept(16, half(16)), kept(24, half(24)), kept(4, half(4))
     rows = torch.tensor([part * 16 + i for part in range(3) for i in blocks(kh, 4)])
@@ -193,8 +203,13 @@ def test_nanogpt_heads_and_stream_cut_by_matching_counts_equal_the_smaller_nanog
         ("ffn", 64), ("ffn", 64), ("heads", 4), ("heads", 4), ("stream", 16)]
     original = NanoGPT(c).eval()
     original.load_state_dict(model.state_dict())
-    for g in list(graph.groups):
-        remove_units(model, graph, g, half(g.size))
+    # one at a time, the head width read off the stream breaks the forward: refused, unchanged
+    heads = next(g for g in graph.groups if g.kind == "heads")
+    with pytest.raises(UsageError, match="forward fails.*nothing was changed"):
+        remove_units(model, graph, heads, half(4))
+    assert heads.size == 4 and model.transformer.h[0].attn.n_head == 4
+    assert_close(model(x), original(x), atol=0, rtol=0)
+    _cut_coupled(model, graph)
     assert (model.transformer.h[0].attn.n_head, model.transformer.h[0].attn.n_embd) == (2, 8)
     ref = NanoGPT(GPTConfig(n_embd=8, n_head=2, n_inner=32)).eval()
     ks, kf, kh = kept(16, half(16)), kept(64, half(64)), kept(4, half(4))
@@ -231,7 +246,6 @@ def test_vit_positions_are_not_units_and_half_of_everything_is_the_half_vit():
     assert ("", "pos", 2) in owned and ("", "cls", 2) in owned
     assert ("", "pos", 1) not in owned  # one position per token: never a unit
     assert ("patch", "weight", 0) in {(s.module, s.name, s.dim) for s in stream.slices}
-    for g in list(graph.groups):
-        remove_units(model, graph, g, half(g.size))
+    _cut_coupled(model, graph)
     assert n_params(model) == n_params(ViTish(8, 2, 16))
     assert model(x).shape == (2, 3)

@@ -37,7 +37,7 @@ from widthlab.units.labels import Book, Label, bundle
 from widthlab.units.trace import trace
 
 
-@dataclass
+@dataclass(eq=False)
 class Slice:
     """One dimension of one tensor that a group owns: ``units[i]`` is the group unit that
     index ``i`` belongs to, ``-1`` where the index belongs to no unit of this group."""
@@ -50,7 +50,7 @@ class Slice:
     per_index: int = 1  # elements of the tensor per index along ``dim``
 
 
-@dataclass
+@dataclass(eq=False)  # a group is itself: hashable, so {group: drop_indices} works
 class Group:
     """Coupled units: removing unit ``u`` removes every index ``i`` with ``units[i] == u`` of
     every slice. ``unit_width`` is the indices per unit in the first slice (a head's
@@ -81,6 +81,8 @@ class UnitGraph:
     """All groups of a model, from :func:`build_graph`."""
 
     groups: list[Group]
+    example: tuple[tuple, dict] | None = None  # the inputs it was traced on: remove_units'
+    # check runs them through the cut model
 
     def __getitem__(self, name: str) -> Group:
         for g in self.groups:
@@ -267,7 +269,7 @@ def build_graph(model: nn.Module, *example_args, **example_kwargs) -> UnitGraph:
                     if k in state and v.shape == state[k].shape:
                         v.copy_(state[k])
     comp = _resolve_products(book)
-    return UnitGraph(_groups(book, comp, model))
+    return UnitGraph(_groups(book, comp, model), (example_args, example_kwargs))
 
 
 def list_units(model: nn.Module, *example_args, **example_kwargs) -> pd.DataFrame:

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from widthlab.errors import UsageError
 from widthlab.units.graph import Group, Slice, UnitGraph
 from widthlab.units.hf import sync_config
+from widthlab.units.snapshot import Snapshot, forward_error
 from widthlab.units.updaters import scale_heads, set_stream_width, snapshot, update
 
 
@@ -119,37 +120,9 @@ def _renumber(group: Group, drop: Tensor) -> None:
     group.size = int(kept.numel())
 
 
-def remove_units(model: nn.Module, graph: UnitGraph, group: Group | str,
-                 drop_indices: Iterable[int], optimizer: torch.optim.Optimizer | None = None
-                 ) -> None:
-    """Remove units ``drop_indices`` of ``group`` from ``model``, in place.
-
-    Parameters
-    ----------
-    model : nn.Module
-        The model ``graph`` was built from (parameters keep their identity).
-    graph : UnitGraph
-        From :func:`~widthlab.units.build_graph`; the group is renumbered in place, so more
-        units of it (and of any other group) can be removed later with the same graph.
-    group : Group or str
-        A group of ``graph`` or its name.
-    drop_indices : iterable of int
-        Units to remove, in ``[0, group.size)``; at least one unit must stay.
-    optimizer : torch.optim.Optimizer, optional
-        Its per-parameter state tensors shaped like their parameter are cut alike
-        (``exp_avg``, ``exp_avg_sq``, ``momentum_buffer``...); ``step`` is kept.
-    """
-    if isinstance(group, str):
-        group = graph[group]
-    if not any(g is group for g in graph.groups):
-        raise UsageError(f"group {group.name!r} is not a group of this graph")
-    drop = _drop_index(group, drop_indices)
-    if drop.numel() == 0:
-        return
-    plan = _plan(model, group, drop)
+def _apply(model: nn.Module, group: Group, drop: Tensor, plan, optimizer) -> None:
+    """Cut one group's units (already validated) and bring the modules up to date."""
     owners = {id(t): _owners(model, t) for _, t, _ in plan}
-    for _, t, _ in plan:
-        _check_state(t, optimizer)
     modules = {id(m): m for _, t, _ in plan for m, _ in owners[id(t)]}
     for s in group.attrs:
         m = model.get_submodule(s.module)
@@ -160,15 +133,77 @@ def remove_units(model: nn.Module, graph: UnitGraph, group: Group | str,
         m = model.get_submodule(s.module)
         kept = s.units[(s.units >= 0) & ~torch.isin(s.units, drop)].numel()
         counts.setdefault(id(m), {})[s.name] = int(kept + (s.units < 0).sum())
-    old_units = group.size
+    old_units, new_units = group.size, group.size - int(drop.numel())
     for s, t, keep in plan:
         _cut(owners[id(t)], t, s.dim, keep, optimizer)
     if group.kind == "heads":
-        scale_heads(model.get_submodule(group.owner), old_units, old_units - int(drop.numel()))
+        scale_heads(model.get_submodule(group.owner), old_units, new_units)
     if group.kind == "stream":
-        set_stream_width(model, [s.module for s in group.slices], old_units,
-                         old_units - int(drop.numel()))
+        set_stream_width(model, [s.module for s in group.slices], old_units, new_units)
     for k, m in modules.items():
         update(m, before[k], counts.get(k, {}))
     _renumber(group, drop)
+
+
+def _requests(graph: UnitGraph, group, drop_indices) -> list[tuple[Group, Tensor]]:
+    items = group.items() if isinstance(group, dict) else [(group, drop_indices)]
+    out = []
+    for g, drop in items:
+        if isinstance(g, str):
+            g = graph[g]
+        if not any(x is g for x in graph.groups):
+            raise UsageError(f"group {g.name!r} is not a group of this graph")
+        if drop is None:
+            raise UsageError(f"no drop_indices for group {g.name!r}")
+        out.append((g, _drop_index(g, drop)))
+    return out
+
+
+def remove_units(model: nn.Module, graph: UnitGraph, group: Group | str | dict,
+                 drop_indices: Iterable[int] | None = None,
+                 optimizer: torch.optim.Optimizer | None = None, *, check: bool = True
+                 ) -> None:
+    """Remove units ``drop_indices`` of ``group`` from ``model``, in place.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The model ``graph`` was built from (parameters keep their identity).
+    graph : UnitGraph
+        From :func:`~widthlab.units.build_graph`; the group is renumbered in place, so more
+        units of it (and of any other group) can be removed later with the same graph.
+    group : Group, str or dict
+        A group of ``graph`` or its name; or ``{group: drop_indices, ...}`` to cut several
+        groups at once (attention whose code reads the head width off the stream, such as
+        nanoGPT or ``nn.MultiheadAttention``: ``k`` heads with ``k * head_dim`` stream units).
+    drop_indices : iterable of int
+        Units to remove, in ``[0, group.size)``; at least one unit must stay.
+    optimizer : torch.optim.Optimizer, optional
+        Its per-parameter state tensors shaped like their parameter are cut alike
+        (``exp_avg``, ``exp_avg_sq``, ``momentum_buffer``...); ``step`` is kept.
+    check : bool, default True
+        Run the graph's example inputs through the cut model (eval mode, no gradient); if
+        the forward fails, everything is put back as it was and :class:`UsageError` says
+        why. Nothing is ever left half cut.
+    """
+    requests = _requests(graph, group, drop_indices)
+    requests = [(g, d) for g, d in requests if d.numel()]
+    plans = [_plan(model, g, d) for g, d in requests]
+    for plan in plans:
+        for _, t, _ in plan:
+            _check_state(t, optimizer)
+    saved = Snapshot(model, [t for plan in plans for _, t, _ in plan], optimizer,
+                     [g for g, _ in requests])
+    for (g, d), plan in zip(requests, plans, strict=True):
+        _apply(model, g, d, plan, optimizer)
     sync_config(model)
+    error = forward_error(model, graph) if check and requests else None
+    if error is not None:
+        saved.restore()
+        names = ", ".join(g.name for g, _ in requests)
+        raise UsageError(
+            f"removing those units of {names} leaves a model whose forward fails "
+            f"({type(error).__name__}: {str(error).splitlines()[0][:200]}); nothing was "
+            "changed. The code reads a width the graph cannot see: for attention that takes "
+            "its head width from the stream, cut k heads with k * head_dim stream units in "
+            "one call: remove_units(model, graph, {heads: [...], stream: [...]})")
