@@ -126,3 +126,23 @@ def test_a_cut_whose_forward_fails_is_undone_completely():
     opt.step()
     remove_units(model, graph, heads, [0], optimizer=opt, check=False)  # asked for: done
     assert model.qkv.weight.shape == (12, 8)
+
+
+def test_ops_along_other_dims_pass_units_and_a_one_channel_conv_reads_them():
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c, self.o = nn.Conv2d(3, 6, 3, padding=1), nn.Conv2d(6, 1, 1)
+
+        def forward(self, x):
+            h = torch.relu(self.c(x)).cumsum(-1)  # along width: units pass
+            n = torch.linalg.vector_norm(h, 2, dim=(2, 3))  # (B, 6): over pixels only
+            return self.o(h) + n.sum(1)[:, None, None, None]
+
+    model, x = M(), torch.randn(2, 3, 4, 4)
+    graph = build_graph(model, x)
+    (g,) = graph.groups
+    assert (g.name, g.size) == ("c:out", 6)
+    assert g.mixers == ("aten.sum.dim_IntList in <model>",)  # summing the units is flagged
+    remove_units(model, graph, g, [0, 1])
+    assert model.o.in_channels == 4 and model(x).shape == (2, 1, 4, 4)

@@ -107,13 +107,19 @@ def convolution(rec, func, args, kwargs, out):
         rec.refuse(func, "has units on spatial dims")
     cin_dim, cout_dim = (0, 1) if transposed else (1, 0)
     w_in = next((lab for lab in wl if cin_dim in lab.dims), None)  # None: one channel
-    w_out = next(lab for lab in wl if cout_dim in lab.dims)
+    w_out = next((lab for lab in wl if cout_dim in lab.dims), None)  # None: one output
     for lab in wl:
         if lab.dims & set(range(2, w.ndim)):
             rec.book.fix(lab.grid)
     x_ch = [lab for lab in xl if 1 in lab.dims]
     if transposed and groups > 1:
         rec.refuse(func, "is a grouped transposed convolution")
+    if w_out is None:  # a single output channel is no unit
+        if x_ch and w_in is not None:
+            rec.book.union(x_ch[0].grid.reshape(-1), w_in.grid.reshape(-1))
+        elif x_ch or w_in is not None:
+            rec.book.fix((x_ch[0] if x_ch else w_in).grid)
+        return [[]]
     out_atoms = w_out.grid.reshape(-1)
     if groups == 1 and w_in is not None:
         if x_ch:
@@ -273,10 +279,10 @@ def group_norm(rec, func, args, kwargs, out):
     return [labels] + [[] for _ in tensors_out(out)[1:]]
 
 
-def _dims_arg(x: Tensor, args, kwargs) -> tuple[set[int], bool]:
-    dim = args[1] if len(args) > 1 and not isinstance(args[1], bool) else kwargs.get("dim")
+def _dims_arg(x: Tensor, args, kwargs, at: int = 1) -> tuple[set[int], bool]:
+    dim = args[at] if len(args) > at and not isinstance(args[at], bool) else kwargs.get("dim")
     keep = kwargs.get("keepdim", False)
-    for a in args[2:]:
+    for a in args[at + 1:]:
         if isinstance(a, bool):
             keep = a
     if dim is None or dim == []:
@@ -289,7 +295,8 @@ def reduction(rec, func, args, kwargs, out):
     """sum / mean / max / var over dims: units only summed over mix (flagged); units summed
     together with kept dims move together along the summed ones."""
     x = args[0]
-    dims, keep = _dims_arg(x, args, kwargs)
+    at = 2 if func.overloadpacket.__name__ in ("norm", "linalg_vector_norm") else 1  # (x, p, dim)
+    dims, keep = _dims_arg(x, args, kwargs, at)
     result = []
     for lab in rec.labels(x):
         inter = lab.dims & dims
@@ -318,6 +325,16 @@ def softmax(rec, func, args, kwargs, out):
         if lab is not None:
             result.append(lab)
     return [result]
+
+
+def scan(rec, func, args, kwargs, out):
+    """cumsum and kin: along a unit dim the order of units matters (refused); elsewhere
+    units pass through."""
+    x, dim = args[0], args[1] % max(args[0].ndim, 1)
+    labels = rec.labels(x)
+    if any(dim in lab.dims for lab in labels):
+        rec.refuse(func, "accumulates along units")
+    return [labels for _ in tensors_out(out)]
 
 
 def pool(rec, func, args, kwargs, out):

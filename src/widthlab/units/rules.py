@@ -12,15 +12,16 @@ from __future__ import annotations
 from widthlab.units import math_rules as m
 from widthlab.units import shape_rules as s
 
-UNARY = """abs alias clamp clamp_min clamp_max clone contiguous cos detach dropout elu erf
+UNARY = """abs alias clone contiguous cos detach dropout elu erf
 exp expm1 feature_dropout fill gelu hardsigmoid hardswish hardtanh leaky_relu lift_fresh log
-log1p log_sigmoid logical_not mish native_dropout neg nan_to_num pow reciprocal relu relu6 round
+log1p log_sigmoid logical_not mish native_dropout neg nan_to_num reciprocal relu relu6 round
 rsqrt selu sigmoid sign silu sin softplus sqrt square tanh threshold _to_copy to zero
-bernoulli empty_like zeros_like ones_like full_like rand_like randn_like _conj resolve_conj
+empty_like zeros_like ones_like full_like rand_like randn_like _conj resolve_conj
 resolve_neg isnan isinf isfinite gelu_ glu_dummy"""
 BINARY = """add sub rsub mul div true_divide floor_divide maximum minimum where masked_fill
 eq ne lt le gt ge logical_and logical_or logical_xor bitwise_and bitwise_or addcmul addcdiv
-lerp atan2 fmod remainder copysign hypot xlogy copy fmax fmin"""
+lerp atan2 fmod remainder copysign hypot xlogy copy fmax fmin pow clamp clamp_min clamp_max
+bernoulli"""
 
 RULES: dict = {}
 for _name in UNARY.split():
@@ -61,6 +62,8 @@ RULES.update({
     "_upsample_bilinear2d_aa": m.pool, "_upsample_nearest_exact2d": m.pool,
     "as_strided": s.reshape, "as_strided_": s.reshape,
     "new_zeros": m.unused, "new_ones": m.unused, "new_empty": m.unused, "new_full": m.unused,
+    "cumsum": m.scan, "cumprod": m.scan, "cummax": m.scan, "cummin": m.scan,
+    "logcumsumexp": m.scan,
     "argmax": m.unused, "argmin": m.unused, "_local_scalar_dense": m.unused,
     "sym_size": m.unused, "is_nonzero": m.unused, "equal": m.unused, "allclose": m.unused,
 })
