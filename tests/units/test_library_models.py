@@ -195,3 +195,27 @@ def test_torchvision_mobilenet_v2_depthwise_groups_halve():
     assert dw.groups == dw.in_channels == dw.out_channels == 48
     assert model(x).shape == out.shape
     assert n_params(model) < before / 2.5
+
+
+@pytest.mark.parametrize("name", ["BertForSequenceClassification", "ViTForImageClassification"])
+def test_hf_bert_and_vit_configs_rebuild_the_cut_model(name):
+    tf = _import("transformers", name)
+    torch.manual_seed(4)
+    kw = dict(hidden_size=16, intermediate_size=24, num_attention_heads=4, num_hidden_layers=2)
+    if name.startswith("Bert"):
+        config, x = tf.BertConfig(vocab_size=30, num_labels=3, **kw), torch.randint(0, 30, (2, 5))
+    else:
+        config = tf.ViTConfig(image_size=8, patch_size=4, num_labels=3, **kw)
+        x = torch.randn(2, 3, 8, 8)
+    model = getattr(tf, name)(config).eval()
+    graph = build_graph(model, x)
+    remove_units(model, graph, {g: half(g.size) for g in graph.groups
+                                if g.kind in ("heads", "stream")})
+    for g in graph.groups:
+        if g.kind not in ("heads", "stream"):
+            remove_units(model, graph, g, half(g.size))
+    c = model.config
+    assert (c.hidden_size, c.intermediate_size, c.num_attention_heads) == (8, 12, 2)
+    again = getattr(tf, name)(c).eval()
+    again.load_state_dict(model.state_dict(), strict=True)
+    assert_close(again(x).logits, model(x).logits, atol=1e-6, rtol=0)

@@ -21,6 +21,23 @@ def _width(m: nn.Module) -> int | None:
     return getattr(m, "out_features", None)
 
 
+def _hidden(model: nn.Module) -> int | None:
+    """The stream width: the input embedding's width (a token table, or the conv or linear
+    projection of patch embeddings)."""
+    try:
+        emb = model.get_input_embeddings()
+    except (AttributeError, NotImplementedError):
+        return None
+    if isinstance(emb, nn.Embedding):
+        return int(emb.embedding_dim)
+    for m in emb.modules() if isinstance(emb, nn.Module) else ():
+        if isinstance(m, nn.modules.conv._ConvNd):
+            return int(m.out_channels)
+        if isinstance(m, nn.Linear):
+            return int(m.out_features)
+    return None
+
+
 def _uniform(values: list) -> int | None:
     values = [v for v in values if v is not None]
     return values[0] if values and len(set(values)) == 1 else None
@@ -52,10 +69,8 @@ def sync_config(model: nn.Module) -> list[str]:
             setattr(config, field, value)
             changed.append(field)
 
-    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-    if isinstance(emb, nn.Embedding):
-        for field in HIDDEN:
-            put(field, int(emb.embedding_dim))
+    for field in HIDDEN:
+        put(field, _hidden(model))
     for field, suffixes in INTER.items():
         widths = [_width(m) for n, m in model.named_modules() if n.endswith(suffixes)]
         if getattr(config, field, None) is not None:

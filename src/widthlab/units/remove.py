@@ -137,7 +137,8 @@ def _apply(model: nn.Module, group: Group, drop: Tensor, plan, optimizer) -> Non
     for s, t, keep in plan:
         _cut(owners[id(t)], t, s.dim, keep, optimizer)
     if group.kind == "heads":
-        scale_heads(model.get_submodule(group.owner), old_units, new_units)
+        for m in model.get_submodule(group.owner).modules():  # BERT counts in a child
+            scale_heads(m, old_units, new_units)
     if group.kind == "stream":
         set_stream_width(model, [s.module for s in group.slices], old_units, new_units)
     for k, m in modules.items():
