@@ -37,6 +37,7 @@ from widthlab.cli_options import (
     user_data,
 )
 from widthlab.cli_study import StudyGroup
+from widthlab.cli_units import units_cmd
 from widthlab.data.cache import cache_root, fetch, iter_info, verify
 from widthlab.data.registry import DATASETS, resolve_names
 from widthlab.data.tensors import load_splits
@@ -464,6 +465,7 @@ def _workers(text: str) -> int:
 
 # ------------------------------------------------------------------------------- frontier
 app.add_command(frontier_cmd)  # widthlab frontier: how many neurons a trained layer needs
+app.add_command(units_cmd)  # widthlab units: what can be sized in a model
 
 
 # ----------------------------------------------------------------------------------- main
