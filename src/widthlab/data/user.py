@@ -115,6 +115,11 @@ def as_labels(y: Any, where: str, what: str = "y") -> np.ndarray:
             i = int(np.argmax(frac))
             fail(where, f"{what} has a non-integer label ({arr[i]} at sample {i}); widthlab "
                         "classifies: give integer class labels (bin a continuous target)")
+    big = arr >= 2.0 ** 63 if kind == "f" else arr > np.iinfo(np.int64).max
+    if big.any():  # a float cast would wrap to -2**63, a uint64 one to negative numbers
+        i = int(np.argmax(big))
+        fail(where, f"{what} has a label too large for a class index ({arr[i]} at sample {i}; "
+                    "the largest is 2**63 - 1); give class labels 0, 1, 2, ...")
     neg = arr < 0
     if neg.any():
         i = int(np.argmax(neg))
@@ -127,6 +132,14 @@ def _object_labels(arr: np.ndarray, where: str, what: str) -> np.ndarray:
     values = arr.tolist()
     if all(isinstance(v, str) for v in values):
         return np.asarray(values, dtype=str)
+    if all(isinstance(v, int) for v in values):  # Python ints: exact, not through float64
+        lo, hi = min(values), max(values)
+        if lo < np.iinfo(np.int64).min or hi > np.iinfo(np.int64).max:
+            v = hi if hi > np.iinfo(np.int64).max else lo
+            i = values.index(v)
+            fail(where, f"{what} has a label out of range for a class index ({v} at sample "
+                        f"{i}); give class labels 0, 1, 2, ...")
+        return np.asarray(values, dtype=np.int64)
     try:
         return arr.astype(np.float64)
     except (TypeError, ValueError):
@@ -185,7 +198,7 @@ def _plan(n: int, val_size: Size, test_size: Size, user_test: bool, seed: int,
     n_val = resolve_size(val_size, n - n_test, "val_size", where) if n > n_test else 0
     if n - n_test - n_val < 2:
         held = f" (test hold-out {n_test})" if n_test else ""
-        fail(where, f"{n} samples leave {max(n - n_test - n_val, 0)} for training after "
+        fail(where, f"too few samples: {n} leave {max(n - n_test - n_val, 0)} for training after "
                     f"{n_val} for validation{held}; lower val_size"
                     f"{' or test_size' if n_test else ''} or give more samples")
     return split_indices(n, n_val, n_test, seed)
@@ -229,8 +242,8 @@ def build_splits(x: Any, y: Any, test: tuple[Any, Any] | None, *, where: str, na
             fail(where, f"x_test has {xt.shape[1]} features per sample but {x_name} has "
                         f"{xs.shape[1]}; give both the same features")
         parts.append(yt)
-    codes, classes = encode_labels(parts, where)
     tr, va, ho = _plan(len(xs), val_size, test_size, test is not None, seed, where)
+    codes, classes = encode_labels(parts, where)
     if len(np.unique(codes[0][tr])) < 2:
         fail(where, f"the training split ({len(tr)} samples) holds a single class; "
                     "give more samples, a smaller val_size/test_size or another seed")

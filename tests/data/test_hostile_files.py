@@ -1,0 +1,112 @@
+"""Issue 30: hostile user files (repeated column names, overflowing labels, damaged
+compressed files) are refused in one line before any training."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import io
+import lzma
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from widthlab.cli import main
+from widthlab.data import from_arrays, load_data
+from widthlab.errors import UsageError
+
+
+def _csv_text(n: int = 40) -> bytes:
+    rows = [f"{i * 0.5},{(i * 7) % 5},{i % 2}" for i in range(n)]
+    return ("f0,f1,label\n" + "\n".join(rows) + "\n").encode()
+
+
+@pytest.mark.parametrize("header", ["f0,label,label", "label,f0,f0"])
+def test_repeated_csv_column_is_refused(tmp_path, header):
+    rows = "\n".join(f"{i},{i % 2},{i % 2}" for i in range(30))
+    (tmp_path / "d.csv").write_text(header + "\n" + rows + "\n")
+    dup = header.split(",")[1]
+    with pytest.raises(UsageError, match=f"column name\\(s\\) {dup} appear more than once"):
+        load_data(tmp_path / "d.csv", "label")
+
+
+def test_repeated_parquet_column_is_refused(tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    n = np.arange(30)
+    pq.write_table(pa.table([pa.array(n * 1.0), pa.array(n % 2), pa.array(n % 2)],
+                            names=["f0", "label", "label"]), tmp_path / "d.parquet")
+    rc = main(["train", "--data", str(tmp_path / "d.parquet"), "--target", "label",
+               "--store", str(tmp_path / "s")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "label appear more than once" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_column_named_like_pandas_renames_is_still_fine(tmp_path):
+    y = np.arange(30) % 2
+    pd.DataFrame({"label": y, "label.1": np.arange(30) * 1.0}).to_csv(tmp_path / "d.csv",
+                                                                      index=False)
+    d = load_data(tmp_path / "d.csv", "label")
+    assert d.n_features == 1
+
+
+@pytest.mark.parametrize("labels, bad", [
+    (np.array([1e20, 3e20] * 10), "1e+20"),
+    (np.array([1e20, 5.0] * 10), "1e+20"),
+    (np.array([2 ** 64 - 1, 1] * 10, dtype=np.uint64), "18446744073709551615"),
+    (np.array([2.0 ** 63, 0.0] * 10), "9.223372036854776e+18"),
+    (np.array([2 ** 70, 1] * 10, dtype=object), str(2 ** 70)),
+])
+def test_labels_too_large_for_a_class(labels, bad):
+    x = np.arange(len(labels), dtype=float)[:, None]
+    with pytest.raises(UsageError, match="too large|out of range") as info:
+        from_arrays(x, labels)
+    assert bad in str(info.value) and "sample 0" in str(info.value)
+
+
+def test_largest_int64_label_is_still_a_class():
+    y = np.array([2 ** 63 - 1, 0] * 10, dtype=np.uint64)
+    d = from_arrays(np.arange(20.0)[:, None], y)
+    assert d.classes == (0, 2 ** 63 - 1)
+
+
+def test_one_sample_is_too_few_samples(tmp_path):
+    (tmp_path / "one.csv").write_text("f0,label\n1.5,3\n")
+    with pytest.raises(UsageError, match="too few samples"):
+        load_data(tmp_path / "one.csv", "label")
+
+
+def _compressed(kind: str, data: bytes) -> bytes:
+    if kind == "zip":
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+            z.writestr("d.csv", data)
+        return buf.getvalue()
+    return {"gz": gzip.compress, "bz2": bz2.compress, "xz": lzma.compress}[kind](data)
+
+
+@pytest.mark.parametrize("kind", ["gz", "bz2", "xz", "zip"])
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_damaged_compressed_csv_exits_2_in_one_line(tmp_path, capsys, kind, damage):
+    good = _compressed(kind, _csv_text(400))
+    path = tmp_path / f"d.csv.{kind}"
+    path.write_bytes(good[:len(good) // 2] if damage == "truncated"
+                     else bytes((b * 37 + 11) % 256 for b in range(300)))
+    rc = main(["train", "--data", str(path), "--target", "label", "--store",
+               str(tmp_path / "s")])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "not a readable CSV file" in lines[0] and str(path) in lines[0]
+
+
+def test_intact_compressed_csv_still_loads(tmp_path):
+    for kind in ("gz", "bz2", "xz", "zip"):
+        (tmp_path / f"d.csv.{kind}").write_bytes(_compressed(kind, _csv_text()))
+        d = load_data(tmp_path / f"d.csv.{kind}", "label")
+        assert d.n_features == 2 and d.n_classes == 2
