@@ -511,7 +511,7 @@ def _run(args: list[str]) -> int:
         click.echo(f"widthlab: error: {exc}", err=True)
         return 1
     except KeyboardInterrupt:
-        click.echo("widthlab: interrupted", err=True)
+        click.echo("widthlab: interrupted; rerun the same command to resume", err=True)
         return 130
     except (OSError, RuntimeError, sqlite3.Error) as exc:  # storage failures: one line
 
