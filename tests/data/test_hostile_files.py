@@ -110,3 +110,25 @@ def test_intact_compressed_csv_still_loads(tmp_path):
         (tmp_path / f"d.csv.{kind}").write_bytes(_compressed(kind, _csv_text()))
         d = load_data(tmp_path / f"d.csv.{kind}", "label")
         assert d.n_features == 2 and d.n_classes == 2
+
+
+@pytest.mark.parametrize("factor", [1e300, 1e-300, 2.0 ** 1000, 1e-310])
+def test_extreme_magnitudes_standardise_like_ordinary_ones(factor):
+    """Found by the file fuzzer: squares of features near 1e300 overflowed (std inf: the
+    feature became all zeros) and near 1e-300 underflowed (std 0: inf inputs)."""
+    rng = np.random.default_rng(1)
+    base = rng.normal(size=(40, 2))
+    y = np.arange(40) % 2
+    got = from_arrays(base * factor, y, val_size=0, test_size=4)
+    train = np.sort(np.setdiff1d(np.arange(40), np.random.default_rng(0).permutation(40)[:4]))
+    ref = base[train]
+    want = ((ref - ref.mean(0)) / ref.std(0)).astype(np.float32)  # numpy float64, unscaled
+    assert np.isfinite(got.train.x.numpy()).all()
+    np.testing.assert_allclose(got.train.x.numpy(), want, rtol=1e-5, atol=1e-5)
+
+
+def test_a_test_value_too_far_for_float32_is_refused():
+    x = np.array([[0.0], [1e-300]] * 10)
+    y = np.array([0, 1] * 10)
+    with pytest.raises(UsageError, match="too many standard deviations"):
+        from_arrays(x, y, test=(np.array([[1.0], [0.0]]), np.array([1, 0])), val_size=0)

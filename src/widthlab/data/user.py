@@ -215,14 +215,37 @@ def content_hash(arrays: Sequence[np.ndarray], meta: dict[str, Any]) -> str:
     return h.hexdigest()[:16]
 
 
-def standardisation(x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-feature float64 mean and std (ddof 0) of the training inputs. A feature constant on
-    the training split (exactly: max == min) gets its value as mean and std 1, so it maps to
-    exactly 0 (a computed mean such as ``sum(30 * [0.1]) / 30`` is off by an ulp)."""
-    mean, std = x_train.mean(0), x_train.std(0)
+def standardisation(x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-feature float64 mean and std (ddof 0) of the training inputs, and the power of two
+    they were computed at. A feature constant on the training split (exactly: max == min) gets
+    its value as mean and std 1, so it maps to exactly 0 (a computed mean such as
+    ``sum(30 * [0.1]) / 30`` is off by an ulp).
+
+    The moments are computed on each feature divided by ``scale``, the power of two nearest
+    above its largest magnitude: exact, so ordinary features get the same bits as unscaled,
+    while features near 1e308 (whose squares overflow) or 1e-308 (whose squares underflow)
+    still get a finite, positive std."""
+    _, exp = np.frexp(np.abs(x_train).max(0))
+    scale = np.ldexp(1.0, np.minimum(exp, 1023))
+    xs = x_train / scale
+    mean, std = xs.mean(0), xs.std(0)
     const = x_train.max(0) == x_train.min(0)
-    mean[const], std[const] = x_train[0, const], 1.0
-    return mean, std
+    mean[const], std[const] = xs[0, const], 1.0 / scale[const]
+    return mean * scale, std * scale, scale
+
+
+def standardise(a: np.ndarray, mean: np.ndarray, std: np.ndarray, scale: np.ndarray,
+                where: str, what: str) -> np.ndarray:
+    """``(a - mean) / std`` in float32, computed at ``scale`` (see :func:`standardisation`);
+    a value too far from the training split for float32 is refused."""
+    out = ((a / scale - mean / scale) / (std / scale)).astype(np.float32)
+    bad = ~np.isfinite(out)
+    if bad.any():
+        i, j = (int(v) for v in np.argwhere(bad)[0])
+        fail(where, f"{what}: feature {j} of sample {i} ({a[i, j]!r}) lies too many standard "
+                    "deviations from the training samples' mean for float32; rescale or clip "
+                    "that feature")
+    return out
 
 
 def build_splits(x: Any, y: Any, test: tuple[Any, Any] | None, *, where: str, name: str,
@@ -247,10 +270,11 @@ def build_splits(x: Any, y: Any, test: tuple[Any, Any] | None, *, where: str, na
     if len(np.unique(codes[0][tr])) < 2:
         fail(where, f"the training split ({len(tr)} samples) holds a single class; "
                     "give more samples, a smaller val_size/test_size or another seed")
-    mean, std = standardisation(xs[tr])
+    mean, std, scale = standardisation(xs[tr])
 
     def split(a: np.ndarray, c: np.ndarray) -> Split:
-        return Split(torch.from_numpy(((a - mean) / std).astype(np.float32)), torch.from_numpy(c))
+        return Split(torch.from_numpy(standardise(a, mean, std, scale, where, x_name)),
+                     torch.from_numpy(c))
 
     test_split = split(xt, codes[1]) if test is not None else split(xs[ho], codes[0][ho])
     settings = {"val_size": val_size, "test": "user" if test is not None else "holdout",
