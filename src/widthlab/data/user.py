@@ -238,7 +238,8 @@ def standardise(a: np.ndarray, mean: np.ndarray, std: np.ndarray, scale: np.ndar
                 where: str, what: str) -> np.ndarray:
     """``(a - mean) / std`` in float32, computed at ``scale`` (see :func:`standardisation`);
     a value too far from the training split for float32 is refused."""
-    out = ((a / scale - mean / scale) / (std / scale)).astype(np.float32)
+    with np.errstate(over="ignore"):  # checked below
+        out = ((a / scale - mean / scale) / (std / scale)).astype(np.float32)
     bad = ~np.isfinite(out)
     if bad.any():
         i, j = (int(v) for v in np.argwhere(bad)[0])
