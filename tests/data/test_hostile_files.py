@@ -132,3 +132,17 @@ def test_a_test_value_too_far_for_float32_is_refused():
     y = np.array([0, 1] * 10)
     with pytest.raises(UsageError, match="too many standard deviations"):
         from_arrays(x, y, test=(np.array([[1.0], [0.0]]), np.array([1, 0])), val_size=0)
+
+
+@pytest.mark.parametrize("at, bits", [(0.875, 32), (0.875, 1), (0.87890625, 1)])
+def test_damaged_npz_is_refused_in_one_line(tmp_path, at, bits):
+    """Found by the file fuzzer: one flipped bit in an .npz's zip headers made zipfile call
+    a member encrypted (RuntimeError) or 'compressed patched data' (NotImplementedError)."""
+    path = tmp_path / "d.npz"
+    np.savez(path, x=np.zeros((1, 2), dtype=np.int64), y=np.zeros(1, dtype=np.int64))
+    data = bytearray(path.read_bytes())
+    data[int(at * len(data))] ^= bits
+    path.write_bytes(bytes(data))
+    with pytest.raises(UsageError, match="not a readable .npz file") as info:
+        load_data(path)
+    assert "\n" not in str(info.value)

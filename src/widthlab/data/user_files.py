@@ -77,6 +77,12 @@ def _columns(cols: list[str], limit: int = 12) -> str:
     return shown + (f", ... ({len(cols)} in all)" if len(cols) > limit else "")
 
 
+# what a damaged .npz can raise in zipfile/numpy: a flipped flag bit reads as an encrypted
+# (RuntimeError) or "patched" (NotImplementedError) member, a bad method id likewise
+_NPZ_ERRORS = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error,
+               lzma.LZMAError, NotImplementedError, RuntimeError, MemoryError, UnicodeError)
+
+
 def read_npz(path: Path, where: str) -> tuple[np.ndarray, np.ndarray, tuple | None]:
     """``x``, ``y`` and ``(x_test, y_test)`` or None from a checked ``.npz`` file."""
     fix = "save it with numpy.savez(path, x=..., y=...)"
@@ -91,7 +97,7 @@ def read_npz(path: Path, where: str) -> tuple[np.ndarray, np.ndarray, tuple | No
         fail(where, f"not a readable .npz file (not a zip archive); {fix}")
     try:
         z = np.load(path, allow_pickle=False)
-    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as err:
+    except _NPZ_ERRORS as err:
         fail(where, f"not a readable .npz file ({_why(err)}); {fix}")
     with z:
         keys = list(z.files)
@@ -110,7 +116,7 @@ def read_npz(path: Path, where: str) -> tuple[np.ndarray, np.ndarray, tuple | No
             fail(where, "has only one of x_test and y_test; save both or neither")
         try:
             arrays = {k: z[k] for k in keys}
-        except (OSError, ValueError, zipfile.BadZipFile) as err:
+        except _NPZ_ERRORS as err:
             fail(where, f"not a readable .npz file ({_why(err)}); {fix}")
     test = (arrays["x_test"], arrays["y_test"]) if "x_test" in arrays else None
     return arrays["x"], arrays["y"], test
