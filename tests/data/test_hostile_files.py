@@ -146,3 +146,22 @@ def test_damaged_npz_is_refused_in_one_line(tmp_path, at, bits):
     with pytest.raises(UsageError, match="not a readable .npz file") as info:
         load_data(path)
     assert "\n" not in str(info.value)
+
+
+def test_parquet_with_invalid_utf8_text_is_refused_in_one_line(tmp_path):
+    """Found by the file fuzzer: a flipped bit in a Parquet text column (invalid UTF-8) raised
+    pyarrow's ArrowException when the labels were converted, after the read."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "d.parquet"
+    labels = ["ant"] * 10 + ["bee", "cat"]
+    pq.write_table(pa.table([pa.array([False] * 12), pa.array(labels)], names=["0", "00"]),
+                   path, compression="none")
+    data = bytearray(path.read_bytes())
+    at = data.index(b"bee")
+    data[at] ^= 128  # b"\xe2ee": not UTF-8
+    path.write_bytes(bytes(data))
+    with pytest.raises(UsageError, match="not a readable Parquet file") as info:
+        load_data(path, "00")
+    assert "\n" not in str(info.value)

@@ -129,6 +129,15 @@ _READ_ERRORS = (OSError, ValueError, TypeError, KeyError, IndexError, UnicodeErr
                 zlib.error, pd.errors.ParserError)
 
 
+def _arrow_errors() -> tuple[type[BaseException], ...]:
+    """pyarrow's base error (not all of its errors derive from ValueError/OSError)."""
+    try:
+        import pyarrow as pa
+    except ImportError:
+        return ()
+    return (pa.ArrowException,)
+
+
 def _header(path: Path, fmt: str, sep: str) -> list[str]:
     """The column names as written in the file (pandas renames a repeated CSV name)."""
     if fmt == "csv":
@@ -154,13 +163,15 @@ def read_table(path: Path, fmt: str, where: str) -> pd.DataFrame:
                         "label into the features)")
         if fmt == "csv":
             frame = pd.read_csv(path, sep=sep, **_EXACT_FLOATS)
-        else:
+        else:  # text is decoded lazily: here, so that invalid UTF-8 is a read error
             frame = pd.read_parquet(path)
+            frame = frame.astype({c: object for c in frame.columns
+                                  if not pd.api.types.is_numeric_dtype(frame[c])})
     except pd.errors.EmptyDataError:
         fail(where, "the file is empty; write a header row and one row per sample")
     except UsageError:
         raise
-    except _READ_ERRORS as err:
+    except (*_READ_ERRORS, *_arrow_errors()) as err:
         fail(where, f"not a readable {kind} file ({_why(err)}); check the file and its format")
     unnamed = [str(c) for c in frame.columns if _UNNAMED.fullmatch(str(c))]
     if fmt == "csv" and unnamed:  # pandas' name for an empty header cell
