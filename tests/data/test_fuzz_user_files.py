@@ -130,8 +130,13 @@ def reference(path: Path, fmt: str, sep: str, comp: str, target: str | None):
         feats = [n for n in names if n != target]
         if not feats or table.num_rows == 0:
             raise Refused("no features or rows")
-        return (np.stack([table[n].to_numpy().astype(np.float64) for n in feats], 1),
-                table[target].to_numpy())
+        try:  # text is decoded here (invalid UTF-8 raises)
+            cols = {n: table[n].to_numpy() for n in names}
+        except pa.ArrowException as exc:
+            raise Refused(str(exc)) from None
+        if any(cols[n].dtype.kind not in "biuf" for n in feats):
+            raise Refused("text features")
+        return np.stack([cols[n].astype(np.float64) for n in feats], 1), cols[target]
     return reference_table(path, sep, comp, target)
 
 
