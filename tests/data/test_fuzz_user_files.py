@@ -122,9 +122,9 @@ def reference(path: Path, fmt: str, sep: str, comp: str, target: str | None):
 
         try:
             table = pq.read_table(path)
-        except (OSError, pa.ArrowException) as exc:
+            names = table.column_names  # decoded here (invalid UTF-8 raises)
+        except (OSError, ValueError, pa.ArrowException) as exc:
             raise Refused(str(exc)) from None
-        names = table.column_names
         if len(set(names)) != len(names) or target not in names:
             raise Refused("repeated names or no label column")
         feats = [n for n in names if n != target]
@@ -132,7 +132,7 @@ def reference(path: Path, fmt: str, sep: str, comp: str, target: str | None):
             raise Refused("no features or rows")
         try:  # text is decoded here (invalid UTF-8 raises)
             cols = {n: table[n].to_numpy() for n in names}
-        except pa.ArrowException as exc:
+        except (ValueError, pa.ArrowException) as exc:
             raise Refused(str(exc)) from None
         if any(cols[n].dtype.kind not in "biuf" for n in feats):
             raise Refused("text features")
