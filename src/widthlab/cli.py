@@ -488,7 +488,13 @@ def _run(args: list[str]) -> int:
         return int(rv) if isinstance(rv, int) else 0
     except click.exceptions.Exit as exc:
         return exc.exit_code
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
+        if isinstance(exc.__cause__, EOFError) and not isinstance(exc.__cause__,
+                                                                  KeyboardInterrupt):
+            # click turns any EOFError into Abort: a truncated file is not a Ctrl-C
+            click.echo(f"widthlab: error: unexpected end of a file ({exc.__cause__}); check "
+                       "that the file is complete", err=True)
+            return 1
         click.echo("widthlab: aborted", err=True)
         return 130
     except click.UsageError as exc:
@@ -505,7 +511,7 @@ def _run(args: list[str]) -> int:
         click.echo(f"widthlab: error: {exc}", err=True)
         return 1
     except KeyboardInterrupt:
-        click.echo("widthlab: interrupted", err=True)
+        click.echo("widthlab: interrupted; rerun the same command to resume", err=True)
         return 130
     except (OSError, RuntimeError, sqlite3.Error) as exc:  # storage failures: one line
 

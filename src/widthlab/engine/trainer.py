@@ -57,6 +57,7 @@ from widthlab.engine.stats import RunningCovariance, RunningMoments
 from widthlab.errors import UsageError
 from widthlab.nn.bank import MLPBank, ModelSpec
 from widthlab.store import ArrayRow, MetricRow, Store
+from widthlab.store.claims import claimed
 
 # Part of the stored code version string; run identity comes from the code hash itself
 # (widthlab.engine.identity), so nothing needs bumping by hand.
@@ -404,7 +405,13 @@ class Engine:
 
         ``until``: stop after this epoch without finishing the run; a later ``run`` on the same
         engine continues in memory (benchmarks time epochs of several engines in turn).
+        While another live process trains the same run in the same store, this waits for it
+        and then reuses or resumes its work (:mod:`widthlab.store.claims`).
         """
+        with claimed(self.store, self.run_id):
+            return self._run(until)
+
+    def _run(self, until: int | None) -> str:
         info = self.store.get_run(self.run_id)
         if info is not None and info["status"] == "done":
             # a finished run whose epochs or checkpoint were lost is rolled back and completed
