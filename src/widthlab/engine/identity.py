@@ -36,6 +36,10 @@ from types import ModuleType
 # the modules whose code computes every engine run's numbers
 ENGINE_MODULES = (
     "widthlab.engine.trainer",
+    "widthlab.engine.config",
+    "widthlab.engine.banks",
+    "widthlab.engine.bank_rows",
+    "widthlab.engine.lifecycle",
     "widthlab.engine.optim",
     "widthlab.engine.stats",
     "widthlab.nn.bank",
