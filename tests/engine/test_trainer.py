@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_child(store: Path, *args: str, wait: bool = True) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
     p = subprocess.Popen([sys.executable, str(CHILD), str(store), *args], env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if wait:
