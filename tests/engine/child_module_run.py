@@ -86,7 +86,10 @@ def main() -> None:
             return step(self, *a, **kw)
 
         torch.optim.Adam.step = slow_step
-    print(run_trainable(make_run(), args.store))
+    # the checkpoint pickles the model: its class must come from an importable module
+    from tests.engine.child_module_run import make_run as importable
+
+    print(run_trainable(importable(), args.store))
 
 
 if __name__ == "__main__":
