@@ -4,12 +4,12 @@ as plain ``nn.Module`` s, against the published learned-width rows and against p
 training.
 
 Each network is gated as the papers count widths (:func:`widthlab.nn.lenet.build_lenet`),
-trained at every price of the profile with
-:func:`~widthlab.engine.modules.train_module` and shrunk after every epoch; a row is the
-widths after the last epoch and the **final-epoch** test error. The same network trained
-without gates and cut by :func:`widthlab.frontier.cut_layers` (then one epoch of fine-tuning)
-is the comparison. Every run is stored (:mod:`~widthlab.studies.lenet.compute`); the tables,
-verdicts and figures read the store only.
+trained at every price of the profile as an ordinary
+:class:`~widthlab.studies.base.ModuleExperiment` (the one trainer and run lifecycle) and shrunk
+after every epoch; a row is the widths after the last epoch and the **final-epoch** test error.
+The same network trained without gates and cut by :func:`widthlab.frontier.cut_layers` (then
+one epoch of fine-tuning) is the comparison. The steps are in
+:mod:`~widthlab.studies.lenet.compute`; the tables, verdicts and figures read the store only.
 """
 
 from __future__ import annotations
