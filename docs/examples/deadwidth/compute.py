@@ -1,7 +1,8 @@
 """What the ``deadwidth`` study computes: its profile, its one engine run and one stored analysis.
 
-Everything in this module decides stored numbers, so the study lists it in ``Study.code``:
-editing it retrains (or recomputes the analysis); editing ``study.py`` only redraws.
+Everything in this module decides stored numbers: the steps' code identity is computed from
+what they call (this module and its imports), so editing it retrains (or recomputes the
+analysis); editing ``study.py`` (tables, verdicts, figures) only redraws.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from widthlab.engine import TrainConfig, load_bank
+from widthlab.engine.lifecycle import Result
 from widthlab.store import ArrayRow, MetricRow
 from widthlab.studies.base import Experiment, Profile, RunContext, StoredAnalysis, sweep_specs
 
@@ -33,8 +35,9 @@ def norms_config(ctx: RunContext) -> dict:
     return {"source": ctx.runs["sweep"]}
 
 
-def weight_norms(ctx: RunContext, run_id: str) -> None:
-    """A stored analysis: the incoming-weight norm of every neuron, read from the checkpoint."""
+def weight_norms(ctx: RunContext) -> Result:
+    """A stored analysis: the incoming-weight norm of every neuron, read from the checkpoint
+    (the study stores what it returns as a run of its own)."""
     source = ctx.runs["sweep"]
     bank = load_bank(ctx.store, source)
     models = ctx.store.models(source)
@@ -42,15 +45,12 @@ def weight_norms(ctx: RunContext, run_id: str) -> None:
     arrays = [ArrayRow(m, 1, "w_norm", norms[a:b]) for m, (a, b) in enumerate(bank.slices)]
     metrics = [MetricRow(m, 1, "train", "w_norm_mean", float(np.mean(norms[a:b])))
                for m, (a, b) in enumerate(bank.slices)]
-    ctx.store.create_run(run_id, study="deadwidth:norms", dataset=ctx.dataset,
-                         config={"source_run": source}, models=[
-                             {"name": r.name, "arch": r.arch, "seed": int(r.seed),
-                              "variant": r.variant, "options": r.options}
-                             for r in models.itertuples()], seed=0, device="cpu",
-                         precision="fp64", code_version=ctx.code[:12])
-    ctx.store.commit_epoch(run_id, 1, metrics=metrics, arrays=arrays)
-    ctx.store.finish_run(run_id, "done")
+    return Result(ctx.dataset, models=[
+        {"name": r.name, "arch": r.arch, "seed": int(r.seed), "variant": r.variant,
+         "options": r.options} for r in models.itertuples()],
+        metrics=metrics, arrays=arrays, config={"source_run": source}, device="cpu")
 
 
 def steps(p: DeadProfile) -> list:
-    return [sweep(p), StoredAnalysis("norms", norms_config, weight_norms)]
+    return [sweep(p), StoredAnalysis("norms", norms_config, weight_norms,
+                                     label="deadwidth:norms")]

@@ -35,7 +35,7 @@ from widthlab import __version__
 from widthlab.data.tensors import DatasetSplits
 from widthlab.engine.config import describe_hook, resolve_device
 from widthlab.engine.events import EpochContext
-from widthlab.engine.identity import engine_code_hash, module_name, run_key
+from widthlab.engine.identity import closure_hash, module_name, run_key
 from widthlab.engine.lifecycle import EpochRows, RunRecord
 from widthlab.engine.modules import ModuleConfig, error_rate, make_optimizer
 from widthlab.nn.surgery import gate_widths, shrink_, size_penalty
@@ -128,7 +128,10 @@ class ModuleRun:
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.epoch, self.alive, self.train_s, self.eval_s = 0, True, 0.0, 0.0
         self.last_record: dict = {}
-        code = engine_code_hash(type(built), loss_fn, *self.hooks, type(self))
+        roots = [type(built), loss_fn, *self.hooks, type(self)]
+        if not isinstance(model, nn.Module):
+            roots.append(model)  # the code that builds the model
+        code = closure_hash(__name__, roots)
         key = run_key(self._identity(), code)
         self.run_id = f"{label.replace(':', '.')}-{data.name}-{key[:12]}"
 

@@ -44,7 +44,7 @@ from widthlab import __version__
 from widthlab.data.tensors import DatasetSplits, load_splits
 from widthlab.engine import train
 from widthlab.engine.events import ProgressCallback
-from widthlab.engine.identity import code_hash, engine_code_hash, run_key
+from widthlab.engine.identity import PRESENTATION, closure_hash, run_key
 from widthlab.engine.lifecycle import run_trainable, store_result
 from widthlab.errors import UsageError
 from widthlab.metrics.variance import Verdict
@@ -58,6 +58,7 @@ from widthlab.studies.steps import (
     RunSet,
     Step,
     StoredAnalysis,
+    step_code,
 )
 
 DATASETS = ("mnist", "fashion-mnist")
@@ -166,10 +167,6 @@ class Study:
     journal_budget: ClassVar[str] = ""
     requires: ClassVar[tuple[str, ...]] = ()  # studies whose runs this one reads
     profiles: ClassVar[Mapping[str, Profile]]
-    #: modules (besides the engine) whose code computes this study's stored numbers: its
-    #: configuration, hooks, modifiers and stored analyses. Their code enters the job key and
-    #: the stored analyses' ids; figures, captions and verdicts must not be listed.
-    code: ClassVar[tuple[str, ...]] = ()
     #: columns of the summary tables printed by ``widthlab study`` (all of them when empty;
     #: ``--csv`` always writes every column)
     print_columns: ClassVar[tuple[str, ...]] = ()
@@ -190,9 +187,13 @@ class Study:
         """The steps to run on ``dataset``, in order."""
         raise NotImplementedError
 
-    def code_hash(self) -> str:
-        """Hash of the engine's code and of the modules in :attr:`code`."""
-        return engine_code_hash(*self.code) if self.code else engine_code_hash()
+    def code_hash(self, profile: str | Profile = "quick", dataset: str = "mnist") -> str:
+        """The job key's code: the import closure (:func:`~widthlab.engine.identity.closure`)
+        of what the steps of ``profile`` on ``dataset`` call (the engine, models, modifiers,
+        hooks, derived builds, analyses), never followed into figures, verdicts or
+        sections. Each run and analysis id hashes its own part of it."""
+        steps = self.experiments(self.profile(profile), dataset)
+        return closure_hash([r for s in steps for r in step_code(s)], skip=PRESENTATION)
 
     def label(self, experiment: str | None = None) -> str:
         return self.name if experiment is None else f"{self.name}:{experiment}"
@@ -216,9 +217,10 @@ class Study:
             raise UsageError(f"the {self.name} study reads the runs of {', '.join(missing)}; "
                              "run it through `widthlab study` or `widthlab reproduce`, or pass "
                              "upstream=")
-        ctx = RunContext(Store.open(store), dataset, prof, {}, dict(upstream or {}), device,
-                         progress, data, self.code_hash())
         steps = list(self.experiments(prof, dataset))
+        ctx = RunContext(Store.open(store), dataset, prof, {}, dict(upstream or {}), device,
+                         progress, data, closure_hash([r for s in steps for r in step_code(s)],
+                                                      skip=PRESENTATION))
         unknown = sorted(set(only or ()) - {s.name for s in steps})
         if unknown:
             raise UsageError(f"unknown experiment(s) {', '.join(unknown)} of the {self.name} "
@@ -251,7 +253,7 @@ class Study:
 
     def _analyse(self, step: StoredAnalysis, ctx: RunContext) -> str:
         config = step.config(ctx)
-        code = code_hash(*self.code) if self.code else ""
+        code = closure_hash(step.compute, step.config)  # what the analysis runs
         key = run_key(config, code)
         run_id = f"{self.name}.{step.name}-{ctx.dataset}-{key[:12]}"
         done = ctx.store.get_run(run_id)

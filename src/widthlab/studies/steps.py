@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from widthlab.data.tensors import DatasetSplits
 from widthlab.engine import TrainConfig
 from widthlab.engine.events import ProgressCallback
+from widthlab.engine.identity import ENGINE_MODULES
 from widthlab.engine.lifecycle import Result
 from widthlab.engine.module_run import ModuleRun
 from widthlab.engine.modules import ModuleConfig
@@ -162,5 +163,18 @@ class RunSet:
         return list(dict.fromkeys(self.runs.values()))
 
 
+def step_code(step: Step) -> list:
+    """Where the code of ``step`` starts (for :func:`~widthlab.engine.identity.closure`): the
+    engine or the module trainer and the model, modifiers, hooks and loss it is given; a
+    derived step's ``build``; an analysis' ``config`` and ``compute``."""
+    if isinstance(step, Experiment):
+        return [*ENGINE_MODULES, *step.modifiers, *step.hooks]
+    if isinstance(step, ModuleExperiment):
+        return [step.model, step.trainable, step.loss_fn, *step.hooks]
+    if isinstance(step, Derived):
+        return [step.build]
+    return [step.config, step.compute]
+
+
 __all__ = ["Derived", "Experiment", "ModuleExperiment", "RunContext", "RunSet", "Step",
-           "StoredAnalysis"]
+           "StoredAnalysis", "step_code"]

@@ -59,13 +59,6 @@ class LenetStudy(Study):
                       "epochs, all 60,000 training images); the published rows train the "
                       "whole 60,000 images for far more epochs (their papers' settings)")
     profiles = PROFILES
-    code = ("widthlab.studies.lenet.config", "widthlab.studies.lenet.train",
-            "widthlab.studies.lenet.compute", "widthlab.nn.lenet", "widthlab.engine.modules",
-            "widthlab.nn.surgery.gates", "widthlab.nn.surgery.graph",
-            "widthlab.nn.surgery.rules", "widthlab.nn.surgery.shrink",
-            "widthlab.frontier.cut", "widthlab.frontier.api", "widthlab.frontier.obs",
-            "widthlab.frontier.methods", "widthlab.frontier.prepare",
-            "widthlab.frontier.result", "widthlab.frontier.graph")
     print_columns = ("network", "method", "widths", "weights", "error")
 
     def experiments(self, profile: LenetProfile, dataset: str) -> list:
