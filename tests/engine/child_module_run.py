@@ -63,8 +63,9 @@ class SmallCNN(nn.Module):
         return out
 
 
-def make_run(label: str = "cnn:bn", nan_at_step: int | None = None) -> ModuleRun:
-    return ModuleRun(lambda: SmallCNN(0, nan_at_step), images(), CONFIG, label=label,
+def make_run(label: str = "cnn:bn", nan_at_step: int | None = None,
+             cfg: ModuleConfig = CONFIG) -> ModuleRun:
+    return ModuleRun(lambda: SmallCNN(0, nan_at_step), images(), cfg, label=label,
                      device="cpu", model_record={"name": "small-cnn", "arch": [6]})
 
 

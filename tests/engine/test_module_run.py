@@ -143,3 +143,25 @@ def test_nan_is_that_runs_divergence_and_the_job_goes_on(tmp_path):
     stamp = st.get_run(good)["finished_at"]
     again = TwoRuns().run("quadrants", store=tmp_path, data=images(), device="cpu")
     assert again.runs == runs.runs and st.get_run(good)["finished_at"] == stamp
+
+
+def test_the_run_spec_hashes_what_changes_numbers_only():
+    from dataclasses import replace
+
+    from tests.engine.child_run import SPECS, synthetic
+    from widthlab.engine import Engine, TrainConfig
+
+    def bank_id(**kw):
+        cfg = TrainConfig(dataset="synthetic", device="cpu", **kw)
+        return Engine(SPECS, cfg, "unused-store", data=synthetic()).run_id
+
+    base = bank_id()
+    assert bank_id(eval_batch_size=7, keep_optimizer=True) == base
+    labelled = bank_id(study="mine:sweep")
+    assert labelled.startswith("mine.sweep-") and labelled[-12:] == base[-12:]
+    assert bank_id(lr=2e-3) != base and bank_id(chunk=8) != base
+    assert "device" not in TrainConfig.hashed_fields()
+    assert "shrink_every" in TrainConfig.hashed_fields(shrinks=True)
+    run = make_run()
+    assert make_run(cfg=replace(CONFIG, eval_batch=7)).run_id == run.run_id
+    assert make_run(cfg=replace(CONFIG, lr=1e-2)).run_id != run.run_id

@@ -8,7 +8,7 @@ import hashlib
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 from torch import Tensor
@@ -20,9 +20,19 @@ PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 EVAL_ELEMENTS = 2 ** 27  # most (batch x hidden units) values one evaluation batch may hold
 
 
+NOT_HASHED = {"hashed": False}        # a field that changes no number: out of the run id
+IF_SHRINKS = {"hashed": "shrinks"}    # hashed only when a modifier kills units
+
+
 @dataclass
 class TrainConfig:
-    """Everything that defines a run besides its models (defaults follow the journal)."""
+    """Everything that defines a run besides its models (defaults follow the journal).
+
+    The run spec: every field enters the run id (:func:`fingerprint`) unless its metadata says
+    ``hashed=False`` (where the run trains, how evaluation is batched, its label, what the last
+    checkpoint keeps) or ``hashed="shrinks"`` (only with a modifier that kills units);
+    :meth:`hashed_fields` lists them.
+    """
 
     dataset: str = "mnist"          # mnist | fashion-mnist (or the name of splits passed in)
     epochs: int = 1
@@ -33,26 +43,33 @@ class TrainConfig:
     data_seed: int = 0              # train/val split and minibatch order
     val_size: int = 5000
     train_size: int | None = None   # use only the first N training samples (quick runs)
-    device: str = "auto"            # cpu | cuda | auto
+    device: str = field(default="auto", metadata=NOT_HASHED)  # cpu | cuda | auto
     precision: str = "fp32"         # fp32 | bf16 (autocast; master weights stay fp32)
-    eval_batch_size: int = 1000
+    eval_batch_size: int = field(default=1000, metadata=NOT_HASHED)
     eval_splits: tuple[str, ...] = ("val", "test")
     eval_epochs: str = "all"        # evaluate eval_splits after "all" epochs or the "last" only
     stats_split: str = "train"      # split over which neuron statistics are streamed
     stats_epochs: str | tuple[int, ...] = "last"   # "last", "all", "none" or epoch numbers
     preact_cov: bool = False        # also stream the pre-activation covariance (PCA)
     chunk: int = 1024               # hidden units per first-layer GEMM call
-    study: str = "train"            # label stored with the run
+    study: str = field(default="train", metadata=NOT_HASHED)  # label stored with the run
     record_batch_loss: bool = False  # store every minibatch loss per model and epoch
     init_from: str | None = None    # start from this finished run's weights (same models)
     # with a modifier that kills units (SparsifierGate): when to act on dead units, "epoch"
     # (after each epoch), N (every N steps) or None (never); and how: "remove" them for real
     # or "mask" them (same numbers, full cost). Ignored, and out of the run id, otherwise.
-    shrink_every: str | int | None = "epoch"
-    shrink_mode: str = "remove"
+    shrink_every: str | int | None = field(default="epoch", metadata=IF_SHRINKS)
+    shrink_mode: str = field(default="remove", metadata=IF_SHRINKS)
     # a finished run keeps a weights-only checkpoint (enough for load_bank, PCA, importance and
     # the frontier); True keeps the optimizer state too. Out of the run id: no number changes.
-    keep_optimizer: bool = False
+    keep_optimizer: bool = field(default=False, metadata=NOT_HASHED)
+
+    @classmethod
+    def hashed_fields(cls, shrinks: bool = False) -> list[str]:
+        """The fields that enter the run id (``shrinks``: a modifier kills units)."""
+        return [f.name for f in fields(cls)
+                if f.metadata.get("hashed", True) is True
+                or (shrinks and f.metadata.get("hashed") == "shrinks")]
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -148,12 +165,8 @@ def fingerprint(cfg: TrainConfig, specs: Sequence[ModelSpec], modifiers: Sequenc
     and stay out of the hash. ``code``: the code hash of the engine, modifiers and hooks
     (:func:`widthlab.engine.identity.engine_code_hash`).
     """
-    c = asdict(cfg)
-    for key in ("device", "eval_batch_size", "keep_optimizer"):
-        c.pop(key, None)
-    if not shrinks:
-        for key in ("shrink_every", "shrink_mode"):
-            c.pop(key)
+    full = asdict(cfg)
+    c = {k: full[k] for k in type(cfg).hashed_fields(shrinks)}
     blob = json.dumps({"code": code, "config": c, "data": data_id,
                        "models": [s.to_dict() for s in specs], "modifiers": list(modifiers)},
                       sort_keys=True, default=str)

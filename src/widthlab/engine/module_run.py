@@ -142,7 +142,8 @@ class ModuleRun:
     def _identity(self) -> dict:
         d = self.data
         data_id = d.content_id or f"{d.name}:{len(d.train)}:{len(d.val)}:{len(d.test)}"
-        return {"model": self.describe, "train": asdict(self.cfg), "data": data_id,
+        train = {k: v for k, v in asdict(self.cfg).items() if k in self.cfg.hashed_fields()}
+        return {"model": self.describe, "train": train, "data": data_id,
                 "loss": module_name(self.loss_fn) + "." + getattr(
                     self.loss_fn, "__qualname__", type(self.loss_fn).__qualname__),
                 "hooks": [describe_hook(h) for h in self.hooks]}

@@ -16,7 +16,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 
 import torch
 import torch.nn.functional as F
@@ -78,7 +78,12 @@ class ModuleConfig:
     rule: str = "dead"
     shrink: bool = True
     seed: int = 0
-    eval_batch: int = 2000
+    eval_batch: int = field(default=2000, metadata={"hashed": False})  # changes no number
+
+    @classmethod
+    def hashed_fields(cls) -> list[str]:
+        """The fields that enter a module run's id (all but ``eval_batch``)."""
+        return [f.name for f in fields(cls) if f.metadata.get("hashed", True)]
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
