@@ -228,13 +228,13 @@ def test_modifier_settings_enter_the_run_id(tmp_path):
 
 
 def test_evaluation_does_not_depend_on_its_batch_size(monkeypatch):
-    from widthlab.engine import trainer
+    from widthlab.engine import banks
     from widthlab.nn.bank import MLPBank
 
     data = synthetic()
     bank = MLPBank(SPECS, 20, 10)
     ref = evaluate(bank, data.train, batch_size=1000, stats=True, preact_cov=True)
-    monkeypatch.setattr(trainer, "EVAL_ELEMENTS", 7 * bank.n_hidden)  # 7-row batches
+    monkeypatch.setattr(banks, "EVAL_ELEMENTS", 7 * bank.n_hidden)  # 7-row batches
     small = evaluate(bank, data.train, batch_size=1000, stats=True, preact_cov=True)
     # the float32 GEMM rounds differently per batch shape: agreement at float32 level
     assert ref.moments.count == small.moments.count == len(data.train)
