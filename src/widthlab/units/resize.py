@@ -39,11 +39,11 @@ PLAIN_ATTRS = tuple(dict.fromkeys((*HEAD_ATTRS, *STREAM_ATTRS, "n_in", "n_units"
 def size_attrs(model: nn.Module) -> dict[str, dict[str, int]]:
     """``{module name: {attribute: int}}`` of the plain size attributes (:data:`PLAIN_ATTRS`)
     of every module of ``model``: what :func:`resize_to_state_` cannot read off a shape.
-    Only ints (not bools); weights-only loadable."""
+    Only plain int attributes (not bools, not properties); weights-only loadable."""
     out = {}
     for name, m in model.named_modules():
         found = {a: int(v) for a in PLAIN_ATTRS
-                 if isinstance(v := getattr(m, a, None), int) and not isinstance(v, bool)}
+                 if isinstance(v := vars(m).get(a), int) and not isinstance(v, bool)}
         if found:
             out[name] = found
     return out
@@ -150,7 +150,7 @@ def _check_sizes(model: nn.Module, sizes: Mapping[str, Mapping[str, int]]) -> No
     for name, attrs in sizes.items():
         m = modules.get(name)
         for attr, value in attrs.items():
-            if m is None or attr not in PLAIN_ATTRS or not isinstance(getattr(m, attr, None), int):
+            if m is None or attr not in PLAIN_ATTRS or not isinstance(vars(m).get(attr), int):
                 raise UsageError(f"the saved size {name}.{attr} does not exist in the model; "
                                  "build the model the checkpoint was saved from")
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
