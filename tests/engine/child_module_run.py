@@ -87,7 +87,7 @@ def main() -> None:
             return step(self, *a, **kw)
 
         torch.optim.Adam.step = slow_step
-    # the checkpoint pickles the model: its class must come from an importable module
+    # the same run id as the parent's: the model class is named by its module, not __main__
     from tests.engine.child_module_run import make_run as importable
 
     print(run_trainable(importable(), args.store))

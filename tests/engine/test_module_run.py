@@ -43,7 +43,7 @@ def numbers(store: Path) -> tuple[pd.DataFrame, dict]:
     met = st.metrics(run_id)
     met = met[~met.name.isin(TIMED)].sort_values(["epoch", "split", "name"])
     _, ckpt = st.latest_checkpoint(run_id)
-    return met.reset_index(drop=True), ckpt["objects"]["model"].state_dict()
+    return met.reset_index(drop=True), ckpt["model"]
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,10 @@ units after every epoch (:func:`~widthlab.nn.surgery.shrink_`, optimizer state s
 place) and stores per epoch ``test/error``, ``train/loss``, ``train/epoch_time`` (seconds of
 training), ``train/n_params`` and ``train/price``, plus the rows of its epoch hooks. Through
 :func:`~widthlab.engine.lifecycle.run_trainable` it gets what every engine run gets: one stored
-config, per-epoch rows in one transaction, atomic checkpoints (the model, optimizer, schedule
-and generators pickled together, so a shrunk model resumes as it was), kill -9 then resume
-bitwise identical on the CPU, a diverged model flagged (the run finishes, its rows stop) and
-progress events.
+config, per-epoch rows in one transaction, atomic weights-only checkpoints (state dicts of
+the model, optimizer and schedule, the generators' states; a shrunk model is resized to the
+saved shapes on resume), kill -9 then resume bitwise identical on the CPU, a diverged model
+flagged (the run finishes, its rows stop) and progress events.
 
 Example::
 
@@ -40,6 +40,7 @@ from widthlab.engine.lifecycle import EpochRows, RunRecord
 from widthlab.engine.modules import ModuleConfig, error_rate, make_optimizer
 from widthlab.nn.surgery import gate_widths, shrink_, size_penalty
 from widthlab.store import ArrayRow, MetricRow
+from widthlab.units import resize_to_state_, size_attrs
 
 
 def module_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: Tensor,
@@ -121,10 +122,9 @@ class ModuleRun:
         self.describe = dict(describe) if describe is not None else model_identity(built)
         self.model_record = model_record or {"name": type(built).__name__, "arch": [],
                                              "seed": cfg.seed}
-        self.opt = optimizer if optimizer is not None else make_optimizer(self.model, cfg)
-        steps = cfg.epochs * self.steps_per_epoch()
-        self.sched = (torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, steps)
-                      if cfg.schedule == "cosine" else None)
+        self.own_opt = optimizer is None
+        self.opt = make_optimizer(self.model, cfg) if self.own_opt else optimizer
+        self.sched = self._schedule()
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.epoch, self.alive, self.train_s, self.eval_s = 0, True, 0.0, 0.0
         self.last_record: dict = {}
@@ -247,25 +247,39 @@ class ModuleRun:
         return metrics, arrays
 
     # ------------------------------------------------------------------ checkpoints
+    def _schedule(self):
+        steps = self.cfg.epochs * self.steps_per_epoch()
+        return (torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, steps)
+                if self.cfg.schedule == "cosine" else None)
+
     def checkpoint(self, final: bool) -> dict:
-        """The model, optimizer and schedule pickled together (a shrunk model keeps its
-        shapes, the optimizer its references), the minibatch and global generators."""
+        """Tensors and plain containers only (weights-only loadable): the model's
+        ``state_dict`` and plain sizes (:func:`~widthlab.units.size_attrs`), and unless
+        ``final`` the optimizer's and schedule's ``state_dict``, the minibatch generator's and
+        torch's global RNG state."""
         state = {"epoch": self.epoch, "alive": self.alive, "train_s": self.train_s,
                  "eval_s": self.eval_s}
-        if final:
-            return {"objects": {"model": self.model}, "state": state}
-        return {"objects": {"model": self.model, "opt": self.opt, "sched": self.sched},
-                "gen": self.gen.get_state(), "rng": torch.get_rng_state(), "state": state}
+        ckpt = {"model": self.model.state_dict(), "sizes": size_attrs(self.model),
+                "state": state}
+        if not final:
+            ckpt.update(opt=self.opt.state_dict(),
+                        sched=None if self.sched is None else self.sched.state_dict(),
+                        gen=self.gen.get_state(), rng=torch.get_rng_state())
+        return ckpt
 
     def restore(self, ckpt: dict) -> None:
-        objs = ckpt["objects"]
-        self.model = objs["model"].to(self.device)
-        if "opt" in objs:
-            self.opt, self.sched = objs["opt"], objs["sched"]
-            for st in self.opt.state.values():
-                for k, v in st.items():
-                    if torch.is_tensor(v) and v.ndim > 0:
-                        st[k] = v.to(self.device)
+        """Bring the freshly built model to the checkpoint's shapes (units removed during
+        training: :func:`~widthlab.units.resize_to_state_`), load it, then rebuild the
+        optimizer and schedule over its parameters and load theirs."""
+        resize_to_state_(self.model, ckpt["model"], ckpt.get("sizes"))
+        self.model.load_state_dict(ckpt["model"])
+        if "opt" in ckpt:
+            if self.own_opt:  # built as __init__ built it, then loaded
+                self.opt = make_optimizer(self.model, self.cfg)
+                self.sched = self._schedule()
+            self.opt.load_state_dict(ckpt["opt"])
+            if self.sched is not None:
+                self.sched.load_state_dict(ckpt["sched"])
             self.gen.set_state(ckpt["gen"])
             torch.set_rng_state(ckpt["rng"])
         s = ckpt["state"]

@@ -12,11 +12,13 @@ Public API::
     graph.describe()                                   # one row per group
     list_units(model, example_input)                   # the same table in one call
     remove_units(model, graph, graph["layer1.0.conv1:out"], [0, 3], optimizer=opt)
+    resize_to_state_(fresh_model, shrunk_state_dict, sizes)   # resume a shrunk checkpoint
 """
 
 from widthlab.units.graph import Group, Slice, UnitGraph, build_graph, list_units
 from widthlab.units.remove import remove_units
+from widthlab.units.resize import resize_to_state_, size_attrs
 from widthlab.units.trace import UnitTraceError
 
 __all__ = ["Group", "Slice", "UnitGraph", "UnitTraceError", "build_graph", "list_units",
-           "remove_units"]
+           "remove_units", "resize_to_state_", "size_attrs"]
