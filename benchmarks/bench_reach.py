@@ -78,6 +78,30 @@ def check_forward(model, inputs, shape) -> None:
 # --- widthlab -----------------------------------------------------------------------------
 
 
+def spread(size: int, n: int) -> list[int]:
+    """``n`` unit indices spread evenly over ``size`` units (every other one when n = size/2)."""
+    return [int((i + 0.5) * size / n) for i in range(n)]
+
+
+def cut_coupled(model, graph, remove_units) -> float:
+    """Cut the residual streams and attention heads together, in one call: where a model's
+    code reads the head width off the stream (nanoGPT, ``nn.MultiheadAttention``, torchvision's
+    ViT and Swin), k heads go with k * head_dim stream units. Half of each where the head
+    counts allow it, else a third (Swin's 3 heads); returns the fraction cut."""
+    from widthlab.errors import UsageError
+
+    coupled = [g for g in graph.groups if g.kind in ("stream", "heads") and g.size > 1]
+    if not coupled:
+        return 0.0
+    for frac in (1 / 2, 1 / 3):
+        try:
+            remove_units(model, graph, {g: spread(g.size, round(g.size * frac)) for g in coupled})
+            return frac
+        except UsageError:  # refused and undone: the counts do not match at this fraction
+            continue
+    raise RuntimeError("streams and heads could not be cut together at 1/2 or 1/3")
+
+
 def run_widthlab(model, inputs, shape) -> dict:
     from widthlab.units import build_graph, remove_units
 
@@ -89,12 +113,13 @@ def run_widthlab(model, inputs, shape) -> dict:
     kinds: dict[str, int] = {}
     for group in groups:
         kinds[group.kind] = kinds.get(group.kind, 0) + 1
-        drop = list(range(1, group.size, 2))  # every other unit: floor(size / 2) of them
-        if drop:
-            remove_units(model, graph, group, drop)
+    frac = cut_coupled(model, graph, remove_units)
+    for group in groups:
+        if group.kind not in ("stream", "heads") and group.size > 1:
+            remove_units(model, graph, group, spread(group.size, group.size // 2))
     check_forward(model, inputs, shape)
     return {"params": [before, n_params(model)], "groups": len(groups),
-            "kinds": kinds, "graph_s": round(graph_s, 3)}
+            "kinds": kinds, "graph_s": round(graph_s, 3), "stream_heads_cut": round(frac, 3)}
 
 
 # --- Torch-Pruning ------------------------------------------------------------------------
@@ -273,7 +298,8 @@ def describe(r: dict) -> str:
     extra = ""
     if "groups" in r:
         kinds = ",".join(f"{k}:{n}" for k, n in sorted(r["kinds"].items()))
-        extra = f" groups={r['groups']} ({kinds}) graph_s={r['graph_s']}"
+        extra = (f" groups={r['groups']} ({kinds}) graph_s={r['graph_s']}"
+                 f" stream_heads_cut={r.get('stream_heads_cut', 0)}")
     return f"ok params={before}->{after} ({after / before:.3f}){extra}"
 
 
