@@ -4,7 +4,8 @@ Every step is a :class:`~widthlab.studies.base.StoredAnalysis` that trains (with
 :mod:`~widthlab.studies.lenet.train`) and stores a finished run, so a second invocation trains
 nothing and the report draws from the store only. What is stored, per epoch:
 
-- gated run ``lenet:gated-<net>-<price>``: one model; ``test/error``, ``train/loss``,
+- gated run ``lenet:gated-<net>-<price>`` (L1 gates; ``lenet:gated-hc-<net>-<price>``:
+  hard-concrete gates, its config's ``gate_kind``): one model; ``test/error``, ``train/loss``,
   ``train/epoch_time`` (seconds of training), ``train/n_params``, ``train/price`` and
   ``train/width/<layer>`` (the widths as the papers count them);
 - cut run ``lenet:cut-<net>``: one model, the network trained without gates (the same
@@ -33,6 +34,7 @@ from widthlab.store import MetricRow, Store
 from widthlab.studies.base import RunContext, StoredAnalysis
 from widthlab.studies.lenet import train as tr
 from widthlab.studies.lenet.config import (
+    L1,
     NAME,
     LenetProfile,
     cut_name,
@@ -64,9 +66,13 @@ def _data_id(ctx: RunContext) -> dict:
     return {"dataset": ctx.dataset}
 
 
-def gated_run_config(network: str, price: float, ctx: RunContext) -> dict:
-    return {"network": network, "price": price, "kind": "gated",
-            "settings": settings(ctx.profile, network, "gated"), "data": _data_id(ctx)}
+def gated_run_config(network: str, price: float, ctx: RunContext, gate_kind: str = L1) -> dict:
+    out = {"network": network, "price": price, "kind": "gated",
+           "settings": settings(ctx.profile, network, "gated", gate_kind),
+           "data": _data_id(ctx)}
+    if gate_kind != L1:  # an L1 run's identity is that of before the gate kinds
+        out["gate_kind"] = gate_kind
+    return out
 
 
 def cut_run_config(network: str, ctx: RunContext) -> dict:
@@ -110,13 +116,16 @@ def _spec(network: str, variant: str, p: LenetProfile, **options) -> dict:
             "options": options}
 
 
-def gated_compute(network: str, price: float, ctx: RunContext, run_id: str) -> None:
+def gated_compute(network: str, price: float, ctx: RunContext, run_id: str,
+                  gate_kind: str = L1) -> None:
     """Train and store one gated run (see the module docstring)."""
     p: LenetProfile = ctx.profile
     data = splits(ctx)
     epochs = epochs_of(p, network)
-    dev = _start(ctx, run_id, gated_name(network, price), gated_run_config(network, price, ctx),
-                 [_spec(network, "gated", p, price=price)], data)
+    options = {"price": price} if gate_kind == L1 else {"price": price, "gate_kind": gate_kind}
+    dev = _start(ctx, run_id, gated_name(network, price, gate_kind),
+                 gated_run_config(network, price, ctx, gate_kind),
+                 [_spec(network, "gated", p, **options)], data)
     if (why := _unsupported(network, data)) is not None:
         ctx.store.commit_epoch(run_id, 0, failures=[(0, 0, why)])
         ctx.store.finish_run(run_id, "done")
@@ -129,7 +138,7 @@ def gated_compute(network: str, price: float, ctx: RunContext, run_id: str) -> N
         report.step()
         report.epoch(rec["epoch"])
 
-    tr.gated_run(network, price, data, p, dev, store)
+    tr.gated_run(network, price, data, p, dev, store, kind=gate_kind)
     report.done(epochs)
     ctx.store.finish_run(run_id, "done", {"train_s": round(time.perf_counter() - t0, 3)})
 
@@ -174,10 +183,12 @@ def unit_steps(p: LenetProfile) -> list[StoredAnalysis]:
     """One step per gated run and per cut, in the profile's order."""
     out = []
     for net in p.networks:
-        for price in prices_of(p, net):
-            out.append(StoredAnalysis(gated_name(net, price),
-                                      functools.partial(gated_run_config, net, price),
-                                      functools.partial(gated_compute, net, price)))
+        for kind in p.gate_kinds:
+            for price in prices_of(p, net, kind):
+                out.append(StoredAnalysis(
+                    gated_name(net, price, kind),
+                    functools.partial(gated_run_config, net, price, gate_kind=kind),
+                    functools.partial(gated_compute, net, price, gate_kind=kind)))
         if p.cut:
             out.append(StoredAnalysis(cut_name(net), functools.partial(cut_run_config, net),
                                       functools.partial(cut_compute, net)))

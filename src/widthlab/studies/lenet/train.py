@@ -22,6 +22,8 @@ from widthlab.frontier import cut_layers
 from widthlab.nn.lenet import FRONTIER_LAYERS, LENET300, build_lenet, lenet_widths
 from widthlab.nn.surgery import model_gates
 from widthlab.studies.lenet.config import (
+    HC,
+    L1,
     LenetProfile,
     dense_config,
     finetune_config,
@@ -57,16 +59,23 @@ def decision_data(data: DatasetSplits, size: int | None, device) -> tuple[tuple,
 
 
 def gated_run(network: str, price: float, data: DatasetSplits, p: LenetProfile,
-              device: str | torch.device = "cpu", on_epoch: OnEpoch = None) -> list[dict]:
+              device: str | torch.device = "cpu", on_epoch: OnEpoch = None,
+              kind: str = L1) -> list[dict]:
     """Train ``network`` gated at ``price`` on ``data``; the per-epoch records of
-    :func:`~widthlab.engine.modules.train_module` plus ``row_widths``. LeNet-300-100's three
-    gates (pixels, 300 units, 100 units) are priced ``price * p.scales300``."""
-    model = build_lenet(network, p.seed, n_in=data.n_features,
-                        n_classes=data.n_classes).to(device)
-    if network == LENET300:
+    :func:`~widthlab.engine.modules.train_module` plus ``row_widths``. L1 gates
+    (``kind="l1"``): LeNet-300-100's three gates (pixels, 300 units, 100 units) are priced
+    ``price * p.scales300``. Hard-concrete gates (``kind="hard_concrete"``): initial
+    ``log_alpha`` ``p.hc_init``, priced per weight when ``p.hc_per_weight``."""
+    if kind == HC:
+        model = build_lenet(network, p.seed, n_in=data.n_features, n_classes=data.n_classes,
+                            kind=HC, per_weight=p.hc_per_weight, init=p.hc_init).to(device)
+    else:
+        model = build_lenet(network, p.seed, n_in=data.n_features,
+                            n_classes=data.n_classes).to(device)
+    if network == LENET300 and kind == L1:
         for gate, scale in zip(model_gates(model), p.scales300, strict=True):
             gate.price_scale = float(scale)
-    return _train(model, data, gated_config(p, network, price), device, on_epoch)
+    return _train(model, data, gated_config(p, network, price, kind), device, on_epoch)
 
 
 def cut_run(network: str, data: DatasetSplits, p: LenetProfile,
