@@ -69,6 +69,10 @@ class LenetProfile(Profile):
         "help": "initial log_alpha of the hard-concrete gates (none: log 4, drop rate 0.2)"})
     hc_gate_lr: float | None = field(default=None, metadata={
         "help": "learning rate of log_alpha (none: gate_lr)"})
+    hc_scales300: tuple[float, ...] = field(
+        default=(1.0, 1.0, 1.0),
+        metadata={"help": "LeNet-300-100's hard-concrete price multipliers of the pixel, "
+                          "300-unit and 100-unit gates"})
     cut: bool = field(default=True, metadata={"help": "also prune after training (frontier)"})
     tol: float = field(default=0.005,
                        metadata={"help": "training accuracy the frontier cut may lose"})
@@ -99,10 +103,11 @@ class LenetProfile(Profile):
             w = getattr(self, name)
             if not (0 <= w < 1 and w + self.free_frac <= 1):
                 raise UsageError(f"{name} must be in [0, 1 - free_frac], got {w}")
-        if len(self.scales300) != 3 or any(not (v >= 0 and math.isfinite(v))
-                                           for v in self.scales300):
-            raise UsageError(f"scales300 must be three finite values >= 0 (pixels, 300 units, "
-                             f"100 units), got {list(self.scales300)}")
+        for name in ("scales300", "hc_scales300"):
+            v = getattr(self, name)
+            if len(v) != 3 or any(not (x >= 0 and math.isfinite(x)) for x in v):
+                raise UsageError(f"{name} must be three finite values >= 0 (pixels, 300 "
+                                 f"units, 100 units), got {list(v)}")
         if self.hc_gate_lr is not None and not self.hc_gate_lr > 0:
             raise UsageError(f"hc_gate_lr must be > 0 or none, got {self.hc_gate_lr}")
         if self.hc_init is not None and not math.isfinite(self.hc_init):
@@ -193,6 +198,8 @@ def settings(p: LenetProfile, network: str, kind: str, gate_kind: str = L1) -> d
         if gate_kind == HC:
             out.update(gate_kind=HC, gate_lr=gate_lr_of(p, HC), per_weight=p.hc_per_weight,
                        init=p.hc_init)
+            if network == LENET300:
+                out["scales300"] = list(p.hc_scales300)
         elif network == LENET300:
             out["scales300"] = list(p.scales300)
     return out

@@ -65,15 +65,17 @@ def gated_run(network: str, price: float, data: DatasetSplits, p: LenetProfile,
     :func:`~widthlab.engine.modules.train_module` plus ``row_widths``. L1 gates
     (``kind="l1"``): LeNet-300-100's three gates (pixels, 300 units, 100 units) are priced
     ``price * p.scales300``. Hard-concrete gates (``kind="hard_concrete"``): initial
-    ``log_alpha`` ``p.hc_init``, priced per weight when ``p.hc_per_weight``."""
+    ``log_alpha`` ``p.hc_init``, priced per weight when ``p.hc_per_weight``, LeNet-300-100's
+    three gates times ``p.hc_scales300``."""
     if kind == HC:
         model = build_lenet(network, p.seed, n_in=data.n_features, n_classes=data.n_classes,
                             kind=HC, per_weight=p.hc_per_weight, init=p.hc_init).to(device)
     else:
         model = build_lenet(network, p.seed, n_in=data.n_features,
                             n_classes=data.n_classes).to(device)
-    if network == LENET300 and kind == L1:
-        for gate, scale in zip(model_gates(model), p.scales300, strict=True):
+    if network == LENET300:
+        scales = p.scales300 if kind == L1 else p.hc_scales300
+        for gate, scale in zip(model_gates(model), scales, strict=True):
             gate.price_scale = float(scale)
     return _train(model, data, gated_config(p, network, price, kind), device, on_epoch)
 
