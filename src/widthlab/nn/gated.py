@@ -47,7 +47,7 @@ from torch import Tensor, nn
 from widthlab.errors import UsageError
 from widthlab.nn.bank import init_mlp
 from widthlab.nn.modifiers import NeuronGate
-from widthlab.nn.surgery.gates import NOISE_KEY, noise_seed
+from widthlab.nn.surgery.gates import NOISE_KEY, draw_uniforms, noise_seed
 from widthlab.nn.surgery.kinds import L1Kind, get_gate_kind
 
 PENALTIES = ("strict", "abs")
@@ -326,8 +326,7 @@ class SparsifierGate(NeuronGate):
 
     def scale(self) -> Tensor:
         if self.kind.stochastic and torch.is_grad_enabled():
-            u = torch.rand(self.n_noise, generator=self.noise)
-            u = u.index_select(0, self.noise_ids.cpu()).to(self.gate.device, self.gate.dtype)
+            u = draw_uniforms(self.noise, self.n_noise, self.noise_ids, self.gate)
             s = self.kind.sample(self.gate, u)
         else:
             s = self.kind.scale(self.gate)  # (H,)

@@ -51,6 +51,15 @@ def _kind(kind: str | GateKind, penalty: str) -> GateKind:
     return get_gate_kind(kind)
 
 
+def draw_uniforms(gen: torch.Generator, n: int, ids: Tensor, like: Tensor) -> Tensor:
+    """``n`` uniforms from the CPU generator ``gen``, on ``like``'s device and dtype, read at
+    ``ids`` (on that device). On CUDA the copy goes through pinned memory without a sync."""
+    u = torch.rand(n, generator=gen)
+    if like.device.type == "cuda":
+        u = u.pin_memory().to(like.device, non_blocking=True)
+    return u.to(like.device, like.dtype).index_select(0, ids)
+
+
 def noise_seed(seed: int, key: str) -> int:
     """The seed of the noise generator of gate ``key`` of a model gated with ``seed``."""
     return int(np.random.SeedSequence([int(seed), zlib.crc32(key.encode())])
@@ -149,8 +158,7 @@ class UnitGate(nn.Module):
     def uniforms(self) -> Tensor:
         """The next minibatch's uniforms of a stochastic kind, ``(n,)`` on the gate's device:
         ``n_units`` drawn from the gate's generator, read at ``unit_ids``."""
-        u = torch.rand(self.n_units, generator=self.noise)
-        return u.index_select(0, self.unit_ids.cpu()).to(self.gate.device, self.gate.dtype)
+        return draw_uniforms(self.noise, self.n_units, self.unit_ids, self.gate)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.selects:
