@@ -68,9 +68,12 @@ def hc_gate(la: list[float], **kw) -> UnitGate:
     return gate
 
 
-@given(LOG_ALPHAS, st.floats(0.0, 3.0))
-def test_penalty_is_the_closed_form_and_its_gradient_a_finite_difference(la, price_scale):
+@given(LOG_ALPHAS, st.floats(0.0, 3.0), st.sampled_from([None, 1.0, 300.0]))
+def test_penalty_is_the_closed_form_and_its_gradient_a_finite_difference(la, price_scale,
+                                                                         per_unit):
     gate = hc_gate(la, price_scale=price_scale)
+    gate.unit_weights = per_unit  # the per-weight price: times the weights one unit gates
+    price_scale *= 1.0 if per_unit is None else per_unit
     pen = gate.penalty()
     want = price_scale * np_expected_l0(np.array(la)).sum()
     assert pen.dtype == torch.float64
