@@ -112,8 +112,9 @@ def table(rows: list[dict], cuts: list[dict]) -> None:
     print("| network | method | learned widths | weights | test error |")
     print("| --- | --- | --- | --- | --- |")
     for net, method, widths, err in PUBLISHED:
+        when = "" if "end of training" in method else " (best epoch)"
         print(f"| {net} | {method} | {widths_text(widths)} | {lenet_weights(net, widths)} "
-              f"| {err}% (best epoch) |")
+              f"| {err}%{when} |")
     for r in [*rows, *cuts]:
         print(f"| {r['network']} | {r['method']} | {widths_text(r['widths'])} | "
               f"{r['weights']} | {r['error']:.2f}% |")

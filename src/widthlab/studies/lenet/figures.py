@@ -55,7 +55,8 @@ def error_vs_width(rows: pd.DataFrame, published: pd.DataFrame | None,
                         label="frontier cut, before fine-tuning")
         if published is not None:
             p = published[published.network == net]
-            ax.plot(p.total_width, p.error, "^", color="k", label="published (best epoch)")
+            ax.plot(p.total_width, p.error, "^", color="k",
+                    label="published (best epoch; RigL: the last)")
             for r in p.itertuples():
                 ax.annotate(r.method.split(" (")[0], (r.total_width, r.error), fontsize=7,
                             textcoords="offset points", xytext=(4, -9))
