@@ -108,8 +108,8 @@ def test_training_samples_follow_the_formula_and_the_price_is_their_nonzero_rate
                    * (ZETA - GAMMA) + GAMMA, 0, 1)
     np.testing.assert_allclose(z, want, rtol=1e-6)
     draws = np.stack([gate(torch.ones(1, 5, dtype=torch.float64))[0].detach().numpy()
-                      for _ in range(20000)])
-    np.testing.assert_allclose((draws != 0).mean(0), np_expected_l0(np.array(la)), atol=0.012)
+                      for _ in range(5000)])  # 3.5 standard errors at most 0.025
+    np.testing.assert_allclose((draws != 0).mean(0), np_expected_l0(np.array(la)), atol=0.025)
     assert ((draws == 0) | (draws == 1)).mean() > 0.2  # hard: exact 0s and 1s occur
 
 
