@@ -28,7 +28,8 @@ half a point of their accuracy) and fine-tuned for one epoch
 Both gate kinds (``--kinds``, default both): the L1 gates ``relu(g)`` at ``--prices300`` /
 ``--prices5``, and hard-concrete gates (Louizos et al. 2018, the L0 row's method: seeded
 stochastic gates in training, their deterministic clamp in evaluation, the expected L0 norm
-priced per weight) at ``--hc-prices300`` / ``--hc-prices5``. The published rows report their
+priced per unit on LeNet-300-100 and per weight on LeNet-5-Caffe) at ``--hc-prices300`` /
+``--hc-prices5``. The published rows report their
 best epoch; widthlab's rows the final epoch.
 
 The figures printed last: ``lenet300_error`` / ``lenet300_widths`` and ``lenet5_error`` /
@@ -122,13 +123,16 @@ def table(rows: list[dict], cuts: list[dict]) -> None:
 
 def profile(args) -> LenetProfile:
     """The study's full profile with the command line's changes (``--quick``: short runs on
-    all 60,000 images, two LeNet-300-100 prices and one LeNet-5-Caffe price)."""
+    all 60,000 images, two L1 prices and one hard-concrete price for LeNet-300-100, one of each
+    for LeNet-5-Caffe)."""
     e300, e5 = (3, 2) if args.quick else (None, None)
     p300 = [2e-3, 8e-3] if args.quick else None
     p5 = [1e-3] if args.quick else None
+    hc300 = [3e-3] if args.quick else None
+    hc5 = [1e-5] if args.quick else None
     changes = {"epochs300": args.epochs300 or e300, "epochs5": args.epochs5 or e5,
                "prices300": args.prices300 or p300, "prices5": args.prices5 or p5,
-               "hc_prices300": args.hc_prices300, "hc_prices5": args.hc_prices5,
+               "hc_prices300": args.hc_prices300 or hc300, "hc_prices5": args.hc_prices5 or hc5,
                "hc_gate_lr": args.hc_gate_lr, "hc_init": args.hc_init,
                "gate_kinds": tuple(args.kinds),
                "gate_lr": args.gate_lr, "free_frac": args.free_frac, "seed": args.seed,
@@ -164,7 +168,7 @@ def main(argv=None) -> int:
     ap.add_argument("--kinds", nargs="+", choices=GATE_KINDS, default=list(GATE_KINDS),
                     help="gate kinds to train (default both)")
     ap.add_argument("--hc-prices300", type=float, nargs="+", default=None,
-                    help="hard-concrete prices of LeNet-300-100, per weight")
+                    help="hard-concrete prices of LeNet-300-100, per unit")
     ap.add_argument("--hc-prices5", type=float, nargs="+", default=None,
                     help="hard-concrete prices of LeNet-5-Caffe, per weight")
     ap.add_argument("--hc-gate-lr", type=float, default=None,

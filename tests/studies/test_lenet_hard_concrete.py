@@ -19,7 +19,7 @@ from widthlab.studies.lenet.compute import gated_run_config
 # 12 steps per epoch under a cosine schedule: log_alpha learns fast enough to cross the edge
 SMALL = dict(networks=(LENET300,), prices300=(1e-3,), hc_prices300=(1e-5,), epochs300=2,
              train_size=None, gate_lr=0.1, batch_size=50, cut=False,
-             gate_kinds=("l1", "hard_concrete"), hc_init=1.0, hc_gate_lr=0.4, hc_per_weight=True)
+             gate_kinds=("l1", "hard_concrete"), hc_init=1.0, hc_gate_lr=0.4, hc_per_weight300=True)
 
 
 @pytest.fixture(scope="module")

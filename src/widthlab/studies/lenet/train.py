@@ -28,6 +28,7 @@ from widthlab.studies.lenet.config import (
     dense_config,
     finetune_config,
     gated_config,
+    hc_per_weight_of,
 )
 
 OnEpoch = Callable[[dict], None] | None
@@ -65,11 +66,12 @@ def gated_run(network: str, price: float, data: DatasetSplits, p: LenetProfile,
     :func:`~widthlab.engine.modules.train_module` plus ``row_widths``. L1 gates
     (``kind="l1"``): LeNet-300-100's three gates (pixels, 300 units, 100 units) are priced
     ``price * p.scales300``. Hard-concrete gates (``kind="hard_concrete"``): initial
-    ``log_alpha`` ``p.hc_init``, priced per weight when ``p.hc_per_weight``, LeNet-300-100's
-    three gates times ``p.hc_scales300``."""
+    ``log_alpha`` ``p.hc_init``, priced per weight when ``p.hc_per_weight300`` /
+    ``p.hc_per_weight5``, LeNet-300-100's three gates times ``p.hc_scales300``."""
     if kind == HC:
         model = build_lenet(network, p.seed, n_in=data.n_features, n_classes=data.n_classes,
-                            kind=HC, per_weight=p.hc_per_weight, init=p.hc_init).to(device)
+                            kind=HC, per_weight=hc_per_weight_of(p, network),
+                            init=p.hc_init).to(device)
     else:
         model = build_lenet(network, p.seed, n_in=data.n_features,
                             n_classes=data.n_classes).to(device)
