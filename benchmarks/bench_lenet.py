@@ -28,8 +28,7 @@ half a point of their accuracy) and fine-tuned for one epoch
 Both gate kinds (``--kinds``, default both): the L1 gates ``relu(g)`` at ``--prices300`` /
 ``--prices5``, and hard-concrete gates (Louizos et al. 2018, the L0 row's method: seeded
 stochastic gates in training, their deterministic clamp in evaluation, the expected L0 norm
-priced per unit on LeNet-300-100 and per weight on LeNet-5-Caffe) at ``--hc-prices300`` /
-``--hc-prices5``. The published rows report their
+priced per unit) at ``--hc-prices300`` / ``--hc-prices5``. The published rows report their
 best epoch; widthlab's rows the final epoch.
 
 The figures printed last: ``lenet300_error`` / ``lenet300_widths`` and ``lenet5_error`` /
@@ -129,7 +128,7 @@ def profile(args) -> LenetProfile:
     p300 = [2e-3, 8e-3] if args.quick else None
     p5 = [1e-3] if args.quick else None
     hc300 = [3e-3] if args.quick else None
-    hc5 = [1e-5] if args.quick else None
+    hc5 = [1e-3] if args.quick else None
     changes = {"epochs300": args.epochs300 or e300, "epochs5": args.epochs5 or e5,
                "prices300": args.prices300 or p300, "prices5": args.prices5 or p5,
                "hc_prices300": args.hc_prices300 or hc300, "hc_prices5": args.hc_prices5 or hc5,
@@ -170,7 +169,7 @@ def main(argv=None) -> int:
     ap.add_argument("--hc-prices300", type=float, nargs="+", default=None,
                     help="hard-concrete prices of LeNet-300-100, per unit")
     ap.add_argument("--hc-prices5", type=float, nargs="+", default=None,
-                    help="hard-concrete prices of LeNet-5-Caffe, per weight")
+                    help="hard-concrete prices of LeNet-5-Caffe, per unit")
     ap.add_argument("--hc-gate-lr", type=float, default=None,
                     help="learning rate of log_alpha (default: the gates')")
     ap.add_argument("--hc-init", type=float, default=None,

@@ -62,12 +62,12 @@ class LenetProfile(Profile):
         "help": "gate kinds trained at their prices: l1 and/or hard_concrete"})
     hc_prices300: tuple[float, ...] = field(default=(2e-3, 3e-3, 5e-3), metadata={
         "help": "hard-concrete prices of LeNet-300-100 (per weight when hc_per_weight300)"})
-    hc_prices5: tuple[float, ...] = field(default=(5e-6, 1e-5, 2e-5), metadata={
+    hc_prices5: tuple[float, ...] = field(default=(1e-3, 2e-3, 4e-3), metadata={
         "help": "hard-concrete prices of LeNet-5-Caffe (per weight when hc_per_weight5)"})
     hc_per_weight300: bool = field(default=False, metadata={
         "help": "price LeNet-300-100's hard-concrete units per weight they gate (Louizos et "
                 "al.; else per unit, like the L1 gates)"})
-    hc_per_weight5: bool = field(default=True, metadata={
+    hc_per_weight5: bool = field(default=False, metadata={
         "help": "price LeNet-5-Caffe's hard-concrete units per weight they gate"})
     hc_init: float | None = field(default=None, metadata={
         "help": "initial log_alpha of the hard-concrete gates (none: log 4, drop rate 0.2)"})
@@ -128,18 +128,18 @@ PROFILES = {
     # from log 4 to below log(1/11) before a unit is removed)
     "quick": LenetProfile(prices300=(5e-4, 2e-3), prices5=(5e-4, 2e-3), epochs300=3, epochs5=2,
                           train_size=3000, gate_lr=5e-2, calib_size=1000,
-                          hc_prices300=(3e-3,), hc_prices5=(1e-5,), hc_gate_lr=0.15),
+                          hc_prices300=(3e-3,), hc_prices5=(1e-3,), hc_gate_lr=0.15),
     # between the two: 20,000 images, half the full epochs (15 / 5), two prices per network
     "standard": LenetProfile(prices300=(5e-4, 1e-3), prices5=(5e-4, 1e-3), epochs300=15,
                              epochs5=5, train_size=20_000, gate_lr=2e-2, calib_size=5000,
-                             hc_prices300=(2e-3, 3e-3), hc_prices5=(1e-5,)),
+                             hc_prices300=(2e-3, 3e-3), hc_prices5=(1e-3, 2e-3)),
     # benchmarks/bench_lenet.py: the 60,000 training images, 30 / 10 epochs, three prices;
     # LeNet-300-100's pixels priced 8x and its 300 units 2x its 100 units, no price in its
     # first 5 epochs (probed in benchmarks/README.md: ~100 features fewer at the same error
     # than one price for every gate, 224-233 features at 1.84-1.93% instead of 340 at 1.93%)
-    # The hard-concrete gates at three prices each, per unit on LeNet-300-100 and per weight on
-    # LeNet-5-Caffe (probed on one thread, issue 33's notes: 135-93-57 at 1.99% for 3e-3 per
-    # unit at 30 epochs; 20-22-37-413 at 0.96% for 1e-5 per weight at 10 epochs)
+    # The hard-concrete gates at three prices per unit each (probed on one thread, issue 33's
+    # notes: LeNet-300-100 135-93-57 at 1.99% for 3e-3 at 30 epochs; LeNet-5-Caffe
+    # 20-44-164-102 at 0.80% for 1e-3 at 10 epochs, 20-22-37-413 at 0.96% for 1e-5 per weight)
     "full": LenetProfile(prices300=(2.5e-4, 4e-4, 5e-4), scales300=(8.0, 2.0, 1.0),
                          warmup300=1 / 6),
 }
