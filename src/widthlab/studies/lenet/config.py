@@ -62,7 +62,7 @@ class LenetProfile(Profile):
         "help": "gate kinds trained at their prices: l1 and/or hard_concrete"})
     hc_prices300: tuple[float, ...] = field(default=(2e-3, 3e-3, 5e-3), metadata={
         "help": "hard-concrete prices of LeNet-300-100 (per weight when hc_per_weight300)"})
-    hc_prices5: tuple[float, ...] = field(default=(1e-3, 2e-3, 4e-3), metadata={
+    hc_prices5: tuple[float, ...] = field(default=(1e-3, 1.5e-3, 2e-3), metadata={
         "help": "hard-concrete prices of LeNet-5-Caffe (per weight when hc_per_weight5)"})
     hc_per_weight300: bool = field(default=False, metadata={
         "help": "price LeNet-300-100's hard-concrete units per weight they gate (Louizos et "
@@ -138,8 +138,8 @@ PROFILES = {
     # first 5 epochs (probed in benchmarks/README.md: ~100 features fewer at the same error
     # than one price for every gate, 224-233 features at 1.84-1.93% instead of 340 at 1.93%)
     # The hard-concrete gates at three prices per unit each (probed on one thread, issue 33's
-    # notes: LeNet-300-100 135-93-57 at 1.99% for 3e-3 at 30 epochs; LeNet-5-Caffe
-    # 20-44-164-102 at 0.80% for 1e-3 at 10 epochs, 20-22-37-413 at 0.96% for 1e-5 per weight)
+    # notes: LeNet-300-100 135-93-57 at 1.99% for 3e-3 at 30 epochs; LeNet-5-Caffe at 10
+    # epochs 20-44-164-102 at 0.80% for 1e-3, 20-32-86-50 at 1.08% for 2e-3)
     "full": LenetProfile(prices300=(2.5e-4, 4e-4, 5e-4), scales300=(8.0, 2.0, 1.0),
                          warmup300=1 / 6),
 }
