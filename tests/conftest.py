@@ -9,7 +9,16 @@ import pytest
 import torch
 from hypothesis import settings
 
+from widthlab._compat import ensure_torchvision_importable
+
+# PyPI's torchvision is a CUDA build whose extension does not load into the CPU torch: define the
+# operator schemas its import needs before any test imports torchvision, timm or transformers.
+ensure_torchvision_importable()
+
 settings.register_profile("ci", max_examples=60, deadline=None)
+# the long fuzz runs (--hypothesis-profile fuzz): tests/units/test_fuzz_graph.py and
+# tests/data/test_fuzz_user_files.py
+settings.register_profile("fuzz", max_examples=3000, deadline=None)
 settings.load_profile("ci")
 
 # The real cache is resolved once, before any test redirects WIDTHLAB_CACHE.

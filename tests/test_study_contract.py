@@ -53,8 +53,13 @@ def example(tmp_path_factory):
 
 def test_example_study_trains_stores_its_analysis_and_reports(example, tmp_path):
     store, runs = example
-    assert set(runs.runs) == {"sweep", "norms"}
+    assert set(runs.runs) == {"sweep", "module", "norms"}
     assert store.get_run(runs["sweep"])["study"] == "deadwidth:sweep"
+    # the user module's run: stored per epoch like every run, and it learned
+    module = store.metrics(runs["module"])
+    assert store.get_run(runs["module"])["study"] == "deadwidth:module"
+    assert sorted(set(module.epoch)) == [1, 2]
+    assert module[module.name == "error"].value.iloc[-1] < 0.5
     # the stored analysis equals the norms recomputed from the raw checkpoint
     _, ckpt = store.latest_checkpoint(runs["sweep"])
     w0 = ckpt["bank"]["w0"].double().numpy()

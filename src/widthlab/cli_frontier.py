@@ -1,14 +1,15 @@
 """``widthlab frontier``: how many neurons does this trained layer need?
 
-    widthlab frontier --model model.pt --layer 0 --dataset mnist -o frontier-out
+    widthlab frontier --model model.pt --trust-model --layer 0 --dataset mnist -o out
     widthlab frontier --model sd.pt --arch 784,1024,10 --layer layers.0 --method obs \\
         --method taylor --method random --dataset fashion-mnist
 
-Loads a saved model (a whole pickled ``nn.Module``, or a state dict of a widthlab ``MLP`` /
-an ``nn.Sequential`` MLP together with ``--arch``), computes the width frontier of ``--layer``
-by every ``--method`` (calibration: the validation split, evaluation: the test split), prints
-the recommended width, and writes ``frontier.csv`` (every method's table) and ``frontier.png``
-(accuracy versus kept width, one line per method, the recommendation marked) into ``-o``.
+Loads a saved model (a state dict of a widthlab ``MLP`` / an ``nn.Sequential`` MLP together
+with ``--arch``, or, with ``--trust-model`` only, a whole pickled ``nn.Module``), computes
+the width frontier of ``--layer`` by every ``--method`` (calibration: the validation split,
+evaluation: the test split), prints the recommended width, and writes ``frontier.csv``
+(every method's table) and ``frontier.png`` (accuracy versus kept width, one line per
+method, the recommendation marked) into ``-o``.
 """
 
 from __future__ import annotations
@@ -36,20 +37,74 @@ def _sequential(sizes: list[int]) -> nn.Sequential:
     return nn.Sequential(*mods)
 
 
-def load_model(path: Path, arch: str | None = None) -> nn.Module:
-    """A saved model: a pickled module, or a state dict of ``widthlab.nn.MLP(arch)`` (keys
-    ``layers.i.*``) or of ``nn.Sequential(Linear, ReLU, ..., Linear)`` (keys ``0.weight``...)
-    with ``arch`` the layer sizes, e.g. ``"784,1024,10"``."""
+TRUST_HELP = ("Also load a whole pickled nn.Module (torch.save(model)). Unpickling runs "
+              "code stored in the file: pass it only for files you made or trust. Without "
+              "it only tensors and state dicts are read (torch.load(weights_only=True)).")
+
+
+def _read(path: Path, trust: bool):
+    """``torch.load`` of ``path`` on the CPU: weights only unless ``trust``; refused files and
+    unreadable ones raise a one-line :class:`UsageError`."""
+    import pickle
+    import warnings
+
     import torch
+
+    try:
+        with warnings.catch_warnings():  # "pickle protocol 4 ..." from the weights-only reader
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only" not in str(exc).lower():
+            raise UsageError(f"cannot load {path}: not a torch.save file ({_line(exc)}); save "
+                             "the model with torch.save(model.state_dict(), path)") from None
+        if not trust:
+            raise UsageError(f"{path} holds pickled Python objects (a whole module?), which "
+                             "can run code when loaded; if you trust the file pass "
+                             "--trust-model (API: trust=True), else save "
+                             "model.state_dict() and pass --arch") from None
+    except Exception as exc:  # noqa: BLE001 - nothing of the file ran: a weights-only read
+        raise UsageError(f"cannot load {path}: not a torch.save file ({_line(exc)}); save the "
+                         "model with torch.save(model.state_dict(), path)") from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - a trusted pickle may raise anything
+        raise UsageError(f"cannot load {path} (--trust-model): {_line(exc)}; save with "
+                         "torch.save(model, path)") from None
+
+
+def _line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())[:160]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def load_model(path: Path, arch: str | None = None, *, trust: bool = False) -> nn.Module:
+    """A saved model: a state dict of ``widthlab.nn.MLP(arch)`` (keys ``layers.i.*``) or of
+    ``nn.Sequential(Linear, ReLU, ..., Linear)`` (keys ``0.weight``...) with ``arch`` the layer
+    sizes, e.g. ``"784,1024,10"``; or, only with ``trust=True``, a whole pickled module.
+
+    Parameters
+    ----------
+    path : Path
+        A ``torch.save`` file.
+    arch : str, optional
+        Layer sizes of a state dict.
+    trust : bool
+        Unpickle arbitrary objects (a whole ``nn.Module``). Unpickling runs code named in
+        the file, so only for files you trust; by default the file is read with
+        ``torch.load(weights_only=True)``, which runs nothing.
+
+    Raises
+    ------
+    UsageError
+        One line: unreadable file, a pickled object without ``trust``, a state dict without
+        or not matching ``arch`` (with every missing and unexpected key).
+    """
     from torch import nn
 
     from widthlab.nn.bank import MLP
 
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    except (OSError, RuntimeError, EOFError, ValueError) as exc:
-        raise UsageError(f"cannot load {path}: {exc}; save with torch.save(model, path)") \
-            from exc
+    obj = _read(path, trust)
     if isinstance(obj, nn.Module):
         return obj.eval()
     if not isinstance(obj, dict):
@@ -64,12 +119,29 @@ def load_model(path: Path, arch: str | None = None) -> nn.Module:
         raise UsageError(f"cannot read --arch {arch!r}: give layer sizes like 784,1024,10") \
             from None
     model = MLP(sizes) if any(k.startswith("layers.") for k in obj) else _sequential(sizes)
-    try:
-        model.load_state_dict(obj)
-    except RuntimeError as exc:
-        raise UsageError(f"the state dict in {path} does not fit --arch {arch}: "
-                         f"{str(exc).splitlines()[0]}") from exc
+    _load_state(model, obj, path, arch)
     return model.eval()
+
+
+def _load_state(model: nn.Module, state: dict, path: Path, arch: str) -> None:
+    """``model.load_state_dict(state)`` with every missing/unexpected key in one line."""
+    want, have = model.state_dict(), state
+    missing = [k for k in want if k not in have]
+    unexpected = [k for k in have if k not in want]
+    shapes = [f"{k} {tuple(getattr(have[k], 'shape', ()))} vs {tuple(want[k].shape)}"
+              for k in want if k in have and getattr(have[k], "shape", None) != want[k].shape]
+    if missing or unexpected or shapes:
+        parts = [f"missing keys: {', '.join(missing)}" if missing else "",
+                 f"unexpected keys: {', '.join(unexpected)}" if unexpected else "",
+                 f"shapes (file vs --arch): {'; '.join(shapes)}" if shapes else ""]
+        raise UsageError(f"the state dict in {path} does not fit --arch {arch}: "
+                         f"{'; '.join(p for p in parts if p)}; give the layer sizes it was "
+                         "saved with (the first weight's shape is (out, in))")
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError) as exc:
+        raise UsageError(f"the state dict in {path} does not fit --arch {arch}: "
+                         f"{_line(exc)}") from None
 
 
 def _figure(tables, rec: dict[str, int], out: Path) -> Path:
@@ -113,7 +185,9 @@ def _splits(dataset: str, data_dir: Path | None, calib_size: int | None, user=No
 @click.command("frontier", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--model", "model_path", required=True,
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="torch.save'd model (a module, or a state dict with --arch).")
+              help="torch.save'd model: a state dict with --arch (or a whole module with "
+                   "--trust-model).")
+@click.option("--trust-model", "trust", is_flag=True, help=TRUST_HELP)
 @click.option("--arch", default=None, help="Layer sizes of a state dict, e.g. 784,1024,10.")
 @click.option("--layer", required=True, help="Module name of the nn.Linear to narrow.")
 @click.option("--dataset", type=click.Choice(["mnist", "fashion-mnist"]), default="mnist",
@@ -132,7 +206,7 @@ def _splits(dataset: str, data_dir: Path | None, calib_size: int | None, user=No
               show_default=True)
 @click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path),
               default=Path("frontier"), show_default=True, help="Folder for the CSV and PNG.")
-def frontier_cmd(model_path: Path, arch: str | None, layer: str, dataset: str,
+def frontier_cmd(model_path: Path, trust: bool, arch: str | None, layer: str, dataset: str,
                  data_dir: Path | None, data_path: Path | None, target: str | None,
                  methods: tuple[str, ...], tol: float, calib_size: int | None, device: str,
                  out: Path) -> None:
@@ -148,7 +222,7 @@ def frontier_cmd(model_path: Path, arch: str | None, layer: str, dataset: str,
     from widthlab.frontier import frontiers
 
     user = user_data(data_path, target)  # a user's dataset instead of --dataset
-    model = load_model(model_path, arch)
+    model = load_model(model_path, arch, trust=trust)
     dev = resolve_device(device)
     calib, ev = _splits(dataset, data_dir, calib_size, user)
     frs = frontiers(model.to(dev), layer, calib, ev, methods=list(dict.fromkeys(methods)))

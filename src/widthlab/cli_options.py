@@ -41,8 +41,26 @@ target_option = click.option("--target", default=None,
                              help="The label column of a CSV/TSV/Parquet --data file.")
 
 
+def _given(name: str) -> bool:
+    """Whether the running command's option ``name`` was given (not left at its default)."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None or name not in ctx.params:
+        return False
+    source = ctx.get_parameter_source(name)
+    return source not in (None, click.core.ParameterSource.DEFAULT,
+                          click.core.ParameterSource.DEFAULT_MAP)
+
+
 def user_data(path: Path | None, target: str | None):
-    """The DatasetSplits of ``--data PATH`` (None without it); errors name the file."""
+    """The DatasetSplits of ``--data PATH`` (None without it); errors name the file.
+
+    ``--data`` together with an explicit ``--dataset``/``--datasets`` is refused: one would
+    silently override the other."""
+    if path is not None:
+        for name in ("dataset", "datasets"):
+            if _given(name):
+                raise UsageError(f"--data {path} and --{name} both name the data to train on; "
+                                 f"give one of them (drop --{name} to use your file)")
     if path is None:
         if target is not None:
             raise UsageError("--target names the label column of a --data file; pass --data "

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from widthlab._io import atomic_path
+from widthlab._pool import quiet_resource_tracker, stopped_on_interrupt
 from widthlab.errors import UsageError, WidthlabError
 from widthlab.store import Store
 from widthlab.studies.base import RunSet
@@ -224,6 +225,7 @@ class LocalExecutor:
         import torch
 
         threads = self.threads or max(1, torch.get_num_threads() // self.workers)
+        quiet_resource_tracker()
         ctx = mp.get_context("spawn")  # no torch thread pool or open database is inherited
         events = ctx.SimpleQueue() if callable(progress) else None
 
@@ -237,9 +239,9 @@ class LocalExecutor:
         pending, running = list(todo), {}
         error: BaseException | None = None
         try:
-            with ProcessPoolExecutor(min(self.workers, len(todo)), mp_context=ctx,
-                                     initializer=_worker_init,
-                                     initargs=(threads, events)) as pool:
+            with stopped_on_interrupt(ProcessPoolExecutor(
+                    min(self.workers, len(todo)), mp_context=ctx, initializer=_worker_init,
+                    initargs=(threads, events))) as pool:
                 while pending or running:
                     ready = [j for j in pending if error is None
                              and all(n in results for n in _needed(ordered, j))]

@@ -67,7 +67,7 @@ def jobs_for(profile: str = "quick", datasets: Sequence[str] = DATASETS,
         opts: tuple = (("device", device),)
         if data is not None and data_file is not None:
             opts += (("data_file", data_file), ("data_id", data.content_id))
-        jobs += [Job(name, d, profile, options=opts, needs=needs, code=study.code_hash())
+        jobs += [Job(name, d, profile, options=opts, needs=needs, code=study.code_hash(profile, d))
                  for d in datasets]
     return jobs
 

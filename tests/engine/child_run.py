@@ -41,12 +41,16 @@ CONFIG = dict(dataset="synthetic", epochs=4, batch_size=32, device="cpu", stats_
 
 
 def install_hangs(marker: pathlib.Path, hang_at_step: int | None,
-                  hang_before_commit: int | None) -> None:
+                  hang_before_commit: int | None, pause_s: float | None = None) -> None:
     """Make this process write ``marker`` and sleep at optimizer step ``hang_at_step`` or
-    before committing epoch ``hang_before_commit``, so the parent can SIGKILL it there."""
+    before committing epoch ``hang_before_commit``, so the parent can SIGKILL it there
+    (``pause_s``: sleep that long once, then go on)."""
 
     def hang():
         marker.write_text("hanging")
+        if pause_s is not None:
+            time.sleep(pause_s)
+            return
         while True:
             time.sleep(1)
 
@@ -75,12 +79,13 @@ def main() -> None:
     ap.add_argument("store")
     ap.add_argument("--hang-at-step", type=int)
     ap.add_argument("--hang-before-commit", type=int)
+    ap.add_argument("--pause-s", type=float)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--tag", default="x")
     args = ap.parse_args()
     marker = pathlib.Path(args.store).parent / f"hang-{args.tag}"
 
-    install_hangs(marker, args.hang_at_step, args.hang_before_commit)
+    install_hangs(marker, args.hang_at_step, args.hang_before_commit, args.pause_s)
     print(train(SPECS, TrainConfig(**CONFIG, lr=args.lr), args.store, data=synthetic(),
                 progress=False))
 

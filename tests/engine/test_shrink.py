@@ -67,7 +67,7 @@ def main() -> None:
 
 
 def run_child(store: Path, *args: str, wait: bool = True) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
     p = subprocess.Popen([sys.executable, __file__, str(store), *args], env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if wait:

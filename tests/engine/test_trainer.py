@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_child(store: Path, *args: str, wait: bool = True) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
     p = subprocess.Popen([sys.executable, str(CHILD), str(store), *args], env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if wait:
@@ -228,13 +228,13 @@ def test_modifier_settings_enter_the_run_id(tmp_path):
 
 
 def test_evaluation_does_not_depend_on_its_batch_size(monkeypatch):
-    from widthlab.engine import trainer
+    from widthlab.engine import banks
     from widthlab.nn.bank import MLPBank
 
     data = synthetic()
     bank = MLPBank(SPECS, 20, 10)
     ref = evaluate(bank, data.train, batch_size=1000, stats=True, preact_cov=True)
-    monkeypatch.setattr(trainer, "EVAL_ELEMENTS", 7 * bank.n_hidden)  # 7-row batches
+    monkeypatch.setattr(banks, "EVAL_ELEMENTS", 7 * bank.n_hidden)  # 7-row batches
     small = evaluate(bank, data.train, batch_size=1000, stats=True, preact_cov=True)
     # the float32 GEMM rounds differently per batch shape: agreement at float32 level
     assert ref.moments.count == small.moments.count == len(data.train)

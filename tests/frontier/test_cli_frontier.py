@@ -32,8 +32,8 @@ def test_pickled_module(tmp_path, fake_mnist, capsys):
                 y[:200], steps=40)
     torch.save(model, tmp_path / "m.pt")
     out = tmp_path / "out"
-    rc = main(["frontier", "--model", str(tmp_path / "m.pt"), "--layer", "0", "--method", "obs",
-               "--method", "random", "-o", str(out)])
+    rc = main(["frontier", "--model", str(tmp_path / "m.pt"), "--trust-model", "--layer", "0",
+               "--method", "obs", "--method", "random", "-o", str(out)])
     assert rc == 0
     table = pd.read_csv(out / "frontier.csv")
     assert set(table.method) == {"obs", "random"} and table.k.max() == 24
@@ -61,7 +61,8 @@ def test_residual_layer_is_refused(tmp_path, fake_mnist, capsys):
     from .conftest import Residual
 
     torch.save(Residual(), tmp_path / "r.pt")
-    rc = main(["frontier", "--model", str(tmp_path / "r.pt"), "--layer", "inp"])
+    rc = main(["frontier", "--model", str(tmp_path / "r.pt"), "--trust-model", "--layer",
+               "inp"])
     assert rc == 2
     assert "residual path" in capsys.readouterr().err
 
@@ -81,7 +82,8 @@ def test_users_own_data_file(tmp_path, capsys):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(20, 16), nn.ReLU(), nn.Linear(16, 3))
     torch.save(model, tmp_path / "model.pt")
-    assert main(["frontier", "--model", str(tmp_path / "model.pt"), "--layer", "0", "--data",
+    assert main(["frontier", "--model", str(tmp_path / "model.pt"), "--trust-model", "--layer",
+                 "0", "--data",
                  str(tmp_path / "mine.npz"), "--method", "obs", "--device", "cpu", "-o",
                  str(tmp_path / "out")]) == 0
     assert "recommended width of 0" in capsys.readouterr().out

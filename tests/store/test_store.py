@@ -558,3 +558,34 @@ def test_dump_and_load_runs_copy_everything(tmp_path):
     with pytest.raises(WidthlabError, match="corrupt"):
         Store(tmp_path / "c").load_runs(bad)
     assert Store(tmp_path / "c").runs().empty  # nothing half-loaded
+
+
+class _Evil:
+    def __init__(self, target):
+        self.target = str(target)
+
+    def __reduce__(self):
+        import os
+
+        return (os.makedirs, (self.target,))
+
+
+def test_replaced_checkpoint_runs_no_code(tmp_path):
+    """Issue 30: a checkpoint replaced by a pickled object (its hash row updated to match)
+    is read weights-only: nothing in it runs, and it is skipped like a corrupt one."""
+    import sqlite3
+
+    from widthlab.store.sqlite import _sha256_file
+
+    store = Store(tmp_path / "s")
+    new_run(store)
+    p1 = store.save_checkpoint("run-a", 1, {"w": torch.arange(3.0)})
+    store.commit_epoch("run-a", 1, metrics=epoch_metrics(1), checkpoint=p1)
+    assert torch.equal(store.latest_checkpoint("run-a")[1]["w"], torch.arange(3.0))
+    marker = tmp_path / "pwned"
+    torch.save({"w": _Evil(marker)}, p1)
+    with sqlite3.connect(store.root / "widthlab.sqlite") as conn:
+        conn.execute("UPDATE checkpoints SET sha256 = ?", (_sha256_file(p1),))
+    with pytest.warns(RuntimeWarning, match="not a weights-only checkpoint"):
+        assert store.latest_checkpoint("run-a") is None
+    assert not marker.exists()

@@ -19,7 +19,7 @@ from hypothesis import strategies as hs
 
 from tests.engine.child_run import synthetic
 from widthlab.cli import main
-from widthlab.engine import trainer
+from widthlab.engine import identity, trainer
 from widthlab.engine.trainer import load_bank
 from widthlab.errors import UsageError
 from widthlab.nn.bank import init_mlp
@@ -28,6 +28,7 @@ from widthlab.report.builder import study_sections
 from widthlab.store import Store
 from widthlab.studies import flexible as fx
 from widthlab.studies.base import Derived, newest
+from widthlab.studies.steps import step_code
 
 TINY = dict(n=8, train_size=None, epochs=2, starts_step=4, penalties=(1e-2, 1e-5),
             replicates=1, minima_models=1, minima_epochs=2, pretrain_levels=(0, 1, 2),
@@ -287,8 +288,11 @@ def test_steps_and_what_a_selection_also_runs():
     with pytest.raises(UsageError, match="plateau"):
         fx.selected(quick, ["plateau"])
     # the job key hashes the code computing stored numbers, never the report's drawing
-    assert set(fx.STUDY.code) == {"widthlab.studies.flexible.config",
-                                  "widthlab.studies.flexible.hooks", "widthlab.nn.flexible"}
+    code = identity.closure([r for s in fx.steps(quick) for r in step_code(s)],
+                            skip=identity.PRESENTATION)
+    assert {"widthlab.studies.flexible.config", "widthlab.studies.flexible.hooks",
+            "widthlab.nn.flexible", "widthlab.engine.trainer"} <= set(code)
+    assert not [m for m in code if m.rsplit(".", 1)[-1] in ("figures", "verdicts", "sections")]
 
 
 def test_cli_runs_an_experiment_and_prints_verdicts(tmp_path, monkeypatch, capsys):

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
-import widthlab.studies.lenet.train as lenet_train
 from widthlab.data.tensors import DatasetSplits, Split
+from widthlab.engine.module_run import ModuleRun
 from widthlab.nn.lenet import LENET5, LENET300
 from widthlab.report.builder import study_sections
 from widthlab.store import Store
@@ -77,7 +77,7 @@ def test_a_second_run_trains_nothing(study, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("a stored run must not train again")
 
-    monkeypatch.setattr(lenet_train, "train_module", no_training)
+    monkeypatch.setattr(ModuleRun, "train_epoch", no_training)
     before = len(store.runs())
     again = lenet.run("mnist", "quick", store=store, data=data("mnist", 0), device="cpu",
                       **SMALL)
@@ -155,3 +155,18 @@ def test_report_section(study, tmp_path):
     assert "LeNet-300-100: 2 epochs at each of 2 prices (0.0001, 0.001" in budget
     assert "600 training samples, 200 test images, seed 0" in budget
     assert len(rendered[0].runs) == len(STEPS)
+
+
+def test_lenet5_on_data_that_is_not_images_is_a_failed_model(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 10, generator=g), torch.randint(0, 3, (40,), generator=g)
+    flat = DatasetSplits("flat", Split(x, y), Split(x[:0], y[:0]), Split(x, y), 0.0, 1.0, 0)
+    runs = lenet.run("flat", "quick", store=tmp_path, data=flat, device="cpu",
+                     **{**SMALL, "networks": (LENET5,), "prices5": (1e-3,)})
+    st = Store(tmp_path)
+    for step in ("gated-lenet5-0.001", "cut-lenet5"):
+        m = st.models(runs[step])
+        assert m.status.tolist() == ["failed"] and m.failed_epoch.tolist() == [0]
+        assert "784 inputs" in m.failure.iloc[0] and st.metrics(runs[step]).empty
+    t = lenet.STUDY.tables(st, newest(st, runs.ids()))["flat"]
+    assert any("784 inputs" in n for n in t["notes"])

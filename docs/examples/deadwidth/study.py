@@ -59,7 +59,6 @@ class DeadWidthStudy(Study):
                 "standard": DeadProfile(widths=(16, 64, 256), seeds=3, epochs=5),
                 "full": DeadProfile(widths=(16, 64, 256, 1024), seeds=5, epochs=10,
                                     train_size=None)}
-    code = ("deadwidth.compute",)
 
     def experiments(self, profile, dataset):
         return steps(profile)

@@ -115,6 +115,11 @@ def as_labels(y: Any, where: str, what: str = "y") -> np.ndarray:
             i = int(np.argmax(frac))
             fail(where, f"{what} has a non-integer label ({arr[i]} at sample {i}); widthlab "
                         "classifies: give integer class labels (bin a continuous target)")
+    big = arr >= 2.0 ** 63 if kind == "f" else arr > np.iinfo(np.int64).max
+    if big.any():  # a float cast would wrap to -2**63, a uint64 one to negative numbers
+        i = int(np.argmax(big))
+        fail(where, f"{what} has a label too large for a class index ({arr[i]} at sample {i}; "
+                    "the largest is 2**63 - 1); give class labels 0, 1, 2, ...")
     neg = arr < 0
     if neg.any():
         i = int(np.argmax(neg))
@@ -127,6 +132,14 @@ def _object_labels(arr: np.ndarray, where: str, what: str) -> np.ndarray:
     values = arr.tolist()
     if all(isinstance(v, str) for v in values):
         return np.asarray(values, dtype=str)
+    if all(isinstance(v, int) for v in values):  # Python ints: exact, not through float64
+        lo, hi = min(values), max(values)
+        if lo < np.iinfo(np.int64).min or hi > np.iinfo(np.int64).max:
+            v = hi if hi > np.iinfo(np.int64).max else lo
+            i = values.index(v)
+            fail(where, f"{what} has a label out of range for a class index ({v} at sample "
+                        f"{i}); give class labels 0, 1, 2, ...")
+        return np.asarray(values, dtype=np.int64)
     try:
         return arr.astype(np.float64)
     except (TypeError, ValueError):
@@ -185,7 +198,7 @@ def _plan(n: int, val_size: Size, test_size: Size, user_test: bool, seed: int,
     n_val = resolve_size(val_size, n - n_test, "val_size", where) if n > n_test else 0
     if n - n_test - n_val < 2:
         held = f" (test hold-out {n_test})" if n_test else ""
-        fail(where, f"{n} samples leave {max(n - n_test - n_val, 0)} for training after "
+        fail(where, f"too few samples: {n} leave {max(n - n_test - n_val, 0)} for training after "
                     f"{n_val} for validation{held}; lower val_size"
                     f"{' or test_size' if n_test else ''} or give more samples")
     return split_indices(n, n_val, n_test, seed)
@@ -202,14 +215,38 @@ def content_hash(arrays: Sequence[np.ndarray], meta: dict[str, Any]) -> str:
     return h.hexdigest()[:16]
 
 
-def standardisation(x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-feature float64 mean and std (ddof 0) of the training inputs. A feature constant on
-    the training split (exactly: max == min) gets its value as mean and std 1, so it maps to
-    exactly 0 (a computed mean such as ``sum(30 * [0.1]) / 30`` is off by an ulp)."""
-    mean, std = x_train.mean(0), x_train.std(0)
+def standardisation(x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-feature float64 mean and std (ddof 0) of the training inputs, and the power of two
+    they were computed at. A feature constant on the training split (exactly: max == min) gets
+    its value as mean and std 1, so it maps to exactly 0 (a computed mean such as
+    ``sum(30 * [0.1]) / 30`` is off by an ulp).
+
+    The moments are computed on each feature divided by ``scale``, the power of two nearest
+    above its largest magnitude: exact, so ordinary features get the same bits as unscaled,
+    while features near 1e308 (whose squares overflow) or 1e-308 (whose squares underflow)
+    still get a finite, positive std."""
+    _, exp = np.frexp(np.abs(x_train).max(0))
+    scale = np.ldexp(1.0, np.minimum(exp, 1023))
+    xs = x_train / scale
+    mean, std = xs.mean(0), xs.std(0)
     const = x_train.max(0) == x_train.min(0)
-    mean[const], std[const] = x_train[0, const], 1.0
-    return mean, std
+    mean[const], std[const] = xs[0, const], 1.0 / scale[const]
+    return mean * scale, std * scale, scale
+
+
+def standardise(a: np.ndarray, mean: np.ndarray, std: np.ndarray, scale: np.ndarray,
+                where: str, what: str) -> np.ndarray:
+    """``(a - mean) / std`` in float32, computed at ``scale`` (see :func:`standardisation`);
+    a value too far from the training split for float32 is refused."""
+    with np.errstate(over="ignore"):  # checked below
+        out = ((a / scale - mean / scale) / (std / scale)).astype(np.float32)
+    bad = ~np.isfinite(out)
+    if bad.any():
+        i, j = (int(v) for v in np.argwhere(bad)[0])
+        fail(where, f"{what}: feature {j} of sample {i} ({a[i, j]!r}) lies too many standard "
+                    "deviations from the training samples' mean for float32; rescale or clip "
+                    "that feature")
+    return out
 
 
 def build_splits(x: Any, y: Any, test: tuple[Any, Any] | None, *, where: str, name: str,
@@ -229,15 +266,16 @@ def build_splits(x: Any, y: Any, test: tuple[Any, Any] | None, *, where: str, na
             fail(where, f"x_test has {xt.shape[1]} features per sample but {x_name} has "
                         f"{xs.shape[1]}; give both the same features")
         parts.append(yt)
-    codes, classes = encode_labels(parts, where)
     tr, va, ho = _plan(len(xs), val_size, test_size, test is not None, seed, where)
+    codes, classes = encode_labels(parts, where)
     if len(np.unique(codes[0][tr])) < 2:
         fail(where, f"the training split ({len(tr)} samples) holds a single class; "
                     "give more samples, a smaller val_size/test_size or another seed")
-    mean, std = standardisation(xs[tr])
+    mean, std, scale = standardisation(xs[tr])
 
     def split(a: np.ndarray, c: np.ndarray) -> Split:
-        return Split(torch.from_numpy(((a - mean) / std).astype(np.float32)), torch.from_numpy(c))
+        return Split(torch.from_numpy(standardise(a, mean, std, scale, where, x_name)),
+                     torch.from_numpy(c))
 
     test_split = split(xt, codes[1]) if test is not None else split(xs[ho], codes[0][ho])
     settings = {"val_size": val_size, "test": "user" if test is not None else "holdout",

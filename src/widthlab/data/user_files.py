@@ -27,9 +27,11 @@ Labels, standardisation, splits and ``content_id`` follow :mod:`widthlab.data.us
 
 from __future__ import annotations
 
+import lzma
 import os
 import re
 import zipfile
+import zlib
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -75,6 +77,12 @@ def _columns(cols: list[str], limit: int = 12) -> str:
     return shown + (f", ... ({len(cols)} in all)" if len(cols) > limit else "")
 
 
+# what a damaged .npz can raise in zipfile/numpy: a flipped flag bit reads as an encrypted
+# (RuntimeError) or "patched" (NotImplementedError) member, a bad method id likewise
+_NPZ_ERRORS = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error,
+               lzma.LZMAError, NotImplementedError, RuntimeError, MemoryError, UnicodeError)
+
+
 def read_npz(path: Path, where: str) -> tuple[np.ndarray, np.ndarray, tuple | None]:
     """``x``, ``y`` and ``(x_test, y_test)`` or None from a checked ``.npz`` file."""
     fix = "save it with numpy.savez(path, x=..., y=...)"
@@ -89,10 +97,13 @@ def read_npz(path: Path, where: str) -> tuple[np.ndarray, np.ndarray, tuple | No
         fail(where, f"not a readable .npz file (not a zip archive); {fix}")
     try:
         z = np.load(path, allow_pickle=False)
-    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as err:
+    except _NPZ_ERRORS as err:
         fail(where, f"not a readable .npz file ({_why(err)}); {fix}")
     with z:
         keys = list(z.files)
+        if len(set(keys)) != len(keys):
+            fail(where, f"names an array more than once ({', '.join(keys)}); save it again "
+                        f"with numpy.savez")
         extra = [k for k in keys if k not in NPZ_KEYS]
         if extra:
             fail(where, f"unexpected array(s) {', '.join(extra)} (expected x, y and optionally "
@@ -105,25 +116,62 @@ def read_npz(path: Path, where: str) -> tuple[np.ndarray, np.ndarray, tuple | No
             fail(where, "has only one of x_test and y_test; save both or neither")
         try:
             arrays = {k: z[k] for k in keys}
-        except (OSError, ValueError, zipfile.BadZipFile) as err:
+        except _NPZ_ERRORS as err:
             fail(where, f"not a readable .npz file ({_why(err)}); {fix}")
     test = (arrays["x_test"], arrays["y_test"]) if "x_test" in arrays else None
     return arrays["x"], arrays["y"], test
 
 
-def read_table(path: Path, fmt: str, where: str) -> pd.DataFrame:
-    """The rows of a CSV/TSV or Parquet file as a DataFrame (at least one row)."""
+# what a damaged or hostile file can raise while pandas/pyarrow read it (pyarrow's errors derive
+# from these); EOFError must not reach click, which would call it a Ctrl-C ("aborted", 130)
+_READ_ERRORS = (OSError, ValueError, TypeError, KeyError, IndexError, UnicodeError, EOFError,
+                NotImplementedError, OverflowError, zipfile.BadZipFile, lzma.LZMAError,
+                zlib.error, pd.errors.ParserError)
+
+
+def _arrow_errors() -> tuple[type[BaseException], ...]:
+    """pyarrow's base error (not all of its errors derive from ValueError/OSError)."""
     try:
+        import pyarrow as pa
+    except ImportError:
+        return ()
+    return (pa.ArrowException,)
+
+
+def _header(path: Path, fmt: str, sep: str) -> list[str]:
+    """The column names as written in the file (pandas renames a repeated CSV name)."""
+    if fmt == "csv":
+        row = pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str,
+                          keep_default_na=False)
+        return [str(v) for v in row.iloc[0].tolist()] if len(row) else []
+    import pyarrow.parquet as pq
+
+    return [str(n) for n in pq.read_schema(path).names]
+
+
+def read_table(path: Path, fmt: str, where: str) -> pd.DataFrame:
+    """The rows of a CSV/TSV or Parquet file as a DataFrame (at least one row, every column
+    named once). The one place that reads a user's table."""
+    sep = "\t" if ".tsv" in path.name.lower() else ","
+    kind = "CSV" if fmt == "csv" else "Parquet"
+    try:
+        names = _header(path, fmt, sep)
+        dups = sorted({n for n in names if names.count(n) > 1 and n != ""})
+        if dups:
+            fail(where, f"column name(s) {_columns(dups, 5)} appear more than once; give "
+                        "every column its own name (a repeated label column would leak the "
+                        "label into the features)")
         if fmt == "csv":
-            sep = "\t" if ".tsv" in path.name.lower() else ","
             frame = pd.read_csv(path, sep=sep, **_EXACT_FLOATS)
-        else:
+        else:  # text is decoded lazily: here, so that invalid UTF-8 is a read error
             frame = pd.read_parquet(path)
+            frame = frame.astype({c: object for c in frame.columns
+                                  if not pd.api.types.is_numeric_dtype(frame[c])})
     except pd.errors.EmptyDataError:
         fail(where, "the file is empty; write a header row and one row per sample")
-    except (OSError, ValueError, TypeError, KeyError, UnicodeDecodeError,
-            pd.errors.ParserError) as err:  # pyarrow's errors derive from these
-        kind = "CSV" if fmt == "csv" else "Parquet"
+    except UsageError:
+        raise
+    except (*_READ_ERRORS, *_arrow_errors()) as err:
         fail(where, f"not a readable {kind} file ({_why(err)}); check the file and its format")
     unnamed = [str(c) for c in frame.columns if _UNNAMED.fullmatch(str(c))]
     if fmt == "csv" and unnamed:  # pandas' name for an empty header cell

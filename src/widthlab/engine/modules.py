@@ -15,16 +15,15 @@ Example::
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from widthlab.errors import UsageError
-from widthlab.nn.surgery import gate_widths, model_gates, shrink_, size_penalty
+from widthlab.nn.surgery import model_gates
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
               "adamax": torch.optim.Adamax, "sgd": torch.optim.SGD,
@@ -79,7 +78,12 @@ class ModuleConfig:
     rule: str = "dead"
     shrink: bool = True
     seed: int = 0
-    eval_batch: int = 2000
+    eval_batch: int = field(default=2000, metadata={"hashed": False})  # changes no number
+
+    @classmethod
+    def hashed_fields(cls) -> list[str]:
+        """The fields that enter a module run's id (all but ``eval_batch``)."""
+        return [f.name for f in fields(cls) if f.metadata.get("hashed", True)]
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -125,33 +129,13 @@ def error_rate(model: nn.Module, x: Tensor, y: Tensor, batch: int = 2000) -> flo
     return wrong / max(len(y), 1)
 
 
-def _epoch(model: nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: Tensor,
-           cfg: ModuleConfig, price: float, gen: torch.Generator, loss_fn: Callable,
-           sched) -> float:
-    """One pass over ``(x, y)``; returns the mean training loss (without the price)."""
-    model.train()
-    order = torch.randperm(len(y), generator=gen).to(y.device)
-    total = torch.zeros((), device=y.device)
-    n = 0
-    for i in range(0, len(y), cfg.batch_size):
-        idx = order[i:i + cfg.batch_size]
-        loss = loss_fn(model(x[idx]), y[idx])
-        full = loss + price * size_penalty(model) if price else loss
-        opt.zero_grad(set_to_none=True)
-        full.backward()
-        opt.step()
-        if sched is not None:
-            sched.step()
-        total += loss.detach() * len(idx)
-        n += len(idx)
-    return float(total) / max(n, 1)
-
-
 def train_module(model: nn.Module, train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor],
                  cfg: ModuleConfig | None = None, *, loss_fn: Callable = F.cross_entropy,
                  optimizer: torch.optim.Optimizer | None = None,
                  on_epoch: Callable[[dict], None] | None = None, **overrides) -> list[dict]:
-    """Train ``model`` with its gates' price, shrinking after every epoch.
+    """Train ``model`` with its gates' price, shrinking after every epoch, in memory (no
+    store): the epochs of :class:`~widthlab.engine.module_run.ModuleRun`, which stores,
+    checkpoints and resumes the same training through the one run lifecycle.
 
     Parameters
     ----------
@@ -175,29 +159,21 @@ def train_module(model: nn.Module, train: tuple[Tensor, Tensor], test: tuple[Ten
         (seconds of training, without evaluation or shrinking), ``n_params``, ``widths``
         (gate key -> width after that epoch's shrink) and ``removed`` (gate key -> units removed).
     """
+    from widthlab.data.tensors import DatasetSplits, Split
+    from widthlab.engine.module_run import ModuleRun
+
     cfg = ModuleConfig(**{**(cfg.__dict__ if cfg else {}), **overrides})
-    device = next(model.parameters()).device
-    (x, y), (xt, yt) = [(a.to(device), b.to(device)) for a, b in (train, test)]
-    opt = optimizer if optimizer is not None else make_optimizer(model, cfg)
-    steps = cfg.epochs * -(-len(y) // cfg.batch_size)
-    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-             if cfg.schedule == "cosine" else None)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    x, y = train
+    empty = Split(x[:0], y[:0])
+    data = DatasetSplits("tensors", Split(*train), empty, Split(*test), 0.0, 1.0, cfg.seed)
+    run = ModuleRun(model, data, cfg, loss_fn=loss_fn, optimizer=optimizer,
+                    describe={"in_memory": True})
     records = []
     for epoch in range(1, cfg.epochs + 1):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        priced = cfg.warmup_epochs < epoch <= cfg.epochs - cfg.free_epochs
-        price = cfg.price if priced else 0.0
-        loss = _epoch(model, opt, x, y, cfg, price, gen, loss_fn, sched)
-        elapsed = time.perf_counter() - start
-        removed = shrink_(model, opt, rule=cfg.rule) if cfg.shrink else {}
-        records.append({"epoch": epoch, "price": price, "train_loss": loss,
-                        "test_error": error_rate(model, xt, yt, cfg.eval_batch),
-                        "epoch_time": elapsed,
-                        "n_params": sum(p.numel() for p in model.parameters()),
-                        "widths": gate_widths(model), "removed": removed})
+        run.train_epoch(epoch, lambda n: None)
+        if not run.alive:
+            break
+        records.append(run.last_record)
         if on_epoch is not None:
             on_epoch(records[-1])
     return records

@@ -58,7 +58,39 @@ def _pair(name: str, data) -> tuple[Tensor, Tensor]:
     if y.dim() != 1 or len(x) != len(y) or len(y) == 0:
         raise UsageError(f"{name}: x must hold one sample per label and y must be a non-empty "
                          f"1-D label tensor; got x {tuple(x.shape)}, y {tuple(y.shape)}")
+    if x.is_floating_point() or x.is_complex():
+        bad = ~torch.isfinite(x.reshape(len(x), -1)).all(1)
+        if bool(bad.any()):
+            i = int(bad.nonzero()[0])
+            kind = "NaN" if bool(torch.isnan(x[i]).any()) else "inf"
+            raise UsageError(f"{name}: x has {kind} in sample {i} ({int(bad.sum())} "
+                             "sample(s) with non-finite values); drop or impute them first")
+    if y.is_floating_point():
+        if not bool((torch.isfinite(y) & (y == y.round())).all()):
+            raise UsageError(f"{name}: y must hold integer class labels, got non-integer "
+                             f"values ({y.dtype}); pass y.long() of the classes")
+    elif y.dtype not in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8,
+                         torch.bool):
+        raise UsageError(f"{name}: y must hold integer class labels, got {y.dtype}")
     return x, y.long()
+
+
+def _inputs(model: nn.Module, path: LayerPath, name: str, x: Tensor, batch: int) -> Tensor:
+    """:func:`consumer_inputs`, with a model that cannot read ``x`` named in one line."""
+    try:
+        return consumer_inputs(model, path, x, batch=batch, neuron_major=True)
+    except (RuntimeError, ValueError, IndexError) as exc:
+        if isinstance(exc, UsageError):
+            raise
+        first = next((m for m in model.modules() if isinstance(m, nn.Linear | nn.Conv2d)),
+                     None)
+        reads = "" if first is None else (
+            f" (its first layer reads {first.in_features} features)"
+            if isinstance(first, nn.Linear) else
+            f" (its first layer reads {first.in_channels} channels)")
+        why = " ".join(str(exc).split())[:160]
+        raise UsageError(f"{name}: the model cannot run on x of shape {tuple(x.shape)} ({why});"
+                         f" give the inputs it was trained on{reads}") from None
 
 
 def _device(model: nn.Module, device) -> torch.device:
@@ -83,8 +115,7 @@ def prepare(model: nn.Module, layer: str, calib, eval, *, device=None,
     xs = {"calib": _pair("calib", calib), "eval": _pair("eval", eval)}
     h = dict(model.named_modules())[layer].out_features
     batch = max(1, chunk // max(h, 1))
-    at = {s: consumer_inputs(model64, path, x, batch=batch, neuron_major=True)
-          for s, (x, _) in xs.items()}
+    at = {s: _inputs(model64, path, s, x, batch) for s, (x, _) in xs.items()}
     y = {s: yy.to(dev) for s, (_, yy) in xs.items()}
     cons = dict(model64.named_modules())[path.consumer]
     b0 = cons.bias if cons.bias is not None else torch.zeros(cons.out_features, device=dev,

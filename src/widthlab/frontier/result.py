@@ -97,7 +97,13 @@ class Frontier:
             The copy's dtype (default: the original model's). In float64 its accuracy and loss
             on the evaluation data equal the table's row ``k``.
         """
-        kept, w, b = self.weights(k)
+        if isinstance(k, bool) or not isinstance(k, int | np.integer):
+            raise UsageError(f"k must be a whole number of neurons (an int), got {k!r} "
+                             f"({type(k).__name__}); e.g. cut({self.recommend()})")
+        if not 1 <= int(k) <= self.width:
+            raise UsageError(f"k={k} is outside [1, {self.width}] (the layer's width); pass "
+                             f"one of table.k, e.g. cut({self.recommend()}) (recommend())")
+        kept, w, b = self.weights(int(k))
         new = copy.deepcopy(self.model)
         p = next(self.model.parameters())
         dt = p.dtype if dtype is None else dtype

@@ -70,8 +70,10 @@ def choose_runs(st: Store, run_ids: Sequence[str] | None, studies: Sequence[Stud
     return chosen
 
 
-def _checked(st: Store, chosen: dict[str, list[str]], log: Log) -> dict[str, list[str]]:
-    """``chosen`` without the runs that fail :meth:`Store.check` (each named on ``log``)."""
+def _checked(st: Store, chosen: dict[str, list[str]], log: Log,
+             left_out: list[tuple[str, str]] | None = None) -> dict[str, list[str]]:
+    """``chosen`` without the runs that fail :meth:`Store.check` (each named on ``log`` and,
+    with its reason, appended to ``left_out``)."""
     problems = st.check([r for runs in chosen.values() for r in runs])
     for p in problems:
         log(f"widthlab: warning: {p.message}; left out of the report (rerun the command that "
@@ -80,8 +82,23 @@ def _checked(st: Store, chosen: dict[str, list[str]], log: Log) -> dict[str, lis
     if None in bad:  # the database itself failed its integrity check
         raise WidthlabError(next(p.message for p in problems if p.run_id is None) +
                             "; restore the store from a copy, or move it away and rerun")
+    if left_out is not None:
+        left_out += [(p.run_id, p.message) for p in problems]
     return {s: [r for r in runs if r not in bad] for s, runs in chosen.items()
             if any(r not in bad for r in runs)}
+
+
+def left_out_section(left_out: list[tuple[str, str]]) -> Rendered:
+    """The runs that failed ``widthlab runs check``, named in the report with the fix."""
+    import pandas as pd
+
+    table = pd.DataFrame(left_out, columns=["run", "problem"]).drop_duplicates()
+    return Rendered(Section(
+        title="Runs left out of this report",
+        intro=f"{table['run'].nunique()} run(s) failed `widthlab runs check` and are not "
+              "drawn: rerun the command that made each run, or run `widthlab runs check "
+              "--repair` and then the command, and write the report again.",
+        tables=[("left out", table)], run_ids=list(dict.fromkeys(table["run"]))))
 
 
 def budget(st: Store, run_ids: Sequence[str]) -> str:
@@ -257,13 +274,24 @@ def build_report(store: Store | str | os.PathLike, run_ids: Sequence[str] | None
 
     ``studies``: the studies that may draw sections, in report order (the registry). Unfinished
     runs named explicitly are an error; unfinished runs found by "every run" are skipped with
-    a note on ``log``, as are runs of studies that have no report section.
+    a note on ``log``, as are runs of studies that have no report section. Runs that fail
+    ``widthlab runs check`` are left out, named on ``log`` and in a section of the report;
+    when that leaves no run, the page is still written and :class:`WidthlabError` raised.
     """
     st = Store.open(store)
-    chosen = _checked(st, choose_runs(st, run_ids, studies, log), log)
+    left_out: list[tuple[str, str]] = []
+    chosen = _checked(st, choose_runs(st, run_ids, studies, log), log, left_out)
     out = Path(out)
     fig_dir = out.parent / f"{out.stem}-figures"
     rendered = render_studies([(study, chosen[study.name]) for study in studies  # report order
                                if study.name in chosen], st, fig_dir, log)
+    if left_out:
+        rendered.insert(0, left_out_section(left_out))
     rendered.append(environment_section(st, timings))
-    return write_report(rendered, out)
+    path = write_report(rendered, out)
+    if not chosen:
+        runs = ", ".join(dict.fromkeys(r for r, _ in left_out))
+        raise WidthlabError(f"every run was left out of the report (failed `widthlab runs "
+                            f"check`: {runs}); {path} names them; repair with `widthlab runs "
+                            "check --repair`, rerun their commands, then report again")
+    return path

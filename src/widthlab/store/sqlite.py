@@ -251,7 +251,8 @@ class Store(StoreReads, StoreTransfer):
 
         A recorded file that is missing or whose SHA-256 differs from the recorded one is
         skipped with a warning and the next older record (if any) is tried. The state is
-        loaded onto the CPU with ``torch.load(weights_only=False)``.
+        loaded onto the CPU with ``torch.load(weights_only=True)``, which runs no code from the
+        file: one holding other pickled objects is skipped with a warning too.
         """
         import torch
 
@@ -268,7 +269,12 @@ class Store(StoreReads, StoreTransfer):
                 warnings.warn(f"checkpoint {path} of run {run_id!r} is corrupt (sha256 "
                               "mismatch); ignoring it", RuntimeWarning, stacklevel=2)
             else:
-                return int(epoch), torch.load(path, map_location="cpu", weights_only=False)
+                try:
+                    return int(epoch), torch.load(path, map_location="cpu", weights_only=True)
+                except Exception as exc:  # noqa: BLE001 - weights-only: nothing of it ran
+                    warnings.warn(f"checkpoint {path} of run {run_id!r} is not a weights-only "
+                                  f"checkpoint ({type(exc).__name__}); ignoring it",
+                                  RuntimeWarning, stacklevel=2)
         return None
 
     def rollback(self, run_id: str, epoch: int) -> None:

@@ -40,14 +40,26 @@ from typing import Any, ClassVar
 
 import pandas as pd
 
-from widthlab.data.tensors import DatasetSplits
-from widthlab.engine import TrainConfig, train
+from widthlab import __version__
+from widthlab.data.tensors import DatasetSplits, load_splits
+from widthlab.engine import train
 from widthlab.engine.events import ProgressCallback
-from widthlab.engine.identity import code_hash, engine_code_hash, run_key
+from widthlab.engine.identity import PRESENTATION, closure_hash, run_key
+from widthlab.engine.lifecycle import run_trainable, store_result
 from widthlab.errors import UsageError
 from widthlab.metrics.variance import Verdict
 from widthlab.nn import ModelSpec
 from widthlab.store import Store
+from widthlab.studies.steps import (
+    Derived,
+    Experiment,
+    ModuleExperiment,
+    RunContext,
+    RunSet,
+    Step,
+    StoredAnalysis,
+    step_code,
+)
 
 DATASETS = ("mnist", "fashion-mnist")
 DATASET_NAMES = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
@@ -100,104 +112,6 @@ class Profile:
 def field_type(cls: type, name: str) -> Any:
     """The resolved annotation of field ``name`` of dataclass ``cls``."""
     return typing.get_type_hints(cls)[name]
-
-
-# ------------------------------------------------------------------------------ experiments
-@dataclass(frozen=True)
-class Experiment:
-    """One engine run of a study.
-
-    Attributes
-    ----------
-    name : str
-        The experiment's name (``"lambda-sweep"``); the run is labelled ``study:name``
-        (or ``label`` when given: helper runs that the report does not show on their own).
-    specs : sequence of ModelSpec
-    config : TrainConfig
-        Its ``study`` label and ``device`` are set by :meth:`Study.run`.
-    modifiers : sequence of callables
-        Factories of fresh :class:`~widthlab.nn.modifiers.Modifier` objects.
-    hooks : sequence of callables
-        Epoch hooks ``hook(ctx: EpochContext) -> rows``.
-    label : str or None
-        The stored run label; default ``"<study>:<name>"``.
-    data : DatasetSplits or None
-        The splits this experiment trains on (a task the study builds, e.g. a teacher-labelled
-        noise task); default: the dataset's (or the splits passed to :meth:`Study.run`).
-    """
-
-    name: str
-    specs: Sequence[ModelSpec]
-    config: TrainConfig
-    modifiers: Sequence[Callable[[], Any]] = ()
-    hooks: Sequence[Callable] = ()
-    label: str | None = None
-    data: DatasetSplits | None = None
-
-
-@dataclass
-class RunContext:
-    """What a :class:`Derived` experiment or a :class:`StoredAnalysis` sees.
-
-    ``runs`` holds this study's runs so far (experiment -> run id), ``upstream`` the runs of
-    the studies it requires (study -> RunSet).
-    """
-
-    store: Store
-    dataset: str
-    profile: Profile
-    runs: dict[str, str]
-    upstream: Mapping[str, RunSet]
-    device: str = "auto"
-    progress: ProgressCallback | None = None
-    data: DatasetSplits | None = None
-    code: str = ""   # the study's code hash (engine + declared modules)
-
-
-@dataclass(frozen=True)
-class Derived:
-    """An experiment that can be configured only once earlier runs are done (e.g. static
-    networks of the widths a sparsifier learned). ``build(ctx)`` returns the
-    :class:`Experiment`, or None to skip it."""
-
-    name: str
-    build: Callable[[RunContext], Experiment | None]
-
-
-@dataclass(frozen=True)
-class StoredAnalysis:
-    """Numbers computed from stored runs and stored as a run of their own.
-
-    ``compute(ctx, run_id)`` must store a finished run named ``run_id`` (the base class gives
-    the id: a :func:`~widthlab.engine.identity.run_key` of ``config(ctx)`` and of the code of
-    the study's declared ``code`` modules, so editing the analysis recomputes it).
-    """
-
-    name: str
-    config: Callable[[RunContext], dict]
-    compute: Callable[[RunContext, str], None]
-
-
-Step = Experiment | Derived | StoredAnalysis
-
-
-@dataclass(frozen=True)
-class RunSet:
-    """The runs one study made on one dataset: experiment -> run id (helper runs included)."""
-
-    study: str
-    dataset: str
-    profile: str
-    runs: Mapping[str, str]
-
-    def __getitem__(self, experiment: str) -> str:
-        return self.runs[experiment]
-
-    def __contains__(self, experiment: object) -> bool:
-        return experiment in self.runs
-
-    def ids(self) -> list[str]:
-        return list(dict.fromkeys(self.runs.values()))
 
 
 # ------------------------------------------------------------------------------ report parts
@@ -253,10 +167,6 @@ class Study:
     journal_budget: ClassVar[str] = ""
     requires: ClassVar[tuple[str, ...]] = ()  # studies whose runs this one reads
     profiles: ClassVar[Mapping[str, Profile]]
-    #: modules (besides the engine) whose code computes this study's stored numbers: its
-    #: configuration, hooks, modifiers and stored analyses. Their code enters the job key and
-    #: the stored analyses' ids; figures, captions and verdicts must not be listed.
-    code: ClassVar[tuple[str, ...]] = ()
     #: columns of the summary tables printed by ``widthlab study`` (all of them when empty;
     #: ``--csv`` always writes every column)
     print_columns: ClassVar[tuple[str, ...]] = ()
@@ -277,9 +187,13 @@ class Study:
         """The steps to run on ``dataset``, in order."""
         raise NotImplementedError
 
-    def code_hash(self) -> str:
-        """Hash of the engine's code and of the modules in :attr:`code`."""
-        return engine_code_hash(*self.code) if self.code else engine_code_hash()
+    def code_hash(self, profile: str | Profile = "quick", dataset: str = "mnist") -> str:
+        """The job key's code: the import closure (:func:`~widthlab.engine.identity.closure`)
+        of what the steps of ``profile`` on ``dataset`` call (the engine, models, modifiers,
+        hooks, derived builds, analyses), never followed into figures, verdicts or
+        sections. Each run and analysis id hashes its own part of it."""
+        steps = self.experiments(self.profile(profile), dataset)
+        return closure_hash([r for s in steps for r in step_code(s)], skip=PRESENTATION)
 
     def label(self, experiment: str | None = None) -> str:
         return self.name if experiment is None else f"{self.name}:{experiment}"
@@ -303,9 +217,10 @@ class Study:
             raise UsageError(f"the {self.name} study reads the runs of {', '.join(missing)}; "
                              "run it through `widthlab study` or `widthlab reproduce`, or pass "
                              "upstream=")
-        ctx = RunContext(Store.open(store), dataset, prof, {}, dict(upstream or {}), device,
-                         progress, data, self.code_hash())
         steps = list(self.experiments(prof, dataset))
+        ctx = RunContext(Store.open(store), dataset, prof, {}, dict(upstream or {}), device,
+                         progress, data, closure_hash([r for s in steps for r in step_code(s)],
+                                                      skip=PRESENTATION))
         unknown = sorted(set(only or ()) - {s.name for s in steps})
         if unknown:
             raise UsageError(f"unknown experiment(s) {', '.join(unknown)} of the {self.name} "
@@ -322,9 +237,15 @@ class Study:
         name = profile if isinstance(profile, str) else "custom"
         return RunSet(self.name, dataset, name, dict(ctx.runs))
 
-    def _train(self, exp: Experiment, ctx: RunContext) -> str:
+    def _train(self, exp: Experiment | ModuleExperiment, ctx: RunContext) -> str:
         data = exp.data if exp.data is not None else ctx.data
         dataset = data.name if data is not None else ctx.dataset
+        if isinstance(exp, ModuleExperiment):
+            run = exp.trainable(exp.model, data if data is not None else load_splits(dataset),
+                                exp.config, label=exp.label or self.label(exp.name),
+                                describe=exp.describe, model_record=exp.model_record,
+                                loss_fn=exp.loss_fn, hooks=list(exp.hooks), device=ctx.device)
+            return run_trainable(run, ctx.store, ctx.progress)
         cfg = dataclasses.replace(exp.config, study=exp.label or self.label(exp.name),
                                   device=ctx.device, dataset=dataset)
         return train(list(exp.specs), cfg, ctx.store, modifiers=list(exp.modifiers),
@@ -332,15 +253,17 @@ class Study:
 
     def _analyse(self, step: StoredAnalysis, ctx: RunContext) -> str:
         config = step.config(ctx)
-        key = run_key(config, code_hash(*self.code) if self.code else "")
+        code = closure_hash(step.compute, step.config)  # what the analysis runs
+        key = run_key(config, code)
         run_id = f"{self.name}.{step.name}-{ctx.dataset}-{key[:12]}"
         done = ctx.store.get_run(run_id)
         if done is not None and done["status"] == "done":
             return run_id
-        if done is not None:  # interrupted before its one commit: redo it
-            ctx.store.delete_run(run_id)
-        step.compute(ctx, run_id)
-        return run_id
+        # interrupted before it was stored: store_result replaces it
+        ctx.what = run_id
+        result = step.compute(ctx)
+        return store_result(ctx.store, run_id, step.label or self.name, result,
+                            code_version=f"widthlab {__version__} {self.name} {code[:12]}")
 
     # -------------------------------------------------------------- analysis and report
     def tables(self, store: Store, runs: Mapping[str, Mapping[str, str]]) -> Tables:
@@ -400,7 +323,8 @@ def ordered_datasets(datasets: Sequence[str]) -> list[str]:
                                            if d in DATASETS else 0, d))
 
 
-__all__ = ["DATASETS", "DATASET_NAMES", "Derived", "Experiment", "Figure", "Profile",
+__all__ = ["DATASETS", "DATASET_NAMES", "Derived", "Experiment", "Figure", "ModuleExperiment",
+           "Profile",
            "RunContext", "RunSet", "Section", "StoredAnalysis", "Study", "Tables", "Verdict",
            "Verdicts", "display_name", "field_type", "newest", "ordered_datasets", "seed_list",
            "sweep_specs"]

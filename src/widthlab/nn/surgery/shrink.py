@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from widthlab.errors import UsageError
+from widthlab.nn.surgery._guard import check_optimizer, record, undoing, watch_unsliced
 from widthlab.nn.surgery.gates import IN_ATTR, UnitGate
 from widthlab.nn.surgery.graph import Group, plan_groups
 from widthlab.nn.surgery.rules import DeadRule, SignFlipRule, get_rule
@@ -41,6 +42,7 @@ def _keep_(owner: nn.Module, attr: str, dim: int, index: Tensor,
     if t is None:
         return
     index = index.to(t.device)
+    record(owner, attr, optimizer)  # put back if the shrink fails later
     if not isinstance(t, nn.Parameter):
         setattr(owner, attr, t.index_select(dim, index))
         return
@@ -107,6 +109,7 @@ def _cut_consumer(layer: nn.Module, n_units: int, keep: Tensor, optimizer) -> No
     entries = (mapped >= 0).nonzero().flatten()
     _cut_layer(layer, 1, entries, optimizer)
     _cut_gate(in_gate, entries, optimizer)
+    record(in_gate, "index", optimizer)
     in_gate.index = mapped[entries]
     in_gate.n_in = int(len(kept_pos))
 
@@ -134,7 +137,12 @@ def shrink_(model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
     model : nn.Module
         A model gated by :func:`~widthlab.nn.surgery.gates.gate_layers`.
     optimizer : torch.optim.Optimizer, optional
-        Its state of every sliced parameter is sliced in place (``step`` kept).
+        The optimizer training ``model``: its state of every sliced parameter is sliced in
+        place (``step`` kept). Element-wise optimizers only (SGD, Adam, AdamW, Adamax, NAdam,
+        RAdam, RMSprop, Adagrad, ASGD, Rprop); LBFGS, Adafactor and unknown optimizers are
+        refused before anything is cut. Pass None only when no optimizer holds state of the
+        model (or create a new one after shrinking): an optimizer left out that still holds
+        state of a shrunk parameter raises a :class:`UsageError` at its next ``step()``.
     rule : {"dead", "smallify"} or a rule object
         See :mod:`widthlab.nn.surgery.rules`.
 
@@ -147,13 +155,25 @@ def shrink_(model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
     ------
     UsageError
         A gate whose units reach something that cannot be followed (named in the message),
-        a rule that cannot read a gate's kind, or optimizer state that cannot be sliced.
+        a rule that cannot read a gate's kind, or an optimizer whose state cannot be sliced.
+        The model and the optimizer are then left exactly as they were.
     """
     rule = get_rule(rule)
+    check_optimizer(model, optimizer)  # before anything is cut
     groups = plan_groups(model)
     for group in groups:  # a rule that cannot read some gate fails before any change
         rule.dead(group.gate)
     modules = dict(model.named_modules())
+    shapes = {p: p.shape for p in model.parameters()}
+    with undoing(model) as undo:  # a refusal half-way puts every cut back
+        removed = _shrink(groups, modules, rule, optimizer, undo)
+    if optimizer is None:  # a stale optimizer fails clearly at its next step()
+        watch_unsliced([p for p in model.parameters() if p.shape != shapes[p]])
+    return removed
+
+
+def _shrink(groups: list[Group], modules: dict[str, nn.Module], rule, optimizer,
+            undo) -> dict[str, int]:
     removed = {}
     for group in groups:
         dead = rule.dead(group.gate)  # asked now: an earlier group may have cut this gate
@@ -161,6 +181,7 @@ def shrink_(model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
         if dead.numel() == 0:  # an earlier group took every unit this gate had left
             continue
         if bool(dead.all()):  # a layer keeps one unit, switched off (gate exactly 0)
+            undo.save(group.gate, "gate", clone=True)
             with torch.no_grad():
                 group.gate.gate[0] = group.gate.kind.closed(group.gate.gate[0])
             dead = dead.clone()

@@ -81,8 +81,6 @@ class FlexibleStudy(Study):
     journal_budget = ("N = 500, 15 epochs (convergence, frontier) to 30 epochs of 30 models "
                       "(local minima, pretrained), all 60,000 training images")
     profiles = PROFILES
-    code = ("widthlab.studies.flexible.config", "widthlab.studies.flexible.hooks",
-            "widthlab.nn.flexible")
 
     def experiments(self, profile: FlexibleProfile, dataset: str) -> list:
         return steps(profile)

@@ -17,12 +17,13 @@ import pandas as pd
 from widthlab.data import load_splits, reload_splits
 from widthlab.data.tensors import DatasetSplits
 from widthlab.engine import load_bank, resolve_device
+from widthlab.engine.lifecycle import Result
 from widthlab.errors import UsageError
 from widthlab.frontier import frontier_of_bank
 from widthlab.metrics.variance import accuracy_plateau
 from widthlab.store import ArrayRow, MetricRow, Store
 from widthlab.studies.base import RunContext
-from widthlab.studies.frontier.config import NAME, SOURCE_STUDY, FrontierProfile
+from widthlab.studies.frontier.config import SOURCE_STUDY, FrontierProfile
 
 
 def source_run(ctx: RunContext) -> str:
@@ -51,8 +52,9 @@ def _splits(ctx: RunContext, info: dict) -> DatasetSplits:
                        seed=int(cfg.get("data_seed", 0)))
 
 
-def compute(ctx: RunContext, run_id: str) -> None:
-    """Store the frontiers of the sweep's chosen models as the finished run ``run_id``."""
+def compute(ctx: RunContext) -> Result:
+    """The frontiers of the sweep's chosen models (stored by the study as a run of its
+    own)."""
     p: FrontierProfile = ctx.profile
     source = source_run(ctx)
     info = ctx.store.get_run(source)
@@ -81,12 +83,9 @@ def compute(ctx: RunContext, run_id: str) -> None:
         metrics.append(MetricRow(j, 1, "test", "full_acc", float(first.table.acc.iloc[-1])))
         specs.append({"name": row.name, "arch": list(row.arch), "seed": int(row.seed),
                       "variant": row.variant, "options": {"source_model": int(row.model)}})
-    ctx.store.create_run(run_id, study=NAME, dataset=info["dataset"],
-                         config={"source_run": source, "profile": p.to_dict()}, models=specs,
-                         seed=0, device=str(dev), precision="fp64", code_version=ctx.code[:16])
-    ctx.store.commit_epoch(run_id, 1, metrics=metrics, arrays=arrays,
-                           timings={"analysis_s": round(time.perf_counter() - t0, 3)})
-    ctx.store.finish_run(run_id, "done")
+    return Result(info["dataset"], models=specs, metrics=metrics, arrays=arrays,
+                  config={"source_run": source, "profile": p.to_dict()}, device=str(dev),
+                  precision="fp64", timings={"analysis_s": round(time.perf_counter() - t0, 3)})
 
 
 def model_table(st: Store, run_id: str) -> pd.DataFrame:

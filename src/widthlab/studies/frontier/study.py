@@ -53,9 +53,6 @@ class FrontierStudy(Study):
     profiles = PROFILES
     journal_budget = ("never run; it cuts the variance sweep's models (journal: 20 widths x 11 "
                       "seeds, 30 epochs, all 60,000 training images)")
-    code = ("widthlab.studies.frontier.config", "widthlab.studies.frontier.analysis",
-            "widthlab.frontier.api", "widthlab.frontier.obs", "widthlab.frontier.methods",
-            "widthlab.frontier.prepare", "widthlab.frontier.result", "widthlab.frontier.bank")
     print_columns = ("width", "seed", "full_acc", "recommended_obs")
 
     def experiments(self, profile: FrontierProfile, dataset: str) -> list:

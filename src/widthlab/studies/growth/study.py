@@ -51,8 +51,6 @@ class GrowthStudy(Study):
     profiles = PROFILES
     journal_budget = ("never run (open questions); the sparsifier it extends: start 500, 60 "
                       "epochs, all 60,000 training images")
-    code = ("widthlab.studies.growth.config", "widthlab.studies.growth.references",
-            "widthlab.nn.growth", "widthlab.nn.gated", "widthlab.nn.surgery.kinds")
     print_columns = ("init", "lam", "mean_width", "spread", "test_acc", "static_acc")
 
     def experiments(self, profile: GrowthProfile, dataset: str) -> list:

@@ -50,9 +50,6 @@ class ImportanceStudy(Study):
     profiles = PROFILES
     journal_budget = ("planned, never run (exact importance: an epoch of the validation set per "
                       "neuron)")
-    code = ("widthlab.studies.importance.config", "widthlab.studies._importance_sweep",
-            "widthlab.metrics.importance_hook", "widthlab.metrics.importance",
-            "widthlab.metrics.ordering")
 
     def experiments(self, profile: ImportanceProfile, dataset: str) -> list:
         return [experiment(profile)]

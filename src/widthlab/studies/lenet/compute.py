@@ -1,18 +1,18 @@
-"""The lenet study's stored runs: each gated run, each frontier cut and the manifest.
+"""The lenet study's steps: ordinary :class:`~widthlab.studies.base.ModuleExperiment` s (one
+per gated run and per cut) trained by the one run lifecycle, and the manifest.
 
-Every step is a :class:`~widthlab.studies.base.StoredAnalysis` that trains (with
-:mod:`~widthlab.studies.lenet.train`) and stores a finished run, so a second invocation trains
-nothing and the report draws from the store only. What is stored, per epoch:
+What is stored, per epoch:
 
 - gated run ``lenet:gated-<net>-<price>`` (L1 gates; ``lenet:gated-hc-<net>-<price>``:
   hard-concrete gates, its config's ``gate_kind``): one model; ``test/error``, ``train/loss``,
   ``train/epoch_time`` (seconds of training), ``train/n_params``, ``train/price`` and
-  ``train/width/<layer>`` (the widths as the papers count them);
+  ``train/width/<layer>`` (the widths as the papers count them: the
+  :class:`~widthlab.studies.lenet.train.LenetWidths` hook);
 - cut run ``lenet:cut-<net>``: one model, the network trained without gates (the same
   metrics, epochs 1..E), then cut and fine-tuned: epoch E + 1 is the fine-tuning epoch, with
   also ``test/error_before_finetune`` and per cut layer ``decide/k/<layer>``,
-  ``decide/acc_before/<layer>`` and ``decide/acc_after/<layer>`` (accuracy on the deciding
-  training images);
+  ``decide/acc_before/<layer>`` and ``decide/acc_after/<layer>``
+  (:class:`~widthlab.studies.lenet.train.CutRun`);
 - manifest ``lenet:manifest``: no models; its config lists the runs of one profile on one
   dataset (what the report reads).
 
@@ -22,23 +22,28 @@ the reason.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-import time
+
+from torch import nn
 
 from widthlab.data import load_splits
 from widthlab.data.tensors import DatasetSplits
-from widthlab.engine import resolve_device
-from widthlab.engine.events import Reporter
-from widthlab.nn.lenet import IMAGE, LAYERS, LENET5, LENET300
-from widthlab.store import MetricRow, Store
-from widthlab.studies.base import RunContext, StoredAnalysis
+from widthlab.engine.lifecycle import Result
+from widthlab.engine.module_run import ModuleRun
+from widthlab.engine.modules import ModuleConfig
+from widthlab.nn.lenet import IMAGE, LENET5, LENET300
+from widthlab.store import Store
+from widthlab.studies.base import Derived, ModuleExperiment, RunContext, StoredAnalysis
 from widthlab.studies.lenet import train as tr
 from widthlab.studies.lenet.config import (
     L1,
     NAME,
     LenetProfile,
     cut_name,
-    epochs_of,
+    dense_config,
+    finetune_config,
+    gated_config,
     gated_name,
     prices_of,
     settings,
@@ -80,29 +85,6 @@ def cut_run_config(network: str, ctx: RunContext) -> dict:
             "data": _data_id(ctx)}
 
 
-def _epoch_rows(model: int, rec: dict, network: str, epoch: int | None = None
-                ) -> list[MetricRow]:
-    e = int(epoch if epoch is not None else rec["epoch"])
-    rows = [MetricRow(model, e, "test", "error", rec["test_error"]),
-            MetricRow(model, e, "train", "loss", rec["train_loss"]),
-            MetricRow(model, e, "train", "epoch_time", rec["epoch_time"]),
-            MetricRow(model, e, "train", "n_params", rec["n_params"]),
-            MetricRow(model, e, "train", "price", rec["price"])]
-    rows += [MetricRow(model, e, "train", f"width/{name}", w)
-             for name, w in zip(LAYERS[network], rec["row_widths"], strict=True)]
-    return rows
-
-
-def _start(ctx: RunContext, run_id: str, label: str, config: dict, models: list[dict],
-           data: DatasetSplits) -> str:
-    dev = resolve_device(ctx.device)
-    ctx.store.create_run(run_id, study=f"{NAME}:{label}", dataset=data.name,
-                         config={**config, "data": data.describe()}, models=models,
-                         seed=ctx.profile.seed, device=str(dev), precision="fp32",
-                         code_version=ctx.code[:16])
-    return dev
-
-
 def _unsupported(network: str, data: DatasetSplits) -> str | None:
     if network == LENET5 and data.n_features != IMAGE * IMAGE:
         return (f"{LENET5} reads 28x28 images (784 inputs); the data has {data.n_features} "
@@ -116,82 +98,56 @@ def _spec(network: str, variant: str, p: LenetProfile, **options) -> dict:
             "options": options}
 
 
-def gated_compute(network: str, price: float, ctx: RunContext, run_id: str,
-                  gate_kind: str = L1) -> None:
-    """Train and store one gated run (see the module docstring)."""
+def _placeholder() -> nn.Module:
+    return nn.Linear(1, 1)
+
+
+def _experiment(name: str, network: str, build, cfg: ModuleConfig, describe: dict,
+                record: dict, data: DatasetSplits, trainable: type) -> ModuleExperiment:
+    why = _unsupported(network, data)
+    if why is not None:
+        return ModuleExperiment(name, _placeholder, ModuleConfig(epochs=1),
+                                describe={**describe, "why": why}, model_record=record,
+                                data=data, trainable=tr.NotTrained)
+    model = functools.partial(build, network, data.n_features, data.n_classes)
+    return ModuleExperiment(name, model, cfg, describe=describe, model_record=record,
+                            hooks=(tr.LenetWidths(network),), data=data, trainable=trainable)
+
+
+def gated_experiment(network: str, price: float, ctx: RunContext,
+                     gate_kind: str = L1) -> ModuleExperiment:
+    """One gated run (see the module docstring); ``gate_kind`` "l1" or "hard_concrete"."""
     p: LenetProfile = ctx.profile
-    data = splits(ctx)
-    epochs = epochs_of(p, network)
     options = {"price": price} if gate_kind == L1 else {"price": price, "gate_kind": gate_kind}
-    dev = _start(ctx, run_id, gated_name(network, price, gate_kind),
-                 gated_run_config(network, price, ctx, gate_kind),
-                 [_spec(network, "gated", p, **options)], data)
-    if (why := _unsupported(network, data)) is not None:
-        ctx.store.commit_epoch(run_id, 0, failures=[(0, 0, why)])
-        ctx.store.finish_run(run_id, "done")
-        return
-    report = Reporter(ctx.progress, run_id, epochs, epochs, unit="epochs")
-    t0 = time.perf_counter()
-
-    def store(rec: dict) -> None:
-        ctx.store.commit_epoch(run_id, rec["epoch"], metrics=_epoch_rows(0, rec, network))
-        report.step()
-        report.epoch(rec["epoch"])
-
-    tr.gated_run(network, price, data, p, dev, store, kind=gate_kind)
-    report.done(epochs)
-    ctx.store.finish_run(run_id, "done", {"train_s": round(time.perf_counter() - t0, 3)})
+    return _experiment(gated_name(network, price, gate_kind), network,
+                       lambda net, n_in, n_out: tr.build_gated(net, p, n_in, n_out, gate_kind),
+                       gated_config(p, network, price, gate_kind),
+                       gated_run_config(network, price, ctx, gate_kind),
+                       _spec(network, "gated", p, **options), splits(ctx), ModuleRun)
 
 
-def _cut_rows(network: str, result: dict, epoch: int) -> list[MetricRow]:
-    rows = _epoch_rows(0, result["finetune"], network, epoch)
-    rows.append(MetricRow(0, epoch, "test", "error_before_finetune", result["cut_error"]))
-    for c in result["cuts"]:
-        rows += [MetricRow(0, epoch, "decide", f"k/{c.layer}", c.k),
-                 MetricRow(0, epoch, "decide", f"acc_before/{c.layer}", c.acc_before),
-                 MetricRow(0, epoch, "decide", f"acc_after/{c.layer}", c.acc_after)]
-    return rows
-
-
-def cut_compute(network: str, ctx: RunContext, run_id: str) -> None:
-    """Train the network without gates, cut it, fine-tune it; store it (module docstring)."""
+def cut_experiment(network: str, ctx: RunContext) -> ModuleExperiment:
+    """The network without gates, cut and fine-tuned (see the module docstring)."""
     p: LenetProfile = ctx.profile
-    data = splits(ctx)
-    epochs = epochs_of(p, network)
-    dev = _start(ctx, run_id, cut_name(network), cut_run_config(network, ctx),
-                 [_spec(network, "frontier-cut", p, tol=p.tol)], data)
-    if (why := _unsupported(network, data)) is not None:
-        ctx.store.commit_epoch(run_id, 0, failures=[(0, 0, why)])
-        ctx.store.finish_run(run_id, "done")
-        return
-    report = Reporter(ctx.progress, run_id, epochs + 1, epochs + 1, unit="epochs")
-    t0 = time.perf_counter()
-
-    def store(rec: dict) -> None:
-        ctx.store.commit_epoch(run_id, rec["epoch"], metrics=_epoch_rows(0, rec, network))
-        report.step()
-        report.epoch(rec["epoch"])
-
-    result = tr.cut_run(network, data, p, dev, store)
-    ctx.store.commit_epoch(run_id, epochs + 1, metrics=_cut_rows(network, result, epochs + 1))
-    report.step()
-    report.done(epochs + 1)
-    ctx.store.finish_run(run_id, "done", {"train_s": round(time.perf_counter() - t0, 3)})
+    describe = {**cut_run_config(network, ctx),
+                "finetune": dataclasses.asdict(finetune_config(p))}
+    return _experiment(cut_name(network), network,
+                       lambda net, n_in, n_out: tr.build_dense(net, p, n_in, n_out),
+                       dense_config(p, network), describe,
+                       _spec(network, "frontier-cut", p, tol=p.tol), splits(ctx), tr.CutRun)
 
 
-def unit_steps(p: LenetProfile) -> list[StoredAnalysis]:
+def unit_steps(p: LenetProfile) -> list[Derived]:
     """One step per gated run and per cut, in the profile's order."""
     out = []
     for net in p.networks:
         for kind in p.gate_kinds:
             for price in prices_of(p, net, kind):
-                out.append(StoredAnalysis(
-                    gated_name(net, price, kind),
-                    functools.partial(gated_run_config, net, price, gate_kind=kind),
-                    functools.partial(gated_compute, net, price, gate_kind=kind)))
+                out.append(Derived(gated_name(net, price, kind),
+                                   functools.partial(gated_experiment, net, price,
+                                                     gate_kind=kind)))
         if p.cut:
-            out.append(StoredAnalysis(cut_name(net), functools.partial(cut_run_config, net),
-                                      functools.partial(cut_compute, net)))
+            out.append(Derived(cut_name(net), functools.partial(cut_experiment, net)))
     return out
 
 
@@ -201,20 +157,19 @@ def manifest_config(ctx: RunContext) -> dict:
             "profile": ctx.profile.to_dict()}
 
 
-def manifest_compute(ctx: RunContext, run_id: str) -> None:
-    """Store the manifest: a run without models whose config lists this profile's runs."""
+def manifest_compute(ctx: RunContext) -> Result:
+    """The manifest: a run without models whose config lists this profile's runs."""
     cfg = manifest_config(ctx)
     first = next(iter(cfg["runs"].values()), None)
     dataset = ctx.store.get_run(first)["dataset"] if first else ctx.dataset
-    ctx.store.create_run(run_id, study=f"{NAME}:{MANIFEST}", dataset=dataset, config=cfg,
-                         models=[], seed=ctx.profile.seed, device="none", precision="fp32",
-                         code_version=ctx.code[:16])
-    ctx.store.finish_run(run_id, "done")
+    return Result(dataset, config=cfg, device="none", precision="fp32",
+                  seed=ctx.profile.seed, epoch=0)
 
 
-def steps(p: LenetProfile) -> list[StoredAnalysis]:
+def steps(p: LenetProfile) -> list[Derived | StoredAnalysis]:
     """Every step of the study on one dataset: the units, then the manifest."""
-    return [*unit_steps(p), StoredAnalysis(MANIFEST, manifest_config, manifest_compute)]
+    return [*unit_steps(p), StoredAnalysis(MANIFEST, manifest_config, manifest_compute,
+                                           label=f"{NAME}:{MANIFEST}")]
 
 
 def manifest_runs(st: Store, manifest: str) -> dict[str, str]:

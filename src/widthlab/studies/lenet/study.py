@@ -4,12 +4,12 @@ as plain ``nn.Module`` s, against the published learned-width rows and against p
 training.
 
 Each network is gated as the papers count widths (:func:`widthlab.nn.lenet.build_lenet`),
-trained at every price of the profile with
-:func:`~widthlab.engine.modules.train_module` and shrunk after every epoch; a row is the
-widths after the last epoch and the **final-epoch** test error. The same network trained
-without gates and cut by :func:`widthlab.frontier.cut_layers` (then one epoch of fine-tuning)
-is the comparison. Every run is stored (:mod:`~widthlab.studies.lenet.compute`); the tables,
-verdicts and figures read the store only.
+trained at every price of the profile as an ordinary
+:class:`~widthlab.studies.base.ModuleExperiment` (the one trainer and run lifecycle) and shrunk
+after every epoch; a row is the widths after the last epoch and the **final-epoch** test error.
+The same network trained without gates and cut by :func:`widthlab.frontier.cut_layers` (then
+one epoch of fine-tuning) is the comparison. The steps are in
+:mod:`~widthlab.studies.lenet.compute`; the tables, verdicts and figures read the store only.
 """
 
 from __future__ import annotations
@@ -73,13 +73,6 @@ class LenetStudy(Study):
                       "epochs, all 60,000 training images); the published rows train the "
                       "whole 60,000 images for far more epochs (their papers' settings)")
     profiles = PROFILES
-    code = ("widthlab.studies.lenet.config", "widthlab.studies.lenet.train",
-            "widthlab.studies.lenet.compute", "widthlab.nn.lenet", "widthlab.engine.modules",
-            "widthlab.nn.surgery.gates", "widthlab.nn.surgery.kinds", "widthlab.nn.surgery.graph",
-            "widthlab.nn.surgery.rules", "widthlab.nn.surgery.shrink",
-            "widthlab.frontier.cut", "widthlab.frontier.api", "widthlab.frontier.obs",
-            "widthlab.frontier.methods", "widthlab.frontier.prepare",
-            "widthlab.frontier.result", "widthlab.frontier.graph")
     print_columns = ("network", "method", "widths", "weights", "error")
 
     def experiments(self, profile: LenetProfile, dataset: str) -> list:

@@ -47,7 +47,6 @@ class OptimizerStudy(Study):
     profiles = PROFILES
     journal_budget = ("planned, never run; the noise it asks about showed after 30 epochs, "
                       "averaged over 30 models, all 60,000 training images")
-    code = ("widthlab.studies.optimizer.config", "widthlab.nn.flexible")
 
     def experiments(self, profile: OptimizerProfile, dataset: str) -> list:
         return experiments(profile)

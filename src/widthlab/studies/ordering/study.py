@@ -62,10 +62,6 @@ class OrderingStudy(Study):
     journal_sections = ("Evaluate the stability of these orderings at training time",)
     profiles = PROFILES
     journal_budget = "planned, never run"
-    code = ("widthlab.studies.ordering.config", "widthlab.studies._importance_sweep",
-            "widthlab.metrics.importance_hook", "widthlab.metrics.importance",
-            "widthlab.metrics.ordering", "widthlab.nn.flexible", "widthlab.nn.sorted_flexible",
-            "widthlab.nn.gated")
 
     def experiments(self, profile: OrderingProfile, dataset: str) -> list:
         return [stability_experiment(profile),

@@ -21,17 +21,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from widthlab import __version__
 from widthlab.data.tensors import DatasetSplits, load_splits
 from widthlab.engine import TrainConfig, load_bank
 from widthlab.engine.events import Reporter
+from widthlab.engine.lifecycle import Result
 from widthlab.engine.stats import RunningCovariance
 from widthlab.errors import UsageError
 from widthlab.metrics.pca import Spectrum, k_grid, reconstruction
 from widthlab.nn.bank import MLPBank
 from widthlab.store import ArrayRow, MetricRow, Store
 from widthlab.studies.base import RunContext
-from widthlab.studies.pca.config import FRACTIONS, NAME, PCAProfile
+from widthlab.studies.pca.config import FRACTIONS, PCAProfile
 from widthlab.studies.pca.teacher import source_run
 
 BATCH = 1000  # training images per covariance update
@@ -86,8 +86,9 @@ def _covariance(bank: MLPBank, chosen: list[int], train_x: torch.Tensor, dev: to
     return cov
 
 
-def analyse(ctx: RunContext, run_id: str) -> None:
-    """PCA of the chosen models of the analysed variance run, stored as run ``run_id``."""
+def analyse(ctx: RunContext) -> Result:
+    """PCA of the chosen models of the analysed variance run (stored by the study as a run
+    of its own)."""
     st, prof, source = ctx.store, ctx.profile, source_run(ctx)
     info = st.get_run(source)
     dev = TrainConfig(device=ctx.device).resolved_device()
@@ -97,7 +98,7 @@ def analyse(ctx: RunContext, run_id: str) -> None:
     chosen = chosen_models(models, prof, source)
     data = (ctx.data if ctx.data is not None else source_splits(st, source)).to(dev)
     train_x = data.train.x if prof.cov_samples is None else data.train.x[:prof.cov_samples]
-    report = Reporter(ctx.progress, run_id, -(-len(train_x) // BATCH) + len(chosen), 0)
+    report = Reporter(ctx.progress, ctx.what, -(-len(train_x) // BATCH) + len(chosen), 0)
     cov = _covariance(bank, chosen, train_x, dev, report)
     metrics, arrays, specs = [], [], []
     by_model = models.set_index("model")
@@ -113,11 +114,8 @@ def analyse(ctx: RunContext, run_id: str) -> None:
         metrics += rows[0]
         arrays += rows[1]
         report.step()
-    st.create_run(run_id, study=NAME, dataset=info["dataset"],
-                  config={**config(ctx), "cov_samples": len(train_x)},
-                  models=specs, seed=0, device=str(dev), precision="fp64",
-                  code_version=f"widthlab {__version__} pca {ctx.code[:12]}")
-    st.commit_epoch(run_id, 1, metrics=metrics, arrays=arrays,
-                    timings={"analysis_s": round(time.perf_counter() - t0, 3)})
-    st.finish_run(run_id, "done")
+    result = Result(info["dataset"], models=specs, metrics=metrics, arrays=arrays,
+                    config={**config(ctx), "cov_samples": len(train_x)}, device=str(dev),
+                    precision="fp64", timings={"analysis_s": round(time.perf_counter() - t0, 3)})
     report.done(0)
+    return result

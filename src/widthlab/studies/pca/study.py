@@ -81,8 +81,6 @@ class PCAStudy(Study):
     profiles = PROFILES
     journal_budget = ("the variance sweep's models (20 widths x 11 seeds, 30 epochs, all 60,000 "
                       "training images); the conjecture was argued, never trained")
-    code = ("widthlab.studies.pca.config", "widthlab.studies.pca.teacher",
-            "widthlab.studies.pca.analysis", "widthlab.metrics.pca")
 
     def experiments(self, profile: PCAProfile, dataset: str) -> list:
         return [Derived("conjecture", conjecture_experiment),

@@ -56,8 +56,6 @@ class SparsifierStudy(Study):
     profiles = PROFILES
     journal_budget = ("start width 500, one model per L1 factor, 60 epochs, all 60,000 training "
                       "images; seeds not stated; the starting-size question never run")
-    code = ("widthlab.studies.sparsifier.config", "widthlab.studies.sparsifier.references",
-            "widthlab.nn.gated", "widthlab.nn.surgery.kinds")
 
     def experiments(self, profile: SparsifierProfile, dataset: str) -> list:
         return [*(experiment(e, profile) for e in EXPERIMENTS),

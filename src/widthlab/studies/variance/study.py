@@ -65,7 +65,6 @@ class VarianceStudy(Study):
     profiles = PROFILES
     journal_budget = ("20 widths 16..11585 x 11 seeds, 30 epochs (15 in the first MNIST runs), "
                       "all 60,000 training images")
-    code = ("widthlab.studies.variance.config",)
     print_columns = ("width", "replicates", "shapiro_w", "total_std", "dead", "test_acc")
 
     def experiments(self, profile: VarianceProfile, dataset: str) -> list:
