@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/bench_lenet.py            # the full run (target < 40 min, 2 cores)
     .venv/bin/python benchmarks/bench_lenet.py --quick    # a few minutes: short runs, few prices
     .venv/bin/python benchmarks/bench_lenet.py --no-cut   # without the pruned-after-training rows
+    .venv/bin/python benchmarks/bench_lenet.py --kinds hard_concrete   # the L0 gates only
 
 The networks are :mod:`widthlab.nn.lenet`'s, plain ``nn.Module``s written the way a user would,
 gated with :func:`widthlab.nn.surgery.gate_layers`: LeNet-300-100 on the input features of all
@@ -24,10 +25,19 @@ on every Linear with one consumer Linear, layer by layer, deciding on training i
 half a point of their accuracy) and fine-tuned for one epoch
 (:func:`~widthlab.studies.lenet.train.cut_run`).
 
+Both gate kinds (``--kinds``, default both): the L1 gates ``relu(g)`` at ``--prices300`` /
+``--prices5``, and hard-concrete gates (Louizos et al. 2018, the L0 row's method: seeded
+stochastic gates in training, their deterministic clamp in evaluation, the expected L0 norm
+priced per unit) at ``--hc-prices300`` / ``--hc-prices5``. The published rows report their
+best epoch; widthlab's rows the final epoch.
+
 The figures printed last: ``lenet300_error`` / ``lenet300_widths`` and ``lenet5_error`` /
-``lenet5_widths`` of the gated row with the smallest total width within the error bound (1.6%,
-1.0%; the lowest-error row when none is within), their weights, and
-``end_epoch_time_ratio`` (last epoch's training time / first epoch's, of that LeNet-5 row).
+``lenet5_widths`` of the L1 gated row with the smallest total width within the error bound
+(1.6%, 1.0%; the lowest-error row when none is within), their weights, and
+``end_epoch_time_ratio`` (last epoch's training time / first epoch's, of that LeNet-5 row);
+the same for the hard-concrete rows with the suffix ``_hard_concrete``
+(``lenet300_error_hard_concrete=``, ``lenet300_features_hard_concrete=``, ...);
+``lenet300_features`` is the total of the row's widths (the input features kept).
 """
 
 from __future__ import annotations
@@ -40,26 +50,29 @@ import torch
 
 from widthlab.data import load_splits
 from widthlab.nn.lenet import FRONTIER_LAYERS, LENET5, LENET300, lenet_weights
-from widthlab.studies.lenet.config import PROFILES, LenetProfile
+from widthlab.studies.lenet.analysis import GATED
+from widthlab.studies.lenet.config import GATE_KINDS, L1, PROFILES, LenetProfile, prices_of
 from widthlab.studies.lenet.references import BOUND, PUBLISHED, widths_text
 from widthlab.studies.lenet.train import cut_run, gated_run
 
 
-def run(network: str, price: float, data, p: LenetProfile) -> dict:
+def run(network: str, price: float, data, p: LenetProfile, kind: str = L1) -> dict:
+    tag = "" if kind == L1 else f" {kind}"
+
     def progress(r: dict) -> None:
-        print(f"  {network} price={price:g} epoch {r['epoch']}: error "
+        print(f"  {network}{tag} price={price:g} epoch {r['epoch']}: error "
               f"{100 * r['test_error']:.2f}% widths {widths_text(r['row_widths'])} "
               f"{r['epoch_time']:.1f}s", flush=True)
 
-    recs = gated_run(network, price, data, p, on_epoch=progress)
+    recs = gated_run(network, price, data, p, on_epoch=progress, kind=kind)
     widths = recs[-1]["row_widths"]
-    row = {"network": network, "method": f"widthlab gates, price {price:g}", "price": price,
-           "widths": widths, "error": 100 * recs[-1]["test_error"],
+    row = {"network": network, "method": f"{GATED[kind]}, price {price:g}", "price": price,
+           "kind": kind, "widths": widths, "error": 100 * recs[-1]["test_error"],
            "weights": lenet_weights(network, widths),
            "time_ratio": recs[-1]["epoch_time"] / recs[0]["epoch_time"],
            "curve": [(r["epoch"], round(100 * r["test_error"], 2), widths_text(r["row_widths"]))
                      for r in recs]}
-    print(f"{network} price={price:g}: widths={widths_text(widths)} "
+    print(f"{network}{tag} price={price:g}: widths={widths_text(widths)} "
           f"error={row['error']:.2f}% weights={row['weights']} "
           f"epoch_time {recs[0]['epoch_time']:.1f}s -> {recs[-1]['epoch_time']:.1f}s "
           f"curve={row['curve']}", flush=True)
@@ -86,8 +99,10 @@ def cut(network: str, data, p: LenetProfile) -> dict:
     return row
 
 
-def best(rows: list[dict], network: str) -> dict:
-    mine = [r for r in rows if r["network"] == network]
+def best(rows: list[dict], network: str, kind: str = L1) -> dict | None:
+    mine = [r for r in rows if r["network"] == network and r["kind"] == kind]
+    if not mine:
+        return None
     within = [r for r in mine if r["error"] <= BOUND[network]]
     return (min(within, key=lambda r: (sum(r["widths"]), r["error"])) if within
             else min(mine, key=lambda r: r["error"]))
@@ -97,8 +112,9 @@ def table(rows: list[dict], cuts: list[dict]) -> None:
     print("| network | method | learned widths | weights | test error |")
     print("| --- | --- | --- | --- | --- |")
     for net, method, widths, err in PUBLISHED:
+        when = "" if "end of training" in method else " (best epoch)"
         print(f"| {net} | {method} | {widths_text(widths)} | {lenet_weights(net, widths)} "
-              f"| {err}% |")
+              f"| {err}%{when} |")
     for r in [*rows, *cuts]:
         print(f"| {r['network']} | {r['method']} | {widths_text(r['widths'])} | "
               f"{r['weights']} | {r['error']:.2f}% |")
@@ -106,12 +122,18 @@ def table(rows: list[dict], cuts: list[dict]) -> None:
 
 def profile(args) -> LenetProfile:
     """The study's full profile with the command line's changes (``--quick``: short runs on
-    all 60,000 images, two LeNet-300-100 prices and one LeNet-5-Caffe price)."""
+    all 60,000 images, two L1 prices and one hard-concrete price for LeNet-300-100, one of each
+    for LeNet-5-Caffe)."""
     e300, e5 = (3, 2) if args.quick else (None, None)
     p300 = [2e-3, 8e-3] if args.quick else None
     p5 = [1e-3] if args.quick else None
+    hc300 = [3e-3] if args.quick else None
+    hc5 = [1e-3] if args.quick else None
     changes = {"epochs300": args.epochs300 or e300, "epochs5": args.epochs5 or e5,
                "prices300": args.prices300 or p300, "prices5": args.prices5 or p5,
+               "hc_prices300": args.hc_prices300 or hc300, "hc_prices5": args.hc_prices5 or hc5,
+               "hc_gate_lr": args.hc_gate_lr, "hc_init": args.hc_init,
+               "gate_kinds": tuple(args.kinds),
                "gate_lr": args.gate_lr, "free_frac": args.free_frac, "seed": args.seed,
                "warmup300": args.warmup300, "warmup5": args.warmup5,
                "scales300": tuple(args.scales300) if args.scales300 else None}
@@ -142,14 +164,24 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs5", type=int, default=None)
     ap.add_argument("--prices300", type=float, nargs="+", default=None)
     ap.add_argument("--prices5", type=float, nargs="+", default=None)
+    ap.add_argument("--kinds", nargs="+", choices=GATE_KINDS, default=list(GATE_KINDS),
+                    help="gate kinds to train (default both)")
+    ap.add_argument("--hc-prices300", type=float, nargs="+", default=None,
+                    help="hard-concrete prices of LeNet-300-100, per unit")
+    ap.add_argument("--hc-prices5", type=float, nargs="+", default=None,
+                    help="hard-concrete prices of LeNet-5-Caffe, per unit")
+    ap.add_argument("--hc-gate-lr", type=float, default=None,
+                    help="learning rate of log_alpha (default: the gates')")
+    ap.add_argument("--hc-init", type=float, default=None,
+                    help="initial log_alpha (default log 4)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     p = profile(args)
     nets = {"both": [LENET300, LENET5], "300": [LENET300], "5": [LENET5]}[args.network]
     data = load_splits("mnist", val_size=0)
     start = time.perf_counter()
-    rows = [run(net, price, data, p) for net in nets
-            for price in (p.prices300 if net == LENET300 else p.prices5)]
+    rows = [run(net, price, data, p, kind) for net in nets for kind in p.gate_kinds
+            for price in prices_of(p, net, kind)]
     cuts = [] if args.no_cut else [cut(net, data, p) for net in nets]
     table(rows, cuts)
     print(f"wall_minutes={(time.perf_counter() - start) / 60:.1f}")
@@ -158,16 +190,40 @@ def main(argv=None) -> int:
         print(f"{tag}_cut_widths={widths_text(c['widths'])}")
         print(f"{tag}_cut_weights={c['weights']}")
         print(f"{tag}_cut_error={c['error']:.2f}")
-    for network, tag in ((LENET300, "lenet300"), (LENET5, "lenet5")):
-        if network in nets:
-            b = best(rows, network)
-            print(f"{tag}_weights={b['weights']}")
-            print(f"{tag}_end_epoch_time_ratio={b['time_ratio']:.3f}")
-            print(f"{tag}_error={b['error']:.2f}")
-            print(f"{tag}_widths={widths_text(b['widths'])}")
-    last = best(rows, LENET5 if LENET5 in nets else LENET300)
+    for kind in p.gate_kinds:
+        suffix = "" if kind == L1 else f"_{kind}"
+        for network, tag in ((LENET300, "lenet300"), (LENET5, "lenet5")):
+            b = best(rows, network, kind) if network in nets else None
+            if b is None:
+                continue
+            print(f"{tag}_weights{suffix}={b['weights']}")
+            print(f"{tag}_end_epoch_time_ratio{suffix}={b['time_ratio']:.3f}")
+            print(f"{tag}_error{suffix}={b['error']:.2f}")
+            print(f"{tag}_widths{suffix}={widths_text(b['widths'])}")
+            print(f"{tag}_features{suffix}={sum(b['widths'])}")
+        for line in reached(rows, kind):
+            print(line)
+    last = best(rows, LENET5 if LENET5 in nets else LENET300, p.gate_kinds[0])
     print(f"end_epoch_time_ratio={last['time_ratio']:.3f}")
     return 0
+
+
+def reached(rows: list[dict], kind: str) -> list[str]:
+    """Which published rows some final-epoch row of ``kind`` reaches: at most the row's
+    error with at most its total width (LeNet-300-100) or its weights (LeNet-5-Caffe)."""
+    out = []
+    for net, method, widths, err in PUBLISHED:
+        mine = [r for r in rows if r["network"] == net and r["kind"] == kind]
+        def key(w, net=net):
+            return sum(w) if net == LENET300 else lenet_weights(net, w)
+
+        hit = [r for r in mine if r["error"] <= err and key(r["widths"]) <= key(widths)]
+        if mine:
+            what = (f"reached by price {hit[0]['price']:g} ({widths_text(hit[0]['widths'])}, "
+                    f"{hit[0]['error']:.2f}%)" if hit else "not reached")
+            out.append(f"# {GATED[kind]} vs {net} {method} {widths_text(widths)} {err}%: "
+                       f"{what}")
+    return out
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ from widthlab.studies.base import newest
 
 # 12 steps per epoch: the gates learn fast enough to die in them
 SMALL = dict(prices300=(1e-4, 1e-3), prices5=(1e-4, 1e-3), epochs300=2, epochs5=2,
-             train_size=None, calib_size=200, gate_lr=0.1, batch_size=50)
+             train_size=None, calib_size=200, gate_lr=0.1, batch_size=50,
+             gate_kinds=("l1",))  # tests/studies/test_lenet_hard_concrete.py: both kinds
 STEPS = {"gated-lenet300-0.0001", "gated-lenet300-0.001", "cut-lenet300",
          "gated-lenet5-0.0001", "gated-lenet5-0.001", "cut-lenet5", "manifest"}
 

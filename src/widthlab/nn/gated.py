@@ -47,6 +47,8 @@ from torch import Tensor, nn
 from widthlab.errors import UsageError
 from widthlab.nn.bank import init_mlp
 from widthlab.nn.modifiers import NeuronGate
+from widthlab.nn.surgery.gates import NOISE_KEY, draw_uniforms, noise_seed
+from widthlab.nn.surgery.kinds import L1Kind, get_gate_kind
 
 PENALTIES = ("strict", "abs")
 
@@ -263,51 +265,81 @@ class GatedMLP(nn.Module):
 
 class SparsifierGate(NeuronGate):
     """The sparsifier's gates on a bank's first hidden layer: scale ``relu(g) * mask``,
-    penalty ``l1 * sum(relu(g))`` ("strict") or ``l1 * sum(|g|)`` ("abs") per model.
+    penalty ``l1 * sum(relu(g))`` ("strict") or ``l1 * sum(|g|)`` ("abs") per model; or, with
+    ``gate_kind="hard_concrete"``, Louizos et al.'s L0 gates (:mod:`widthlab.nn.surgery.kinds`):
+    a seeded sample per training step, the deterministic gate under ``torch.no_grad`` (the
+    engine's evaluation and statistics), penalty ``l1 * sum(expected L0)``.
 
-    Dead units (``relu(g) * mask == 0``) are what the engine removes (``shrink_every``) or
+    Dead units (gate exactly 0, or masked) are what the engine removes (``shrink_every``) or
     masks. Each epoch it records, per model, ``alive_width`` (units with a live gate),
-    ``kept_width`` (units still computed) and ``gate_l1`` (``sum(relu(g))`` of the live units).
+    ``kept_width`` (units still computed) and ``gate_l1`` (the sum of the live units'
+    deterministic gates: ``sum(relu(g))`` for the L1 kind).
 
     Parameters
     ----------
     l1 : float or sequence of float
         Penalty weight lambda, one for all models or one per model.
     penalty : {"strict", "abs"}
+        The L1 kind's price.
     lr : float or None
         Learning rate of the gates (None: the model's).
+    gate_kind : {"l1", "hard_concrete"}
+    seed : int
+        Seed of the hard-concrete noise (its generator's state is in the ``state_dict``, so a
+        checkpoint resumes the same noise).
     """
 
     unit_tensors = ("gate", "mask")
 
     def __init__(self, l1: float | Sequence[float] = 0.0, *, penalty: str = "strict",
-                 lr: float | None = None):
+                 lr: float | None = None, gate_kind: str = "l1", seed: int = 0):
         super().__init__(list(l1) if isinstance(l1, Sequence) else l1, lr=lr)
         self.penalty_kind = _check_penalty(penalty)
+        self.gate_kind, self.seed = str(gate_kind), int(seed)
+        self.kind = get_gate_kind(L1Kind(penalty) if gate_kind == "l1" else gate_kind)
+        self.noise = None
+        if self.kind.stochastic:
+            self.unit_tensors = (*type(self).unit_tensors, "noise_ids")
+            self.noise = torch.Generator().manual_seed(noise_seed(seed, "bank"))
         self._has_mask = False  # whether some unit is masked (skip the multiply otherwise)
 
     def build(self, bank) -> None:
         super().build(bank)
         self.register_buffer("mask", torch.ones(bank.n_hidden))
+        if self.kind.stochastic:
+            with torch.no_grad():
+                self.gate.fill_(self.kind.default_init)
+            # each unit's place in the noise drawn per step (for the units every model started
+            # with), kept when units are removed and restored from a checkpoint
+            self.register_buffer("noise_ids", torch.arange(bank.n_hidden))
+            self.n_noise = sum(spec.width for spec in bank.specs)  # places drawn per step
+            self.register_buffer("noise_count", torch.tensor(self.n_noise))
 
     def describe(self) -> dict:
-        return {**super().describe(), "penalty": self.penalty_kind}
+        out = {**super().describe(), "penalty": self.penalty_kind}
+        if self.gate_kind != "l1":  # an L1 gate's description (its runs' ids) as before
+            out.update(gate_kind=self.gate_kind, seed=self.seed)
+        return out
 
     def _masked(self) -> bool:
         return self._has_mask
 
     def scale(self) -> Tensor:
-        s = F.relu(self.gate)  # (H,)
+        if self.kind.stochastic and torch.is_grad_enabled():
+            u = draw_uniforms(self.noise, self.n_noise, self.noise_ids, self.gate)
+            s = self.kind.sample(self.gate, u)
+        else:
+            s = self.kind.scale(self.gate)  # (H,)
         return s * self.mask if self._masked() else s
 
     def penalty(self) -> Tensor:
-        terms = gate_penalty(self.gate, self.penalty_kind)  # (H,)
+        terms = self.kind.penalty_terms(self.gate)  # (H,)
         if self._masked():
             terms = terms * self.mask
         return self.l1 * self.per_model_sum(terms)  # (M,)
 
     def alive_units(self) -> Tensor:
-        return (self.gate.detach() > 0) & (self.mask > 0)
+        return ~self.kind.dead(self.gate.detach()) & (self.mask > 0)
 
     @torch.no_grad()
     def mask_(self, keep: Tensor) -> None:
@@ -320,14 +352,38 @@ class SparsifierGate(NeuronGate):
         super().shrink_(bank, index)
         self._has_mask = bool((self.mask == 0).any())
 
-    def _load_from_state_dict(self, *args, **kwargs):
-        super()._load_from_state_dict(*args, **kwargs)
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        if self.noise is not None:
+            destination[prefix + NOISE_KEY] = self.noise.get_state()
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict,
+                                      missing_keys, unexpected_keys, error_msgs)
         self._has_mask = bool((self.mask == 0).any())
+        key = prefix + NOISE_KEY
+        if self.noise is None:
+            return
+        if key in unexpected_keys:
+            unexpected_keys.remove(key)
+        if key in state_dict:
+            self.noise.set_state(state_dict[key].cpu())
+        elif strict:
+            missing_keys.append(key)
+        self.n_noise = int(self.noise_count)
+
+    def add_noise_places(self, n: int) -> Tensor:
+        """Places in the per-step noise for ``n`` new units (a growing gate), ``(n,)``."""
+        ids = torch.arange(self.n_noise, self.n_noise + n)
+        self.n_noise += n
+        self.noise_count.fill_(self.n_noise)
+        return ids
 
     def epoch_records(self) -> list[tuple[int, str, object]]:
         alive = self.alive_units().float()
         n_alive = self.per_model_sum(alive).tolist()
-        gate_l1 = self.per_model_sum(F.relu(self.gate.detach()) * alive).tolist()
+        gate_l1 = self.per_model_sum(self.kind.scale(self.gate.detach()) * alive).tolist()
         out = []
         for m, (a, b) in enumerate(self.slices):
             out += [(m, "alive_width", n_alive[m]), (m, "kept_width", b - a),

@@ -164,7 +164,7 @@ from torch import Tensor, nn
 
 from widthlab.errors import UsageError
 from widthlab.nn.bank import init_linear
-from widthlab.nn.gated import SparsifierGate, gate_penalty
+from widthlab.nn.gated import SparsifierGate
 
 INITS = ("gradmax", "random", "split", "none")
 ROW_NORM = 1.0 / math.sqrt(3.0)  # expected norm of an nn.Linear weight row, any fan-in
@@ -323,7 +323,12 @@ class GrowingGate(SparsifierGate):
         The price lambda per neuron of the growth rule, one or one per model; None: ``l1``
         (with the benefit rule the gates' ``l1`` may be 0, the price acting through the rule).
     seed : int
-        Seed of the candidates' randomness (combined with the step).
+        Seed of the candidates' randomness (combined with the step), and of the
+        hard-concrete noise.
+    gate_kind : {"l1", "hard_concrete"}
+        The gates (:class:`~widthlab.nn.gated.SparsifierGate`): a new unit starts at the
+        kind's initial gate parameter (``g = 1``; ``log_alpha = log 4``) with its own place in
+        the noise; "live" means an evaluation gate above 0.
     """
 
     grows = True
@@ -336,8 +341,9 @@ class GrowingGate(SparsifierGate):
                  out_lr: float = 1e-3, max_cos: float = 0.95, grace: int = 0,
                  debias: bool = True, min_gate: float | None = None,
                  until: int | None = None, rule: BenefitRule | dict | None = None,
-                 price: float | Sequence[float] | None = None, seed: int = 0):
-        super().__init__(l1, penalty=penalty, lr=lr)
+                 price: float | Sequence[float] | None = None, seed: int = 0,
+                 gate_kind: str = "l1"):
+        super().__init__(l1, penalty=penalty, lr=lr, gate_kind=gate_kind, seed=seed)
         inits = [init] if isinstance(init, str) else list(init)
         if any(i not in INITS for i in inits):
             raise UsageError(f"unknown growth init {init!r}; choose from {', '.join(INITS)}")
@@ -409,10 +415,13 @@ class GrowingGate(SparsifierGate):
         get gate 1, mask 1 and the current step as their birth."""
         self._learn_layout(bank)
         fresh = index < 0
+        new = {"born": self._step, "gate": self.kind.default_init}
+        if "noise_ids" in self.unit_tensors:
+            new["noise_ids"] = self.add_noise_places(int(fresh.sum())).to(index.device)
         for name in self.unit_tensors:
             t = getattr(self, name)
             out = t.detach()[index.clamp(min=0)]
-            out[fresh] = self._step if name == "born" else 1.0
+            out[fresh] = new.get(name, 1.0)
             setattr(self, name, nn.Parameter(out, requires_grad=t.requires_grad)
                     if isinstance(t, nn.Parameter) else out)
         self._has_mask = bool((self.mask == 0).any())
@@ -422,7 +431,7 @@ class GrowingGate(SparsifierGate):
         """``lambda * sum(relu(g))`` over the live units past their grace period."""
         if not self.grace or self._young_until() <= self._step:
             return super().penalty()
-        terms = gate_penalty(self.gate, self.penalty_kind)  # (H,)
+        terms = self.kind.penalty_terms(self.gate)  # (H,)
         if self._masked():
             terms = terms * self.mask
         charged = (self._step - self.born >= self.grace).to(terms.dtype)
@@ -539,7 +548,7 @@ class GrowingGate(SparsifierGate):
         ``grace`` steps ago) on the samples ``y`` with activations ``act`` ``(N, H)`` and
         logits ``(N, C)``."""
         a, b = self.slices[m]
-        live = (self.gate.detach()[a:b] > 0) & (self.mask[a:b] > 0)
+        live = ~self.kind.dead(self.gate.detach()[a:b]) & (self.mask[a:b] > 0)
         mature = live & (self.born[a:b] <= step - self.grace)
         idx = mature.nonzero().flatten()
         k, young = int(live.sum()), int((live & ~mature).sum())
@@ -593,7 +602,7 @@ class GrowingGate(SparsifierGate):
         none). Every gate starts at 1 and is pushed down by the price; a low median says most
         of the units barely pay, so the model is not below the width the price sustains."""
         a, b = self.slices[m]
-        gate = self.gate.detach()[a:b]
+        gate = self.kind.scale(self.gate.detach()[a:b])  # relu(g): g on the live units
         ok = (self.born[a:b] <= self._step - self.grace) & (gate > 0) & (self.mask[a:b] > 0)
         return float(torch.quantile(gate[ok], 0.5)) if bool(ok.any()) else 1.0
 

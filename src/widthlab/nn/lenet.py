@@ -77,27 +77,31 @@ def check_network(network: str) -> str:
 
 
 def build_lenet(network: str, seed: int = 0, *, n_in: int = 784, n_classes: int = 10,
-                gated: bool = True) -> nn.Module:
+                gated: bool = True, kind: str = "l1", per_weight: bool = False,
+                init: float | None = None) -> nn.Module:
     """A fresh ``network`` (torch seed ``seed``), gated as the papers count widths.
 
     LeNet-300-100 gets gates on the input features of all three Linears (the pixels, the 300
     and the 100 units); LeNet-5-Caffe on both convs' channels and both Linears' input
     features. ``gated=False``: the plain network. LeNet-5-Caffe needs ``n_in == 784``.
+    ``kind``, ``per_weight`` and ``init`` go to :func:`~widthlab.nn.surgery.gate_layers`
+    (a stochastic kind's noise is seeded with ``seed``).
     """
     check_network(network)
     torch.manual_seed(seed)
+    gate = {"kind": kind, "per_weight": per_weight, "init": init, "seed": seed}
     if network == LENET300:
         model = LeNet300(n_in, n_classes)
         if gated:
-            gate_layers(model, ["fc1", "fc2", "fc3"], inputs="only")
+            gate_layers(model, ["fc1", "fc2", "fc3"], inputs="only", **gate)
         return model
     if n_in != IMAGE * IMAGE:
         raise UsageError(f"{LENET5} reads 28x28 single-channel images (784 inputs), the data "
                          f"has {n_in}; train {LENET300} on it instead")
     model = LeNet5(n_classes)
     if gated:
-        gate_layers(model, ["conv1", "conv2"])
-        gate_layers(model, ["fc1", "fc2"], inputs="only")
+        gate_layers(model, ["conv1", "conv2"], **gate)
+        gate_layers(model, ["fc1", "fc2"], inputs="only", **gate)
     return model
 
 

@@ -1,13 +1,17 @@
 """Learn the width of every layer of a user's own network and shrink it during training.
 
-- ``gates.py``: :func:`gate_layers` puts per-unit gates ``relu(g)`` (L1 price
+- ``kinds.py``: the gate kinds, ``"l1"`` (``relu(g)`` under an L1 price) and
+  ``"hard_concrete"`` (Louizos et al.'s stochastic L0 gate), :func:`get_gate_kind`;
+- ``gates.py``: :func:`gate_layers` puts per-unit gates of a kind (price
   :meth:`UnitGate.penalty`) on named ``nn.Linear`` / ``nn.Conv2d`` layers of any model, in
   place, through forward hooks; :func:`size_penalty`, :func:`gate_widths`, :func:`model_gates`;
 - ``graph.py``: what consumes each gated unit (torch.fx trace), with clear errors for what
   cannot be followed (a residual add, a concat);
 - ``rules.py``: when a unit goes: the journal's ``"dead"`` rule, Smallify's ``"smallify"``;
 - ``shrink.py``: :func:`shrink_` removes dead units from layers, BatchNorms, consumers and the
-  optimizer's state, in place.
+  optimizer's state, in place;
+- ``layout.py``: :func:`restore_layout_` cuts a fresh copy to a shrunk checkpoint's units
+  (stochastic gates record them), so the checkpoint loads and training resumes.
 
 Example::
 
@@ -23,8 +27,11 @@ Example::
 
 from widthlab.nn.surgery.gates import UnitGate, gate_layers, gate_widths, model_gates, size_penalty
 from widthlab.nn.surgery.graph import Consumer, Group, plan_groups
+from widthlab.nn.surgery.kinds import HardConcreteKind, L1Kind, get_gate_kind
+from widthlab.nn.surgery.layout import restore_layout_
 from widthlab.nn.surgery.rules import DeadRule, SignFlipRule, get_rule
 from widthlab.nn.surgery.shrink import shrink_
 
-__all__ = ["Consumer", "DeadRule", "Group", "SignFlipRule", "UnitGate", "gate_layers",
-           "gate_widths", "get_rule", "model_gates", "plan_groups", "shrink_", "size_penalty"]
+__all__ = ["Consumer", "DeadRule", "Group", "HardConcreteKind", "L1Kind", "SignFlipRule",
+           "UnitGate", "gate_layers", "gate_widths", "get_gate_kind", "get_rule", "model_gates",
+           "plan_groups", "restore_layout_", "shrink_", "size_penalty"]

@@ -1,15 +1,18 @@
 """Per-unit gates on a user's own ``nn.Linear`` / ``nn.Conv2d`` layers, attached in place.
 
 A :class:`UnitGate` multiplies each unit (an output feature of a Linear, an output channel of a
-Conv2d, or an input feature of either) by ``relu(g)``, the journal's sparsifier gate, and
-:meth:`UnitGate.penalty` is its L1 price (``sum(relu(g))`` for ``"strict"``, ``sum(|g|)`` for
-``"abs"``). :func:`gate_layers` attaches gates to named layers of any model with forward hooks
-(the model's code is not touched): an *output* gate after the layer, or after the BatchNorm
-that follows a conv (so a dead channel is exactly 0 after the normalisation too); an *input*
-gate before the layer (``inputs=True``): on the units of the layer that feeds it when that
-layer can be followed (the 300 hidden units of LeNet-300-100's second layer), otherwise on the
-raw input features, which the gate then *selects* (the 784 pixels: a removed pixel is no
-longer read).
+Conv2d, or an input feature of either) by its gate, and :meth:`UnitGate.penalty` is the gate's
+price. What the gate is comes from its *kind* (:mod:`~widthlab.nn.surgery.kinds`): ``"l1"``,
+the journal's sparsifier gate ``relu(g)`` under an L1 price (``sum(relu(g))`` for
+``"strict"``, ``sum(|g|)`` for ``"abs"``), or ``"hard_concrete"``, Louizos et al.'s stochastic
+L0 gate (a seeded sample per minibatch in training, its deterministic clamp in evaluation,
+the expected L0 norm as price). :func:`gate_layers` attaches gates to named layers of any
+model with forward hooks (the model's code is not touched): an *output* gate after the layer,
+or after the BatchNorm that follows a conv (so a dead channel is exactly 0 after the
+normalisation too); an *input* gate before the layer (``inputs=True``): on the units of the
+layer that feeds it when that layer can be followed (the 300 hidden units of LeNet-300-100's
+second layer), otherwise on the raw input features, which the gate then *selects* (the 784
+pixels: a removed pixel is no longer read).
 
 Example::
 
@@ -18,24 +21,53 @@ Example::
     loss = F.cross_entropy(model(x), y) + 1e-4 * sum(g.penalty() for g in gates)
     ...
     shrink_(model, optimizer)                          # widthlab.nn.surgery.shrink_
+
+    gate_layers(model, ["0"], kind="hard_concrete", seed=0)   # L0 gates, seeded noise
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from widthlab.errors import UsageError
+from widthlab.nn.surgery.kinds import L1_PENALTIES, GateKind, L1Kind, get_gate_kind
 
-PENALTIES = ("strict", "abs")
+PENALTIES = L1_PENALTIES
 OUT_ATTR, IN_ATTR = "widthlab_out_gate", "widthlab_in_gate"
+NOISE_KEY = "noise_state"  # the state_dict entry of a stochastic gate's generator state
+
+
+def _kind(kind: str | GateKind, penalty: str) -> GateKind:
+    if isinstance(kind, str) and kind == "l1":
+        return L1Kind(penalty)
+    if penalty not in PENALTIES:
+        raise UsageError(f"unknown gate penalty {penalty!r}; choose one of "
+                         f"{', '.join(PENALTIES)}")
+    return get_gate_kind(kind)
+
+
+def draw_uniforms(gen: torch.Generator, n: int, ids: Tensor, like: Tensor) -> Tensor:
+    """``n`` uniforms from the CPU generator ``gen``, on ``like``'s device and dtype, read at
+    ``ids`` (on that device). On CUDA the copy goes through pinned memory without a sync."""
+    u = torch.rand(n, generator=gen)
+    if like.device.type == "cuda":
+        u = u.pin_memory().to(like.device, non_blocking=True)
+    return u.to(like.device, like.dtype).index_select(0, ids)
+
+
+def noise_seed(seed: int, key: str) -> int:
+    """The seed of the noise generator of gate ``key`` of a model gated with ``seed``."""
+    return int(np.random.SeedSequence([int(seed), zlib.crc32(key.encode())])
+               .generate_state(1)[0])
 
 
 class UnitGate(nn.Module):
-    """``x * relu(g)`` along one dimension of ``x``; optionally selects ``x``'s kept units first.
+    """``x * gate`` along one dimension of ``x``; optionally selects ``x``'s kept units first.
 
     Parameters
     ----------
@@ -46,46 +78,67 @@ class UnitGate(nn.Module):
     key : str
         The name :func:`shrink_` and :func:`gate_widths` report the gate under.
     penalty : {"strict", "abs"}
-    init : float
-        Initial value of every ``g``.
+        The L1 kind's price (ignored by other kinds).
+    init : float, optional
+        Initial value of every parameter (``g``, or ``log_alpha``); default the kind's
+        (``1.0`` for ``"l1"``, ``log 4`` for ``"hard_concrete"``).
     selects : bool
         The gate sits on a layer's raw inputs: it keeps ``index`` (the input positions still
-        read) and forwards ``x.index_select(dim, index) * relu(g)``.
+        read) and forwards ``x.index_select(dim, index) * gate``.
     flip_momentum : float
         Momentum of the running mean / variance of ``sign(g)`` (Smallify's rule).
     price_scale : float
         Multiplier of this gate's :meth:`penalty` (a per-layer price: e.g. a pixel that feeds
         300 weights priced above a hidden unit); settable after :func:`gate_layers`.
+    kind : {"l1", "hard_concrete"} or a kind object
+        See :mod:`~widthlab.nn.surgery.kinds`.
+    seed : int
+        Seed of a stochastic kind's noise generator (one ``torch.Generator`` per gate, on the
+        CPU; its state is part of the ``state_dict``, so a checkpoint resumes the same noise).
 
     Attributes
     ----------
     gate : Parameter (n,)
+        ``g`` of the L1 kind, ``log_alpha`` of the hard-concrete kind.
     index : LongTensor buffer (n,), only when ``selects``
     n_in : int
         Size of the input along ``dim`` that ``index`` points into (``selects`` only).
     flip_mean, flip_var : buffers (n,)
-        Updated on every training-mode forward.
+        Updated on every training-mode forward of the L1 kind.
+    unit_ids : LongTensor buffer (n,), stochastic kinds only
+        Each kept unit's position among the ``n`` units the gate started with: the noise is
+        drawn for all ``n`` and read at ``unit_ids``, so a removed unit changes no other
+        unit's noise (training after :func:`shrink_` equals training with the unit masked).
+    unit_weights : float or None
+        When set (``gate_layers(..., per_weight=True)``), :meth:`penalty` multiplies every
+        unit's term by it: the weights one unit gated when the model was gated (fixed, as in
+        Louizos et al.; so removing units changes no other unit's price).
     """
 
-    def __init__(self, n: int, *, dim: int, key: str, penalty: str = "strict", init: float = 1.0,
-                 selects: bool = False, flip_momentum: float = 0.9, price_scale: float = 1.0):
+    def __init__(self, n: int, *, dim: int, key: str, penalty: str = "strict",
+                 init: float | None = None, selects: bool = False, flip_momentum: float = 0.9,
+                 price_scale: float = 1.0, kind: str | GateKind = "l1", seed: int = 0):
         super().__init__()
-        if penalty not in PENALTIES:
-            raise UsageError(f"unknown gate penalty {penalty!r}; choose one of "
-                             f"{', '.join(PENALTIES)}")
+        self.kind = _kind(kind, penalty)
         if not 0.0 <= flip_momentum < 1.0:
             raise UsageError(f"flip_momentum must be in [0, 1), got {flip_momentum}")
         if not price_scale >= 0:
             raise UsageError(f"price_scale must be >= 0, got {price_scale}")
-        self.dim, self.key, self.penalty_kind = int(dim), str(key), penalty
+        init = self.kind.default_init if init is None else float(init)
+        self.dim, self.key = int(dim), str(key)
+        self.penalty_kind = getattr(self.kind, "penalty", "expected_l0")
         self.selects, self.n_in, self.flip_momentum = bool(selects), int(n), float(flip_momentum)
-        self.price_scale = float(price_scale)
+        self.price_scale, self.unit_weights = float(price_scale), None
         self.gate = nn.Parameter(torch.full((int(n),), float(init)))
         if self.selects:
             self.register_buffer("index", torch.arange(int(n)))
         sign = 1.0 if init > 0 else (-1.0 if init < 0 else 0.0)
         self.register_buffer("flip_mean", torch.full((int(n),), sign))
         self.register_buffer("flip_var", torch.zeros(int(n)))
+        self.noise, self.n_units = None, int(n)
+        if self.kind.stochastic:
+            self.noise = torch.Generator().manual_seed(noise_seed(seed, self.key))
+            self.register_buffer("unit_ids", torch.arange(int(n)))
 
     @property
     def width(self) -> int:
@@ -93,19 +146,30 @@ class UnitGate(nn.Module):
         return int(self.gate.shape[0])
 
     def extra_repr(self) -> str:
-        return (f"key={self.key!r}, width={self.width}, penalty={self.penalty_kind!r}, "
+        kind = "" if self.kind.name == "l1" else f"kind={self.kind.name!r}, "
+        return (f"key={self.key!r}, width={self.width}, {kind}penalty={self.penalty_kind!r}, "
                 f"selects={self.selects}")
 
     def scale(self) -> Tensor:
-        """``relu(g)``, shape ``(n,)``."""
-        return F.relu(self.gate)
+        """The deterministic (evaluation) gate, shape ``(n,)``: ``relu(g)``, or the
+        hard-concrete ``clamp(sigmoid(log_alpha) * (zeta - gamma) + gamma, 0, 1)``."""
+        return self.kind.scale(self.gate)
+
+    def uniforms(self) -> Tensor:
+        """The next minibatch's uniforms of a stochastic kind, ``(n,)`` on the gate's device:
+        ``n_units`` drawn from the gate's generator, read at ``unit_ids``."""
+        return draw_uniforms(self.noise, self.n_units, self.unit_ids, self.gate)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.selects:
             x = x.index_select(self.dim, self.index)
-        if self.training:
+        if not self.training:
+            s = self.scale()
+        elif self.kind.stochastic:
+            s = self.kind.sample(self.gate, self.uniforms())
+        else:
             self._observe()
-        s = self.scale()
+            s = self.scale()
         if self.dim not in (-1, x.ndim - 1):
             s = s.view(-1, *([1] * (x.ndim - 1 - self.dim)))  # (n, 1, ..., 1)
         return x * s
@@ -119,10 +183,33 @@ class UnitGate(nn.Module):
         self.flip_var.mul_(mu).add_((sign - self.flip_mean) ** 2, alpha=1 - mu)
 
     def penalty(self) -> Tensor:
-        """L1 price, a scalar: ``price_scale * sum(relu(g))`` ("strict") or
-        ``price_scale * sum(|g|)`` (unweighted at the default ``price_scale = 1``, exactly)."""
-        l1 = F.relu(self.gate).sum() if self.penalty_kind == "strict" else self.gate.abs().sum()
-        return self.price_scale * l1
+        """The price, a scalar: ``price_scale * sum(terms)`` with the kind's per-unit terms
+        (L1: ``relu(g)`` or ``|g|``, unweighted at the default ``price_scale = 1``, exactly;
+        hard-concrete: the expected L0 ``sigmoid(log_alpha - beta * log(-gamma / zeta))``),
+        each times ``unit_weights`` when that is set."""
+        total = self.kind.penalty_terms(self.gate).sum()
+        if self.unit_weights is not None:
+            total = total * self.unit_weights
+        return self.price_scale * total
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        if self.noise is not None:
+            destination[prefix + NOISE_KEY] = self.noise.get_state()
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict,
+                                      missing_keys, unexpected_keys, error_msgs)
+        key = prefix + NOISE_KEY
+        if self.noise is None:
+            return
+        if key in unexpected_keys:
+            unexpected_keys.remove(key)
+        if key in state_dict:
+            self.noise.set_state(state_dict[key].cpu())
+        elif strict:
+            missing_keys.append(key)
 
 
 def _gate_output(module: nn.Module, args: tuple, output: Tensor) -> Tensor:
@@ -159,21 +246,23 @@ def _attach(module: nn.Module, attr: str, gate: UnitGate, like: Tensor) -> None:
 
 
 def gate_layers(model: nn.Module, names: Sequence[str], penalty: str = "strict",
-                init: float = 1.0, inputs: bool | str = False) -> list[UnitGate]:
+                init: float | None = None, inputs: bool | str = False,
+                kind: str | GateKind = "l1", seed: int = 0,
+                per_weight: bool = False) -> list[UnitGate]:
     """Put a sparsifier gate on the units of each named layer of ``model``, in place.
 
     Parameters
     ----------
     model : nn.Module
-        Any model torch.fx can trace; it keeps working as before (the gates start at
-        ``relu(init)``, so ``init=1.0`` changes no output).
+        Any model torch.fx can trace; it keeps working as before (the L1 gates start at
+        ``relu(init)``, so the default ``init=1.0`` changes no output).
     names : sequence of str
         Names of ``nn.Linear`` / ``nn.Conv2d`` submodules (as in ``model.named_modules()``).
     penalty : {"strict", "abs"}
-        What each gate's :meth:`UnitGate.penalty` sums: ``relu(g)`` (a dead unit stays dead)
-        or ``|g|``.
-    init : float
-        Initial gate value.
+        What each L1 gate's :meth:`UnitGate.penalty` sums: ``relu(g)`` (a dead unit stays
+        dead) or ``|g|``.
+    init : float, optional
+        Initial gate parameter (default: the kind's, see :class:`UnitGate`).
     inputs : bool or "only"
         ``False``: gate the layers' output units (a Conv2d's channels, after the BatchNorm
         that follows it). ``True``: also gate their input features. ``"only"``: gate the
@@ -181,6 +270,15 @@ def gate_layers(model: nn.Module, names: Sequence[str], penalty: str = "strict",
         the units flow only into this layer (then shrinking removes them from that layer
         too); otherwise it selects the raw input features. An input gate on units that
         already have a gate is skipped.
+    kind : {"l1", "hard_concrete"} or a kind object
+        The gate kind (:func:`~widthlab.nn.surgery.kinds.get_gate_kind`).
+    seed : int
+        Seed of the stochastic kinds' noise (each gate draws from its own generator, seeded
+        from ``seed`` and its key).
+    per_weight : bool
+        Price each unit per weight it gates (:attr:`UnitGate.unit_weights`, counted now):
+        an output gate its producer's weights of that unit (a Linear's row, a conv's
+        filter), an input gate its consumers' weights (a Linear's column).
 
     Returns
     -------
@@ -190,23 +288,38 @@ def gate_layers(model: nn.Module, names: Sequence[str], penalty: str = "strict",
     Raises
     ------
     UsageError
-        Unknown name, a layer that is not Linear/Conv2d, a layer already gated, or output
-        units that cannot be followed (a residual add, a concat, the model's output).
+        Unknown name or kind, a layer that is not Linear/Conv2d, a layer already gated, or
+        output units that cannot be followed (a residual add, a concat, the model's output).
     """
-    from widthlab.nn.surgery.graph import plan_gates  # graph imports this module
+    from widthlab.nn.surgery.graph import plan_gates, plan_groups  # graph imports this module
 
     if inputs not in (False, True, "only"):
         raise UsageError(f"inputs must be False, True or 'only', got {inputs!r}")
-    if penalty not in PENALTIES:
-        raise UsageError(f"unknown gate penalty {penalty!r}; choose one of "
-                         f"{', '.join(PENALTIES)}")
+    gate_kind = _kind(kind, penalty)
     outs = [] if inputs == "only" else list(names)
     ins = list(names) if inputs else []
     specs = plan_gates(model, outs, ins)  # validates everything before any change
     gates = []
     for spec in specs:
-        gate = UnitGate(spec.n, dim=spec.dim, key=spec.key, penalty=penalty, init=init,
-                        selects=spec.selects)
+        gate = UnitGate(spec.n, dim=spec.dim, key=spec.key, init=init, selects=spec.selects,
+                        kind=gate_kind, seed=seed)
         _attach(spec.module, spec.attr, gate, spec.like)
         gates.append(gate)
+    if per_weight:
+        modules = dict(model.named_modules())
+        new = {id(g) for g in gates}
+        for group in plan_groups(model):
+            if id(group.gate) in new:
+                group.gate.unit_weights = unit_weights(modules, group)
     return gates
+
+
+def unit_weights(modules: dict[str, nn.Module], group) -> float:
+    """The weights one unit of ``group`` (a :class:`~widthlab.nn.surgery.graph.Group`) gates:
+    an input gate (key ``...:in``) its consumers' weights, an output gate its producer's."""
+    gate = group.gate
+    if gate.key.endswith(":in"):
+        total = sum(modules[c.name].weight.numel() for c in group.consumers)
+    else:
+        total = modules[group.producer].weight.numel()
+    return float(total) / max(gate.width, 1)

@@ -1,7 +1,8 @@
 """When a gated unit is removed: the journal's rule and Smallify's.
 
 * ``"dead"`` (the journal's sparsifier): a unit goes when its gate is exactly dead,
-  ``relu(g) == 0``. It then contributes exact zeros, so removing it changes no output and
+  ``relu(g) == 0`` (for a hard-concrete gate: its evaluation gate is exactly 0). It then
+  contributes exact zeros, so removing it changes no output and
   training continues exactly as if it were masked.
 * ``"smallify"`` (Leclerc et al. 2018, *Smallify: learning network size while training*): a
   gate that oscillates around zero under the L1 price is taken to be unneeded. Every
@@ -29,13 +30,15 @@ from widthlab.nn.surgery.gates import UnitGate
 
 @dataclass(frozen=True)
 class DeadRule:
-    """The journal's rule: a unit is dead when ``relu(g) == 0``."""
+    """The journal's rule: a unit is dead when its (evaluation) gate is exactly 0:
+    ``relu(g) == 0``, or a hard-concrete gate's ``clamp(sigmoid(log_alpha) * (zeta - gamma)
+    + gamma, 0, 1) == 0``."""
 
     name: str = "dead"
 
     def dead(self, gate: UnitGate) -> Tensor:
         """Bool ``(n,)``: which units to remove."""
-        return gate.gate.detach() <= 0
+        return gate.kind.dead(gate.gate.detach())
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,9 @@ class SignFlipRule:
 
     def dead(self, gate: UnitGate) -> Tensor:
         """Bool ``(n,)``: which units to remove."""
+        if gate.kind.name != "l1":
+            raise UsageError(f"the smallify rule reads the sign flips of L1 gates; gate "
+                             f"{gate.key!r} is {gate.kind.name!r}: use rule='dead'")
         return (gate.gate.detach() <= 0) | (gate.flip_var > self.threshold)
 
 

@@ -81,7 +81,7 @@ def _cut_norm(norm: nn.Module, index: Tensor, optimizer) -> None:
 
 
 def _cut_gate(gate: UnitGate, index: Tensor, optimizer) -> None:
-    for attr in ("gate", "flip_mean", "flip_var", "index"):
+    for attr in ("gate", "flip_mean", "flip_var", "index", "unit_ids"):
         _keep_(gate, attr, 0, index, optimizer)
 
 
@@ -155,12 +155,14 @@ def shrink_(model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
     ------
     UsageError
         A gate whose units reach something that cannot be followed (named in the message),
-        or an optimizer whose state cannot be sliced. The model and the optimizer are then
-        left exactly as they were.
+        a rule that cannot read a gate's kind, or an optimizer whose state cannot be sliced.
+        The model and the optimizer are then left exactly as they were.
     """
     rule = get_rule(rule)
     check_optimizer(model, optimizer)  # before anything is cut
     groups = plan_groups(model)
+    for group in groups:  # a rule that cannot read some gate fails before any change
+        rule.dead(group.gate)
     modules = dict(model.named_modules())
     shapes = {p: p.shape for p in model.parameters()}
     with undoing(model) as undo:  # a refusal half-way puts every cut back
@@ -178,10 +180,10 @@ def _shrink(groups: list[Group], modules: dict[str, nn.Module], rule, optimizer,
         removed[group.gate.key] = int(dead.sum())
         if dead.numel() == 0:  # an earlier group took every unit this gate had left
             continue
-        if bool(dead.all()):  # a layer keeps one unit, switched off: relu(g) = 0
+        if bool(dead.all()):  # a layer keeps one unit, switched off (gate exactly 0)
             undo.save(group.gate, "gate", clone=True)
             with torch.no_grad():
-                group.gate.gate[0] = group.gate.gate[0].clamp(max=0.0)
+                group.gate.gate[0] = group.gate.kind.closed(group.gate.gate[0])
             dead = dead.clone()
             dead[0] = False
             removed[group.gate.key] -= 1

@@ -13,6 +13,7 @@ from widthlab.engine import TrainConfig
 from widthlab.errors import UsageError
 from widthlab.nn import ModelSpec
 from widthlab.nn.growth import INITS, BenefitRule, GrowingGate
+from widthlab.nn.surgery.kinds import KINDS as GATE_KINDS
 from widthlab.studies.base import Experiment, Profile, seed_list
 
 NAME = "growth"
@@ -60,8 +61,13 @@ class GrowthProfile(Profile):
     min_gate: float = field(default=0.65, metadata={
         "help": "candidate rule: no growth while the median gate is below"})
     static: bool = field(default=True, metadata={"help": "static networks of final widths"})
+    gate_kind: str = field(default="l1", metadata={
+        "help": "the gates: l1 (relu(g), L1 price) or hard_concrete (L0 gates)"})
 
     def validate(self) -> None:
+        if self.gate_kind not in GATE_KINDS:
+            raise UsageError(f"unknown gate_kind {self.gate_kind!r}; choose one of "
+                             f"{', '.join(GATE_KINDS)}")
         if any(i not in INITS for i in self.inits) or not self.inits:
             raise UsageError(f"unknown init(s) {list(self.inits)}; choose from "
                              f"{', '.join(INITS)}")
@@ -120,6 +126,8 @@ def growth_gate(p: GrowthProfile, g: list[tuple[str, float, int, int]], steps: i
     inits, lams = [x[0] for x in g], [x[1] for x in g]
     common = dict(init=inits, lr=p.gate_lr, every=p.every, window=p.window,
                   max_new=p.max_new, max_frac=p.max_frac, grace=p.grace, price=lams)
+    if p.gate_kind != "l1":  # an L1 gate's description (its runs' ids) as before
+        common["gate_kind"] = p.gate_kind
     if p.rule == "benefit":
         settings = BenefitRule(**{"warmup": p.warmup, "settle": p.settle, "refit": p.refit,
                                   "ridge": p.ridge, "alpha_remove": p.alpha_remove,

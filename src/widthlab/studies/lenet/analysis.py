@@ -16,9 +16,12 @@ import pandas as pd
 from widthlab.nn.lenet import LAYERS, NETWORKS, lenet_weights
 from widthlab.store import Store
 from widthlab.studies.lenet.compute import MANIFEST, manifest_runs
+from widthlab.studies.lenet.config import HC, L1
 from widthlab.studies.lenet.references import published_frame, widths_text
 
 DENSE, CUT = "no gates (same epochs)", "width_frontier cut + 1 epoch fine-tune"
+#: the method label of a gated run per gate kind (followed by ", price <p>")
+GATED = {L1: "widthlab gates", HC: "widthlab gates (hard concrete)"}
 ROW_COLUMNS = ["source", "network", "method", "widths", "total_width", "weights", "error"]
 
 
@@ -74,9 +77,11 @@ def _read_one(st: Store, run_id: str) -> tuple[list[dict], list[pd.DataFrame], s
     ep = _epochs(st, run_id)
     n_classes = int(cfg["data"]["n_classes"])
     if cfg["kind"] == "gated":
-        method = f"widthlab gates, price {cfg['price']:g}"
-        return ([_row(ep, int(ep.index.max()), network, method, cfg["price"], n_classes)],
-                [_curve(ep, network, method, cfg["price"])], None)
+        kind = cfg.get("gate_kind", L1)
+        method = f"{GATED[kind]}, price {cfg['price']:g}"
+        row = _row(ep, int(ep.index.max()), network, method, cfg["price"], n_classes)
+        return ([{**row, "gate_kind": kind}],
+                [_curve(ep, network, method, cfg["price"]).assign(gate_kind=kind)], None)
     last = int(ep.index.max())
     dense = _row(ep, last - 1, network, DENSE, np.nan, n_classes)
     cut = _row(ep, last, network, CUT, np.nan, n_classes)
@@ -101,8 +106,10 @@ def read_runs(st: Store, runs: Mapping[str, str]) -> dict:
     if len(frame):  # network order, then the gated runs by price, the dense one, its cut
         kind = frame.method.map({DENSE: 1, CUT: 2}).fillna(0)
         order = frame.network.map({n: i for i, n in enumerate(NETWORKS)})
-        frame = frame.assign(_o=order, _k=kind).sort_values(["_o", "_k", "price"]) \
-            .drop(columns=["_o", "_k"]).reset_index(drop=True)
+        hc = frame.get("gate_kind", pd.Series("", index=frame.index)) == HC
+        frame = frame.assign(_o=order, _k=kind, _g=hc) \
+            .sort_values(["_o", "_k", "_g", "price"]).drop(columns=["_o", "_k", "_g"]) \
+            .reset_index(drop=True)
     return {"rows": frame, "curves": pd.concat(curves, ignore_index=True)
             if curves else pd.DataFrame(), "notes": notes}
 
@@ -135,8 +142,10 @@ def budget(st: Store, runs: Mapping[str, str]) -> str:
         cfg = st.require_run(run_id)["config"]
         s, d = cfg["settings"], cfg["data"]
         samples.add((int(d["n_train"]), int(d["n_test"]), int(s["seed"])))
-        net = per.setdefault(cfg["network"], {"epochs": s["epochs"], "prices": []})
+        kind = cfg.get("gate_kind", L1)
+        label = cfg["network"] if kind == L1 else f"{cfg['network']} ({GATED[kind]})"
         if cfg["kind"] == "gated":
+            net = per.setdefault(label, {"epochs": s["epochs"], "prices": []})
             net["prices"].append(cfg["price"])
             net["gate_lr"], net["free"] = s["gate_lr"], int(s["epochs"] * s["free_frac"])
         else:

@@ -3,7 +3,8 @@ per gated run and per cut) trained by the one run lifecycle, and the manifest.
 
 What is stored, per epoch:
 
-- gated run ``lenet:gated-<net>-<price>``: one model; ``test/error``, ``train/loss``,
+- gated run ``lenet:gated-<net>-<price>`` (L1 gates; ``lenet:gated-hc-<net>-<price>``:
+  hard-concrete gates, its config's ``gate_kind``): one model; ``test/error``, ``train/loss``,
   ``train/epoch_time`` (seconds of training), ``train/n_params``, ``train/price`` and
   ``train/width/<layer>`` (the widths as the papers count them: the
   :class:`~widthlab.studies.lenet.train.LenetWidths` hook);
@@ -36,6 +37,7 @@ from widthlab.store import Store
 from widthlab.studies.base import Derived, ModuleExperiment, RunContext, StoredAnalysis
 from widthlab.studies.lenet import train as tr
 from widthlab.studies.lenet.config import (
+    L1,
     NAME,
     LenetProfile,
     cut_name,
@@ -69,9 +71,13 @@ def _data_id(ctx: RunContext) -> dict:
     return {"dataset": ctx.dataset}
 
 
-def gated_run_config(network: str, price: float, ctx: RunContext) -> dict:
-    return {"network": network, "price": price, "kind": "gated",
-            "settings": settings(ctx.profile, network, "gated"), "data": _data_id(ctx)}
+def gated_run_config(network: str, price: float, ctx: RunContext, gate_kind: str = L1) -> dict:
+    out = {"network": network, "price": price, "kind": "gated",
+           "settings": settings(ctx.profile, network, "gated", gate_kind),
+           "data": _data_id(ctx)}
+    if gate_kind != L1:  # an L1 run's identity is that of before the gate kinds
+        out["gate_kind"] = gate_kind
+    return out
 
 
 def cut_run_config(network: str, ctx: RunContext) -> dict:
@@ -108,13 +114,16 @@ def _experiment(name: str, network: str, build, cfg: ModuleConfig, describe: dic
                             hooks=(tr.LenetWidths(network),), data=data, trainable=trainable)
 
 
-def gated_experiment(network: str, price: float, ctx: RunContext) -> ModuleExperiment:
-    """One gated run (see the module docstring)."""
+def gated_experiment(network: str, price: float, ctx: RunContext,
+                     gate_kind: str = L1) -> ModuleExperiment:
+    """One gated run (see the module docstring); ``gate_kind`` "l1" or "hard_concrete"."""
     p: LenetProfile = ctx.profile
-    return _experiment(gated_name(network, price), network,
-                       lambda net, n_in, n_out: tr.build_gated(net, p, n_in, n_out),
-                       gated_config(p, network, price), gated_run_config(network, price, ctx),
-                       _spec(network, "gated", p, price=price), splits(ctx), ModuleRun)
+    options = {"price": price} if gate_kind == L1 else {"price": price, "gate_kind": gate_kind}
+    return _experiment(gated_name(network, price, gate_kind), network,
+                       lambda net, n_in, n_out: tr.build_gated(net, p, n_in, n_out, gate_kind),
+                       gated_config(p, network, price, gate_kind),
+                       gated_run_config(network, price, ctx, gate_kind),
+                       _spec(network, "gated", p, **options), splits(ctx), ModuleRun)
 
 
 def cut_experiment(network: str, ctx: RunContext) -> ModuleExperiment:
@@ -132,9 +141,11 @@ def unit_steps(p: LenetProfile) -> list[Derived]:
     """One step per gated run and per cut, in the profile's order."""
     out = []
     for net in p.networks:
-        for price in prices_of(p, net):
-            out.append(Derived(gated_name(net, price),
-                               functools.partial(gated_experiment, net, price)))
+        for kind in p.gate_kinds:
+            for price in prices_of(p, net, kind):
+                out.append(Derived(gated_name(net, price, kind),
+                                   functools.partial(gated_experiment, net, price,
+                                                     gate_kind=kind)))
         if p.cut:
             out.append(Derived(cut_name(net), functools.partial(cut_experiment, net)))
     return out

@@ -3,6 +3,12 @@ count widths, at every price of the profile (one stored run each), and per netwo
 network trained without gates and cut after training by ``widthlab.frontier`` layer by layer
 with one epoch of fine-tuning (one stored run); a manifest run lists the runs of one profile.
 
+Two gate kinds (``gate_kinds``, :mod:`widthlab.nn.surgery.kinds`): ``"l1"`` (``relu(g)``
+under an L1 price, ``prices300`` / ``prices5``, the stored runs of before) and
+``"hard_concrete"`` (Louizos et al.'s L0 gates, ``hc_prices300`` / ``hc_prices5``: the price
+of one weight's expected L0 when ``hc_per_weight300`` / ``hc_per_weight5``, else of one
+unit's).
+
 The full profile is ``benchmarks/bench_lenet.py``'s settings (the 60,000 training images,
 30 / 10 epochs, three prices each); the quick one fits CI time (3,000 images, 3 / 2 epochs).
 """
@@ -19,6 +25,9 @@ from widthlab.studies.base import Profile
 
 NAME = "lenet"
 TAGS = {LENET300: "lenet300", LENET5: "lenet5"}
+L1, HC = "l1", "hard_concrete"
+GATE_KINDS = (L1, HC)
+KIND_TAGS = {L1: "", HC: "hc-"}  # step names: gated-lenet300-0.0005, gated-hc-lenet300-1e-05
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,6 +58,25 @@ class LenetProfile(Profile):
         metadata={"help": "LeNet-300-100's price multipliers of the pixel, 300-unit and "
                           "100-unit gates"})
     batch_size: int = field(default=100, metadata={"help": "minibatch size"})
+    gate_kinds: tuple[str, ...] = field(default=GATE_KINDS, metadata={
+        "help": "gate kinds trained at their prices: l1 and/or hard_concrete"})
+    hc_prices300: tuple[float, ...] = field(default=(2e-3, 3e-3, 5e-3), metadata={
+        "help": "hard-concrete prices of LeNet-300-100 (per weight when hc_per_weight300)"})
+    hc_prices5: tuple[float, ...] = field(default=(1e-3, 1.5e-3, 2e-3), metadata={
+        "help": "hard-concrete prices of LeNet-5-Caffe (per weight when hc_per_weight5)"})
+    hc_per_weight300: bool = field(default=False, metadata={
+        "help": "price LeNet-300-100's hard-concrete units per weight they gate (Louizos et "
+                "al.; else per unit, like the L1 gates)"})
+    hc_per_weight5: bool = field(default=False, metadata={
+        "help": "price LeNet-5-Caffe's hard-concrete units per weight they gate"})
+    hc_init: float | None = field(default=None, metadata={
+        "help": "initial log_alpha of the hard-concrete gates (none: log 4, drop rate 0.2)"})
+    hc_gate_lr: float | None = field(default=None, metadata={
+        "help": "learning rate of log_alpha (none: gate_lr)"})
+    hc_scales300: tuple[float, ...] = field(
+        default=(1.0, 1.0, 1.0),
+        metadata={"help": "LeNet-300-100's hard-concrete price multipliers of the pixel, "
+                          "300-unit and 100-unit gates"})
     cut: bool = field(default=True, metadata={"help": "also prune after training (frontier)"})
     tol: float = field(default=0.005,
                        metadata={"help": "training accuracy the frontier cut may lose"})
@@ -62,7 +90,11 @@ class LenetProfile(Profile):
         bad = sorted(set(self.networks) - set(NETWORKS))
         if bad or not self.networks:
             raise UsageError(f"unknown network(s) {bad}; choose from {', '.join(NETWORKS)}")
-        prices = (*self.prices300, *self.prices5)
+        kinds = sorted(set(self.gate_kinds) - set(GATE_KINDS))
+        if kinds or not self.gate_kinds or len(set(self.gate_kinds)) != len(self.gate_kinds):
+            raise UsageError(f"gate_kinds must be distinct names from {', '.join(GATE_KINDS)}, "
+                             f"got {list(self.gate_kinds)}; e.g. l1,hard_concrete")
+        prices = (*self.prices300, *self.prices5, *self.hc_prices300, *self.hc_prices5)
         if any(not (v >= 0 and math.isfinite(v)) for v in prices):
             raise UsageError(f"prices must be finite and >= 0, got {list(prices)}; e.g. "
                              "2.5e-4,5e-4,1e-3")
@@ -75,10 +107,15 @@ class LenetProfile(Profile):
             w = getattr(self, name)
             if not (0 <= w < 1 and w + self.free_frac <= 1):
                 raise UsageError(f"{name} must be in [0, 1 - free_frac], got {w}")
-        if len(self.scales300) != 3 or any(not (v >= 0 and math.isfinite(v))
-                                           for v in self.scales300):
-            raise UsageError(f"scales300 must be three finite values >= 0 (pixels, 300 units, "
-                             f"100 units), got {list(self.scales300)}")
+        for name in ("scales300", "hc_scales300"):
+            v = getattr(self, name)
+            if len(v) != 3 or any(not (x >= 0 and math.isfinite(x)) for x in v):
+                raise UsageError(f"{name} must be three finite values >= 0 (pixels, 300 "
+                                 f"units, 100 units), got {list(v)}")
+        if self.hc_gate_lr is not None and not self.hc_gate_lr > 0:
+            raise UsageError(f"hc_gate_lr must be > 0 or none, got {self.hc_gate_lr}")
+        if self.hc_init is not None and not math.isfinite(self.hc_init):
+            raise UsageError(f"hc_init must be finite or none, got {self.hc_init}")
         if self.train_size is not None and self.train_size < 1:
             raise UsageError(f"train_size must be >= 1 or none, got {self.train_size}")
 
@@ -87,15 +124,22 @@ PROFILES = {
     # CI time (about a minute per dataset on one thread): 3,000 training images, 3 / 2 epochs,
     # two prices per network; the gates learn
     # 5x faster than in the full run so that units die within those few hundred steps
+    # (the hard-concrete gates: one price per network, log_alpha learning 3x faster: it travels
+    # from log 4 to below log(1/11) before a unit is removed)
     "quick": LenetProfile(prices300=(5e-4, 2e-3), prices5=(5e-4, 2e-3), epochs300=3, epochs5=2,
-                          train_size=3000, gate_lr=5e-2, calib_size=1000),
+                          train_size=3000, gate_lr=5e-2, calib_size=1000,
+                          hc_prices300=(3e-3,), hc_prices5=(1e-3,), hc_gate_lr=0.15),
     # between the two: 20,000 images, half the full epochs (15 / 5), two prices per network
     "standard": LenetProfile(prices300=(5e-4, 1e-3), prices5=(5e-4, 1e-3), epochs300=15,
-                             epochs5=5, train_size=20_000, gate_lr=2e-2, calib_size=5000),
+                             epochs5=5, train_size=20_000, gate_lr=2e-2, calib_size=5000,
+                             hc_prices300=(2e-3, 3e-3), hc_prices5=(1e-3, 2e-3)),
     # benchmarks/bench_lenet.py: the 60,000 training images, 30 / 10 epochs, three prices;
     # LeNet-300-100's pixels priced 8x and its 300 units 2x its 100 units, no price in its
     # first 5 epochs (probed in benchmarks/README.md: ~100 features fewer at the same error
     # than one price for every gate, 224-233 features at 1.84-1.93% instead of 340 at 1.93%)
+    # The hard-concrete gates at three prices per unit each (probed on one thread, issue 33's
+    # notes: LeNet-300-100 135-93-57 at 1.99% for 3e-3 at 30 epochs; LeNet-5-Caffe at 10
+    # epochs 20-44-164-102 at 0.80% for 1e-3, 20-32-86-50 at 1.08% for 2e-3)
     "full": LenetProfile(prices300=(2.5e-4, 4e-4, 5e-4), scales300=(8.0, 2.0, 1.0),
                          warmup300=1 / 6),
 }
@@ -109,28 +153,39 @@ def warmup_of(p: LenetProfile, network: str) -> float:
     return p.warmup300 if network == LENET300 else p.warmup5
 
 
-def prices_of(p: LenetProfile, network: str) -> tuple[float, ...]:
+def prices_of(p: LenetProfile, network: str, kind: str = L1) -> tuple[float, ...]:
+    if kind == HC:
+        return p.hc_prices300 if network == LENET300 else p.hc_prices5
     return p.prices300 if network == LENET300 else p.prices5
 
 
-def gated_name(network: str, price: float) -> str:
-    """The step (and run label) of one gated run: ``gated-lenet300-0.0005``."""
-    return f"gated-{TAGS[network]}-{price:g}"
+def gated_name(network: str, price: float, kind: str = L1) -> str:
+    """The step (and run label) of one gated run: ``gated-lenet300-0.0005`` (L1),
+    ``gated-hc-lenet300-5e-06`` (hard-concrete)."""
+    return f"gated-{KIND_TAGS[kind]}{TAGS[network]}-{price:g}"
 
 
 def cut_name(network: str) -> str:
     return f"cut-{TAGS[network]}"
 
 
-def gated_config(p: LenetProfile, network: str, price: float) -> ModuleConfig:
+def hc_per_weight_of(p: LenetProfile, network: str) -> bool:
+    return p.hc_per_weight300 if network == LENET300 else p.hc_per_weight5
+
+
+def gate_lr_of(p: LenetProfile, kind: str = L1) -> float:
+    return p.hc_gate_lr if kind == HC and p.hc_gate_lr is not None else p.gate_lr
+
+
+def gated_config(p: LenetProfile, network: str, price: float, kind: str = L1) -> ModuleConfig:
     """How one gated run trains: Adam, cosine schedule, the price off for the first
     ``warmup300``/``warmup5`` and the last ``free_frac`` of the epochs, shrunk after every
-    epoch (the journal's rule)."""
+    epoch (the journal's rule: a unit goes when its evaluation gate is exactly 0)."""
     epochs = epochs_of(p, network)
     return ModuleConfig(epochs=epochs, price=price, free_epochs=int(epochs * p.free_frac),
                         warmup_epochs=int(epochs * warmup_of(p, network)), lr=p.lr,
-                        gate_lr=p.gate_lr, batch_size=p.batch_size, schedule="cosine",
-                        seed=p.seed)
+                        gate_lr=gate_lr_of(p, kind), batch_size=p.batch_size,
+                        schedule="cosine", seed=p.seed)
 
 
 def dense_config(p: LenetProfile, network: str) -> ModuleConfig:
@@ -145,15 +200,21 @@ def finetune_config(p: LenetProfile) -> ModuleConfig:
                         schedule="cosine", shrink=False, seed=p.seed + 1)
 
 
-def settings(p: LenetProfile, network: str, kind: str) -> dict:
+def settings(p: LenetProfile, network: str, kind: str, gate_kind: str = L1) -> dict:
     """The profile fields one run of ``kind`` ("gated" or "cut") depends on (its identity:
-    adding a price does not retrain the others)."""
+    adding a price does not retrain the others); an L1 run's are those of before the gate
+    kinds, a hard-concrete run's add its own fields (and drop ``scales300``)."""
     keys = ["train_size", "seed", "lr", "batch_size"]
     keys += ["gate_lr", "free_frac"] if kind == "gated" else ["tol", "calib_size",
                                                                "finetune_lr"]
     out = {"epochs": epochs_of(p, network), **{k: getattr(p, k) for k in keys}}
     if kind == "gated":
         out["warmup"] = warmup_of(p, network)
-        if network == LENET300:
+        if gate_kind == HC:
+            out.update(gate_kind=HC, gate_lr=gate_lr_of(p, HC),
+                       per_weight=hc_per_weight_of(p, network), init=p.hc_init)
+            if network == LENET300:
+                out["scales300"] = list(p.hc_scales300)
+        elif network == LENET300:
             out["scales300"] = list(p.scales300)
     return out

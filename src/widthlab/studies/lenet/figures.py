@@ -8,7 +8,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from widthlab.studies._plot import plt
-from widthlab.studies.lenet.analysis import CUT, DENSE
+from widthlab.studies.lenet.analysis import CUT, DENSE, GATED
+from widthlab.studies.lenet.config import HC, L1
 
 PLAIN = FuncFormatter(lambda v, _: f"{v:g}")  # 2, 4, 8 on a log axis, not 2 x 10^0
 # minor labels of a log axis at 2, 3 and 5 x 10^k only (no overlapping 700 800 900)
@@ -26,7 +27,8 @@ def _networks(*frames: pd.DataFrame) -> list[str]:
 def error_vs_width(rows: pd.DataFrame, published: pd.DataFrame | None,
                    title: str = "") -> Figure:
     """One panel per network: final-epoch test error against the total width (the sum of the
-    row's widths), widthlab's gated runs as a line over the prices, the network without gates
+    row's widths), widthlab's gated runs as a line over the prices per gate kind (L1,
+    hard-concrete), the network without gates
     and its frontier cut (before and after the fine-tuning epoch), the published points."""
     nets = _networks(rows, published if published is not None else pd.DataFrame())
     fig, axes = plt.subplots(1, len(nets), figsize=(5.2 * len(nets), 4.2), squeeze=False)
@@ -34,9 +36,12 @@ def error_vs_width(rows: pd.DataFrame, published: pd.DataFrame | None,
         mine = rows[rows.network == net] if not rows.empty else rows
         g = mine[mine.method.str.startswith("widthlab gates")].sort_values("total_width") \
             if not mine.empty else mine
-        if len(g):
-            ax.plot(g.total_width, g.error, "o-", color="C0", label="widthlab gates")
-            for r in g.itertuples():
+        kinds = g["gate_kind"].fillna(L1) if "gate_kind" in g else pd.Series(L1, index=g.index)
+        for kind, color in ((L1, "C0"), (HC, "C2")):
+            k = g[kinds == kind]
+            if len(k):
+                ax.plot(k.total_width, k.error, "o-", color=color, label=GATED[kind])
+            for r in k.itertuples():
                 ax.annotate(f"{r.price:g}", (r.total_width, r.error), fontsize=7,
                             textcoords="offset points", xytext=(4, 4))
         for method, style, label in ((DENSE, "s", "no gates"), (CUT, "D", "frontier cut + "
@@ -50,7 +55,8 @@ def error_vs_width(rows: pd.DataFrame, published: pd.DataFrame | None,
                         label="frontier cut, before fine-tuning")
         if published is not None:
             p = published[published.network == net]
-            ax.plot(p.total_width, p.error, "^", color="k", label="published")
+            ax.plot(p.total_width, p.error, "^", color="k",
+                    label="published (best epoch; RigL: the last)")
             for r in p.itertuples():
                 ax.annotate(r.method.split(" (")[0], (r.total_width, r.error), fontsize=7,
                             textcoords="offset points", xytext=(4, -9))

@@ -32,7 +32,7 @@ from widthlab.studies.lenet import analysis as an
 from widthlab.studies.lenet import figures as fg
 from widthlab.studies.lenet import verdicts as vd
 from widthlab.studies.lenet.compute import MANIFEST, steps
-from widthlab.studies.lenet.config import NAME, PROFILES, LenetProfile
+from widthlab.studies.lenet.config import HC, L1, NAME, PROFILES, LenetProfile
 from widthlab.studies.lenet.references import published_frame
 
 PUBLISHED_ON = "mnist"  # the published rows are MNIST's
@@ -46,6 +46,20 @@ INTRO = ("LeNet-300-100 (gates on the input features of its three Linears: the 7
          "Linear in*out, no biases). The comparison: the same network trained without gates, "
          "then cut by width_frontier layer by layer (every Linear with one consumer Linear) "
          "and fine-tuned for one epoch.")
+INTRO_HC = (" Beside them, the same networks with hard-concrete gates (Louizos et al. 2018, "
+            "the L0 row's method): per unit log_alpha, a seeded sample z = clamp(sigmoid((log u "
+            "- log(1 - u) + log_alpha) / (2/3)) * 1.2 - 0.1, 0, 1) per minibatch in training, "
+            "clamp(sigmoid(log_alpha) * 1.2 - 0.1, 0, 1) in evaluation, priced by the expected "
+            "L0 norm sigmoid(log_alpha - (2/3) log(0.1 / 1.1)) (per weight the unit gates), a "
+            "unit removed when its evaluation gate is exactly 0. The published rows report "
+            "their best epoch, widthlab's the final epoch.")
+
+
+def gate_kinds(rows: pd.DataFrame) -> list[str]:
+    """The gate kinds with rows: always ``"l1"`` (its verdicts say when it has none), then
+    ``"hard_concrete"`` when stored."""
+    hc = "gate_kind" in rows and bool((rows.gate_kind == HC).any())
+    return [L1, HC] if hc else [L1]
 
 
 class LenetStudy(Study):
@@ -80,7 +94,8 @@ class LenetStudy(Study):
         out: Verdicts = {}
         for d, t in tables.items():
             rows = t["rows"]
-            mine = [vd.lenet300_target(rows), vd.lenet5_target(rows)] \
+            mine = [v for k in gate_kinds(rows)
+                    for v in (vd.lenet300_target(rows, k), vd.lenet5_target(rows, k))] \
                 if d == PUBLISHED_ON else []
             out[d] = [*mine, vd.shrinking_is_cheaper(rows), vd.gates_beat_the_cut(rows)]
         return out
@@ -93,9 +108,10 @@ class LenetStudy(Study):
             notes = " ".join(f"Not trained: {n}." for n in t["notes"])
             where = ("" if pub is not None else " The published rows are MNIST's; here the "
                      "curve alone.")
+            hc = INTRO_HC if HC in gate_kinds(t["rows"]) else ""
             out.append(Section(
                 title=f"Learned widths of LeNet-300-100 and LeNet-5-Caffe: {name}",
-                intro=INTRO + where + (f" {notes}" if notes else ""),
+                intro=INTRO + hc + where + (f" {notes}" if notes else ""),
                 verdicts=verdicts.get(d, []), run_ids=list(t["runs"]), budget=t["budget"],
                 figures=[Figure(f"{d}-error-width", f"{name}: final-epoch test error against "
                                 "total width" + (", with the published rows" if pub is not None

@@ -35,10 +35,13 @@ from widthlab.nn.lenet import FRONTIER_LAYERS, LAYERS, LENET300, build_lenet, le
 from widthlab.nn.surgery import model_gates
 from widthlab.store import MetricRow
 from widthlab.studies.lenet.config import (
+    HC,
+    L1,
     LenetProfile,
     dense_config,
     finetune_config,
     gated_config,
+    hc_per_weight_of,
 )
 
 OnEpoch = Callable[[dict], None] | None
@@ -69,12 +72,21 @@ def decision_data(data: DatasetSplits, size: int | None, device) -> tuple[tuple,
     return (x[:n], y[:n]), (x[second], y[second])
 
 
-def build_gated(network: str, p: LenetProfile, n_in: int, n_classes: int) -> nn.Module:
-    """``network`` gated as the papers count widths; LeNet-300-100's three gates (pixels, 300
-    units, 100 units) priced ``price * p.scales300``."""
-    model = build_lenet(network, p.seed, n_in=n_in, n_classes=n_classes)
+def build_gated(network: str, p: LenetProfile, n_in: int, n_classes: int,
+                kind: str = L1) -> nn.Module:
+    """``network`` gated as the papers count widths. L1 gates (``kind="l1"``): LeNet-300-100's
+    three gates (pixels, 300 units, 100 units) priced ``price * p.scales300``. Hard-concrete
+    gates (``kind="hard_concrete"``): initial ``log_alpha`` ``p.hc_init``, priced per weight
+    when ``p.hc_per_weight300`` / ``p.hc_per_weight5``, LeNet-300-100's three gates times
+    ``p.hc_scales300``."""
+    if kind == HC:
+        model = build_lenet(network, p.seed, n_in=n_in, n_classes=n_classes, kind=HC,
+                            per_weight=hc_per_weight_of(p, network), init=p.hc_init)
+    else:
+        model = build_lenet(network, p.seed, n_in=n_in, n_classes=n_classes)
     if network == LENET300:
-        for gate, scale in zip(model_gates(model), p.scales300, strict=True):
+        scales = p.scales300 if kind == L1 else p.hc_scales300
+        for gate, scale in zip(model_gates(model), scales, strict=True):
             gate.price_scale = float(scale)
     return model
 
@@ -85,11 +97,12 @@ def build_dense(network: str, p: LenetProfile, n_in: int, n_classes: int) -> nn.
 
 
 def gated_run(network: str, price: float, data: DatasetSplits, p: LenetProfile,
-              device: str | torch.device = "cpu", on_epoch: OnEpoch = None) -> list[dict]:
-    """Train ``network`` gated at ``price`` on ``data`` in memory; the per-epoch records of
-    :func:`~widthlab.engine.modules.train_module` plus ``row_widths``."""
-    model = build_gated(network, p, data.n_features, data.n_classes).to(device)
-    return _train(model, data, gated_config(p, network, price), device, on_epoch)
+              device: str | torch.device = "cpu", on_epoch: OnEpoch = None,
+              kind: str = L1) -> list[dict]:
+    """Train ``network`` gated (gate ``kind``) at ``price`` on ``data`` in memory; the
+    per-epoch records of :func:`~widthlab.engine.modules.train_module` plus ``row_widths``."""
+    model = build_gated(network, p, data.n_features, data.n_classes, kind).to(device)
+    return _train(model, data, gated_config(p, network, price, kind), device, on_epoch)
 
 
 def cut_run(network: str, data: DatasetSplits, p: LenetProfile,

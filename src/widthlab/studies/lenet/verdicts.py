@@ -6,7 +6,8 @@ import pandas as pd
 
 from widthlab.metrics.variance import Verdict
 from widthlab.nn.lenet import LENET5, LENET300
-from widthlab.studies.lenet.analysis import CUT
+from widthlab.studies.lenet.analysis import CUT, GATED
+from widthlab.studies.lenet.config import L1
 from widthlab.studies.lenet.references import (
     BOUND,
     MAX_FEATURES_300,
@@ -15,10 +16,20 @@ from widthlab.studies.lenet.references import (
 )
 
 
-def _gated(rows: pd.DataFrame, network: str) -> pd.DataFrame:
+def _gated(rows: pd.DataFrame, network: str, kind: str | None = None) -> pd.DataFrame:
+    """The gated rows of ``network`` (of one gate kind, or all)."""
     if rows.empty:
         return rows
-    return rows[(rows.network == network) & rows.method.str.startswith("widthlab gates")]
+    out = rows[(rows.network == network) & rows.method.str.startswith("widthlab gates")]
+    if kind is not None:
+        kinds = out["gate_kind"].fillna(L1) if "gate_kind" in out else \
+            pd.Series(L1, index=out.index)
+        out = out[kinds == kind]
+    return out
+
+
+def _kind_text(kind: str) -> str:
+    return "" if kind == L1 else f" ({GATED[kind].removeprefix('widthlab ')})"
 
 
 def _listing(g: pd.DataFrame) -> str:
@@ -27,11 +38,12 @@ def _listing(g: pd.DataFrame) -> str:
 
 
 def _target(rows: pd.DataFrame, network: str, claim: str, ok: pd.Series, criterion: str,
-            key: str) -> Verdict:
-    g = _gated(rows, network)
+            key: str, kind: str) -> Verdict:
+    g = _gated(rows, network, kind)
     if g.empty:
-        return Verdict(claim, False, f"no gated {network} run stored; run the study with "
-                                     f"--networks {network}")
+        how = f"--networks {network}" if kind == L1 else f"--gate-kinds ...,{kind}"
+        return Verdict(claim, False, f"no gated {network} run{_kind_text(kind)} stored; run "
+                                     f"the study with {how}")
     within = g[ok.loc[g.index]]
     holds = not within.empty
     best = within.sort_values([key, "error"]).iloc[0] if holds else \
@@ -44,26 +56,28 @@ def _target(rows: pd.DataFrame, network: str, claim: str, ok: pd.Series, criteri
                                         "widths": best.widths, "price": float(best.price)})
 
 
-def lenet300_target(rows: pd.DataFrame) -> Verdict:
-    """LeNet-300-100 reaches at most 1.6% final-epoch test error with at most 200 input
-    features kept in all over its three layers (better than L0 and SBP, level with VIB)."""
-    claim = (f"{LENET300}: at most {BOUND[LENET300]}% error with at most {MAX_FEATURES_300} "
-             "input features in all")
+def lenet300_target(rows: pd.DataFrame, kind: str = L1) -> Verdict:
+    """LeNet-300-100 with gates of ``kind`` reaches at most 1.6% final-epoch test error with
+    at most 200 input features kept in all over its three layers (better than L0 and SBP,
+    level with VIB)."""
+    claim = (f"{LENET300}{_kind_text(kind)}: at most {BOUND[LENET300]}% error with at most "
+             f"{MAX_FEATURES_300} input features in all")
     ok = (rows.error <= BOUND[LENET300]) & (rows.total_width <= MAX_FEATURES_300) \
         if not rows.empty else pd.Series(dtype=bool)
     return _target(rows, LENET300, claim, ok, f"error <= {BOUND[LENET300]}% and <= "
-                   f"{MAX_FEATURES_300} features", "total_width")
+                   f"{MAX_FEATURES_300} features", "total_width", kind)
 
 
-def lenet5_target(rows: pd.DataFrame) -> Verdict:
-    """LeNet-5-Caffe reaches at most 1.0% with fewer weights than L0's row."""
+def lenet5_target(rows: pd.DataFrame, kind: str = L1) -> Verdict:
+    """LeNet-5-Caffe with gates of ``kind`` reaches at most 1.0% with fewer weights than
+    L0's row."""
     limit = published_weights(LENET5, WEIGHTS_ROW_5)
-    claim = (f"{LENET5}: at most {BOUND[LENET5]}% error with fewer weights than "
-             f"{WEIGHTS_ROW_5}'s row ({limit})")
+    claim = (f"{LENET5}{_kind_text(kind)}: at most {BOUND[LENET5]}% error with fewer weights "
+             f"than {WEIGHTS_ROW_5}'s row ({limit})")
     ok = (rows.error <= BOUND[LENET5]) & (rows.weights < limit) if not rows.empty \
         else pd.Series(dtype=bool)
     return _target(rows, LENET5, claim, ok, f"error <= {BOUND[LENET5]}% and < {limit} "
-                   "weights", "weights")
+                   "weights", "weights", kind)
 
 
 def shrinking_is_cheaper(rows: pd.DataFrame) -> Verdict:

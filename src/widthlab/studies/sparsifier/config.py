@@ -19,6 +19,7 @@ from widthlab.engine import TrainConfig
 from widthlab.errors import UsageError
 from widthlab.nn import ModelSpec
 from widthlab.nn.gated import SparsifierGate
+from widthlab.nn.surgery.kinds import KINDS as GATE_KINDS
 from widthlab.studies.base import Experiment, Profile, seed_list
 
 NAME = "sparsifier"
@@ -47,6 +48,8 @@ class SparsifierProfile(Profile):
     gate_lr: float | None = field(default=None,
                                   metadata={"help": "gates' learning rate (none: 1e-3)"})
     penalty: str = field(default="strict", metadata={"help": "strict or relu"})
+    gate_kind: str = field(default="l1", metadata={
+        "help": "l1 (relu(g), L1 price) or hard_concrete (L0 gates, expected-L0 price)"})
     static: bool = field(default=True,
                          metadata={"help": "train static networks of the final widths"})
 
@@ -58,6 +61,9 @@ class SparsifierProfile(Profile):
         if any(int(w) != w or w < 1 for w in (*self.starts, self.start)):
             raise UsageError(f"start widths must be positive whole numbers, got "
                              f"{list(self.starts)}; e.g. 250,500,1000")
+        if self.gate_kind not in GATE_KINDS:
+            raise UsageError(f"unknown gate_kind {self.gate_kind!r}; choose one of "
+                             f"{', '.join(GATE_KINDS)}")
         if self.epochs < 1 or not seed_list(self.seeds):
             raise UsageError("the sparsifier study needs epochs >= 1 and at least one seed")
 
@@ -105,6 +111,8 @@ def experiment(name: str, p: SparsifierProfile) -> Experiment:
                       shrink_every="epoch")
 
     def gates() -> SparsifierGate:
-        return SparsifierGate(lams, penalty=p.penalty, lr=p.gate_lr)
+        if p.gate_kind == "l1":  # the L1 gate's description (its runs' ids) as before
+            return SparsifierGate(lams, penalty=p.penalty, lr=p.gate_lr)
+        return SparsifierGate(lams, penalty=p.penalty, lr=p.gate_lr, gate_kind=p.gate_kind)
 
     return Experiment(name, specs, cfg, modifiers=(gates,))

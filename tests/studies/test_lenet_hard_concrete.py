@@ -1,0 +1,82 @@
+"""The lenet study with both gate kinds (issue 33): hard-concrete runs stored beside the L1 ones
+under their own step names, the stored records equal a fresh run (seeded noise), L1 runs keep
+their identity, per-kind verdicts and figure, and a misnamed kind is refused."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.studies.test_lenet_study import data
+from widthlab.errors import UsageError
+from widthlab.nn.lenet import LENET300
+from widthlab.report.builder import study_sections
+from widthlab.store import Store
+from widthlab.studies import lenet
+from widthlab.studies.base import newest
+from widthlab.studies.lenet.compute import gated_run_config
+
+# 12 steps per epoch under a cosine schedule: log_alpha learns fast enough to cross the edge
+SMALL = dict(networks=(LENET300,), prices300=(1e-3,), hc_prices300=(1e-5,), epochs300=2,
+             train_size=None, gate_lr=0.1, batch_size=50, cut=False,
+             gate_kinds=("l1", "hard_concrete"), hc_init=1.0, hc_gate_lr=0.4, hc_per_weight300=True)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    torch.set_num_threads(1)
+    store = Store(tmp_path_factory.mktemp("lenet-hc"))
+    return store, lenet.run("mnist", "quick", store=store, data=data("mnist", 0), device="cpu",
+                            **SMALL)
+
+
+def test_hard_concrete_runs_are_stored_and_reproduce(study):
+    store, runs = study
+    assert set(runs.runs) == {"gated-lenet300-0.001", "gated-hc-lenet300-1e-05", "manifest"}
+    run_id = runs["gated-hc-lenet300-1e-05"]
+    cfg = store.get_run(run_id)["config"]
+    assert cfg["gate_kind"] == "hard_concrete" and cfg["settings"]["per_weight"] is True
+    assert "gate_kind" not in store.get_run(runs["gated-lenet300-0.001"])["config"]
+    prof = lenet.STUDY.profile("quick", **SMALL)
+    fresh = lenet.gated_run(LENET300, 1e-5, data("mnist", 0), prof, kind="hard_concrete")
+    met = store.metrics(run_id)
+    for rec in fresh:  # the same seeded noise: the same numbers, exactly
+        got = met[met.epoch == rec["epoch"]].set_index("name")["value"]
+        assert got["error"] == rec["test_error"] and got["loss"] == rec["train_loss"]
+        assert tuple(int(got[f"width/{n}"]) for n in ("fc1", "fc2", "fc3")) == rec["row_widths"]
+    assert fresh[-1]["row_widths"][0] < 784  # the expected-L0 price removed pixels
+
+
+def test_l1_identity_is_unchanged_by_the_gate_kinds():
+    """An L1 run's config (hence its id) has no gate-kind fields: stored runs stay found."""
+    class Ctx:
+        profile = lenet.STUDY.profile("quick")
+        data = None
+        dataset = "mnist"
+
+    cfg = gated_run_config(LENET300, 5e-4, Ctx())
+    assert set(cfg) == {"network", "price", "kind", "settings", "data"}
+    assert set(cfg["settings"]) == {"epochs", "train_size", "seed", "lr", "batch_size",
+                                    "gate_lr", "free_frac", "warmup", "scales300"}
+
+
+def test_verdicts_and_figure_per_kind(study, tmp_path):
+    store, runs = study
+    tables = lenet.STUDY.tables(store, newest(store, runs.ids()))
+    rows = tables["mnist"]["rows"]
+    assert sorted(rows.gate_kind) == ["hard_concrete", "l1"]
+    v = lenet.STUDY.verdicts(tables)["mnist"]
+    claims = [x.claim for x in v]
+    assert claims[2].startswith("LeNet-300-100 (gates (hard concrete)): at most 1.6%")
+    hc = rows[rows.gate_kind == "hard_concrete"].iloc[0]
+    assert v[2].holds == bool(hc.error <= 1.6 and hc.total_width <= 200)
+    assert v[2].numbers["total_width"] == hc.total_width
+    rendered = study_sections(lenet.STUDY, store, runs.ids(), tmp_path)
+    sec = rendered[0].section
+    assert "hard-concrete gates" in sec.intro and not sec.error
+    assert "(widthlab gates (hard concrete)): 2 epochs at each of 1 prices (1e-05" in sec.budget
+
+
+def test_bad_gate_kind_is_refused():
+    with pytest.raises(UsageError, match="gate_kinds"):
+        lenet.STUDY.profile("quick", gate_kinds=("l0",))
