@@ -36,11 +36,11 @@ from widthlab.nn.surgery import (
     gate_widths,
     get_gate_kind,
     model_gates,
-    restore_layout_,
     shrink_,
     size_penalty,
 )
 from widthlab.nn.surgery.gates import UnitGate, noise_seed
+from widthlab.units import resize_to_state_, size_attrs
 
 BETA, GAMMA, ZETA = 2 / 3, -0.1, 1.1
 ROOT = Path(__file__).resolve().parents[2]
@@ -208,7 +208,7 @@ def test_a_shrunk_checkpoint_restores_into_a_fresh_model():
     state = model.state_dict()
     with pytest.raises(RuntimeError, match="size mismatch"):
         build().load_state_dict(state)
-    restore_layout_(fresh, state)
+    resize_to_state_(fresh, state, size_attrs(model))
     fresh.load_state_dict(state)
     assert gate_widths(fresh) == gate_widths(model)
     x = batch(8, 5)[0]
@@ -220,8 +220,11 @@ def test_a_shrunk_checkpoint_restores_into_a_fresh_model():
     shrink_(plain)
     fresh_plain = nn.Sequential(nn.Linear(12, 4), nn.ReLU(), nn.Linear(4, 3))
     gate_layers(fresh_plain, ["0"])
-    with pytest.raises(UsageError, match="does not record its units"):
-        restore_layout_(fresh_plain, plain.state_dict())
+    resize_to_state_(fresh_plain, plain.state_dict(), size_attrs(plain))  # an L1 gate too
+    fresh_plain.load_state_dict(plain.state_dict())
+    assert gate_widths(fresh_plain) == gate_widths(plain)
+    torch.testing.assert_close(fresh_plain(x[:, :12].float()), plain(x[:, :12].float()),
+                               atol=0, rtol=0)
 
 
 # ----------------------------------------------------------------------------- kill -9
@@ -244,8 +247,8 @@ def run(out: Path, hang_at_step: int | None = None) -> None:
     opt = torch.optim.Adam(model.parameters(), lr=8e-2)
     order_gen, losses, start = torch.Generator().manual_seed(3), [], 0
     if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, weights_only=False)
-        restore_layout_(model, ckpt["model"])
+        ckpt = torch.load(ckpt_path, weights_only=True)
+        resize_to_state_(model, ckpt["model"], ckpt["sizes"])
         model.load_state_dict(ckpt["model"])
         opt = torch.optim.Adam(model.parameters(), lr=8e-2)
         opt.load_state_dict(ckpt["optimizer"])
@@ -269,7 +272,7 @@ def run(out: Path, hang_at_step: int | None = None) -> None:
         tmp = out / "ckpt.tmp"
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
                     "order": order_gen.get_state(), "losses": losses, "epoch": epoch,
-                    "widths": gate_widths(model)}, tmp)
+                    "widths": gate_widths(model), "sizes": size_attrs(model)}, tmp)
         os.replace(tmp, ckpt_path)
 
 

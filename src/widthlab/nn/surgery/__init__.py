@@ -10,8 +10,6 @@
 - ``rules.py``: when a unit goes: the journal's ``"dead"`` rule, Smallify's ``"smallify"``;
 - ``shrink.py``: :func:`shrink_` removes dead units from layers, BatchNorms, consumers and the
   optimizer's state, in place;
-- ``layout.py``: :func:`restore_layout_` cuts a fresh copy to a shrunk checkpoint's units
-  (stochastic gates record them), so the checkpoint loads and training resumes.
 
 Example::
 
@@ -28,10 +26,9 @@ Example::
 from widthlab.nn.surgery.gates import UnitGate, gate_layers, gate_widths, model_gates, size_penalty
 from widthlab.nn.surgery.graph import Consumer, Group, plan_groups
 from widthlab.nn.surgery.kinds import HardConcreteKind, L1Kind, get_gate_kind
-from widthlab.nn.surgery.layout import restore_layout_
 from widthlab.nn.surgery.rules import DeadRule, SignFlipRule, get_rule
 from widthlab.nn.surgery.shrink import shrink_
 
 __all__ = ["Consumer", "DeadRule", "Group", "HardConcreteKind", "L1Kind", "SignFlipRule",
            "UnitGate", "gate_layers", "gate_widths", "get_gate_kind", "get_rule", "model_gates",
-           "plan_groups", "restore_layout_", "shrink_", "size_penalty"]
+           "plan_groups", "shrink_", "size_penalty"]
