@@ -75,8 +75,9 @@ def test_every_group_shrinks_like_the_masked_model_or_is_refused(net, data):
         sgraph = build_graph(shrunk, x)
         try:
             remove_units(shrunk, sgraph, sgraph.groups[i], drop, optimizer=opt_s)
-        except UsageError as e:  # allowed: a refusal naming the tensor it would empty
-            assert "would leave" in str(e)
+        except UsageError as e:  # allowed: a refusal naming the tensor it would empty, or
+            # the groups whose cut the example forward rejected (the model is unchanged)
+            assert "would leave" in str(e) or "forward fails" in str(e)
             continue
         assert sgraph.groups[i].size == g.size - len(drop)
         out = shrunk(x)

@@ -107,6 +107,11 @@ def _components(n: int, edges: list[tuple[Tensor, Tensor]]) -> np.ndarray:
     return connected_components(m, directed=False)[1]
 
 
+def _head_classes(book: Book, comp: np.ndarray) -> set[int]:
+    marked = [atoms.numpy() for atoms, _ in book.marks.get("heads", [])]
+    return set(np.unique(comp[np.concatenate(marked)]).tolist()) if marked else set()
+
+
 def _resolve_products(book: Book) -> np.ndarray:
     """Components, after making units whole along all but one dim of every split view."""
     for _ in range(32):
@@ -116,14 +121,16 @@ def _resolve_products(book: Book) -> np.ndarray:
             if (comp[a.numpy()] == comp[0]).any() and not (comp[b.numpy()] == comp[0]).all():
                 book.fix(b)
                 changed = True
+        heads = _head_classes(book, comp)
         for lab, where, axis in book.constraints:
             c = torch.from_numpy(comp[lab.grid.numpy()])
-            varying = [d for d in sorted(lab.dims)
-                       if (c != c.narrow(d, 0, 1)).any()]
-            keep = axis if axis is not None else max(varying, default=0)
-            if len(varying) > 1 or (axis is not None and set(varying) - {axis}):
-                # the innermost dim: the one code usually sizes from the width
-                bundle(book, Label(lab.grid, frozenset(varying)), set(varying) - {keep}, where)
+            varying = {d for d in lab.dims if (c != c.narrow(d, 0, 1)).any()}
+            # units must lie along one axis: the innermost (the size code computes from the
+            # width: C // groups), or, for attention heads, the heads axis
+            keep = axis if axis is not None else max(lab.dims)
+            if varying - {keep} and not (axis is None and len(varying) == 1
+                                          and set(np.unique(c.numpy())) <= heads):
+                bundle(book, Label(lab.grid, frozenset(varying)), varying - {keep}, where)
                 changed = True
         if not changed:
             return comp
