@@ -91,13 +91,17 @@ class UnitGraph:
         raise KeyError(f"no group {name!r}; groups: {[g.name for g in self.groups]}")
 
     def describe(self) -> pd.DataFrame:
-        """One row per group: name, kind, size (units), unit_width, params, mixed_by."""
-        return pd.DataFrame([{"name": g.name, "kind": g.kind, "size": g.size,
-                              "unit_width": g.unit_width, "params": g.params,
-                              "mixed_by": ", ".join(sorted(set(g.mixers)))[:80]}
-                             for g in self.groups],
-                            columns=["name", "kind", "size", "unit_width", "params",
-                                     "mixed_by"])
+        """One row per group: name, kind, size (units), unit_width, head_dim (heads),
+        params, mixed_by (ops that mix the units: removal is then not masking)."""
+        table = pd.DataFrame([{"name": g.name, "kind": g.kind, "size": g.size,
+                               "unit_width": g.unit_width, "head_dim": g.head_dim,
+                               "params": g.params,
+                               "mixed_by": ", ".join(sorted(set(g.mixers)))[:80]}
+                              for g in self.groups],
+                             columns=["name", "kind", "size", "unit_width", "head_dim",
+                                      "params", "mixed_by"])
+        table["head_dim"] = table["head_dim"].astype("Int64")  # missing where not heads
+        return table
 
 
 def _components(n: int, edges: list[tuple[Tensor, Tensor]]) -> np.ndarray:
