@@ -208,9 +208,10 @@ def _norm_over(rec, func, x: Tensor, dims: set[int], params: list[Tensor], kind:
     for p in params:
         for plab in rec.labels(p, buffer=True):
             plab = align(plab, x.ndim)
-            if on:
-                merge(rec.book, on[0], plab, tuple(x.shape))
-            else:
+            match = [lab for lab in on if lab.dims & plab.dims]
+            if match:
+                merge(rec.book, match[0], plab, tuple(x.shape))
+            else:  # a LayerNorm over (C, H, W): its H and W entries are positions
                 rec.book.fix(plab.grid)
     result = []
     for lab in labels:
