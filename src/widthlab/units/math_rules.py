@@ -52,7 +52,10 @@ def contract(rec, operands: list[Operand], out_spec: str) -> list[Label]:
                 rec.book.fix(lab.grid)  # units summed against data
             for r in [r for r in merged if r.dims & lab.dims]:
                 merged.remove(r)
+                shared = r.dims & lab.dims & batch
                 lab = merge(rec.book, r, lab, shape_all)
+                if shared:  # units on a batch dim of both factors: attention heads
+                    rec.book.mark("heads", lab.grid, rec.stack[-1])
             merged.append(lab)
     result = []
     for lab in merged:
