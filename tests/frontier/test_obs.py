@@ -111,3 +111,13 @@ def test_thread_context_restores_the_count_even_on_error():
         assert torch.get_num_threads() == 1
         raise RuntimeError("boom")
     assert torch.get_num_threads() == before
+
+
+def test_gram_in_row_panels_matches_numpy():
+    """2100 columns: 4 row panels of the lower triangle, mirrored (exactly symmetric)."""
+    g = torch.Generator().manual_seed(3)
+    a = torch.randn(64, 2100, generator=g, dtype=torch.float64)
+    A = _aug(a)
+    got = gram(a, chunk=2100 * 20).numpy()  # 4 sample blocks
+    np.testing.assert_allclose(got, A.T @ A / len(A), rtol=1e-12, atol=1e-13)
+    assert np.array_equal(got, got.T)

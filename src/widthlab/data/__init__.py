@@ -4,6 +4,7 @@ Public API::
 
     from widthlab.data import load_splits, fetch, verify, read_idx, DATASETS
     from widthlab.data import from_arrays, load_data, from_dataset   # your own data
+    from widthlab.data import load_text, TextCorpus, fetch_text      # character-level text
 
 Every loader returns a :class:`DatasetSplits` (``n_features``, ``n_classes``, ``content_id``,
 ``describe()``)::
@@ -16,6 +17,8 @@ from widthlab.data.cache import FileStatus, cache_root, fetch, iter_info, verify
 from widthlab.data.idx import IDXFormatError, read_idx, write_idx
 from widthlab.data.registry import DATASETS, DatasetSpec, FileSpec, get_spec
 from widthlab.data.tensors import DatasetSplits, Split, load_arrays, load_splits
+from widthlab.data.text import TextCorpus, load_text
+from widthlab.data.text_source import TEXTS, fetch_text, verify_text
 from widthlab.data.user import from_arrays, from_dataset
 from widthlab.data.user_files import load_data, reload_splits
 
@@ -27,8 +30,11 @@ __all__ = [
     "FileStatus",
     "IDXFormatError",
     "Split",
+    "TEXTS",
+    "TextCorpus",
     "cache_root",
     "fetch",
+    "fetch_text",
     "from_arrays",
     "from_dataset",
     "get_spec",
@@ -36,8 +42,10 @@ __all__ = [
     "load_arrays",
     "load_data",
     "load_splits",
+    "load_text",
     "read_idx",
     "reload_splits",
     "verify",
+    "verify_text",
     "write_idx",
 ]

@@ -18,17 +18,35 @@ Example::
 
 Pruning after training, layer by layer: :func:`cut_layers` (one tolerance for all layers).
 
+Groups of units read through blocks of columns (Conv2d channels in im2col form, attention
+heads, FFN neurons; several consumers): :func:`group_frontier` (structured OBS and the usual
+rankings), :func:`allocate` (widths of several groups under one budget).
+
 For a trained :class:`~widthlab.nn.bank.MLPBank`: :func:`frontier_of_bank`,
 :func:`bank_sequential`.
 """
 
 from widthlab.frontier.api import frontier_ks, frontiers, width_frontier
 from widthlab.frontier.bank import bank_sequential, frontier_of_bank, sequential_layer
+from widthlab.frontier.block_obs import BlockProblem, eliminate_blocks
+from widthlab.frontier.blocks import (
+    BlockConsumer,
+    RowStats,
+    conv_consumers,
+    heads_consumer,
+    linear_consumer,
+    row_stats,
+)
+from widthlab.frontier.budget import Allocation, allocate, loss_scale
 from widthlab.frontier.cut import LayerCut, cut_layers
 from widthlab.frontier.graph import LayerPath, trace_layer
+from widthlab.frontier.group import GROUP_METHODS, GroupCut, GroupFrontier, group_frontier
 from widthlab.frontier.methods import METHODS
 from widthlab.frontier.result import Frontier
 
-__all__ = ["METHODS", "Frontier", "LayerCut", "LayerPath", "bank_sequential", "cut_layers",
-           "frontier_ks", "frontier_of_bank", "frontiers", "sequential_layer", "trace_layer",
+__all__ = ["GROUP_METHODS", "METHODS", "Allocation", "BlockConsumer", "BlockProblem", "Frontier",
+           "GroupCut", "GroupFrontier", "LayerCut", "LayerPath", "RowStats", "allocate",
+           "bank_sequential", "conv_consumers", "cut_layers", "eliminate_blocks",
+           "frontier_ks", "frontier_of_bank", "frontiers", "group_frontier", "heads_consumer",
+           "linear_consumer", "loss_scale", "row_stats", "sequential_layer", "trace_layer",
            "width_frontier"]

@@ -42,8 +42,31 @@ from torch import Tensor
 
 from widthlab.errors import UsageError
 from widthlab.frontier._threads import threads as _threads
+from widthlab.frontier.block_obs import BlockProblem, eliminate_blocks
 
-__all__ = ["Elimination", "damped_inverse", "eliminate", "gram"]
+__all__ = ["Elimination", "add_gram_", "damped_inverse", "eliminate", "gram", "mirror_gram_"]
+
+
+def _panels(h: int) -> list[int]:
+    """Edges of the row panels of :func:`add_gram_`: 1 panel below 1024 columns, else up to 8
+    of at least 512 columns."""
+    t = max(1, min(8, h // 512))
+    return [h * i // t for i in range(t + 1)]
+
+
+def add_gram_(g: Tensor, blk: Tensor) -> None:
+    """``g += blk^T blk`` on the lower triangle's row panels only (``(t+1)/2t`` of the GEMM's
+    flops for ``t`` panels); :func:`mirror_gram_` completes ``g`` once all blocks are in."""
+    edges = _panels(g.shape[0])
+    for r0, r1 in zip(edges[:-1], edges[1:], strict=True):
+        g[r0:r1, :r1].addmm_(blk[:, r0:r1].t(), blk[:, :r1])
+
+
+def mirror_gram_(g: Tensor) -> None:
+    """Copy the lower panels of :func:`add_gram_` onto the upper triangle."""
+    edges = _panels(g.shape[0])
+    for r0, r1 in zip(edges[1:-1], edges[2:], strict=True):
+        g[:r0, r0:r1] = g[r0:r1, :r0].t()
 
 
 def gram(a: Tensor, *, chunk: int = 2 ** 22) -> Tensor:
@@ -54,8 +77,9 @@ def gram(a: Tensor, *, chunk: int = 2 ** 22) -> Tensor:
     step = max(1, chunk // max(h, 1))
     for i in range(0, n, step):
         blk = a[i:i + step].to(torch.float64)
-        g[:h, :h].addmm_(blk.t(), blk)
+        add_gram_(g[:h, :h], blk)
         g[:h, h] += blk.sum(0)
+    mirror_gram_(g[:h, :h])
     g[h, :h] = g[:h, h]
     g[h, h] = n
     return g.div_(n)
@@ -63,7 +87,7 @@ def gram(a: Tensor, *, chunk: int = 2 ** 22) -> Tensor:
 
 def damped_inverse(g: Tensor, damp: float) -> Tensor:
     """``(G + damp * mean(diag G) * I)^-1`` by a Cholesky factorisation, computed in the memory
-    of ``g`` (which is consumed) plus one more ``(H+1)^2`` buffer.
+    of ``g`` (which is consumed) plus the result's ``(H+1)^2`` buffer.
 
     Raises
     ------
@@ -78,9 +102,10 @@ def damped_inverse(g: Tensor, damp: float) -> Tensor:
     if int(info) != 0:
         raise UsageError("the Gram matrix of the calibration activations is singular (dead or "
                          "duplicate neurons, or fewer samples than neurons); use damp > 0")
-    inv_l = torch.eye(g.shape[0], dtype=g.dtype, device=g.device)
-    torch.linalg.solve_triangular(g, inv_l, upper=False, out=inv_l)  # L^-1
-    return torch.mm(inv_l.t(), inv_l, out=g)  # G^-1 = L^-T L^-1
+    # potri (triangular inverse and product, ~H^3 flops in all) on one thread: its threaded
+    # kernels stall badly on a shared machine, one thread does not
+    with _threads(1 if g.device.type == "cpu" else torch.get_num_threads()):
+        return torch.cholesky_inverse(g)  # G^-1 from the factor (upper half of g unread)
 
 
 @dataclass
@@ -97,50 +122,11 @@ class Elimination:
     snapshots: dict[int, tuple[Tensor, Tensor, Tensor]] = field(default_factory=dict)
 
 
-class _LazyInverse:
-    """``G^-1`` minus pending rank-one downdates ``sum_i v_i v_i^T``, kept as scaled rows
-    ``v_i = u_i / sqrt(d_i)`` (one fused matrix-vector product gives a corrected row)."""
-
-    def __init__(self, ginv: Tensor, block: int):
-        self.base = ginv
-        self.diag = ginv.diagonal().clone()
-        self.v = torch.empty(block, ginv.shape[0], dtype=ginv.dtype, device=ginv.device)
-        self.n = 0
-        self.threads = torch.get_num_threads()
-
-    def row(self, j: int) -> Tensor:
-        if not self.n:
-            return self.base[j].clone()
-        v = self.v[:self.n]
-        return torch.addmv(self.base[j], v.t(), v[:, j], alpha=-1)
-
-    def downdate(self, r: Tensor, djj: float) -> None:
-        v = self.v[self.n]
-        torch.mul(r, djj ** -0.5, out=v)
-        self.n += 1
-        self.diag.addcmul_(v, v, value=-1)
-        if self.n == len(self.v):
-            self.flush()
-
-    def flush(self) -> None:
-        if self.n:
-            v = self.v[:self.n]
-            with _threads(self.threads):  # the one compute-bound step: every thread
-                self.base.addmm_(v.t(), v, alpha=-1)
-            self.n = 0
-
-    def compact(self, keep: Tensor) -> None:
-        self.flush()
-        with _threads(self.threads):
-            self.base = self.base[keep][:, keep].contiguous()
-        self.diag = self.diag[keep].contiguous()
-        self.v = self.v.new_empty(len(self.v), int(keep.numel()))
-
-
 def eliminate(g: Tensor, w_aug: Tensor, *, damp: float = 1e-6, metric: Tensor | None = None,
-              block: int = 64, keep_at: Collection[int] = (),
+              block: int = 128, keep_at: Collection[int] = (),
               on_step: Callable[[int], None] | None = None) -> Elimination:
-    """Greedy OBS removal of all neurons but one (see the module docstring).
+    """Greedy OBS removal of all neurons but one (see the module docstring): the one-column
+    case of :func:`widthlab.frontier.block_obs.eliminate_blocks`.
 
     Parameters
     ----------
@@ -165,58 +151,10 @@ def eliminate(g: Tensor, w_aug: Tensor, *, damp: float = 1e-6, metric: Tensor | 
                          f"{g.dtype} {tuple(g.shape)}")
     if isinstance(block, bool) or not isinstance(block, int) or block < 1:
         raise UsageError(f"block must be a positive integer, got {block!r}")
-    inv = _LazyInverse(damped_inverse(g, damp), block)
-    w = w_aug.detach().to(device=inv.base.device, dtype=torch.float64).clone()
-    f = None if metric is None else metric.to(w)
-    idx = torch.arange(h + 1, device=w.device)  # original index of each current column
-    free = torch.ones(h + 1, dtype=torch.bool, device=w.device)
-    free[h] = False  # the bias column is never removed
-    res = Elimination([], [])
-    wanted = {int(k) for k in keep_at}
-    if h in wanted:
-        res.snapshots[h] = _snapshot(w, idx, free)
-    # the steps are chains of small latency-bound kernels: one CPU thread runs them faster
-    # than a pool (which stalls badly on a busy machine); the flushes use every thread
-    with _threads(1 if inv.base.device.type == "cpu" else torch.get_num_threads()):
-        return _steps(res, inv, w, f, idx, free, h, wanted, on_step)
-
-
-def _steps(res: Elimination, inv: _LazyInverse, w: Tensor, f: Tensor | None, idx: Tensor,
-           free: Tensor, h: int, wanted: set[int], on_step: Callable[[int], None] | None
-           ) -> Elimination:
-    """The ``H - 1`` greedy removals of :func:`eliminate` (``w``, ``idx``, ``free`` are its
-    working copies; ``res`` is filled in and returned)."""
-    dead = 0  # removed columns still in the matrices
-    for k in range(h - 1, 0, -1):
-        num = torch.einsum("ci,ci->i", w, w if f is None else f @ w)  # (m,)
-        score = num.div_(inv.diag).masked_fill_(~free, float("inf"))
-        j = int(torch.argmin(score))
-        r = inv.row(j)
-        djj = float(r[j])
-        w.addr_(w[:, j].clone(), r, alpha=-1 / djj)
-        w[:, j] = 0
-        inv.downdate(r, djj)
-        free[j] = False
-        res.order.append(int(idx[j]))
-        res.costs.append(float(score[j]))
-        if k in wanted:
-            res.snapshots[k] = _snapshot(w, idx, free)
-        dead += 1
-        if dead * 4 >= len(free) and dead >= 64:
-            keep = torch.nonzero(free | (idx == h)).flatten()
-            inv.compact(keep)
-            w, idx, free = w[:, keep].contiguous(), idx[keep], free[keep]
-            dead = 0
-        if on_step is not None:
-            on_step(k)
-    last = idx[free]
-    res.order.append(int(last[0]))
-    res.costs.append(float("nan"))
-    return res
-
-
-def _snapshot(w: Tensor, idx: Tensor, free: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Kept original indices (ascending), their refitted weights and the refitted bias (the
-    bias column is always the last one: columns stay in ascending original order)."""
-    cols = torch.nonzero(free).flatten()
-    return idx[cols].clone(), w[:, cols].clone(), w[:, -1].clone()
+    units = torch.arange(h, device=g.device)
+    prob = BlockProblem(damped_inverse(g, damp), w_aug, units[:, None], units, metric)
+    res = eliminate_blocks([prob], h, cap=block, keep_at=keep_at, on_step=on_step)
+    out = Elimination(res.order, res.costs)
+    for k, (kept, (w,)) in res.snapshots.items():
+        out.snapshots[k] = (kept, w[:, kept], w[:, h].clone())
+    return out

@@ -17,7 +17,15 @@ One file per layer family:
 - ``lenet.py``: LeNet-300-100 and LeNet-5-Caffe as plain ``nn.Module`` s, gated as the
   learned-width papers count widths (:func:`~widthlab.nn.lenet.build_lenet`), and the weights a
   row's widths imply (``from widthlab.nn.lenet import build_lenet, lenet_weights``);
-- ``widths.py``: the journal's sqrt(2) width grid.
+- ``resnet.py``: a CIFAR-style ResNet-20 for 1x28x28 images as a plain ``nn.Module``
+  (:class:`ResNet`, :class:`ResNetConfig` with every stage's and block's width, its parameter
+  and multiply-add counts);
+- ``widths.py``: the journal's sqrt(2) width grid;
+- ``gpt.py``: a character-level GPT (nanoGPT's architecture, FFN width ``n_ffn`` free, tied
+  head by default): :class:`GPTConfig`, :class:`GPT`, :func:`build_gpt`; ``gpt_train.py``: AdamW
+  with warm-up and cosine decay, :func:`train_step`, :func:`evaluate_gpt`, :func:`train_gpt`;
+  ``gpt_fused.py``: :class:`FusedGPT`, several same-shape GPTs trained as one (batched GEMMs),
+  the same numbers as training them one after another.
 
 Public API::
 
@@ -25,13 +33,26 @@ Public API::
     from widthlab.nn import FlexibleLinear, FlexibleMLP, FlexibleCutoff, cutoff_integral
     from widthlab.nn import GatedLinear, GatedMLP, SparsifierGate, GrowingGate
     from widthlab.nn import gate_layers, shrink_, size_penalty, gate_widths
+    from widthlab.nn import GPT, GPTConfig, GPTTrain, FusedGPT, build_gpt, train_step
+    from widthlab.nn import ResNet, ResNetConfig
 """
 
 from widthlab.nn.bank import MLP, MLPBank, ModelSpec, init_mlp
 from widthlab.nn.flexible import FlexibleCutoff, FlexibleLinear, FlexibleMLP, cutoff_integral
 from widthlab.nn.gated import GatedLinear, GatedMLP, SparsifierGate
+from widthlab.nn.gpt import GPT, GPTConfig, build_gpt
+from widthlab.nn.gpt_fused import FusedGPT, train_fused
+from widthlab.nn.gpt_train import (
+    GPTTrain,
+    evaluate_gpt,
+    lr_at,
+    make_optimizer,
+    train_gpt,
+    train_step,
+)
 from widthlab.nn.growth import BenefitRule, GrowingGate
 from widthlab.nn.modifiers import Modifier, NeuronGate
+from widthlab.nn.resnet import ResNet, ResNetConfig
 from widthlab.nn.surgery import (
     SignFlipRule,
     UnitGate,
@@ -42,8 +63,10 @@ from widthlab.nn.surgery import (
 )
 from widthlab.nn.widths import parse_widths, sqrt2_widths
 
-__all__ = ["MLP", "BenefitRule", "FlexibleCutoff", "FlexibleLinear", "FlexibleMLP",
-           "GatedLinear", "GatedMLP", "GrowingGate", "MLPBank", "ModelSpec", "Modifier",
-           "NeuronGate", "SignFlipRule", "SparsifierGate", "UnitGate", "cutoff_integral",
+__all__ = ["GPT", "MLP", "BenefitRule", "FlexibleCutoff", "FlexibleLinear", "FlexibleMLP",
+           "FusedGPT", "GPTConfig", "GPTTrain", "GatedLinear", "GatedMLP", "GrowingGate",
+           "MLPBank", "ModelSpec", "Modifier", "NeuronGate", "ResNet", "ResNetConfig",
+           "SignFlipRule", "SparsifierGate", "UnitGate", "cutoff_integral",
            "gate_layers", "gate_widths", "init_mlp", "parse_widths", "shrink_", "size_penalty",
-           "sqrt2_widths"]
+           "sqrt2_widths", "build_gpt", "evaluate_gpt", "lr_at", "make_optimizer", "train_fused",
+           "train_gpt", "train_step"]

@@ -1,0 +1,290 @@
+"""Block structured OBS frontiers of three groups, every ranking, and the elimination's speed.
+
+Groups (synthetic layers, random init, fixed seeds; calibration and evaluation are separate
+draws of the same distribution):
+
+* ``ffn``: an FFN of 512 GELU units (``128 -> 512 -> 128``) over 16,384 tokens of correlated
+  Gaussian inputs; the units are read by the down projection (1 column each);
+* ``conv``: a 64-channel 3x3 convolution (padding 1) reading the ReLU outputs of a ``16 -> 64``
+  3x3 convolution of 64 smooth 16x16 images (16,384 im2col rows; 9 columns per channel);
+* ``heads``: 8 heads of 64 read by a ``512 -> 512`` output projection, head outputs correlated
+  within each head and, through a shared 64-dim component, across heads (16,384 tokens).
+
+For ``taylor`` the gradient is that of the mean squared distance of the consumer's output to a
+perturbed teacher's (the consumer with 10% weight noise). Printed per group: the time of the
+statistics pass, of the whole ``obs`` frontier (inverse, elimination, cuts at 75/50/25%,
+losses) and of a plain numpy float64 reference of the same greedy block elimination (eager
+block downdates, one per step; its order is checked against ours), then every method's
+evaluation loss at 75/50/25% kept (mean squared output error over the mean squared output).
+
+Then the speed of the one-column elimination (an SPD inverse Gram matrix built directly, so
+the timing is the elimination's alone, the inverse excluded) at widths 1024, 4096 and 8192,
+against the float64 GEMM peak measured in the same run: ``2 H^3 / 3`` operations over the time,
+over the peak; the whole ``width_frontier`` of an untrained ``784-4096-10`` MNIST MLP (5000
+calibration, 10000 evaluation images); the elimination's memory at the largest width.
+``ratio=`` (our time over numpy's, summed over the three groups) is printed last.
+
+    PYTHONPATH=src python benchmarks/bench_frontier_groups.py [--threads 2] \\
+        [--widths 1024,4096,8192]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from widthlab.frontier.block_obs import BlockProblem, eliminate_blocks
+from widthlab.frontier.blocks import conv_consumers, heads_consumer, linear_consumer
+from widthlab.frontier.group import GROUP_METHODS, group_frontier
+
+TOKENS = 16384
+FRACTIONS = (0.75, 0.5, 0.25)
+
+
+def gemm_peak(n: int = 2048, reps: int = 5) -> float:
+    """Best float64 ``n x n`` GEMM rate, flop/s."""
+    a = torch.randn(n, n, dtype=torch.float64)
+    c = torch.empty_like(a)
+    torch.mm(a, a, out=c)
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        torch.mm(a, a, out=c)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best
+
+
+def _grad(layer: nn.Module, x: torch.Tensor, fwd) -> torch.Tensor:
+    """d/dW of the mean squared distance to a teacher (the layer, 10% weight noise)."""
+    g = torch.Generator().manual_seed(7)
+    w = layer.weight
+    noise = torch.randn(w.shape, generator=g, dtype=w.dtype) * w.detach().std() * 0.1
+    with torch.no_grad():
+        target = fwd(x, w.detach() + noise)
+    loss = F.mse_loss(fwd(x, w), target)
+    return torch.autograd.grad(loss, w)[0]
+
+
+def ffn_group(seed: int = 0):
+    torch.manual_seed(seed)  # the layers' initialisation
+    g = torch.Generator().manual_seed(seed)
+    mix = torch.randn(128, 128, generator=g, dtype=torch.float64) / 128 ** 0.5
+    up = nn.Linear(128, 512, dtype=torch.float64)
+    down = nn.Linear(512, 128, dtype=torch.float64)
+
+    def acts():
+        x = torch.randn(TOKENS, 128, generator=g, dtype=torch.float64) @ mix
+        return F.gelu(up(x)).detach()
+
+    a_cal, a_ev = acts(), acts()
+    grad = _grad(down, a_cal, lambda x, w: F.linear(x, w, down.bias))
+    t = time.perf_counter()
+    cons = [linear_consumer(down, a_cal, grad=grad, module="down")]
+    stats_s = time.perf_counter() - t
+    return cons, [linear_consumer(down, a_ev).stats], 512, stats_s
+
+
+def conv_group(seed: int = 1):
+    torch.manual_seed(seed)  # the layers' initialisation
+    g = torch.Generator().manual_seed(seed)
+    prod = nn.Conv2d(16, 64, 3, padding=1, dtype=torch.float64)
+    cons_conv = nn.Conv2d(64, 64, 3, padding=1, dtype=torch.float64)
+
+    def acts():
+        img = torch.randn(64, 16, 16, 16, generator=g, dtype=torch.float64)
+        img = F.avg_pool2d(img, 3, 1, 1)  # smooth images
+        return torch.relu(prod(img)).detach()
+
+    a_cal, a_ev = acts(), acts()
+    grad = _grad(cons_conv, a_cal, lambda x, w: F.conv2d(x, w, cons_conv.bias, padding=1))
+    t = time.perf_counter()
+    cons = conv_consumers(cons_conv, a_cal, grad=grad, module="conv2")
+    stats_s = time.perf_counter() - t
+    return cons, [c.stats for c in conv_consumers(cons_conv, a_ev)], 64, stats_s
+
+
+def heads_group(seed: int = 2):
+    torch.manual_seed(seed)  # the layers' initialisation
+    g = torch.Generator().manual_seed(seed)
+    mixes = torch.randn(8, 64, 64, generator=g, dtype=torch.float64) / 8
+    shared = torch.randn(64, 512, generator=g, dtype=torch.float64) / 8
+    scale = torch.linspace(0.3, 1.5, 8, dtype=torch.float64)
+    o_proj = nn.Linear(512, 512, dtype=torch.float64)
+
+    def acts():
+        z = torch.randn(TOKENS, 8, 64, generator=g, dtype=torch.float64)
+        own = (torch.einsum("thi,hij->thj", z, mixes) * scale[:, None]).reshape(TOKENS, 512)
+        return own + torch.randn(TOKENS, 64, generator=g, dtype=torch.float64) @ shared
+
+    a_cal, a_ev = acts(), acts()
+    grad = _grad(o_proj, a_cal, lambda x, w: F.linear(x, w, o_proj.bias))
+    t = time.perf_counter()
+    cons = [heads_consumer(o_proj, a_cal, 8, grad=grad, module="o_proj")]
+    stats_s = time.perf_counter() - t
+    return cons, [heads_consumer(o_proj, a_ev, 8).stats], 8, stats_s
+
+
+def numpy_reference(cons, n_units: int, damp: float = 1e-6) -> list[int]:
+    """The same greedy block elimination in plain numpy float64: eager block downdates."""
+    probs = []
+    for c in cons:
+        g = c.stats.gram.numpy().copy()
+        w = np.hstack([c.weight.numpy(), c.bias.numpy()[:, None]])
+        g[np.diag_indices_from(g)] += damp * np.mean(np.diag(g))
+        probs.append([np.linalg.inv(g), w, c.cols.numpy(), c.units.numpy()])
+    dead, order = np.zeros(n_units), []
+    while len(order) < n_units - 1:
+        score = dead.copy()
+        for p, w, cols, units in probs:  # every unit's tr(W_M P_MM^-1 W_M^T), batched
+            q = p[cols[:, :, None], cols[:, None, :]]
+            wm = w[:, cols].transpose(1, 2, 0)  # (U, b, C)
+            np.add.at(score, units, (wm * np.linalg.solve(q, wm)).sum((1, 2)))
+        u = int(np.argmin(score))
+        for prob in probs:
+            p, w, cols, units = prob
+            if u not in units:
+                continue
+            m = cols[list(units).index(u)]
+            coef = np.linalg.solve(p[np.ix_(m, m)], p[m, :])  # (b, N)
+            prob[1] = w - w[:, m] @ coef
+            prob[1][:, m] = 0
+            prob[0] = p - p[:, m] @ coef
+            prob[0][np.ix_(m, m)] = np.eye(len(m))  # a removed block: no cost, no pivot
+        dead[u] = np.inf
+        order.append(u)
+    return order
+
+
+def run_group(name: str, build, out: dict) -> tuple[float, float]:
+    cons, ev, n_units, stats_s = build()
+    ks = [max(1, round(n_units * f)) for f in FRACTIONS]
+    t = time.perf_counter()
+    fr = group_frontier(cons, n_units, "obs", ks=ks, eval=ev)
+    ours = time.perf_counter() - t
+    t = time.perf_counter()
+    ref = numpy_reference(cons, n_units)
+    ref_s = time.perf_counter() - t
+    energy = sum(float((torch.cat([c.weight, c.bias[:, None]], 1) @ s.gram
+                        * torch.cat([c.weight, c.bias[:, None]], 1)).sum())
+                 for c, s in zip(cons, ev, strict=True))
+    out[f"{name}_stats_s"] = stats_s
+    out[f"{name}_frontier_s"] = ours
+    out[f"{name}_numpy_s"] = ref_s
+    out[f"{name}_ratio"] = ours / ref_s
+    out[f"{name}_order_equals_numpy"] = fr.order[:-1] == ref
+    for m in GROUP_METHODS:
+        f = fr if m == "obs" else group_frontier(cons, n_units, m, ks=ks, eval=ev)
+        for frac, k in zip(FRACTIONS, ks, strict=True):
+            out[f"{name}_{m}_relloss_kept{round(frac * 100)}"] = f.losses[k] / energy
+    return ours, ref_s
+
+
+def spd_inverse(h: int, seed: int = 0) -> torch.Tensor:
+    """An SPD matrix with a spread spectrum: ``D (I/2 + B B^T / r) D`` (rank-256 ``B``)."""
+    g = torch.Generator().manual_seed(seed)
+    b = torch.randn(h, 256, generator=g, dtype=torch.float64)
+    d = torch.rand(h, generator=g, dtype=torch.float64) + 0.5
+    p = torch.mm(b, b.t()).div_(256)  # one H x H buffer: the run's peak memory stays ours
+    p.diagonal().add_(0.5)
+    return p.mul_(d[:, None]).mul_(d[None, :])
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2 ** 20
+
+
+def elimination_speed(h: int, out: dict) -> None:
+    """Time (and, in a fresh process, the extra peak memory) of the width-``h`` elimination."""
+    w = torch.randn(10, h, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    u = torch.arange(h)
+    prob = BlockProblem(spd_inverse(h), w, u[:, None], u)  # no other reference: consumed
+    base = _rss_mb()
+    t = time.perf_counter()
+    eliminate_blocks([prob], h)
+    out[f"elimination_s_w{h}"] = time.perf_counter() - t
+    # P is consumed in place; a compaction copies at most 3/4 of it (9/16 of the values); W, V
+    out[f"elimination_rss_before_mb_w{h}"] = base
+    out[f"elimination_peak_rss_mb_w{h}"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    values = (9 / 16) * h * h + (2 * 10 + 2 * 128 + 16) * h  # + two V buffers, small ones
+    out[f"elimination_peak_bound_mb_w{h}"] = base + 8 * values / 2 ** 20
+    out[f"elimination_matrix_mb_w{h}"] = 8 * h * h / 2 ** 20
+
+
+def _child(h: int, threads: int) -> dict:
+    res = subprocess.run([sys.executable, __file__, "--child", str(h), "--threads", str(threads)],
+                         check=True, capture_output=True, text=True)
+    return {k: float(v) for k, v in (ln.split("=") for ln in res.stdout.split())}
+
+
+def whole_frontier_4096(out: dict) -> None:
+    from widthlab.data import load_splits
+    from widthlab.frontier import width_frontier
+    from widthlab.frontier.obs import damped_inverse, gram
+
+    d = load_splits("mnist")
+    va, te = d.split("val"), d.split("test")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(784, 4096), nn.ReLU(), nn.Linear(4096, 10)).eval()
+    t = time.perf_counter()
+    width_frontier(model, "0", (va.x, va.y), (te.x, te.y))
+    out["whole_frontier_s_w4096"] = time.perf_counter() - t
+    with torch.no_grad():
+        a = torch.relu(model[0](va.x))
+    g = gram(a)
+    t = time.perf_counter()
+    damped_inverse(g, 1e-6)
+    out["inverse_s_w4096"] = time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--widths", default="1024,4096,8192")
+    ap.add_argument("--no-whole", dest="whole", action="store_false")
+    ap.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.child:
+        res: dict = {}
+        elimination_speed(args.child, res)
+        print(" ".join(f"{k}={v}" for k, v in res.items()))
+        return
+    out: dict = {"cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                 "threads": args.threads}
+    peak = gemm_peak()
+    ours = ref = 0.0
+    for name, build in (("ffn", ffn_group), ("conv", conv_group), ("heads", heads_group)):
+        o, r = run_group(name, build, out)
+        ours, ref = ours + o, ref + r
+    widths = [int(w) for w in args.widths.split(",") if w]
+    for h in widths:  # the largest in a fresh process: its peak memory is its own
+        if h == max(widths):
+            out.update(_child(h, args.threads))
+        else:
+            elimination_speed(h, out)
+            for key in ("rss_before_mb", "peak_rss_mb", "peak_bound_mb", "matrix_mb"):
+                del out[f"elimination_{key}_w{h}"]
+    if args.whole:
+        whole_frontier_4096(out)
+    peak = max(peak, gemm_peak())  # the better of the two (the machine may be shared)
+    out["gemm_peak_gflops"] = peak / 1e9
+    for h in widths:  # against the best peak seen
+        out[f"elimination_peak_fraction_w{h}"] = 2 * h ** 3 / 3 / out[f"elimination_s_w{h}"] / peak
+    if 4096 in widths:
+        out["elimination_peak_fraction"] = out["elimination_peak_fraction_w4096"]
+    out["ratio"] = ours / ref
+    for k, v in out.items():
+        print(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
