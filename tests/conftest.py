@@ -16,7 +16,7 @@ from widthlab._compat import ensure_torchvision_importable
 ensure_torchvision_importable()
 
 settings.register_profile("ci", max_examples=60, deadline=None)
-# the long fuzz runs: pytest tests/units/test_fuzz_graph.py --hypothesis-profile fuzz
+# the long fuzz runs: pytest tests/units/test_fuzz_graph.py --hypothesis-profile fuzz -p no:timeout
 settings.register_profile("fuzz", max_examples=3000, deadline=None)
 settings.load_profile("ci")
 

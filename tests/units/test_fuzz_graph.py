@@ -5,7 +5,8 @@ group's units, and Adam must continue as on the masked model; or the graph must 
 error naming the op and the module. Never a silent wrong shrink.
 
 CI runs the "ci" profile (tests/conftest.py); the long run is
-``pytest tests/units/test_fuzz_graph.py --hypothesis-profile fuzz`` (thousands of examples).
+``pytest tests/units/test_fuzz_graph.py --hypothesis-profile fuzz -p no:timeout`` (3000
+examples, ~20 minutes here; the suite's 600 s per-test timeout would stop it).
 """
 
 from __future__ import annotations
