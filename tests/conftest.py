@@ -16,8 +16,8 @@ from widthlab._compat import ensure_torchvision_importable
 ensure_torchvision_importable()
 
 settings.register_profile("ci", max_examples=60, deadline=None)
-# the long fuzz runs (--hypothesis-profile fuzz): tests/units/test_fuzz_graph.py and
-# tests/data/test_fuzz_user_files.py
+# the long fuzz runs (--hypothesis-profile fuzz -p no:timeout): tests/units/test_fuzz_graph.py
+# and tests/data/test_fuzz_user_files.py
 settings.register_profile("fuzz", max_examples=3000, deadline=None)
 settings.load_profile("ci")
 

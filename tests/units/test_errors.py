@@ -146,3 +146,21 @@ def test_ops_along_other_dims_pass_units_and_a_one_channel_conv_reads_them():
     assert g.mixers == ("aten.sum.dim_IntList in <model>",)  # summing the units is flagged
     remove_units(model, graph, g, [0, 1])
     assert model.o.in_channels == 4 and model(x).shape == (2, 1, 4, 4)
+
+
+def test_layer_norm_over_channels_and_pixels_keeps_channels_as_units():
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c, self.ln = nn.Conv2d(3, 6, 3, padding=1), nn.LayerNorm([6, 4, 4])
+            self.o = nn.Conv2d(6, 2, 1)
+
+        def forward(self, x):
+            return self.o(self.ln(self.c(x)))
+
+    model, x = M(), torch.randn(2, 3, 4, 4)
+    graph = build_graph(model, x)
+    (g,) = graph.groups
+    assert (g.size, g.mixers) == (6, ("layer_norm in ln",))  # pixels are no units
+    remove_units(model, graph, g, [0, 1])
+    assert model.ln.normalized_shape == (4, 4, 4) and model(x).shape == (2, 2, 4, 4)

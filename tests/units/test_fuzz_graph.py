@@ -5,7 +5,8 @@ group's units, and Adam must continue as on the masked model; or the graph must 
 error naming the op and the module. Never a silent wrong shrink.
 
 CI runs the "ci" profile (tests/conftest.py); the long run is
-``pytest tests/units/test_fuzz_graph.py --hypothesis-profile fuzz`` (thousands of examples).
+``pytest tests/units/test_fuzz_graph.py --hypothesis-profile fuzz -p no:timeout`` (3000
+examples, ~20 minutes here; the suite's 600 s per-test timeout would stop it).
 """
 
 from __future__ import annotations
@@ -75,8 +76,9 @@ def test_every_group_shrinks_like_the_masked_model_or_is_refused(net, data):
         sgraph = build_graph(shrunk, x)
         try:
             remove_units(shrunk, sgraph, sgraph.groups[i], drop, optimizer=opt_s)
-        except UsageError as e:  # allowed: a refusal naming the tensor it would empty
-            assert "would leave" in str(e)
+        except UsageError as e:  # allowed: a refusal naming the tensor it would empty, or
+            # the groups whose cut the example forward rejected (the model is unchanged)
+            assert "would leave" in str(e) or "forward fails" in str(e)
             continue
         assert sgraph.groups[i].size == g.size - len(drop)
         out = shrunk(x)

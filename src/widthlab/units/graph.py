@@ -91,13 +91,17 @@ class UnitGraph:
         raise KeyError(f"no group {name!r}; groups: {[g.name for g in self.groups]}")
 
     def describe(self) -> pd.DataFrame:
-        """One row per group: name, kind, size (units), unit_width, params, mixed_by."""
-        return pd.DataFrame([{"name": g.name, "kind": g.kind, "size": g.size,
-                              "unit_width": g.unit_width, "params": g.params,
-                              "mixed_by": ", ".join(sorted(set(g.mixers)))[:80]}
-                             for g in self.groups],
-                            columns=["name", "kind", "size", "unit_width", "params",
-                                     "mixed_by"])
+        """One row per group: name, kind, size (units), unit_width, head_dim (heads),
+        params, mixed_by (ops that mix the units: removal is then not masking)."""
+        table = pd.DataFrame([{"name": g.name, "kind": g.kind, "size": g.size,
+                               "unit_width": g.unit_width, "head_dim": g.head_dim,
+                               "params": g.params,
+                               "mixed_by": ", ".join(sorted(set(g.mixers)))[:80]}
+                              for g in self.groups],
+                             columns=["name", "kind", "size", "unit_width", "head_dim",
+                                      "params", "mixed_by"])
+        table["head_dim"] = table["head_dim"].astype("Int64")  # missing where not heads
+        return table
 
 
 def _components(n: int, edges: list[tuple[Tensor, Tensor]]) -> np.ndarray:
@@ -105,6 +109,11 @@ def _components(n: int, edges: list[tuple[Tensor, Tensor]]) -> np.ndarray:
     b = np.concatenate([e[1].numpy() for e in edges]) if edges else np.zeros(0, np.int64)
     m = coo_matrix((np.ones(len(a), np.int8), (a, b)), shape=(n, n))
     return connected_components(m, directed=False)[1]
+
+
+def _head_classes(book: Book, comp: np.ndarray) -> set[int]:
+    marked = [atoms.numpy() for atoms, _ in book.marks.get("heads", [])]
+    return set(np.unique(comp[np.concatenate(marked)]).tolist()) if marked else set()
 
 
 def _resolve_products(book: Book) -> np.ndarray:
@@ -116,14 +125,16 @@ def _resolve_products(book: Book) -> np.ndarray:
             if (comp[a.numpy()] == comp[0]).any() and not (comp[b.numpy()] == comp[0]).all():
                 book.fix(b)
                 changed = True
+        heads = _head_classes(book, comp)
         for lab, where, axis in book.constraints:
             c = torch.from_numpy(comp[lab.grid.numpy()])
-            varying = [d for d in sorted(lab.dims)
-                       if (c != c.narrow(d, 0, 1)).any()]
-            keep = axis if axis is not None else max(varying, default=0)
-            if len(varying) > 1 or (axis is not None and set(varying) - {axis}):
-                # the innermost dim: the one code usually sizes from the width
-                bundle(book, Label(lab.grid, frozenset(varying)), set(varying) - {keep}, where)
+            varying = {d for d in lab.dims if (c != c.narrow(d, 0, 1)).any()}
+            # units must lie along one axis: the innermost (the size code computes from the
+            # width: C // groups), or, for attention heads, the heads axis
+            keep = axis if axis is not None else max(lab.dims)
+            if varying - {keep} and not (axis is None and len(varying) == 1
+                                          and set(np.unique(c.numpy())) <= heads):
+                bundle(book, Label(lab.grid, frozenset(varying)), varying - {keep}, where)
                 changed = True
         if not changed:
             return comp

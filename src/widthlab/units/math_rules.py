@@ -52,7 +52,10 @@ def contract(rec, operands: list[Operand], out_spec: str) -> list[Label]:
                 rec.book.fix(lab.grid)  # units summed against data
             for r in [r for r in merged if r.dims & lab.dims]:
                 merged.remove(r)
+                shared = r.dims & lab.dims & batch
                 lab = merge(rec.book, r, lab, shape_all)
+                if shared:  # units on a batch dim of both factors: attention heads
+                    rec.book.mark("heads", lab.grid, rec.stack[-1])
             merged.append(lab)
     result = []
     for lab in merged:
@@ -208,9 +211,10 @@ def _norm_over(rec, func, x: Tensor, dims: set[int], params: list[Tensor], kind:
     for p in params:
         for plab in rec.labels(p, buffer=True):
             plab = align(plab, x.ndim)
-            if on:
-                merge(rec.book, on[0], plab, tuple(x.shape))
-            else:
+            match = [lab for lab in on if lab.dims & plab.dims]
+            if match:
+                merge(rec.book, match[0], plab, tuple(x.shape))
+            else:  # a LayerNorm over (C, H, W): its H and W entries are positions
                 rec.book.fix(plab.grid)
     result = []
     for lab in labels:
