@@ -43,7 +43,7 @@ def test_second_identical_command_waits_and_reuses(tmp_path, reference, monkeypa
 
     def no_training(self, *args, **kwargs):
         raise AssertionError("the second command trained an epoch")
-    monkeypatch.setattr(trainer_module.Engine, "_epoch", no_training)
+    monkeypatch.setattr(trainer_module.Engine, "train_epoch", no_training)
     t0 = time.perf_counter()
     run_id = train(SPECS, TrainConfig(**CONFIG), store, data=synthetic(), progress=False)
     waited = time.perf_counter() - t0
