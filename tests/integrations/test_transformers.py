@@ -1,0 +1,100 @@
+"""WidthCallback + WidthTrainer with the real Hugging Face Trainer, a tiny Llama, Shakespeare."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+pytest.importorskip("accelerate")
+from transformers import LlamaConfig, LlamaForCausalLM, TrainingArguments  # noqa: E402
+
+from widthlab.integrations.transformers import (  # noqa: E402
+    WidthCallback,
+    WidthTrainer,
+    load_sized,
+    save_sized,
+)
+
+pytestmark = [pytest.mark.realdata, pytest.mark.usefixtures("one_thread")]
+SEQ, INTER = 32, 48
+
+
+def data(vocab: int, n: int = 48):
+    from widthlab.data import load_text
+
+    ids = load_text("shakespeare").train[: n * SEQ].view(n, SEQ)
+    return [{"input_ids": r, "labels": r} for r in ids], vocab
+
+
+def build(layers: int = 2) -> LlamaForCausalLM:
+    from widthlab.data import load_text
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=load_text("shakespeare").vocab_size, hidden_size=32,
+                      intermediate_size=INTER, num_hidden_layers=layers, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=SEQ, tie_word_embeddings=False)
+    return LlamaForCausalLM(cfg)
+
+
+def trainer(model, out, cb, steps=12, save_steps=None):
+    ds, _ = data(model.config.vocab_size)
+    args = TrainingArguments(output_dir=str(out), max_steps=steps, per_device_train_batch_size=8,
+                             learning_rate=0.03, lr_scheduler_type="linear", logging_steps=1,
+                             report_to=[], use_cpu=True, seed=0, disable_tqdm=True,
+                             save_strategy="steps" if save_steps else "no",
+                             save_steps=save_steps or 500, dataloader_num_workers=0)
+    return WidthTrainer(model=model, args=args, train_dataset=ds, callbacks=[cb])
+
+
+def cb():
+    return WidthCallback(ffn="all", price=3e-4, init=0.1, every_n_steps=4)
+
+
+def test_shrinks_ffn_units_logs_and_saves_pretrained(real_cache, tmp_path):
+    model = build(layers=1)
+    c = cb()
+    t = trainer(model, tmp_path / "run", c)
+    t.train()
+    mlp = model.model.layers[0].mlp
+    width = c.widths()["model.layers.0.mlp"]
+    assert len(c.sizer.history) == 3 and width < INTER
+    assert all(sum(h["removed"].values()) > 0 for h in c.sizer.history[1:])
+    assert mlp.gate_proj.out_features == mlp.up_proj.out_features == width
+    assert mlp.down_proj.in_features == width
+    assert model.config.intermediate_size == width
+    logged = [r for r in t.state.log_history if "width/model.layers.0.mlp" in r]
+    assert logged[-1]["width/model.layers.0.mlp"] == width and "width/penalty" in logged[-1]
+    x = torch.arange(20).view(1, 20) % model.config.vocab_size
+    model.eval()
+    with torch.no_grad():
+        gated = model(x).logits
+    save_sized(model, c, str(tmp_path / "sized"))
+    with torch.no_grad():
+        folded = model(x).logits
+        loaded = LlamaForCausalLM.from_pretrained(str(tmp_path / "sized")).eval()(x).logits
+    assert torch.allclose(folded, gated, atol=1e-5, rtol=0)
+    assert torch.equal(loaded, folded)
+
+
+def test_resume_after_shrink_equals_uninterrupted(real_cache, tmp_path):
+    full = build()
+    trainer(full, tmp_path / "a", cb(), save_steps=4).train()
+    ckpt = tmp_path / "a" / "checkpoint-4"
+    from safetensors.torch import load_file
+
+    saved = load_file(str(ckpt / "model.safetensors"))  # shrunk at step 4, then saved
+    assert saved["model.layers.0.mlp.up_proj.weight"].shape[0] < INTER
+    resumed, c = build(), cb()
+    trainer(resumed, tmp_path / "b", c).train(resume_from_checkpoint=str(ckpt))
+    a, b = full.state_dict(), resumed.state_dict()
+    assert a.keys() == b.keys()
+    assert len(c.sizer.history) == 2  # steps 8 and 12 after the resume
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    # a model whose layers differ in width loads with the documented loader
+    x = torch.arange(20).view(1, 20) % full.config.vocab_size
+    save_sized(resumed, c, str(tmp_path / "sized"))
+    with torch.no_grad():
+        assert torch.equal(load_sized(LlamaForCausalLM, str(tmp_path / "sized"))(x).logits,
+                           resumed.eval()(x).logits)
