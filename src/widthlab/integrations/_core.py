@@ -57,10 +57,10 @@ class WidthSizer:
     def __init__(self, names: Sequence[str] | None = None, *, groups=None, price: float = 1e-4,
                  kind: str = "l1", inputs: bool | str = False, seed: int = 0,
                  init: float | None = None, rule: str = "dead", every_n_steps: int | None = None,
-                 every_n_epochs: int | None = None) -> None:
+                 every_n_epochs: int | None = None, allow_empty: bool = False) -> None:
         if isinstance(names, str):
             names = [names]
-        if not names and groups is None:
+        if not names and groups is None and not allow_empty:
             raise UsageError("give the layers to size: names=[...] (layer names) or groups=...")
         if not (isinstance(price, (int, float)) and price >= 0):
             raise UsageError(f"price must be a number >= 0, got {price!r}")
@@ -74,11 +74,17 @@ class WidthSizer:
 
     def gate(self, model: nn.Module) -> bool:
         """Gate ``model`` in place unless it already has gates; True when it gated now."""
-        if model_gates(model):
+        if model_gates(model) or not (self.names or self.groups is not None):
             return False
         extra = {} if self.groups is None else {"groups": self.groups}
-        gate_layers(model, self.names, inputs=self.inputs, kind=self.kind, seed=self.seed,
-                    init=self.init, **extra)
+        try:
+            gate_layers(model, self.names, inputs=self.inputs, kind=self.kind, seed=self.seed,
+                        init=self.init, **extra)
+        except TypeError as e:
+            if self.groups is None:
+                raise
+            raise UsageError("groups= needs gate_layers(..., groups=...) of the gate family, "
+                             "which this widthlab does not have yet; give layer names") from e
         return True
 
     def penalty(self, model: nn.Module) -> Tensor:

@@ -35,7 +35,7 @@ from widthlab._compat import ensure_torchvision_importable
 from widthlab.errors import UsageError
 from widthlab.integrations._core import WidthSizer
 from widthlab.integrations._hf_ffn import fold_gates_, gate_ffn, shrink_ffn_
-from widthlab.nn.surgery import gate_layers, model_gates
+from widthlab.nn.surgery import model_gates
 
 ensure_torchvision_importable()
 try:
@@ -68,24 +68,19 @@ class WidthCallback(transformers.TrainerCallback):
     def __init__(self, ffn="all", *, groups=None, price: float = 1e-4, kind: str = "l1",
                  seed: int = 0, init: float | None = None, rule: str = "dead",
                  every_n_steps: int | None = 100, example: dict | None = None) -> None:
-        self.sizer = WidthSizer(["ffn"], groups=groups, price=price, kind=kind, seed=seed,
-                                init=init, rule=rule, every_n_steps=every_n_steps)
+        self.sizer = WidthSizer(None, groups=groups, allow_empty=bool(ffn), price=price,
+                                kind=kind, seed=seed, init=init, rule=rule,
+                                every_n_steps=every_n_steps)
         self.ffn, self.example, self.gates, self.penalty = ffn, example, {}, None
 
     def gate(self, model) -> None:
         """Gate ``model`` (once)."""
         if self.gates or model_gates(model):
             return
+        self.sizer.gate(model)  # groups=, through gate_layers
         if self.ffn:
             self.gates = gate_ffn(model, self.ffn, kind=self.sizer.kind, seed=self.sizer.seed,
                                   init=self.sizer.init)
-        if self.sizer.groups is not None:
-            try:
-                gate_layers(model, [], groups=self.sizer.groups, kind=self.sizer.kind,
-                            seed=self.sizer.seed, init=self.sizer.init)
-            except TypeError as e:
-                raise UsageError("groups= needs gate_layers(..., groups=...) of the gate "
-                                 "family, which this widthlab does not have; use ffn=") from e
 
     def widths(self) -> dict[str, int]:
         return {k: g.width for k, (g, _, _) in self.gates.items()}
