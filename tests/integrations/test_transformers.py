@@ -7,7 +7,12 @@ import torch
 
 pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
-from transformers import LlamaConfig, LlamaForCausalLM, TrainingArguments  # noqa: E402
+from transformers import (  # noqa: E402
+    LlamaConfig,
+    LlamaForCausalLM,
+    TrainerCallback,
+    TrainingArguments,
+)
 
 from widthlab.integrations.transformers import (  # noqa: E402
     WidthCallback,
@@ -15,6 +20,7 @@ from widthlab.integrations.transformers import (  # noqa: E402
     load_sized,
     save_sized,
 )
+from widthlab.nn.surgery import model_gates  # noqa: E402
 
 pytestmark = [pytest.mark.realdata, pytest.mark.usefixtures("one_thread")]
 SEQ, INTER = 32, 48
@@ -98,3 +104,39 @@ def test_resume_after_shrink_equals_uninterrupted(real_cache, tmp_path):
     with torch.no_grad():
         assert torch.equal(load_sized(LlamaForCausalLM, str(tmp_path / "sized"))(x).logits,
                            resumed.eval()(x).logits)
+
+
+class Mask(TrainerCallback):
+    """The reference: instead of removing the units the callback would remove at step k,
+    multiply their gate's output by 0 from then on (dead: ``g <= 0``, computed here)."""
+
+    def __init__(self, every: int) -> None:
+        self.every, self.masks = every, {}
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step % self.every:
+            return
+        for gate in model_gates(model):
+            dead = gate.gate.detach() <= 0
+            if gate.key in self.masks:
+                dead |= self.masks[gate.key] == 0
+            else:
+                gate.register_forward_hook(lambda m, a, out: out * self.masks[m.key])
+            self.masks[gate.key] = (~dead).to(gate.gate.dtype)
+
+
+def test_training_after_each_shrink_equals_masking(real_cache, tmp_path):
+    shrunk, masked = build(), build()
+    c = cb()
+    t1 = trainer(shrunk, tmp_path / "a", c)
+    t1.train()
+    ref = WidthCallback(ffn="all", price=3e-4, init=0.1, every_n_steps=None)
+    t2 = trainer(masked, tmp_path / "b", ref)
+    t2.add_callback(Mask(4))
+    t2.train()
+    assert sum(sum(h["removed"].values()) for h in c.sizer.history) > 0
+    kept = {k: int(m.sum()) for k, m in t2.callback_handler.callbacks[-1].masks.items()}
+    assert kept == c.widths()
+    losses = [[r["loss"] for r in t.state.log_history if "loss" in r] for t in (t1, t2)]
+    assert len(losses[0]) == 12
+    assert torch.allclose(torch.tensor(losses[0]), torch.tensor(losses[1]), atol=1e-5, rtol=0)

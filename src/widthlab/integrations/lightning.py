@@ -155,7 +155,7 @@ def load_sized(module, path, callback: WidthCallback):
     (same names, kind and inputs); the module is gated as it was, resized to the
     checkpoint's shapes and loaded. Returns ``module``.
     """
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
     callback.sizer.gate(module)
     callback._resize(module, ckpt)
     module.load_state_dict(ckpt["state_dict"])
