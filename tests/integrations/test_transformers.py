@@ -140,3 +140,29 @@ def test_training_after_each_shrink_equals_masking(real_cache, tmp_path):
     losses = [[r["loss"] for r in t.state.log_history if "loss" in r] for t in (t1, t2)]
     assert len(losses[0]) == 12
     assert torch.allclose(torch.tensor(losses[0]), torch.tensor(losses[1]), atol=1e-5, rtol=0)
+
+
+def test_gpt2_conv1d_ffn_resumes_and_loads_with_tied_embeddings(real_cache, tmp_path):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from widthlab.data import load_text
+
+    def gpt2():
+        torch.manual_seed(0)
+        return GPT2LMHeadModel(GPT2Config(
+            vocab_size=load_text("shakespeare").vocab_size, n_embd=32, n_layer=2, n_head=4,
+            n_positions=SEQ, n_inner=INTER, resid_pdrop=0, embd_pdrop=0, attn_pdrop=0))
+
+    full, c = gpt2(), cb()
+    trainer(full, tmp_path / "a", c, steps=8, save_steps=4).train()
+    assert full.transformer.h[0].mlp.c_fc.nf < INTER  # Conv1D sized through the units core
+    resumed = gpt2()
+    trainer(resumed, tmp_path / "b", cb(), steps=8).train(
+        resume_from_checkpoint=str(tmp_path / "a" / "checkpoint-4"))
+    a, b = full.state_dict(), resumed.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    x = torch.arange(20).view(1, 20) % full.config.vocab_size
+    save_sized(full, c, str(tmp_path / "sized"))  # lm_head is tied: not in the file
+    with torch.no_grad():
+        assert torch.equal(load_sized(GPT2LMHeadModel, str(tmp_path / "sized"))(x).logits,
+                           full.eval()(x).logits)

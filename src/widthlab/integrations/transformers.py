@@ -171,6 +171,21 @@ def _state_dict(directory: str) -> dict:
                      "(sharded checkpoints are not supported yet)")
 
 
+def _with_tied(model, state: dict) -> dict:
+    """``state`` plus the tied tensors a saved file leaves out (GPT-2's ``lm_head.weight``):
+    a missing key gets the saved tensor of a key sharing its parameter."""
+    own = model.state_dict(keep_vars=True)
+    by_tensor = {}
+    for key, t in own.items():
+        if key in state:
+            by_tensor.setdefault(id(t), state[key])
+    out = dict(state)
+    for key, t in own.items():
+        if key not in out and id(t) in by_tensor:
+            out[key] = by_tensor[id(t)]
+    return out
+
+
 def resize_from_checkpoint(model, directory: str) -> list[str]:
     """Resize a freshly built (and gated, as when it was saved) ``model`` to the shapes of the
     checkpoint in ``directory``; the Trainer then loads the weights and the optimizer."""
@@ -179,7 +194,7 @@ def resize_from_checkpoint(model, directory: str) -> list[str]:
     if os.path.exists(sizes_path):
         with open(sizes_path) as f:
             sizes = json.load(f)
-    return WidthSizer.resize(model, _state_dict(directory), sizes)
+    return WidthSizer.resize(model, _with_tied(model, _state_dict(directory)), sizes)
 
 
 def save_sized(model, callback: WidthCallback, directory: str, **kwargs) -> None:
@@ -202,7 +217,11 @@ def load_sized(model_class, directory: str, **kwargs):
     config = transformers.AutoConfig.from_pretrained(directory)
     model = model_class(config, **kwargs)
     resize_from_checkpoint(model, directory)
-    model.load_state_dict(_state_dict(directory), strict=False)
+    state = _with_tied(model, _state_dict(directory))
+    missing = set(model.state_dict()) - set(state)
+    if missing:
+        raise UsageError(f"{directory} lacks {sorted(missing)}; it was saved from another model")
+    model.load_state_dict(state)
     return model.eval()
 
 
