@@ -71,6 +71,7 @@ class WidthCallback(pl.Callback):
         self.log_widths = bool(log)
         self._module: pl.LightningModule | None = None
         self._penalty: torch.Tensor | None = None
+        self._last_step = -1
 
     # -- wiring ------------------------------------------------------------------------
     def setup(self, trainer, pl_module, stage: str) -> None:
@@ -120,7 +121,9 @@ class WidthCallback(pl.Callback):
 
     # -- training ----------------------------------------------------------------------
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self.sizer.due(step=trainer.global_step):
+        step = trainer.global_step  # the same for every micro-batch of an accumulated step
+        if self.sizer.due(step=step) and self._last_step != step:
+            self._last_step = step
             self._shrink(trainer, pl_module)
         if self.log_widths:
             for key, width in self.sizer.widths(pl_module).items():
