@@ -166,3 +166,19 @@ def test_gpt2_conv1d_ffn_resumes_and_loads_with_tied_embeddings(real_cache, tmp_
     with torch.no_grad():
         assert torch.equal(load_sized(GPT2LMHeadModel, str(tmp_path / "sized"))(x).logits,
                            full.eval()(x).logits)
+
+
+def test_hard_concrete_gates_resume_with_their_noise(real_cache, tmp_path):
+    def hc():
+        return WidthCallback(ffn="all", kind="hard_concrete", price=0.003, init=-2.38,
+                             every_n_steps=4, seed=1)
+
+    full, c = build(), hc()
+    trainer(full, tmp_path / "a", c, steps=8, save_steps=4).train()
+    assert c.sizer.history[0]["widths"]["model.layers.0.mlp"] < INTER  # shrunk at step 4
+    resumed = build()
+    trainer(resumed, tmp_path / "b", hc(), steps=8).train(
+        resume_from_checkpoint=str(tmp_path / "a" / "checkpoint-4"))
+    a, b = full.state_dict(), resumed.state_dict()
+    assert any(k.endswith("noise_state") for k in a)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
