@@ -1,0 +1,229 @@
+"""Learn FFN widths inside Hugging Face's ``Trainer``: ``WidthCallback`` + ``WidthTrainer``.
+
+``pip install widthlab[transformers]``. Example::
+
+    from widthlab.integrations.transformers import WidthCallback, WidthTrainer, save_sized
+    cb = WidthCallback(ffn="all", price=1e-3, every_n_steps=100)
+    trainer = WidthTrainer(model=model, args=args, train_dataset=ds, callbacks=[cb])
+    trainer.train()                      # gated, priced, shrunk; widths in the log history
+    save_sized(model, cb, "sized/")      # a plain model; config.intermediate_size updated
+    LlamaForCausalLM.from_pretrained("sized/")   # same logits
+    # resume: WidthTrainer(model=build(), ...).train(resume_from_checkpoint=True)
+
+Why a ``Trainer`` subclass beside the callback: an HF callback cannot change the loss (its
+events return only ``TrainerControl``), it runs ``on_train_begin`` after the optimizer was
+built (too late to add the gates to it) and after a checkpoint's weights were loaded (too late
+to resize the model). ``compute_loss``, ``train`` and ``save_model`` are the Trainer's
+documented override points, so :class:`WidthMixin` uses those and leaves the rest (shrinking
+at an interval, where the optimizer and scheduler are at hand) to the callback. Use
+``WidthMixin`` with your own Trainer subclass: ``class T(WidthMixin, MyTrainer)``.
+
+What is gated today: FFN units (a gate on each down projection's input; removal through the
+units core, so SwiGLU's gate and up projections lose the same rows). ``groups=`` is passed
+through to ``widthlab.nn.surgery.gate_layers(model, groups=...)`` for the gate family's group
+gating (attention heads, residual streams).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+
+from widthlab._compat import ensure_torchvision_importable
+from widthlab.errors import UsageError
+from widthlab.integrations._core import WidthSizer
+from widthlab.integrations._hf_ffn import fold_gates_, gate_ffn, shrink_ffn_
+from widthlab.nn.surgery import model_gates
+
+ensure_torchvision_importable()
+try:
+    import transformers
+except ImportError as exc:  # pragma: no cover - the extra is not installed
+    raise ImportError("widthlab.integrations.transformers needs transformers: "
+                      "pip install 'widthlab[transformers]'") from exc
+
+SIZES_FILE = "widthlab_sizes.json"
+
+
+class WidthCallback(transformers.TrainerCallback):
+    """Shrink dead FFN units every ``every_n_steps`` optimizer steps (needs :class:`WidthMixin`).
+
+    Parameters
+    ----------
+    ffn : "all" or list of str
+        The FFN modules to size (names of ``model.named_modules()`` ending in ``mlp`` with a
+        ``down_proj`` / ``c_proj`` / ``fc2`` / ``dense_4h_to_h``).
+    groups : optional
+        Passed through to ``gate_layers(model, [], groups=groups)`` (the gate family's group
+        gating); shrunk with ``shrink_``.
+    price, kind, seed, init, rule, every_n_steps
+        See :class:`widthlab.integrations.WidthSizer`.
+    example : dict, optional
+        Model inputs the units core traces to find the FFN groups (default
+        ``model.dummy_inputs``).
+    """
+
+    def __init__(self, ffn="all", *, groups=None, price: float = 1e-4, kind: str = "l1",
+                 seed: int = 0, init: float | None = None, rule: str = "dead",
+                 every_n_steps: int | None = 100, example: dict | None = None) -> None:
+        self.sizer = WidthSizer(None, groups=groups, allow_empty=bool(ffn), price=price,
+                                kind=kind, seed=seed, init=init, rule=rule,
+                                every_n_steps=every_n_steps)
+        self.ffn, self.example, self.gates, self.penalty = ffn, example, {}, None
+
+    def gate(self, model) -> None:
+        """Gate ``model`` (once)."""
+        if self.gates or model_gates(model):
+            return
+        self.sizer.gate(model)  # groups=, through gate_layers
+        if self.ffn:
+            self.gates = gate_ffn(model, self.ffn, kind=self.sizer.kind, seed=self.sizer.seed,
+                                  init=self.sizer.init)
+
+    def widths(self) -> dict[str, int]:
+        return {k: g.width for k, (g, _, _) in self.gates.items()}
+
+    def shrink(self, model, optimizer, step: int = -1) -> dict[str, int]:
+        """Remove the dead units now (optimizer state sliced in place)."""
+        opt = getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper
+        example = self.example if self.example is not None else model.dummy_inputs
+        removed = shrink_ffn_(model, self.gates, opt, self.sizer.rule, example)
+        if self.sizer.groups is not None:
+            removed.update(self.sizer.shrink(model, opt, step))
+        self.sizer.history.append({"step": step, "removed": removed, "widths": self.widths()})
+        return removed
+
+    def on_step_end(self, args, state, control, model=None, optimizer=None, **kwargs):
+        if self.sizer.due(step=state.global_step):
+            self.shrink(model, optimizer, state.global_step)
+
+
+class WidthMixin:
+    """Trainer methods for :class:`WidthCallback`: gates before the optimizer is built, the
+    priced loss, widths in the logs, sizes beside every checkpoint, resized resumes."""
+
+    @property
+    def width_callback(self) -> WidthCallback:
+        cbs = [c for c in self.callback_handler.callbacks if isinstance(c, WidthCallback)]
+        if len(cbs) != 1:
+            raise UsageError(f"{type(self).__name__} needs exactly one WidthCallback in "
+                             f"callbacks=[...], found {len(cbs)}")
+        return cbs[0]
+
+    def compute_loss(self, model, inputs, *args, **kwargs):
+        out = super().compute_loss(model, inputs, *args, **kwargs)
+        if not model.training:
+            return out
+        cb = self.width_callback
+        loss = out[0] if isinstance(out, tuple) else out
+        pen = cb.sizer.penalty(self.model)
+        cb.penalty = float(pen.detach())
+        loss = loss + pen
+        return (loss, *out[1:]) if isinstance(out, tuple) else loss
+
+    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        cb = self.width_callback
+        cb.gate(self.model)
+        if resume_from_checkpoint:
+            path = resume_from_checkpoint
+            if path is True:
+                path = transformers.trainer_utils.get_last_checkpoint(self.args.output_dir)
+            if path:
+                resize_from_checkpoint(self.model, path)
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def log(self, logs: dict, *args, **kwargs) -> None:
+        if "loss" in logs and self.callback_handler is not None:
+            cb = self.width_callback
+            logs.update({f"width/{k}": w for k, w in cb.widths().items()})
+            if cb.penalty is not None:
+                logs["width/penalty"] = cb.penalty
+        return super().log(logs, *args, **kwargs)
+
+    def save_model(self, output_dir: str | None = None, *args, **kwargs) -> None:
+        super().save_model(output_dir, *args, **kwargs)
+        write_sizes(self.model, output_dir or self.args.output_dir)
+
+
+class WidthTrainer(WidthMixin, transformers.Trainer):
+    """``transformers.Trainer`` with :class:`WidthMixin`."""
+
+
+def write_sizes(model, directory: str) -> None:
+    """Save ``size_attrs(model)`` as ``widthlab_sizes.json`` in ``directory``."""
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, SIZES_FILE), "w") as f:
+        json.dump(WidthSizer.sizes(model), f, indent=1, sort_keys=True)
+
+
+def _state_dict(directory: str) -> dict:
+    st = os.path.join(directory, "model.safetensors")
+    if os.path.exists(st):
+        from safetensors.torch import load_file
+
+        return load_file(st)
+    binary = os.path.join(directory, "pytorch_model.bin")
+    if os.path.exists(binary):
+        return torch.load(binary, map_location="cpu", weights_only=True)
+    raise UsageError(f"{directory} has no model.safetensors or pytorch_model.bin "
+                     "(sharded checkpoints are not supported yet)")
+
+
+def _with_tied(model, state: dict) -> dict:
+    """``state`` plus the tied tensors a saved file leaves out (GPT-2's ``lm_head.weight``):
+    a missing key gets the saved tensor of a key sharing its parameter."""
+    own = model.state_dict(keep_vars=True)
+    by_tensor = {}
+    for key, t in own.items():
+        if key in state:
+            by_tensor.setdefault(id(t), state[key])
+    out = dict(state)
+    for key, t in own.items():
+        if key not in out and id(t) in by_tensor:
+            out[key] = by_tensor[id(t)]
+    return out
+
+
+def resize_from_checkpoint(model, directory: str) -> list[str]:
+    """Resize a freshly built (and gated, as when it was saved) ``model`` to the shapes of the
+    checkpoint in ``directory``; the Trainer then loads the weights and the optimizer."""
+    sizes_path = os.path.join(directory, SIZES_FILE)
+    sizes = {}
+    if os.path.exists(sizes_path):
+        with open(sizes_path) as f:
+            sizes = json.load(f)
+    return WidthSizer.resize(model, _with_tied(model, _state_dict(directory)), sizes)
+
+
+def save_sized(model, callback: WidthCallback, directory: str, **kwargs) -> None:
+    """Fold the callback's gates into the model (evaluation values) and ``save_pretrained``.
+
+    The FFN removal keeps ``config.intermediate_size`` (``n_inner``) true when every layer has
+    the same width: ``from_pretrained(directory)`` then rebuilds the sized model. When layers
+    differ the config cannot say so; load with :func:`load_sized`. The model is plain
+    afterwards (no gates): call this after training.
+    """
+    fold_gates_(model, callback.gates)
+    callback.gates = {}
+    model.save_pretrained(directory, **kwargs)
+    write_sizes(model, directory)
+
+
+def load_sized(model_class, directory: str, **kwargs):
+    """``model_class.from_pretrained(directory)`` for a model whose layers' widths differ:
+    built from its config, resized to the saved shapes, loaded."""
+    config = transformers.AutoConfig.from_pretrained(directory)
+    model = model_class(config, **kwargs)
+    resize_from_checkpoint(model, directory)
+    state = _with_tied(model, _state_dict(directory))
+    missing = set(model.state_dict()) - set(state)
+    if missing:
+        raise UsageError(f"{directory} lacks {sorted(missing)}; it was saved from another model")
+    model.load_state_dict(state)
+    return model.eval()
+
+
+__all__ = ["WidthCallback", "WidthMixin", "WidthTrainer", "load_sized",
+           "resize_from_checkpoint", "save_sized", "write_sizes"]
