@@ -51,6 +51,7 @@ class RunRecord:
     device: str
     precision: str
     code_version: str
+    model: str | None = None  # the kind of model trained ("MLPBank", an nn.Module class)
 
 
 @dataclass
