@@ -140,6 +140,21 @@ def _shown(f: dataclasses.Field) -> str | None:
     return "none" if f.default is None else str(f.default)
 
 
+def metavar(tp: Any, name: str) -> str:
+    """How ``--help`` names the value of profile field ``name`` of annotation ``tp``."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        rest = [a for a in args if a is not type(None)]
+        if int in rest and any(typing.get_origin(a) is tuple for a in rest):
+            out = "N|LIST"  # seeds: a count or a list
+        else:
+            out = metavar(rest[0], name)
+        return out + "|none" if type(None) in args else out
+    if typing.get_origin(tp) is tuple:
+        return "LO:HI|LIST" if name == "widths" else "LIST"
+    return {int: "INT", float: "FLOAT", bool: "BOOL"}.get(tp, "TEXT")
+
+
 def profile_params(cls: type, *, suffix: str = "", show_defaults: bool = False
                    ) -> list[click.Option]:
     """One option per field of the profile dataclass ``cls`` (``widthlab study`` and
@@ -150,6 +165,7 @@ def profile_params(cls: type, *, suffix: str = "", show_defaults: bool = False
     every other value is text read by :func:`parse_field` (see :func:`profile_overrides`).
     """
     params = []
+    hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         meta = f.metadata
         help_ = meta.get("help", "") + suffix
@@ -161,7 +177,8 @@ def profile_params(cls: type, *, suffix: str = "", show_defaults: bool = False
             continue
         kind = click.Choice(list(meta["choices"])) if "choices" in meta else None
         params.append(click.Option([option_name(f.name), f.name], type=kind, default=None,
-                                   help=help_, show_default=show or False))
+                                   help=help_, show_default=show or False,
+                                   metavar=None if kind else metavar(hints[f.name], f.name)))
     return params
 
 

@@ -101,3 +101,16 @@ def test_train_cli_builds_the_sweep_from_profile_fields(tmp_path, monkeypatch):
     assert len(seen["specs"]) == 3 * 14 and seen["specs"][-1].hidden == (1448,)
     assert (seen["cfg"].dataset, seen["cfg"].epochs, seen["cfg"].preact_cov) == ("mnist", 1,
                                                                                   False)
+
+
+def test_train_and_study_help_come_from_the_same_generator(capsys):
+    assert main(["train", "--help"]) == 0
+    train_help = " ".join(capsys.readouterr().out.split())
+    assert main(["study", "variance", "--help"]) == 0
+    study_help = " ".join(capsys.readouterr().out.split())
+    for words in ("--widths LO:HI|LIST", "--seeds N|LIST", "--epochs INT",
+                  "--train-size INT|none", "--batch-size INT"):
+        assert words in train_help and words in study_help
+    assert "--preact-cov / --no-preact-cov" in train_help
+    assert "--optimizer [adam|adamax|sgd]" in train_help
+    assert "[default: (16:1448)]" in train_help
