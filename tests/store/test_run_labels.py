@@ -100,3 +100,15 @@ def test_engine_and_module_runs_record_their_model_kind(tmp_path):
     run = st.get_run(run_id)
     assert (run["study"], run["study_name"], run["experiment"], run["model"]) == \
         ("mine:sweep", "mine", "sweep", "MLPBank")
+
+
+def test_a_module_run_records_its_module_class(tmp_path):
+    import dataclasses
+
+    from tests.engine.child_module_run import CONFIG, make_run
+    from widthlab.engine.lifecycle import run_trainable
+
+    run = make_run("cnn:bn", cfg=dataclasses.replace(CONFIG, epochs=1))
+    run_id = run_trainable(run, tmp_path / "s", None)
+    info = Store(tmp_path / "s").get_run(run_id)
+    assert (info["study_name"], info["experiment"], info["model"]) == ("cnn", "bn", "SmallCNN")

@@ -155,8 +155,7 @@ class ModuleRun:
         return RunRecord(self.run_id, study=self.label, dataset=self.data.name, config=config,
                          models=[self.model_record], seed=self.cfg.seed,
                          device=str(self.device), precision="fp32",
-                         code_version=f"widthlab {__version__} module",
-                         model=type(self.model).__name__)
+                         code_version=f"widthlab {__version__} module")
 
     def steps_per_epoch(self) -> int:
         return math.ceil(len(self.data.train) / self.cfg.batch_size)

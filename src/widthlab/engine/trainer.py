@@ -211,7 +211,7 @@ class Engine(BankRows):
                     "device": str(self.device), "data": self.data.describe()},
             models=[s.to_dict() for s in self.specs], seed=self.cfg.data_seed,
             device=str(self.device), precision=self.cfg.precision,
-            code_version=f"widthlab {__version__} engine {ENGINE_VERSION}", model="MLPBank")
+            code_version=f"widthlab {__version__} engine {ENGINE_VERSION}")
 
     def steps_per_epoch(self) -> int:
         return math.ceil(len(self.data.train) / self.cfg.batch_size)
