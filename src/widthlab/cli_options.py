@@ -9,6 +9,7 @@ list) and ``X | None`` (``none`` for None).
 
 from __future__ import annotations
 
+import dataclasses
 import types
 import typing
 from pathlib import Path
@@ -130,5 +131,65 @@ def option_name(field_name: str) -> str:
     return "--" + field_name.replace("_", "-")
 
 
+def _shown(f: dataclasses.Field) -> str | None:
+    """A field's default as ``--help`` shows it (``show`` metadata, else the value)."""
+    if "show" in f.metadata:
+        return f.metadata["show"]
+    if f.default is dataclasses.MISSING:
+        return None
+    return "none" if f.default is None else str(f.default)
+
+
+def metavar(tp: Any, name: str) -> str:
+    """How ``--help`` names the value of profile field ``name`` of annotation ``tp``."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        rest = [a for a in args if a is not type(None)]
+        if int in rest and any(typing.get_origin(a) is tuple for a in rest):
+            out = "N|LIST"  # seeds: a count or a list
+        else:
+            out = metavar(rest[0], name)
+        return out + "|none" if type(None) in args else out
+    if typing.get_origin(tp) is tuple:
+        return "LO:HI|LIST" if name == "widths" else "LIST"
+    return {int: "INT", float: "FLOAT", bool: "BOOL"}.get(tp, "TEXT")
+
+
+def profile_params(cls: type, *, suffix: str = "", show_defaults: bool = False
+                   ) -> list[click.Option]:
+    """One option per field of the profile dataclass ``cls`` (``widthlab study`` and
+    ``widthlab train`` both build their options here).
+
+    Every option defaults to None (not given: the profile's value stays). A field's metadata
+    gives its ``help``; ``choices`` make a choice option, ``flag`` an ``--x/--no-x`` flag;
+    every other value is text read by :func:`parse_field` (see :func:`profile_overrides`).
+    """
+    params = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        meta = f.metadata
+        help_ = meta.get("help", "") + suffix
+        show = _shown(f) if show_defaults else None
+        if meta.get("flag"):
+            name = option_name(f.name)
+            decls = [f"{name}/--no-{name[2:]}", f.name]
+            params.append(click.Option(decls, default=None, help=help_))
+            continue
+        kind = click.Choice(list(meta["choices"])) if "choices" in meta else None
+        params.append(click.Option([option_name(f.name), f.name], type=kind, default=None,
+                                   help=help_, show_default=show or False,
+                                   metavar=None if kind else metavar(hints[f.name], f.name)))
+    return params
+
+
+def profile_overrides(cls: type, given: dict) -> dict:
+    """The typed values of the options :func:`profile_params` made for ``cls`` that were
+    given (None: left out); text is read by :func:`parse_field`, flags stay booleans."""
+    hints = typing.get_type_hints(cls)
+    return {name: parse_field(hints[name], value, name) if isinstance(value, str) else value
+            for name, value in given.items() if value is not None}
+
+
 __all__ = ["data_option", "device_option", "option_name", "parse_field", "parse_seeds",
-           "quiet_option", "store_option", "target_option", "user_data"]
+           "profile_overrides", "profile_params", "quiet_option", "store_option",
+           "target_option", "user_data"]

@@ -8,8 +8,6 @@ prints the study's summary tables, writes them as CSV with ``--csv``, and prints
 
 from __future__ import annotations
 
-import dataclasses
-import typing
 from pathlib import Path
 
 import click
@@ -17,8 +15,8 @@ import click
 from widthlab.cli_options import (
     data_option,
     device_option,
-    option_name,
-    parse_field,
+    profile_overrides,
+    profile_params,
     quiet_option,
     store_option,
     target_option,
@@ -46,10 +44,7 @@ def run_with_requirements(study: Study, dataset: str, profile: str, *, store: St
 
 
 def _overrides(study: Study, profile: str, given: dict) -> dict:
-    cls = type(study.profile(profile))
-    hints = typing.get_type_hints(cls)
-    return {name: parse_field(hints[name], text, name)
-            for name, text in given.items() if text is not None}
+    return profile_overrides(type(study.profile(profile)), given)
 
 
 def _print_and_save(study: Study, store: Store, runs: dict[str, RunSet], csv: Path | None,
@@ -102,9 +97,8 @@ def make_command(study: Study) -> click.Command:
         click.Option(["--experiment"], default="all", show_default=True,
                      help=f"all, or a comma list of: {', '.join(steps)}."),
     ]
-    for f in dataclasses.fields(type(study.profile(next(iter(study.profiles))))):
-        params.append(click.Option([option_name(f.name), f.name], default=None,
-                                   help=f.metadata.get("help", "") + " (overrides the profile)"))
+    params += profile_params(type(study.profile(next(iter(study.profiles)))),
+                             suffix=" (overrides the profile)")
     cmd = click.Command(study.command or study.name, callback=callback, params=params,
                         help=(study.__doc__ or study.title).strip(), context_settings=CONTEXT)
     for deco in (target_option, data_option, device_option, store_option, quiet_option,

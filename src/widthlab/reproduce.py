@@ -138,8 +138,7 @@ def reproduce(profile: str = "quick", datasets: Sequence[str] = DATASETS, *,
 def _reportable(st: Store, run_id: str) -> bool:
     """Runs labelled with a study's name (helper runs such as ``sparsifier-static`` are read
     by their study's tables, not reported on their own)."""
-    label = st.get_run(run_id)["study"].split(":", 1)[0]
-    return load(label) is not None
+    return load(st.get_run(run_id)["study_name"]) is not None
 
 
 def report_code_hash() -> str:

@@ -402,7 +402,7 @@ def test_two_processes_write_concurrently(tmp_path):
     with sqlite3.connect(store.db_path) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == store_mod.SCHEMA_VERSION == 2
     runs = store.runs().set_index("run_id")
     assert sorted(runs.index) == ["run-x", "run-y"]
     for run_id in runs.index:

@@ -5,6 +5,8 @@ stored numbers: editing this module redraws the report and never retrains).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -15,6 +17,15 @@ from scipy import stats  # noqa: E402
 from deadwidth.compute import DeadProfile, steps  # noqa: E402
 from widthlab.metrics.variance import Verdict  # noqa: E402
 from widthlab.studies.base import Figure, Section, Study, display_name  # noqa: E402
+from widthlab.studies.tables import StudyTables, table, value  # noqa: E402
+
+
+@dataclass(frozen=True)
+class DeadTables(StudyTables):
+    """One dataset's tables: a misspelt name or a missing column fails where they are built."""
+
+    dead: pd.DataFrame = table("model", "width", "seed", "dead", "test_acc")
+    runs: list = value("the sweep's run id")
 
 
 def dead_table(store, run_id: str) -> pd.DataFrame:
@@ -64,21 +75,21 @@ class DeadWidthStudy(Study):
         return steps(profile)
 
     def tables(self, store, runs):
-        return {d: {"dead": dead_table(store, r["sweep"]), "runs": [r["sweep"]]}
+        return {d: DeadTables(dead=dead_table(store, r["sweep"]), runs=[r["sweep"]])
                 for d, r in runs.items() if "sweep" in r}
 
     def verdicts(self, tables):
-        return {d: [dead_grows(t["dead"])] for d, t in tables.items()}
+        return {d: [dead_grows(t.dead)] for d, t in tables.items()}
 
     def sections(self, tables, verdicts):
         return [Section(title=f"Dead neurons: {display_name(d)}", verdicts=verdicts[d],
                         figures=[Figure(f"{d}-dead", "dead neurons per width",
-                                        lambda t=t, d=d: draw(t["dead"], display_name(d)))],
-                        tables=[("per model", t["dead"])], run_ids=t["runs"])
+                                        lambda t=t, d=d: draw(t.dead, display_name(d)))],
+                        tables=[("per model", t.dead)], run_ids=t.runs)
                 for d, t in tables.items()]
 
     def summary(self, tables):
-        return {f"deadwidth-{d}": t["dead"] for d, t in tables.items()}
+        return {f"deadwidth-{d}": t.dead for d, t in tables.items()}
 
 
 STUDY = DeadWidthStudy()

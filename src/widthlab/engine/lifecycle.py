@@ -51,6 +51,18 @@ class RunRecord:
     device: str
     precision: str
     code_version: str
+    model: str | None = None  # the kind of model trained (filled in by :func:`model_kind`)
+
+
+def model_kind(t: object) -> str | None:
+    """The ``model`` column of a run: the class name of what ``t`` trains (its ``model``, an
+    ``nn.Module``, or its ``bank``, an ``MLPBank``); None when it has neither. Read here,
+    outside the trainers, so that storing it changes no run identity."""
+    for attr in ("model", "bank"):
+        obj = getattr(t, attr, None)
+        if obj is not None:
+            return type(obj).__name__
+    return None
 
 
 @dataclass
@@ -136,7 +148,8 @@ def _run(t: Trainable, st: Store, progress: Callable | None, until: int | None,
         st.repair(problems)
         info = st.get_run(t.run_id)
     if info is None:
-        st.create_run(**asdict(t.record()))
+        record = asdict(t.record())
+        st.create_run(**{**record, "model": record["model"] or model_kind(t)})
     elif not (in_memory and info["epochs_done"] == t.epoch):
         _resume(t, st)
     last = t.epochs if until is None else max(0, min(until, t.epochs))
@@ -205,4 +218,5 @@ def store_result(store: Store | str, run_id: str, label: str, result: Result,
     return run_id
 
 
-__all__ = ["EpochRows", "Result", "RunRecord", "Trainable", "run_trainable", "store_result"]
+__all__ = ["EpochRows", "Result", "RunRecord", "Trainable", "model_kind", "run_trainable",
+           "store_result"]

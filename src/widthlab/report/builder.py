@@ -37,11 +37,6 @@ def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def study_of(label: str) -> str:
-    """The study a run label belongs to (``"flexible:frontier"`` -> ``"flexible"``)."""
-    return label.split(":", 1)[0]
-
-
 def choose_runs(st: Store, run_ids: Sequence[str] | None, studies: Sequence[Study],
                 log: Log = _stderr) -> dict[str, list[str]]:
     """Study name -> the finished runs to report. Named runs must be finished runs of a
@@ -54,16 +49,16 @@ def choose_runs(st: Store, run_ids: Sequence[str] | None, studies: Sequence[Stud
             if info["status"] != "done":
                 raise UsageError(f"run {r} is {info['status']}, not done; finish it first "
                                  "(rerun its command) or leave it out")
-            if study_of(info["study"]) not in names:
+            if info["study_name"] not in names:
                 raise UsageError(f"run {r} belongs to study {info['study']!r}, which has no "
                                  f"report section; reportable studies: {', '.join(names)}")
-            chosen.setdefault(study_of(info["study"]), []).append(r)
+            chosen.setdefault(info["study_name"], []).append(r)
         return chosen
     for row in st.runs().itertuples():
-        if row.status != "done" or study_of(row.study) not in names:
+        if row.status != "done" or row.study_name not in names:
             log(f"widthlab: skipping run {row.run_id} ({row.study}, {row.status})")
             continue
-        chosen.setdefault(study_of(row.study), []).append(row.run_id)
+        chosen.setdefault(row.study_name, []).append(row.run_id)
     if not chosen:
         raise UsageError(f"no finished runs of a reportable study in {st.root}; run e.g. "
                          "`widthlab study variance --profile quick` first")

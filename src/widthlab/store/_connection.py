@@ -13,7 +13,15 @@ from pathlib import Path
 from widthlab import _io
 from widthlab.errors import UsageError
 from widthlab.store import _db
-from widthlab.store._schema import _SCHEMA, BUSY_TIMEOUT_S, DB_NAME, SCHEMA_VERSION, _now, _use_wal
+from widthlab.store._schema import (
+    _SCHEMA,
+    BUSY_TIMEOUT_S,
+    DB_NAME,
+    SCHEMA_VERSION,
+    _now,
+    _use_wal,
+    migrate,
+)
 
 
 class StoreConnections:
@@ -95,6 +103,8 @@ class StoreConnections:
                 for statement in _SCHEMA:
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            elif version < SCHEMA_VERSION:
+                migrate(conn, version)  # in this write's transaction: all or nothing
             if "writers" not in tables:
                 conn.execute(_db.WRITERS_TABLE)
             yield conn

@@ -23,6 +23,8 @@ from widthlab.store._schema import (
     WIDE_KEYS,
     _decode_array,
     _has_table,
+    fill_label_columns,
+    label_parts,
 )
 
 
@@ -72,7 +74,7 @@ class StoreReads(StoreConnections):
         run["status"] = self._live_status(run["status"], *(writer or (None, None, None)))
         run["config"] = json.loads(run["config"])
         run["timings"] = json.loads(run["timings"])
-        return run
+        return fill_label_columns(run)
 
     def require_run(self, run_id: str) -> dict:
         """:meth:`get_run`, or a UsageError naming the store and the fix when there is none."""
@@ -83,8 +85,9 @@ class StoreReads(StoreConnections):
         return run
 
     def runs(self) -> pd.DataFrame:
-        """One row per run, oldest first: id, study, dataset, status, model counts, epochs,
-        seed, device, precision, code version, host and timestamps.
+        """One row per run, oldest first: id, label (``study``), its parts ``study_name`` and
+        ``experiment``, dataset, model kind, status, model counts, epochs, seed, device,
+        precision, code version, host and timestamps.
 
         ``status`` is ``running``, ``done`` or ``failed`` as stored, or ``interrupted`` for a
         running run whose writing process (recorded with each write) is gone from this host.
@@ -93,9 +96,11 @@ class StoreReads(StoreConnections):
             if conn is None:
                 return pd.DataFrame(columns=RUN_COLUMNS)
             writers = _has_table(conn, "writers")
+            labelled = "experiment" in {c[1] for c in conn.execute("PRAGMA table_info(runs)")}
             df = pd.read_sql_query(
                 "SELECT r.run_id, r.study, r.dataset, r.status,"
-                " (SELECT count(*) FROM models m WHERE m.run_id = r.run_id) AS n_models,"
+                + (" r.study_name, r.experiment, r.model," if labelled else "")
+                + " (SELECT count(*) FROM models m WHERE m.run_id = r.run_id) AS n_models,"
                 " (SELECT count(*) FROM models m WHERE m.run_id = r.run_id"
                 "  AND m.status = 'failed') AS n_failed,"
                 " r.epochs_done, r.seed, r.device, r.precision, r.code_version, r.host,"
@@ -104,6 +109,11 @@ class StoreReads(StoreConnections):
                    " LEFT JOIN writers w ON w.run_id = r.run_id" if writers else
                    "NULL AS w_host, NULL AS w_pid, NULL AS w_started FROM runs r")
                 + " ORDER BY r.created_at, r.rowid", conn)
+        if not labelled:  # a schema-1 store read without writing: the same columns
+            parts = [label_parts(label) for label in df["study"]]
+            df["study_name"] = [p[0] for p in parts]
+            df["experiment"] = [p[1] for p in parts]
+            df["model"] = None
         df["status"] = [self._live_status(*row) for row in
                         df[["status", "w_host", "w_pid", "w_started"]].itertuples(index=False)]
         return df[RUN_COLUMNS]

@@ -18,7 +18,7 @@ import numpy as np
 
 from widthlab.errors import UsageError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: runs gained study_name, experiment, model (v1 stores migrate)
 BUSY_TIMEOUT_S = 30.0
 DB_NAME = "widthlab.sqlite"
 CHECKPOINT_DIR = "checkpoints"
@@ -44,7 +44,10 @@ _SCHEMA = [
         updated_at   TEXT NOT NULL,
         finished_at  TEXT,
         epochs_done  INTEGER NOT NULL DEFAULT 0,
-        timings      TEXT NOT NULL DEFAULT '{}'
+        timings      TEXT NOT NULL DEFAULT '{}',
+        study_name   TEXT,
+        experiment   TEXT,
+        model        TEXT
     )""",
     """CREATE TABLE models (
         run_id       TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
@@ -91,9 +94,10 @@ _SCHEMA = [
     )""",
 ]
 
-RUN_COLUMNS = ["run_id", "study", "dataset", "status", "n_models", "n_failed", "epochs_done",
-               "seed", "device", "precision", "code_version", "host", "created_at",
-               "updated_at", "finished_at"]
+LABEL_COLUMNS = ("study_name", "experiment", "model")
+RUN_COLUMNS = ["run_id", "study", "study_name", "experiment", "dataset", "model", "status",
+               "n_models", "n_failed", "epochs_done", "seed", "device", "precision",
+               "code_version", "host", "created_at", "updated_at", "finished_at"]
 MODEL_COLUMNS = ["model", "name", "arch", "width", "seed", "variant", "options", "status",
                  "failed_epoch", "failure"]
 METRIC_COLUMNS = ["model", "epoch", "split", "name", "value"]
@@ -120,6 +124,38 @@ class ArrayRow:
     epoch: int
     name: str
     value: np.ndarray
+
+
+def label_parts(label: str) -> tuple[str, str | None]:
+    """``(study name, experiment)`` of a run label ``"study:experiment"`` (experiment None
+    without a colon): the one place a label is split, when a run is stored or a schema-1
+    store's rows are migrated; readers use the columns."""
+    study, sep, experiment = str(label).partition(":")
+    return study, (experiment if sep else None)
+
+
+def migrate(conn: sqlite3.Connection, version: int) -> None:
+    """Bring a schema-``version`` database to :data:`SCHEMA_VERSION` inside the caller's
+    transaction (1 -> 2: add the label columns and fill them from each run's label; the
+    model kind of an old run is unknown, NULL)."""
+    if version < 2:
+        have = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+        for col in LABEL_COLUMNS:
+            if col not in have:
+                conn.execute(f"ALTER TABLE runs ADD COLUMN {col} TEXT")
+        rows = conn.execute("SELECT run_id, study FROM runs").fetchall()
+        conn.executemany("UPDATE runs SET study_name = ?, experiment = ? WHERE run_id = ?",
+                         [(*label_parts(study), run_id) for run_id, study in rows])
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+
+def fill_label_columns(run: dict) -> dict:
+    """A run row read from a schema-1 store (not yet migrated: read-only) with the label
+    columns a schema-2 row has."""
+    if "study_name" not in run:
+        run["study_name"], run["experiment"] = label_parts(run["study"])
+        run["model"] = None
+    return run
 
 
 def _now() -> str:

@@ -52,6 +52,7 @@ from widthlab.store._schema import (
     _model_record,
     _now,
     _sha256_file,
+    label_parts,
 )
 from widthlab.store._transfer import StoreTransfer
 
@@ -91,7 +92,7 @@ class Store(StoreReads, StoreTransfer):
     # ------------------------------------------------------------------------------ writes
     def create_run(self, run_id: str, *, study: str, dataset: str, config: dict,
                    models: list[dict], seed: int, device: str, precision: str,
-                   code_version: str) -> None:
+                   code_version: str, model: str | None = None) -> None:
         """Record a new run and its models, with status ``'running'``.
 
         Parameters
@@ -99,7 +100,8 @@ class Store(StoreReads, StoreTransfer):
         run_id
             Unique id: letters, digits, ``.``, ``_`` and ``-`` (it names checkpoint files).
         study, dataset
-            What the run belongs to and trains on.
+            What the run belongs to (its label, ``"study:experiment"``, stored whole and as
+            the columns ``study_name`` and ``experiment``) and trains on.
         config
             The full configuration, stored as JSON.
         models
@@ -108,6 +110,9 @@ class Store(StoreReads, StoreTransfer):
             A model's index is its position in the list.
         seed, device, precision, code_version
             Stored as given; the host name is added.
+        model
+            What kind of model the run trains (``"MLPBank"``, an ``nn.Module`` class name),
+            the ``model`` column; None for a stored analysis.
 
         Raises
         ------
@@ -126,10 +131,10 @@ class Store(StoreReads, StoreTransfer):
                 )
             conn.execute(
                 "INSERT INTO runs (run_id, study, dataset, status, config, code_version, seed,"
-                " device, precision, host, created_at, updated_at)"
-                " VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?)",
+                " device, precision, host, created_at, updated_at, study_name, experiment,"
+                " model) VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (run_id, study, dataset, config_json, code_version, int(seed), device,
-                 precision, socket.gethostname(), now, now),
+                 precision, socket.gethostname(), now, now, *label_parts(study), model),
             )
             conn.executemany(
                 "INSERT INTO models (run_id, model, name, arch, width, seed, variant, options)"

@@ -306,8 +306,7 @@ def newest(store: Store, run_ids: Sequence[str]) -> dict[str, dict[str, str]]:
     best: dict[tuple[str, str], tuple[str, str]] = {}
     for r in run_ids:
         info = store.get_run(r)
-        label = info["study"]
-        key = (info["dataset"], label.split(":", 1)[1] if ":" in label else "")
+        key = (info["dataset"], info["experiment"] or "")
         stamp = info.get("finished_at") or info.get("updated_at") or ""
         if key not in best or stamp >= best[key][0]:
             best[key] = (stamp, r)

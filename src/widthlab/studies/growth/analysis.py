@@ -58,6 +58,9 @@ def width_curves(st: Store, run_id: str) -> pd.DataFrame:
     return kept.rename(columns={"value": "width"}).join(t, on="model")
 
 
+SPREAD_COLUMNS = ("init", "lam", "mean_width", "spread", "test_acc", "static_acc", "starts")
+
+
 def spreads(t: pd.DataFrame) -> pd.DataFrame:
     """Per (init, lambda): mean final width over starts and seeds, and the spread (largest
     distance of a start's mean from the mean, relative to the mean)."""
@@ -70,4 +73,4 @@ def spreads(t: pd.DataFrame) -> pd.DataFrame:
         rows.append({"init": init, "lam": lam, "mean_width": mean, "spread": spread,
                      "test_acc": float(g.test_acc.mean()),
                      "static_acc": float(g.static_acc.mean()), "starts": len(per)})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=list(SPREAD_COLUMNS))

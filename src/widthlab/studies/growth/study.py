@@ -8,6 +8,7 @@ fused run; static networks of every final width are the reference.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import pandas as pd
 
@@ -27,6 +28,7 @@ from widthlab.studies.growth import figures as fg
 from widthlab.studies.growth import verdicts as vd
 from widthlab.studies.growth.config import NAME, PROFILES, GrowthProfile, experiment
 from widthlab.studies.growth.references import static_experiment
+from widthlab.studies.tables import StudyTables, table, value
 
 PAIR = "mnist-vs-fashion"
 INTRO = ("Every model starts at its width; every few steps it measures the exact removal cost "
@@ -37,6 +39,18 @@ INTRO = ("Every model starts at its width; every few steps it measures the exact
          "alongside. All starts, prices and initialisations train in one fused run; static "
          "networks of each final width are the reference.")
 CSV_COLUMNS = ["start_width", "lam", "seed", "init", "final_width", "test_acc", "train_flops"]
+
+
+@dataclass(frozen=True)
+class GrowthTables(StudyTables):
+    """One dataset's tables of the growth study."""
+
+    models: pd.DataFrame = table(*CSV_COLUMNS, "model", "status", "static_acc",
+                                 doc="one row per model, its static reference's accuracy")
+    spreads: pd.DataFrame = table(*an.SPREAD_COLUMNS, doc="per initialisation and price")
+    curves: pd.DataFrame = table("model", "epoch", "width", "init", "lam", "start_width",
+                                 doc="width per epoch of every model")
+    runs: list = value("the growth run and its static reference run")
 
 
 class GrowthStudy(Study):
@@ -62,18 +76,18 @@ class GrowthStudy(Study):
             run_id = by_exp.get("grow") or next(iter(by_exp.values()))
             static = an.static_runs(store, run_id)[:1]
             models = an.models_table(store, run_id, static[0] if static else None)
-            out[dataset] = {"models": models, "spreads": an.spreads(models),
-                            "curves": an.width_curves(store, run_id),
-                            "runs": [run_id, *static]}
+            out[dataset] = GrowthTables(models=models, spreads=an.spreads(models),
+                                        curves=an.width_curves(store, run_id),
+                                        runs=[run_id, *static])
         return out
 
     def verdicts(self, tables: Tables) -> Verdicts:
-        out: Verdicts = {d: [vd.same_width_from_any_start(t["spreads"]),
-                             vd.as_good_as_static(t["models"]),
-                             vd.growing_is_cheaper(t["models"])] for d, t in tables.items()}
+        out: Verdicts = {d: [vd.same_width_from_any_start(t.spreads),
+                             vd.as_good_as_static(t.models),
+                             vd.growing_is_cheaper(t.models)] for d, t in tables.items()}
         if {"mnist", "fashion-mnist"} <= set(tables):
-            out[PAIR] = [vd.fashion_ends_wider(tables["mnist"]["spreads"],
-                                               tables["fashion-mnist"]["spreads"])]
+            out[PAIR] = [vd.fashion_ends_wider(tables["mnist"].spreads,
+                                               tables["fashion-mnist"].spreads)]
         return out
 
     def sections(self, tables: Tables, verdicts: Verdicts) -> list[Section]:
@@ -82,12 +96,12 @@ class GrowthStudy(Study):
             t, name = tables[d], display_name(d)
             out.append(Section(
                 title=f"Growing and shrinking to one width: {name}", intro=INTRO,
-                verdicts=verdicts.get(d, []), run_ids=list(t["runs"]),
+                verdicts=verdicts.get(d, []), run_ids=list(t.runs),
                 figures=[Figure(f"{d}-widths", f"{name}: width per epoch from every start",
-                                lambda t=t, name=name: fg.width_per_epoch(t["curves"], name)),
+                                lambda t=t, name=name: fg.width_per_epoch(t.curves, name)),
                          Figure(f"{d}-final", f"{name}: final width against the start",
-                                lambda t=t, name=name: fg.final_widths(t["models"], name))],
-                tables=[(f"{name}: per initialisation and price", t["spreads"].round(4))]))
+                                lambda t=t, name=name: fg.final_widths(t.models, name))],
+                tables=[(f"{name}: per initialisation and price", t.spreads.round(4))]))
         if PAIR in verdicts:
             out.append(Section(title="Growing and shrinking: MNIST versus FashionMNIST",
                                verdicts=verdicts[PAIR]))
@@ -98,8 +112,8 @@ class GrowthStudy(Study):
         ``DIR/growth-<dataset>.csv``), and the per-price spreads."""
         out = {}
         for d, t in tables.items():
-            out[f"growth-{d}"] = t["models"][CSV_COLUMNS]
-            out[f"growth-{d}-spreads"] = t["spreads"].round(4)
+            out[f"growth-{d}"] = t.models[CSV_COLUMNS]
+            out[f"growth-{d}-spreads"] = t.spreads.round(4)
         return out
 
 

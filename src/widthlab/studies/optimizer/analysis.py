@@ -46,7 +46,7 @@ def _groups(st: Store, run_id: str) -> list[tuple[str, str, str, list[int]]]:
     optimizer labels its models by variant (``optimizer:adam``); a run labelled
     ``optimizer:adam-static`` holds one variant."""
     info = st.get_run(run_id)
-    opt, _, var = info["study"].split(":", 1)[1].partition("-")
+    opt, _, var = info["experiment"].partition("-")
     models = st.models(run_id)
     if var:
         return [(info["dataset"], opt, var, [int(m) for m in models.model])]

@@ -73,7 +73,7 @@ def summarize(store: Store | str, run_id: str) -> pd.DataFrame:
     table["width_key"] = table["width"].fillna(-1).astype(int)
     table = table.merge(static.rename(columns={"width": "width_key"}),
                         on=["width_key", "seed"], how="left").drop(columns="width_key")
-    table.insert(0, "experiment", info["study"].split(":", 1)[-1])
+    table.insert(0, "experiment", info["experiment"] or info["study_name"])
     table.insert(0, "dataset", info["dataset"])
     return table
 

@@ -10,6 +10,7 @@ the study contract:
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import pandas as pd
 
@@ -24,6 +25,7 @@ from widthlab.studies.base import (
     display_name,
     ordered_datasets,
 )
+from widthlab.studies.tables import StudyTables, table, value
 from widthlab.studies.variance import analysis as an
 from widthlab.studies.variance import figures as fg
 from widthlab.studies.variance import verdicts as vd
@@ -34,6 +36,19 @@ INTRO = ("One-hidden-layer ReLU MLPs of every width and seed trained together; p
 PAIR = "mnist-vs-fashion"
 TABLE_COLUMNS = ("width", "replicates", "shapiro_w", "shapiro_p", "total_std", "dead",
                  "dead_frac", "train_acc", "val_acc", "test_acc", "test_acc_lo", "test_acc_hi")
+
+
+@dataclass(frozen=True)
+class VarianceTables(StudyTables):
+    """One dataset's tables of the variance study."""
+
+    run: str = value("the sweep's run id")
+    stds: dict = value("width -> per-seed arrays of per-neuron activation std")
+    summary: pd.DataFrame = table("width", "replicates", "shapiro_w", "total_std", "dead",
+                                  "test_acc", doc="one row per width (means over seeds)")
+    mixtures: pd.DataFrame = table("width", "gamma_useless", "expnormal_useless",
+                                   doc="per width, the useless share by two mixtures")
+    turning: dict = value("metric -> the width where it says oversized (None: never)")
 
 
 def sweep_run(by_experiment: Mapping[str, str]) -> str:
@@ -77,17 +92,18 @@ class VarianceStudy(Study):
             c = an.collect(store, run_id)
             summary = an.summarize(store, run_id, c)
             mixtures = an.mixture_summary(c)
-            out[dataset] = {"run": run_id, "stds": c["stds"], "summary": summary,
-                            "mixtures": mixtures, "turning": an.turning_points(summary, mixtures)}
+            out[dataset] = VarianceTables(run=run_id, stds=c["stds"], summary=summary,
+                                          mixtures=mixtures,
+                                          turning=an.turning_points(summary, mixtures))
         return out
 
     def verdicts(self, tables: Tables) -> Verdicts:
-        out: Verdicts = {d: [*vd.dataset_verdicts(t["summary"]),
-                             vd.turning_verdict(t["summary"], t["turning"])]
+        out: Verdicts = {d: [*vd.dataset_verdicts(t.summary),
+                             vd.turning_verdict(t.summary, t.turning)]
                          for d, t in tables.items()}
         if {"mnist", "fashion-mnist"} <= set(tables):
-            out[PAIR] = [vd.datasets_verdict(tables["mnist"]["summary"],
-                                             tables["fashion-mnist"]["summary"])]
+            out[PAIR] = [vd.datasets_verdict(tables["mnist"].summary,
+                                             tables["fashion-mnist"].summary)]
         return out
 
     def sections(self, tables: Tables, verdicts: Verdicts) -> list[Section]:
@@ -99,13 +115,13 @@ class VarianceStudy(Study):
                 title="Variance study: MNIST versus FashionMNIST", verdicts=verdicts[PAIR],
                 figures=[Figure(PAIR, "accuracy plateaus and the std distribution at a common "
                                 "width", lambda: fg.datasets_side_by_side(
-                                    {k: t["summary"] for k, t in pair.items()},
-                                    {k: t["stds"] for k, t in pair.items()}))]))
+                                    {k: t.summary for k, t in pair.items()},
+                                    {k: t.stds for k, t in pair.items()}))]))
         return sections
 
-    def _dataset_section(self, dataset: str, t: dict, verdicts: list) -> Section:
+    def _dataset_section(self, dataset: str, t: VarianceTables, verdicts: list) -> Section:
         name = display_name(dataset)
-        s, stds = t["summary"], t["stds"]
+        s, stds = t.summary, t.stds
         drawn = [
             ("std_kde", "std distributions for selected widths (KDE, pooled over seeds)",
              lambda: fg.std_distributions(stds, pick_widths(list(stds)),
@@ -124,18 +140,18 @@ class VarianceStudy(Study):
              lambda: fg.shapiro_and_accuracy(s, "test", name)),
             ("metrics", "metrics versus width: useless share by both mixtures, Shapiro W, "
              "accuracy and dead neurons (min-max normalised), turning points marked",
-             lambda: fg.metrics_vs_width(s, t["mixtures"], t["turning"], f"{name}: metrics")),
+             lambda: fg.metrics_vs_width(s, t.mixtures, t.turning, f"{name}: metrics")),
         ]
         cols = [c for c in TABLE_COLUMNS if c in s.columns]
         return Section(title=f"Variance study: {name}", intro=INTRO, verdicts=verdicts,
                        figures=[Figure(f"{dataset}-{key}", f"{name}: {cap}", draw)
                                 for key, cap, draw in drawn],
-                       tables=[(f"{name}: per width", s[cols])], run_ids=[t["run"]])
+                       tables=[(f"{name}: per width", s[cols])], run_ids=[t.run])
 
     def summary(self, tables: Tables) -> dict[str, pd.DataFrame]:
         """Each dataset's per-width table, named by its run id (``--csv DIR`` writes
         ``DIR/<run id>.csv``)."""
-        return {t["run"]: t["summary"] for t in tables.values()}
+        return {t.run: t.summary for t in tables.values()}
 
 
 STUDY = VarianceStudy()
