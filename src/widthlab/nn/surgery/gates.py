@@ -245,10 +245,10 @@ def _attach(module: nn.Module, attr: str, gate: UnitGate, like: Tensor) -> None:
         module.register_forward_pre_hook(_gate_input)
 
 
-def gate_layers(model: nn.Module, names: Sequence[str], penalty: str = "strict",
+def gate_layers(model: nn.Module, names: Sequence[str] = (), penalty: str = "strict",
                 init: float | None = None, inputs: bool | str = False,
                 kind: str | GateKind = "l1", seed: int = 0,
-                per_weight: bool = False) -> list[UnitGate]:
+                per_weight: bool = False, *, groups=None, example=None) -> list[UnitGate]:
     """Put a sparsifier gate on the units of each named layer of ``model``, in place.
 
     Parameters
@@ -279,11 +279,20 @@ def gate_layers(model: nn.Module, names: Sequence[str], penalty: str = "strict",
         Price each unit per weight it gates (:attr:`UnitGate.unit_weights`, counted now):
         an output gate its producer's weights of that unit (a Linear's row, a conv's
         filter), an input gate its consumers' weights (a Linear's column).
+    groups : sequence of Group or str, optional
+        Groups of :func:`widthlab.units.build_graph` (handles or names: residual streams,
+        attention heads, FFN, conv channels) to gate instead of named layers; one gate per
+        group, unit ``i`` of the gate is unit ``i`` of the group, applied at one point where
+        a gate of 0 equals removing the unit (:mod:`~widthlab.nn.surgery.unit_gates`).
+        Not combinable with ``names``, ``inputs`` or ``per_weight``.
+    example : Tensor or tuple
+        The model's example inputs, needed with ``groups`` (the model is traced on them).
 
     Returns
     -------
     list of UnitGate
-        The new gates; key ``name`` for an output gate, ``name + ":in"`` for an input gate.
+        The new gates; key ``name`` for an output gate, ``name + ":in"`` for an input gate,
+        the group's name for a group gate.
 
     Raises
     ------
@@ -293,6 +302,14 @@ def gate_layers(model: nn.Module, names: Sequence[str], penalty: str = "strict",
     """
     from widthlab.nn.surgery.graph import plan_gates, plan_groups  # graph imports this module
 
+    if groups is not None:
+        from widthlab.nn.surgery.unit_gates import gate_groups  # imports this module
+
+        if list(names) or inputs or per_weight:
+            raise UsageError("gate_layers: pass either names (layers) or groups (units-core "
+                             "groups), and no inputs/per_weight with groups")
+        return gate_groups(model, groups, example, kind=_kind(kind, penalty), init=init,
+                           seed=seed)
     if inputs not in (False, True, "only"):
         raise UsageError(f"inputs must be False, True or 'only', got {inputs!r}")
     gate_kind = _kind(kind, penalty)

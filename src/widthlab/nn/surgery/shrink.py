@@ -28,6 +28,8 @@ from widthlab.nn.surgery._guard import check_optimizer, record, undoing, watch_u
 from widthlab.nn.surgery.gates import IN_ATTR, UnitGate
 from widthlab.nn.surgery.graph import Group, plan_groups
 from widthlab.nn.surgery.rules import DeadRule, SignFlipRule, get_rule
+from widthlab.nn.surgery.unit_gates import CONTAINER, bypassing, unit_gates
+from widthlab.units import remove_units
 
 SIZE_ATTRS = {nn.Linear: ("out_features", "in_features"),
               nn.Conv2d: ("out_channels", "in_channels")}
@@ -161,15 +163,47 @@ def shrink_(model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
     rule = get_rule(rule)
     check_optimizer(model, optimizer)  # before anything is cut
     groups = plan_groups(model)
-    for group in groups:  # a rule that cannot read some gate fails before any change
-        rule.dead(group.gate)
+    for gate in [g.gate for g in groups] + unit_gates(model):  # a rule that cannot read
+        rule.dead(gate)  # some gate fails before any change
     modules = dict(model.named_modules())
     shapes = {p: p.shape for p in model.parameters()}
     with undoing(model) as undo:  # a refusal half-way puts every cut back
         removed = _shrink(groups, modules, rule, optimizer, undo)
+        removed.update(shrink_units(model, rule, optimizer, undo))  # atomic: last
     if optimizer is None:  # a stale optimizer fails clearly at its next step()
         watch_unsliced([p for p in model.parameters() if p.shape != shapes[p]])
     return removed
+
+
+def _closed_one(gate: UnitGate, dead: Tensor, undo) -> Tensor:
+    """All units dead: unit 0 stays, switched off (gate exactly 0); the new dead mask."""
+    undo.save(gate, "gate", clone=True)
+    with torch.no_grad():
+        gate.gate[0] = gate.kind.closed(gate.gate[0])
+    dead = dead.clone()
+    dead[0] = False
+    return dead
+
+
+def shrink_units(model: nn.Module, rule, optimizer, undo) -> dict[str, int]:
+    """Remove the dead units of every units-core gated group in ONE
+    :func:`~widthlab.units.remove_units` call, then cut the gates alike."""
+    gates = unit_gates(model)
+    deads = {}
+    for gate in gates:
+        dead = rule.dead(gate)
+        if bool(dead.all()):
+            dead = _closed_one(gate, dead, undo)
+        deads[gate.key] = dead
+    request = {g.unit_group: deads[g.key].nonzero().flatten().tolist() for g in gates
+               if bool(deads[g.key].any())}
+    if request:
+        with bypassing():  # remove_units' check runs the cut model without the gates
+            remove_units(model, getattr(model, CONTAINER).graph, request, optimizer=optimizer)
+    for gate in gates:
+        if bool(deads[gate.key].any()):
+            _cut_gate(gate, (~deads[gate.key]).nonzero().flatten(), optimizer)
+    return {g.key: int(deads[g.key].sum()) for g in gates}
 
 
 def _shrink(groups: list[Group], modules: dict[str, nn.Module], rule, optimizer,
@@ -181,11 +215,7 @@ def _shrink(groups: list[Group], modules: dict[str, nn.Module], rule, optimizer,
         if dead.numel() == 0:  # an earlier group took every unit this gate had left
             continue
         if bool(dead.all()):  # a layer keeps one unit, switched off (gate exactly 0)
-            undo.save(group.gate, "gate", clone=True)
-            with torch.no_grad():
-                group.gate.gate[0] = group.gate.kind.closed(group.gate.gate[0])
-            dead = dead.clone()
-            dead[0] = False
+            dead = _closed_one(group.gate, dead, undo)
             removed[group.gate.key] -= 1
         if bool(dead.any()):
             _apply(modules, group, (~dead).nonzero().flatten(), optimizer)
