@@ -6,9 +6,11 @@ kept), fold_gates_ leaves a plain model of the learned sizes."""
 import pytest
 import torch
 
+from widthlab.errors import UsageError
 from widthlab.nn.gpt import GPT, GPTConfig
 from widthlab.nn.resnet import ResNet, ResNetConfig
-from widthlab.nn.surgery import gate_layers, shrink_, size_penalty
+from widthlab.nn.surgery import UnitGate, fold_gates_, gate_layers, shrink_, size_penalty
+from widthlab.units import build_graph, remove_units
 
 RCFG = ResNetConfig(stage_widths=(4, 6), blocks=1, image_size=8)
 RGROUPS = ["stream:stages.0.0", "stream:stages.1.0", "stages.0.0.conv1:out",
@@ -78,3 +80,87 @@ def test_shrink_equals_masked_training(net, kind, optim):
     _train(shrunk, sopt, x, 20)
     masked.eval(), shrunk.eval()
     torch.testing.assert_close(shrunk(x), masked(x), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("net", ["resnet", "gpt"])
+def test_zero_gate_equals_remove_units(net):
+    """Independent reference: the plain model cut by widthlab.units.remove_units."""
+    build, groups, dead = ((_resnet, RGROUPS, RDEAD) if net == "resnet"
+                           else (_gpt, GGROUPS, GDEAD))
+    gated, x = build()
+    _kill(gate_layers(gated, groups=groups, example=x), dead)  # live gates relu(1) = 1
+    plain, _ = build()
+    graph = build_graph(plain, x)
+    remove_units(plain, graph, {graph[k]: v for k, v in dead.items()})
+    gated.eval(), plain.eval()
+    torch.testing.assert_close(gated(x), plain(x), atol=1e-10, rtol=0)
+
+
+def _random_gates(gates):
+    gen = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for g in gates:
+            g.gate.copy_(torch.rand(g.gate.shape, generator=gen, dtype=g.gate.dtype) + 0.5)
+
+
+def test_fold_resnet_loads_into_resnet_at_learned_sizes():
+    model, x = _resnet()
+    gates = gate_layers(model, groups=RGROUPS, example=x)
+    _random_gates(gates)
+    _kill(gates, RDEAD)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    _train(model, opt, x, 2)
+    model.eval()
+    want = model(x)
+    assert fold_gates_(model, opt) == {k: len(v) for k, v in RDEAD.items()}
+    assert not any(isinstance(m, UnitGate) for m in model.modules())
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+    assert all(len(p) for p in (g["params"] for g in opt.param_groups))
+    cfg = model.current_config()
+    assert cfg.stage_widths == (3, 4) and cfg.block_widths == ((3,), (3,))
+    fresh = ResNet(cfg).double().eval()
+    fresh.load_state_dict(model.state_dict())  # strict: no gate keys left
+    torch.testing.assert_close(fresh(x), want, atol=1e-10, rtol=0)
+
+
+def test_fold_gpt_hard_concrete_loads_into_gpt_at_learned_sizes():
+    model, x = _gpt()
+    gates = gate_layers(model, groups=GGROUPS, example=x, kind="hard_concrete", seed=1)
+    _random_gates(gates)  # log_alpha in (0.5, 1.5): eval gates strictly inside (0, 1)
+    _kill(gates, GDEAD)
+    model.eval()
+    want = model(x)
+    fold_gates_(model)
+    fresh = GPT(GPTConfig(n_layer=2, n_head=3, n_embd=12, n_ffn=21, block_size=8,
+                          vocab_size=11)).double().eval()
+    fresh.load_state_dict(model.state_dict())
+    assert fresh.head.weight is fresh.tok.weight
+    torch.testing.assert_close(fresh(x), want, atol=1e-10, rtol=0)
+    torch.testing.assert_close(model(x), want, atol=1e-10, rtol=0)
+
+
+def test_groups_refusals():
+    model, x = _gpt()
+    with pytest.raises(UsageError, match="example"):
+        gate_layers(model, groups=["stream:model"])
+    with pytest.raises(UsageError, match="no group 'nope'"):
+        gate_layers(model, groups=["nope"], example=x)
+    with pytest.raises(UsageError, match="either names"):
+        gate_layers(model, ["head"], groups=["stream:model"], example=x)
+    assert not hasattr(model, "widthlab_unit_gates")
+
+
+def test_fold_name_gated_layers():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.ReLU(), torch.nn.Linear(7, 6),
+                                torch.nn.ReLU(), torch.nn.Linear(6, 2)).double()
+    x = torch.randn(4, 5, dtype=torch.float64)
+    gates = gate_layers(model, ["0", "2"])
+    _random_gates(gates)
+    _kill(gates, {"0": [1, 4], "2": [0]})
+    want = model(x)
+    assert fold_gates_(model) == {"0": 2, "2": 1}
+    plain = torch.nn.Sequential(torch.nn.Linear(5, 5), torch.nn.ReLU(), torch.nn.Linear(5, 5),
+                                torch.nn.ReLU(), torch.nn.Linear(5, 2)).double()
+    plain.load_state_dict(model.state_dict())
+    torch.testing.assert_close(plain(x), want, atol=1e-12, rtol=0)
