@@ -3,6 +3,8 @@ the unit, shrink_ removes dead units through widthlab.units.remove_units (optimi
 kept), fold_gates_ leaves a plain model of the learned sizes."""
 
 
+import copy
+
 import pytest
 import torch
 
@@ -10,7 +12,8 @@ from widthlab.errors import UsageError
 from widthlab.nn.gpt import GPT, GPTConfig
 from widthlab.nn.resnet import ResNet, ResNetConfig
 from widthlab.nn.surgery import UnitGate, fold_gates_, gate_layers, shrink_, size_penalty
-from widthlab.units import build_graph, remove_units
+from widthlab.nn.surgery.unit_gates import unit_gates
+from widthlab.units import build_graph, remove_units, resize_to_state_, size_attrs
 
 RCFG = ResNetConfig(stage_widths=(4, 6), blocks=1, image_size=8)
 RGROUPS = ["stream:stages.0.0", "stream:stages.1.0", "stages.0.0.conv1:out",
@@ -164,3 +167,27 @@ def test_fold_name_gated_layers():
                                 torch.nn.ReLU(), torch.nn.Linear(5, 2)).double()
     plain.load_state_dict(model.state_dict())
     torch.testing.assert_close(plain(x), want, atol=1e-12, rtol=0)
+
+
+def test_resume_shrunk_checkpoint_and_deepcopy():
+    model, x = _gpt()
+    gates = gate_layers(model, groups=GGROUPS, example=x, kind="hard_concrete", seed=2)
+    _kill(gates, GDEAD)
+    shrink_(model)
+    twin = copy.deepcopy(model)
+    fresh, _ = _gpt()
+    gate_layers(fresh, groups=GGROUPS, example=x, kind="hard_concrete", seed=2)
+    resize_to_state_(fresh, model.state_dict(), size_attrs(model))
+    fresh.load_state_dict(model.state_dict())  # noise generator state included
+    for m in (model, twin, fresh):
+        m.train()
+    want = model(x)  # one noise sample each, from the same generator state
+    torch.testing.assert_close(fresh(x), want, atol=1e-10, rtol=0)
+    torch.testing.assert_close(twin(x), want, atol=1e-10, rtol=0)
+    for m in (model, fresh):  # the resumed gates follow the re-traced groups: shrink again
+        with torch.no_grad():
+            next(g for g in unit_gates(m) if g.key == "blocks.1.mlp.fc:out").gate[4] = -50.0
+        assert shrink_(m)["blocks.1.mlp.fc:out"] == 1
+    model.eval(), fresh.eval()
+    assert fresh.blocks[1].mlp.fc.out_features == 20
+    torch.testing.assert_close(fresh(x), model(x), atol=1e-10, rtol=0)

@@ -73,6 +73,8 @@ def gate_values(gate: UnitGate) -> Tensor:
 def _enter(gates: nn.ModuleDict, module, args) -> None:
     for g in gates.values():
         g.__dict__.pop("_values", None)
+    if not _BYPASS and any(g.width != g.unit_group.size for g in gates.values()):
+        _rebind(module, gates)  # a checkpoint of a shrunk model was loaded (resume)
 
 
 def _leave(gates: nn.ModuleDict, module, args, output) -> None:
@@ -188,17 +190,55 @@ def gate_groups(model: nn.Module, groups: Sequence[Group | str], example, *,
         gate.to(device=like.device, dtype=like.dtype)
         gate.unit_group = group
         container[f"g{i}"] = gate
-        for name, sl, where in points:
-            module = model.get_submodule(name)
-            if where == "read":
-                module.register_forward_pre_hook(functools.partial(_read_hook, gate, sl))
-            else:
-                module.register_forward_hook(functools.partial(_norm_hook, gate, sl))
+        _hook_points(model, gate, points)
         gates.append(gate)
     model.add_module(CONTAINER, container)
     model.register_forward_pre_hook(functools.partial(_enter, container))
     model.register_forward_hook(functools.partial(_leave, container))
     return gates
+
+
+def _hook_points(model: nn.Module, gate: UnitGate, points) -> None:
+    for name, sl, where in points:
+        module = model.get_submodule(name)
+        if where == "read":
+            module.register_forward_pre_hook(functools.partial(_read_hook, gate, sl))
+        else:
+            module.register_forward_hook(functools.partial(_norm_hook, gate, sl))
+
+
+def _rebind(model: nn.Module, container: nn.ModuleDict) -> None:
+    """Trace ``model`` again and hook every gate to its group of the new graph: after
+    ``resize_to_state_`` + ``load_state_dict`` of a shrunk checkpoint the gates and the
+    model have the checkpoint's sizes, the old graph the fresh model's."""
+    args, kwargs = container.graph.example
+    with bypassing():
+        graph = build_graph(model, *args, **kwargs)
+    groups = []
+    for gate in container.values():
+        try:
+            group = graph[gate.key]
+        except KeyError:
+            group = None
+        if group is None or group.size != gate.width:
+            raise UsageError(
+                f"gate {gate.key!r} has {gate.width} units but the model's group has "
+                f"{'none' if group is None else group.size}; resize the model and its gates "
+                "to the checkpoint (widthlab.units.resize_to_state_) and load it whole")
+        groups.append((gate, group, gate_points(model, group)))
+    _drop_point_hooks(model)
+    container.graph = graph
+    for gate, group, points in groups:
+        gate.unit_group = group
+        _hook_points(model, gate, points)
+
+
+def _drop_point_hooks(model: nn.Module, hooks=(_read_hook, _norm_hook)) -> None:
+    for m in model.modules():
+        for table in (m._forward_pre_hooks, m._forward_hooks):
+            for key, fn in list(table.items()):
+                if isinstance(fn, functools.partial) and fn.func in hooks:
+                    del table[key]
 
 
 def unit_gates(model: nn.Module) -> list[UnitGate]:
@@ -209,10 +249,6 @@ def unit_gates(model: nn.Module) -> list[UnitGate]:
 
 def remove_hooks(model: nn.Module) -> None:
     """Drop every units-core gate hook and the gate container from ``model``."""
-    for m in model.modules():
-        for hooks in (m._forward_pre_hooks, m._forward_hooks):
-            for key, fn in list(hooks.items()):
-                if isinstance(fn, functools.partial) and fn.func in HOOKS:
-                    del hooks[key]
+    _drop_point_hooks(model, HOOKS)
     if getattr(model, CONTAINER, None) is not None:
         delattr(model, CONTAINER)
