@@ -191,3 +191,31 @@ def test_resume_shrunk_checkpoint_and_deepcopy():
     model.eval(), fresh.eval()
     assert fresh.blocks[1].mlp.fc.out_features == 20
     torch.testing.assert_close(fresh(x), model(x), atol=1e-10, rtol=0)
+
+
+def test_hf_gpt2_every_group_gated_shrunk_and_folded():
+    """Hugging Face Conv1D (x @ weight: the read dim is 0), every group incl. the stream."""
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.GPT2Config(n_layer=2, n_head=4, n_embd=16, n_inner=64, vocab_size=30,
+                                  n_positions=8,
+                                  bos_token_id=0, eos_token_id=0)
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(cfg).double().eval()
+    x = torch.randint(0, 30, (2, 8))
+    graph = build_graph(model, x)
+    dead = {g.name: list(range(0, g.size, 3)) for g in graph.groups}
+    dead.update({g.name: [0] for g in graph.groups if g.kind == "heads"})
+    dead["stream:transformer"] = [0, 3, 6, 9]  # the class needs n_embd = heads * head_dim
+    plain = copy.deepcopy(model)
+    remove_units(plain, graph, {graph[k]: v for k, v in dead.items()})
+    gates = gate_layers(model, groups=[g.name for g in graph.groups], example=x)
+    _kill(gates, dead)
+    torch.testing.assert_close(model(x).logits, plain(x).logits, atol=1e-10, rtol=0)
+    _random_gates(gates)
+    _kill(gates, dead)
+    want = model(x).logits
+    fold_gates_(model)
+    fresh = transformers.GPT2LMHeadModel(model.config).double().eval()
+    fresh.load_state_dict(model.state_dict())
+    assert (fresh.config.n_head, fresh.config.n_embd, plain.config.n_embd) == (3, 12, 12)
+    torch.testing.assert_close(fresh(x).logits, want, atol=1e-10, rtol=0)

@@ -128,8 +128,8 @@ def fold_gates_(model: nn.Module, optimizer: torch.optim.Optimizer | None = None
         for name, sl, where in gate_points(model, gate.unit_group):
             module = model.get_submodule(name)
             f = unit_factor(s, sl)
-            if where == "read":
-                _scale_(module, "weight", f, 1)
+            if where == "read":  # the weight's input dim (0 for a Hugging Face Conv1D)
+                _scale_(module, "weight", f, sl.dim)
             else:
                 _scale_(module, "weight", f, 0)
                 _scale_(module, "bias", f, 0)

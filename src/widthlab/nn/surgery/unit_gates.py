@@ -7,8 +7,8 @@ same as removing the unit.
 group into ``model.widthlab_unit_gates`` (a ``ModuleDict``); the gate is applied by hooks:
 
 - *read point* (heads, FFN, channels, and streams no norm mixes, e.g. a ResNet's): the input
-  of every ``nn.Linear`` / ``nn.ConvNd`` that reads the units (the weight's input dimension
-  is in the group) is multiplied, feature by feature, by its unit's gate: a head's ``o_proj``
+  of every ``nn.Linear`` / ``nn.ConvNd`` (``groups=1``) / Hugging Face ``Conv1D`` that reads
+  the units (the weight's input dimension is in the group) is multiplied, feature by feature, by its unit's gate: a head's ``o_proj``
   input columns, the FFN's down projection input, the next conv's input channels, every conv,
   shortcut and classifier reading a stream. Those layers are linear in their input, so a
   gate of 0 is exactly the layer without those columns; nothing else reads the units (the
@@ -94,7 +94,7 @@ def _read_hook(gate: UnitGate, sl: Slice, module: nn.Module, args: tuple):
         return None
     x = args[0]
     f = unit_factor(gate_values(gate), sl).to(x.dtype)
-    if not isinstance(module, nn.Linear):  # a conv's channels: (N, C, ...)
+    if isinstance(module, _CONV):  # a conv's channels: (N, C, ...)
         f = f.view(-1, *([1] * (x.ndim - 2)))
     return (x * f, *args[1:])
 
@@ -120,9 +120,15 @@ HOOKS = (_read_hook, _norm_hook, _enter, _leave)
 
 
 def _is_read(module: nn.Module, sl: Slice) -> bool:
-    return (sl.name == "weight" and sl.dim == 1
-            and (isinstance(module, nn.Linear)
-                 or isinstance(module, _CONV) and module.groups == 1))
+    """The slice is the input dimension of a layer linear in its input: an ``nn.Linear``,
+    a ``ConvNd`` with ``groups=1`` (weight dim 1), a Hugging Face ``Conv1D`` (weight dim 0,
+    ``x @ weight``)."""
+    if sl.name != "weight":
+        return False
+    if type(module).__name__ == "Conv1D" and not isinstance(module, _CONV):
+        return sl.dim == 0
+    return sl.dim == 1 and (isinstance(module, nn.Linear)
+                            or isinstance(module, _CONV) and module.groups == 1)
 
 
 def gate_points(model: nn.Module, group: Group) -> list[tuple[str, Slice, str]]:
