@@ -9,8 +9,9 @@ group into ``model.widthlab_unit_gates`` (a ``ModuleDict``); the gate is applied
 - *read point* (heads, FFN, channels, and streams no norm mixes, e.g. a ResNet's): the input
   of every ``nn.Linear`` / ``nn.ConvNd`` (``groups=1``) / Hugging Face ``Conv1D`` that reads
   the units (the weight's input dimension is in the group) is multiplied, feature by
-  feature, by its unit's gate: a head's ``o_proj`` input columns, the FFN's down projection input, the next conv's input channels, every conv,
-  shortcut and classifier reading a stream. Those layers are linear in their input, so a
+  feature, by its unit's gate: a head's ``o_proj`` input columns, the FFN's down
+  projection input, the next conv's input channels, every conv, shortcut and classifier
+  reading a stream. Those layers are linear in their input, so a
   gate of 0 is exactly the layer without those columns; nothing else reads the units (the
   identity shortcuts, ReLUs, pooling and BatchNorms act per unit).
 - *norm point* (a stream mixed by LayerNorms, e.g. a pre-norm transformer's): every
