@@ -280,11 +280,10 @@ def gate_layers(model: nn.Module, names: Sequence[str] = (), penalty: str = "str
         an output gate its producer's weights of that unit (a Linear's row, a conv's
         filter), an input gate its consumers' weights (a Linear's column).
     groups : sequence of Group or str, optional
-        Groups of :func:`widthlab.units.build_graph` (handles or names: residual streams,
-        attention heads, FFN, conv channels) to gate instead of named layers; one gate per
-        group, unit ``i`` of the gate is unit ``i`` of the group, applied at one point where
-        a gate of 0 equals removing the unit (:mod:`~widthlab.nn.surgery.unit_gates`).
-        Not combinable with ``names``, ``inputs`` or ``per_weight``.
+        Instead of ``names`` (no ``inputs``, ``per_weight``): groups of
+        :func:`widthlab.units.build_graph` (handles or names: streams, heads, FFN, channels),
+        one gate each, at one point where a gate of 0 equals removing the unit
+        (:mod:`~widthlab.nn.surgery.unit_gates`).
     example : Tensor or tuple
         The model's example inputs, needed with ``groups`` (the model is traced on them).
 
@@ -303,13 +302,8 @@ def gate_layers(model: nn.Module, names: Sequence[str] = (), penalty: str = "str
     from widthlab.nn.surgery.graph import plan_gates, plan_groups  # graph imports this module
 
     if groups is not None:
-        from widthlab.nn.surgery.unit_gates import gate_groups  # imports this module
-
-        if list(names) or inputs or per_weight:
-            raise UsageError("gate_layers: pass either names (layers) or groups (units-core "
-                             "groups), and no inputs/per_weight with groups")
-        return gate_groups(model, groups, example, kind=_kind(kind, penalty), init=init,
-                           seed=seed)
+        return _by_groups(model, names, inputs or per_weight, groups, example,
+                          _kind(kind, penalty), init, seed)
     if inputs not in (False, True, "only"):
         raise UsageError(f"inputs must be False, True or 'only', got {inputs!r}")
     gate_kind = _kind(kind, penalty)
@@ -329,6 +323,15 @@ def gate_layers(model: nn.Module, names: Sequence[str] = (), penalty: str = "str
             if id(group.gate) in new:
                 group.gate.unit_weights = unit_weights(modules, group)
     return gates
+
+
+def _by_groups(model, names, layer_options, groups, example, kind, init, seed):
+    from widthlab.nn.surgery.unit_gates import gate_groups  # imports this module
+
+    if list(names) or layer_options:
+        raise UsageError("gate_layers: pass either names (layers) or groups (units-core "
+                         "groups), and no inputs/per_weight with groups")
+    return gate_groups(model, groups, example, kind=kind, init=init, seed=seed)
 
 
 def unit_weights(modules: dict[str, nn.Module], group) -> float:
