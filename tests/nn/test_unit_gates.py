@@ -219,3 +219,18 @@ def test_hf_gpt2_every_group_gated_shrunk_and_folded():
     fresh.load_state_dict(model.state_dict())
     assert (fresh.config.n_head, fresh.config.n_embd, plain.config.n_embd) == (3, 12, 12)
     torch.testing.assert_close(fresh(x).logits, want, atol=1e-10, rtol=0)
+
+
+def test_unmatched_stream_units_stay_masked_with_a_warning():
+    """Our GPT reads the head width off the stream: stream units alone cannot go."""
+    model, x = _gpt()
+    gates = gate_layers(model, groups=GGROUPS, example=x)
+    _kill(gates, {"stream:model": [2], "blocks.0.attn:heads": [], "blocks.1.attn:heads": [],
+                  "blocks.0.mlp.fc:out": [5], "blocks.1.mlp.fc:out": []})
+    model.eval()
+    want = model(x)
+    with pytest.warns(UserWarning, match="masked"):
+        removed = shrink_(model)
+    assert removed["stream:model"] == 0 and removed["blocks.0.mlp.fc:out"] == 1
+    assert model.blocks[0].mlp.fc.out_features == 23 and model.tok.weight.shape[1] == 16
+    torch.testing.assert_close(model(x), want, atol=1e-10, rtol=0)

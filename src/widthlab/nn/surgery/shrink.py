@@ -20,6 +20,8 @@ Example::
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor, nn
 
@@ -197,13 +199,38 @@ def shrink_units(model: nn.Module, rule, optimizer, undo) -> dict[str, int]:
         deads[gate.key] = dead
     request = {g.unit_group: deads[g.key].nonzero().flatten().tolist() for g in gates
                if bool(deads[g.key].any())}
-    if request:
-        with bypassing():  # remove_units' check runs the cut model without the gates
-            remove_units(model, getattr(model, CONTAINER).graph, request, optimizer=optimizer)
+    kept = _remove_or_keep_coupled(model, request, optimizer)
+    for gate in gates:
+        if gate.unit_group in kept:
+            deads[gate.key] = torch.zeros_like(deads[gate.key])
     for gate in gates:
         if bool(deads[gate.key].any()):
             _cut_gate(gate, (~deads[gate.key]).nonzero().flatten(), optimizer)
     return {g.key: int(deads[g.key].sum()) for g in gates}
+
+
+def _remove_or_keep_coupled(model: nn.Module, request: dict, optimizer) -> set:
+    """One :func:`remove_units` call; if the model refuses it and streams or heads are in
+    it (code that reads the head width off the stream needs matching counts), those stay
+    masked (their gates are 0: same outputs) with a warning, the rest is cut. Returns the
+    groups left masked."""
+    graph = getattr(model, CONTAINER, None)
+    if not request:
+        return set()
+    with bypassing():  # remove_units' check runs the cut model without the gates
+        try:
+            remove_units(model, graph.graph, request, optimizer=optimizer)
+            return set()
+        except UsageError as err:
+            coupled = {g for g in request if g.kind in ("stream", "heads")}
+            if not coupled:
+                raise
+            warnings.warn(f"shrink_ left the dead units of {sorted(g.name for g in coupled)} "
+                          f"masked (gate 0, outputs unchanged): {err}", stacklevel=4)
+            rest = {g: d for g, d in request.items() if g not in coupled}
+            if rest:
+                remove_units(model, graph.graph, rest, optimizer=optimizer)
+            return coupled
 
 
 def _shrink(groups: list[Group], modules: dict[str, nn.Module], rule, optimizer,
