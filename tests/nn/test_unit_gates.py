@@ -7,6 +7,7 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from widthlab.errors import UsageError
 from widthlab.nn.gpt import GPT, GPTConfig
@@ -234,3 +235,59 @@ def test_unmatched_stream_units_stay_masked_with_a_warning():
     assert removed["stream:model"] == 0 and removed["blocks.0.mlp.fc:out"] == 1
     assert model.blocks[0].mlp.fc.out_features == 23 and model.tok.weight.shape[1] == 16
     torch.testing.assert_close(model(x), want, atol=1e-10, rtol=0)
+
+
+class _Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(2, 6, 3, padding=1)
+        self.bn1 = torch.nn.BatchNorm2d(6)
+        self.conv2 = torch.nn.Conv2d(6, 5, 3, padding=1)
+        self.fc1 = torch.nn.Linear(5 * 4 * 4, 7)
+        self.fc2 = torch.nn.Linear(7, 3)
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        return self.fc2(F.relu(self.fc1(torch.flatten(x, 1))))
+
+
+@pytest.mark.parametrize("inputs", [False, True])
+def test_name_gated_shrink_via_units_equals_layer_slicing(inputs, monkeypatch):
+    """gate_layers(names, example=x): shrink_ cuts through remove_units; the result (weights,
+    Adam state, outputs, 3 more steps) equals the layer-slicing path's."""
+    import widthlab.nn.surgery.shrink as shrink_module
+
+    calls = []
+    real = shrink_module.remove_units
+    monkeypatch.setattr(shrink_module, "remove_units",
+                        lambda m, g, req, **kw: (calls.append(sorted(k.name for k in req)),
+                                                 real(m, g, req, **kw)))
+    x = torch.randn(4, 2, 8, 8, dtype=torch.float64)
+    runs = []
+    for example in (None, x):
+        torch.manual_seed(0)
+        model = _Net().double()
+        gates = gate_layers(model, ["conv1", "conv2", "fc1"], inputs=inputs, example=example)
+        bound = {g.key for g in gates if hasattr(g, "unit_group")}
+        # conv2's units reach fc1's selecting input gate: they keep the layer-slicing path
+        assert bound == (set() if example is None else {"conv1", "fc1"} | (
+            set() if inputs else {"conv2"}))
+        _kill(gates, {"conv1": [0, 4], "conv2": [1], "fc1": [2, 3, 6], "conv1:in": [1],
+                      "fc1:in": [5, 17, 40]})
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        _train(model, opt, x, 2)
+        removed = shrink_(model, opt)
+        _train(model, opt, x, 3)
+        runs.append((model, opt, removed))
+    (a, aopt, ra), (b, bopt, rb) = runs
+    assert ra == rb and ra["conv1"] == 2
+    assert calls == [sorted(["conv1:out", "fc1:out"] + ([] if inputs else ["conv2:out"]))]
+    for (na, pa), (nb, pb) in zip(a.named_parameters(), b.named_parameters(), strict=True):
+        assert na == nb
+        torch.testing.assert_close(pb, pa, atol=1e-12, rtol=0)
+        for key in aopt.state[pa]:
+            torch.testing.assert_close(bopt.state[pb][key], aopt.state[pa][key], atol=1e-12,
+                                       rtol=0)
+    a.eval(), b.eval()
+    torch.testing.assert_close(b(x), a(x), atol=1e-12, rtol=0)

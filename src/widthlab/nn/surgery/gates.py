@@ -212,12 +212,18 @@ class UnitGate(nn.Module):
             missing_keys.append(key)
 
 
+BYPASS: list[bool] = []  # while non-empty every gate hook is the identity (remove_units' check)
+
+
 def _gate_output(module: nn.Module, args: tuple, output: Tensor) -> Tensor:
-    return getattr(module, OUT_ATTR)(output)
+    return output if BYPASS else getattr(module, OUT_ATTR)(output)
 
 
-def _gate_input(module: nn.Module, args: tuple) -> tuple:
-    return (getattr(module, IN_ATTR)(args[0]), *args[1:])
+def _gate_input(module: nn.Module, args: tuple) -> tuple | None:
+    gate = getattr(module, IN_ATTR)
+    if BYPASS and not gate.selects:  # a selecting gate keeps its layer's inputs consistent
+        return None
+    return (gate(args[0]), *args[1:])
 
 
 def model_gates(model: nn.Module) -> list[UnitGate]:
@@ -285,7 +291,8 @@ def gate_layers(model: nn.Module, names: Sequence[str] = (), penalty: str = "str
         one gate each, at one point where a gate of 0 equals removing the unit
         (:mod:`~widthlab.nn.surgery.unit_gates`).
     example : Tensor or tuple
-        The model's example inputs, needed with ``groups`` (the model is traced on them).
+        Example inputs (the model is traced on them): needed with ``groups``; with
+        ``names``, :func:`shrink_` then removes the gated units via ``remove_units``.
 
     Returns
     -------
@@ -316,6 +323,7 @@ def gate_layers(model: nn.Module, names: Sequence[str] = (), penalty: str = "str
                         kind=gate_kind, seed=seed)
         _attach(spec.module, spec.attr, gate, spec.like)
         gates.append(gate)
+    _bind(model, specs, gates, example)  # with an example: shrink_ cuts via widthlab.units
     if per_weight:
         modules = dict(model.named_modules())
         new = {id(g) for g in gates}
@@ -323,6 +331,13 @@ def gate_layers(model: nn.Module, names: Sequence[str] = (), penalty: str = "str
             if id(group.gate) in new:
                 group.gate.unit_weights = unit_weights(modules, group)
     return gates
+
+
+def _bind(model, specs, gates, example) -> None:
+    if example is not None:
+        from widthlab.nn.surgery.unit_gates import bind_layer_gates  # imports this module
+
+        bind_layer_gates(model, specs, gates, example)
 
 
 def _by_groups(model, names, layer_options, groups, example, kind, init, seed):

@@ -235,7 +235,7 @@ def _remove_or_keep_coupled(model: nn.Module, request: dict, optimizer) -> set:
 
 def _shrink(groups: list[Group], modules: dict[str, nn.Module], rule, optimizer,
             undo) -> dict[str, int]:
-    removed = {}
+    removed, routed = {}, []
     for group in groups:
         dead = rule.dead(group.gate)  # asked now: an earlier group may have cut this gate
         removed[group.gate.key] = int(dead.sum())
@@ -244,6 +244,26 @@ def _shrink(groups: list[Group], modules: dict[str, nn.Module], rule, optimizer,
         if bool(dead.all()):  # a layer keeps one unit, switched off (gate exactly 0)
             dead = _closed_one(group.gate, dead, undo)
             removed[group.gate.key] -= 1
-        if bool(dead.any()):
+        if bool(dead.any()) and _via_units(group, modules):
+            routed.append((group.gate, dead))
+        elif bool(dead.any()):
             _apply(modules, group, (~dead).nonzero().flatten(), optimizer)
+    if routed:  # name-gated layers traced at gate_layers(example=...): ONE remove_units call
+        request = {g.unit_group: d.nonzero().flatten().tolist() for g, d in routed}
+        with bypassing():
+            remove_units(modules[""], routed[0][0].unit_graph, request, optimizer=optimizer)
+        for gate, dead in routed:
+            _cut_gate(gate, (~dead).nonzero().flatten(), optimizer)
     return removed
+
+
+def _via_units(group: Group, modules: dict[str, nn.Module]) -> bool:
+    """The gate is tied to a units-core group and no consumer selects raw inputs (whose
+    positions only the layer-slicing path remaps)."""
+    if getattr(group.gate, "unit_group", None) is None:
+        return False
+    for c in group.consumers:
+        gate = getattr(modules[c.name], IN_ATTR, None)
+        if isinstance(gate, UnitGate) and gate.selects:
+            return False
+    return True

@@ -37,12 +37,12 @@ import torch
 from torch import Tensor, nn
 
 from widthlab.errors import UsageError
+from widthlab.nn.surgery.gates import BYPASS as _BYPASS
 from widthlab.nn.surgery.gates import UnitGate
 from widthlab.units import Group, Slice, UnitGraph, build_graph
 
 CONTAINER = "widthlab_unit_gates"
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_BYPASS: list[bool] = []  # while non-empty, the hooks are the identity (remove_units' check)
 
 
 class bypassing:  # noqa: N801 - a context manager
@@ -184,8 +184,7 @@ def gate_groups(model: nn.Module, groups: Sequence[Group | str], example, *,
                          "of the model's positional inputs) to trace the model")
     if getattr(model, CONTAINER, None) is not None:
         raise UsageError("model already has units-core gates; gate all groups in one call")
-    args = example if isinstance(example, tuple) else (example,)
-    graph = build_graph(model, *args)
+    graph = build_graph(model, *_example_args(example))
     chosen = _resolve(graph, groups)
     plans = [gate_points(model, g) for g in chosen]  # validates before any change
     like = next(model.parameters(), torch.zeros(()))
@@ -246,6 +245,25 @@ def _drop_point_hooks(model: nn.Module, hooks=(_read_hook, _norm_hook)) -> None:
             for key, fn in list(table.items()):
                 if isinstance(fn, functools.partial) and fn.func in hooks:
                     del table[key]
+
+
+def _example_args(example) -> tuple:
+    return example if isinstance(example, tuple) else (example,)
+
+
+def bind_layer_gates(model: nn.Module, specs, gates: list[UnitGate], example) -> None:
+    """Tie each new name-gated gate whose units are a layer's output units (an output gate,
+    or an input gate that owns its producer's units) to that layer's units-core group, so
+    :func:`shrink_` removes them with :func:`~widthlab.units.remove_units`. Gates selecting
+    raw inputs keep the layer-slicing path."""
+    with bypassing():
+        graph = build_graph(model, *_example_args(example))
+    by_producer = {s.module: g for g in graph.groups if g.kind in ("channels", "ffn")
+                   for s in g.slices if s.name == "weight" and s.dim == 0}
+    for spec, gate in zip(specs, gates, strict=True):
+        group = None if spec.selects else by_producer.get(spec.producer)
+        if group is not None and group.size == gate.width:
+            gate.unit_group, gate.unit_graph = group, graph
 
 
 def unit_gates(model: nn.Module) -> list[UnitGate]:
