@@ -282,9 +282,8 @@ def gate_layers(model: nn.Module, names: Sequence[str] = (), penalty: str = "str
         Seed of the stochastic kinds' noise (each gate draws from its own generator, seeded
         from ``seed`` and its key).
     per_weight : bool
-        Price each unit per weight it gates (:attr:`UnitGate.unit_weights`, counted now):
-        an output gate its producer's weights of that unit (a Linear's row, a conv's
-        filter), an input gate its consumers' weights (a Linear's column).
+        Price each unit per weight it gates (:attr:`UnitGate.unit_weights`, counted now): an
+        output gate its producer's weights (a row, a filter), an input gate its consumers'.
     groups : sequence of Group or str, optional
         Instead of ``names`` (no ``inputs``, ``per_weight``): groups of
         :func:`widthlab.units.build_graph` (handles or names: streams, heads, FFN, channels),
