@@ -291,3 +291,33 @@ def test_name_gated_shrink_via_units_equals_layer_slicing(inputs, monkeypatch):
                                        rtol=0)
     a.eval(), b.eval()
     torch.testing.assert_close(b(x), a(x), atol=1e-12, rtol=0)
+
+
+class _TiedNoNorm(torch.nn.Module):
+    """A stream without norms read by a head tied to the embedding."""
+
+    def __init__(self):
+        super().__init__()
+        self.tok = torch.nn.Embedding(11, 8)
+        self.mix = torch.nn.Linear(8, 8)
+        self.head = torch.nn.Linear(8, 11, bias=False)
+        self.head.weight = self.tok.weight
+
+    def forward(self, idx):
+        x = self.tok(idx)
+        x = x + torch.tanh(self.mix(x))
+        return self.head(x)
+
+
+def test_tied_head_read_is_gated_and_fold_refuses():
+    torch.manual_seed(0)
+    model, x = _TiedNoNorm().double(), torch.randint(0, 11, (2, 5))
+    plain = copy.deepcopy(model)
+    gates = gate_layers(model, groups=["stream:model"], example=x)
+    _kill(gates, {"stream:model": [1, 6]})
+    graph = build_graph(plain, x)
+    remove_units(plain, graph, graph["stream:model"], [1, 6])
+    torch.testing.assert_close(model(x), plain(x), atol=1e-10, rtol=0)
+    with pytest.raises(UsageError, match="tied"):
+        fold_gates_(model)
+    assert model.head.weight.shape == (11, 8) and gates[0].width == 8  # nothing changed

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from widthlab.errors import UsageError
 from widthlab.nn.surgery.gates import IN_ATTR, OUT_ATTR, UnitGate, _gate_input, _gate_output
 from widthlab.nn.surgery.shrink import shrink_
-from widthlab.nn.surgery.unit_gates import gate_points, remove_hooks, unit_factor, unit_gates
+from widthlab.nn.surgery.unit_gates import gate_points, remove_hooks, tied, unit_factor, unit_gates
 
 
 def _along(f: Tensor, w: Tensor, dim: int) -> Tensor:
@@ -55,6 +55,10 @@ def _check_foldable(model: nn.Module) -> None:
             if where == "norm" and getattr(model.get_submodule(name), "weight", None) is None:
                 raise UsageError(f"gate {gate.key!r}: norm {name!r} has no weight to fold "
                                  "the gate into")
+            if where == "read" and tied(model, name):
+                raise UsageError(f"gate {gate.key!r} is read by {name!r}, whose weight is tied "
+                                 "to another module: folding would scale both; untie them "
+                                 "first (or keep the gates)")
 
 
 def _strip(model: nn.Module, optimizer) -> list[nn.Parameter]:

@@ -132,6 +132,21 @@ def _is_read(module: nn.Module, sl: Slice) -> bool:
                             or isinstance(module, _CONV) and module.groups == 1)
 
 
+def _sharers(model: nn.Module, sl: Slice) -> list[tuple[str, nn.Module]]:
+    """Every module holding the slice's tensor (a head tied to the embedding reads the
+    stream through the slice recorded on the embedding)."""
+    t = getattr(model.get_submodule(sl.module), sl.name)
+    found = [(name, m) for name, m in model.named_modules()
+             if any(p is t for p in m._parameters.values())]
+    return found or [(sl.module, model.get_submodule(sl.module))]
+
+
+def tied(model: nn.Module, name: str) -> bool:
+    """Whether module ``name``'s weight is also another module's parameter."""
+    w = model.get_submodule(name).weight
+    return sum(any(p is w for p in m._parameters.values()) for m in model.modules()) > 1
+
+
 def gate_points(model: nn.Module, group: Group) -> list[tuple[str, Slice, str]]:
     """``[(module name, slice, "read" | "norm")]``: where ``group``'s gate goes (see the
     module docstring); :class:`UsageError` when no exact point exists."""
@@ -150,8 +165,8 @@ def gate_points(model: nn.Module, group: Group) -> list[tuple[str, Slice, str]]:
                 raise UsageError(f"group {group.name!r} is normalised by the RMSNorm "
                                  f"{name!r}; stream gates support LayerNorm only")
         return points
-    points = [(s.module, s, "read") for s in group.slices
-              if _is_read(model.get_submodule(s.module), s)]
+    points = [(name, s, "read") for s in group.slices for name, m in _sharers(model, s)
+              if _is_read(m, s)]
     if not points:
         raise UsageError(f"group {group.name!r} is read by no Linear or Conv (groups=1) "
                          "layer, so no gate point removes its units exactly")
