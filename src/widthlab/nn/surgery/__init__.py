@@ -10,6 +10,10 @@
 - ``rules.py``: when a unit goes: the journal's ``"dead"`` rule, Smallify's ``"smallify"``;
 - ``shrink.py``: :func:`shrink_` removes dead units from layers, BatchNorms, consumers and the
   optimizer's state, in place;
+- ``unit_gates.py``: ``gate_layers(model, groups=[...], example=x)`` gates the groups of
+  :mod:`widthlab.units` (residual streams, attention heads, FFN, channels) at exact points;
+  ``shrink_`` removes their dead units with :func:`widthlab.units.remove_units`;
+- ``fold.py``: :func:`fold_gates_` multiplies the gates into the weights and removes them;
 
 Example::
 
@@ -23,6 +27,7 @@ Example::
     shrink_(model, opt)                                     # {"conv1": 3, "conv2": 12, ...}
 """
 
+from widthlab.nn.surgery.fold import fold_gates_
 from widthlab.nn.surgery.gates import UnitGate, gate_layers, gate_widths, model_gates, size_penalty
 from widthlab.nn.surgery.graph import Consumer, Group, plan_groups
 from widthlab.nn.surgery.kinds import HardConcreteKind, L1Kind, get_gate_kind
@@ -30,5 +35,5 @@ from widthlab.nn.surgery.rules import DeadRule, SignFlipRule, get_rule
 from widthlab.nn.surgery.shrink import shrink_
 
 __all__ = ["Consumer", "DeadRule", "Group", "HardConcreteKind", "L1Kind", "SignFlipRule",
-           "UnitGate", "gate_layers", "gate_widths", "get_gate_kind", "get_rule", "model_gates",
-           "plan_groups", "shrink_", "size_penalty"]
+           "UnitGate", "fold_gates_", "gate_layers", "gate_widths", "get_gate_kind", "get_rule",
+           "model_gates", "plan_groups", "shrink_", "size_penalty"]

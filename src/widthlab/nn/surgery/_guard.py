@@ -67,12 +67,21 @@ def check_optimizer(model: nn.Module, optimizer) -> None:
                                  "only per-element state (the model was not changed)")
 
 
-_SHRUNK: weakref.WeakSet[Tensor] = weakref.WeakSet()
+# id -> weak reference (a WeakSet would compare two references to one tensor with the
+# tensor's elementwise ``==`` when the same parameter is shrunk twice)
+_SHRUNK: dict[int, weakref.ref] = {}
 _HOOK: list = []
 
 
+def _forget(key: int, ref: weakref.ref) -> None:
+    if _SHRUNK.get(key) is ref:
+        del _SHRUNK[key]
+
+
 def _stale_state(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
-    for p in list(_SHRUNK):
+    for p in [r() for r in list(_SHRUNK.values())]:
+        if p is None:
+            continue
         for key, value in optimizer.state.get(p, {}).items():
             if torch.is_tensor(value) and value.ndim and value.shape != p.shape:
                 raise UsageError(
@@ -84,7 +93,9 @@ def _stale_state(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
 
 def watch_unsliced(params: list[Tensor]) -> None:
     """Make every optimizer's ``step()`` check its state of ``params`` against their shapes."""
-    _SHRUNK.update(params)
+    for p in params:
+        if id(p) not in _SHRUNK:
+            _SHRUNK[id(p)] = weakref.ref(p, lambda r, k=id(p): _forget(k, r))
     if not _HOOK:
         _HOOK.append(register_optimizer_step_pre_hook(_stale_state))
 

@@ -212,12 +212,18 @@ class UnitGate(nn.Module):
             missing_keys.append(key)
 
 
+BYPASS: list[bool] = []  # while non-empty every gate hook is the identity (remove_units' check)
+
+
 def _gate_output(module: nn.Module, args: tuple, output: Tensor) -> Tensor:
-    return getattr(module, OUT_ATTR)(output)
+    return output if BYPASS else getattr(module, OUT_ATTR)(output)
 
 
-def _gate_input(module: nn.Module, args: tuple) -> tuple:
-    return (getattr(module, IN_ATTR)(args[0]), *args[1:])
+def _gate_input(module: nn.Module, args: tuple) -> tuple | None:
+    gate = getattr(module, IN_ATTR)
+    if BYPASS and not gate.selects:  # a selecting gate keeps its layer's inputs consistent
+        return None
+    return (gate(args[0]), *args[1:])
 
 
 def model_gates(model: nn.Module) -> list[UnitGate]:
@@ -245,10 +251,10 @@ def _attach(module: nn.Module, attr: str, gate: UnitGate, like: Tensor) -> None:
         module.register_forward_pre_hook(_gate_input)
 
 
-def gate_layers(model: nn.Module, names: Sequence[str], penalty: str = "strict",
+def gate_layers(model: nn.Module, names: Sequence[str] = (), penalty: str = "strict",
                 init: float | None = None, inputs: bool | str = False,
                 kind: str | GateKind = "l1", seed: int = 0,
-                per_weight: bool = False) -> list[UnitGate]:
+                per_weight: bool = False, *, groups=None, example=None) -> list[UnitGate]:
     """Put a sparsifier gate on the units of each named layer of ``model``, in place.
 
     Parameters
@@ -276,14 +282,22 @@ def gate_layers(model: nn.Module, names: Sequence[str], penalty: str = "strict",
         Seed of the stochastic kinds' noise (each gate draws from its own generator, seeded
         from ``seed`` and its key).
     per_weight : bool
-        Price each unit per weight it gates (:attr:`UnitGate.unit_weights`, counted now):
-        an output gate its producer's weights of that unit (a Linear's row, a conv's
-        filter), an input gate its consumers' weights (a Linear's column).
+        Price each unit per weight it gates (:attr:`UnitGate.unit_weights`, counted now): an
+        output gate its producer's weights (a row, a filter), an input gate its consumers'.
+    groups : sequence of Group or str, optional
+        Instead of ``names`` (no ``inputs``, ``per_weight``): groups of
+        :func:`widthlab.units.build_graph` (handles or names: streams, heads, FFN, channels),
+        one gate each, at one point where a gate of 0 equals removing the unit
+        (:mod:`~widthlab.nn.surgery.unit_gates`).
+    example : Tensor or tuple
+        Example inputs (the model is traced on them): needed with ``groups``; with
+        ``names``, :func:`shrink_` then removes the gated units via ``remove_units``.
 
     Returns
     -------
     list of UnitGate
-        The new gates; key ``name`` for an output gate, ``name + ":in"`` for an input gate.
+        The new gates; key ``name`` for an output gate, ``name + ":in"`` for an input gate,
+        the group's name for a group gate.
 
     Raises
     ------
@@ -293,6 +307,9 @@ def gate_layers(model: nn.Module, names: Sequence[str], penalty: str = "strict",
     """
     from widthlab.nn.surgery.graph import plan_gates, plan_groups  # graph imports this module
 
+    if groups is not None:
+        return _by_groups(model, names, inputs or per_weight, groups, example,
+                          _kind(kind, penalty), init, seed)
     if inputs not in (False, True, "only"):
         raise UsageError(f"inputs must be False, True or 'only', got {inputs!r}")
     gate_kind = _kind(kind, penalty)
@@ -305,6 +322,7 @@ def gate_layers(model: nn.Module, names: Sequence[str], penalty: str = "strict",
                         kind=gate_kind, seed=seed)
         _attach(spec.module, spec.attr, gate, spec.like)
         gates.append(gate)
+    _bind(model, specs, gates, example)  # with an example: shrink_ cuts via widthlab.units
     if per_weight:
         modules = dict(model.named_modules())
         new = {id(g) for g in gates}
@@ -312,6 +330,22 @@ def gate_layers(model: nn.Module, names: Sequence[str], penalty: str = "strict",
             if id(group.gate) in new:
                 group.gate.unit_weights = unit_weights(modules, group)
     return gates
+
+
+def _bind(model, specs, gates, example) -> None:
+    if example is not None:
+        from widthlab.nn.surgery.unit_gates import bind_layer_gates  # imports this module
+
+        bind_layer_gates(model, specs, gates, example)
+
+
+def _by_groups(model, names, layer_options, groups, example, kind, init, seed):
+    from widthlab.nn.surgery.unit_gates import gate_groups  # imports this module
+
+    if list(names) or layer_options:
+        raise UsageError("gate_layers: pass either names (layers) or groups (units-core "
+                         "groups), and no inputs/per_weight with groups")
+    return gate_groups(model, groups, example, kind=kind, init=init, seed=seed)
 
 
 def unit_weights(modules: dict[str, nn.Module], group) -> float:

@@ -253,7 +253,8 @@ def _attached(model: nn.Module) -> list[tuple[UnitGate, str, str]]:
 def plan_groups(model: nn.Module) -> list[Group]:
     """One :class:`Group` per gate attached to ``model`` (UsageError where one cannot be
     followed)."""
-    return _groups(model, _attached(model))
+    attached = _attached(model)
+    return _groups(model, attached) if attached else []
 
 
 def plan_gates(model: nn.Module, outs: list[str], ins: list[str]) -> list[GateSpec]:

@@ -20,6 +20,8 @@ Example::
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor, nn
 
@@ -28,6 +30,8 @@ from widthlab.nn.surgery._guard import check_optimizer, record, undoing, watch_u
 from widthlab.nn.surgery.gates import IN_ATTR, UnitGate
 from widthlab.nn.surgery.graph import Group, plan_groups
 from widthlab.nn.surgery.rules import DeadRule, SignFlipRule, get_rule
+from widthlab.nn.surgery.unit_gates import CONTAINER, bypassing, unit_gates
+from widthlab.units import remove_units
 
 SIZE_ATTRS = {nn.Linear: ("out_features", "in_features"),
               nn.Conv2d: ("out_channels", "in_channels")}
@@ -161,32 +165,105 @@ def shrink_(model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
     rule = get_rule(rule)
     check_optimizer(model, optimizer)  # before anything is cut
     groups = plan_groups(model)
-    for group in groups:  # a rule that cannot read some gate fails before any change
-        rule.dead(group.gate)
+    for gate in [g.gate for g in groups] + unit_gates(model):  # a rule that cannot read
+        rule.dead(gate)  # some gate fails before any change
     modules = dict(model.named_modules())
     shapes = {p: p.shape for p in model.parameters()}
     with undoing(model) as undo:  # a refusal half-way puts every cut back
         removed = _shrink(groups, modules, rule, optimizer, undo)
+        removed.update(shrink_units(model, rule, optimizer, undo))  # atomic: last
     if optimizer is None:  # a stale optimizer fails clearly at its next step()
         watch_unsliced([p for p in model.parameters() if p.shape != shapes[p]])
     return removed
 
 
+def _closed_one(gate: UnitGate, dead: Tensor, undo) -> Tensor:
+    """All units dead: unit 0 stays, switched off (gate exactly 0); the new dead mask."""
+    undo.save(gate, "gate", clone=True)
+    with torch.no_grad():
+        gate.gate[0] = gate.kind.closed(gate.gate[0])
+    dead = dead.clone()
+    dead[0] = False
+    return dead
+
+
+def shrink_units(model: nn.Module, rule, optimizer, undo) -> dict[str, int]:
+    """Remove the dead units of every units-core gated group in ONE
+    :func:`~widthlab.units.remove_units` call, then cut the gates alike."""
+    gates = unit_gates(model)
+    deads = {}
+    for gate in gates:
+        dead = rule.dead(gate)
+        if bool(dead.all()):
+            dead = _closed_one(gate, dead, undo)
+        deads[gate.key] = dead
+    request = {g.unit_group: deads[g.key].nonzero().flatten().tolist() for g in gates
+               if bool(deads[g.key].any())}
+    kept = _remove_or_keep_coupled(model, request, optimizer)
+    for gate in gates:
+        if gate.unit_group in kept:
+            deads[gate.key] = torch.zeros_like(deads[gate.key])
+    for gate in gates:
+        if bool(deads[gate.key].any()):
+            _cut_gate(gate, (~deads[gate.key]).nonzero().flatten(), optimizer)
+    return {g.key: int(deads[g.key].sum()) for g in gates}
+
+
+def _remove_or_keep_coupled(model: nn.Module, request: dict, optimizer) -> set:
+    """One :func:`remove_units` call; if the model refuses it and streams or heads are in
+    it (code that reads the head width off the stream needs matching counts), those stay
+    masked (their gates are 0: same outputs) with a warning, the rest is cut. Returns the
+    groups left masked."""
+    graph = getattr(model, CONTAINER, None)
+    if not request:
+        return set()
+    with bypassing():  # remove_units' check runs the cut model without the gates
+        try:
+            remove_units(model, graph.graph, request, optimizer=optimizer)
+            return set()
+        except UsageError as err:
+            coupled = {g for g in request if g.kind in ("stream", "heads")}
+            if not coupled:
+                raise
+            warnings.warn(f"shrink_ left the dead units of {sorted(g.name for g in coupled)} "
+                          f"masked (gate 0, outputs unchanged): {err}", stacklevel=4)
+            rest = {g: d for g, d in request.items() if g not in coupled}
+            if rest:
+                remove_units(model, graph.graph, rest, optimizer=optimizer)
+            return coupled
+
+
 def _shrink(groups: list[Group], modules: dict[str, nn.Module], rule, optimizer,
             undo) -> dict[str, int]:
-    removed = {}
+    removed, routed = {}, []
     for group in groups:
         dead = rule.dead(group.gate)  # asked now: an earlier group may have cut this gate
         removed[group.gate.key] = int(dead.sum())
         if dead.numel() == 0:  # an earlier group took every unit this gate had left
             continue
         if bool(dead.all()):  # a layer keeps one unit, switched off (gate exactly 0)
-            undo.save(group.gate, "gate", clone=True)
-            with torch.no_grad():
-                group.gate.gate[0] = group.gate.kind.closed(group.gate.gate[0])
-            dead = dead.clone()
-            dead[0] = False
+            dead = _closed_one(group.gate, dead, undo)
             removed[group.gate.key] -= 1
-        if bool(dead.any()):
+        if bool(dead.any()) and _via_units(group, modules):
+            routed.append((group.gate, dead))
+        elif bool(dead.any()):
             _apply(modules, group, (~dead).nonzero().flatten(), optimizer)
+    if routed:  # name-gated layers traced at gate_layers(example=...): ONE remove_units call
+        request = {g.unit_group: d.nonzero().flatten().tolist() for g, d in routed}
+        with bypassing():
+            remove_units(modules[""], routed[0][0].unit_graph, request, optimizer=optimizer)
+        for gate, dead in routed:
+            _cut_gate(gate, (~dead).nonzero().flatten(), optimizer)
     return removed
+
+
+def _via_units(group: Group, modules: dict[str, nn.Module]) -> bool:
+    """The gate is tied to a units-core group and no consumer selects raw inputs (whose
+    positions only the layer-slicing path remaps)."""
+    if getattr(group.gate, "unit_group", None) is None:
+        return False
+    for c in group.consumers:
+        gate = getattr(modules[c.name], IN_ATTR, None)
+        if isinstance(gate, UnitGate) and gate.selects:
+            return False
+    return True
