@@ -35,19 +35,36 @@ models (:func:`dense_latency`).
 from __future__ import annotations
 
 import copy
-import math
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from widthlab.errors import UsageError
-from widthlab.metrics.ordering import kendall_tau, ordering, spearman, top_k_overlap
+from widthlab.metrics._importance_kernel import (
+    SUPPORTED_ACTIVATIONS,
+    _ce,
+    _check_layer,
+    _data,
+    _first_param,
+    _hidden,
+    _params,
+    _rest,
+    _scale,
+    activation_of,
+)
+from widthlab.metrics._importance_topk import (
+    agreement,
+    dense_latency,
+    k_grid,
+    k_to_reach,
+    keep_neurons,
+    orderings_of,
+    topk_accuracy,
+)
 
 __all__ = ["DEFAULT_CHUNK", "PROXIES", "SUPPORTED_ACTIVATIONS", "BlockPlan", "activation_of",
            "agreement", "block_plan", "dense_latency", "exact_importance", "k_grid", "k_to_reach",
@@ -59,134 +76,6 @@ DEFAULT_CHUNK = 2 ** 22
 #: Proxy names, in report order ("gate" only when gates are given, "taylor2" only for the last
 #: hidden layer).
 PROXIES = ("gate", "act_std", "in_norm", "out_norm", "taylor", "contribution", "taylor2")
-
-
-# ------------------------------------------------------------------------------ helpers
-#: Activations the formulas here are exact for (the hidden layers' nonlinearity).
-SUPPORTED_ACTIVATIONS = ("relu",)
-_ACTIVATION_MODULES = {nn.ReLU: "relu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid", nn.GELU: "gelu",
-                       nn.ELU: "elu", nn.LeakyReLU: "leaky_relu", nn.SiLU: "silu",
-                       nn.Softplus: "softplus", nn.Hardtanh: "hardtanh"}
-
-
-def activation_of(model: nn.Module) -> str | None:
-    """The hidden activation of ``model`` as a lower-case name, or None if it cannot be told.
-
-    ``widthlab.nn.MLP`` (and subclasses that keep its ``forward``) is ReLU; any other model
-    declares it with an ``activation`` attribute (a name or a module, e.g. ``"relu"`` or
-    ``nn.Tanh()``) or holds activation modules (``nn.ReLU``, ``nn.Tanh``, ...).
-    """
-    from widthlab.nn.bank import MLP
-
-    declared = getattr(model, "activation", None)
-    if isinstance(declared, str):
-        return declared.lower()
-    if isinstance(declared, nn.Module):
-        return _ACTIVATION_MODULES.get(type(declared), type(declared).__name__.lower())
-    if isinstance(model, MLP) and type(model).forward is MLP.forward:
-        return "relu"
-    found = {_ACTIVATION_MODULES[type(m)] for m in model.modules()
-             if type(m) in _ACTIVATION_MODULES}
-    return found.pop() if len(found) == 1 else ("mixed" if found else None)
-
-
-def _first_param(model: nn.Module) -> Tensor:
-    """The model's first parameter (its device and dtype), or a clear error."""
-    for p in model.parameters():
-        return p
-    raise UsageError(f"{type(model).__name__} has no parameters; pass a trained MLP "
-                     "(a bank member exported with bank.export(m))")
-
-
-def _params(model: nn.Module, dtype: torch.dtype) -> list[tuple[Tensor, Tensor]]:
-    """``[(W (out, in), b (out,))]`` of every layer of a plain MLP, detached, in ``dtype``.
-
-    Raises
-    ------
-    UsageError
-        When ``model`` is not a ``.layers`` list of ``nn.Linear`` with biases, or its hidden
-        activation is not ReLU (the only one the formulas here are exact for).
-    """
-    _first_param(model)
-    layers = getattr(model, "layers", None)
-    if layers is None or len(layers) < 2 or not all(isinstance(m, nn.Linear) for m in layers):
-        raise UsageError(f"expected a widthlab.nn.MLP (a .layers list of at least two "
-                         f"nn.Linear), got {type(model).__name__}; export a bank member with "
-                         "bank.export(m)")
-    if any(m.bias is None for m in layers):
-        raise UsageError(f"{type(model).__name__} has a layer without bias; use nn.Linear "
-                         "layers with bias=True (as widthlab.nn.MLP)")
-    act = activation_of(model)
-    if act not in SUPPORTED_ACTIVATIONS:
-        told = "an unknown activation" if act is None else f"activation {act!r}"
-        raise UsageError(f"{type(model).__name__} has {told}, but importance and proxies are "
-                         f"exact only for ReLU; use a ReLU MLP, or set model.activation = "
-                         "'relu' if it is one")
-    return [(m.weight.detach().to(dtype), m.bias.detach().to(dtype)) for m in layers]
-
-
-def _data(x: Tensor, y: Tensor, params, device) -> tuple[Tensor, Tensor]:
-    if not (isinstance(x, Tensor) and isinstance(y, Tensor)):
-        raise UsageError("x and y must be torch tensors (e.g. a Split's .x and .y)")
-    d_in = params[0][0].shape[1]
-    if x.dim() != 2 or x.shape[1] != d_in:
-        raise UsageError(f"x must have shape (N, {d_in}) for this model, got {tuple(x.shape)}")
-    if y.shape != (x.shape[0],):
-        raise UsageError(f"y must hold one label per sample, shape ({x.shape[0]},), got "
-                         f"{tuple(y.shape)}")
-    if x.shape[0] == 0:
-        raise UsageError("no samples: importance is a mean over at least one sample")
-    n_cls = params[-1][0].shape[0]
-    if int(y.min()) < 0 or int(y.max()) >= n_cls:
-        raise UsageError(f"labels must be in [0, {n_cls}), got range [{int(y.min())}, "
-                         f"{int(y.max())}]")
-    return x.to(device), y.to(device=device, dtype=torch.long)
-
-
-def _check_layer(layer, n_hidden: int) -> int:
-    if isinstance(layer, bool) or not isinstance(layer, int | np.integer) or \
-            not -n_hidden <= layer < n_hidden:
-        raise UsageError(f"layer must be a hidden-layer index in [0, {n_hidden}) (or None for "
-                         f"every hidden layer), got {layer!r}")
-    return int(layer) % n_hidden
-
-
-def _scale(scale, params, dtype, device) -> Tensor | None:
-    """The first hidden layer's per-neuron multiplier (a gate or cut-off), ``(H0,)``."""
-    if scale is None:
-        return None
-    s = torch.as_tensor(scale).detach().to(device=device, dtype=dtype).flatten()
-    h0 = params[0][0].shape[0]
-    if s.shape != (h0,):
-        raise UsageError(f"scale must hold one value per neuron of the first hidden layer "
-                         f"({h0}), got shape {tuple(s.shape)}")
-    return s
-
-
-def _hidden(params, x: Tensor, scale: Tensor | None) -> list[Tensor]:
-    """Every hidden activation for the samples ``x``: ``[(n, H_0), ..., (n, H_{L-1})]``."""
-    hs, h = [], x
-    for i, (w, b) in enumerate(params[:-1]):
-        h = torch.addmm(b, h, w.t()).clamp_(min=0)  # (n, H_i)
-        if i == 0 and scale is not None:
-            h = h * scale
-        hs.append(h)
-    return hs
-
-
-def _rest(params, start: int, z: Tensor) -> Tensor:
-    """Logits from the pre-activation ``z`` (..., D) of layer ``start`` (the output: as is)."""
-    for w, b in params[start + 1:]:
-        z = torch.addmm(b, z.reshape(-1, z.shape[-1]).clamp(min=0), w.t()).view(
-            *z.shape[:-1], w.shape[0])
-    return z
-
-
-def _ce(logits: Tensor, y: Tensor) -> Tensor:
-    """Per-sample cross-entropy for logits ``(n, ..., C)`` and labels broadcastable to
-    ``(n, ...)``."""
-    picked = logits.gather(-1, y.expand(logits.shape[:-1]).unsqueeze(-1)).squeeze(-1)
-    return torch.logsumexp(logits, -1) - picked
 
 
 # ------------------------------------------------------------------------------ exact
@@ -439,144 +328,3 @@ def proxies(model: nn.Module, x: Tensor, y: Tensor, *, layer: int = 0, scale=Non
     return {k: v.double().cpu().numpy() for k, v in scores.items()}
 
 
-def agreement(exact, scores: Mapping[str, object], ks: Sequence[int] = ()) -> pd.DataFrame:
-    """Rank agreement of each score vector with the exact importance.
-
-    Returns one row per score: ``proxy``, ``spearman``, ``kendall`` (tau-b) and ``top{k}``, the
-    share of the exact top ``k`` the proxy also puts in its top ``k``, for each ``k`` in ``ks``
-    (a ``k`` larger than the layer is clipped to its width).
-    """
-    ex = np.asarray(exact, dtype=np.float64)
-    rows = []
-    for name, sc in scores.items():
-        row = {"proxy": name, "spearman": spearman(ex, sc), "kendall": kendall_tau(ex, sc)}
-        for k in ks:
-            row[f"top{k}"] = top_k_overlap(ex, sc, min(int(k), ex.size))
-        rows.append(row)
-    return pd.DataFrame(rows, columns=["proxy", "spearman", "kendall",
-                                       *(f"top{k}" for k in ks)])
-
-
-# ------------------------------------------------------------------------------ top-k cuts
-def keep_neurons(model: nn.Module, neurons, *, layer: int = 0, scale=None) -> nn.Module:
-    """A smaller dense copy of ``model`` keeping only ``neurons`` of hidden layer ``layer``.
-
-    The kept rows of ``W_l``/``b_l`` and columns of ``W_{l+1}`` are copied (in the given
-    order); a first-layer ``scale`` is folded into the next layer's columns, so the result is a
-    plain :class:`~widthlab.nn.MLP` computing exactly what the original computes with every
-    other neuron zeroed.
-    """
-    from widthlab.nn.bank import MLP
-
-    params = _params(model, _first_param(model).dtype)
-    layer = _check_layer(layer, len(params) - 1)
-    keep = torch.as_tensor(np.asarray(neurons), dtype=torch.long).flatten()
-    h = params[layer][0].shape[0]
-    if keep.numel() < 1 or int(keep.min()) < 0 or int(keep.max()) >= h or \
-            keep.unique().numel() != keep.numel():
-        raise UsageError(f"neurons must be distinct indices in [0, {h}), at least one")
-    dev = params[0][0].device
-    keep = keep.to(dev)
-    s = _scale(scale, params, params[0][0].dtype, dev)
-    sizes = [params[0][0].shape[1]] + [w.shape[0] for w, _ in params]
-    sizes[layer + 1] = keep.numel()
-    small = MLP(sizes).to(device=dev, dtype=params[0][0].dtype)
-    with torch.no_grad():
-        for i, (w, b) in enumerate(params):
-            if i == layer:
-                w, b = w[keep], b[keep]
-            if i == 1 and s is not None:
-                w = w * s
-            if i == layer + 1:
-                w = w[:, keep]
-            small.layers[i].weight.copy_(w)
-            small.layers[i].bias.copy_(b)
-    return small
-
-
-def k_grid(width: int) -> list[int]:
-    """Kept-neuron counts for a top-k curve: ``int(2**(i/2))`` up to ``width``, then ``width``."""
-    ks = sorted({int(2 ** (i / 2)) for i in range(0, 2 * max(1, width).bit_length() + 1)})
-    return [k for k in ks if k < width] + [int(width)]
-
-
-@torch.no_grad()
-def topk_accuracy(model: nn.Module, x: Tensor, y: Tensor, orders: Mapping[str, object],
-                  ks: Sequence[int], *, layer: int = 0, scale=None) -> pd.DataFrame:
-    """Accuracy and loss on ``(x, y)`` keeping the first ``k`` neurons of each ordering.
-
-    ``orders`` maps a name to a neuron ordering (most important first, e.g.
-    :func:`widthlab.metrics.ordering.ordering` of a score). The hidden activations are computed
-    once and each cut applies the rest of the network to the kept columns, which is exactly the
-    forward pass of :func:`keep_neurons`'s smaller model (checked in the tests) without paying
-    the layers before ``layer`` again.
-
-    Returns one row per ``(ordering, k)``: ``ordering, k, acc, loss``.
-    """
-    dev = _first_param(model).device
-    dtype = _first_param(model).dtype
-    params = _params(model, dtype)
-    layer = _check_layer(layer, len(params) - 1)
-    x, y = _data(x, y, params, dev)
-    s = _scale(scale, params, dtype, dev)
-    hs = _hidden(params, x, s)
-    h = hs[layer]  # (N, H)
-    w, b = params[layer + 1]  # (D, H), (D,)
-    rows = []
-    for name, order in orders.items():
-        order = torch.as_tensor(np.asarray(order), dtype=torch.long, device=dev)
-        if order.numel() != h.shape[1]:
-            raise UsageError(f"ordering {name!r} lists {order.numel()} neurons; layer {layer} "
-                             f"has {h.shape[1]}")
-        for k in ks:
-            keep = order[:int(k)]
-            z = torch.addmm(b, h[:, keep], w[:, keep].t())  # (N, D)
-            logits = _rest(params, layer + 1, z)  # (N, C)
-            rows.append({"ordering": name, "k": int(k),
-                         "acc": float((logits.argmax(1) == y).double().mean()),
-                         "loss": float(F.cross_entropy(logits.double(), y))})
-    return pd.DataFrame(rows, columns=["ordering", "k", "acc", "loss"])
-
-
-@torch.no_grad()
-def dense_latency(model: nn.Module, x: Tensor, ks: Sequence[int], *, layer: int = 0,
-                  repeats: int = 3) -> pd.DataFrame:
-    """Forward time of ``model`` cut to ``k`` neurons in ``layer`` (a smaller dense MLP from
-    :func:`keep_neurons`), on all of ``x`` in one batch; best of ``repeats`` after a warm-up.
-
-    Which neurons are kept does not change the shapes, hence not the time: the latency of a cut
-    depends on ``k`` only, so one measurement per ``k`` serves every ordering.
-
-    Returns ``k, ms`` (milliseconds, best of ``repeats``).
-    """
-    if repeats < 1:
-        raise UsageError(f"repeats must be >= 1, got {repeats}")
-    dev = _first_param(model).device
-    x = x.to(device=dev, dtype=_first_param(model).dtype)
-    rows = []
-    for k in ks:
-        small = keep_neurons(model, np.arange(int(k)), layer=layer)
-        small(x)  # warm-up (allocator, kernel choice)
-        best = math.inf
-        for _ in range(repeats):
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            t = time.perf_counter()
-            small(x)
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            best = min(best, time.perf_counter() - t)
-        rows.append({"k": int(k), "ms": 1e3 * best})
-    return pd.DataFrame(rows, columns=["k", "ms"])
-
-
-def k_to_reach(curve: pd.DataFrame, target: float) -> int | None:
-    """Smallest ``k`` of one ordering's curve (columns ``k, acc``) whose accuracy reaches
-    ``target``; None when no ``k`` does."""
-    ok = curve[curve["acc"] >= target]
-    return int(ok["k"].min()) if len(ok) else None
-
-
-def orderings_of(scores: Mapping[str, object]) -> dict[str, np.ndarray]:
-    """``{name: ordering(score)}`` for a dict of score vectors."""
-    return {k: ordering(v) for k, v in scores.items()}

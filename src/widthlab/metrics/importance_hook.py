@@ -56,7 +56,8 @@ SCORES = ("exact", *PROXIES)
 TOPK_ORDERINGS = ("exact", "exact_abs", *PROXIES, "random")
 
 #: The modules whose code computes what the hook stores (besides this one).
-SCORING_MODULES = ("widthlab.metrics.importance", "widthlab.metrics.ordering")
+SCORING_MODULES = ("widthlab.metrics.importance", "widthlab.metrics._importance_kernel",
+                   "widthlab.metrics._importance_topk", "widthlab.metrics.ordering")
 
 When = str | tuple[int, ...]
 

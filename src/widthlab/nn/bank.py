@@ -37,97 +37,28 @@ Example::
 
 from __future__ import annotations
 
-import functools
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from widthlab.errors import UsageError
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """One model of a bank.
-
-    Parameters
-    ----------
-    hidden : tuple of int
-        Hidden widths, e.g. ``(256,)`` for the journal's one-hidden-layer MLP.
-    seed : int
-        Initialisation seed (``torch.manual_seed(seed)`` followed by ``nn.Linear`` layers gives
-        the same weights).
-    lr : float or None
-        Learning rate of this model; ``None`` uses the run's learning rate.
-    weight_decay : float
-        L2 penalty, as ``torch.optim.Adam(weight_decay=...)`` applies it.
-    variant : str
-        Free label (``"relu"``, ``"flexible"``, ...) stored with the results.
-    options : tuple of (str, value)
-        Extra, hashable settings stored with the results (used by modifiers).
-    """
-
-    hidden: tuple[int, ...]
-    seed: int = 0
-    lr: float | None = None
-    weight_decay: float = 0.0
-    variant: str = "relu"
-    options: tuple[tuple[str, object], ...] = field(default=())
-
-    def __post_init__(self) -> None:
-        hidden = tuple(int(h) for h in (self.hidden if isinstance(self.hidden, Sequence)
-                                        else (self.hidden,)))
-        object.__setattr__(self, "hidden", hidden)
-        if not hidden or any(h < 1 for h in hidden):
-            raise UsageError(f"hidden widths must be positive integers, got {self.hidden!r}")
-        if self.lr is not None and not (self.lr >= 0 and math.isfinite(self.lr)):
-            raise UsageError(f"lr must be a finite number >= 0, got {self.lr!r}")
-        if not self.weight_decay >= 0:
-            raise UsageError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
-
-    @property
-    def width(self) -> int:
-        """Width of the first hidden layer."""
-        return self.hidden[0]
-
-    @property
-    def name(self) -> str:
-        arch = "x".join(str(h) for h in self.hidden)
-        return f"{self.variant}-{arch}-s{self.seed}"
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "arch": list(self.hidden), "seed": self.seed,
-                "variant": self.variant,
-                "options": {"lr": self.lr, "weight_decay": self.weight_decay,
-                            **dict(self.options)}}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> ModelSpec:
-        """The inverse of :meth:`to_dict` (also reads a row of ``Store.models(run_id)``)."""
-        opts = dict(d.get("options") or {})
-        lr, wd = opts.pop("lr", None), opts.pop("weight_decay", 0.0)
-        return cls(tuple(int(h) for h in d["arch"]), seed=int(d.get("seed", 0)), lr=lr,
-                   weight_decay=float(wd or 0.0), variant=str(d.get("variant", "relu")),
-                   options=tuple(sorted(opts.items())))
-
-
-def init_linear(out_features: int, in_features: int, generator: torch.Generator
-                ) -> tuple[Tensor, Tensor]:
-    """``nn.Linear``'s default initialisation, drawn from ``generator`` (weight, then bias)."""
-    bound = 1.0 / math.sqrt(in_features) if in_features else 0.0  # 0 inputs: a shrunk layer
-    # kaiming_uniform_(a=sqrt(5)) on the weight and the bias rule both give U(-bound, bound).
-    w = torch.empty(out_features, in_features).uniform_(-bound, bound, generator=generator)
-    b = torch.empty(out_features).uniform_(-bound, bound, generator=generator)
-    return w, b
-
-
-def init_mlp(sizes: Sequence[int], seed: int) -> list[tuple[Tensor, Tensor]]:
-    """Weights of an MLP with layer sizes ``sizes`` (``[in, h1, ..., out]``), seeded."""
-    g = torch.Generator().manual_seed(int(seed))
-    return [init_linear(o, i, g) for i, o in zip(sizes[:-1], sizes[1:], strict=False)]
+from widthlab.nn._bank_kernels import MIN_ROWS as MIN_ROWS
+from widthlab.nn._bank_kernels import (
+    _chunks,
+    _forward_emulated,
+    _forward_fp32,
+    _forward_native,
+    _grad,
+    _native_cpu_bf16,
+)
+from widthlab.nn._bank_kernels import init_linear as init_linear
+from widthlab.nn._bank_kernels import init_mlp as init_mlp
+from widthlab.nn._bank_resize import BankGrowth as BankGrowth
+from widthlab.nn._bank_resize import BankShrink as BankShrink
+from widthlab.nn._bank_resize import _BankResize
+from widthlab.nn._model_spec import ModelSpec as ModelSpec
 
 
 class MLP(nn.Module):
@@ -149,78 +80,10 @@ class MLP(nn.Module):
         return self.layers[-1](x)
 
 
-def _grad(p: Tensor) -> Tensor:
-    if p.grad is None:
-        raise RuntimeError("call MLPBank.init_grads() before taking gradient views")
-    return p.grad
-
-
-MIN_ROWS = 4  # CPU GEMMs give each row the same bits from this many rows up, not below
-
-
-def _chunks(h: int, chunk: int) -> list[tuple[int, int]]:
-    """Row ranges of ``chunk`` units covering ``h``; a tail under :data:`MIN_ROWS` rows joins
-    the chunk before it, so a unit's result does not depend on where the chunks fall (a model
-    that grows or shrinks moves its neighbours' units, bit for bit unchanged)."""
-    bounds = list(range(0, h, chunk)) + [h]
-    if len(bounds) > 2 and bounds[-1] - bounds[-2] < MIN_ROWS:
-        bounds.pop(-2)
-    return list(zip(bounds[:-1], bounds[1:], strict=True))
-
-
 def native_bf16(device: torch.device | str = "cpu") -> bool:
     """Whether bf16 matrix products run natively on ``device``: any CUDA device, or a CPU with
     AVX512-BF16 or AMX tiles (as torch detects them). Elsewhere oneDNN/MKL emulate them."""
     return torch.device(device).type != "cpu" or _native_cpu_bf16()
-
-
-@functools.cache
-def _native_cpu_bf16() -> bool:
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch >= 2.1
-    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
-
-
-def _forward_fp32(x: Tensor, weight: Tensor, bias: Tensor, chunk: int) -> tuple[Tensor, Tensor]:
-    """Unit-major fp32 products ``W[i:j] @ x.T`` into one ``(H, B)`` buffer; saves ``x.T``."""
-    xt = x.t().contiguous()  # (in, B)
-    out = torch.empty(weight.shape[0], x.shape[0], dtype=torch.float32, device=x.device)
-    for i, j in _chunks(weight.shape[0], chunk):
-        # mm + in-cache bias and ReLU: addmm(out=) would first broadcast-copy the bias
-        torch.mm(weight[i:j], xt, out=out[i:j])
-        out[i:j].add_(bias[i:j, None]).clamp_(min=0)
-    return xt, out
-
-
-def _forward_native(x: Tensor, weight: Tensor, bias: Tensor, chunk: int,
-                    dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """Native low precision (AMX/AVX512-BF16, GPUs): the fp32 layout with bf16 operands and a
-    bf16 ``(H, B)`` result. Each weight chunk is cast into one reused buffer just before its
-    product (the cast stays in cache; the fp32 master weights are read once per step); the
-    bias enters the product's fp32 accumulator (one rounding). Saves ``x`` batch-major in
-    bf16 for the weight gradient."""
-    xb = x.to(dtype)  # (B, in)
-    xt = xb.t().contiguous()  # (in, B)
-    h = weight.shape[0]
-    bc = bias.to(dtype)[:, None]
-    out = torch.empty(h, x.shape[0], dtype=dtype, device=x.device)
-    wc = torch.empty(min(h, chunk + MIN_ROWS), weight.shape[1], dtype=dtype, device=x.device)
-    for i, j in _chunks(h, chunk):
-        w = wc[:j - i]
-        w.copy_(weight[i:j])
-        torch.addmm(bc[i:j], w, xt, out=out[i:j]).relu_()
-    return xb, out
-
-
-def _forward_emulated(x: Tensor, weight: Tensor, bias: Tensor, chunk: int,
-                      dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """bf16 products where the CPU has no native bf16 GEMM: ``x`` batch-major (that
-    orientation runs ~4x faster there), results in fp32."""
-    xb = x.to(dtype)  # (B, in)
-    out = torch.empty(weight.shape[0], x.shape[0], dtype=torch.float32, device=x.device)
-    for i, j in _chunks(weight.shape[0], chunk):
-        out[i:j] = torch.mm(xb, weight[i:j].to(dtype).t()).t()
-        out[i:j].add_(bias[i:j, None]).clamp_(min=0)
-    return xb, out
 
 
 class _WideLinearReLU(torch.autograd.Function):
@@ -284,48 +147,7 @@ def _first_layer(x: Tensor, weight: Tensor, bias: Tensor, compute_dtype: torch.d
                            weight.to(compute_dtype).t()).float()
 
 
-@dataclass
-class BankShrink:
-    """What :meth:`MLPBank.shrink_` did, per model.
-
-    Attributes
-    ----------
-    kept : list of LongTensor
-        Positions, within the model's slice *before* the shrink, of the units that stayed.
-    removed : list of LongTensor
-        Original indices (``unit_ids``) of the units removed.
-    """
-
-    kept: list[Tensor]
-    removed: list[Tensor]
-
-    @property
-    def n_removed(self) -> int:
-        return sum(len(r) for r in self.removed)
-
-
-@dataclass
-class BankGrowth:
-    """What :meth:`MLPBank.grow_` did, per model.
-
-    Attributes
-    ----------
-    sources : list of LongTensor
-        For each unit of the model's new slice, its position in the old slice; -1 for a new
-        unit (new units come last).
-    added : list of LongTensor
-        Original indices (``unit_ids``) given to the new units (empty: the model did not grow).
-    """
-
-    sources: list[Tensor]
-    added: list[Tensor]
-
-    @property
-    def n_added(self) -> int:
-        return sum(len(a) for a in self.added)
-
-
-class MLPBank(nn.Module):
+class MLPBank(_BankResize, nn.Module):
     """Many ReLU MLPs with shared input, trained as one module.
 
     Parameters
@@ -496,170 +318,6 @@ class MLPBank(nn.Module):
             per_unit = set(getattr(mod, "unit_tensors", ()))
             dims += [0 if name in per_unit else None for name, _, _ in mod.model_params(m)]
         return dims
-
-    @torch.no_grad()
-    def shrink_(self, keep: Tensor) -> BankShrink:
-        """Remove the first-layer units where ``keep`` is False, for real.
-
-        Drops them from ``w0``, ``b0``, the second layer's input columns and every modifier's
-        per-unit tensors, then regroups the models by their new widths (layout as a bank built
-        with ``widths=`` would have it). The outputs of every model are unchanged when the
-        removed units contribute exact zeros (a dead gate), up to the summation order.
-        Gradients are reset; optimizer state is carried by
-        :meth:`widthlab.engine.optim.BankOptimizer.shrunk`.
-
-        Parameters
-        ----------
-        keep : Tensor of shape (H,), bool
-            Which current units stay.
-
-        Returns
-        -------
-        BankShrink
-            Per model: kept positions within its old slice, removed original unit indices.
-        """
-        keep = torch.as_tensor(keep).to("cpu", torch.bool).flatten()
-        if keep.numel() != self.n_hidden:
-            raise UsageError(f"keep must have one entry per hidden unit ({self.n_hidden}), "
-                             f"got {keep.numel()}")
-        bad = [name for name in (type(mod).__name__ for mod in self.modifiers
-                                 if not getattr(mod, "unit_tensors", ()))]
-        if bad:
-            raise UsageError(f"modifier(s) {', '.join(bad)} cannot lose units (they declare no "
-                             "per-unit tensors); train without shrinking (shrink_every=None)")
-        kept = [keep[a:b].nonzero().flatten() for a, b in self.slices]  # local positions
-        removed = [self.unit_ids[a:b][~keep[a:b]] for a, b in self.slices]
-        index = self._relayout(kept, [None] * self.n_models)
-        for mod in self.modifiers:
-            mod.shrink_(self, index)
-        self.init_grads()
-        return BankShrink(kept, removed)
-
-    @torch.no_grad()
-    def grow_(self, m: int | Sequence[int], n: int | Sequence[int],
-              init: str | tuple[Tensor, Tensor] | Sequence[tuple[Tensor, Tensor]] = "linear", *,
-              ids: Sequence[Tensor] | None = None,
-              generator: torch.Generator | None = None) -> BankGrowth:
-        """Append ``n`` first-layer units to model ``m`` (or to several models at once).
-
-        The inverse of :meth:`shrink_`: the new units' incoming weights and biases come from
-        ``init``, their outgoing weights (the second layer's new input columns) are zero, so
-        every model's outputs are unchanged at insertion (bitwise: the new terms are exact
-        zeros). Models are regrouped by their new widths; every modifier extends its per-unit
-        tensors (it must define ``grow_(bank, index)``). Gradients are reset; optimizer state
-        is carried by :meth:`widthlab.engine.optim.BankOptimizer.grown` (zero for new units).
-
-        Parameters
-        ----------
-        m : int or sequence of int
-            The model(s) that grow.
-        n : int or sequence of int
-            Units to add, one count for all or one per model in ``m``.
-        init : "linear", (weight, bias) or a sequence of them
-            ``"linear"``: ``nn.Linear``'s initialisation drawn from ``generator``; otherwise
-            the incoming weights ``(n, in)`` and biases ``(n,)`` of each model's new units.
-        ids : sequence of LongTensor, optional
-            Original indices (``unit_ids``) of the new units, per model; default: numbers after
-            the largest of the model's spec width and its current ids.
-        generator : torch.Generator, optional
-            For ``init="linear"`` (default: seeded with 0).
-
-        Returns
-        -------
-        BankGrowth
-            Per model: where each unit of the new slice came from, and the new ids.
-        """
-        models = [int(m)] if isinstance(m, int) else [int(v) for v in m]
-        counts = [int(n)] * len(models) if isinstance(n, int) else [int(v) for v in n]
-        if len(counts) != len(models) or len(set(models)) != len(models) or any(
-                not 0 <= v < self.n_models for v in models) or any(c < 0 for c in counts):
-            raise UsageError(f"grow_ needs distinct model indices in [0, {self.n_models}) and "
-                             f"one count >= 0 for all or per model; got m={m!r}, n={n!r}")
-        if isinstance(init, str):
-            if init != "linear":
-                raise UsageError(f"unknown init {init!r}; pass 'linear' or (weight, bias)")
-            g = generator if generator is not None else torch.Generator().manual_seed(0)
-            init = [init_linear(c, self.in_features, g) for c in counts]
-        elif isinstance(init, tuple) and len(init) == 2 and torch.is_tensor(init[0]):
-            init = [init]
-        init = list(init)
-        for (w, b), c in zip(init, counts, strict=True):
-            if tuple(w.shape) != (c, self.in_features) or tuple(b.shape) != (c,):
-                raise UsageError(f"init for {c} units needs a weight ({c}, {self.in_features}) "
-                                 f"and a bias ({c},); got {tuple(w.shape)}, {tuple(b.shape)}")
-        bad = [type(mod).__name__ for mod in self.modifiers if not hasattr(mod, "grow_")]
-        if bad:
-            raise UsageError(f"modifier(s) {', '.join(bad)} cannot gain units (no grow_); use "
-                             "widthlab.nn.growth.GrowingGate")
-        new: list[tuple[Tensor, Tensor] | None] = [None] * self.n_models
-        new_ids = [torch.zeros(0, dtype=torch.long) for _ in range(self.n_models)]
-        for k, (v, c, rows) in enumerate(zip(models, counts, init, strict=True)):
-            new[v] = rows
-            a, b = self.slices[v]
-            first = max(self.specs[v].width, int(self.unit_ids[a:b].max()) + 1 if b > a else 0)
-            new_ids[v] = (torch.arange(first, first + c) if ids is None
-                          else torch.as_tensor(ids[k], dtype=torch.long).flatten())
-        sources = [torch.cat([torch.arange(b - a), torch.full((len(new_ids[v]),), -1)])
-                   for v, (a, b) in enumerate(self.slices)]
-        kept = [torch.arange(b - a) for a, b in self.slices]
-        index = self._relayout(kept, new, new_ids)
-        for mod in self.modifiers:
-            mod.grow_(self, index)
-        self.init_grads()
-        return BankGrowth(sources, new_ids)
-
-    def _relayout(self, kept: list[Tensor], new: list[tuple[Tensor, Tensor] | None],
-                  new_ids: list[Tensor] | None = None) -> Tensor:
-        """Rebuild the tensors with model ``m``'s units ``kept[m]`` (local positions) followed
-        by the units ``new[m]`` (incoming weight, bias; outgoing weights zero), regrouped.
-        Returns, per unit of the new layout, its position in the old one (-1: new unit)."""
-        old_slices, old_where = list(self.slices), list(self._where)
-        old_layer_index = list(self._layer_index)
-        old_weights, old_biases = list(self.weights), list(self.biases)
-        added = [0 if r is None else r[0].shape[0] for r in new]
-        self.archs = [(len(k) + c, *arch[1:])
-                      for k, c, arch in zip(kept, added, self.archs, strict=True)]
-        self._layout()
-        dev, w0, b0 = self.device, self.w0.detach(), self.b0.detach()
-        index, ids, w0s, b0s = [], [], [], []
-        for m in self._order():
-            old = (old_slices[m][0] + kept[m]).to(dev)
-            index.append(torch.cat([old, torch.full((added[m],), -1, device=dev)]))
-            w0s.append(w0[old])
-            b0s.append(b0[old])
-            ids.append(self.unit_ids[old.cpu()])
-            if added[m]:
-                w0s.append(new[m][0].to(dev, w0.dtype))
-                b0s.append(new[m][1].to(dev, b0.dtype))
-                ids.append(new_ids[m])
-        self.unit_ids = torch.cat(ids)
-        self.w0 = nn.Parameter(torch.cat(w0s), requires_grad=False)
-        self.b0 = nn.Parameter(torch.cat(b0s))
-        weights, biases = nn.ParameterList(), nn.ParameterList()
-        for arch, members in self.groups:
-            for layer in range(len(arch)):
-                ws, bs = [], []
-                for m in members:
-                    g, k = old_where[m]
-                    w = old_weights[old_layer_index[g] + layer].detach()[k]  # (out, in)
-                    if layer == 0:  # the second layer's inputs are the first layer's units
-                        w = F.pad(w.index_select(1, kept[m].to(dev)), (0, added[m]))
-                    ws.append(w)
-                    bs.append(old_biases[old_layer_index[g] + layer].detach()[k])
-                weights.append(nn.Parameter(torch.stack(ws)))
-                biases.append(nn.Parameter(torch.stack(bs)))
-        self.weights, self.biases = weights, biases
-        self.w0_grad = torch.zeros_like(self.w0)
-        return torch.cat(index) if index else torch.zeros(0, dtype=torch.long, device=dev)
-
-    def layout_state(self) -> dict | None:
-        """Current widths and original unit indices, for a checkpoint; None while the bank
-        still has the layout it was built with from its specs (never shrunk nor grown)."""
-        widths = [arch[0] for arch in self.archs]
-        initial = torch.cat([torch.arange(widths[m]) for m in self._order()])
-        if widths == [s.width for s in self.specs] and torch.equal(self.unit_ids, initial):
-            return None
-        return {"widths": widths, "unit_ids": self.unit_ids.clone()}
 
     # ------------------------------------------------------------------ compute
     def hidden(self, x: Tensor, *, track: bool = True) -> tuple[Tensor | None, Tensor]:
