@@ -47,7 +47,7 @@ from torch import Tensor, nn
 from widthlab.errors import UsageError
 from widthlab.nn.bank import init_mlp
 from widthlab.nn.modifiers import NeuronGate
-from widthlab.nn.surgery.gates import NOISE_KEY, draw_uniforms, noise_seed
+from widthlab.nn.surgery.gates import draw_uniforms, load_noise, noise_seed, save_noise
 from widthlab.nn.surgery.kinds import L1Kind, get_gate_kind
 
 PENALTIES = ("strict", "abs")
@@ -354,24 +354,16 @@ class SparsifierGate(NeuronGate):
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         super()._save_to_state_dict(destination, prefix, keep_vars)
-        if self.noise is not None:
-            destination[prefix + NOISE_KEY] = self.noise.get_state()
+        save_noise(self.noise, destination, prefix)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict,
                                       missing_keys, unexpected_keys, error_msgs)
         self._has_mask = bool((self.mask == 0).any())
-        key = prefix + NOISE_KEY
-        if self.noise is None:
-            return
-        if key in unexpected_keys:
-            unexpected_keys.remove(key)
-        if key in state_dict:
-            self.noise.set_state(state_dict[key].cpu())
-        elif strict:
-            missing_keys.append(key)
-        self.n_noise = int(self.noise_count)
+        if self.noise is not None:
+            load_noise(self.noise, state_dict, prefix, strict, missing_keys, unexpected_keys)
+            self.n_noise = int(self.noise_count)
 
     def add_noise_places(self, n: int) -> Tensor:
         """Places in the per-step noise for ``n`` new units (a growing gate), ``(n,)``."""

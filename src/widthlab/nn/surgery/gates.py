@@ -42,6 +42,27 @@ OUT_ATTR, IN_ATTR = "widthlab_out_gate", "widthlab_in_gate"
 NOISE_KEY = "noise_state"  # the state_dict entry of a stochastic gate's generator state
 
 
+def save_noise(noise: torch.Generator | None, destination: dict, prefix: str) -> None:
+    """Put a stochastic gate's generator state into its ``state_dict`` (``prefix`` +
+    :data:`NOISE_KEY`), so that a resumed run draws the same noise."""
+    if noise is not None:
+        destination[prefix + NOISE_KEY] = noise.get_state()
+
+
+def load_noise(noise: torch.Generator | None, state_dict, prefix: str, strict: bool,
+               missing_keys: list, unexpected_keys: list) -> None:
+    """Restore what :func:`save_noise` stored (inside ``_load_from_state_dict``)."""
+    if noise is None:
+        return
+    key = prefix + NOISE_KEY
+    if key in unexpected_keys:
+        unexpected_keys.remove(key)
+    if key in state_dict:
+        noise.set_state(state_dict[key].cpu())
+    elif strict:
+        missing_keys.append(key)
+
+
 def _kind(kind: str | GateKind, penalty: str) -> GateKind:
     if isinstance(kind, str) and kind == "l1":
         return L1Kind(penalty)
@@ -194,22 +215,13 @@ class UnitGate(nn.Module):
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         super()._save_to_state_dict(destination, prefix, keep_vars)
-        if self.noise is not None:
-            destination[prefix + NOISE_KEY] = self.noise.get_state()
+        save_noise(self.noise, destination, prefix)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict,
                                       missing_keys, unexpected_keys, error_msgs)
-        key = prefix + NOISE_KEY
-        if self.noise is None:
-            return
-        if key in unexpected_keys:
-            unexpected_keys.remove(key)
-        if key in state_dict:
-            self.noise.set_state(state_dict[key].cpu())
-        elif strict:
-            missing_keys.append(key)
+        load_noise(self.noise, state_dict, prefix, strict, missing_keys, unexpected_keys)
 
 
 BYPASS: list[bool] = []  # while non-empty every gate hook is the identity (remove_units' check)
