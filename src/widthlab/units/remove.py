@@ -72,6 +72,15 @@ def _cut(owners: list[tuple[nn.Module, str]], t: Tensor, dim: int, keep: Tensor,
         for m, name in owners:
             m._buffers[name] = new
         return
+    slice_param_(t, dim, keep, optimizer)
+
+
+@torch.no_grad()
+def slice_param_(t: nn.Parameter, dim: int, keep: Tensor, optimizer=None) -> None:
+    """Keep ``keep`` along ``dim`` of parameter ``t`` in place: its data (the same Parameter
+    object, so optimizers keep pointing at it), its gradient and every optimizer state tensor
+    of more than 0 dimensions (``step`` kept). The caller has checked the state's shapes."""
+    keep = keep.to(t.device)
     state = optimizer.state.get(t) if optimizer is not None else None
     for key, value in list((state or {}).items()):
         if torch.is_tensor(value) and value.ndim > 0:

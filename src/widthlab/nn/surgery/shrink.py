@@ -32,6 +32,7 @@ from widthlab.nn.surgery.graph import Group, plan_groups
 from widthlab.nn.surgery.rules import DeadRule, SignFlipRule, get_rule
 from widthlab.nn.surgery.unit_gates import CONTAINER, bypassing, unit_gates
 from widthlab.units import remove_units
+from widthlab.units.remove import slice_param_
 
 SIZE_ATTRS = {nn.Linear: ("out_features", "in_features"),
               nn.Conv2d: ("out_channels", "in_channels")}
@@ -51,23 +52,14 @@ def _keep_(owner: nn.Module, attr: str, dim: int, index: Tensor,
         setattr(owner, attr, t.index_select(dim, index))
         return
     state = optimizer.state.get(t) if optimizer is not None else None
-    for key, value in list((state or {}).items()):
+    for key, value in (state or {}).items():  # checked before anything is sliced
         if key == "step" or not torch.is_tensor(value) or value.ndim == 0:
             continue
         if value.shape != t.shape:
             raise UsageError(f"optimizer state {key!r} of shape {tuple(value.shape)} does not "
                              f"match its parameter {tuple(t.shape)}; shrink_ slices per-element "
                              "state (Adam, AdamW, Adamax, SGD, RMSprop, Adagrad)")
-        state[key] = value.index_select(dim, index)
-    grad, t.grad = t.grad, None
-    new = t.data.index_select(dim, index)
-    # set_data drops the cached gradient accumulator only when the dtype changes; a graph
-    # still alive (the last loss) would otherwise keep the old shape in it
-    t.data = torch.empty(0, dtype=torch.float64 if new.dtype != torch.float64 else torch.float32,
-                         device=new.device)
-    t.data = new
-    if grad is not None:
-        t.grad = grad.index_select(dim, index)
+    slice_param_(t, dim, index, optimizer)
 
 
 def _cut_layer(layer: nn.Module, dim: int, index: Tensor, optimizer) -> None:
