@@ -123,13 +123,14 @@ def test_split_classes_keep_their_methods():
 @pytest.mark.parametrize("module", ["widthlab.metrics.importance",
                                     "widthlab.metrics._importance_kernel",
                                     "widthlab.metrics._importance_topk"])
-def test_editing_a_split_scoring_module_changes_the_importance_hooks_fingerprint(
+def test_editing_a_split_scoring_module_changes_the_importance_runs_code_hash(
         monkeypatch, module):
     from widthlab.engine import identity
     from widthlab.metrics.importance_hook import ImportanceHook
 
-    before = ImportanceHook().describe()["scoring_code"]
+    hook = ImportanceHook()
+    before = identity.engine_code_hash([], [hook])
     real = identity._module_source
     monkeypatch.setattr(identity, "_module_source",
                         lambda name: real(name) + ("\nEDITED = 1\n" if name == module else ""))
-    assert ImportanceHook().describe()["scoring_code"] != before
+    assert identity.engine_code_hash([], [hook]) != before

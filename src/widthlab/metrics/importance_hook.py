@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from widthlab.engine.identity import code_hash
 from widthlab.errors import UsageError
 from widthlab.metrics.importance import (
     PROXIES,
@@ -54,10 +53,6 @@ SCORES = ("exact", *PROXIES)
 #: neuron whose removal *lowers* the loss by a lot matters too), every proxy, and a random
 #: permutation.
 TOPK_ORDERINGS = ("exact", "exact_abs", *PROXIES, "random")
-
-#: The modules whose code computes what the hook stores (besides this one).
-SCORING_MODULES = ("widthlab.metrics.importance", "widthlab.metrics._importance_kernel",
-                   "widthlab.metrics._importance_topk", "widthlab.metrics.ordering")
 
 When = str | tuple[int, ...]
 
@@ -146,11 +141,11 @@ class ImportanceHook:
             raise UsageError(f"max_samples must be >= 1 or None, got {self.max_samples}")
 
     def describe(self) -> dict:
-        """Settings entering the run's fingerprint. The engine hashes this module's code; the
-        code of the functions it calls (:data:`SCORING_MODULES`) is hashed here, so editing
-        them also retrains."""
-        return {"kind": "ImportanceHook", **asdict(self),
-                "scoring_code": code_hash(SCORING_MODULES)[:16]}
+        """Settings entering the run's fingerprint. The code that computes the scores is in
+        the run's code hash: the engine hashes the import closure of this module
+        (:func:`widthlab.engine.identity.engine_code_hash`), so editing any scoring module it
+        reaches, even indirectly, retrains."""
+        return {"kind": "ImportanceHook", **asdict(self)}
 
     def __call__(self, ctx: EpochContext) -> list:
         epoch, last = ctx.epoch, ctx.cfg.epochs
@@ -216,5 +211,5 @@ class ImportanceHook:
                 for m, mlp in models]
 
 
-__all__ = ["SCORES", "SCORING_MODULES", "TOPK_ORDERINGS", "ImportanceHook", "When", "bank_scale",
+__all__ = ["SCORES", "TOPK_ORDERINGS", "ImportanceHook", "When", "bank_scale",
            "check_when", "wanted"]
