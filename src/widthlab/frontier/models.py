@@ -131,7 +131,10 @@ def _batches(data: Data, batch: int):
 
 def cross_entropy(out: Tensor, y: Tensor) -> Tensor:
     """Mean cross-entropy over every position: ``(..., V)`` logits, ``(...)`` targets."""
-    return F.cross_entropy(out.reshape(-1, out.shape[-1]).float(), y.reshape(-1))
+    logits = out.reshape(-1, out.shape[-1])
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    return F.cross_entropy(logits, y.reshape(-1))
 
 
 @torch.no_grad()
@@ -161,7 +164,9 @@ def collect(model: nn.Module, sites: Sequence[Site], data: Data, *, batch: int =
             grads: bool = False, loss_fn=cross_entropy):
     """One pass over ``data``: every site's inputs (concatenated, detached) and, with
     ``grads``, the mean over batches of ``d loss / d weight`` and the per-term output
-    gradients' ``(sum of squares, rows, loss terms)`` (for :func:`loss_scale`-style scales).
+    gradients' ``(sum over rows of the mean square over outputs, rows, loss terms)`` (the
+    per-term gradient is ``terms * d mean_loss / d output``: a row's gradient of the summed
+    loss; for a classifier exactly the per-sample gradient).
     """
     acts: dict[str, list[Tensor]] = {s.module: [] for s in sites}
     outg: dict[str, list[float]] = {s.module: [0.0, 0, 0] for s in sites}
@@ -179,10 +184,10 @@ def collect(model: nn.Module, sites: Sequence[Site], data: Data, *, batch: int =
             if grads and out.requires_grad:
                 def on_grad(g, name=name):
                     g = g * cur["terms"]  # per loss term
-                    rows = g.numel() // (g.shape[1] if g.ndim == 4 else g.shape[-1])
+                    width = g.shape[1] if g.ndim == 4 else g.shape[-1]
                     rec = outg[name]
-                    rec[0] += float(g.double().square().sum())
-                    rec[1] += rows
+                    rec[0] += float(g.double().square().sum()) / width  # mean over outputs
+                    rec[1] += g.numel() // width  # rows
                 out.register_hook(on_grad)
         return fwd
 
