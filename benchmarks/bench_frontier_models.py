@@ -13,9 +13,9 @@
   over 8000 MNIST training images (Adam 3e-3, batch 32, BatchNorm statistics recomputed),
   cached likewise. Calibration: 1000 validation images; evaluation: the 10,000 test images.
   Every method cuts every block's inner width to half; then ``cut_network`` over the inner
-  channel groups at the multiply-adds of the uniform ``obs`` cut, and over the inner and
-  residual-stream groups (per-unit savings there over-count a conv between two cut groups:
-  the real multiply-adds of both models are printed).
+  channel groups at the multiply-adds of the uniform ``obs`` cut (50% and 25%).
+  Allocations are printed one-shot with Fisher scales and with the default (measured scales,
+  4 rounds).
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/bench_frontier_models.py [--quick]
 """
@@ -66,13 +66,13 @@ def resnet_model(cache: str, n_train: int = 8000):
     from widthlab.data import load_splits
 
     d = load_splits("mnist")
+    torch.manual_seed(0)
     model = ResNet(ResNetConfig(stage_widths=(8, 16, 32)))
-    path = os.path.join(cache, f"widthlab_resnet8_{n_train}.pt")
+    path = os.path.join(cache, f"widthlab_resnet8_{n_train}_s0.pt")
     if os.path.exists(path):
         model.load_state_dict(torch.load(path, weights_only=True))
         print(f"resnet: cached {path}")
     else:
-        torch.manual_seed(0)
         opt = torch.optim.Adam(model.parameters(), 3e-3)
         x, y = d.train.x[:n_train], d.train.y[:n_train]
         for i in range(0, len(x), 32):
@@ -108,7 +108,8 @@ def methods_table(model, graph, calib, ev, settings, methods) -> None:
                   f"params={n_params(m2)} ({time.perf_counter() - t:.1f} s)", flush=True)
 
 
-def allocation_line(model, graph, calib, ev, kinds, target, base, label) -> None:
+def allocation_line(model, graph, calib, ev, kinds, target, base, label, scale="measured",
+                    rounds=4) -> None:
     """``cut_network`` at the saving of the uniform obs cut ``base`` (a cut model)."""
     m3, g3 = copy.deepcopy(model), copy.deepcopy(graph)
     grps = network_groups(m3, g3, kinds)
@@ -119,11 +120,13 @@ def allocation_line(model, graph, calib, ev, kinds, target, base, label) -> None
                ((g, unit_costs(base, [g], calib[0][:1])[g.name])
                 for g in network_groups(base, gb, kinds)))
     t = time.perf_counter()
-    nc = cut_network(m3, g3, calib, target=target, amount=(total - left) / total, groups=grps)
+    nc = cut_network(m3, g3, calib, target=target, amount=(total - left) / total, groups=grps,
+                     scale=scale, rounds=rounds)
     loss, acc = model_loss(m3, ev)
     ub_loss, ub_acc = model_loss(base, ev)
-    print(f"  {label}: uniform obs loss={ub_loss:.4f} acc={ub_acc:.4f} {target}_kept="
-          f"{left:.0f} | allocated loss={loss:.4f} acc={acc:.4f} {target}_kept="
+    print(f"  {label} [{scale}, {rounds} rounds]: uniform obs loss={ub_loss:.4f} "
+          f"acc={ub_acc:.4f} {target}_kept={left:.0f} | allocated loss={loss:.4f} "
+          f"acc={acc:.4f} {target}_kept="
           f"{total - nc.allocation.curve[-1][0]:.0f} params={n_params(m3)} "
           f"({time.perf_counter() - t:.1f} s)", flush=True)
     if hasattr(m3, "current_config"):  # the ResNet's own multiply-add formula
@@ -138,8 +141,9 @@ def main() -> None:
     ap.add_argument("--cache", default="/tmp")
     ap.add_argument("--quick", action="store_true", help="obs and magnitude only")
     ap.add_argument("--skip", default="", help="comma list of gpt,resnet to skip")
+    ap.add_argument("--alloc-only", action="store_true", help="no per-method tables")
     a = ap.parse_args()
-    methods = ("obs", "magnitude") if a.quick else GROUP_METHODS
+    methods = () if a.alloc_only else ("obs", "magnitude") if a.quick else GROUP_METHODS
     torch.manual_seed(0)
     if "gpt" not in a.skip:
         model, calib, ev = gpt_model(a.gpt_steps, a.cache)
@@ -151,8 +155,9 @@ def main() -> None:
                                                 ("heads 50%", ("heads",), 0.5)], methods)
         for frac in (0.5, 0.25):
             base, _ = uniform(model, graph, ("ffn",), frac, calib, "obs")
-            allocation_line(model, graph, calib, ev, ("ffn", "heads"), "params", base,
-                            f"gpt alloc at ffn {frac:.0%} params")
+            for scale, rounds in (("fisher", 1), ("measured", 4)):
+                allocation_line(model, graph, calib, ev, ("ffn", "heads"), "params", base,
+                                f"gpt alloc at ffn {frac:.0%} params", scale, rounds)
     if "resnet" not in a.skip:
         model, calib, ev = resnet_model(a.cache)
         graph = build_graph(model, calib[0][:1])
@@ -160,12 +165,11 @@ def main() -> None:
         print(f"resnet dense loss={loss:.4f} acc={acc:.4f} params={n_params(model)}",
               flush=True)
         methods_table(model, graph, calib, ev, [("inner 50%", ("channels",), 0.5)], methods)
-        base, _ = uniform(model, graph, ("channels",), 0.5, calib, "obs")
-        allocation_line(model, graph, calib, ev, ("channels",), "macs", base,
-                        "resnet alloc at inner 50% macs")
-        # streams too: a conv between two cut groups is counted in both (over-counted saving)
-        allocation_line(model, graph, calib, ev, ("channels", "stream"), "macs", base,
-                        "resnet alloc (inner+streams) at inner 50% macs")
+        for frac in (0.5, 0.25):
+            base, _ = uniform(model, graph, ("channels",), frac, calib, "obs")
+            for scale, rounds in (("fisher", 1), ("measured", 4)):
+                allocation_line(model, graph, calib, ev, ("channels",), "macs", base,
+                                f"resnet alloc at inner {frac:.0%} macs", scale, rounds)
 
 
 if __name__ == "__main__":

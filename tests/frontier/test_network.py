@@ -75,7 +75,8 @@ def test_loss_target_stays_within_the_predicted_increase():
                           vocab_size=7)).eval()
     x, y = torch.randint(0, 7, (30, 6)), torch.randint(0, 7, (30, 6))
     graph = build_graph(model, x[:2])
-    nc = cut_network(model, graph, (x, y), target="loss", amount=1e-3, apply=False)
+    nc = cut_network(model, graph, (x, y), target="loss", amount=1e-3, apply=False,
+                     rounds=1)
     assert nc.allocation.curve[-1][1] <= 1e-3 if nc.allocation.curve else True
     assert model.blocks[0].mlp.fc.out_features == 16  # apply=False: untouched
 
@@ -96,7 +97,7 @@ def test_scale_is_half_the_mean_squared_per_sample_gradient():
     x, y = torch.randn(40, 5, dtype=torch.float64), torch.randint(0, 3, (40,))
     graph = build_graph(model, x[:2])
     nc = cut_network(model, graph, (x, y), target="params", amount=0.3, apply=False,
-                     batch=16)
+                     batch=16, scale="fisher", rounds=1)
     # reference: per-sample gradient of sample i's loss in the consumer's outputs, by autograd
     sq = []
     for i in range(len(x)):
@@ -117,6 +118,10 @@ def test_refusals():
     state = copy.deepcopy(model.state_dict())
     with pytest.raises(UsageError, match="mixes their units"):
         cut_network(model, graph, (x, y), amount=0.5, groups=["stream:model"])
+    with pytest.raises(UsageError, match="rounds"):
+        cut_network(model, graph, (x, y), amount=0.5, apply=False)
+    with pytest.raises(UsageError, match="scale"):
+        cut_network(model, graph, (x, y), amount=0.5, scale="hessian")
     with pytest.raises(UsageError, match="target"):
         cut_network(model, graph, (x, y), target="latency", amount=0.5)
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
