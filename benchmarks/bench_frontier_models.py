@@ -14,8 +14,8 @@
   cached likewise. Calibration: 1000 validation images; evaluation: the 10,000 test images.
   Every method cuts every block's inner width to half; then ``cut_network`` over the inner
   channel groups at the multiply-adds of the uniform ``obs`` cut (50% and 25%).
-  Allocations are printed one-shot with Fisher scales and with the default (measured scales,
-  4 rounds).
+  Allocations are printed one-shot with Fisher scales and with the default (max of the
+  Fisher and measured scales, 4 rounds).
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/bench_frontier_models.py [--quick]
 """
@@ -108,7 +108,7 @@ def methods_table(model, graph, calib, ev, settings, methods) -> None:
                   f"params={n_params(m2)} ({time.perf_counter() - t:.1f} s)", flush=True)
 
 
-def allocation_line(model, graph, calib, ev, kinds, target, base, label, scale="measured",
+def allocation_line(model, graph, calib, ev, kinds, target, base, label, scale="max",
                     rounds=4) -> None:
     """``cut_network`` at the saving of the uniform obs cut ``base`` (a cut model)."""
     m3, g3 = copy.deepcopy(model), copy.deepcopy(graph)
@@ -155,7 +155,7 @@ def main() -> None:
                                                 ("heads 50%", ("heads",), 0.5)], methods)
         for frac in (0.5, 0.25):
             base, _ = uniform(model, graph, ("ffn",), frac, calib, "obs")
-            for scale, rounds in (("fisher", 1), ("measured", 4)):
+            for scale, rounds in (("fisher", 1), ("max", 4)):
                 allocation_line(model, graph, calib, ev, ("ffn", "heads"), "params", base,
                                 f"gpt alloc at ffn {frac:.0%} params", scale, rounds)
     if "resnet" not in a.skip:
@@ -167,7 +167,7 @@ def main() -> None:
         methods_table(model, graph, calib, ev, [("inner 50%", ("channels",), 0.5)], methods)
         for frac in (0.5, 0.25):
             base, _ = uniform(model, graph, ("channels",), frac, calib, "obs")
-            for scale, rounds in (("fisher", 1), ("measured", 4)):
+            for scale, rounds in (("fisher", 1), ("max", 4)):
                 allocation_line(model, graph, calib, ev, ("channels",), "macs", base,
                                 f"resnet alloc at inner {frac:.0%} macs", scale, rounds)
 
