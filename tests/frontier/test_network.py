@@ -126,3 +126,26 @@ def test_refusals():
         cut_network(model, graph, (x, y), target="latency", amount=0.5)
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
     assert model_loss(model, (x, y))[0] > 0
+
+
+def test_measured_scale_is_the_groups_own_half_cut_loss_over_its_error():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=8, n_ffn=16, block_size=6,
+                          vocab_size=7)).double().eval()
+    for p in model.parameters():
+        p.data.normal_(0, 0.4)
+    x, y = torch.randint(0, 7, (30, 6)), torch.randint(0, 7, (30, 6))
+    graph = build_graph(model, x[:2])
+    fisher = cut_network(model, graph, (x, y), amount=0.3, apply=False, rounds=1,
+                         scale="fisher").scale
+    meas = cut_network(model, graph, (x, y), amount=0.3, apply=False, rounds=1,
+                       scale="measured").scale
+    both = cut_network(model, graph, (x, y), amount=0.3, apply=False, rounds=1).scale
+    from widthlab.frontier.models import model_frontier  # noqa: PLC0415
+
+    for name in ("blocks.0.mlp.fc:out", "blocks.0.attn:heads"):
+        k = graph[name].size // 2
+        fr = model_frontier(model, graph, name, (x, y), (x, y), ks=[k], allow_same=True)
+        want = max(fr.loss[k] - fr.dense_loss, 0) / fr.frontier.calib_losses[k]
+        assert meas[name] == pytest.approx(want, rel=1e-9)
+        assert both[name] == max(meas[name], fisher[name])
