@@ -20,7 +20,10 @@ Pruning after training, layer by layer: :func:`cut_layers` (one tolerance for al
 
 Groups of units read through blocks of columns (Conv2d channels in im2col form, attention
 heads, FFN neurons; several consumers): :func:`group_frontier` (structured OBS and the usual
-rankings), :func:`allocate` (widths of several groups under one budget).
+rankings), :func:`allocate` (widths of several groups under one budget). On a model and a
+group of :mod:`widthlab.units`: :func:`model_frontier` (the model's own loss at every width),
+:func:`apply_cut`, :func:`cut_groups`; the widths of a whole network under one loss,
+parameter or multiply-add budget: :func:`cut_network`.
 
 For a trained :class:`~widthlab.nn.bank.MLPBank`: :func:`frontier_of_bank`,
 :func:`bank_sequential`.
@@ -42,11 +45,21 @@ from widthlab.frontier.cut import LayerCut, cut_layers
 from widthlab.frontier.graph import LayerPath, trace_layer
 from widthlab.frontier.group import GROUP_METHODS, GroupCut, GroupFrontier, group_frontier
 from widthlab.frontier.methods import METHODS
+from widthlab.frontier.models import (
+    ModelFrontier,
+    apply_cut,
+    cut_groups,
+    group_frontier_of,
+    model_frontier,
+    model_loss,
+)
+from widthlab.frontier.network import NetworkCut, cut_network, network_groups, unit_costs
 from widthlab.frontier.result import Frontier
 
-__all__ = ["GROUP_METHODS", "METHODS", "Allocation", "BlockConsumer", "BlockProblem", "Frontier",
-           "GroupCut", "GroupFrontier", "LayerCut", "LayerPath", "RowStats", "allocate",
-           "bank_sequential", "conv_consumers", "cut_layers", "eliminate_blocks",
-           "frontier_ks", "frontier_of_bank", "frontiers", "group_frontier", "heads_consumer",
-           "linear_consumer", "loss_scale", "row_stats", "sequential_layer", "trace_layer",
-           "width_frontier"]
+__all__ = ["Allocation", "BlockConsumer", "BlockProblem", "Frontier", "GROUP_METHODS", "GroupCut",
+           "GroupFrontier", "LayerCut", "LayerPath", "METHODS", "ModelFrontier", "NetworkCut",
+           "RowStats", "allocate", "apply_cut", "bank_sequential", "conv_consumers", "cut_groups",
+           "cut_layers", "cut_network", "eliminate_blocks", "frontier_ks", "frontier_of_bank",
+           "frontiers", "group_frontier", "group_frontier_of", "heads_consumer", "linear_consumer",
+           "loss_scale", "model_frontier", "model_loss", "network_groups", "row_stats",
+           "sequential_layer", "trace_layer", "unit_costs", "width_frontier"]

@@ -104,15 +104,17 @@ class CausalSelfAttention(nn.Module):
         self.resid_drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: Tensor) -> Tensor:
-        B, T, C = x.shape  # x: (B, T, C)
+        B, T, _ = x.shape  # x: (B, T, C)
         H = self.n_head
-        q, k, v = self.qkv(x).split(C, dim=2)  # (B, T, C) each
-        q = q.view(B, T, H, C // H).transpose(1, 2)  # (B, H, T, D)
-        k = k.view(B, T, H, C // H).transpose(1, 2)  # (B, H, T, D)
-        v = v.view(B, T, H, C // H).transpose(1, 2)  # (B, H, T, D)
+        # the head width is read off qkv (not the stream), so heads can be cut on their own
+        q, k, v = self.qkv(x).chunk(3, dim=2)  # (B, T, H*D) each
+        D = q.shape[-1] // H
+        q = q.view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
+        k = k.view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
+        v = v.view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
         p = self.dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)  # (B, H, T, D)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
+        y = y.transpose(1, 2).reshape(B, T, H * D)  # (B, T, H*D)
         return self.resid_drop(self.proj(y))  # (B, T, C)
 
 

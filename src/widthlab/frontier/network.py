@@ -1,0 +1,254 @@
+"""Widths of a whole network under one budget: :func:`cut_network` (generalises
+:func:`~widthlab.frontier.cut_layers` from Linear layers under one accuracy tolerance to every
+group of :mod:`widthlab.units` under a loss, parameter or multiply-add budget).
+
+One pass over the calibration data (forward and backward) gives every selected group's
+consumer inputs and the gradients of the loss in the consumers' outputs. Each group's ``obs``
+frontier (:func:`~widthlab.frontier.group.group_frontier`) gives the increase ``dE`` of its
+consumers' mean squared output error at every removal; the loss it costs is predicted as
+``h/2 * dE`` scaled to one loss term (:func:`~widthlab.frontier.budget.loss_scale`: ``h`` is the
+mean squared per-term gradient in the consumer's outputs, the empirical Fisher's mean
+diagonal; a convolution's rows are its output positions, so the scale counts positions per
+image). :func:`~widthlab.frontier.budget.allocate` then removes the cheapest next unit across
+groups (per parameter or multiply-add saved for those targets), and the chosen widths are cut
+group after group with :func:`~widthlab.frontier.models.cut_groups` (each group refitted on the
+activations the earlier cuts left).
+
+Groups read through a unit-mixing norm (residual streams under LayerNorm) have no ``obs``
+costs and are not allocated (:func:`network_groups` leaves them out).
+
+Cuts interact (a later block reads the earlier blocks' cut outputs; one group's removal costs
+are measured with every other group whole), so by default the budget is spent in 4 rounds,
+costs, scales and refits recomputed after each, and each group's scale is the larger of the
+Fisher one and the *measured* one (the calibration loss increase of its own obs cut to half,
+over the output error that cut adds). On the benchmark's ResNet at half the inner MACs the
+one-shot Fisher allocation lost to the uniform cut (0.756 vs 0.884 test accuracy), measured
+scales alone sent two groups to one channel (0.335), the default won (0.899).
+
+Example::
+
+    graph = build_graph(gpt, x[:2])
+    plan = cut_network(gpt, graph, calib, target="params", amount=0.3)   # cuts gpt in place
+    plan.allocation.widths        # {"blocks.0.attn:heads": 4, "blocks.0.mlp.fc:out": 97, ...}
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from widthlab.errors import UsageError
+from widthlab.frontier.budget import Allocation, allocate
+from widthlab.frontier.group import group_frontier
+from widthlab.frontier.models import (
+    Data,
+    ModelFrontier,
+    _consumers,
+    apply_cut,
+    collect,
+    consumer_sites,
+    cross_entropy,
+    cut_groups,
+    find_group,
+    model_loss,
+)
+from widthlab.units import Group, UnitGraph
+
+__all__ = ["NetworkCut", "cut_network", "network_groups", "unit_costs"]
+
+
+@dataclass
+class NetworkCut:
+    """``allocation``: the widths and the predicted (saving, loss increase) curve; ``scale``:
+    each group's loss per unit of output error; ``saving``: parameters (or multiply-adds) per
+    unit; ``total``: the selected groups' total; ``frontiers``: the cuts applied (empty when
+    ``apply=False``)."""
+
+    allocation: Allocation
+    scale: dict[str, float]
+    saving: dict[str, float]
+    total: float
+    frontiers: list[ModelFrontier] = field(default_factory=list)
+
+
+def network_groups(model: nn.Module, graph: UnitGraph, kinds: Sequence[str] | None = None
+                   ) -> list[Group]:
+    """The groups :func:`cut_network` can allocate: no unit-mixing norm, at least one Linear
+    or Conv2d consumer, more than one unit; optionally only ``kinds`` (``"ffn"``, ``"heads"``,
+    ``"channels"``, ``"stream"``)."""
+    out = []
+    for g in graph.groups:
+        if g.mixers or g.size < 2 or (kinds is not None and g.kind not in kinds):
+            continue
+        try:
+            consumer_sites(model, g)
+        except UsageError:
+            continue
+        out.append(g)
+    return out
+
+
+def unit_costs(model: nn.Module, groups: Sequence[Group], example) -> dict[str, dict]:
+    """Parameters and multiply-adds (per sample) one unit of each group carries: every
+    Linear/Conv2d weight slice of the group, ``per_index`` times the layer's output
+    positions per sample (tokens of a sequence, pixels of a feature map)."""
+    mods = dict(model.named_modules())
+    wanted = {s.module for g in groups for s in g.slices
+              if isinstance(mods.get(s.module), (nn.Linear, nn.Conv2d)) and s.name == "weight"}
+    pos: dict[str, float] = {}
+
+    def hook(name):
+        def fwd(mod, inp, out):
+            lead = out.shape[1] if isinstance(mod, nn.Conv2d) else out.shape[-1]
+            pos[name] = out.numel() / (lead * len(example))
+        return fwd
+
+    handles = [mods[n].register_forward_hook(hook(n)) for n in wanted]
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was)
+    out = {}
+    for g in groups:
+        macs = sum(int((s.units >= 0).sum()) * s.per_index * pos.get(s.module, 0.0)
+                   for s in g.slices if s.module in wanted and s.name == "weight")
+        out[g.name] = {"params": g.params / g.size, "macs": macs / g.size}
+    return out
+
+
+def _scale(rec: list) -> float:
+    """``h/2`` per loss term from ``(sum of squared per-term gradients, rows, terms)``."""
+    sumsq, rows, terms = rec
+    return 0.0 if not rows else sumsq / rows * (rows / terms) / 2
+
+
+def _measured_scale(model, graph, name, sites, cons, fr, probe, calib, dense, batch,
+                    loss_fn) -> float:
+    """Loss increase on ``calib`` of the group's obs cut to ``probe`` units, per unit of the
+    output error that cut adds (the costs' own scale, measured instead of predicted)."""
+    err = fr.calib_losses[probe]
+    if not err > 0:
+        return 0.0
+    mf = ModelFrontier(name, "obs", "obs", True, len(fr.order), fr, sites, cons)
+    m2, g2 = copy.deepcopy(model), copy.deepcopy(graph)
+    apply_cut(m2, g2, mf, probe)
+    return max(model_loss(m2, calib, batch=batch, loss_fn=loss_fn)[0] - dense, 0.0) / err
+
+
+def cut_network(model: nn.Module, graph: UnitGraph, calib: Data, *, target: str = "params",
+                amount: float, groups: Sequence[Group | str] | None = None,
+                min_width: int = 1, apply: bool = True, batch: int = 256,
+                loss_fn=cross_entropy, damp: float = 1e-6, scale: str = "max",
+                rounds: int = 4) -> NetworkCut:
+    """Choose the width of every group by the cheapest next removal, then cut the model.
+
+    Parameters
+    ----------
+    model, graph : nn.Module, UnitGraph
+        The trained model and ``build_graph(model, ...)``; cut in place when ``apply``.
+    calib : (Tensor, Tensor)
+        Calibration inputs and targets (costs, scales, refits).
+    target : {"loss", "params", "macs"}
+        ``loss``: remove while the predicted loss increase stays within ``amount``;
+        ``params`` / ``macs``: remove the fraction ``amount`` of the selected groups' total.
+    amount : float
+        The loss increase, or the fraction to remove.
+    groups : sequence of Group or str, optional
+        Default: :func:`network_groups` (every group without a unit-mixing norm).
+    min_width, apply, batch, loss_fn, damp
+        The narrowest width of a group; whether to cut the model; samples per forward; the
+        loss; the damping of the Gram matrices.
+    scale : {"max", "measured", "fisher"}
+        How a group's output error becomes loss: ``fisher`` (half the empirical Fisher's mean
+        diagonal in the consumer's outputs, no extra pass), ``measured`` (the calibration loss
+        increase of the group's own obs cut to half its units, over the output error it adds:
+        one cut copy and one calibration forward per group; zero where that cut costs nothing
+        measurable, which lets the group be cut to ``min_width``), or ``max`` of the two.
+    rounds : int
+        Allocate and cut in this many steps, each a share of the budget, the costs, scales and
+        refits recomputed on the model the earlier steps left (cuts interact: a later block
+        reads the earlier blocks' cut outputs). ``apply=False`` needs ``rounds=1``.
+
+    Returns
+    -------
+    NetworkCut
+    """
+    if target not in ("loss", "params", "macs"):
+        raise UsageError(f"target must be one of loss, params, macs; got {target!r}")
+    if scale not in ("fisher", "measured", "max"):
+        raise UsageError(f"scale must be 'fisher', 'measured' or 'max', got {scale!r}")
+    grps = (network_groups(model, graph) if groups is None
+            else [find_group(graph, g) for g in groups])
+    mixed = [g.name for g in grps if g.mixers]
+    if mixed:
+        raise UsageError(f"groups {mixed} are read through a norm that mixes their units; "
+                         "their removal costs are not comparable (leave them out)")
+    if not grps:
+        raise UsageError("no group to allocate: name groups without a unit-mixing norm")
+    key = "params" if target == "loss" else target
+    if rounds < 1 or (rounds > 1 and not apply):
+        raise UsageError(f"rounds must be >= 1 (and > 1 only with apply=True), got {rounds}")
+    names = [g.name for g in grps]
+    total0 = None
+    res = None
+    for r in range(1, rounds + 1):
+        cur = [graph[n] for n in names]
+        plan, scales, saving = _round(model, graph, cur, calib, target, key, batch, loss_fn,
+                                      damp, scale)
+        total = sum(g.size * saving[g.name] for g in cur)
+        if total0 is None:
+            total0 = total
+        if target == "loss":
+            step = amount / rounds
+        else:  # the cumulative saving r/rounds of the way, as a fraction of what is left
+            step = min(1.0, max(0.0, (amount * total0 * r / rounds - (total0 - total)) / total))
+        plan = allocate(plan, target=target, amount=step, min_width=min_width)
+        done = total0 - total
+        if res is None:
+            res = NetworkCut(plan, scales, saving, total0)
+        else:
+            res.allocation.removed += plan.removed
+            res.allocation.curve += [(done + a, res.allocation.curve[-1][1] + b)
+                                     if res.allocation.curve else (done + a, b)
+                                     for a, b in plan.curve]
+            res.allocation.met, res.scale, res.saving = plan.met, scales, saving
+            res.allocation.widths = plan.widths
+        if apply:
+            widths = {n: k for n, k in plan.widths.items() if k < graph[n].size}
+            res.frontiers += cut_groups(model, graph, widths, calib, "obs", batch=batch,
+                                        loss_fn=loss_fn, damp=damp)
+    return res
+
+
+def _round(model, graph, grps, calib, target, key, batch, loss_fn, damp, scale):
+    """Every group's obs costs, loss scale and per-unit saving on the model as it is now."""
+    sites = {g.name: consumer_sites(model, g) for g in grps}
+    unique = list({s.module: s for ss in sites.values() for s in ss}.values())
+    acts, _, outg = collect(model, unique, calib, batch=batch, grads=True, loss_fn=loss_fn)
+    per = unit_costs(model, grps, calib[0][:1])
+    spec, scales, saving = {}, {}, {}
+    dense = model_loss(model, calib, batch=batch, loss_fn=loss_fn)[0]
+    for g in grps:
+        cons = _consumers(sites[g.name], acts, {})
+        probe = max(1, g.size // 2)
+        fr = group_frontier(cons, g.size, "obs", ks=[g.size, probe], damp=damp)
+        fisher = sum(_scale(outg[s.module]) for s in sites[g.name]) / len(sites[g.name])
+        scales[g.name] = fisher
+        if scale != "fisher":
+            measured = _measured_scale(model, graph, g.name, sites[g.name], cons, fr, probe,
+                                       calib, dense, batch, loss_fn)
+            scales[g.name] = measured if scale == "measured" else max(measured, fisher)
+        saving[g.name] = per[g.name][key]
+        if saving[g.name] <= 0:
+            raise UsageError(f"group {g.name!r} carries no {key} to save")
+        spec[g.name] = (fr.costs, scales[g.name], saving[g.name])
+    return spec, scales, saving

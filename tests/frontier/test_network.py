@@ -1,0 +1,151 @@
+"""Whole-network allocation: savings against the models' own size formulas, the loss scale
+against per-sample autograd, and refusals."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from widthlab.errors import UsageError
+from widthlab.frontier.models import model_loss
+from widthlab.frontier.network import cut_network, network_groups, unit_costs
+from widthlab.nn import GPT, GPTConfig, ResNet, ResNetConfig
+from widthlab.units import build_graph
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _params(m):
+    return sum(p.numel() for p in {id(p): p for p in m.parameters()}.values())
+
+
+@pytest.mark.parametrize("kinds", [("channels",), ("channels", "stream")])
+def test_resnet_macs_saving_is_the_configs_macs(kinds):
+    torch.manual_seed(0)
+    model = ResNet(ResNetConfig(stage_widths=(4, 8), blocks=2, image_size=12)).eval()
+    x, y = torch.randn(48, 1, 12, 12), torch.randint(0, 10, (48,))
+    graph = build_graph(model, x[:2])
+    before = model.current_config().macs()
+    grps = network_groups(model, graph, kinds)
+    assert {g.kind for g in grps} == set(kinds)
+    per = unit_costs(model, grps, x[:1])
+    total = sum(g.size * per[g.name]["macs"] for g in grps)
+    nc = cut_network(model, graph, (x, y), target="macs", amount=0.4, groups=grps)
+    after = model.current_config().macs()
+    saved = nc.allocation.curve[-1][0]
+    assert saved >= 0.4 * total - 1e-9 and nc.allocation.met
+    assert {g.name: g.size for g in graph.groups if g.name in nc.allocation.widths} == \
+        nc.allocation.widths
+    assert model(x).shape == (48, 10)
+    if kinds == ("channels",):  # no weight between two cut groups: each unit's MACs, exactly
+        assert before - after == pytest.approx(saved, abs=1e-6)
+        return
+    # a conv between a stream and an inner group loses (a + b - ab/c...) : counted twice
+    # for a unit pair removed from both, so the per-unit saving over-counts, never under-counts
+    assert 0 < before - after < saved
+    w = nc.allocation.widths
+    cfg = ResNetConfig(stage_widths=tuple(w[f"stream:stages.{s}"] for s in range(2)), blocks=2,
+                       block_widths=tuple(tuple(w[f"stages.{s}.{b}.conv1:out"] for b in range(2))
+                                          for s in range(2)), image_size=12)
+    assert after == cfg.macs()
+
+
+def test_gpt_params_saving_is_the_parameter_count():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=2, n_head=4, n_embd=16, n_ffn=32, block_size=8,
+                          vocab_size=11)).eval()
+    x, y = torch.randint(0, 11, (32, 8)), torch.randint(0, 11, (32, 8))
+    graph = build_graph(model, x[:2])
+    grps = network_groups(model, graph)
+    assert sorted(g.kind for g in grps) == ["ffn", "ffn", "heads", "heads"]  # no stream
+    before = _params(model)
+    nc = cut_network(model, graph, (x, y), target="params", amount=0.5)
+    assert before - _params(model) == pytest.approx(nc.allocation.curve[-1][0])
+    assert nc.allocation.curve[-1][0] >= 0.5 * nc.total
+    for name, k in nc.allocation.widths.items():
+        assert graph[name].size == k
+
+
+def test_loss_target_stays_within_the_predicted_increase():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=8, n_ffn=16, block_size=6,
+                          vocab_size=7)).eval()
+    x, y = torch.randint(0, 7, (30, 6)), torch.randint(0, 7, (30, 6))
+    graph = build_graph(model, x[:2])
+    nc = cut_network(model, graph, (x, y), target="loss", amount=1e-3, apply=False,
+                     rounds=1)
+    assert nc.allocation.curve[-1][1] <= 1e-3 if nc.allocation.curve else True
+    assert model.blocks[0].mlp.fc.out_features == 16  # apply=False: untouched
+
+
+class Head(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(5, 6)
+        self.out = nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.out(torch.tanh(self.fc(x)))
+
+
+def test_scale_is_half_the_mean_squared_per_sample_gradient():
+    torch.manual_seed(0)
+    model = Head().double().eval()
+    x, y = torch.randn(40, 5, dtype=torch.float64), torch.randint(0, 3, (40,))
+    graph = build_graph(model, x[:2])
+    nc = cut_network(model, graph, (x, y), target="params", amount=0.3, apply=False,
+                     batch=16, scale="fisher", rounds=1)
+    # reference: per-sample gradient of sample i's loss in the consumer's outputs, by autograd
+    sq = []
+    for i in range(len(x)):
+        h = torch.tanh(model.fc(x[i:i + 1]))
+        z = model.out(h)
+        z.retain_grad()
+        nn.functional.cross_entropy(z, y[i:i + 1]).backward()
+        sq.append(z.grad.square().mean())
+    assert nc.scale["fc:out"] == pytest.approx(float(torch.stack(sq).mean()) / 2, rel=1e-10)
+
+
+def test_refusals():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=8, n_ffn=16, block_size=6,
+                          vocab_size=7)).eval()
+    x, y = torch.randint(0, 7, (30, 6)), torch.randint(0, 7, (30, 6))
+    graph = build_graph(model, x[:2])
+    state = copy.deepcopy(model.state_dict())
+    with pytest.raises(UsageError, match="mixes their units"):
+        cut_network(model, graph, (x, y), amount=0.5, groups=["stream:model"])
+    with pytest.raises(UsageError, match="rounds"):
+        cut_network(model, graph, (x, y), amount=0.5, apply=False)
+    with pytest.raises(UsageError, match="scale"):
+        cut_network(model, graph, (x, y), amount=0.5, scale="hessian")
+    with pytest.raises(UsageError, match="target"):
+        cut_network(model, graph, (x, y), target="latency", amount=0.5)
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    assert model_loss(model, (x, y))[0] > 0
+
+
+def test_measured_scale_is_the_groups_own_half_cut_loss_over_its_error():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=8, n_ffn=16, block_size=6,
+                          vocab_size=7)).double().eval()
+    for p in model.parameters():
+        p.data.normal_(0, 0.4)
+    x, y = torch.randint(0, 7, (30, 6)), torch.randint(0, 7, (30, 6))
+    graph = build_graph(model, x[:2])
+    fisher = cut_network(model, graph, (x, y), amount=0.3, apply=False, rounds=1,
+                         scale="fisher").scale
+    meas = cut_network(model, graph, (x, y), amount=0.3, apply=False, rounds=1,
+                       scale="measured").scale
+    both = cut_network(model, graph, (x, y), amount=0.3, apply=False, rounds=1).scale
+    from widthlab.frontier.models import model_frontier  # noqa: PLC0415
+
+    for name in ("blocks.0.mlp.fc:out", "blocks.0.attn:heads"):
+        k = graph[name].size // 2
+        fr = model_frontier(model, graph, name, (x, y), (x, y), ks=[k], allow_same=True)
+        want = max(fr.loss[k] - fr.dense_loss, 0) / fr.frontier.calib_losses[k]
+        assert meas[name] == pytest.approx(want, rel=1e-9)
+        assert both[name] == max(meas[name], fisher[name])
