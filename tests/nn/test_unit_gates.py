@@ -222,18 +222,36 @@ def test_hf_gpt2_every_group_gated_shrunk_and_folded():
     torch.testing.assert_close(fresh(x).logits, want, atol=1e-10, rtol=0)
 
 
-def test_unmatched_stream_units_stay_masked_with_a_warning():
-    """Our GPT reads the head width off the stream: stream units alone cannot go."""
+def test_stream_units_alone_go_where_the_head_width_is_not_read_off_the_stream():
+    """widthlab's GPT reads its head width off qkv: a stream unit alone is removed."""
     model, x = _gpt()
     gates = gate_layers(model, groups=GGROUPS, example=x)
     _kill(gates, {"stream:model": [2], "blocks.0.attn:heads": [], "blocks.1.attn:heads": [],
                   "blocks.0.mlp.fc:out": [5], "blocks.1.mlp.fc:out": []})
     model.eval()
     want = model(x)
+    removed = shrink_(model)
+    assert removed["stream:model"] == 1 and removed["blocks.0.mlp.fc:out"] == 1
+    assert model.blocks[0].mlp.fc.out_features == 23 and model.tok.weight.shape[1] == 15
+    torch.testing.assert_close(model(x), want, atol=1e-10, rtol=0)
+
+
+def test_unmatched_stream_units_stay_masked_with_a_warning():
+    """nanoGPT reads the head width off the stream: stream units alone cannot go."""
+    from tests.units.models import GPTConfig as NanoConfig
+    from tests.units.models import NanoGPT
+
+    torch.manual_seed(0)
+    model, x = NanoGPT(NanoConfig()).double(), torch.randint(0, 40, (3, 8))
+    names = ["stream:model", "transformer.h.0.mlp.c_fc:out"]
+    gates = gate_layers(model, groups=names, example=x)
+    _kill(gates, {"stream:model": [2], "transformer.h.0.mlp.c_fc:out": [5]})
+    model.eval()
+    want = model(x)
     with pytest.warns(UserWarning, match="masked"):
         removed = shrink_(model)
-    assert removed["stream:model"] == 0 and removed["blocks.0.mlp.fc:out"] == 1
-    assert model.blocks[0].mlp.fc.out_features == 23 and model.tok.weight.shape[1] == 16
+    assert removed["stream:model"] == 0 and removed["transformer.h.0.mlp.c_fc:out"] == 1
+    assert model.transformer.h[0].mlp.c_fc.out_features == 31
     torch.testing.assert_close(model(x), want, atol=1e-10, rtol=0)
 
 
