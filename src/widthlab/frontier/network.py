@@ -182,21 +182,8 @@ def cut_network(model: nn.Module, graph: UnitGraph, calib: Data, *, target: str 
     -------
     NetworkCut
     """
-    if target not in ("loss", "params", "macs"):
-        raise UsageError(f"target must be one of loss, params, macs; got {target!r}")
-    if scale not in ("fisher", "measured", "max"):
-        raise UsageError(f"scale must be 'fisher', 'measured' or 'max', got {scale!r}")
-    grps = (network_groups(model, graph) if groups is None
-            else [find_group(graph, g) for g in groups])
-    mixed = [g.name for g in grps if g.mixers]
-    if mixed:
-        raise UsageError(f"groups {mixed} are read through a norm that mixes their units; "
-                         "their removal costs are not comparable (leave them out)")
-    if not grps:
-        raise UsageError("no group to allocate: name groups without a unit-mixing norm")
+    grps = _checked_groups(model, graph, groups, target, scale, rounds, apply)
     key = "params" if target == "loss" else target
-    if rounds < 1 or (rounds > 1 and not apply):
-        raise UsageError(f"rounds must be >= 1 (and > 1 only with apply=True), got {rounds}")
     names = [g.name for g in grps]
     total0 = None
     res = None
@@ -227,6 +214,25 @@ def cut_network(model: nn.Module, graph: UnitGraph, calib: Data, *, target: str 
             res.frontiers += cut_groups(model, graph, widths, calib, "obs", batch=batch,
                                         loss_fn=loss_fn, damp=damp)
     return res
+
+
+def _checked_groups(model, graph, groups, target, scale, rounds, apply) -> list[Group]:
+    """:func:`cut_network`'s arguments checked before anything runs; its groups."""
+    if target not in ("loss", "params", "macs"):
+        raise UsageError(f"target must be one of loss, params, macs; got {target!r}")
+    if scale not in ("fisher", "measured", "max"):
+        raise UsageError(f"scale must be 'fisher', 'measured' or 'max', got {scale!r}")
+    if rounds < 1 or (rounds > 1 and not apply):
+        raise UsageError(f"rounds must be >= 1 (and > 1 only with apply=True), got {rounds}")
+    grps = (network_groups(model, graph) if groups is None
+            else [find_group(graph, g) for g in groups])
+    mixed = [g.name for g in grps if g.mixers]
+    if mixed:
+        raise UsageError(f"groups {mixed} are read through a norm that mixes their units; "
+                         "their removal costs are not comparable (leave them out)")
+    if not grps:
+        raise UsageError("no group to allocate: name groups without a unit-mixing norm")
+    return grps
 
 
 def _round(model, graph, grps, calib, target, key, batch, loss_fn, damp, scale):
