@@ -242,7 +242,8 @@ def _same(a, b) -> None:
         assert np.array_equal(sa.y.numpy(), sb.y.numpy())
 
 
-@settings(suppress_health_check=[HealthCheck.function_scoped_fixture,
+@settings(max_examples=max(settings.default.max_examples, 300),  # a few hundred in CI
+          suppress_health_check=[HealthCheck.function_scoped_fixture,
                                  HealthCheck.too_slow], deadline=None)
 @given(table=tables(), fmt=st.sampled_from(["csv", "tsv", "parquet", "npz"]),
        comp=st.sampled_from(list(COMPRESS)), encoding=st.sampled_from(
