@@ -33,8 +33,8 @@ class Kill(TrainerCallback):
                     g.gate[0] = -1.0
 
 
-def cb(ffn=False, every=4):
-    return WidthCallback(ffn=ffn, heads=True, price=3e-4, init=0.1, every_n_steps=every)
+def cb(ffn=False, every=4, price=3e-4, init=0.1):
+    return WidthCallback(ffn=ffn, heads=True, price=price, init=init, every_n_steps=every)
 
 
 def run(model, out, c, kill, **kw):
@@ -49,23 +49,42 @@ def losses(t):
     return torch.tensor([r["loss"] for r in t.state.log_history if "loss" in r])
 
 
-def test_dead_heads_removed_training_equals_masked_and_from_pretrained(real_cache, tmp_path):
-    shrunk, masked = build(), build()
-    c = cb()
+def llama(kv: int):
+    model = build()
+    if kv == 2:
+        return model
+    from transformers import LlamaConfig
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(**{**model.config.to_dict(), "num_key_value_heads": kv})
+    return LlamaForCausalLM(cfg)
+
+
+@pytest.mark.parametrize("kv", [2, 4])
+def test_dead_heads_removed_training_equals_masked_and_from_pretrained(real_cache, tmp_path, kv):
+    shrunk, masked = llama(kv), llama(kv)
+    assert shrunk.config.num_key_value_heads == kv
+    q_left = 16 if kv == 2 else 24  # a unit: a key/value head with its 4 // kv query heads
+    # open gates at 1 (Adam moves them ~lr = 0.03 a step): only the closed heads die, so the
+    # layers keep agreeing and the config can state the head counts
+    c = cb(price=1e-4, init=1.0)
     t1 = run(shrunk, tmp_path / "a", c, [H0, H1])
     # the reference: the same run, nothing removed; a gate at -1 has relu(g) = 0 and no gradient
-    t2 = run(masked, tmp_path / "b", cb(every=None), [H0, H1])
+    t2 = run(masked, tmp_path / "b", cb(every=None, price=1e-4, init=1.0), [H0, H1])
     assert c.sizer.history[0]["removed"] == {H0: 1, H1: 1}  # at step 4
+    assert [sum(h["removed"].values()) for h in c.sizer.history[1:]] == [0, 0]
     assert len(losses(t1)) == 12
     assert torch.allclose(losses(t1), losses(t2), atol=1e-5, rtol=0)
     attn = shrunk.model.layers[0].self_attn
     assert (attn.q_proj.out_features, attn.k_proj.out_features, attn.v_proj.out_features) == (
-        16, 8, 8)  # 2 query heads, 1 key/value head of 8 dims
-    assert attn.o_proj.in_features == 16 and shrunk.config.hidden_size == 32
-    assert (shrunk.config.num_attention_heads, shrunk.config.num_key_value_heads) == (2, 1)
+        q_left, 8 * (kv - 1), 8 * (kv - 1))  # head_dim 8
+    assert attn.o_proj.in_features == q_left and shrunk.config.hidden_size == 32
+    assert (shrunk.config.num_attention_heads, shrunk.config.num_key_value_heads) == (
+        q_left // 8, kv - 1)
     assert masked.model.layers[0].self_attn.q_proj.out_features == 32
     last = [r for r in t1.state.log_history if "loss" in r][-1]
-    assert last["width/heads/model.layers.0.self_attn"] == 2 and last[f"width/{H1}"] == 1
+    assert last["width/heads/model.layers.0.self_attn"] == q_left // 8
+    assert last[f"width/{H1}"] == kv - 1
     assert "width/penalty" in last
     x = torch.arange(20).view(1, 20) % shrunk.config.vocab_size
     shrunk.eval()
@@ -74,7 +93,17 @@ def test_dead_heads_removed_training_equals_masked_and_from_pretrained(real_cach
         gated, ref = shrunk(x).logits, masked(x).logits
         save_sized(shrunk, c, str(tmp_path / "sized"))
         folded = shrunk(x).logits
-        loaded = LlamaForCausalLM.from_pretrained(str(tmp_path / "sized")).eval()(x).logits
+        if kv == 2:  # 2 query heads: the config states the new counts
+            loaded = LlamaForCausalLM.from_pretrained(str(tmp_path / "sized")).eval()(x).logits
+        else:  # 3 query heads do not divide hidden_size 32: HF refuses such a config
+            loaded = load_sized(LlamaForCausalLM, str(tmp_path / "sized"))(x).logits
+    from transformers import AutoConfig
+
+    saved = AutoConfig.from_pretrained(str(tmp_path / "sized"))
+    assert (saved.num_attention_heads, saved.num_key_value_heads) == (
+        (2, 1) if kv == 2 else (4, 4))
+    assert (shrunk.config.num_attention_heads, shrunk.config.num_key_value_heads) == (
+        q_left // 8, kv - 1)  # the model's own config is left as it was
     assert not model_gates(shrunk)
     assert torch.allclose(gated, ref, atol=1e-5, rtol=0)
     assert torch.allclose(folded, gated, atol=1e-5, rtol=0)

@@ -52,6 +52,7 @@ except ImportError as exc:  # pragma: no cover - the extra is not installed
                       "pip install 'widthlab[transformers]'") from exc
 
 SIZES_FILE = "widthlab_sizes.json"
+HEAD_FIELDS = ("num_attention_heads", "num_key_value_heads")
 
 
 class WidthCallback(transformers.TrainerCallback):
@@ -86,12 +87,14 @@ class WidthCallback(transformers.TrainerCallback):
                                 price=price, kind=kind, seed=seed, init=init, rule=rule,
                                 every_n_steps=every_n_steps)
         self.ffn, self.example, self.gates, self.penalty = ffn, example, {}, None
-        self.heads = heads
+        self.heads, self.config0 = heads, {}
 
     def gate(self, model, example=None) -> None:
         """Gate ``model`` (once); ``example``: ``input_ids`` to trace (``heads=``)."""
         if self.gates or model_gates(model):
             return
+        self.config0 = {k: getattr(model.config, k) for k in HEAD_FIELDS
+                        if isinstance(getattr(model.config, k, None), int)}
         if self.heads:
             if example is None:
                 example = (self.example or model.dummy_inputs)["input_ids"]
@@ -249,14 +252,30 @@ def save_sized(model, callback: WidthCallback, directory: str, **kwargs) -> None
     The FFN and head removal keep ``config.intermediate_size`` (``n_inner``),
     ``num_attention_heads`` and ``num_key_value_heads`` true when every layer has
     the same width: ``from_pretrained(directory)`` then rebuilds the sized model. When layers
-    differ the config cannot say so; load with :func:`load_sized`. The model is plain
+    differ the config cannot say so, nor can it state a head count that does not divide
+    ``hidden_size`` (Hugging Face refuses such a config; it is saved with the head counts the
+    model was built with): load with :func:`load_sized`. The model is plain
     afterwards (no gates): call this after training.
     """
     if callback.heads:
         fold_unit_gates_(model)  # no optimizer: dead units go, the gates fold into o_proj
     fold_gates_(model, callback.gates)
     callback.gates = {}
-    model.save_pretrained(directory, **kwargs)
+    cfg = model.config
+    hidden, heads = getattr(cfg, "hidden_size", None), getattr(cfg, "num_attention_heads", None)
+    if isinstance(hidden, int) and isinstance(heads, int) and hidden % heads:
+        # HF refuses a config whose hidden size is no multiple of the head count (even with
+        # head_dim stated): save the head counts it was built with; load with load_sized
+        now = {k: getattr(cfg, k) for k in callback.config0}
+        for k, v in callback.config0.items():
+            setattr(cfg, k, v)
+        try:
+            model.save_pretrained(directory, **kwargs)
+        finally:
+            for k, v in now.items():
+                setattr(cfg, k, v)
+    else:
+        model.save_pretrained(directory, **kwargs)
     write_sizes(model, directory)
 
 
