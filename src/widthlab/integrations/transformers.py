@@ -93,8 +93,9 @@ class WidthCallback(transformers.TrainerCallback):
         """Gate ``model`` (once); ``example``: ``input_ids`` to trace (``heads=``)."""
         if self.gates or model_gates(model):
             return
-        self.config0 = {k: getattr(model.config, k) for k in HEAD_FIELDS
-                        if isinstance(getattr(model.config, k, None), int)}
+        config = getattr(model, "config", None)
+        self.config0 = {k: getattr(config, k) for k in HEAD_FIELDS
+                        if isinstance(getattr(config, k, None), int)}
         if self.heads:
             if example is None:
                 example = (self.example or model.dummy_inputs)["input_ids"]
