@@ -144,3 +144,19 @@ def test_heads_option_errors():
         WidthCallback(ffn=False, heads=["model.layers.7.self_attn"]).gate(
             model, torch.zeros(1, 4, dtype=torch.long))
     assert not model_gates(model)
+
+
+def test_hard_concrete_heads_resume_with_their_noise(real_cache, tmp_path):
+    def hc():
+        return WidthCallback(ffn=False, heads=True, kind="hard_concrete", price=0.003,
+                             init=-2.38, every_n_steps=4, seed=1)
+
+    full, c = build(), hc()
+    trainer(full, tmp_path / "a", c, steps=8, save_steps=4).train()
+    assert c.sizer.history[0]["widths"][H0] + c.sizer.history[0]["widths"][H1] < 4
+    resumed = build()
+    trainer(resumed, tmp_path / "b", hc(), steps=8).train(
+        resume_from_checkpoint=str(tmp_path / "a" / "checkpoint-4"))
+    a, b = full.state_dict(), resumed.state_dict()
+    assert any(k.endswith("noise_state") for k in a)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
