@@ -160,3 +160,26 @@ def test_hard_concrete_heads_resume_with_their_noise(real_cache, tmp_path):
     a, b = full.state_dict(), resumed.state_dict()
     assert any(k.endswith("noise_state") for k in a)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_gpt2_fused_attention_heads_shrink_and_load(real_cache, tmp_path):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from widthlab.data import load_text
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(
+        vocab_size=load_text("shakespeare").vocab_size, n_embd=32, n_layer=2, n_head=4,
+        n_positions=32, n_inner=48, resid_pdrop=0, embd_pdrop=0, attn_pdrop=0))
+    keys = ["transformer.h.0.attn:heads", "transformer.h.1.attn:heads"]
+    c = cb(init=1.0)
+    run(model, tmp_path / "a", c, keys, steps=4)
+    assert c.sizer.history[0]["removed"] == dict.fromkeys(keys, 1)
+    assert model.transformer.h[0].attn.c_attn.weight.shape == (32, 72)  # 3 heads of 8, fused
+    x = torch.arange(20).view(1, 20) % model.config.vocab_size
+    with torch.no_grad():
+        gated = model.eval()(x).logits
+        save_sized(model, c, str(tmp_path / "sized"))  # 3 heads do not divide 32
+        loaded = load_sized(GPT2LMHeadModel, str(tmp_path / "sized"))(x).logits
+    assert torch.allclose(loaded, gated, atol=1e-5, rtol=0)
+    assert torch.equal(loaded, model(x).logits)
