@@ -9,6 +9,7 @@
     save_sized(model, cb, "sized/")      # a plain model; config.intermediate_size updated
     LlamaForCausalLM.from_pretrained("sized/")   # same logits
     # resume: WidthTrainer(model=build(), ...).train(resume_from_checkpoint=True)
+    # whole attention heads too: WidthCallback(ffn="all", heads=True, ...)
 
 Why a ``Trainer`` subclass beside the callback: an HF callback cannot change the loss (its
 events return only ``TrainerControl``), it runs ``on_train_begin`` after the optimizer was
