@@ -9,6 +9,7 @@
     save_sized(model, cb, "sized/")      # a plain model; config.intermediate_size updated
     LlamaForCausalLM.from_pretrained("sized/")   # same logits
     # resume: WidthTrainer(model=build(), ...).train(resume_from_checkpoint=True)
+    # whole attention heads too: WidthCallback(ffn="all", heads=True, ...)
 
 Why a ``Trainer`` subclass beside the callback: an HF callback cannot change the loss (its
 events return only ``TrainerControl``), it runs ``on_train_begin`` after the optimizer was
@@ -18,8 +19,13 @@ documented override points, so :class:`WidthMixin` uses those and leaves the res
 at an interval, where the optimizer and scheduler are at hand) to the callback. Use
 ``WidthMixin`` with your own Trainer subclass: ``class T(WidthMixin, MyTrainer)``.
 
-What is gated today: FFN units (a gate on each down projection's input; removal through the
-units core, so SwiGLU's gate and up projections lose the same rows). ``groups=`` is passed
+What is gated: FFN units (a gate on each down projection's input; removal through the
+units core, so SwiGLU's gate and up projections lose the same rows) and, with ``heads=True``,
+whole attention heads: the model is traced once on the first batch's ``input_ids`` and its
+units-core "heads" groups (and the FFN groups of ``ffn``) are gated with
+``gate_layers(model, groups=..., example=...)``; ``shrink_`` removes dead heads (``q/k/v_proj``
+rows, ``o_proj`` columns, optimizer state) and updates ``config.num_attention_heads`` /
+``num_key_value_heads`` when all layers agree. ``groups=`` is passed
 through to ``widthlab.nn.surgery.gate_layers(model, groups=...)`` for the gate family's group
 gating (attention heads, residual streams).
 """
@@ -35,7 +41,9 @@ from widthlab._compat import ensure_torchvision_importable
 from widthlab.errors import UsageError
 from widthlab.integrations._core import WidthSizer
 from widthlab.integrations._hf_ffn import fold_gates_, gate_ffn, shrink_ffn_
-from widthlab.nn.surgery import model_gates
+from widthlab.integrations._hf_groups import head_counts, select_groups
+from widthlab.nn.surgery import fold_gates_ as fold_unit_gates_
+from widthlab.nn.surgery import gate_layers, gate_widths, model_gates, shrink_
 
 ensure_torchvision_importable()
 try:
@@ -45,6 +53,7 @@ except ImportError as exc:  # pragma: no cover - the extra is not installed
                       "pip install 'widthlab[transformers]'") from exc
 
 SIZES_FILE = "widthlab_sizes.json"
+HEAD_FIELDS = ("num_attention_heads", "num_key_value_heads")
 
 
 class WidthCallback(transformers.TrainerCallback):
@@ -55,6 +64,11 @@ class WidthCallback(transformers.TrainerCallback):
     ffn : "all" or list of str
         The FFN modules to size (names of ``model.named_modules()`` ending in ``mlp`` with a
         ``down_proj`` / ``c_proj`` / ``fc2`` / ``dense_4h_to_h``).
+    heads : bool or list of str
+        ``True``: gate and shrink every attention layer's heads (one unit = a key/value head
+        with the query heads sharing it); a list: those attention modules (e.g.
+        ``["model.layers.0.self_attn"]``). The FFNs of ``ffn`` are then gated through the
+        units core too (gate keys ``"<module>:heads"`` and ``"<gate_proj>:out"``).
     groups : optional
         Passed through to ``gate_layers(model, [], groups=groups)`` (the gate family's group
         gating); shrunk with ``shrink_``.
@@ -62,28 +76,49 @@ class WidthCallback(transformers.TrainerCallback):
         See :class:`widthlab.integrations.WidthSizer`.
     example : dict, optional
         Model inputs the units core traces to find the FFN groups (default
-        ``model.dummy_inputs``).
+        ``model.dummy_inputs``; with ``heads``, the first training batch's ``input_ids``).
     """
 
-    def __init__(self, ffn="all", *, groups=None, price: float = 1e-4, kind: str = "l1",
-                 seed: int = 0, init: float | None = None, rule: str = "dead",
+    def __init__(self, ffn="all", *, heads=False, groups=None, price: float = 1e-4,
+                 kind: str = "l1", seed: int = 0, init: float | None = None, rule: str = "dead",
                  every_n_steps: int | None = 100, example: dict | None = None) -> None:
-        self.sizer = WidthSizer(None, groups=groups, allow_empty=bool(ffn), price=price,
-                                kind=kind, seed=seed, init=init, rule=rule,
+        if heads and groups is not None:
+            raise UsageError("give heads= or groups=, not both (heads= chooses the groups)")
+        self.sizer = WidthSizer(None, groups=groups, allow_empty=bool(ffn) or bool(heads),
+                                price=price, kind=kind, seed=seed, init=init, rule=rule,
                                 every_n_steps=every_n_steps)
         self.ffn, self.example, self.gates, self.penalty = ffn, example, {}, None
+        self.heads, self.config0 = heads, {}
 
-    def gate(self, model) -> None:
-        """Gate ``model`` (once)."""
+    def gate(self, model, example=None) -> None:
+        """Gate ``model`` (once); ``example``: ``input_ids`` to trace (``heads=``)."""
         if self.gates or model_gates(model):
+            return
+        config = getattr(model, "config", None)
+        self.config0 = {k: getattr(config, k) for k in HEAD_FIELDS
+                        if isinstance(getattr(config, k, None), int)}
+        if self.heads:
+            if example is None:
+                example = (self.example or model.dummy_inputs)["input_ids"]
+            example = example.to(next(model.parameters()).device)
+            self.sizer.groups = select_groups(model, example, self.heads, self.ffn)
+            gate_layers(model, groups=self.sizer.groups, example=example, kind=self.sizer.kind,
+                        seed=self.sizer.seed, init=self.sizer.init)
             return
         self.sizer.gate(model)  # groups=, through gate_layers
         if self.ffn:
             self.gates = gate_ffn(model, self.ffn, kind=self.sizer.kind, seed=self.sizer.seed,
                                   init=self.sizer.init)
 
-    def widths(self) -> dict[str, int]:
-        return {k: g.width for k, (g, _, _) in self.gates.items()}
+    def widths(self, model=None) -> dict[str, int]:
+        """``{gate key: units}``; with ``model``, also every gated group's width and
+        ``heads/<attention module>``: its number of query heads."""
+        out = {k: g.width for k, (g, _, _) in self.gates.items()}
+        if model is not None:
+            out.update(gate_widths(model))
+            if self.heads:
+                out.update({f"heads/{k}": n for k, n in head_counts(model).items()})
+        return out
 
     def shrink(self, model, optimizer, step: int = -1) -> dict[str, int]:
         """Remove the dead units now (optimizer state sliced in place)."""
@@ -91,8 +126,9 @@ class WidthCallback(transformers.TrainerCallback):
         example = self.example if self.example is not None else model.dummy_inputs
         removed = shrink_ffn_(model, self.gates, opt, self.sizer.rule, example)
         if self.sizer.groups is not None:
-            removed.update(self.sizer.shrink(model, opt, step))
-        self.sizer.history.append({"step": step, "removed": removed, "widths": self.widths()})
+            removed.update(shrink_(model, opt, rule=self.sizer.rule))
+        self.sizer.history.append({"step": step, "removed": removed,
+                                   "widths": self.widths(model)})
         return removed
 
     def on_step_end(self, args, state, control, model=None, optimizer=None, **kwargs):
@@ -125,7 +161,7 @@ class WidthMixin:
 
     def train(self, resume_from_checkpoint=None, *args, **kwargs):
         cb = self.width_callback
-        cb.gate(self.model)
+        cb.gate(self.model, self._width_example(cb))
         if resume_from_checkpoint:
             path = resume_from_checkpoint
             if path is True:
@@ -134,10 +170,25 @@ class WidthMixin:
                 resize_from_checkpoint(self.model, path)
         return super().train(resume_from_checkpoint, *args, **kwargs)
 
+    def _width_example(self, cb):
+        """The first training batch's ``input_ids`` (the dataset's first items, collated;
+        no sampler is drawn from), for ``heads=``."""
+        if not cb.heads or cb.example is not None:
+            return None
+        ds = self.train_dataset
+        if ds is None or not hasattr(ds, "__getitem__") or not hasattr(ds, "__len__"):
+            return None  # falls back to model.dummy_inputs
+        n = min(self.args.per_device_train_batch_size, len(ds))
+        batch = self.data_collator([ds[i] for i in range(n)])
+        if "input_ids" not in batch:
+            raise UsageError("heads= traces the model on the batch's input_ids, which this "
+                             "dataset lacks; pass WidthCallback(example={'input_ids': ...})")
+        return batch["input_ids"]
+
     def log(self, logs: dict, *args, **kwargs) -> None:
         if "loss" in logs and self.callback_handler is not None:
             cb = self.width_callback
-            logs.update({f"width/{k}": w for k, w in cb.widths().items()})
+            logs.update({f"width/{k}": w for k, w in cb.widths(self.model).items()})
             if cb.penalty is not None:
                 logs["width/penalty"] = cb.penalty
         return super().log(logs, *args, **kwargs)
@@ -200,14 +251,33 @@ def resize_from_checkpoint(model, directory: str) -> list[str]:
 def save_sized(model, callback: WidthCallback, directory: str, **kwargs) -> None:
     """Fold the callback's gates into the model (evaluation values) and ``save_pretrained``.
 
-    The FFN removal keeps ``config.intermediate_size`` (``n_inner``) true when every layer has
+    The FFN and head removal keep ``config.intermediate_size`` (``n_inner``),
+    ``num_attention_heads`` and ``num_key_value_heads`` true when every layer has
     the same width: ``from_pretrained(directory)`` then rebuilds the sized model. When layers
-    differ the config cannot say so; load with :func:`load_sized`. The model is plain
+    differ the config cannot say so, nor can it state a head count that does not divide
+    ``hidden_size`` (Hugging Face refuses such a config; it is saved with the head counts the
+    model was built with): load with :func:`load_sized`. The model is plain
     afterwards (no gates): call this after training.
     """
+    if callback.heads:
+        fold_unit_gates_(model)  # no optimizer: dead units go, the gates fold into o_proj
     fold_gates_(model, callback.gates)
     callback.gates = {}
-    model.save_pretrained(directory, **kwargs)
+    cfg = model.config
+    hidden, heads = getattr(cfg, "hidden_size", None), getattr(cfg, "num_attention_heads", None)
+    if isinstance(hidden, int) and isinstance(heads, int) and hidden % heads:
+        # HF refuses a config whose hidden size is no multiple of the head count (even with
+        # head_dim stated): save the head counts it was built with; load with load_sized
+        now = {k: getattr(cfg, k) for k in callback.config0}
+        for k, v in callback.config0.items():
+            setattr(cfg, k, v)
+        try:
+            model.save_pretrained(directory, **kwargs)
+        finally:
+            for k, v in now.items():
+                setattr(cfg, k, v)
+    else:
+        model.save_pretrained(directory, **kwargs)
     write_sizes(model, directory)
 
 
