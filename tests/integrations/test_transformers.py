@@ -182,3 +182,26 @@ def test_hard_concrete_gates_resume_with_their_noise(real_cache, tmp_path):
     a, b = full.state_dict(), resumed.state_dict()
     assert any(k.endswith("noise_state") for k in a)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_price_counts_once_per_step_under_gradient_accumulation(real_cache, tmp_path):
+    """The Trainer does not divide a loss-kwargs model's loss by the accumulation steps (the
+    loss is per token of the whole step): the penalty must be divided, or the price is G x."""
+    from transformers import Trainer
+
+    model = build(layers=1)
+    c = cb()
+    t = trainer(model, tmp_path / "run", c)
+    assert t.model_accepts_loss_kwargs
+    c.sizer.penalty = lambda m: torch.tensor(1.0)
+    ds, _ = data(model.config.vocab_size, n=4)
+    inputs = {k: torch.stack([r[k] for r in ds]) for k in ("input_ids", "labels")}
+    model.train()
+    for steps in (1, 2, 4):
+        t.current_gradient_accumulation_steps = steps
+        n = torch.tensor(4 * (SEQ - 1) * steps)
+        priced = t.compute_loss(model, inputs, num_items_in_batch=n)
+        plain = Trainer.compute_loss(t, model, inputs, num_items_in_batch=n)
+        assert float(priced - plain) == pytest.approx(1.0 / steps)
+    plain_mean = Trainer.compute_loss(t, model, inputs)  # no item count: the Trainer divides
+    assert float(t.compute_loss(model, inputs) - plain_mean) == pytest.approx(1.0)

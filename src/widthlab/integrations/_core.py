@@ -77,14 +77,8 @@ class WidthSizer:
         if model_gates(model) or not (self.names or self.groups is not None):
             return False
         extra = {} if self.groups is None else {"groups": self.groups}
-        try:
-            gate_layers(model, self.names, inputs=self.inputs, kind=self.kind, seed=self.seed,
-                        init=self.init, **extra)
-        except TypeError as e:
-            if self.groups is None:
-                raise
-            raise UsageError("groups= needs gate_layers(..., groups=...) of the gate family, "
-                             "which this widthlab does not have yet; give layer names") from e
+        gate_layers(model, self.names, inputs=self.inputs, kind=self.kind, seed=self.seed,
+                    init=self.init, **extra)
         return True
 
     def penalty(self, model: nn.Module) -> Tensor:
@@ -101,7 +95,7 @@ class WidthSizer:
         """Whether a shrink is due after optimizer step ``step`` (counted from 1) or after
         epoch ``epoch`` (counted from 1)."""
         if step is not None:
-            return bool(self.every_n_steps) and step % self.every_n_steps == 0
+            return bool(self.every_n_steps) and step > 0 and step % self.every_n_steps == 0
         return bool(self.every_n_epochs) and epoch is not None and epoch % self.every_n_epochs == 0
 
     def shrink(self, model: nn.Module, optimizer: torch.optim.Optimizer | None,

@@ -156,6 +156,12 @@ class WidthMixin:
         loss = out[0] if isinstance(out, tuple) else out
         pen = cb.sizer.penalty(self.model)
         cb.penalty = float(pen.detach())
+        n_items = kwargs.get("num_items_in_batch", args[1] if len(args) > 1 else None)
+        if (self.model_accepts_loss_kwargs and n_items is not None
+                or self.compute_loss_func is not None):
+            # the Trainer then skips its division by the accumulation steps (the loss is
+            # already per token of the whole step): divide here, the price counts once a step
+            pen = pen / self.current_gradient_accumulation_steps
         loss = loss + pen
         return (loss, *out[1:]) if isinstance(out, tuple) else loss
 

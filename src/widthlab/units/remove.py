@@ -204,9 +204,13 @@ def remove_units(model: nn.Module, graph: UnitGraph, group: Group | str | dict,
             _check_state(t, optimizer)
     saved = Snapshot(model, [t for plan in plans for _, t, _ in plan], optimizer,
                      [g for g, _ in requests])
-    for (g, d), plan in zip(requests, plans, strict=True):
-        _apply(model, g, d, plan, optimizer)
-    sync_config(model)
+    try:
+        for (g, d), plan in zip(requests, plans, strict=True):
+            _apply(model, g, d, plan, optimizer)
+        sync_config(model)
+    except BaseException:  # an updater or the config refused half-way: undo everything
+        saved.restore()
+        raise
     error = forward_error(model, graph) if check and requests else None
     if error is not None:
         saved.restore()
