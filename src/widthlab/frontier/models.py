@@ -146,13 +146,15 @@ def model_loss(model: nn.Module, data: Data, *, batch: int = 256,
     was = model.training
     model.eval()
     tot = hits = n = 0.0
-    for xb, yb in _batches(data, batch):
-        out = model(xb)
-        m = yb.numel()
-        tot += float(loss_fn(out, yb)) * m
-        hits += float((out.argmax(-1) == yb).sum())
-        n += m
-    model.train(was)
+    try:
+        for xb, yb in _batches(data, batch):
+            out = model(xb)
+            m = yb.numel()
+            tot += float(loss_fn(out, yb)) * m
+            hits += float((out.argmax(-1) == yb).sum())
+            n += m
+    finally:
+        model.train(was)
     return tot / n, hits / n
 
 
@@ -193,6 +195,8 @@ def collect(model: nn.Module, sites: Sequence[Site], data: Data, *, batch: int =
 
     handles = [s.layer.register_forward_hook(hook(s.module)) for s in sites]
     was = model.training
+    # the caller's accumulated gradients, put back afterwards
+    saved = {p: p.grad for p in model.parameters()} if grads else {}
     model.eval()
     try:
         for xb, yb in _batches(data, batch):
@@ -215,8 +219,8 @@ def collect(model: nn.Module, sites: Sequence[Site], data: Data, *, batch: int =
         for h in handles:
             h.remove()
         model.train(was)
-        if grads:
-            model.zero_grad(set_to_none=True)
+        for p, g in saved.items():
+            p.grad = g
     n = len(data[0])
     out = {k: torch.cat(v) for k, v in acts.items()}
     return out, {k: v / n for k, v in wgrad.items()}, outg
