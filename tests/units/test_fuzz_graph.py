@@ -53,10 +53,14 @@ def _loss(out):
 _PROFILE_EXAMPLES = settings.default.max_examples
 
 
+CUTS = {"ran": 0, "done": 0}  # examples tried and groups cut (a floor on the cuts)
+
+
 @settings(max_examples=max(_PROFILE_EXAMPLES, 200),
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(net=networks(), data=st.data())
 def test_every_group_shrinks_like_the_masked_model_or_is_refused(net, data):
+    CUTS["ran"] += 1
     model, x = net
     try:
         graph = build_graph(model, x)
@@ -81,6 +85,7 @@ def test_every_group_shrinks_like_the_masked_model_or_is_refused(net, data):
             assert "would leave" in str(e) or "forward fails" in str(e)
             continue
         assert sgraph.groups[i].size == g.size - len(drop)
+        CUTS["done"] += 1
         out = shrunk(x)
         assert out.shape == masked(x).shape
         if g.mixers:  # a norm over these units: removing is not masking; it must still run
@@ -95,3 +100,10 @@ def test_every_group_shrinks_like_the_masked_model_or_is_refused(net, data):
                 _loss(m(x)).backward()
                 opt.step()
         assert_close(shrunk(x), masked(x), atol=1e-5, rtol=1e-5)
+
+
+def test_the_fuzzer_cut_groups_rather_than_refusing_them():
+    """Runs after the fuzzer (file order): a remover that refused every cut would pass it."""
+    if CUTS["ran"] == 0:
+        pytest.skip("the fuzzer did not run in this session (-k selection)")
+    assert CUTS["done"] >= CUTS["ran"], CUTS  # about one cut per network at the least
