@@ -116,3 +116,28 @@ def test_an_expired_lease_is_taken_at_once(tmp_path, lease):
     st = Store(tmp_path / "s")
     _foreign_claim(st, "r3", lease - 5)
     assert try_claim(st, "r3") is None
+
+
+def test_a_holder_whose_claim_was_taken_over_stops_before_it_writes(tmp_path):
+    """A holder that stalled past its lease and lost the run to another host must notice at
+    its next renewal and refuse to write (two writers of one run otherwise)."""
+    from widthlab.errors import StoreError
+    from widthlab.store.claims import check_claim
+
+    st = Store(tmp_path / "s")
+    with claimed(st, "r4", lease_s=0.3):
+        check_claim(st, "r4")  # ours: nothing to say
+        _foreign_claim(st, "r4", 60)  # another host took it while we stalled
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                check_claim(st, "r4")
+            except StoreError as e:
+                assert "taken over" in str(e) and "rerun" in str(e)
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the lost claim was never noticed")
+        assert holder(st, "r4")["host"] == "elsewhere"  # not taken back by the renewal
+    assert holder(st, "r4")["host"] == "elsewhere"  # and not released: it is not ours
+    check_claim(st, "r4")  # forgotten once the block ends

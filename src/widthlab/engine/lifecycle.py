@@ -35,7 +35,7 @@ from typing import Protocol, runtime_checkable
 
 from widthlab.engine.events import Reporter
 from widthlab.store import ArrayRow, MetricRow, Store
-from widthlab.store.claims import claimed
+from widthlab.store.claims import check_claim, claimed
 
 
 @dataclass(frozen=True)
@@ -159,6 +159,7 @@ def _run(t: Trainable, st: Store, progress: Callable | None, until: int | None,
         while t.epoch < last:
             epoch = t.epoch + 1
             rows = t.train_epoch(epoch, report.step)
+            check_claim(st, t.run_id)  # stalled past the lease and taken over: stop here
             path = st.save_checkpoint(t.run_id, epoch, t.checkpoint(final=epoch >= t.epochs))
             st.commit_epoch(t.run_id, epoch, metrics=rows.metrics, arrays=rows.arrays,
                             checkpoint=path, failures=rows.failures, timings=t.timings())

@@ -36,7 +36,7 @@ from widthlab.store._schema import _now
 if TYPE_CHECKING:
     from widthlab.store.sqlite import Store
 
-__all__ = ["CLAIMS_TABLE", "LEASE_S", "claimed", "holder", "try_claim"]
+__all__ = ["CLAIMS_TABLE", "LEASE_S", "check_claim", "claimed", "holder", "try_claim"]
 
 #: Seconds a claim stays valid without renewal (``WIDTHLAB_LEASE_S`` overrides it).
 LEASE_S = float(os.environ.get("WIDTHLAB_LEASE_S", "60"))
@@ -50,6 +50,7 @@ CLAIMS_TABLE = """CREATE TABLE IF NOT EXISTS claims (
         claimed_at  TEXT NOT NULL
     )"""
 _HELD: dict[tuple[str, str], int] = {}  # (database, run) -> nesting depth in this process
+_LOST: dict[tuple[str, str], dict] = {}  # claims another process took over from this one
 _LOCK = threading.Lock()
 
 
@@ -101,7 +102,21 @@ def _stderr(line: str) -> None:
 def _renew(store: Store, run_id: str, lease_s: float, stop: threading.Event) -> None:
     while not stop.wait(lease_s / 3):
         with contextlib.suppress(StoreError):  # a busy or full disk: the next try renews
-            try_claim(store, run_id, lease_s)
+            other = try_claim(store, run_id, lease_s)
+            if other is not None:  # the lease ran out and another process took the run
+                _LOST[(str(store.db_path), run_id)] = other
+                return
+
+
+def check_claim(store: Store, run_id: str) -> None:
+    """Raise :class:`StoreError` when another process took over this process's claim on
+    ``run_id`` (this one stalled past its lease): the writer then stops before it writes."""
+    other = _LOST.get((str(store.db_path), run_id))
+    if other is not None:
+        raise StoreError(f"the claim on run {run_id} was taken over by process {other['pid']} "
+                         f"on {other['host']} (this process did not renew its lease in time); "
+                         "stopped so that two processes do not write one run; rerun the "
+                         "command to resume from the last stored epoch")
 
 
 @contextlib.contextmanager
@@ -147,3 +162,4 @@ def claimed(store: Store, run_id: str, *, lease_s: float | None = None, poll_s: 
     finally:
         with _LOCK:
             _HELD.pop(key, None)
+            _LOST.pop(key, None)
