@@ -155,7 +155,7 @@ class WidthMixin:
         cb = self.width_callback
         loss = out[0] if isinstance(out, tuple) else out
         pen = cb.sizer.penalty(self.model)
-        cb.penalty = float(pen.detach())
+        cb.penalty = pen.detach()  # a float only when logged: no device sync per step
         n_items = kwargs.get("num_items_in_batch", args[1] if len(args) > 1 else None)
         if (self.model_accepts_loss_kwargs and n_items is not None
                 or self.compute_loss_func is not None):
@@ -196,7 +196,7 @@ class WidthMixin:
             cb = self.width_callback
             logs.update({f"width/{k}": w for k, w in cb.widths(self.model).items()})
             if cb.penalty is not None:
-                logs["width/penalty"] = cb.penalty
+                logs["width/penalty"] = float(cb.penalty)
         return super().log(logs, *args, **kwargs)
 
     def save_model(self, output_dir: str | None = None, *args, **kwargs) -> None:

@@ -143,23 +143,25 @@ def evaluate_gpt(model: nn.Module, ids: Tensor, block_size: int, *, batch_size: 
     if max_windows is not None and len(starts) > max_windows:
         step = len(starts) / max_windows
         starts = [starts[int(i * step)] for i in range(max_windows)]
-    total, count = 0.0, 0
+    total, count = torch.zeros((), dtype=torch.float64), 0  # summed on the device
     full = [s for s in starts if s + block_size <= n]
     for i in range(0, len(full), batch_size):
         s = torch.tensor(full[i:i + batch_size])  # (b,)
         offs = torch.arange(block_size)  # (T,)
         x, y = ids[s[:, None] + offs], ids[s[:, None] + offs + 1]  # (b, T) each
         logits = model(x)  # (b, T, V)
-        total += float(F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum"))
+        total = total.to(logits.device) + F.cross_entropy(
+            logits.flatten(0, 1), y.flatten(), reduction="sum").double()
         count += y.numel()
     tail = [s for s in starts if s + block_size > n]
     for s in tail:
         x, y = ids[None, s:n], ids[None, s + 1:n + 1]  # (1, t) each
         logits = model(x)  # (1, t, V)
-        total += float(F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum"))
+        total = total.to(logits.device) + F.cross_entropy(
+            logits.flatten(0, 1), y.flatten(), reduction="sum").double()
         count += y.numel()
     model.train(was_training)
-    return total / max(count, 1)
+    return float(total) / max(count, 1)
 
 
 def train_gpt(cfg: GPTConfig, data, steps: int, tc: GPTTrain | None = None, *, seed: int = 0,
