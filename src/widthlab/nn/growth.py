@@ -2,154 +2,24 @@
 
 :class:`GrowingGate` is a :class:`~widthlab.nn.gated.SparsifierGate` (every first-layer unit
 multiplied by ``relu(g)``, the loss charged ``lambda * sum(relu(g))``, dead units removed by the
-engine) that also *adds* units. Every ``every`` training steps the engine hands it the recent
-batches (the last ``window`` minibatches) and it proposes new units for each model:
-
-1. the back-propagated error at the logits, ``delta = softmax(logits) - onehot(y)`` ``(N, C)``,
-   is measured with the current weights on those ``N`` samples;
-2. ``candidates`` incoming weights ``(w, b)`` are drawn per model (``init``):
-
-   * ``"random"``: ``nn.Linear``'s initialisation;
-   * ``"gradmax"`` (GradMax-style): the top right singular vectors of ``delta.T @ x / N``
-     ``(C, in)`` (both signs), the directions whose zero-initialised unit gets the largest
-     outgoing gradient to first order, and random mixtures of them weighted by their singular
-     values; norm that of ``nn.Linear``'s rows (``1/sqrt(3)``), bias 0;
-   * ``"split"``: copies of live units' incoming weights with 10% noise (a unit split in two,
-     the copy's outgoing weights starting at zero);
-   * ``"none"``: this model never grows (a plain sparsifier, for comparisons);
-
-3. each candidate ``c`` is scored by the gradient of the loss with respect to its zero
-   outgoing weights, exactly (ReLU included): ``G_c = delta.T @ relu(x @ w_c + b_c) / N``
-   ``(C,)``. Adam's first steps move each outgoing weight by about ``out_lr`` against the
-   sign of its gradient, so the *predicted decrease of the loss per step* is
-   ``out_lr * ||G_c||_1``; with ``debias`` the part a candidate with no real gradient would
-   show on ``N`` samples, ``sqrt(2 / pi) * sum_c sd_c`` (``sd_c`` the standard error of
-   ``G_c`` over the samples), is subtracted first (else any unit looks useful on a finite
-   sample);
-4. a candidate is added when that decrease exceeds its *price per step* ``lambda / horizon``,
-   where ``horizon`` defaults to ``1 / gate_lr``, the number of steps a new unit's gate
-   (starting at 1, pushed down by the penalty at Adam's speed ``gate_lr``) survives before its
-   outgoing weights have bought anything; equivalently, the loss its outgoing weights buy over
-   the gate's lifetime exceeds the penalty ``lambda`` the gate charges. Candidates are taken
-   best first, skipping any whose incoming weights point within ``max_cos`` (cosine) of an
-   existing unit (splits excepted) or of one already taken, at most
-   ``min(max_new, ceil(max_frac * width))`` per model and event (at least 1);
-5. a model adds nothing while the median gate of its charged units is below ``min_gate``
-   (optional): its units already barely pay the price, so it is not below the width the price
-   sustains (the first-order score alone cannot tell: on MNIST the best GradMax candidate
-   scores about the same in a network of 130 units as in one of 1000), and nothing after step
-   ``until`` (optional: the final width then holds only charged units);
-6. a new unit's gate is not charged for ``grace`` steps (its outgoing weights start at zero,
-   so its gate would only be pushed down), after which it stays only if it pays like every
-   other unit, by the gates' own dynamics.
-
-Why a gate check: with Adam and unpenalised outgoing weights the sparsifier has no static
-equilibrium (a gate can shrink while its outgoing weights grow, at no loss), so the width the
-gates sustain is set by their dynamics; the growth rule fills up to it rather than predicting it.
-
-That is the *candidate rule* (``rule=None``). Its two sides price different things (a
-candidate's decrease per step; the gates' L1 dynamics), so each start stops at its own edge of
-a band: on the quick MNIST profile the final widths from starts 8..2048 spread 71%, 33%, 17%
-around their mean at lambda 1e-4, 1e-3, 1e-2.
-
-The benefit rule (``rule=BenefitRule(...)``, what the growth study uses)
--------------------------------------------------------------------------
-One test prices both directions. ``lambda`` is a loss per neuron: the L0 price that
-``lambda * relu(g)`` stands for at ``g = 1``. Every ``every`` steps from ``warmup`` on, each
-growing model measures, on the recent batches, the *removal cost* ``c_i`` of each of its mature
-units (live and born at least ``grace`` steps ago): the exact increase of the mean cross-entropy
-if the unit were removed (its term ``a_i w_i`` taken off the logits, :func:`removal_costs`,
-``O(N w C)``), minus its first-order term ``-G_i . w_i`` (``linear=False``, the default). Its
-*benefit per unit* ``b`` is the ``quantile`` (the median) of those costs; ``k`` is its live
-width, ``k_m`` its mature units.
-
-* ``b > band * lambda`` (up to step ``until``): it is narrower than the price sustains; it adds
-  ``min(ceil(k_m * (b / lambda) ** (1 / alpha) - k), max_new, ceil(max_frac * k))`` units (the
-  young ones count towards the target), the best candidates by the candidate rule's score;
-* ``b < remove_at * lambda``, no young unit left, before the run's last ``settle`` steps: it
-  removes its ``min(ceil(k - k_m * (b / lambda) ** (1 / alpha_remove)), floor(max_remove *
-  k_m))`` mature units with the smallest costs (masked here, taken out by the engine's next
-  shrink: run it with ``shrink_every = every``);
-* otherwise nothing.
-
-A start above the width where ``b = lambda`` and a start below both move towards it. Why the
-settings (measured on the quick profile, MNIST, 316 steps):
-
-* *young units are neither measured nor removed*: a new unit's outgoing weights start at zero;
-* *growth early and generous, the width then set from above* (``until`` about a quarter of
-  the run, ``alpha = 1``: a growth step overshoots): units added to a network that already fits
-  stay lazy. At step 180 of a start at 8 (lambda 1e-3) the median cost of its first units was
-  0.2, of those added at step 20 0.01, at 40 0.002, at 60 9e-5, at 80 4e-5; such units are
-  only ever removed, so the width is reached by removing the lazy ones, as large starts reach
-  it;
-* *removal in small steps* (``alpha_remove = 3``, ``max_remove``): the cost of the median unit
-  jumps as a network sheds its lazy units; larger steps overshoot into the units that carry it;
-* *the first-order term is dropped*: during training it follows the optimiser's momentary
-  direction; with it the benefit of a network of fixed width jumped up to fivefold between
-  events, without it it moves by little more than its sampling noise (7-8% over 1024 samples
-  for a trained network, 9-14% with the term);
-* *the gates need no penalty*: the study runs growing models with ``l1 = 0`` (``price`` =
-  lambda), the price acting through this test alone; the gates stay as learned scales.
-
-Measured with the growth study's quick profile (gradmax, starts 8, 64, 512, 2048): spreads
-15%, 14%, 16% on MNIST at lambda 1e-4, 1e-3, 1e-2, and 36%, 15%, 32% on FashionMNIST. What is
-left: the cost of a unit depends on its history as well as on the width (a network pruned from
-2048 prices its median unit at lambda with fewer units than one trained near its width from
-the start; a grown one, after shedding its lazy units, keeps a core whose costs keep rising),
-so the widths from different starts agree only to that extent.
-
-*Refitted costs* (``refit=True``, issue 18; the growth study's default, the rule's own default
-stays ``False``). Much of that history is redundancy: a network trained near its width from the
-start has many units whose activations the others nearly reproduce, so each looks as costly to
-remove as the network's outputs say, although the others' outgoing weights would take its part
-over; survivors of a pruned network (and the core of a grown one) are few and distinct.
-``refit`` prices each unit by what the others cannot take over: its cost times
-:func:`refit_fraction`, the share of its activation (over the same ``N`` samples) left after a
-least-squares fit by the other mature units' activations and a constant (the output bias), i.e.
-its removal cost in the quadratic approximation after the best refit of the others' outgoing
-weights. The fit is ridged (``ridge`` times the mean activation variance: how far the others'
-weights may move) and, with ``dof``, corrected for the ``k / N`` of any variance an in-sample
-fit by ``k`` regressors takes (so use ``N`` well above the width: a ``window`` of 16 batches).
-Costs so priced are well below the plain ones (most of a unit's activation is shared), so the
-same price sustains a network 3-5 times narrower; their spread over the starts is smaller.
-Measured (``scripts/growth_probe.py``, quick profile, gradmax, seed 0; ``BenefitRule(refit=True,
-ridge=0.03, alpha_remove=6, max_remove=0.4)`` with ``window=16``): final widths 99/127/100/103,
-36/31/35/41, 14/13/15/17 on MNIST (spread 18%, 15%, 15%) and 83/104/92/91, 32/32/30/29,
-13/12/12/12 on FashionMNIST (12%, 6%, 6%) at lambda 1e-4, 1e-3, 1e-2 (seeds 0 and 1 together:
-17%, 14%, 15% and 18%, 13%, 6%), test accuracy above static networks of the mean final width;
-the run is no slower (narrower networks, twice the samples). At lambda 1e-2 the widths are 12-17
-units, so one unit is 6-8% of the spread: the margin there is small, and neighbouring settings
-(ridge 0.01-0.03, max_remove 0.3-0.5, window 8) land between 6% and 33% at some price.
-
-New units have zero outgoing weights (the outputs do not change at insertion), gate 1, and zero
-optimizer state (:meth:`MLPBank.grow_`, :meth:`BankOptimizer.grown`). Growth needs
-one-hidden-layer models (the error is taken at the logits). Randomness is drawn from a generator
-seeded by ``(seed, step, the model's spec seed)``, so a resumed run grows exactly as the
-uninterrupted one, and a model draws the same candidates whatever else the bank holds.
-
-Each epoch it records, per model, what :class:`SparsifierGate` records plus ``grown`` (units
-added so far), ``removed`` (units the benefit rule removed so far; with it only) and
-``unit_steps`` (the sum over training steps of the computed width, from which
-the training FLOPs follow: ``batch * (4 * in + 6 * out) * unit_steps`` for the hidden units,
-whose first layer forms no input gradient).
+engine) that also *adds* units: every ``every`` training steps it measures the error at the
+logits on the recent batches, draws candidate units (``init``: ``"random"``, ``"gradmax"``,
+``"split"`` or ``"none"``) and adds those whose first-order benefit exceeds the price (or, with
+:class:`BenefitRule`, by measured benefit). New units have zero outgoing weights, gate 1 and zero
+optimizer state; the randomness is seeded per (seed, step, model), so a resumed run grows
+exactly as an uninterrupted one. The whole rule, its options and the measurements behind its
+defaults: ``docs/growth-rule.md``.
 
 Example::
 
     from widthlab.engine import TrainConfig, train
     from widthlab.nn import ModelSpec
-    from widthlab.nn.growth import BenefitRule, GrowingGate
+    from widthlab.nn.growth import GrowingGate
 
     specs = [ModelSpec((w,), seed=0) for w in (8, 64, 512, 2048)]
     make = lambda: GrowingGate(1e-3, lr=1e-2, every=10, max_frac=1.0, max_new=128, grace=40,
                                min_gate=0.65, until=276, init="gradmax")
     run_id = train(specs, TrainConfig(dataset="mnist", epochs=4), modifiers=[make])
-
-    # the benefit rule (the growth study's quick profile): unpenalised gates, one price
-    make = lambda: GrowingGate(0.0, price=1e-3, lr=1e-2, every=10, window=8, max_frac=3.0,
-                               max_new=512, grace=100, until=80,
-                               rule=BenefitRule(warmup=30, settle=20))
-    run_id = train(specs, TrainConfig(dataset="mnist", epochs=4, shrink_every=10),
-                   modifiers=[make])
 """
 
 from __future__ import annotations
