@@ -139,6 +139,7 @@ def fold_gates_(model: nn.Module, optimizer: torch.optim.Optimizer | None = None
             else:
                 _scale_(module, "weight", f, 0)
                 _scale_(module, "bias", f, 0)
+    params = list(model.parameters())  # the gates' included, before they go
     _strip(model, optimizer)
-    unwatch(model.parameters())  # a plain model now: no process-wide optimizer check left
+    unwatch(params)  # a plain model now: no process-wide optimizer check left
     return removed
