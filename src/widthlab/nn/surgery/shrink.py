@@ -32,7 +32,7 @@ from widthlab.nn.surgery.graph import Group, plan_groups
 from widthlab.nn.surgery.rules import DeadRule, SignFlipRule, get_rule
 from widthlab.nn.surgery.unit_gates import CONTAINER, bypassing, unit_gates
 from widthlab.units import remove_units
-from widthlab.units.state import check_state, slice_param_
+from widthlab.units.state import check_state, slice_param_, take
 
 SIZE_ATTRS = {nn.Linear: ("out_features", "in_features"),
               nn.Conv2d: ("out_channels", "in_channels")}
@@ -49,7 +49,7 @@ def _keep_(owner: nn.Module, attr: str, dim: int, index: Tensor,
     index = index.to(t.device)
     record(owner, attr, optimizer)  # put back if the shrink fails later
     if not isinstance(t, nn.Parameter):
-        setattr(owner, attr, t.index_select(dim, index))
+        setattr(owner, attr, take(t, dim, index))
         return
     check_state(t, optimizer)  # before this tensor is sliced
     slice_param_(t, dim, index, optimizer)
