@@ -9,8 +9,7 @@ import torch
 from torch import nn
 
 from widthlab.errors import UsageError
-from widthlab.nn.surgery import fold_gates_, gate_layers, shrink_
-from widthlab.nn.surgery import _guard
+from widthlab.nn.surgery import _guard, fold_gates_, gate_layers, shrink_
 from widthlab.nn.surgery._guard import unwatch, watching
 from widthlab.units.state import check_optimizer, check_state, slice_param_, take, taken_state
 

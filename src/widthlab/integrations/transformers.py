@@ -42,7 +42,7 @@ import torch
 from widthlab._compat import ensure_torchvision_importable
 from widthlab.errors import UsageError
 from widthlab.integrations._core import WidthSizer
-from widthlab.integrations._hf_ffn import ffn_groups
+from widthlab.integrations._hf_ffn import ffn_groups, ffn_modules
 from widthlab.integrations._hf_groups import head_counts, select_groups
 from widthlab.nn.surgery import (
     fold_gates_,
@@ -116,6 +116,8 @@ class WidthCallback(transformers.TrainerCallback):
             return
         if not self.ffn and self.sizer.groups is None:
             return
+        if self.ffn:
+            ffn_modules(model, self.ffn)  # names checked before the model is traced
         example = (self.example or model.dummy_inputs)["input_ids"]
         example = example.to(next(model.parameters()).device)
         keys = ffn_groups(model, self.ffn, example) if self.ffn else {}  # group -> mlp name

@@ -198,6 +198,10 @@ def gate_groups(model: nn.Module, groups: Sequence[Group | str], example, *,
                          "of the model's positional inputs) to trace the model")
     if getattr(model, CONTAINER, None) is not None:
         raise UsageError("model already has units-core gates; gate all groups in one call")
+    if isinstance(model, (nn.Sequential, nn.ModuleList, nn.ModuleDict)):
+        raise UsageError(f"gate_layers(groups=...) keeps its gates in a submodule of the model, "
+                         f"which a {type(model).__name__}'s forward would call; wrap the model "
+                         "in an nn.Module whose forward calls it, and gate the wrapper")
     graph = build_graph(model, *_example_args(example))
     chosen = _resolve(graph, groups)
     plans = [gate_points(model, g) for g in chosen]  # validates before any change
