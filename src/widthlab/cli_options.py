@@ -162,7 +162,9 @@ def profile_params(cls: type, *, suffix: str = "", show_defaults: bool = False
 
     Every option defaults to None (not given: the profile's value stays). A field's metadata
     gives its ``help``; ``choices`` make a choice option, ``flag`` an ``--x/--no-x`` flag;
-    every other value is text read by :func:`parse_field` (see :func:`profile_overrides`).
+    ``option`` the spelling shown instead of the field's name, ``aliases`` older spellings
+    still accepted; every other value is text read by :func:`parse_field` (see
+    :func:`profile_overrides`).
     """
     params = []
     hints = typing.get_type_hints(cls)
@@ -176,7 +178,11 @@ def profile_params(cls: type, *, suffix: str = "", show_defaults: bool = False
             params.append(click.Option(decls, default=None, help=help_))
             continue
         kind = click.Choice(list(meta["choices"])) if "choices" in meta else None
-        params.append(click.Option([option_name(f.name), f.name], type=kind, default=None,
+        # "option": the spelling shown (the field keeps its stored name); "aliases": old
+        # spellings still accepted (deprecated), e.g. --prices / --lambdas
+        spellings = [option_name(meta.get("option", f.name)),
+                     *(option_name(a) for a in meta.get("aliases", ()))]
+        params.append(click.Option([*spellings, f.name], type=kind, default=None,
                                    help=help_, show_default=show or False,
                                    metavar=None if kind else metavar(hints[f.name], f.name)))
     return params

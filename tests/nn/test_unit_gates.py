@@ -339,3 +339,43 @@ def test_tied_head_read_is_gated_and_fold_refuses():
     with pytest.raises(UsageError, match="tied"):
         fold_gates_(model)
     assert model.head.weight.shape == (11, 8) and gates[0].width == 8  # nothing changed
+
+
+def test_a_group_shrunk_to_one_unit_resumes():
+    """A trace gives a dimension of size 1 no unit (it may broadcast): a resumed gate whose
+    group has one unit left keeps its old group's points, sized to one."""
+    class Wrap(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(),
+                                           torch.nn.Linear(6, 3))
+
+        def forward(self, x):
+            return self.net(x)
+
+        def __getitem__(self, i):
+            return self.net[i]
+
+    def mlp():
+        torch.manual_seed(0)
+        return Wrap().double()
+
+    x = torch.randn(5, 4, dtype=torch.float64)
+    with pytest.raises(UsageError, match="wrap the model"):
+        gate_layers(mlp().net, groups=["0:out"], example=x)
+    model = mlp()
+    (gate,) = gate_layers(model, groups=["net.0:out"], example=x, init=0.5)
+    with torch.no_grad():
+        gate.gate[[0, 1, 2, 4, 5]] = -1.0
+    assert shrink_(model) == {"net.0:out": 5} and gate.width == 1
+    fresh = mlp()
+    gate_layers(fresh, groups=["net.0:out"], example=x, init=0.5)
+    resize_to_state_(fresh, model.state_dict(), size_attrs(model))
+    fresh.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        h = torch.relu(F.linear(x, model[0].weight, model[0].bias)) * 0.5  # one unit, gate .5
+        want = F.linear(h, model[2].weight, model[2].bias)
+        torch.testing.assert_close(fresh(x), want, atol=1e-12, rtol=0)
+        fresh.widthlab_unit_gates.g0.gate.fill_(-1.0)  # closed: the bias alone
+        torch.testing.assert_close(fresh(x), model[2].bias.expand(5, 3), atol=1e-12, rtol=0)
+    assert shrink_(fresh) == {"net.0:out": 0} and fresh[0].out_features == 1

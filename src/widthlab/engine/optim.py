@@ -21,6 +21,7 @@ from torch import Tensor
 
 from widthlab.errors import UsageError
 from widthlab.nn.bank import BankGrowth, MLPBank
+from widthlab.units.state import taken_state
 
 OPTIMIZERS = ("adam", "adamax", "sgd")
 
@@ -131,14 +132,7 @@ class BankOptimizer:
                 state = self.opt.state.get(old)
                 if not state:
                     continue
-                carried = {}
-                for key, value in state.items():
-                    if torch.is_tensor(value) and dim is not None and value.shape == old.shape:
-                        value = _gather(value, dim, src.to(old.device))
-                    elif torch.is_tensor(value):
-                        value = value.clone()
-                    carried[key] = value
-                new.opt.state[fresh] = carried
+                new.opt.state[fresh] = taken_state(state, old.shape, dim, src, copy=True)
         return new
 
     def state_dict(self) -> dict:
@@ -146,15 +140,3 @@ class BankOptimizer:
 
     def load_state_dict(self, state: dict) -> None:
         self.opt.load_state_dict(state)
-
-
-def _gather(value: Tensor, dim: int, src: Tensor) -> Tensor:
-    """``value`` indexed by ``src`` along ``dim``, zeros where ``src`` is -1."""
-    new = src < 0
-    if not bool(new.any()):
-        return value.index_select(dim, src)
-    shape = list(value.shape)
-    shape[dim] = len(src)
-    out = torch.zeros(shape, dtype=value.dtype, device=value.device)
-    old = (~new).nonzero().flatten()
-    return out.index_copy_(dim, old, value.index_select(dim, src[old]))

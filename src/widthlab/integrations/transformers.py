@@ -19,15 +19,17 @@ documented override points, so :class:`WidthMixin` uses those and leaves the res
 at an interval, where the optimizer and scheduler are at hand) to the callback. Use
 ``WidthMixin`` with your own Trainer subclass: ``class T(WidthMixin, MyTrainer)``.
 
-What is gated: FFN units (a gate on each down projection's input; removal through the
-units core, so SwiGLU's gate and up projections lose the same rows) and, with ``heads=True``,
-whole attention heads: the model is traced once on the first batch's ``input_ids`` and its
-units-core "heads" groups (and the FFN groups of ``ffn``) are gated with
-``gate_layers(model, groups=..., example=...)``; ``shrink_`` removes dead heads (``q/k/v_proj``
+What is gated, always through the gate family's group gating (``gate_layers(model,
+groups=..., example=...)``, one gate per units-core group, one ``shrink_`` and one
+``fold_gates_`` for all): FFN units (the group each FFN's down projection reads, gated at its
+input; the model is traced on ``example`` or ``model.dummy_inputs``; removal through the
+units core, so SwiGLU's gate and up projections lose the same rows; the gate's key is the
+FFN module's name) and, with ``heads=True``, whole attention heads: the model is traced once
+on the first batch's ``input_ids`` and its units-core "heads" groups (and the FFN groups of
+``ffn``, keyed by group name) are gated; ``shrink_`` removes dead heads (``q/k/v_proj``
 rows, ``o_proj`` columns, optimizer state) and updates ``config.num_attention_heads`` /
-``num_key_value_heads`` when all layers agree. ``groups=`` is passed
-through to ``widthlab.nn.surgery.gate_layers(model, groups=...)`` for the gate family's group
-gating (attention heads, residual streams).
+``num_key_value_heads`` when all layers agree. ``groups=`` adds units-core groups of the
+user's choice (residual streams...).
 """
 
 from __future__ import annotations
@@ -40,10 +42,17 @@ import torch
 from widthlab._compat import ensure_torchvision_importable
 from widthlab.errors import UsageError
 from widthlab.integrations._core import WidthSizer
-from widthlab.integrations._hf_ffn import fold_gates_, gate_ffn, shrink_ffn_
+from widthlab.integrations._hf_ffn import ffn_groups, ffn_modules
 from widthlab.integrations._hf_groups import head_counts, select_groups
-from widthlab.nn.surgery import fold_gates_ as fold_unit_gates_
-from widthlab.nn.surgery import gate_layers, gate_widths, model_gates, shrink_
+from widthlab.nn.surgery import (
+    fold_gates_,
+    gate_layers,
+    gate_widths,
+    get_gate_kind,
+    model_gates,
+    shrink_,
+)
+from widthlab.nn.surgery.unit_gates import gate_groups
 
 ensure_torchvision_importable()
 try:
@@ -105,15 +114,22 @@ class WidthCallback(transformers.TrainerCallback):
             gate_layers(model, groups=self.sizer.groups, example=example, kind=self.sizer.kind,
                         seed=self.sizer.seed, init=self.sizer.init)
             return
-        self.sizer.gate(model)  # groups=, through gate_layers
+        if not self.ffn and self.sizer.groups is None:
+            return
         if self.ffn:
-            self.gates = gate_ffn(model, self.ffn, kind=self.sizer.kind, seed=self.sizer.seed,
-                                  init=self.sizer.init)
+            ffn_modules(model, self.ffn)  # names checked before the model is traced
+        example = (self.example or model.dummy_inputs)["input_ids"]
+        example = example.to(next(model.parameters()).device)
+        keys = ffn_groups(model, self.ffn, example) if self.ffn else {}  # group -> mlp name
+        gates = gate_groups(model, [*keys, *(self.sizer.groups or [])], example,
+                            kind=get_gate_kind(self.sizer.kind), seed=self.sizer.seed,
+                            init=self.sizer.init, keys=keys)  # gate_layers(groups=...)'s core
+        self.gates = {g.key: g for g in gates if g.key in keys.values()}
 
     def widths(self, model=None) -> dict[str, int]:
         """``{gate key: units}``; with ``model``, also every gated group's width and
         ``heads/<attention module>``: its number of query heads."""
-        out = {k: g.width for k, (g, _, _) in self.gates.items()}
+        out = {k: g.width for k, g in self.gates.items()}
         if model is not None:
             out.update(gate_widths(model))
             if self.heads:
@@ -123,10 +139,7 @@ class WidthCallback(transformers.TrainerCallback):
     def shrink(self, model, optimizer, step: int = -1) -> dict[str, int]:
         """Remove the dead units now (optimizer state sliced in place)."""
         opt = getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper
-        example = self.example if self.example is not None else model.dummy_inputs
-        removed = shrink_ffn_(model, self.gates, opt, self.sizer.rule, example)
-        if self.sizer.groups is not None:
-            removed.update(shrink_(model, opt, rule=self.sizer.rule))
+        removed = shrink_(model, opt, rule=self.sizer.rule)
         self.sizer.history.append({"step": step, "removed": removed,
                                    "widths": self.widths(model)})
         return removed
@@ -265,9 +278,7 @@ def save_sized(model, callback: WidthCallback, directory: str, **kwargs) -> None
     model was built with): load with :func:`load_sized`. The model is plain
     afterwards (no gates): call this after training.
     """
-    if callback.heads:
-        fold_unit_gates_(model)  # no optimizer: dead units go, the gates fold into o_proj
-    fold_gates_(model, callback.gates)
+    fold_gates_(model)  # no optimizer: dead units go, the gates fold into o_proj / down_proj
     callback.gates = {}
     cfg = model.config
     hidden, heads = getattr(cfg, "hidden_size", None), getattr(cfg, "num_attention_heads", None)

@@ -10,11 +10,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from widthlab.errors import UsageError
 from widthlab.nn._bank_kernels import init_linear
+from widthlab.units.state import take
 
 
 @dataclass
@@ -188,11 +188,11 @@ class _BankResize:
         dev, w0, b0 = self.device, self.w0.detach(), self.b0.detach()
         index, ids, w0s, b0s = [], [], [], []
         for m in self._order():
-            old = (old_slices[m][0] + kept[m]).to(dev)
-            index.append(torch.cat([old, torch.full((added[m],), -1, device=dev)]))
-            w0s.append(w0[old])
-            b0s.append(b0[old])
-            ids.append(self.unit_ids[old.cpu()])
+            old = old_slices[m][0] + kept[m].cpu()  # on the CPU: take() costs no sync
+            index.append(torch.cat([old, torch.full((added[m],), -1)]).to(dev))
+            w0s.append(take(w0, 0, old))
+            b0s.append(take(b0, 0, old))
+            ids.append(take(self.unit_ids, 0, old))
             if added[m]:
                 w0s.append(new[m][0].to(dev, w0.dtype))
                 b0s.append(new[m][1].to(dev, b0.dtype))
@@ -208,7 +208,8 @@ class _BankResize:
                     g, k = old_where[m]
                     w = old_weights[old_layer_index[g] + layer].detach()[k]  # (out, in)
                     if layer == 0:  # the second layer's inputs are the first layer's units
-                        w = F.pad(w.index_select(1, kept[m].to(dev)), (0, added[m]))
+                        cols = torch.cat([kept[m].cpu(), torch.full((added[m],), -1)])
+                        w = take(w, 1, cols)  # new units' outgoing weights: zero
                     ws.append(w)
                     bs.append(old_biases[old_layer_index[g] + layer].detach()[k])
                 weights.append(nn.Parameter(torch.stack(ws)))

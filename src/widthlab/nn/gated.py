@@ -48,42 +48,17 @@ from widthlab.errors import UsageError
 from widthlab.nn.bank import init_mlp
 from widthlab.nn.modifiers import NeuronGate
 from widthlab.nn.surgery.gates import draw_uniforms, load_noise, noise_seed, save_noise
-from widthlab.nn.surgery.kinds import L1Kind, get_gate_kind
+from widthlab.nn.surgery.kinds import L1_PENALTIES, L1Kind, get_gate_kind
+from widthlab.units.state import slice_param_
 
-PENALTIES = ("strict", "abs")
+PENALTIES = L1_PENALTIES
 
 
 def gate_penalty(gate: Tensor, kind: str) -> Tensor:
     """Per-neuron penalty terms of the gates ``(..., n)`` (not summed): ``relu(g)`` for
-    ``"strict"``, ``|g|`` for ``"abs"``."""
-    if kind == "strict":
-        return F.relu(gate)
-    if kind == "abs":
-        return gate.abs()
-    raise UsageError(f"unknown gate penalty {kind!r}; choose one of {', '.join(PENALTIES)}")
-
-
-def _check_penalty(kind: str) -> str:
-    if kind not in PENALTIES:
-        raise UsageError(f"unknown gate penalty {kind!r}; choose one of {', '.join(PENALTIES)}")
-    return kind
-
-
-@torch.no_grad()
-def _keep_(param: nn.Parameter, dim: int, index: Tensor,
-           optimizer: torch.optim.Optimizer | None) -> None:
-    """Keep ``index`` along ``dim`` of ``param`` in place (same Parameter object), and of every
-    optimizer state tensor shaped like it; the gradient is sliced too."""
-    old_shape = param.shape
-    if optimizer is not None:
-        state = optimizer.state.get(param)
-        for key, value in list((state or {}).items()):
-            if torch.is_tensor(value) and value.shape == old_shape:
-                state[key] = value.index_select(dim, index)
-    grad, param.grad = param.grad, None
-    param.data = param.data.index_select(dim, index)
-    if grad is not None:
-        param.grad = grad.index_select(dim, index)
+    ``"strict"``, ``|g|`` for ``"abs"`` (the L1 kind's
+    :meth:`~widthlab.nn.surgery.kinds.L1Kind.penalty_terms`)."""
+    return L1Kind(kind).penalty_terms(gate)
 
 
 class GatedLinear(nn.Module):
@@ -114,7 +89,8 @@ class GatedLinear(nn.Module):
             raise UsageError(f"GatedLinear needs sizes >= 0, got {in_features}, {out_features}")
         kw = {"device": device, "dtype": dtype}
         self.in_features, self.out_features = int(in_features), int(out_features)
-        self.penalty_kind = _check_penalty(penalty)
+        self.kind = L1Kind(penalty)  # the gate family's L1 member: relu(g), its price, death
+        self.penalty_kind = self.kind.penalty
         self.weight = nn.Parameter(torch.empty(out_features, in_features, **kw))
         self.bias = nn.Parameter(torch.empty(out_features, **kw)) if bias else None
         self.gate = nn.Parameter(torch.ones(out_features, **kw))
@@ -143,7 +119,7 @@ class GatedLinear(nn.Module):
 
     def scale(self) -> Tensor:
         """Each neuron's multiplier ``relu(g) * mask``, ``(out_features,)``."""
-        s = F.relu(self.gate)
+        s = self.kind.scale(self.gate)
         return s * self.mask if self._masked else s
 
     def forward(self, x: Tensor) -> Tensor:
@@ -151,13 +127,13 @@ class GatedLinear(nn.Module):
 
     def penalty(self) -> Tensor:
         """Unweighted penalty, a scalar: ``sum(relu(g))`` or ``sum(|g|)`` over live neurons."""
-        terms = gate_penalty(self.gate, self.penalty_kind)  # (out,)
+        terms = self.kind.penalty_terms(self.gate)  # (out,)
         return (terms * self.mask).sum() if self._masked else terms.sum()
 
     @property
     def alive(self) -> Tensor:
         """Bool ``(out_features,)``: the neuron's gate ``relu(g) * mask`` is above 0."""
-        return (self.gate.detach() > 0) & (self.mask > 0)
+        return ~self.kind.dead(self.gate.detach()) & (self.mask > 0)
 
     @property
     def n_alive(self) -> int:
@@ -199,12 +175,12 @@ class GatedLinear(nn.Module):
         keep = alive.nonzero().flatten()
         for p in (self.weight, self.bias, self.gate):
             if p is not None:
-                _keep_(p, 0, keep, optimizer)
+                slice_param_(p, 0, keep, optimizer)
         self.mask = self.mask[keep]
         self._masked = bool((self.mask == 0).any())
         self.out_features = len(keep)
         if next_layer is not None:
-            _keep_(next_layer.weight, 1, keep, optimizer)
+            slice_param_(next_layer.weight, 1, keep, optimizer)
             next_layer.in_features = len(keep)
         return removed
 
@@ -294,7 +270,7 @@ class SparsifierGate(NeuronGate):
     def __init__(self, l1: float | Sequence[float] = 0.0, *, penalty: str = "strict",
                  lr: float | None = None, gate_kind: str = "l1", seed: int = 0):
         super().__init__(list(l1) if isinstance(l1, Sequence) else l1, lr=lr)
-        self.penalty_kind = _check_penalty(penalty)
+        self.penalty_kind = L1Kind(penalty).penalty
         self.gate_kind, self.seed = str(gate_kind), int(seed)
         self.kind = get_gate_kind(L1Kind(penalty) if gate_kind == "l1" else gate_kind)
         self.noise = None

@@ -45,6 +45,7 @@ from widthlab.nn._growth_plan import GrowthPlan as GrowthPlan
 from widthlab.nn._growth_plan import _json_values
 from widthlab.nn._growth_proposals import _GrowthProposals
 from widthlab.nn.gated import SparsifierGate
+from widthlab.units.state import take
 
 
 class GrowingGate(_GrowthProposals, SparsifierGate):
@@ -193,7 +194,7 @@ class GrowingGate(_GrowthProposals, SparsifierGate):
             new["noise_ids"] = self.add_noise_places(int(fresh.sum())).to(index.device)
         for name in self.unit_tensors:
             t = getattr(self, name)
-            out = t.detach()[index.clamp(min=0)]
+            out = take(t.detach(), 0, index)  # new units: filled below
             out[fresh] = new.get(name, 1.0)
             setattr(self, name, nn.Parameter(out, requires_grad=t.requires_grad)
                     if isinstance(t, nn.Parameter) else out)

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from widthlab.errors import UsageError
+from widthlab.units.state import take
 
 
 class Modifier(nn.Module):
@@ -72,11 +73,9 @@ class Modifier(nn.Module):
         self._learn_layout(bank)
         for name in self.unit_tensors:
             t = getattr(self, name)
-            if isinstance(t, nn.Parameter):
-                setattr(self, name, nn.Parameter(t.detach()[index],
-                                                 requires_grad=t.requires_grad))
-            else:
-                setattr(self, name, t[index])
+            kept = take(t.detach(), 0, index)  # the units core's one slicing primitive
+            setattr(self, name, nn.Parameter(kept, requires_grad=t.requires_grad)
+                    if isinstance(t, nn.Parameter) else kept)
 
     def build(self, bank) -> None:
         """Create the parameters (shapes follow ``bank.n_hidden``)."""

@@ -24,6 +24,7 @@ from widthlab.errors import UsageError
 from widthlab.units.graph import Group, Slice, UnitGraph
 from widthlab.units.hf import sync_config
 from widthlab.units.snapshot import Snapshot, forward_error
+from widthlab.units.state import check_state, slice_param_, take
 from widthlab.units.updaters import scale_heads, set_stream_width, snapshot, update
 
 
@@ -52,48 +53,16 @@ def _owners(model: nn.Module, t: Tensor) -> list[tuple[nn.Module, str]]:
     return out
 
 
-def _check_state(t: Tensor, optimizer) -> None:
-    state = optimizer.state.get(t) if optimizer is not None else None
-    for key, value in (state or {}).items():
-        if torch.is_tensor(value) and value.ndim > 0 and value.shape != t.shape:
-            raise UsageError(
-                f"optimizer state {key!r} of shape {tuple(value.shape)} does not match its "
-                f"parameter {tuple(t.shape)}; remove_units cuts per-element state (Adam, "
-                "AdamW, Adamax, SGD, RMSprop, Adagrad): pass optimizer=None and build a new "
-                "optimizer after removing units")
-
-
 @torch.no_grad()
 def _cut(owners: list[tuple[nn.Module, str]], t: Tensor, dim: int, keep: Tensor,
          optimizer) -> None:
     keep = keep.to(t.device)
     if not isinstance(t, nn.Parameter):
-        new = t.index_select(dim, keep)
+        new = take(t, dim, keep)
         for m, name in owners:
             m._buffers[name] = new
         return
     slice_param_(t, dim, keep, optimizer)
-
-
-@torch.no_grad()
-def slice_param_(t: nn.Parameter, dim: int, keep: Tensor, optimizer=None) -> None:
-    """Keep ``keep`` along ``dim`` of parameter ``t`` in place: its data (the same Parameter
-    object, so optimizers keep pointing at it), its gradient and every optimizer state tensor
-    of more than 0 dimensions (``step`` kept). The caller has checked the state's shapes."""
-    keep = keep.to(t.device)
-    state = optimizer.state.get(t) if optimizer is not None else None
-    for key, value in list((state or {}).items()):
-        if torch.is_tensor(value) and value.ndim > 0:
-            state[key] = value.index_select(dim, keep)
-    grad, t.grad = t.grad, None
-    new = t.data.index_select(dim, keep)
-    # set_data drops autograd's cached accumulator only on a dtype change; a graph still
-    # alive (the last loss) would otherwise keep the old shape in it
-    t.data = torch.empty(0, dtype=torch.float64 if new.dtype != torch.float64 else torch.float32,
-                         device=new.device)
-    t.data = new
-    if grad is not None:
-        t.grad = grad.index_select(dim, keep)
 
 
 def _plan(model: nn.Module, group: Group, drop: Tensor):
@@ -201,7 +170,7 @@ def remove_units(model: nn.Module, graph: UnitGraph, group: Group | str | dict,
     plans = [_plan(model, g, d) for g, d in requests]
     for plan in plans:
         for _, t, _ in plan:
-            _check_state(t, optimizer)
+            check_state(t, optimizer)
     saved = Snapshot(model, [t for plan in plans for _, t, _ in plan], optimizer,
                      [g for g, _ in requests])
     try:

@@ -1,15 +1,13 @@
 """What :func:`~widthlab.nn.surgery.shrink_` checks before it cuts, and how it undoes a cut
 that fails half-way, so that a refused model is left exactly as it was.
 
-- :func:`check_optimizer`: the optimizer's state can be sliced per unit. Element-wise
-  optimizers (SGD, Adam, AdamW, Adamax, NAdam, RAdam, RMSprop, Adagrad, ASGD, Rprop) hold
-  state of their parameter's shape, which is sliced like it. LBFGS keeps one history over all
-  parameters flattened together, and Adafactor factors its second moment into row and column
-  means and scales its step by the whole parameter's RMS: removing units would change how
-  every other unit trains, so both (and optimizers widthlab does not know) are refused.
+- :func:`~widthlab.units.state.check_optimizer` (re-exported): the optimizer's state can be
+  sliced per unit (the one check, shared with :func:`~widthlab.units.remove_units`);
 - :func:`watch_unsliced`: after a shrink without an optimizer, an optimizer that still holds
   state of the old shapes raises a clear :class:`UsageError` at its next ``step()`` instead of
-  torch's size mismatch.
+  torch's size mismatch. The optimizer step pre-hook is process-wide, so it exists only while
+  some shrunk parameter is watched: :func:`unwatch` (called by ``fold_gates_``) drops a
+  model's parameters, and the hook is removed when none is left (or all were freed).
 - :class:`Undo`: a record of every tensor a shrink replaces, restored on failure.
 """
 
@@ -23,49 +21,10 @@ from torch import Tensor, nn
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from widthlab.errors import UsageError
+from widthlab.units.state import ELEMENTWISE, check_optimizer
 
-__all__ = ["ELEMENTWISE", "Undo", "check_optimizer", "record", "undoing", "watch_unsliced"]
-
-ELEMENTWISE: tuple[type, ...] = (
-    torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, torch.optim.Adamax,
-    torch.optim.NAdam, torch.optim.RAdam, torch.optim.RMSprop, torch.optim.Adagrad,
-    torch.optim.ASGD, torch.optim.Rprop,
-)
-_NAMES = "SGD, Adam, AdamW, Adamax, NAdam, RAdam, RMSprop, Adagrad, ASGD, Rprop"
-_WHY = {
-    "LBFGS": "keeps one curvature history over all parameters flattened together",
-    "Adafactor": "factors its second moment into row and column means and scales each step "
-                 "by the whole parameter's RMS, so removing units changes how the others train",
-}
-
-
-def check_optimizer(model: nn.Module, optimizer) -> None:
-    """Raise :class:`UsageError` unless ``optimizer`` is None or an element-wise optimizer of
-    ``model``'s parameters whose every state tensor has its parameter's shape."""
-    if optimizer is None:
-        return
-    if not isinstance(optimizer, torch.optim.Optimizer):
-        raise UsageError(f"optimizer must be a torch.optim.Optimizer, got "
-                         f"{type(optimizer).__name__}")
-    name = type(optimizer).__name__
-    bad = next((k for k in _WHY if any(c.__name__ == k for c in type(optimizer).__mro__)), None)
-    if bad is not None or not isinstance(optimizer, ELEMENTWISE):
-        why = _WHY.get(bad or "", "is not an optimizer whose state shrink_ knows how to slice")
-        raise UsageError(f"shrink_ cannot carry {name}'s state: it {why}; train with one of "
-                         f"{_NAMES}, or call shrink_(model, optimizer=None) and create a new "
-                         "optimizer afterwards (the model was not changed)")
-    mine = {id(p) for p in model.parameters()}
-    held = {id(p) for g in optimizer.param_groups for p in g["params"]}
-    if mine and not mine & held:
-        raise UsageError(f"the {name} optimizer holds none of the model's parameters; pass "
-                         "the optimizer that trains this model (the model was not changed)")
-    for p, state in optimizer.state.items():
-        for key, value in state.items():
-            if torch.is_tensor(value) and value.ndim and value.shape != p.shape:
-                raise UsageError(f"{name} state {key!r} of shape {tuple(value.shape)} does "
-                                 f"not match its parameter {tuple(p.shape)}; shrink_ slices "
-                                 "only per-element state (the model was not changed)")
-
+__all__ = ["ELEMENTWISE", "Undo", "check_optimizer", "record", "undoing", "unwatch",
+           "watch_unsliced", "watching"]
 
 # id -> weak reference (a WeakSet would compare two references to one tensor with the
 # tensor's elementwise ``==`` when the same parameter is shrunk twice)
@@ -76,6 +35,12 @@ _HOOK: list = []
 def _forget(key: int, ref: weakref.ref) -> None:
     if _SHRUNK.get(key) is ref:
         del _SHRUNK[key]
+    _drop_hook_if_idle()
+
+
+def _drop_hook_if_idle() -> None:
+    if not _SHRUNK and _HOOK:
+        _HOOK.pop().remove()
 
 
 def _stale_state(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
@@ -96,8 +61,21 @@ def watch_unsliced(params: list[Tensor]) -> None:
     for p in params:
         if id(p) not in _SHRUNK:
             _SHRUNK[id(p)] = weakref.ref(p, lambda r, k=id(p): _forget(k, r))
-    if not _HOOK:
+    if _SHRUNK and not _HOOK:
         _HOOK.append(register_optimizer_step_pre_hook(_stale_state))
+
+
+def unwatch(params) -> None:
+    """Stop checking ``params`` (a model shrunk for good, its gates folded, or an optimizer
+    built afresh); the process-wide hook goes when nothing is watched."""
+    for p in params:
+        _SHRUNK.pop(id(p), None)
+    _drop_hook_if_idle()
+
+
+def watching() -> bool:
+    """Whether the optimizer step pre-hook of :func:`watch_unsliced` is installed."""
+    return bool(_HOOK)
 
 
 class Undo:

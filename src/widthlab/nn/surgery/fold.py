@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from widthlab.errors import UsageError
+from widthlab.nn.surgery._guard import unwatch
 from widthlab.nn.surgery.gates import IN_ATTR, OUT_ATTR, UnitGate, _gate_input, _gate_output
 from widthlab.nn.surgery.shrink import shrink_
 from widthlab.nn.surgery.unit_gates import gate_points, remove_hooks, tied, unit_factor, unit_gates
@@ -94,7 +95,8 @@ def fold_gates_(model: nn.Module, optimizer: torch.optim.Optimizer | None = None
     gate at a LayerNorm into the norm's weight and bias. The model's evaluation output is
     unchanged, and its ``state_dict`` loads into the same class built at the new sizes
     (``ResNet(model.current_config())``; a GPT at the new ``n_embd`` / ``n_head`` /
-    ``n_ffn``).
+    ``n_ffn``). The model's parameters leave :func:`shrink_`'s stale-optimizer check (its
+    process-wide optimizer hook is removed once nothing is watched).
 
     Parameters
     ----------
@@ -137,5 +139,7 @@ def fold_gates_(model: nn.Module, optimizer: torch.optim.Optimizer | None = None
             else:
                 _scale_(module, "weight", f, 0)
                 _scale_(module, "bias", f, 0)
+    params = list(model.parameters())  # the gates' included, before they go
     _strip(model, optimizer)
+    unwatch(params)  # a plain model now: no process-wide optimizer check left
     return removed

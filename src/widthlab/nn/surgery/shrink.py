@@ -32,7 +32,7 @@ from widthlab.nn.surgery.graph import Group, plan_groups
 from widthlab.nn.surgery.rules import DeadRule, SignFlipRule, get_rule
 from widthlab.nn.surgery.unit_gates import CONTAINER, bypassing, unit_gates
 from widthlab.units import remove_units
-from widthlab.units.remove import slice_param_
+from widthlab.units.state import check_state, slice_param_, take
 
 SIZE_ATTRS = {nn.Linear: ("out_features", "in_features"),
               nn.Conv2d: ("out_channels", "in_channels")}
@@ -49,16 +49,9 @@ def _keep_(owner: nn.Module, attr: str, dim: int, index: Tensor,
     index = index.to(t.device)
     record(owner, attr, optimizer)  # put back if the shrink fails later
     if not isinstance(t, nn.Parameter):
-        setattr(owner, attr, t.index_select(dim, index))
+        setattr(owner, attr, take(t, dim, index))
         return
-    state = optimizer.state.get(t) if optimizer is not None else None
-    for key, value in (state or {}).items():  # checked before anything is sliced
-        if key == "step" or not torch.is_tensor(value) or value.ndim == 0:
-            continue
-        if value.shape != t.shape:
-            raise UsageError(f"optimizer state {key!r} of shape {tuple(value.shape)} does not "
-                             f"match its parameter {tuple(t.shape)}; shrink_ slices per-element "
-                             "state (Adam, AdamW, Adamax, SGD, RMSprop, Adagrad)")
+    check_state(t, optimizer)  # before this tensor is sliced
     slice_param_(t, dim, index, optimizer)
 
 

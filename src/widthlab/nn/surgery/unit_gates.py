@@ -56,17 +56,13 @@ class bypassing:  # noqa: N801 - a context manager
 
 
 def gate_values(gate: UnitGate) -> Tensor:
-    """This forward's gate ``(n,)``: eval ``scale()``, a hard-concrete sample in training, or
-    L1's ``relu(g)`` (Smallify statistics observed once); the same for every reader."""
+    """This forward's gate ``(n,)``: the gate module applied to ones (eval ``scale()``, a
+    hard-concrete sample in training, or L1's ``relu(g)`` with Smallify statistics observed
+    once; ``1 * s`` is ``s`` exactly), so the gate's own forward hooks run as for a layer's
+    gate; the same values for every reader of this forward."""
     s = gate.__dict__.get("_values")
     if s is None:
-        if not gate.training:
-            s = gate.scale()
-        elif gate.kind.stochastic:
-            s = gate.kind.sample(gate.gate, gate.uniforms())
-        else:
-            gate._observe()
-            s = gate.scale()
+        s = gate(torch.ones(gate.width, dtype=gate.gate.dtype, device=gate.gate.device))
         object.__setattr__(gate, "_values", s)  # cleared when the model's forward ends
     return s
 
@@ -192,13 +188,20 @@ def _resolve(graph: UnitGraph, groups: Sequence[Group | str]) -> list[Group]:
 
 
 def gate_groups(model: nn.Module, groups: Sequence[Group | str], example, *,
-                kind, init: float | None = None, seed: int = 0) -> list[UnitGate]:
-    """Gate units-core ``groups`` of ``model`` (see :func:`gate_layers`' ``groups``)."""
+                kind, init: float | None = None, seed: int = 0,
+                keys: dict[str, str] | None = None) -> list[UnitGate]:
+    """Gate units-core ``groups`` of ``model`` (see :func:`gate_layers`' ``groups``);
+    ``keys``: ``{group name: gate key}`` where the key should not be the group's name (the
+    transformers callback reports an FFN under its ``mlp`` module)."""
     if example is None:
         raise UsageError("gate_layers(groups=...) needs example=inputs (a tensor or a tuple "
                          "of the model's positional inputs) to trace the model")
     if getattr(model, CONTAINER, None) is not None:
         raise UsageError("model already has units-core gates; gate all groups in one call")
+    if isinstance(model, (nn.Sequential, nn.ModuleList, nn.ModuleDict)):
+        raise UsageError(f"gate_layers(groups=...) keeps its gates in a submodule of the model, "
+                         f"which a {type(model).__name__}'s forward would call; wrap the model "
+                         "in an nn.Module whose forward calls it, and gate the wrapper")
     graph = build_graph(model, *_example_args(example))
     chosen = _resolve(graph, groups)
     plans = [gate_points(model, g) for g in chosen]  # validates before any change
@@ -207,9 +210,10 @@ def gate_groups(model: nn.Module, groups: Sequence[Group | str], example, *,
     container.graph = graph
     gates = []
     for i, (group, points) in enumerate(zip(chosen, plans, strict=True)):
-        gate = UnitGate(group.size, dim=-1, key=group.name, init=init, kind=kind, seed=seed)
+        key = (keys or {}).get(group.name, group.name)
+        gate = UnitGate(group.size, dim=-1, key=key, init=init, kind=kind, seed=seed)
         gate.to(device=like.device, dtype=like.dtype)
-        gate.unit_group = group
+        gate.unit_group, gate.group_name = group, group.name
         container[f"g{i}"] = gate
         _hook_points(model, gate, points)
         gates.append(gate)
@@ -238,9 +242,9 @@ def _rebind(model: nn.Module, container: nn.ModuleDict) -> None:
     groups = []
     for gate in container.values():
         try:
-            group = graph[gate.key]
+            group = graph[getattr(gate, "group_name", gate.key)]
         except KeyError:
-            group = None
+            group = _one_unit(model, gate.unit_group) if gate.width == 1 else None
         if group is None or group.size != gate.width:
             raise UsageError(
                 f"gate {gate.key!r} has {gate.width} units but the model's group has "
@@ -252,6 +256,21 @@ def _rebind(model: nn.Module, container: nn.ModuleDict) -> None:
     for gate, group, points in groups:
         gate.unit_group = group
         _hook_points(model, gate, points)
+
+
+def _one_unit(model: nn.Module, old: Group) -> Group | None:
+    """A group shrunk to one unit, which a new trace cannot see (a dimension of size 1 may
+    broadcast, so it gets no unit): ``old``'s slices where the model now has exactly that
+    unit (every index of the old slice was in the group, one index left). None otherwise."""
+    slices = []
+    for s in old.slices:
+        t = getattr(model.get_submodule(s.module), s.name, None)
+        if not torch.is_tensor(t) or t.ndim <= s.dim or t.shape[s.dim] != 1 or bool(
+                (s.units < 0).any()):
+            return None
+        slices.append(Slice(s.module, s.name, s.dim, torch.zeros(1, dtype=torch.long),
+                            s.is_param, s.per_index))
+    return Group(old.name, old.kind, 1, 1, slices, mixers=old.mixers, owner=old.owner)
 
 
 def _drop_point_hooks(model: nn.Module, hooks=(_read_hook, _norm_hook)) -> None:

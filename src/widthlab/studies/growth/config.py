@@ -27,8 +27,9 @@ class GrowthProfile(Profile):
 
     starts: tuple[int, ...] = field(default=(8, 64, 512, 2048),
                                     metadata={"help": "starting widths"})
-    lambdas: tuple[float, ...] = field(default=(1e-4, 1e-3, 1e-2),
-                                       metadata={"help": "prices per neuron"})
+    lambdas: tuple[float, ...] = field(default=(1e-4, 1e-3, 1e-2), metadata={
+        "help": "prices per neuron (--lambdas: deprecated spelling)", "option": "prices",
+        "aliases": ("lambdas",)})
     inits: tuple[str, ...] = field(default=("gradmax", "random", "none"),
                                    metadata={"help": "new units' init (none: sparsifier)"})
     seeds: tuple[int, ...] | int = field(default=1, metadata={"help": "a count or a list"})

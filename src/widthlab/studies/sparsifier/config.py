@@ -34,12 +34,15 @@ SAME_TRAINING = ("epochs", "batch_size", "lr", "optimizer", "momentum", "data_se
 class SparsifierProfile(Profile):
     """What a profile trains (per dataset)."""
 
-    lambdas: tuple[float, ...] = field(metadata={"help": "the sweep's lambdas (start 500)"})
+    lambdas: tuple[float, ...] = field(metadata={
+        "help": "the sweep's prices per neuron (start 500; --lambdas: deprecated spelling)",
+        "option": "prices", "aliases": ("lambdas",)})
     start: int = field(default=500, metadata={"help": "start width of the lambda sweep"})
     starts: tuple[int, ...] = field(default=(250, 500, 1000, 2000),
                                     metadata={"help": "start widths of the start-width run"})
-    start_lambdas: tuple[float, ...] = field(default=(1e-3,),
-                                             metadata={"help": "lambdas of the start-width run"})
+    start_lambdas: tuple[float, ...] = field(default=(1e-3,), metadata={
+        "help": "prices of the start-width run (--start-lambdas: deprecated spelling)",
+        "option": "start_prices", "aliases": ("start_lambdas",)})
     seeds: tuple[int, ...] | int = field(default=1, metadata={"help": "a count or a list"})
     epochs: int = field(default=4, metadata={"help": "epochs of every run"})
     train_size: int | None = field(default=None,
