@@ -192,10 +192,13 @@ def test_bad_blocks_are_refused():
         group_frontier([linear_consumer(lin, x, unit_ids=[0, 1, 2, -1])], 4)
 
 
-def test_lazy_downdates_and_compaction_keep_the_greedy_exact():
-    """12 channels of 9 columns, 10 pending rows at most: every flush and one compaction
-    (72 dead columns) happen; each step is still the brute-force best, each width the exact
-    least-squares refit of its kept channels."""
+@pytest.mark.parametrize("panel", [512, 8])
+def test_lazy_downdates_and_compaction_keep_the_greedy_exact(panel, monkeypatch):
+    """12 channels of 9 columns, 10 pending rows at most: every flush moves live columns into
+    the dead ones' places; with ``panel=8`` the flushes update only the lower row panels (8 of
+    14 columns) and the stale rest of each row is read from its column. Each step is still the
+    brute-force best, each width the exact least-squares refit of its kept channels."""
+    monkeypatch.setattr(block_obs, "_PANEL", panel)
     g = torch.Generator().manual_seed(5)
     conv = nn.Conv2d(12, 3, 3, padding=1, dtype=D)
     x = torch.randn(8, 12, 6, 6, generator=g, dtype=D)
