@@ -89,7 +89,7 @@ def _patches(x: np.ndarray, conv: nn.Conv2d) -> np.ndarray:
 
 
 @pytest.mark.parametrize("stride,groups,dilation", [(1, 1, 1), (2, 1, 1), (1, 2, 1), (2, 2, 1),
-                                                    (1, 1, 2)])
+                                                    (1, 1, 2), (1, 4, 1), (2, 4, 1)])
 def test_conv_block_obs_is_brute_force_greedy(stride, groups, dilation):
     g = torch.Generator().manual_seed(stride * 10 + groups)
     conv = nn.Conv2d(4, 4, 3, stride=stride, padding=1, groups=groups, dilation=dilation,
@@ -190,6 +190,24 @@ def test_bad_blocks_are_refused():
         linear_consumer(lin, torch.randn(30, 5, dtype=D))
     with pytest.raises(UsageError, match="read by no consumer"):
         group_frontier([linear_consumer(lin, x, unit_ids=[0, 1, 2, -1])], 4)
+    with pytest.raises(UsageError, match="different numbers of blocks"):
+        linear_consumer(lin, x, unit_ids=[0, 0, 1, -1])
+    u = torch.tensor([0, 0, 1, 1])  # a unit in two rows of cols: would be scored per row
+    prob = block_obs.BlockProblem(torch.eye(4, dtype=D), lin.weight.detach(), u[:, None] * 0
+                                  + torch.arange(4)[:, None], u)
+    with pytest.raises(UsageError, match="one block"):
+        block_obs.eliminate_blocks([prob], 2)
+
+
+def test_channels_of_one_unit_form_one_block():
+    """unit_ids naming one unit on two input channels: one 18-column block, not two of 9."""
+    conv = nn.Conv2d(4, 2, 3, padding=1, dtype=D)
+    x = torch.randn(3, 4, 5, 5, dtype=D)
+    (c,) = conv_consumers(conv, x, unit_ids=[1, 0, 1, 0])
+    assert c.units.tolist() == [0, 1]
+    np.testing.assert_array_equal(c.cols.numpy(), [[9 + t for t in range(9)]
+                                                   + [27 + t for t in range(9)],
+                                                   list(range(9)) + [18 + t for t in range(9)]])
 
 
 @pytest.mark.parametrize("panel", [512, 8])

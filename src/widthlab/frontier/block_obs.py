@@ -325,6 +325,9 @@ def _check(problems: Sequence[BlockProblem], n_units: int) -> None:
                              f"[0, {n}) of its weight")
         if int(pr.units.min()) < 0 or int(pr.units.max()) >= n_units:
             raise UsageError(f"consumer {i}: unit ids must lie in [0, {n_units})")
+        if len(pr.units.unique()) != len(pr.units):
+            raise UsageError(f"consumer {i}: a unit appears in several rows of cols; give all "
+                             "of a unit's columns as one block (one row)")
         seen[pr.units.cpu()] = True
     if not bool(seen.all()):
         missing = torch.nonzero(~seen).flatten().tolist()[:5]
