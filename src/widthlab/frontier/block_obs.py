@@ -112,7 +112,8 @@ class _State:
         self.dead_pos: list[int] = []
         cols, units = prob.cols.to(dev), prob.units.to(dev)
         self.units = units
-        self.loc = {int(u): i for i, u in enumerate(units.tolist())}
+        self.ulist = units.tolist()
+        self.loc = {u: i for i, u in enumerate(self.ulist)}
         self.cols, self.c_list = cols, cols.tolist()
         self.dead = torch.zeros(len(cols), dtype=torch.bool, device=dev)
         if self.b == 1:
@@ -393,9 +394,8 @@ def _pick(states: Sequence[_State], dead: Tensor) -> tuple[int, float]:
     """The cheapest live unit and its cost summed over its consumers."""
     if len(states) == 1 and states[0].b == 1:  # one consumer reads every unit: by position
         s = states[0]
-        score = s.unit_costs().add_(s.pen[:s.n])
-        j = int(torch.argmin(score))
-        return int(s.gid[j]), float(score[j])
+        val, j = torch.min(s.unit_costs().add_(s.pen[:s.n]), 0)  # the first of equals
+        return s.ulist[s.slot[int(j)]], float(val)
     score = dead.clone()
     for s in states:
         if s.b == 1:
