@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from widthlab.errors import UsageError
+from widthlab.frontier import network
 from widthlab.frontier.group import group_frontier
 from widthlab.frontier.models import _consumers, collect, consumer_sites, model_loss
 from widthlab.frontier.network import cut_network, network_groups, plain_costs, unit_costs
@@ -125,7 +126,7 @@ def test_refusals():
     with pytest.raises(UsageError, match="scale"):
         cut_network(model, graph, (x, y), amount=0.5, scale="hessian")
     with pytest.raises(UsageError, match="target"):
-        cut_network(model, graph, (x, y), target="latency", amount=0.5)
+        cut_network(model, graph, (x, y), target="seconds", amount=0.5)
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
     assert model_loss(model, (x, y))[0] > 0
 
@@ -203,3 +204,33 @@ def test_a_mixed_group_is_allocated_by_its_fallback_and_says_so():
     assert rs and rf
     assert before - _params(model) == nc.allocation.curve[-1][0] - 2 * rs * rf
     assert np.isfinite(model_loss(model, (x, y))[0])
+
+
+def test_latency_slope_is_the_timed_difference_per_removed_unit(monkeypatch):
+    """With a fake clock (a forward "takes" 1 us per parameter) the slope of every group is
+    exactly its parameters per unit x 1 us: half the units removed, the difference divided."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=8, n_ffn=16, block_size=6,
+                          vocab_size=7)).eval()
+    x = torch.randint(0, 7, (4, 6))
+    graph = build_graph(model, x[:2])
+    grps = network_groups(model, graph)
+    monkeypatch.setattr(network, "_best_time", lambda m, xb, reps: _params(m) * 1e-6)
+    before = _params(model)
+    slopes = network.latency_slopes(model, graph, grps, x)
+    per = unit_costs(model, grps, x[:1])
+    assert slopes == {g.name: pytest.approx(per[g.name]["params"] * 1e-6, rel=1e-12)
+                      for g in grps}
+    assert _params(model) == before  # measured on copies
+
+
+def test_latency_target_cuts_by_measured_time():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 512), nn.ReLU(), nn.Linear(512, 64), nn.ReLU(),
+                          nn.Linear(64, 10)).eval()
+    x, y = torch.randn(256, 64), torch.randint(0, 10, (256,))
+    graph = build_graph(model, x[:2])
+    nc = cut_network(model, graph, (x, y), target="latency", amount=0.5, rounds=1)
+    assert nc.allocation.met and all(v > 0 for v in nc.saving.values())
+    assert model[0].out_features == nc.allocation.widths["0:out"] < 512
+    assert model(x).shape == (256, 10)

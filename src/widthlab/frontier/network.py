@@ -10,7 +10,8 @@ consumers' mean squared output error at every removal; the loss it costs is pred
 mean squared per-term gradient in the consumer's outputs, the empirical Fisher's mean
 diagonal; a convolution's rows are its output positions, so the scale counts positions per
 image). :func:`~widthlab.frontier.budget.allocate` then removes the cheapest next unit across
-groups (per parameter or multiply-add saved for those targets), and the chosen widths are cut
+groups (per parameter, multiply-add or second of forward latency saved for those targets: a
+unit's latency is the measured slope of :func:`latency_slopes`), and the chosen widths are cut
 group after group with :func:`~widthlab.frontier.models.cut_groups` (each group refitted on the
 activations the earlier cuts left).
 
@@ -40,6 +41,7 @@ Example::
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -62,9 +64,10 @@ from widthlab.frontier.models import (
     find_group,
     model_loss,
 )
-from widthlab.units import Group, UnitGraph
+from widthlab.units import Group, UnitGraph, remove_units
 
-__all__ = ["NetworkCut", "cut_network", "network_groups", "plain_costs", "unit_costs"]
+__all__ = ["NetworkCut", "cut_network", "latency_slopes", "network_groups", "plain_costs",
+           "unit_costs"]
 
 
 @dataclass
@@ -134,6 +137,40 @@ def unit_costs(model: nn.Module, groups: Sequence[Group], example) -> dict[str, 
     return out
 
 
+def _best_time(model: nn.Module, x, reps: int) -> float:
+    with torch.no_grad():
+        model(x)  # warm-up (allocations, kernels)
+        best = float("inf")
+        for _ in range(reps):
+            t = time.perf_counter()
+            model(x)
+            best = min(best, time.perf_counter() - t)
+    return best
+
+
+def latency_slopes(model: nn.Module, graph: UnitGraph, groups: Sequence[Group], example, *,
+                   reps: int = 7) -> dict[str, float]:
+    """Seconds of forward latency one unit of each group costs, measured: the best of
+    ``reps`` forwards of ``example`` (no gradient, eval mode, the current thread count) by the
+    model as it is and by a copy with the last half of the group's units removed
+    (:func:`widthlab.units.remove_units`), the difference over the units removed. Which units
+    go does not change the shapes, hence not the time. A slope below 1 ns (no measurable
+    change) is set to 1 ns, so such a group is cut last for a latency target."""
+    was = model.training
+    model.eval()
+    try:
+        base = _best_time(model, example, reps)
+        out = {}
+        for g in groups:
+            m2, g2 = copy.deepcopy(model), copy.deepcopy(graph)
+            drop = list(range(g.size - g.size // 2, g.size))
+            remove_units(m2, g2, g.name, drop)
+            out[g.name] = max((base - _best_time(m2, example, reps)) / len(drop), 1e-9)
+    finally:
+        model.train(was)
+    return out
+
+
 def plain_costs(consumers: Sequence[BlockConsumer], order: Sequence[int]) -> list[float]:
     """The increase of the consumers' summed mean squared output error at each removal of
     ``order`` when the removed units' columns are zeroed without refit (the last NaN, as
@@ -190,9 +227,11 @@ def cut_network(model: nn.Module, graph: UnitGraph, calib: Data, *, target: str 
         The trained model and ``build_graph(model, ...)``; cut in place when ``apply``.
     calib : (Tensor, Tensor)
         Calibration inputs and targets (costs, scales, refits).
-    target : {"loss", "params", "macs"}
+    target : {"loss", "params", "macs", "latency"}
         ``loss``: remove while the predicted loss increase stays within ``amount``;
-        ``params`` / ``macs``: remove the fraction ``amount`` of the selected groups' total.
+        ``params`` / ``macs`` / ``latency``: remove the fraction ``amount`` of the selected
+        groups' total (latency: CPU forward seconds per unit from :func:`latency_slopes` on
+        ``batch`` calibration inputs, measured again every round).
     amount : float
         The loss increase, or the fraction to remove.
     groups : sequence of Group or str, optional
@@ -257,8 +296,8 @@ def cut_network(model: nn.Module, graph: UnitGraph, calib: Data, *, target: str 
 def _checked_groups(model, graph, groups, target, scale, rounds, apply, fallback
                     ) -> list[Group]:
     """:func:`cut_network`'s arguments checked before anything runs; its groups."""
-    if target not in ("loss", "params", "macs"):
-        raise UsageError(f"target must be one of loss, params, macs; got {target!r}")
+    if target not in ("loss", "params", "macs", "latency"):
+        raise UsageError(f"target must be one of loss, params, macs, latency; got {target!r}")
     if scale not in ("fisher", "measured", "max"):
         raise UsageError(f"scale must be 'fisher', 'measured' or 'max', got {scale!r}")
     if rounds < 1 or (rounds > 1 and not apply):
@@ -282,6 +321,9 @@ def _round(model, graph, grps, calib, key, batch, loss_fn, damp, scale, fallback
     unique = list({s.module: s for ss in sites.values() for s in ss}.values())
     acts, wgrad, outg = collect(model, unique, calib, batch=batch, grads=True, loss_fn=loss_fn)
     per = unit_costs(model, grps, calib[0][:1])
+    if key == "latency":
+        for name, v in latency_slopes(model, graph, grps, calib[0][:batch]).items():
+            per[name]["latency"] = v
     spec, scales, saving = {}, {}, {}
     dense = model_loss(model, calib, batch=batch, loss_fn=loss_fn)[0]
     for g in grps:
