@@ -25,9 +25,10 @@ from the pending rows meanwhile). A flush first moves the live positions above t
 the dead ones' places below it (their rows and columns only; nothing else is copied, the live
 block stays the leading ``n x n`` block of the one buffer), then updates only the lower row
 panels of the live block (up to 8 fixed panels of >= 512 rows: about 9/16 of the full update's
-flops, one GEMM per panel); the stale rest of a row is read from its column below. So the work is
-``~ N^3 / 6`` multiply-adds in GEMMs plus ``O(cap N)`` memory traffic per removal. With one
-column per unit it is the computation of :func:`widthlab.frontier.obs.eliminate`.
+flops, one GEMM per panel); the stale rest of a row is read from its column below. So the
+work is about ``(9/16) N^3 / 3`` multiply-adds in GEMMs plus ``O(cap N)`` memory traffic per
+removal. With one column per unit it is the computation of
+:func:`widthlab.frontier.obs.eliminate`.
 """
 
 from __future__ import annotations

@@ -17,9 +17,9 @@ prefix of the removal order comes with its exactly refitted consumer.
 The elimination is :func:`widthlab.frontier.block_obs.eliminate_blocks` with one column per
 neuron (the one implementation): lazy downdates applied ``block`` rows at a time by GEMMs on
 the lower row panels, live rows and columns moved into the removed ones' places, so the work is
-``~ H^3 / 6`` multiply-adds in GEMMs and the memory ``2 (H+1)^2`` float64 values while the
-inverse is formed (the Gram matrix is built in sample blocks and factorised in place), then
-``(H+1)^2`` plus ``O(block H)``.
+about ``(9/16) H^3 / 3`` multiply-adds in GEMMs (8 panels) and the memory ``2 (H+1)^2``
+float64 values while the inverse is formed (the Gram matrix is built in sample blocks and
+factorised in place), then ``(H+1)^2`` plus ``O(block H)``.
 
 With ``metric=F`` (a ``C x C`` positive semi-definite matrix) the cost of a removal is
 ``w_j^T F w_j / [G^-1]_jj``: the Kronecker-factored (K-FAC) second-order change of the loss
