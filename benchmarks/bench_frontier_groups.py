@@ -20,7 +20,9 @@ evaluation loss at 75/50/25% kept (mean squared output error over the mean squar
 Then the speed of the one-column elimination (an SPD inverse Gram matrix built directly, so
 the timing is the elimination's alone, the inverse excluded) at widths 1024, 4096 and 8192,
 against the float64 GEMM peak measured in the same run (the best of one thread and every
-thread, before and after): ``2 H^3 / 3`` operations over the time, over the peak; the whole
+thread, before and after): ``2 H^3 / 3`` operations over the time, over the peak (and, robust
+to a shared machine's load, the same in CPU seconds against one core's GEMM rate in CPU
+seconds: with ``--threads 1`` what an unloaded core gives); the whole
 ``width_frontier`` of an untrained ``784-4096-10`` MNIST MLP (5000 calibration, 10000
 evaluation images) and its parts timed alone; the elimination's memory at the largest width
 (peak resident size during it, against the bound: the matrix is updated in place).
@@ -33,6 +35,7 @@ evaluation images) and its parts timed alone; the elimination's memory at the la
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import subprocess
 import sys
@@ -65,6 +68,23 @@ def gemm_peak(n: int = 2048, reps: int = 5) -> float:
             t = time.perf_counter()
             torch.mm(a, a, out=c)
             best = min(best, time.perf_counter() - t)
+    torch.set_num_threads(threads)
+    return 2 * n ** 3 / best
+
+
+def gemm_peak_cpu(n: int = 2048, reps: int = 5) -> float:
+    """Best one-thread float64 ``n x n`` GEMM rate in flop per CPU second (process time: what
+    an unloaded core gives, nearly, on a machine shared with other work)."""
+    a = torch.randn(n, n, dtype=torch.float64)
+    c = torch.empty_like(a)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.mm(a, a, out=c)
+    best = float("inf")
+    for _ in range(reps):
+        t = time.process_time()
+        torch.mm(a, a, out=c)
+        best = min(best, time.process_time() - t)
     torch.set_num_threads(threads)
     return 2 * n ** 3 / best
 
@@ -229,9 +249,10 @@ def elimination_speed(h: int, out: dict) -> None:
     prob = BlockProblem(spd_inverse(h), w, u[:, None], u)  # no other reference: consumed
     base = _status_mb("VmRSS")
     reset = _reset_peak()
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     eliminate_blocks([prob], h)
     out[f"elimination_s_w{h}"] = time.perf_counter() - t
+    out[f"elimination_cpu_s_w{h}"] = time.process_time() - c  # all threads' CPU time
     # P is consumed in place (live positions moved into dead ones' places, no copy of it);
     # W, the pending rows V, at most two blocks of moved rows, and vectors of length h
     out[f"elimination_rss_before_mb_w{h}"] = base
@@ -298,8 +319,9 @@ def main() -> None:
         print(" ".join(f"{k}={v}" for k, v in res.items()))
         return
     out: dict = {"cpu_capability": torch.backends.cpu.get_cpu_capability(),
-                 "threads": args.threads}
+                 "threads": args.threads, "load_avg_1min_start": os.getloadavg()[0]}
     peak = gemm_peak()
+    peak_cpu = gemm_peak_cpu()
     ours = ref = 0.0
     for name, build in (("ffn", ffn_group), ("conv", conv_group), ("heads", heads_group)):
         o, r = run_group(name, build, out)
@@ -315,9 +337,14 @@ def main() -> None:
     if args.whole:
         whole_frontier_4096(out)
     peak = max(peak, gemm_peak())  # the best of both (the machine may be shared)
+    peak_cpu = max(peak_cpu, gemm_peak_cpu())
+    out["load_avg_1min_end"] = os.getloadavg()[0]
     out["gemm_peak_gflops"] = peak / 1e9
-    for h in widths:  # against the best peak seen
+    out["gemm_peak_cpu_gflops"] = peak_cpu / 1e9
+    for h in widths:  # against the best peak seen; and in CPU time against one core's
         out[f"elimination_peak_fraction_w{h}"] = 2 * h ** 3 / 3 / out[f"elimination_s_w{h}"] / peak
+        out[f"elimination_cpu_peak_fraction_w{h}"] = (2 * h ** 3 / 3 / peak_cpu
+                                                      / out[f"elimination_cpu_s_w{h}"])
     if 4096 in widths:
         out["elimination_peak_fraction"] = out["elimination_peak_fraction_w4096"]
     out["ratio"] = ours / ref
