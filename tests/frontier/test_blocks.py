@@ -20,6 +20,13 @@ from widthlab.frontier.group import group_frontier
 D = torch.float64
 
 
+@pytest.fixture(autouse=True, params=[512, 2], ids=["one-panel", "small-panels"])
+def _panels(request, monkeypatch):
+    """Every test twice: one row panel (full flushes), and panels of >= 2 rows (lower-triangle
+    flushes, the stale parts of rows read from columns; up to 8 panels)."""
+    monkeypatch.setattr(block_obs, "_PANEL", request.param)
+
+
 def _lstsq_err(A: np.ndarray, Z: np.ndarray, keep: list[int]):
     """Least-squares refit of ``Z`` on columns ``keep`` of ``A``: (mean squared error summed
     over outputs, coefficients (len(keep), C))."""
@@ -59,11 +66,12 @@ def _check_against(fr, A, Z, blocks, fixed, w_of_cut, rel=1e-8):
             np.testing.assert_allclose(got, ref, rtol=rel, atol=rel * np.abs(ref).max())
 
 
-def test_linear_block_obs_is_brute_force_greedy():
+@pytest.mark.parametrize("cap", [128, 2])
+def test_linear_block_obs_is_brute_force_greedy(cap):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(3, 40, 6, generator=g, dtype=D)  # tokens (B, T, C) -> rows
     lin = nn.Linear(6, 4, dtype=D)
-    fr = group_frontier([linear_consumer(lin, x)], 6, ks=range(1, 7), damp=0.0)
+    fr = group_frontier([linear_consumer(lin, x)], 6, ks=range(1, 7), damp=0.0, cap=cap)
     rows = x.reshape(-1, 6).numpy()
     A = np.hstack([rows, np.ones((len(rows), 1))])
     Z = A @ torch.cat([lin.weight, lin.bias[:, None]], 1).detach().numpy().T
@@ -143,9 +151,11 @@ def test_attention_heads_block_obs_is_brute_force_greedy():
                    lambda cut: np.hstack([cut.weights[0][0], cut.weights[0][1][:, None]]))
 
 
-def test_two_consumers_are_each_refitted_and_costs_add():
+@pytest.mark.parametrize("cap", [128, 1])
+def test_two_consumers_are_each_refitted_and_costs_add(cap):
     """A concatenation feeding two branches: 5 units read by two Linears, each also reading
-    other (fixed) columns; no bias on the second."""
+    other (fixed) columns; no bias on the second. ``cap=1``: a flush (live columns, fixed ones
+    included, moved into the removed ones' places) after every removal."""
     g = torch.Generator().manual_seed(4)
     u = torch.randn(200, 5, generator=g, dtype=D)
     xa = torch.cat([u, torch.randn(200, 2, generator=g, dtype=D)], 1)  # units at columns 0..4
@@ -153,7 +163,7 @@ def test_two_consumers_are_each_refitted_and_costs_add():
     la, lb = nn.Linear(7, 3, dtype=D), nn.Linear(8, 2, bias=False, dtype=D)
     ca = linear_consumer(la, xa, unit_ids=[0, 1, 2, 3, 4, -1, -1])
     cb = linear_consumer(lb, xb, unit_ids=[-1, -1, -1, 0, 1, 2, 3, 4])
-    fr = group_frontier([ca, cb], 5, ks=range(1, 6), damp=0.0)
+    fr = group_frontier([ca, cb], 5, ks=range(1, 6), damp=0.0, cap=cap)
     Aa = np.hstack([xa.numpy(), np.ones((200, 1))])
     Za = Aa @ torch.cat([la.weight, la.bias[:, None]], 1).detach().numpy().T
     Ab, Zb = xb.numpy(), xb.numpy() @ lb.weight.detach().numpy().T
@@ -210,13 +220,11 @@ def test_channels_of_one_unit_form_one_block():
                                                    list(range(9)) + [18 + t for t in range(9)]])
 
 
-@pytest.mark.parametrize("panel", [512, 8])
-def test_lazy_downdates_and_compaction_keep_the_greedy_exact(panel, monkeypatch):
+def test_lazy_downdates_and_compaction_keep_the_greedy_exact():
     """12 channels of 9 columns, 10 pending rows at most: every flush moves live columns into
-    the dead ones' places; with ``panel=8`` the flushes update only the lower row panels (8 of
-    14 columns) and the stale rest of each row is read from its column. Each step is still the
-    brute-force best, each width the exact least-squares refit of its kept channels."""
-    monkeypatch.setattr(block_obs, "_PANEL", panel)
+    the dead ones' places; with small panels the flushes update only the lower row panels (8
+    of 14 columns) and the stale rest of each row is read from its column. Each step is still
+    the brute-force best, each width the exact least-squares refit of its kept channels."""
     g = torch.Generator().manual_seed(5)
     conv = nn.Conv2d(12, 3, 3, padding=1, dtype=D)
     x = torch.randn(8, 12, 6, 6, generator=g, dtype=D)
