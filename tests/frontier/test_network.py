@@ -232,5 +232,7 @@ def test_latency_target_cuts_by_measured_time():
     graph = build_graph(model, x[:2])
     nc = cut_network(model, graph, (x, y), target="latency", amount=0.5, rounds=1)
     assert nc.allocation.met and all(v > 0 for v in nc.saving.values())
-    assert model[0].out_features == nc.allocation.widths["0:out"] < 512
+    widths = nc.allocation.widths  # measured times: which group goes first may vary with load
+    assert (model[0].out_features, model[2].out_features) == (widths["0:out"], widths["2:out"])
+    assert widths["0:out"] + widths["2:out"] < 512 + 64
     assert model(x).shape == (256, 10)
