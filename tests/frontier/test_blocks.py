@@ -249,9 +249,11 @@ def test_lazy_downdates_and_compaction_keep_the_greedy_exact():
         np.testing.assert_allclose(got, ref, rtol=1e-8, atol=1e-8 * np.abs(ref).max())
 
 
-def test_block_costs_under_an_output_metric_are_brute_force():
+@pytest.mark.parametrize("b", [3, 1])
+def test_block_costs_under_an_output_metric_are_brute_force(b):
     """With an output metric F the cost is the F-weighted output error of the least-squares
-    refit (the refit itself does not depend on F): 4 heads of 3, a random PSD F."""
+    refit (the refit itself does not depend on F): 4 heads of 3 or 12 single columns, a
+    random PSD F, a flush every two removals."""
     g = torch.Generator().manual_seed(8)
     x = torch.randn(150, 12, generator=g, dtype=D)
     w = torch.randn(5, 13, generator=g, dtype=D)  # bias as the last column
@@ -259,15 +261,16 @@ def test_block_costs_under_an_output_metric_are_brute_force():
     f = m @ m.T
     A = np.hstack([x.numpy(), np.ones((150, 1))])
     G = torch.from_numpy(A.T @ A / 150)
-    cols = torch.arange(12).view(4, 3)
-    prob = block_obs.BlockProblem(torch.linalg.inv(G), w, cols, torch.arange(4), f)
-    res = block_obs.eliminate_blocks([prob], 4, keep_at=range(1, 5))
+    nu = 12 // b
+    cols = torch.arange(12).view(nu, b)
+    prob = block_obs.BlockProblem(torch.linalg.inv(G), w, cols, torch.arange(nu), f)
+    res = block_obs.eliminate_blocks([prob], nu, cap=2 * b, keep_at=range(1, nu + 1))
     Z, F_ = A @ w.numpy().T, f.numpy()
-    alive, prev = list(range(4)), 0.0
+    alive, prev = list(range(nu)), 0.0
     for step, u in enumerate(res.order[:-1]):
         errs = {}
         for v in alive:
-            keep = [c for h in alive if h != v for c in range(3 * h, 3 * h + 3)] + [12]
+            keep = [c for h in alive if h != v for c in range(b * h, b * h + b)] + [12]
             V, *_ = np.linalg.lstsq(A[:, keep], Z, rcond=None)
             d = A[:, keep] @ V - Z
             errs[v] = (np.einsum("ni,ij,nj->n", d, F_, d).mean(), keep, V)
