@@ -19,9 +19,13 @@ evaluation loss at 75/50/25% kept (mean squared output error over the mean squar
 
 Then the speed of the one-column elimination (an SPD inverse Gram matrix built directly, so
 the timing is the elimination's alone, the inverse excluded) at widths 1024, 4096 and 8192,
-against the float64 GEMM peak measured in the same run: ``2 H^3 / 3`` operations over the time,
-over the peak; the whole ``width_frontier`` of an untrained ``784-4096-10`` MNIST MLP (5000
-calibration, 10000 evaluation images); the elimination's memory at the largest width.
+against the float64 GEMM peak measured in the same run (the best of one thread and every
+thread, before and after): ``2 H^3 / 3`` operations over the time, over the peak (and, robust
+to a shared machine's load, the same in CPU seconds against one core's GEMM rate in CPU
+seconds: with ``--threads 1`` what an unloaded core gives); the whole
+``width_frontier`` of an untrained ``784-4096-10`` MNIST MLP (5000 calibration, 10000
+evaluation images) and its parts timed alone; the elimination's memory at the largest width
+(peak resident size during it, against the bound: the matrix is updated in place).
 ``ratio=`` (our time over numpy's, summed over the three groups) is printed last.
 
     PYTHONPATH=src python benchmarks/bench_frontier_groups.py [--threads 2] \\
@@ -31,6 +35,7 @@ calibration, 10000 evaluation images); the elimination's memory at the largest w
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import subprocess
 import sys
@@ -50,15 +55,37 @@ FRACTIONS = (0.75, 0.5, 0.25)
 
 
 def gemm_peak(n: int = 2048, reps: int = 5) -> float:
-    """Best float64 ``n x n`` GEMM rate, flop/s."""
+    """Best float64 ``n x n`` GEMM rate, flop/s, over one thread and every thread (the
+    higher bar: on a shared machine a thread pool can be slower than one thread)."""
     a = torch.randn(n, n, dtype=torch.float64)
     c = torch.empty_like(a)
+    best = float("inf")
+    threads = torch.get_num_threads()
+    for th in sorted({1, threads}):
+        torch.set_num_threads(th)
+        torch.mm(a, a, out=c)
+        for _ in range(reps):
+            t = time.perf_counter()
+            torch.mm(a, a, out=c)
+            best = min(best, time.perf_counter() - t)
+    torch.set_num_threads(threads)
+    return 2 * n ** 3 / best
+
+
+def gemm_peak_cpu(n: int = 2048, reps: int = 5) -> float:
+    """Best one-thread float64 ``n x n`` GEMM rate in flop per CPU second (process time: what
+    an unloaded core gives, nearly, on a machine shared with other work)."""
+    a = torch.randn(n, n, dtype=torch.float64)
+    c = torch.empty_like(a)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     torch.mm(a, a, out=c)
     best = float("inf")
     for _ in range(reps):
-        t = time.perf_counter()
+        t = time.process_time()
         torch.mm(a, a, out=c)
-        best = min(best, time.perf_counter() - t)
+        best = min(best, time.process_time() - t)
+    torch.set_num_threads(threads)
     return 2 * n ** 3 / best
 
 
@@ -197,9 +224,22 @@ def spd_inverse(h: int, seed: int = 0) -> torch.Tensor:
     return p.mul_(d[:, None]).mul_(d[None, :])
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2 ** 20
+def _status_mb(key: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _reset_peak() -> bool:
+    """Reset the peak resident size (Linux ``clear_refs`` 5); False where not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def elimination_speed(h: int, out: dict) -> None:
@@ -207,15 +247,20 @@ def elimination_speed(h: int, out: dict) -> None:
     w = torch.randn(10, h, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     u = torch.arange(h)
     prob = BlockProblem(spd_inverse(h), w, u[:, None], u)  # no other reference: consumed
-    base = _rss_mb()
-    t = time.perf_counter()
+    base = _status_mb("VmRSS")
+    reset = _reset_peak()
+    t, c = time.perf_counter(), time.process_time()
     eliminate_blocks([prob], h)
     out[f"elimination_s_w{h}"] = time.perf_counter() - t
-    # P is consumed in place; a compaction copies at most 3/4 of it (9/16 of the values); W, V
+    out[f"elimination_cpu_s_w{h}"] = time.process_time() - c  # all threads' CPU time
+    # P is consumed in place (live positions moved into dead ones' places, no copy of it);
+    # W, the pending rows V, at most two blocks of moved rows, and vectors of length h
     out[f"elimination_rss_before_mb_w{h}"] = base
-    out[f"elimination_peak_rss_mb_w{h}"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    values = (9 / 16) * h * h + (2 * 10 + 2 * 128 + 16) * h  # + two V buffers, small ones
-    out[f"elimination_peak_bound_mb_w{h}"] = base + 8 * values / 2 ** 20
+    out[f"elimination_peak_rss_mb_w{h}"] = (_status_mb("VmHWM") if reset else
+                                            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                                            / 1024)
+    values = (2 * 10 + 3 * 128 + 16) * h
+    out[f"elimination_peak_bound_mb_w{h}"] = base + 8 * values / 2 ** 20 + 16  # + allocator slack
     out[f"elimination_matrix_mb_w{h}"] = 8 * h * h / 2 ** 20
 
 
@@ -226,6 +271,9 @@ def _child(h: int, threads: int) -> dict:
 
 
 def whole_frontier_4096(out: dict) -> None:
+    """``width_frontier`` of an untrained 784-4096-10 MLP on MNIST (5000 calibration, 10000
+    evaluation images), then its parts timed alone: the float64 forward of both sets, the
+    Gram matrix, the damped inverse, the elimination (the rest: scoring every prefix)."""
     from widthlab.data import load_splits
     from widthlab.frontier import width_frontier
     from widthlab.frontier.obs import damped_inverse, gram
@@ -237,12 +285,24 @@ def whole_frontier_4096(out: dict) -> None:
     t = time.perf_counter()
     width_frontier(model, "0", (va.x, va.y), (te.x, te.y))
     out["whole_frontier_s_w4096"] = time.perf_counter() - t
-    with torch.no_grad():
-        a = torch.relu(model[0](va.x))
-    g = gram(a)
     t = time.perf_counter()
-    damped_inverse(g, 1e-6)
-    out["inverse_s_w4096"] = time.perf_counter() - t
+    with torch.no_grad():
+        m64 = model.double()
+        a = torch.relu(m64[0](va.x.double()))
+        torch.relu(m64[0](te.x.double()))
+    out["whole_part_forward64_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    g = gram(a)
+    out["whole_part_gram_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    p = damped_inverse(g, 1e-6)
+    out["whole_part_inverse_s"] = time.perf_counter() - t
+    del g
+    w = torch.cat([m64[2].weight, m64[2].bias[:, None]], 1).detach()
+    u = torch.arange(4096)
+    t = time.perf_counter()
+    eliminate_blocks([BlockProblem(p, w, u[:, None], u)], 4096)
+    out["whole_part_elimination_s"] = time.perf_counter() - t
 
 
 def main() -> None:
@@ -259,8 +319,9 @@ def main() -> None:
         print(" ".join(f"{k}={v}" for k, v in res.items()))
         return
     out: dict = {"cpu_capability": torch.backends.cpu.get_cpu_capability(),
-                 "threads": args.threads}
+                 "threads": args.threads, "load_avg_1min_start": os.getloadavg()[0]}
     peak = gemm_peak()
+    peak_cpu = gemm_peak_cpu()
     ours = ref = 0.0
     for name, build in (("ffn", ffn_group), ("conv", conv_group), ("heads", heads_group)):
         o, r = run_group(name, build, out)
@@ -275,10 +336,15 @@ def main() -> None:
                 del out[f"elimination_{key}_w{h}"]
     if args.whole:
         whole_frontier_4096(out)
-    peak = max(peak, gemm_peak())  # the better of the two (the machine may be shared)
+    peak = max(peak, gemm_peak())  # the best of both (the machine may be shared)
+    peak_cpu = max(peak_cpu, gemm_peak_cpu())
+    out["load_avg_1min_end"] = os.getloadavg()[0]
     out["gemm_peak_gflops"] = peak / 1e9
-    for h in widths:  # against the best peak seen
+    out["gemm_peak_cpu_gflops"] = peak_cpu / 1e9
+    for h in widths:  # against the best peak seen; and in CPU time against one core's
         out[f"elimination_peak_fraction_w{h}"] = 2 * h ** 3 / 3 / out[f"elimination_s_w{h}"] / peak
+        out[f"elimination_cpu_peak_fraction_w{h}"] = (2 * h ** 3 / 3 / peak_cpu
+                                                      / out[f"elimination_cpu_s_w{h}"])
     if 4096 in widths:
         out["elimination_peak_fraction"] = out["elimination_peak_fraction_w4096"]
     out["ratio"] = ours / ref

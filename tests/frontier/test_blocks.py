@@ -20,6 +20,13 @@ from widthlab.frontier.group import group_frontier
 D = torch.float64
 
 
+@pytest.fixture(autouse=True, params=[512, 2], ids=["one-panel", "small-panels"])
+def _panels(request, monkeypatch):
+    """Every test twice: one row panel (full flushes), and panels of >= 2 rows (lower-triangle
+    flushes, the stale parts of rows read from columns; up to 8 panels)."""
+    monkeypatch.setattr(block_obs, "_PANEL", request.param)
+
+
 def _lstsq_err(A: np.ndarray, Z: np.ndarray, keep: list[int]):
     """Least-squares refit of ``Z`` on columns ``keep`` of ``A``: (mean squared error summed
     over outputs, coefficients (len(keep), C))."""
@@ -59,11 +66,12 @@ def _check_against(fr, A, Z, blocks, fixed, w_of_cut, rel=1e-8):
             np.testing.assert_allclose(got, ref, rtol=rel, atol=rel * np.abs(ref).max())
 
 
-def test_linear_block_obs_is_brute_force_greedy():
+@pytest.mark.parametrize("cap", [128, 2])
+def test_linear_block_obs_is_brute_force_greedy(cap):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(3, 40, 6, generator=g, dtype=D)  # tokens (B, T, C) -> rows
     lin = nn.Linear(6, 4, dtype=D)
-    fr = group_frontier([linear_consumer(lin, x)], 6, ks=range(1, 7), damp=0.0)
+    fr = group_frontier([linear_consumer(lin, x)], 6, ks=range(1, 7), damp=0.0, cap=cap)
     rows = x.reshape(-1, 6).numpy()
     A = np.hstack([rows, np.ones((len(rows), 1))])
     Z = A @ torch.cat([lin.weight, lin.bias[:, None]], 1).detach().numpy().T
@@ -89,7 +97,7 @@ def _patches(x: np.ndarray, conv: nn.Conv2d) -> np.ndarray:
 
 
 @pytest.mark.parametrize("stride,groups,dilation", [(1, 1, 1), (2, 1, 1), (1, 2, 1), (2, 2, 1),
-                                                    (1, 1, 2)])
+                                                    (1, 1, 2), (1, 4, 1), (2, 4, 1)])
 def test_conv_block_obs_is_brute_force_greedy(stride, groups, dilation):
     g = torch.Generator().manual_seed(stride * 10 + groups)
     conv = nn.Conv2d(4, 4, 3, stride=stride, padding=1, groups=groups, dilation=dilation,
@@ -143,9 +151,11 @@ def test_attention_heads_block_obs_is_brute_force_greedy():
                    lambda cut: np.hstack([cut.weights[0][0], cut.weights[0][1][:, None]]))
 
 
-def test_two_consumers_are_each_refitted_and_costs_add():
+@pytest.mark.parametrize("cap", [128, 1])
+def test_two_consumers_are_each_refitted_and_costs_add(cap):
     """A concatenation feeding two branches: 5 units read by two Linears, each also reading
-    other (fixed) columns; no bias on the second."""
+    other (fixed) columns; no bias on the second. ``cap=1``: a flush (live columns, fixed ones
+    included, moved into the removed ones' places) after every removal."""
     g = torch.Generator().manual_seed(4)
     u = torch.randn(200, 5, generator=g, dtype=D)
     xa = torch.cat([u, torch.randn(200, 2, generator=g, dtype=D)], 1)  # units at columns 0..4
@@ -153,7 +163,7 @@ def test_two_consumers_are_each_refitted_and_costs_add():
     la, lb = nn.Linear(7, 3, dtype=D), nn.Linear(8, 2, bias=False, dtype=D)
     ca = linear_consumer(la, xa, unit_ids=[0, 1, 2, 3, 4, -1, -1])
     cb = linear_consumer(lb, xb, unit_ids=[-1, -1, -1, 0, 1, 2, 3, 4])
-    fr = group_frontier([ca, cb], 5, ks=range(1, 6), damp=0.0)
+    fr = group_frontier([ca, cb], 5, ks=range(1, 6), damp=0.0, cap=cap)
     Aa = np.hstack([xa.numpy(), np.ones((200, 1))])
     Za = Aa @ torch.cat([la.weight, la.bias[:, None]], 1).detach().numpy().T
     Ab, Zb = xb.numpy(), xb.numpy() @ lb.weight.detach().numpy().T
@@ -190,12 +200,31 @@ def test_bad_blocks_are_refused():
         linear_consumer(lin, torch.randn(30, 5, dtype=D))
     with pytest.raises(UsageError, match="read by no consumer"):
         group_frontier([linear_consumer(lin, x, unit_ids=[0, 1, 2, -1])], 4)
+    with pytest.raises(UsageError, match="different numbers of blocks"):
+        linear_consumer(lin, x, unit_ids=[0, 0, 1, -1])
+    u = torch.tensor([0, 0, 1, 1])  # a unit in two rows of cols: would be scored per row
+    prob = block_obs.BlockProblem(torch.eye(4, dtype=D), lin.weight.detach(), u[:, None] * 0
+                                  + torch.arange(4)[:, None], u)
+    with pytest.raises(UsageError, match="one block"):
+        block_obs.eliminate_blocks([prob], 2)
+
+
+def test_channels_of_one_unit_form_one_block():
+    """unit_ids naming one unit on two input channels: one 18-column block, not two of 9."""
+    conv = nn.Conv2d(4, 2, 3, padding=1, dtype=D)
+    x = torch.randn(3, 4, 5, 5, dtype=D)
+    (c,) = conv_consumers(conv, x, unit_ids=[1, 0, 1, 0])
+    assert c.units.tolist() == [0, 1]
+    np.testing.assert_array_equal(c.cols.numpy(), [[9 + t for t in range(9)]
+                                                   + [27 + t for t in range(9)],
+                                                   list(range(9)) + [18 + t for t in range(9)]])
 
 
 def test_lazy_downdates_and_compaction_keep_the_greedy_exact():
-    """12 channels of 9 columns, 10 pending rows at most: every flush and one compaction
-    (72 dead columns) happen; each step is still the brute-force best, each width the exact
-    least-squares refit of its kept channels."""
+    """12 channels of 9 columns, 10 pending rows at most: every flush moves live columns into
+    the dead ones' places; with small panels the flushes update only the lower row panels (8
+    of 14 columns) and the stale rest of each row is read from its column. Each step is still
+    the brute-force best, each width the exact least-squares refit of its kept channels."""
     g = torch.Generator().manual_seed(5)
     conv = nn.Conv2d(12, 3, 3, padding=1, dtype=D)
     x = torch.randn(8, 12, 6, 6, generator=g, dtype=D)
@@ -220,9 +249,11 @@ def test_lazy_downdates_and_compaction_keep_the_greedy_exact():
         np.testing.assert_allclose(got, ref, rtol=1e-8, atol=1e-8 * np.abs(ref).max())
 
 
-def test_block_costs_under_an_output_metric_are_brute_force():
+@pytest.mark.parametrize("b", [3, 1])
+def test_block_costs_under_an_output_metric_are_brute_force(b):
     """With an output metric F the cost is the F-weighted output error of the least-squares
-    refit (the refit itself does not depend on F): 4 heads of 3, a random PSD F."""
+    refit (the refit itself does not depend on F): 4 heads of 3 or 12 single columns, a
+    random PSD F, a flush every two removals."""
     g = torch.Generator().manual_seed(8)
     x = torch.randn(150, 12, generator=g, dtype=D)
     w = torch.randn(5, 13, generator=g, dtype=D)  # bias as the last column
@@ -230,15 +261,16 @@ def test_block_costs_under_an_output_metric_are_brute_force():
     f = m @ m.T
     A = np.hstack([x.numpy(), np.ones((150, 1))])
     G = torch.from_numpy(A.T @ A / 150)
-    cols = torch.arange(12).view(4, 3)
-    prob = block_obs.BlockProblem(torch.linalg.inv(G), w, cols, torch.arange(4), f)
-    res = block_obs.eliminate_blocks([prob], 4, keep_at=range(1, 5))
+    nu = 12 // b
+    cols = torch.arange(12).view(nu, b)
+    prob = block_obs.BlockProblem(torch.linalg.inv(G), w, cols, torch.arange(nu), f)
+    res = block_obs.eliminate_blocks([prob], nu, cap=2 * b, keep_at=range(1, nu + 1))
     Z, F_ = A @ w.numpy().T, f.numpy()
-    alive, prev = list(range(4)), 0.0
+    alive, prev = list(range(nu)), 0.0
     for step, u in enumerate(res.order[:-1]):
         errs = {}
         for v in alive:
-            keep = [c for h in alive if h != v for c in range(3 * h, 3 * h + 3)] + [12]
+            keep = [c for h in alive if h != v for c in range(b * h, b * h + b)] + [12]
             V, *_ = np.linalg.lstsq(A[:, keep], Z, rcond=None)
             d = A[:, keep] @ V - Z
             errs[v] = (np.einsum("ni,ij,nj->n", d, F_, d).mean(), keep, V)

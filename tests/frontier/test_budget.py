@@ -41,7 +41,8 @@ def _naive(groups, target, amount, min_width):
 
 
 @pytest.mark.parametrize("target,amount",
-                         [("loss", 3.0), ("params", 0.4), ("macs", 0.6), ("macs", 0.9)])
+                         [("loss", 3.0), ("params", 0.4), ("macs", 0.6), ("macs", 0.9),
+                          ("latency", 0.5)])
 def test_allocation_matches_a_naive_rescan(target, amount):
     rng = np.random.default_rng(0)
     groups = {f"g{i}": (list(rng.exponential(size=n)), float(rng.uniform(0.2, 2)),
@@ -80,6 +81,6 @@ def test_loss_scale_and_bad_input():
     gz = torch.tensor([[1.0, 2.0], [3.0, 0.0]])
     assert loss_scale(gz) == pytest.approx((1 + 4 + 9 + 0) / 4 / 2)
     with pytest.raises(UsageError, match="target"):
-        allocate({"a": ([1.0, 2.0], 1.0, 1.0)}, target="latency", amount=0.1)
+        allocate({"a": ([1.0, 2.0], 1.0, 1.0)}, target="seconds", amount=0.1)
     with pytest.raises(UsageError, match="fraction"):
         allocate({"a": ([1.0, 2.0], 1.0, 1.0)}, target="params", amount=2)

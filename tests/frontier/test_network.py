@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from widthlab.errors import UsageError
-from widthlab.frontier.models import model_loss
-from widthlab.frontier.network import cut_network, network_groups, unit_costs
+from widthlab.frontier import network
+from widthlab.frontier.group import group_frontier
+from widthlab.frontier.models import _consumers, collect, consumer_sites, model_loss
+from widthlab.frontier.network import cut_network, network_groups, plain_costs, unit_costs
 from widthlab.nn import GPT, GPTConfig, ResNet, ResNetConfig
 from widthlab.units import build_graph
 
@@ -116,14 +119,14 @@ def test_refusals():
     x, y = torch.randint(0, 7, (30, 6)), torch.randint(0, 7, (30, 6))
     graph = build_graph(model, x[:2])
     state = copy.deepcopy(model.state_dict())
-    with pytest.raises(UsageError, match="mixes their units"):
-        cut_network(model, graph, (x, y), amount=0.5, groups=["stream:model"])
+    with pytest.raises(UsageError, match="fallback must be an uncompensated"):
+        cut_network(model, graph, (x, y), amount=0.5, groups=["stream:model"], fallback="obs")
     with pytest.raises(UsageError, match="rounds"):
         cut_network(model, graph, (x, y), amount=0.5, apply=False)
     with pytest.raises(UsageError, match="scale"):
         cut_network(model, graph, (x, y), amount=0.5, scale="hessian")
     with pytest.raises(UsageError, match="target"):
-        cut_network(model, graph, (x, y), target="latency", amount=0.5)
+        cut_network(model, graph, (x, y), target="seconds", amount=0.5)
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
     assert model_loss(model, (x, y))[0] > 0
 
@@ -149,3 +152,87 @@ def test_measured_scale_is_the_groups_own_half_cut_loss_over_its_error():
         want = max(fr.loss[k] - fr.dense_loss, 0) / fr.frontier.calib_losses[k]
         assert meas[name] == pytest.approx(want, rel=1e-9)
         assert both[name] == max(meas[name], fisher[name])
+
+
+def test_plain_costs_are_the_zeroed_columns_output_error():
+    """Independent numpy reference: the consumers' mean squared output change when the first
+    k units of the order have their input columns zeroed (no refit), summed over consumers."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=8, n_ffn=16, block_size=6,
+                          vocab_size=7)).double().eval()
+    x = torch.randint(0, 7, (20, 6))
+    graph = build_graph(model, x[:2])
+    grp = graph["stream:model"]
+    assert grp.mixers
+    sites = consumer_sites(model, grp)
+    acts, _, _ = collect(model, sites, (x, x))
+    cons = _consumers(sites, acts, {})
+    order = group_frontier(cons, grp.size, "activation").order
+    got = plain_costs(cons, order)
+    ref, prev = [], 0.0
+    for k in range(1, grp.size):
+        err = 0.0
+        for s in sites:
+            a = acts[s.module].reshape(-1, acts[s.module].shape[-1]).numpy()
+            w = s.layer.weight.detach().numpy()
+            cols = np.isin(s.col_units.numpy(), order[:k])
+            err += ((a[:, cols] @ w[:, cols].T) ** 2).mean(0).sum()
+        ref.append(err - prev)
+        prev = err
+    np.testing.assert_allclose(got[:-1], ref, rtol=1e-9, atol=1e-12)
+    assert np.isnan(got[-1]) and len(sites) > 2  # every block's q/k/v, fc and the head
+
+
+def test_a_mixed_group_is_allocated_by_its_fallback_and_says_so():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=8, n_ffn=16, block_size=6,
+                          vocab_size=7)).eval()
+    x, y = torch.randint(0, 7, (30, 6)), torch.randint(0, 7, (30, 6))
+    graph = build_graph(model, x[:2])
+    names = ["stream:model", "blocks.0.mlp.fc:out"]
+    before = _params(model)
+    nc = cut_network(model, graph, (x, y), target="params", amount=0.3, groups=names,
+                     fallback="wanda_sp", rounds=1)
+    assert nc.methods == {"stream:model": "wanda_sp", "blocks.0.mlp.fc:out": "obs"}
+    assert [(f.group, f.used, f.compensated) for f in nc.frontiers] == [
+        (n, m, m == "obs") for n, m in nc.methods.items() if nc.allocation.widths[n] <
+        {"stream:model": 8, "blocks.0.mlp.fc:out": 16}[n]]
+    assert model.head.in_features == nc.allocation.widths["stream:model"]
+    # per-unit savings add, except the fc and proj weights that both groups cut (2 per pair)
+    rs = 8 - nc.allocation.widths["stream:model"]
+    rf = 16 - nc.allocation.widths["blocks.0.mlp.fc:out"]
+    assert rs and rf
+    assert before - _params(model) == nc.allocation.curve[-1][0] - 2 * rs * rf
+    assert np.isfinite(model_loss(model, (x, y))[0])
+
+
+def test_latency_slope_is_the_timed_difference_per_removed_unit(monkeypatch):
+    """With a fake clock (a forward "takes" 1 us per parameter) the slope of every group is
+    exactly its parameters per unit x 1 us: half the units removed, the difference divided."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=8, n_ffn=16, block_size=6,
+                          vocab_size=7)).eval()
+    x = torch.randint(0, 7, (4, 6))
+    graph = build_graph(model, x[:2])
+    grps = network_groups(model, graph)
+    monkeypatch.setattr(network, "_best_time", lambda m, xb, reps: _params(m) * 1e-6)
+    before = _params(model)
+    slopes = network.latency_slopes(model, graph, grps, x)
+    per = unit_costs(model, grps, x[:1])
+    assert slopes == {g.name: pytest.approx(per[g.name]["params"] * 1e-6, rel=1e-12)
+                      for g in grps}
+    assert _params(model) == before  # measured on copies
+
+
+def test_latency_target_cuts_by_measured_time():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 512), nn.ReLU(), nn.Linear(512, 64), nn.ReLU(),
+                          nn.Linear(64, 10)).eval()
+    x, y = torch.randn(256, 64), torch.randint(0, 10, (256,))
+    graph = build_graph(model, x[:2])
+    nc = cut_network(model, graph, (x, y), target="latency", amount=0.5, rounds=1)
+    assert nc.allocation.met and all(v > 0 for v in nc.saving.values())
+    widths = nc.allocation.widths  # measured times: which group goes first may vary with load
+    assert (model[0].out_features, model[2].out_features) == (widths["0:out"], widths["2:out"])
+    assert widths["0:out"] + widths["2:out"] < 512 + 64
+    assert model(x).shape == (256, 10)

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from widthlab.errors import UsageError
+from widthlab.frontier import block_obs
 from widthlab.frontier.obs import eliminate, gram
 
 
@@ -60,9 +61,11 @@ def _closed_form(a, w, kept, damp):
     return (W[:, S].T + np.linalg.solve(G[np.ix_(S, S)], G[np.ix_(S, R)] @ W[:, R].T)).T
 
 
-@pytest.mark.parametrize("block", [1, 5, 64])
-def test_lazy_blocks_and_compaction_keep_exact_refits(block):
-    # 150 neurons: compaction of the matrices runs twice on the way down
+@pytest.mark.parametrize(("block", "panel"), [(1, 512), (5, 512), (64, 512), (5, 8), (64, 8)])
+def test_lazy_blocks_and_compaction_keep_exact_refits(block, panel, monkeypatch):
+    # 150 neurons: live columns move into the dead ones' places at every flush; panel=8:
+    # lower-triangle flushes in 8 row panels of 19 (the stale parts read from the columns)
+    monkeypatch.setattr(block_obs, "_PANEL", panel)
     a, w = _problem(400, 150, 4, 2)
     res = eliminate(gram(a), w, damp=1e-3, block=block, keep_at={150, 100, 37, 5, 1})
     assert sorted(res.order) == list(range(150))

@@ -53,7 +53,13 @@ from widthlab.frontier.models import (
     model_frontier,
     model_loss,
 )
-from widthlab.frontier.network import NetworkCut, cut_network, network_groups, unit_costs
+from widthlab.frontier.network import (
+    NetworkCut,
+    cut_network,
+    network_groups,
+    plain_costs,
+    unit_costs,
+)
 from widthlab.frontier.result import Frontier
 
 __all__ = ["Allocation", "BlockConsumer", "BlockProblem", "Frontier", "GROUP_METHODS", "GroupCut",
@@ -61,5 +67,5 @@ __all__ = ["Allocation", "BlockConsumer", "BlockProblem", "Frontier", "GROUP_MET
            "RowStats", "allocate", "apply_cut", "bank_sequential", "conv_consumers", "cut_groups",
            "cut_layers", "cut_network", "eliminate_blocks", "frontier_ks", "frontier_of_bank",
            "frontiers", "group_frontier", "group_frontier_of", "heads_consumer", "linear_consumer",
-           "loss_scale", "model_frontier", "model_loss", "network_groups", "row_stats",
-           "sequential_layer", "trace_layer", "unit_costs", "width_frontier"]
+           "loss_scale", "model_frontier", "model_loss", "network_groups", "plain_costs",
+           "row_stats", "sequential_layer", "trace_layer", "unit_costs", "width_frontier"]

@@ -19,12 +19,16 @@ with its exactly refitted consumer(s). A unit read by several consumers (a conca
 two branches, or the conv groups of a grouped convolution, each its own least-squares problem)
 costs the sum over its consumers, each of which is refitted.
 
-Speed: the downdates are lazy (the pending ``V`` rows are applied in one GEMM once ``cap`` rows
-have accumulated; a chosen unit's rows of ``P`` and the diagonal blocks ``P_uu`` of every unit are
-corrected from the pending rows meanwhile), and the dead rows and columns are dropped when a
-quarter of the matrix is dead, so the work is ``~ N^3 / 3`` multiply-adds in GEMMs plus
-``O(cap N)`` memory traffic per removal. With one column per unit it is step for step the
-computation of :func:`widthlab.frontier.obs.eliminate`.
+Speed: the downdates are lazy (the pending ``V`` rows are applied once ``cap`` rows have
+accumulated; a chosen unit's row of ``P`` and the diagonal (blocks) of every unit are corrected
+from the pending rows meanwhile). A flush first moves the live positions above the new size into
+the dead ones' places below it (their rows and columns only; nothing else is copied, the live
+block stays the leading ``n x n`` block of the one buffer), then updates only the lower row
+panels of the live block (up to 8 fixed panels of >= 512 rows: about 9/16 of the full update's
+flops, one GEMM per panel); the stale rest of a row is read from its column below. So the
+work is about ``(9/16) N^3 / 3`` multiply-adds in GEMMs plus ``O(cap N)`` memory traffic per
+removal. With one column per unit it is the computation of
+:func:`widthlab.frontier.obs.eliminate`.
 """
 
 from __future__ import annotations
@@ -33,7 +37,6 @@ import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -41,6 +44,8 @@ from widthlab.errors import UsageError
 from widthlab.frontier._threads import threads as _threads
 
 __all__ = ["BlockElimination", "BlockProblem", "eliminate_blocks"]
+
+_PANEL = 512  # smallest row panel of the lower-triangle flushes (tests make it small)
 
 
 @dataclass
@@ -74,49 +79,75 @@ class BlockElimination:
 
 
 class _State:
-    """The working copy of one problem: ``P`` minus pending rows ``V``, refitted ``W``, the
-    diagonal blocks ``Q`` of every live unit, positions of the live columns."""
+    """The working copy of one problem (see the module docstring's "Speed").
 
-    def __init__(self, prob: BlockProblem, cap: int, threads: int):
+    ``p``: the caller's ``(N, N)`` buffer; its leading ``n x n`` block holds the live positions
+    (``idx``: the original column at each position) and, on and below the row panels' diagonal
+    blocks, ``P`` minus the pending rows ``v[:pending]``; the rest of each row is stale (its
+    current values are read from the column below). ``w``: refitted weights (positions).
+    One column per unit (``b == 1``): per position the diagonal ``qd``, the global unit ``gid``
+    (``n_units``: none), the local unit ``slot`` (-1: none) and a penalty ``pen`` (``inf``: not
+    a live unit). Otherwise per local unit: column
+    positions ``cols`` and diagonal blocks ``q``.
+    """
+
+    def __init__(self, prob: BlockProblem, n_units: int, cap: int, threads: int):
         self.p = prob.ginv
-        n = self.p.shape[0]
-        self.w = prob.weight.detach().to(device=self.p.device, dtype=torch.float64).clone()
+        n = self.n = self.n0 = self.p.shape[0]
+        dev = self.p.device
+        self.w = prob.weight.detach().to(device=dev, dtype=torch.float64).clone()
         self.f = None if prob.metric is None else prob.metric.to(self.w)
-        self.n0 = n
         self.b = int(prob.cols.shape[1])
         self.cap = max(int(cap), self.b)
         self.v = self.p.new_empty(self.cap, n)
+        self.buf = self.p.new_empty(n)
         self.pending = 0
         self.threads = threads
         self.rate: dict[int, float] = {}  # flush threads -> measured multiply-adds per second
         self.n_flush = 0
-        self.idx = torch.arange(n, device=self.p.device)  # original column of each position
-        self._set_units(prob.cols.to(self.p.device), prob.units.to(self.p.device))
-        cols = self.cols
+        size = max(_PANEL, -(-n // 8))  # fixed row panels of the lower-triangle flushes
+        size = n if 2 * size > n else size
+        self.edges = list(range(0, n, size)) + [n]
+        self.r1 = [min(e + size, n) for e in range(0, n, size) for _ in range(min(size, n - e))]
+        self.idx = torch.arange(n, device=dev)
+        self.dead_pos: list[int] = []
+        cols, units = prob.cols.to(dev), prob.units.to(dev)
+        self.units = units
+        self.ulist = units.tolist()
+        self.loc = {u: i for i, u in enumerate(self.ulist)}
+        self.cols, self.c_list = cols, cols.tolist()
+        self.dead = torch.zeros(len(cols), dtype=torch.bool, device=dev)
         if self.b == 1:
-            self.q = self.p.diagonal()[cols[:, 0]].clone()
+            c0 = cols[:, 0]
+            self.qd = self.p.diagonal().clone()
+            self.gid = torch.full((n,), n_units, dtype=torch.long, device=dev)  # global unit
+            self.gid[c0] = units
+            self.pen = torch.full((n,), float("inf"), dtype=torch.float64, device=dev)
+            self.pen[c0] = 0.0
+            self.slot = [-1] * n  # position -> local unit
+            for i, c in enumerate(c0.tolist()):
+                self.slot[c] = i
+            self.pos = c0.tolist()  # local unit -> position
         else:
             flat = cols.reshape(-1)
-            self.q = self.p[flat][:, flat].view(len(cols), self.b, len(cols), self.b)
-            self.q = torch.diagonal(self.q, dim1=0, dim2=2).permute(2, 0, 1).contiguous()
-        self.dead = torch.zeros(len(cols), dtype=torch.bool, device=self.p.device)
-        self.n_dead_cols = 0
+            q = self.p[flat][:, flat].view(len(cols), self.b, len(cols), self.b)
+            self.q = torch.diagonal(q, dim1=0, dim2=2).permute(2, 0, 1).contiguous()
 
-    def _set_units(self, cols: Tensor, units: Tensor) -> None:
-        self.cols, self.units = cols, units
-        self.loc = {int(u): i for i, u in enumerate(units.tolist())}
-        c0 = cols[:, 0]
-        # one column per unit at positions 0..U_c-1: slices instead of gathers
-        self.head = self.b == 1 and bool((c0 == torch.arange(len(c0), device=c0.device)).all())
-        self.c_list = cols.tolist()
+    def rows(self, pos: Sequence[int]) -> Tensor:
+        """The current rows of ``P`` (pending rows applied) at positions ``pos``."""
+        out, k = self.stale_rows(pos), self.pending
+        if k:
+            vp = self.v[:k, :self.n]
+            out.addmm_(vp[:, list(pos)].t(), vp, alpha=-1)
+        return out
 
-    def costs(self) -> Tensor:
-        """The removal cost of every live local unit (dead ones: 0)."""
-        w = self.w
+    def unit_costs(self) -> Tensor:
+        """``b == 1``: the removal cost at every position (dead and non-units: 0 or any);
+        otherwise of every local unit (dead: 0)."""
+        w = self.w[:, :self.n]
         if self.b == 1:
             num = (w * w).sum(0) if self.f is None else (w * (self.f @ w)).sum(0)
-            num = num[:len(self.q)] if self.head else num[self.cols[:, 0]]
-            return num.div_(self.q)
+            return num.div_(self.qd[:self.n])
         wm = w[:, self.cols].permute(1, 2, 0)  # (U_c, b, C)
         chol = torch.linalg.cholesky_ex(self.q)[0]
         y = torch.linalg.solve_triangular(chol, wm, upper=False)
@@ -126,37 +157,61 @@ class _State:
                                            upper=False)
         return (y * fy).sum((1, 2))
 
+    def _row(self, j: int) -> Tensor:
+        """The current row ``j`` of ``P`` (``b == 1``'s step: into a reused buffer)."""
+        n, k = self.n, self.pending
+        r1 = self.r1[j] if self.r1[j] < n else n
+        row = self.buf[:n]
+        row[:r1] = self.p[j, :r1]
+        if r1 < n:
+            row[r1:] = self.p[r1:n, j]
+        if k:
+            row.addmv_(self.v[:k, :n].t(), self.v[:k, j], alpha=-1)
+        return row
+
+    def stale_rows(self, pos: Sequence[int]) -> Tensor:
+        """Rows of the stored ``P`` (pending rows not applied), the stale parts read from the
+        columns below."""
+        n = self.n
+        out = self.p.new_empty(len(pos), n)
+        for i, j in enumerate(pos):
+            r1 = min(self.r1[j], n)
+            out[i, :r1] = self.p[j, :r1]
+            if r1 < n:
+                out[i, r1:] = self.p[r1:n, j]
+        return out
+
     def remove(self, u: int) -> None:
-        """Remove local unit ``u``: refit ``W``, queue the downdate of ``P``, correct ``Q``."""
-        n, v = self.pending, self.v
+        """Remove local unit ``u``: refit ``W``, queue the downdate of ``P``, correct the
+        diagonal (blocks)."""
+        n, k, w = self.n, self.pending, self.w[:, :self.n]
         if self.b == 1:
-            j = self.c_list[u][0]
-            r = torch.addmv(self.p[j], v[:n].t(), v[:n, j], alpha=-1) if n else self.p[j].clone()
+            j = self.pos[u]
+            r = self._row(j)
             d = float(r[j])
-            self.w.addr_(self.w[:, j].clone(), r, alpha=-1 / d)
-            self.w[:, j] = 0
-            vn = v[n]
+            w.addr_(w[:, j].clone(), r, alpha=-1 / d)
+            w[:, j] = 0
+            vn = self.v[k, :n]
             torch.mul(r, d ** -0.5, out=vn)
-            vq = vn[:len(self.q)] if self.head else vn[self.cols[:, 0]]
-            self.q.addcmul_(vq, vq, value=-1)
-            self.q[u] = 1.0
+            self.qd[:n].addcmul_(vn, vn, value=-1)
+            self.qd[j] = 1.0
+            self.pen[j] = float("inf")
+            self.dead_pos.append(j)
         else:
-            m = self.cols[u]
-            r = self.p.index_select(0, m)
-            if n:
-                r.addmm_(v[:n].index_select(1, m).t(), v[:n], alpha=-1)
+            m = self.c_list[u]
+            r = self.rows(m)
             chol = torch.linalg.cholesky(r[:, m])
-            vn = v[n:n + self.b]
-            torch.linalg.solve_triangular(chol, r, upper=False, out=vn)
-            x = torch.linalg.solve_triangular(chol, self.w[:, m].t(), upper=False)
-            self.w.addmm_(x.t(), vn, alpha=-1)
-            self.w[:, m] = 0
+            vn = self.v[k:k + self.b, :n]
+            vn.copy_(torch.linalg.solve_triangular(chol, r, upper=False))
+            x = torch.linalg.solve_triangular(chol, w[:, m].t(), upper=False)
+            w.addmm_(x.t(), vn, alpha=-1)
+            w[:, m] = 0
             vc = vn[:, self.cols.reshape(-1)].view(self.b, len(self.cols), self.b)
             self.q -= torch.einsum("kui,kuj->uij", vc, vc)
             self.q[u] = torch.eye(self.b, dtype=self.q.dtype, device=self.q.device)
+            self.dead_pos.extend(m)
         self.dead[u] = True
         self.pending += self.b
-        self.n_dead_cols += self.b
         if self.pending + self.b > self.cap:
             self.flush()
 
@@ -174,42 +229,83 @@ class _State:
         return best if self.n_flush % 8 else (1 if best != 1 else self.threads)
 
     def flush(self) -> None:
-        if self.pending:
-            vp = self.v[:self.pending]
-            th = self._flush_threads()
-            t = time.perf_counter()
-            with _threads(th):  # the one compute-bound step
-                self.p.addmm_(vp.t(), vp, alpha=-1)
-            self.rate[th] = self.pending * self.p.shape[0] ** 2 / (time.perf_counter() - t)
-            self.pending = 0
-        n = self.p.shape[0]
-        if self.n_dead_cols * 4 >= n and self.n_dead_cols >= 64:
+        """Move the live positions to the front, then apply the pending rows to the lower row
+        panels of the live block (one GEMM per panel)."""
+        if self.dead_pos:
             self._compact()
+        k, n = self.pending, self.n
+        if not k:
+            return
+        vp = self.v[:k]
+        th = self._flush_threads()
+        t = time.perf_counter()
+        with _threads(th):  # the one compute-bound step
+            for r0, r1 in zip(self.edges[:-1], self.edges[1:], strict=True):
+                if r0 >= n:
+                    break
+                r1 = min(r1, n)
+                self.p[r0:r1, :r1].addmm_(vp[:, r0:r1].t(), vp[:, :r1], alpha=-1)
+        self.rate[th] = k * n * n / (time.perf_counter() - t)
+        self.pending = 0
 
     def _compact(self) -> None:
-        """Drop the dead units' rows and columns (after a flush: nothing pending)."""
-        keep_mask = torch.ones(self.p.shape[0], dtype=torch.bool, device=self.p.device)
-        keep_mask[self.cols[self.dead].reshape(-1)] = False
-        keep = torch.nonzero(keep_mask).flatten()
-        with _threads(self.threads):
-            if self.p.device.type == "cpu":
-                k = keep.numpy()
-                self.p = torch.from_numpy(np.ascontiguousarray(self.p.numpy()[np.ix_(k, k)]))
-            else:
-                self.p = self.p.index_select(0, keep).index_select(1, keep)
-            self.w = self.w.index_select(1, keep)
-        pos = torch.cumsum(keep_mask, 0) - 1
+        """Fill the dead positions below the new size with the live ones above it (their rows
+        and columns moved; nothing else is copied) and shrink the live block."""
+        n, dev = self.n, self.p.device
+        dead = torch.zeros(n, dtype=torch.bool, device=dev)
+        dead[self.dead_pos] = True
+        n2 = n - len(self.dead_pos)
+        self.dead_pos = []
+        holes = torch.nonzero(dead[:n2]).flatten()
+        srcs = torch.nonzero(~dead[n2:]).flatten() + n2
+        if len(holes):
+            r = self.stale_rows(srcs.tolist())
+            r[:, holes] = r[:, srcs]
+            r = r[:, :n2]
+            self.p[holes, :n2] = r
+            self._put_columns(holes, r, n2)
+            self.v[:self.pending, holes] = self.v[:self.pending, srcs]
+            self.w[:, holes] = self.w[:, srcs]
+            self.idx[holes] = self.idx[srcs]
+        self.n = n2
+        if self.b == 1:
+            if len(holes):
+                for a in (self.qd, self.gid, self.pen):
+                    a[holes] = a[srcs]
+                for h, s in zip(holes.tolist(), srcs.tolist(), strict=True):
+                    self.slot[h] = self.slot[s]
+                    if self.slot[h] >= 0:
+                        self.pos[self.slot[h]] = h
+            return
+        newpos = torch.arange(n, device=dev)
+        newpos[srcs] = holes
         alive = ~self.dead
-        self.idx = self.idx[keep]
         self.q = self.q[alive].contiguous()
-        self._set_units(pos[self.cols[alive]], self.units[alive])
+        self.cols, self.units = newpos[self.cols[alive]], self.units[alive]
+        self.c_list = self.cols.tolist()
+        self.loc = {int(u): i for i, u in enumerate(self.units.tolist())}
         self.dead = self.dead[alive]
-        self.v = self.p.new_empty(self.cap, len(keep))
-        self.n_dead_cols = 0
+
+    def _put_columns(self, holes: Tensor, r: Tensor, n2: int) -> None:
+        """``P[i, holes] = r[:, i]`` for the rows ``i`` that are not stale there: from the
+        first row of each hole's panel on (numpy's row-major scatter on a CPU)."""
+        cpu = self.p.device.type == "cpu"
+        hl = holes.tolist()
+        for r0, r1 in zip(self.edges[:-1], self.edges[1:], strict=True):
+            if r0 >= n2:
+                break
+            sel = [i for i, h in enumerate(hl) if r0 <= h < r1]
+            if not sel:
+                continue
+            part = r[sel, r0:n2].t()
+            if cpu:
+                self.p[r0:n2].numpy()[:, holes[sel].numpy()] = part.numpy()
+            else:
+                self.p[r0:n2, holes[sel]] = part
 
     def snapshot(self) -> Tensor:
         full = self.w.new_zeros(self.w.shape[0], self.n0)
-        full[:, self.idx] = self.w
+        full[:, self.idx[:self.n]] = self.w[:, :self.n]
         return full
 
 
@@ -231,6 +327,9 @@ def _check(problems: Sequence[BlockProblem], n_units: int) -> None:
                              f"[0, {n}) of its weight")
         if int(pr.units.min()) < 0 or int(pr.units.max()) >= n_units:
             raise UsageError(f"consumer {i}: unit ids must lie in [0, {n_units})")
+        if len(pr.units.unique()) != len(pr.units):
+            raise UsageError(f"consumer {i}: a unit appears in several rows of cols; give all "
+                             "of a unit's columns as one block (one row)")
         seen[pr.units.cpu()] = True
     if not bool(seen.all()):
         missing = torch.nonzero(~seen).flatten().tolist()[:5]
@@ -260,37 +359,49 @@ def eliminate_blocks(problems: Sequence[BlockProblem], n_units: int, *, cap: int
     if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
         raise UsageError(f"cap must be a positive integer, got {cap!r}")
     threads = torch.get_num_threads()
-    states = [_State(p, cap, threads) for p in problems]
+    states = [_State(p, n_units, cap, threads) for p in problems]
     for p in problems:  # consumed: the caller's reference no longer pins the big matrix
         p.ginv = p.ginv.new_empty(0)
     dev = states[0].p.device
-    dead = torch.zeros(n_units, dtype=torch.float64, device=dev)  # 0 alive, inf removed
+    # 0 alive, inf removed; one more slot for the columns that are no unit
+    dead = torch.zeros(n_units + 1, dtype=torch.float64, device=dev)
+    dead[n_units] = float("inf")
     res = BlockElimination([], [])
     wanted = {int(k) for k in keep_at}
     if n_units in wanted:
         res.snapshots[n_units] = (torch.arange(n_units, device=dev), [s.snapshot() for s in states])
     # the steps are chains of small latency-bound kernels: one CPU thread runs them faster
-    # than a pool (which stalls on a busy machine); the flushes use every thread
+    # than a pool (which stalls on a busy machine); the flushes pick their thread count
     with _threads(1 if dev.type == "cpu" else threads):
         for k in range(n_units - 1, 0, -1):
-            if len(states) == 1 and states[0].head and len(states[0].q) == n_units:
-                score = states[0].costs().add_(dead)
-            else:
-                score = dead.clone()
-                for s in states:
-                    score.index_add_(0, s.units, s.costs())
-            u = int(torch.argmin(score))
+            u, cost = _pick(states, dead)
             res.order.append(u)
-            res.costs.append(float(score[u]))
+            res.costs.append(cost)
             dead[u] = float("inf")
             for s in states:
                 if u in s.loc:
                     s.remove(s.loc[u])
             if k in wanted:
-                kept = torch.nonzero(dead == 0).flatten()
+                kept = torch.nonzero(dead[:n_units] == 0).flatten()
                 res.snapshots[k] = (kept, [s.snapshot() for s in states])
             if on_step is not None:
                 on_step(k)
-    res.order.append(int(torch.nonzero(dead == 0).flatten()[0]))
+    res.order.append(int(torch.nonzero(dead[:n_units] == 0).flatten()[0]))
     res.costs.append(float("nan"))
     return res
+
+
+def _pick(states: Sequence[_State], dead: Tensor) -> tuple[int, float]:
+    """The cheapest live unit and its cost summed over its consumers."""
+    if len(states) == 1 and states[0].b == 1:  # one consumer reads every unit: by position
+        s = states[0]
+        val, j = torch.min(s.unit_costs().add_(s.pen[:s.n]), 0)  # the first of equals
+        return s.ulist[s.slot[int(j)]], float(val)
+    score = dead.clone()
+    for s in states:
+        if s.b == 1:
+            score.index_add_(0, s.gid[:s.n], s.unit_costs())
+        else:
+            score.index_add_(0, s.units, s.unit_costs())
+    u = int(torch.argmin(score[:-1]))
+    return u, float(score[u])

@@ -136,7 +136,8 @@ class BlockConsumer:
 
 def _unit_blocks(n_blocks: int, b: int, unit_ids: Sequence[int] | Tensor | None
                  ) -> tuple[Tensor, Tensor]:
-    """``cols`` of the blocks that are units (id >= 0) and their ids."""
+    """``cols`` of the units (ids >= 0) and their ids: the blocks of one id form one unit's
+    block (a unit spanning several channels or features, e.g. a whole conv group)."""
     ids = torch.arange(n_blocks) if unit_ids is None else torch.as_tensor(unit_ids).long()
     if ids.shape != (n_blocks,):
         raise UsageError(f"unit_ids must give one id (or -1: not a unit) per block, "
@@ -144,8 +145,13 @@ def _unit_blocks(n_blocks: int, b: int, unit_ids: Sequence[int] | Tensor | None
     sel = torch.nonzero(ids >= 0).flatten()
     if not len(sel):
         raise UsageError("unit_ids marks no block as a unit")
-    cols = sel[:, None] * b + torch.arange(b)
-    return cols, ids[sel]
+    uid, counts = torch.unique(ids[sel], return_counts=True)
+    if len(set(counts.tolist())) != 1:
+        raise UsageError("the units span different numbers of blocks of this consumer; a "
+                         "block refit needs equal blocks per unit")
+    idx = sel[torch.argsort(ids[sel], stable=True)].view(len(uid), -1)  # (U, blocks per unit)
+    cols = (idx[:, :, None] * b + torch.arange(b)).reshape(len(uid), -1)
+    return cols, uid
 
 
 def _f64(t: Tensor | None) -> Tensor | None:

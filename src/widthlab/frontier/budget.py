@@ -34,7 +34,7 @@ from widthlab.errors import UsageError
 
 __all__ = ["Allocation", "allocate", "loss_scale"]
 
-TARGETS = ("loss", "params", "macs")
+TARGETS = ("loss", "params", "macs", "latency")
 
 
 def loss_scale(grad_z: Tensor) -> float:
@@ -88,10 +88,11 @@ def allocate(groups: Mapping[str, tuple[Sequence[float], float, float]], *, targ
         ``costs``: the group's ``obs`` removal costs in removal order (``GroupFrontier.costs``,
         the last, NaN, never used); ``scale``: loss per unit of output error
         (:func:`loss_scale`); ``saving``: parameters (or multiply-adds) one unit carries.
-    target : {"loss", "params", "macs"}
+    target : {"loss", "params", "macs", "latency"}
         ``loss``: remove while the predicted loss increase stays within ``amount``;
-        ``params``/``macs``: remove until a fraction ``amount`` of the groups' total is gone,
-        choosing by predicted loss increase per unit saved.
+        ``params``/``macs``/``latency``: remove until a fraction ``amount`` of the groups'
+        total is gone, choosing by predicted loss increase per unit saved (``saving``: the
+        parameters, multiply-adds or seconds one unit carries).
     amount : float
         The loss increase allowed, or the fraction of parameters / multiply-adds to remove.
     min_width : int

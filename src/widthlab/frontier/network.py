@@ -10,12 +10,18 @@ consumers' mean squared output error at every removal; the loss it costs is pred
 mean squared per-term gradient in the consumer's outputs, the empirical Fisher's mean
 diagonal; a convolution's rows are its output positions, so the scale counts positions per
 image). :func:`~widthlab.frontier.budget.allocate` then removes the cheapest next unit across
-groups (per parameter or multiply-add saved for those targets), and the chosen widths are cut
+groups (per parameter, multiply-add or second of forward latency saved for those targets: a
+unit's latency is the measured slope of :func:`latency_slopes`), and the chosen widths are cut
 group after group with :func:`~widthlab.frontier.models.cut_groups` (each group refitted on the
 activations the earlier cuts left).
 
-Groups read through a unit-mixing norm (residual streams under LayerNorm) have no ``obs``
-costs and are not allocated (:func:`network_groups` leaves them out).
+Groups read through a unit-mixing norm (residual streams under LayerNorm) have no least-squares
+refit. Named in ``groups`` (or with ``network_groups(..., mixed=True)``) they are ranked by the
+uncompensated ``fallback`` (default ``activation``) and their costs are the increases of the
+same consumer output error when the ranked units are zeroed without refit
+(:func:`plain_costs`), put on the loss scale like the others; the cut only removes their units.
+``NetworkCut.methods`` says which ranking each group used. (The norm's own change when a unit
+goes is not in these costs: a first-order view of such groups.)
 
 Cuts interact (a later block reads the earlier blocks' cut outputs; one group's removal costs
 are measured with every other group whole), so by default the budget is spent in 4 rounds,
@@ -35,6 +41,7 @@ Example::
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -42,8 +49,9 @@ import torch
 from torch import nn
 
 from widthlab.errors import UsageError
+from widthlab.frontier.blocks import BlockConsumer
 from widthlab.frontier.budget import Allocation, allocate
-from widthlab.frontier.group import group_frontier
+from widthlab.frontier.group import GROUP_METHODS, group_frontier
 from widthlab.frontier.models import (
     Data,
     ModelFrontier,
@@ -56,9 +64,10 @@ from widthlab.frontier.models import (
     find_group,
     model_loss,
 )
-from widthlab.units import Group, UnitGraph
+from widthlab.units import Group, UnitGraph, remove_units
 
-__all__ = ["NetworkCut", "cut_network", "network_groups", "unit_costs"]
+__all__ = ["NetworkCut", "cut_network", "latency_slopes", "network_groups", "plain_costs",
+           "unit_costs"]
 
 
 @dataclass
@@ -66,23 +75,26 @@ class NetworkCut:
     """``allocation``: the widths and the predicted (saving, loss increase) curve; ``scale``:
     each group's loss per unit of output error; ``saving``: parameters (or multiply-adds) per
     unit; ``total``: the selected groups' total; ``frontiers``: the cuts applied (empty when
-    ``apply=False``)."""
+    ``apply=False``); ``methods``: the ranking each group used (``obs``, or the uncompensated
+    ``fallback`` for a group read through a unit-mixing norm)."""
 
     allocation: Allocation
     scale: dict[str, float]
     saving: dict[str, float]
     total: float
     frontiers: list[ModelFrontier] = field(default_factory=list)
+    methods: dict[str, str] = field(default_factory=dict)
 
 
-def network_groups(model: nn.Module, graph: UnitGraph, kinds: Sequence[str] | None = None
-                   ) -> list[Group]:
-    """The groups :func:`cut_network` can allocate: no unit-mixing norm, at least one Linear
-    or Conv2d consumer, more than one unit; optionally only ``kinds`` (``"ffn"``, ``"heads"``,
-    ``"channels"``, ``"stream"``)."""
+def network_groups(model: nn.Module, graph: UnitGraph, kinds: Sequence[str] | None = None,
+                   *, mixed: bool = False) -> list[Group]:
+    """The groups :func:`cut_network` allocates by default: at least one Linear or Conv2d
+    consumer, more than one unit, no unit-mixing norm unless ``mixed``; optionally only
+    ``kinds`` (``"ffn"``, ``"heads"``, ``"channels"``, ``"stream"``)."""
     out = []
     for g in graph.groups:
-        if g.mixers or g.size < 2 or (kinds is not None and g.kind not in kinds):
+        if (g.mixers and not mixed) or g.size < 2 or (kinds is not None
+                                                      and g.kind not in kinds):
             continue
         try:
             consumer_sites(model, g)
@@ -125,6 +137,62 @@ def unit_costs(model: nn.Module, groups: Sequence[Group], example) -> dict[str, 
     return out
 
 
+def _best_time(model: nn.Module, x, reps: int) -> float:
+    with torch.no_grad():
+        model(x)  # warm-up (allocations, kernels)
+        best = float("inf")
+        for _ in range(reps):
+            t = time.perf_counter()
+            model(x)
+            best = min(best, time.perf_counter() - t)
+    return best
+
+
+def latency_slopes(model: nn.Module, graph: UnitGraph, groups: Sequence[Group], example, *,
+                   reps: int = 7) -> dict[str, float]:
+    """Seconds of forward latency one unit of each group costs, measured: the best of
+    ``reps`` forwards of ``example`` (no gradient, eval mode, the current thread count) by the
+    model as it is and by a copy with the last half of the group's units removed
+    (:func:`widthlab.units.remove_units`), the difference over the units removed. Which units
+    go does not change the shapes, hence not the time. A slope below 1 ns (no measurable
+    change) is set to 1 ns, so such a group is cut last for a latency target."""
+    was = model.training
+    model.eval()
+    try:
+        base = _best_time(model, example, reps)
+        out = {}
+        for g in groups:
+            m2, g2 = copy.deepcopy(model), copy.deepcopy(graph)
+            drop = list(range(g.size - g.size // 2, g.size))
+            remove_units(m2, g2, g.name, drop)
+            out[g.name] = max((base - _best_time(m2, example, reps)) / len(drop), 1e-9)
+    finally:
+        model.train(was)
+    return out
+
+
+def plain_costs(consumers: Sequence[BlockConsumer], order: Sequence[int]) -> list[float]:
+    """The increase of the consumers' summed mean squared output error at each removal of
+    ``order`` when the removed units' columns are zeroed without refit (the last NaN, as
+    ``GroupFrontier.costs``): ``E(R) = sum tr(W_R G_RR W_R^T)`` over the consumers, ``G``
+    their calibration Gram matrices."""
+    out = [0.0] * len(order)
+    for c in consumers:
+        n = c.weight.shape[1]
+        g, w = c.stats.gram[:n, :n].to(c.weight), c.weight
+        t = torch.zeros_like(w)  # sum over the removed blocks r of W_r G[r, :]
+        where = {int(u): i for i, u in enumerate(c.units.tolist())}
+        for step, u in enumerate(order[:-1]):
+            if u not in where:
+                continue
+            m = c.cols[where[u]]
+            wu = w[:, m]
+            out[step] += float(2 * (wu * t[:, m]).sum() + (wu * (wu @ g[m][:, m])).sum())
+            t += wu @ g[m]
+    out[-1] = float("nan")
+    return out
+
+
 def _scale(rec: list) -> float:
     """``h/2`` per loss term from ``(sum of squared per-term gradients, rows, terms)``."""
     sumsq, rows, terms = rec
@@ -134,11 +202,13 @@ def _scale(rec: list) -> float:
 def _measured_scale(model, graph, name, sites, cons, fr, probe, calib, dense, batch,
                     loss_fn) -> float:
     """Loss increase on ``calib`` of the group's obs cut to ``probe`` units, per unit of the
-    output error that cut adds (the costs' own scale, measured instead of predicted)."""
+    output error that cut adds (the costs' own scale, measured instead of predicted; an
+    uncompensated frontier's cut removes its units only)."""
     err = fr.calib_losses[probe]
     if not err > 0:
         return 0.0
-    mf = ModelFrontier(name, "obs", "obs", True, len(fr.order), fr, sites, cons)
+    mf = ModelFrontier(name, fr.method, fr.method, fr.method == "obs", len(fr.order), fr,
+                       sites, cons)
     m2, g2 = copy.deepcopy(model), copy.deepcopy(graph)
     apply_cut(m2, g2, mf, probe)
     return max(model_loss(m2, calib, batch=batch, loss_fn=loss_fn)[0] - dense, 0.0) / err
@@ -148,7 +218,7 @@ def cut_network(model: nn.Module, graph: UnitGraph, calib: Data, *, target: str 
                 amount: float, groups: Sequence[Group | str] | None = None,
                 min_width: int = 1, apply: bool = True, batch: int = 256,
                 loss_fn=cross_entropy, damp: float = 1e-6, scale: str = "max",
-                rounds: int = 4) -> NetworkCut:
+                rounds: int = 4, fallback: str = "activation") -> NetworkCut:
     """Choose the width of every group by the cheapest next removal, then cut the model.
 
     Parameters
@@ -157,13 +227,16 @@ def cut_network(model: nn.Module, graph: UnitGraph, calib: Data, *, target: str 
         The trained model and ``build_graph(model, ...)``; cut in place when ``apply``.
     calib : (Tensor, Tensor)
         Calibration inputs and targets (costs, scales, refits).
-    target : {"loss", "params", "macs"}
+    target : {"loss", "params", "macs", "latency"}
         ``loss``: remove while the predicted loss increase stays within ``amount``;
-        ``params`` / ``macs``: remove the fraction ``amount`` of the selected groups' total.
+        ``params`` / ``macs`` / ``latency``: remove the fraction ``amount`` of the selected
+        groups' total (latency: CPU forward seconds per unit from :func:`latency_slopes` on
+        ``batch`` calibration inputs, measured again every round).
     amount : float
         The loss increase, or the fraction to remove.
     groups : sequence of Group or str, optional
-        Default: :func:`network_groups` (every group without a unit-mixing norm).
+        Default: :func:`network_groups` (every group without a unit-mixing norm). A group
+        read through a unit-mixing norm is ranked by ``fallback`` (see the module docstring).
     min_width, apply, batch, loss_fn, damp
         The narrowest width of a group; whether to cut the model; samples per forward; the
         loss; the damping of the Gram matrices.
@@ -177,20 +250,23 @@ def cut_network(model: nn.Module, graph: UnitGraph, calib: Data, *, target: str 
         Allocate and cut in this many steps, each a share of the budget, the costs, scales and
         refits recomputed on the model the earlier steps left (cuts interact: a later block
         reads the earlier blocks' cut outputs). ``apply=False`` needs ``rounds=1``.
+    fallback : str
+        The uncompensated ranking of groups read through a unit-mixing norm (one of
+        :data:`~widthlab.frontier.group.GROUP_METHODS` but ``obs``).
 
     Returns
     -------
     NetworkCut
     """
-    grps = _checked_groups(model, graph, groups, target, scale, rounds, apply)
+    grps = _checked_groups(model, graph, groups, target, scale, rounds, apply, fallback)
     key = "params" if target == "loss" else target
     names = [g.name for g in grps]
     total0 = None
     res = None
     for r in range(1, rounds + 1):
         cur = [graph[n] for n in names]
-        plan, scales, saving = _round(model, graph, cur, calib, target, key, batch, loss_fn,
-                                      damp, scale)
+        plan, scales, saving = _round(model, graph, cur, calib, key, batch, loss_fn, damp,
+                                      scale, fallback)
         total = sum(g.size * saving[g.name] for g in cur)
         if total0 is None:
             total0 = total
@@ -201,7 +277,8 @@ def cut_network(model: nn.Module, graph: UnitGraph, calib: Data, *, target: str 
         plan = allocate(plan, target=target, amount=step, min_width=min_width)
         done = total0 - total
         if res is None:
-            res = NetworkCut(plan, scales, saving, total0)
+            res = NetworkCut(plan, scales, saving, total0,
+                             methods={g.name: fallback if g.mixers else "obs" for g in cur})
         else:
             res.allocation.removed += plan.removed
             res.allocation.curve += [(done + a, res.allocation.curve[-1][1] + b)
@@ -212,41 +289,49 @@ def cut_network(model: nn.Module, graph: UnitGraph, calib: Data, *, target: str 
         if apply:
             widths = {n: k for n, k in plan.widths.items() if k < graph[n].size}
             res.frontiers += cut_groups(model, graph, widths, calib, "obs", batch=batch,
-                                        loss_fn=loss_fn, damp=damp)
+                                        loss_fn=loss_fn, damp=damp, fallback=fallback)
     return res
 
 
-def _checked_groups(model, graph, groups, target, scale, rounds, apply) -> list[Group]:
+def _checked_groups(model, graph, groups, target, scale, rounds, apply, fallback
+                    ) -> list[Group]:
     """:func:`cut_network`'s arguments checked before anything runs; its groups."""
-    if target not in ("loss", "params", "macs"):
-        raise UsageError(f"target must be one of loss, params, macs; got {target!r}")
+    if target not in ("loss", "params", "macs", "latency"):
+        raise UsageError(f"target must be one of loss, params, macs, latency; got {target!r}")
     if scale not in ("fisher", "measured", "max"):
         raise UsageError(f"scale must be 'fisher', 'measured' or 'max', got {scale!r}")
     if rounds < 1 or (rounds > 1 and not apply):
         raise UsageError(f"rounds must be >= 1 (and > 1 only with apply=True), got {rounds}")
+    if fallback not in GROUP_METHODS or fallback == "obs":
+        raise UsageError(f"fallback must be an uncompensated ranking (one of "
+                         f"{', '.join(m for m in GROUP_METHODS if m != 'obs')}), got "
+                         f"{fallback!r}")
     grps = (network_groups(model, graph) if groups is None
             else [find_group(graph, g) for g in groups])
-    mixed = [g.name for g in grps if g.mixers]
-    if mixed:
-        raise UsageError(f"groups {mixed} are read through a norm that mixes their units; "
-                         "their removal costs are not comparable (leave them out)")
     if not grps:
-        raise UsageError("no group to allocate: name groups without a unit-mixing norm")
+        raise UsageError("no group to allocate: name groups (network_groups(model, graph, "
+                         "mixed=True) lists every one)")
     return grps
 
 
-def _round(model, graph, grps, calib, target, key, batch, loss_fn, damp, scale):
-    """Every group's obs costs, loss scale and per-unit saving on the model as it is now."""
+def _round(model, graph, grps, calib, key, batch, loss_fn, damp, scale, fallback):
+    """Every group's costs (obs, or ``fallback``'s order with :func:`plain_costs` for a group
+    read through a unit-mixing norm), loss scale and per-unit saving on the model as it is."""
     sites = {g.name: consumer_sites(model, g) for g in grps}
     unique = list({s.module: s for ss in sites.values() for s in ss}.values())
-    acts, _, outg = collect(model, unique, calib, batch=batch, grads=True, loss_fn=loss_fn)
+    acts, wgrad, outg = collect(model, unique, calib, batch=batch, grads=True, loss_fn=loss_fn)
     per = unit_costs(model, grps, calib[0][:1])
+    if key == "latency":
+        for name, v in latency_slopes(model, graph, grps, calib[0][:batch]).items():
+            per[name]["latency"] = v
     spec, scales, saving = {}, {}, {}
     dense = model_loss(model, calib, batch=batch, loss_fn=loss_fn)[0]
     for g in grps:
-        cons = _consumers(sites[g.name], acts, {})
+        cons = _consumers(sites[g.name], acts, wgrad if fallback == "taylor" else {})
         probe = max(1, g.size // 2)
-        fr = group_frontier(cons, g.size, "obs", ks=[g.size, probe], damp=damp)
+        method = fallback if g.mixers else "obs"
+        fr = group_frontier(cons, g.size, method, ks=[g.size, probe], damp=damp)
+        costs = fr.costs if method == "obs" else plain_costs(cons, fr.order)
         fisher = sum(_scale(outg[s.module]) for s in sites[g.name]) / len(sites[g.name])
         scales[g.name] = fisher
         if scale != "fisher":
@@ -256,5 +341,5 @@ def _round(model, graph, grps, calib, target, key, batch, loss_fn, damp, scale):
         saving[g.name] = per[g.name][key]
         if saving[g.name] <= 0:
             raise UsageError(f"group {g.name!r} carries no {key} to save")
-        spec[g.name] = (fr.costs, scales[g.name], saving[g.name])
+        spec[g.name] = (costs, scales[g.name], saving[g.name])
     return spec, scales, saving

@@ -14,12 +14,12 @@ whose Hessian in each output row is the Gram matrix ``G = A_aug^T A_aug / n`` (d
 downdates ``G^-1 <- G^-1 - g_j g_j^T / g_jj`` (no refactorisation), ``H - 1`` times: every
 prefix of the removal order comes with its exactly refitted consumer.
 
-The downdates are *lazy*: the last ``block`` rank-one terms are kept as rows ``U`` and applied in
-one GEMM when ``block`` have accumulated (BLAS-3, compute-bound); the diagonal and the row of
-the chosen neuron are corrected from ``U`` meanwhile. Removed rows and columns are dropped from
-the matrices whenever a quarter of them are dead, so the work is ``~ H^3 / 3`` multiply-adds
-and the memory ``2 (H+1)^2 + C (H+1)`` float64 values (the Gram matrix is built in sample
-blocks and factorised in place).
+The elimination is :func:`widthlab.frontier.block_obs.eliminate_blocks` with one column per
+neuron (the one implementation): lazy downdates applied ``block`` rows at a time by GEMMs on
+the lower row panels, live rows and columns moved into the removed ones' places, so the work is
+about ``(9/16) H^3 / 3`` multiply-adds in GEMMs (8 panels) and the memory ``2 (H+1)^2``
+float64 values while the inverse is formed (the Gram matrix is built in sample blocks and
+factorised in place), then ``(H+1)^2`` plus ``O(block H)``.
 
 With ``metric=F`` (a ``C x C`` positive semi-definite matrix) the cost of a removal is
 ``w_j^T F w_j / [G^-1]_jj``: the Kronecker-factored (K-FAC) second-order change of the loss
