@@ -34,6 +34,7 @@ from widthlab.frontier.prepare import Prepared, logits_of
 from widthlab.metrics.importance import exact_importance, proxies
 from widthlab.metrics.ordering import ordering
 from widthlab.nn.bank import MLP
+from widthlab.units.scores import Random, ScoreGroup
 
 __all__ = ["METHODS", "OBS_METHODS", "ORDER_METHODS", "ce_metric", "importance_adapter",
            "keep_order", "refit_consumer"]
@@ -102,8 +103,8 @@ def importance_adapter(prep: Prepared) -> MLP:
 
 def keep_order(prep: Prepared, method: str, *, seed: int = 0) -> np.ndarray:
     """Neuron indices from most to least important by an ordering criterion (on ``calib``)."""
-    if method == "random":
-        return np.random.default_rng(seed).permutation(prep.width)
+    if method == "random":  # the scorer's permutation is the keep order itself
+        return Random(seed)(ScoreGroup((), prep.width)).numpy().astype(np.int64)
     mlp = importance_adapter(prep)
     a, y = prep.at["calib"].t(), prep.y["calib"]
     if method == "exact":
