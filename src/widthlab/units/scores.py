@@ -124,7 +124,8 @@ def _per_unit(cons: Sequence[Any], n_units: int, per_cols: Sequence[Tensor],
 class Scorer:
     """One ranking: ``scorer(group, data=None)`` -> ``(n_units,)`` float64 scores (higher:
     kept longer). Subclasses give ``column(consumer, stats)``, the per-column values summed
-    over a unit's block (``reduce="mean"``: averaged over a unit's columns and consumers)."""
+    over a unit's block and over consumers (``reduce="mean"``: the block sums averaged over
+    the consumers reading the unit)."""
 
     name = ""
     reduce = "sum"
