@@ -3,8 +3,8 @@
 :func:`prepare` finds the layer's consumer (:func:`~widthlab.frontier.path.trace_layer`, by
 the units core on two calibration samples), runs the model once on the calibration and the
 evaluation data (up to the consumer's input, in float64) and keeps the consumer's weights;
-:func:`score` then gives the loss and accuracy of any kept set with any consumer weights, in sample blocks,
-applying the rest of the network (the suffix) to the corrected consumer output.
+:func:`score` then gives the loss and accuracy of any kept set with any consumer weights, in
+sample blocks, applying the rest of the network (the suffix) to the corrected consumer output.
 
 Example::
 
