@@ -152,9 +152,20 @@ def test_removal_costs_equal_brute_force_zeroing():
     def rest(zz):
         return zz.clamp(min=0) @ t(w2).T + t(b2)
 
-    got = removal_costs(t(z), t(act), t(w1), yt, rest=rest, dtype=torch.float64, chunk=50)
+    ce0 = t(_ce(rest_np(z), y))
+    got = removal_costs(t(z), t(act), t(w1), yt, rest=rest, dtype=torch.float64, chunk=50,
+                        ce0=ce0)
     np.testing.assert_allclose(got.numpy(), ref, rtol=1e-10, atol=1e-13)
     assert got[3] == 0
+
+    def rest_cf(zz):  # classes first: (n, k, D) -> (C, n, k)
+        return rest(zz).permute(2, 0, 1)
+
+    cf = removal_costs(t(z), t(act), t(w1), yt, rest=rest_cf, dtype=torch.float64, chunk=50,
+                       ce0=ce0, classes_first=True)
+    np.testing.assert_allclose(cf.numpy(), ref, rtol=1e-10, atol=1e-13)
+    with pytest.raises(UsageError, match="needs ce0"):
+        removal_costs(t(z), t(act), t(w1), yt, rest=rest)
     ex = ExactCost(rest)(ScoreGroup([Column(t(w1))], h), (t(z), t(act), yt))
     np.testing.assert_allclose(ex.numpy(), ref, rtol=1e-10, atol=1e-13)
     logits = rest_np(z)  # the last layer: the logits are the consumer's output
@@ -163,8 +174,11 @@ def test_removal_costs_equal_brute_force_zeroing():
                      for j in range(d)])
     got2 = removal_costs(t(logits), t(a2), t(w2), yt, dtype=torch.float64, reduce="sum")
     np.testing.assert_allclose(got2.numpy() / n, ref2, rtol=1e-10, atol=1e-13)
+    cf2 = removal_costs(t(logits), t(a2), t(w2), yt, dtype=torch.float64, classes_first=True,
+                        chunk=3 * n * c)  # two blocks of 3 units through one buffer
+    np.testing.assert_allclose(cf2.numpy(), ref2, rtol=1e-10, atol=1e-13)
     with pytest.raises(UsageError, match="linear=False needs the logits"):
-        removal_costs(t(z), t(act), t(w1), yt, rest=rest, linear=False)
+        removal_costs(t(z), t(act), t(w1), yt, rest=rest, linear=False, ce0=ce0)
 
 
 def test_obs_scorer_scores_by_removal_time():

@@ -170,16 +170,30 @@ def exact_importance(model: nn.Module, x: Tensor, y: Tensor, *, layer: int | Non
     for i in range(0, len(x), plan.batch):
         xb, yb = x[i:i + plan.batch].to(dtype), y[i:i + plan.batch]  # (n, in), (n,)
         hs = _hidden(params, xb, s)
+        ce0 = _ce(_rest(params, n_hidden, _next(params, n_hidden - 1, hs)), yb)  # (n,)
         for l in todo:
             # the one exact cost: the rank-one change of layer l + 1's pre-activation, then
-            # the rest of the network (none for the last hidden layer), then the loss
-            rest = None if l == n_hidden - 1 else partial(_rest, params, l + 1)
+            # the rest of the network (none for the last hidden layer), then the loss;
+            # logits classes first (C, n, c) so the class reductions run over (n, c) slabs
+            rest = None if l == n_hidden - 1 else partial(_rest_classes_first, params, l + 1)
             z = _next(params, l, hs)  # (n, D) pre-activation of layer l + 1 (or the logits)
             block = len(xb) * plan.neurons[l] * sizes[l + 2]
             sums[l] += removal_costs(z, hs[l], params[l + 1][0], yb, chunk=block, rest=rest,
-                                     dtype=dtype, reduce="sum").to(torch.float64)
+                                     dtype=dtype, reduce="sum", classes_first=True,
+                                     ce0=ce0).to(torch.float64)
     out = [(sums[l] / len(x)).cpu().numpy() for l in todo]
     return out if layer is None else out[0]
+
+
+def _rest_classes_first(params, start: int, z: Tensor) -> Tensor:
+    """Logits ``(C, n, c)`` from corrected pre-activations ``z`` of shape ``(n, c, D)`` of
+    layer ``start`` < the output layer (the last GEMM writes classes first)."""
+    n, c, _ = z.shape
+    h = z.reshape(n * c, -1)
+    for w, b in params[start + 1:-1]:
+        h = torch.addmm(b, h.clamp(min=0), w.t())  # (n c, D')
+    w, b = params[-1]
+    return torch.addmm(b[:, None], w, h.clamp(min=0).t()).view(-1, n, c)  # (C, n, c)
 
 
 def _next(params, l: int, hs: list[Tensor]) -> Tensor:
