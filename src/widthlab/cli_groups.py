@@ -91,8 +91,8 @@ def _linear_modules(gm):
             mod.bias = gm.get_parameter(b.target)
         holder = gm.get_submodule(owner)
         own = {n for n, _ in holder.named_parameters(recurse=False)}
-        if own == {"weight", "bias"} & ({"weight", "bias"} if b is not None else {"weight"}) \
-                and not any(True for _ in holder.children()):
+        wanted = {"weight", "bias"} if b is not None else {"weight"}
+        if own == wanted and not any(True for _ in holder.children()):
             name = owner  # the layer takes the holder's place: same state dict keys
         else:
             name = owner + ".layer"

@@ -289,22 +289,12 @@ def removal_costs(logits: Tensor, act: Tensor, weight: Tensor, y: Tensor, *,
         ce0 = torch.logsumexp(logits, -1, keepdim=True) - zy  # (N, 1)
     else:
         ce0 = ce0.reshape(n, 1)
-    buf = None
+    buf = torch.empty(c * n * min(step, weight.shape[1]) if classes_first and rest is None
+                      else 0, dtype=dtype, device=logits.device)
     for j in range(0, weight.shape[1], step):
         h = act[:, j:j + step].to(dtype)  # (N, k)
         if classes_first:
-            if rest is None:  # logits - h * w, written classes first into one reused buffer
-                if buf is None:
-                    buf = torch.empty(c * n * min(step, weight.shape[1]), dtype=dtype,
-                                      device=logits.device)
-                z = buf[:c * h.numel()].view(c, *h.shape)
-                torch.addcmul(logits.t()[:, :, None], weight[:, None, j:j + step], h,
-                              value=-1, out=z)  # (C, N, k)
-            else:
-                z = rest(logits[:, None, :] - h[:, :, None] * weight[:, j:j + step].t()[None])
-            picked = z.gather(0, y.view(1, -1, 1).expand(1, *z.shape[1:]))[0]  # (N, k)
-            m = z.amax(0)
-            ce = z.sub_(m).exp_().sum(0).log_().add_(m).sub_(picked)
+            ce = _ce_classes_first(logits, h, weight[:, j:j + step], y, rest, buf)
         else:
             z = logits[:, None, :] - h[:, :, None] * weight[:, j:j + step].t()[None]  # (N,k,D)
             if rest is None:
@@ -323,6 +313,21 @@ def removal_costs(logits: Tensor, act: Tensor, weight: Tensor, y: Tensor, *,
         delta[torch.arange(n, device=delta.device), y] -= 1.0
         out += ((delta.t() @ act.to(dtype)) * weight).sum(0) / n
     return out
+
+
+def _ce_classes_first(logits: Tensor, h: Tensor, w: Tensor, y: Tensor, rest, buf: Tensor
+                      ) -> Tensor:
+    """Per-(sample, unit) cross-entropy of the corrected logits laid out ``(C, N, k)``:
+    ``logits - h * w`` written into ``buf`` (``rest`` None) or ``rest`` of the corrected
+    outputs; the class reductions run over contiguous ``(N, k)`` slabs."""
+    if rest is None:
+        z = buf[:logits.shape[1] * h.numel()].view(logits.shape[1], *h.shape)
+        torch.addcmul(logits.t()[:, :, None], w[:, None, :], h, value=-1, out=z)  # (C, N, k)
+    else:
+        z = rest(logits[:, None, :] - h[:, :, None] * w.t()[None])
+    picked = z.gather(0, y.view(1, -1, 1).expand(1, *z.shape[1:]))[0]  # (N, k)
+    m = z.amax(0)
+    return z.sub_(m).exp_().sum(0).log_().add_(m).sub_(picked)
 
 
 class ExactCost(Scorer):
