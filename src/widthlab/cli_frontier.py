@@ -1,4 +1,4 @@
-"""``widthlab frontier``: how many neurons does this trained layer need?
+"""``widthlab frontier``: how many neurons does this trained layer need (or each group)?
 
     widthlab frontier --model model.pt --trust-model --layer 0 --dataset mnist -o out
     widthlab frontier --model sd.pt --arch 784,1024,10 --layer layers.0 --method obs \\
@@ -10,6 +10,12 @@ the width frontier of ``--layer`` by every ``--method`` (calibration: the valida
 evaluation: the test split), prints the recommended width, and writes ``frontier.csv``
 (every method's table) and ``frontier.png`` (accuracy versus kept width, one line per
 method, the recommendation marked) into ``-o``.
+
+Given a ``FILE.py:factory`` (with ``--state``) or a ``torch.export`` ``.pt2`` file and
+``--calib``/``--eval`` data, it sizes groups of units instead (:mod:`widthlab.cli_groups`)::
+
+    widthlab frontier --model net.py:build --state net.pt --calib c.pt --eval e.pt \\
+        --target params --amount 0.5 -o cut
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from widthlab.cli_options import data_option, target_option, user_data
+from widthlab.cli_options import data_option, user_data
 from widthlab.errors import UsageError
 
 if TYPE_CHECKING:  # torch is imported when the command runs, not when the CLI starts
@@ -182,39 +188,121 @@ def _splits(dataset: str, data_dir: Path | None, calib_size: int | None, user=No
     return (va.x[:n], va.y[:n]), (te.x, te.y)
 
 
+_GROUP_FLAGS = ("state", "calib_path", "eval_path", "groups", "fraction", "amount",
+                "same_data")
+_CHAIN_FLAGS = ("trust", "arch", "layer", "dataset", "data_dir", "data_path", "calib_size",
+                "tol")
+
+
+def _group_mode(model: str, params: dict) -> bool:
+    """Groups when the model is FILE.py:factory or a .pt2 file, or a group option is given."""
+    ctx = click.get_current_context()
+    given = {k for k in params if ctx.get_parameter_source(k) is not None and
+             ctx.get_parameter_source(k).name not in ("DEFAULT", "DEFAULT_MAP")}
+    groups = (model.endswith(".pt2") or (":" in model and not Path(model).is_file())
+              or bool(given & set(_GROUP_FLAGS)))
+    wrong = sorted(given & set(_CHAIN_FLAGS if groups else _GROUP_FLAGS))
+    if wrong:
+        opts = ", ".join("--" + w.replace("_path", "").replace("_", "-") for w in wrong)
+        mode = ("groups (FILE.py:factory, .pt2, --state/--calib/--eval/--groups)" if groups
+                else "one layer (--layer)")
+        raise UsageError(f"{opts} do(es) not apply to the {mode} form of widthlab frontier")
+    return groups
+
+
 @click.command("frontier", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--model", "model_path", required=True,
-              type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="torch.save'd model: a state dict with --arch (or a whole module with "
-                   "--trust-model).")
+              help="One layer: a torch.save'd model (a state dict with --arch, or a whole "
+                   "module with --trust-model). Groups: FILE.py:factory (with --state) or a "
+                   "torch.export .pt2 file.")
 @click.option("--trust-model", "trust", is_flag=True, help=TRUST_HELP)
 @click.option("--arch", default=None, help="Layer sizes of a state dict, e.g. 784,1024,10.")
-@click.option("--layer", required=True, help="Module name of the nn.Linear to narrow.")
+@click.option("--layer", default=None, help="Module name of the nn.Linear to narrow.")
 @click.option("--dataset", type=click.Choice(["mnist", "fashion-mnist"]), default="mnist",
               show_default=True)
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Extra folder holding the IDX files of --dataset.")
 @data_option
-@target_option
+@click.option("--target", default=None,
+              help="One layer: the label column of a CSV/TSV/Parquet --data file. Groups: "
+                   "the budget, loss|accuracy|params|macs (with --amount).")
 @click.option("--method", "methods", multiple=True, default=("obs", "taylor", "random"),
-              show_default=True, help="Repeat for several methods; the first is recommended.")
+              show_default=True, help="Repeat for several methods; the first is recommended. "
+                                      "Groups: one method (default obs).")
 @click.option("--tol", type=click.FloatRange(min=0), default=0.005, show_default=True,
               help="Accuracy the recommended width may lose against the full layer.")
 @click.option("--calib-size", type=click.IntRange(min=1), default=None,
               help="Validation images used for calibration (default: all 5000).")
+@click.option("--state", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="Groups: the state dict of FILE.py:factory's model "
+                                 "(torch.load weights_only=True).")
+@click.option("--calib", "calib_path", type=click.Path(exists=True, dir_okay=False,
+                                                       path_type=Path), default=None,
+              help="Groups: calibration (inputs, targets): .pt tuple/dict x, y or .npz x, y.")
+@click.option("--eval", "eval_path", type=click.Path(exists=True, dir_okay=False,
+                                                     path_type=Path), default=None,
+              help="Groups: evaluation (inputs, targets), other data than --calib.")
+@click.option("--same-data", is_flag=True,
+              help="Groups: allow --eval to be the --calib data (overstates every method).")
+@click.option("--groups", default=None,
+              help="Groups: comma-separated names from `widthlab units` (default: every group "
+                   "without a unit-mixing norm).")
+@click.option("--amount", type=float, default=None,
+              help="Groups: the --target's amount (loss increase, accuracy drop, or fraction "
+                   "of parameters / multiply-adds to remove).")
+@click.option("--fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=None, help="Groups: cut every group to this fraction by --method.")
+@click.option("--batch", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Groups: samples per forward.")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="auto",
               show_default=True)
 @click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("frontier"), show_default=True, help="Folder for the CSV and PNG.")
-def frontier_cmd(model_path: Path, trust: bool, arch: str | None, layer: str, dataset: str,
-                 data_dir: Path | None, data_path: Path | None, target: str | None,
-                 methods: tuple[str, ...], tol: float, calib_size: int | None, device: str,
+              default=Path("frontier"), show_default=True, help="Folder for the outputs.")
+def frontier_cmd(model_path: str, trust: bool, arch: str | None, layer: str | None,
+                 dataset: str, data_dir: Path | None, data_path: Path | None,
+                 target: str | None, methods: tuple[str, ...], tol: float,
+                 calib_size: int | None, state: Path | None, calib_path: Path | None,
+                 eval_path: Path | None, same_data: bool, groups: str | None,
+                 amount: float | None, fraction: float | None, batch: int, device: str,
                  out: Path) -> None:
-    """Accuracy versus kept width of one trained layer, and the smallest width that keeps it.
+    """Accuracy versus kept width of one trained layer (--layer), or the widths of a whole
+    network's groups under one budget (FILE.py:factory or .pt2 with --calib/--eval).
 
-    Prints the recommendation of the first method and every method's width within TOL, and
-    writes OUT/frontier.csv and OUT/frontier.png.
+    One layer: prints the recommendation of the first method and every method's width within
+    TOL, and writes OUT/frontier.csv and OUT/frontier.png. Groups: prints every group's width
+    and the evaluation loss and accuracy before and after, and writes OUT/widths.csv,
+    OUT/widths.json, OUT/curve.csv and OUT/model.pt (the cut state dict).
     """
+    params = click.get_current_context().params
+    if _group_mode(model_path, params):
+        from widthlab.cli_groups import run_groups
+
+        if calib_path is None or eval_path is None:
+            raise UsageError("groups need --calib and --eval data files (inputs, targets)")
+        if target is not None and target not in ("loss", "accuracy", "params", "macs"):
+            raise UsageError(f"--target must be loss, accuracy, params or macs, got {target!r}")
+        if len(methods) > 1 and click.get_current_context().get_parameter_source(
+                "methods").name == "COMMANDLINE":
+            raise UsageError("groups take one --method")
+        method = methods[0] if click.get_current_context().get_parameter_source(
+            "methods").name == "COMMANDLINE" else "obs"
+        run_groups(model_path, state, calib_path, eval_path, same_data, groups, method,
+                   target, amount, fraction, batch, out)
+        return
+    if layer is None:
+        raise UsageError("give --layer (the nn.Linear to narrow), or a FILE.py:factory / .pt2 "
+                         "model with --calib and --eval for groups")
+    if not Path(model_path).is_file():
+        raise UsageError(f"no file {model_path!r} (--model)")
+    _layer(Path(model_path), trust, arch, layer, dataset, data_dir, data_path, target,
+           methods, tol, calib_size, device, out)
+
+
+def _layer(model_path: Path, trust: bool, arch: str | None, layer: str, dataset: str,
+           data_dir: Path | None, data_path: Path | None, target: str | None,
+           methods: tuple[str, ...], tol: float, calib_size: int | None, device: str,
+           out: Path) -> None:
+    """The one-layer form (see the module docstring)."""
     import pandas as pd
 
     from widthlab._io import atomic_path

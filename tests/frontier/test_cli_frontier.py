@@ -60,11 +60,13 @@ def test_state_dict_needs_arch(tmp_path, fake_mnist, capsys):
 def test_residual_layer_is_refused(tmp_path, fake_mnist, capsys):
     from .conftest import Residual
 
-    torch.save(Residual(), tmp_path / "r.pt")
+    model = Residual()
+    model.inp = torch.nn.Linear(784, 8)  # reads the (fake) MNIST images
+    torch.save(model, tmp_path / "r.pt")
     rc = main(["frontier", "--model", str(tmp_path / "r.pt"), "--trust-model", "--layer",
                "inp"])
     assert rc == 2
-    assert "residual path" in capsys.readouterr().err
+    assert "residual stream" in capsys.readouterr().err
 
 
 def test_users_own_data_file(tmp_path, capsys):

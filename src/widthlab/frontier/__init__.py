@@ -42,7 +42,6 @@ from widthlab.frontier.blocks import (
 )
 from widthlab.frontier.budget import Allocation, allocate, loss_scale
 from widthlab.frontier.cut import LayerCut, cut_layers
-from widthlab.frontier.graph import LayerPath, trace_layer
 from widthlab.frontier.group import GROUP_METHODS, GroupCut, GroupFrontier, group_frontier
 from widthlab.frontier.methods import METHODS
 from widthlab.frontier.models import (
@@ -60,6 +59,7 @@ from widthlab.frontier.network import (
     plain_costs,
     unit_costs,
 )
+from widthlab.frontier.path import LayerPath, trace_layer
 from widthlab.frontier.result import Frontier
 
 __all__ = ["Allocation", "BlockConsumer", "BlockProblem", "Frontier", "GROUP_METHODS", "GroupCut",

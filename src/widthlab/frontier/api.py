@@ -156,7 +156,8 @@ def width_frontier(model: nn.Module, layer: str, calib, eval, method: str = "obs
     Parameters
     ----------
     model : nn.Module
-        A classifier returning logits ``(batch, classes)``, traceable by ``torch.fx``; used in
+        A classifier returning logits ``(batch, classes)``, whose forward
+        :func:`widthlab.units.build_graph` follows; used in
         eval mode and never modified.
     layer : str
         Name (``model.named_modules()``) of an ``nn.Linear`` whose output reaches exactly one

@@ -44,8 +44,9 @@ from widthlab.errors import UsageError
 from widthlab.frontier.block_obs import BlockProblem, eliminate_blocks
 from widthlab.frontier.blocks import BlockConsumer, RowStats
 from widthlab.frontier.obs import damped_inverse
+from widthlab.units.scores import ScoreGroup, Scorer, scorer
 
-__all__ = ["GROUP_METHODS", "GroupCut", "GroupFrontier", "group_frontier", "output_error",
+__all__ = ["GROUP_METHODS", "OBS", "GroupCut", "GroupFrontier", "group_frontier", "output_error",
            "unit_scores"]
 
 #: The methods :func:`group_frontier` accepts.
@@ -77,43 +78,45 @@ class GroupFrontier:
     calib_losses: dict[int, float] = field(default_factory=dict)
 
 
-def _per_unit(cons: Sequence[BlockConsumer], n_units: int, f, reduce: str = "sum") -> Tensor:
-    """``sum`` (or ``mean``) over consumers of ``f(consumer)[cols].sum(block)`` per unit."""
-    out = torch.zeros(n_units, dtype=torch.float64)
-    cnt = torch.zeros(n_units, dtype=torch.float64)
-    for c in cons:
-        per_col = f(c).to("cpu", torch.float64)
-        out.index_add_(0, c.units.cpu(), per_col[c.cols.cpu()].sum(1))
-        cnt.index_add_(0, c.units.cpu(), torch.ones(len(c.units), dtype=torch.float64))
-    return out / cnt if reduce == "mean" else out
+class OBS(Scorer):
+    """The compensated ranking: greedy structured OBS over the group's consumers
+    (:func:`~widthlab.frontier.block_obs.eliminate_blocks`, every consumer refitted after each
+    removal). ``scorer(group)`` scores a unit by when it goes (the first removed scores 0, the
+    last ``n_units - 1``); :meth:`eliminate` gives the order, costs and refitted weights."""
+
+    name, needs_stats = "obs", True
+
+    def __init__(self, damp: float = 1e-6, cap: int = 128):
+        self.damp, self.cap = damp, cap
+
+    def eliminate(self, group, ks: Sequence[int] = ()):
+        """The elimination of ``group`` (consumers with calibration ``stats``), snapshots at
+        ``ks``."""
+        probs = []
+        for c in group.consumers:
+            n = c.weight.shape[1]
+            if c.bias is None:  # no intercept to refit: the Gram matrix of x alone
+                g, w = c.stats.gram[:n, :n].clone(), c.weight
+            else:
+                g, w = c.stats.gram.clone(), torch.cat([c.weight, c.bias[:, None]], 1)
+            probs.append(BlockProblem(damped_inverse(g, self.damp), w, c.cols, c.units))
+        return eliminate_blocks(probs, int(group.n_units), cap=self.cap, keep_at=list(ks))
+
+    def __call__(self, group, data=None) -> Tensor:
+        order = self.eliminate(group).order
+        out = torch.empty(int(group.n_units), dtype=torch.float64)
+        out[torch.as_tensor(order)] = torch.arange(len(order), dtype=torch.float64)
+        return out
 
 
 def unit_scores(cons: Sequence[BlockConsumer], n_units: int, method: str, *, seed: int = 0
                 ) -> Tensor:
-    """Importance of every unit by a non-OBS ``method`` (higher: kept longer), ``(U,)``."""
-    if method == "random":
-        return torch.from_numpy(np.random.default_rng(seed).permutation(n_units).astype(float))
-    if method == "magnitude":
-        return _per_unit(cons, n_units, lambda c: c.weight.square().sum(0))
-    if method == "taylor":
-        if any(c.grad is None for c in cons):
-            raise UsageError("method 'taylor' needs every consumer's grad (dL/dW of its weight "
-                             "on the calibration data); pass grad= to the consumer builder")
-        out = torch.zeros(n_units, dtype=torch.float64)
-        for c in cons:
-            gw = (c.grad * c.weight).sum(0).cpu()
-            out.index_add_(0, c.units.cpu(), gw[c.cols.cpu()].sum(1))
-        return out.abs()
-    if method == "activation":
-        return _per_unit(cons, n_units, lambda c: c.stats.abs_mean, "mean")
-    if method == "variance":
-        return _per_unit(cons, n_units, lambda c: c.stats.var.sqrt(), "mean")
-    if method == "wanda_sp":
-        return _per_unit(cons, n_units, lambda c: c.weight.abs().sum(0)
-                         * c.stats.gram.diagonal()[:-1].sqrt())
-    if method == "flap":
-        return _per_unit(cons, n_units, lambda c: c.stats.var * c.weight.square().sum(0))
-    raise UsageError(f"unknown method {method!r}; choose one of {', '.join(GROUP_METHODS)}")
+    """Importance of every unit by a non-OBS ``method`` (higher: kept longer), ``(U,)``: the
+    scorer of that name from :mod:`widthlab.units.scores` on the consumers' statistics."""
+    if method not in GROUP_METHODS or method == "obs":
+        raise UsageError(f"unknown method {method!r}; choose one of {', '.join(GROUP_METHODS)}")
+    kw = {"seed": seed} if method == "random" else {}
+    return scorer(method, **kw)(ScoreGroup(cons, n_units))
 
 
 def output_error(c: BlockConsumer, w: Tensor, b: Tensor | None, stats: RowStats) -> float:
@@ -144,15 +147,7 @@ def _plain_cut(c: BlockConsumer, kept: Tensor, flap: bool) -> tuple[Tensor, Tens
 
 def _obs(cons: Sequence[BlockConsumer], n_units: int, ks: list[int], damp: float, cap: int
          ) -> tuple[list[int], list[float], dict[int, GroupCut]]:
-    probs = []
-    for c in cons:
-        n = c.weight.shape[1]
-        if c.bias is None:  # no intercept to refit: the Gram matrix of x alone
-            g, w = c.stats.gram[:n, :n].clone(), c.weight
-        else:
-            g, w = c.stats.gram.clone(), torch.cat([c.weight, c.bias[:, None]], 1)
-        probs.append(BlockProblem(damped_inverse(g, damp), w, c.cols, c.units))
-    res = eliminate_blocks(probs, n_units, cap=cap, keep_at=ks)
+    res = OBS(damp, cap).eliminate(ScoreGroup(cons, n_units), ks)
     cuts = {}
     for k, (kept, ws) in res.snapshots.items():
         pairs = [(w, None) if c.bias is None else (w[:, :-1], w[:, -1])

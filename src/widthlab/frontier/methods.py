@@ -34,6 +34,7 @@ from widthlab.frontier.prepare import Prepared, logits_of
 from widthlab.metrics.importance import exact_importance, proxies
 from widthlab.metrics.ordering import ordering
 from widthlab.nn.bank import MLP
+from widthlab.units.scores import Random, ScoreGroup
 
 __all__ = ["METHODS", "OBS_METHODS", "ORDER_METHODS", "ce_metric", "importance_adapter",
            "keep_order", "refit_consumer"]
@@ -44,22 +45,21 @@ ORDER_METHODS = ("exact", "act_std", "in_norm", "out_norm", "taylor", "contribut
 #: Every method name :func:`widthlab.frontier.width_frontier` accepts.
 METHODS = OBS_METHODS + ORDER_METHODS
 
-_RELU = (F.relu, torch.relu, "relu")
+_RELU = ("relu", "relu_")
 
 
 def _suffix_linears(prep: Prepared) -> list[nn.Linear] | None:
-    """The Linear layers after the consumer when the suffix is (ReLU, Linear)*, else None."""
+    """The Linear layers after the consumer when the suffix is (ReLU, Linear)*, else None
+    (from the operations the forward ran after the consumer, :attr:`LayerPath.after`)."""
     if prep.suffix is None:
         return []
-    mods = dict(prep.suffix.named_modules())
     tokens: list[object] = []
-    for n in prep.suffix.graph.nodes:
-        m = mods.get(n.target) if n.op == "call_module" else None
-        if n.op in ("placeholder", "output") or isinstance(m, nn.Dropout | nn.Identity):
+    for name, m in prep.path.after:
+        if isinstance(m, nn.Dropout | nn.Identity):
             continue
         if isinstance(m, nn.Linear):
             tokens.append(m)
-        elif isinstance(m, nn.ReLU) or (m is None and n.target in _RELU):
+        elif isinstance(m, nn.ReLU) or (m is None and name in _RELU):
             tokens.append("relu")
         else:
             return None
@@ -102,8 +102,8 @@ def importance_adapter(prep: Prepared) -> MLP:
 
 def keep_order(prep: Prepared, method: str, *, seed: int = 0) -> np.ndarray:
     """Neuron indices from most to least important by an ordering criterion (on ``calib``)."""
-    if method == "random":
-        return np.random.default_rng(seed).permutation(prep.width)
+    if method == "random":  # the scorer's permutation is the keep order itself
+        return Random(seed)(ScoreGroup((), prep.width)).numpy().astype(np.int64)
     mlp = importance_adapter(prep)
     a, y = prep.at["calib"].t(), prep.y["calib"]
     if method == "exact":

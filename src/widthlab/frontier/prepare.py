@@ -1,9 +1,10 @@
 """Cached activations and the evaluation of cut consumers, shared by every frontier method.
 
-:func:`prepare` traces the layer, runs the model once on the calibration and the evaluation
-data (up to the consumer's input, in float64) and keeps the consumer's weights; :func:`score`
-then gives the loss and accuracy of any kept set with any consumer weights, in sample blocks,
-applying the rest of the network (the suffix) to the corrected consumer output.
+:func:`prepare` finds the layer's consumer (:func:`~widthlab.frontier.path.trace_layer`, by
+the units core on two calibration samples), runs the model once on the calibration and the
+evaluation data (up to the consumer's input, in float64) and keeps the consumer's weights;
+:func:`score` then gives the loss and accuracy of any kept set with any consumer weights, in
+sample blocks, applying the rest of the network (the suffix) to the corrected consumer output.
 
 Example::
 
@@ -22,7 +23,7 @@ from torch import Tensor, nn
 
 from widthlab.errors import UsageError
 from widthlab.frontier._threads import threads
-from widthlab.frontier.graph import LayerPath, consumer_inputs, trace_layer
+from widthlab.frontier.path import LayerPath, consumer_inputs, trace_layer
 
 __all__ = ["Prepared", "prepare", "score"]
 
@@ -75,11 +76,17 @@ def _pair(name: str, data) -> tuple[Tensor, Tensor]:
     return x, y.long()
 
 
-def _inputs(model: nn.Module, path: LayerPath, name: str, x: Tensor, batch: int) -> Tensor:
-    """:func:`consumer_inputs`, with a model that cannot read ``x`` named in one line."""
+def _inputs(model: nn.Module, path: LayerPath | str, name: str, x: Tensor, batch: int
+            ) -> Tensor | LayerPath:
+    """:func:`consumer_inputs` (or, ``path`` a layer name, :func:`trace_layer` on two
+    samples), with a model that cannot read ``x`` named in one line."""
     try:
+        if isinstance(path, str):
+            p = next(model.parameters(), None)
+            xs = x[:2] if p is None or not x.is_floating_point() else x[:2].to(p.dtype)
+            return trace_layer(model, path, xs)
         return consumer_inputs(model, path, x, batch=batch, neuron_major=True)
-    except (RuntimeError, ValueError, IndexError) as exc:
+    except (RuntimeError, ValueError, IndexError, TypeError) as exc:
         if isinstance(exc, UsageError):
             raise
         first = next((m for m in model.modules() if isinstance(m, nn.Linear | nn.Conv2d)),
@@ -109,10 +116,14 @@ def prepare(model: nn.Module, layer: str, calib, eval, *, device=None,
     """
     if not isinstance(model, nn.Module):
         raise UsageError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    path = trace_layer(model, layer)
+    mods = dict(model.named_modules())
+    if isinstance(layer, str) and isinstance(mods.get(layer), nn.Linear):
+        xs = {"calib": _pair("calib", calib), "eval": _pair("eval", eval)}
+        path = _inputs(model, layer, "calib", xs["calib"][0], 2)
+    else:
+        path = trace_layer(model, layer, None)  # refuses, naming the model's Linear layers
     dev = _device(model, device)
     model64 = copy.deepcopy(model).to(device=dev, dtype=torch.float64).eval()
-    xs = {"calib": _pair("calib", calib), "eval": _pair("eval", eval)}
     h = dict(model.named_modules())[layer].out_features
     batch = max(1, chunk // max(h, 1))
     at = {s: _inputs(model64, path, s, x, batch) for s, (x, _) in xs.items()}

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from widthlab.errors import UsageError
-from widthlab.frontier.graph import LayerPath
+from widthlab.frontier.path import LayerPath
 
 __all__ = ["COLUMNS", "Frontier", "replace_module"]
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -64,6 +65,15 @@ from widthlab.metrics._importance_topk import (
     keep_neurons,
     orderings_of,
     topk_accuracy,
+)
+from widthlab.units.scores import (
+    Column,
+    Magnitude,
+    Moments,
+    ScoreGroup,
+    Taylor,
+    Variance,
+    removal_costs,
 )
 
 __all__ = ["DEFAULT_CHUNK", "PROXIES", "SUPPORTED_ACTIVATIONS", "BlockPlan", "activation_of",
@@ -157,31 +167,20 @@ def exact_importance(model: nn.Module, x: Tensor, y: Tensor, *, layer: int | Non
     sizes = [params[0][0].shape[1]] + [w.shape[0] for w, _ in params]
     plan = block_plan(sizes, len(x), chunk)
     sums = {l: torch.zeros(sizes[l + 1], dtype=torch.float64, device=dev) for l in todo}
-    buf = torch.empty(plan.batch * max(plan.neurons) * sizes[-1], dtype=dtype, device=dev)
     for i in range(0, len(x), plan.batch):
         xb, yb = x[i:i + plan.batch].to(dtype), y[i:i + plan.batch]  # (n, in), (n,)
         hs = _hidden(params, xb, s)
         ce0 = _ce(_rest(params, n_hidden, _next(params, n_hidden - 1, hs)), yb)  # (n,)
         for l in todo:
-            w_next = params[l + 1][0]  # (D, H_l)
+            # the one exact cost: the rank-one change of layer l + 1's pre-activation, then
+            # the rest of the network (none for the last hidden layer), then the loss;
+            # logits classes first (C, n, c) so the class reductions run over (n, c) slabs
+            rest = None if l == n_hidden - 1 else partial(_rest_classes_first, params, l + 1)
             z = _next(params, l, hs)  # (n, D) pre-activation of layer l + 1 (or the logits)
-            c = plan.neurons[l]
-            for j in range(0, sizes[l + 1], c):
-                h = hs[l][:, j:j + c]  # (n, c)
-                if l == n_hidden - 1:
-                    # removing neuron j from the logits, classes first so the class reductions
-                    # below run over contiguous (n, c) slabs: z - h[:, j] * W[:, j]. One buffer
-                    # is reused: a fresh multi-MiB tensor per block costs page faults.
-                    zc = buf[:w_next.shape[0] * h.numel()].view(w_next.shape[0], *h.shape)
-                    torch.addcmul(z.t()[:, :, None], w_next[:, None, j:j + c], h, value=-1,
-                                  out=zc)  # (C, n, c)
-                else:
-                    zc = _rest_classes_first(
-                        params, l + 1, z.unsqueeze(1) - h[:, :, None] * w_next.t()[None, j:j + c])
-                delta = _ce_classes_first(zc, yb).sub_(ce0[:, None])  # (n, c)
-                # where the neuron is silent nothing changes: make that exact, not 1 ulp
-                delta.masked_fill_(h == 0, 0)
-                sums[l][j:j + c] += delta.sum(0, dtype=torch.float64)
+            block = len(xb) * plan.neurons[l] * sizes[l + 2]
+            sums[l] += removal_costs(z, hs[l], params[l + 1][0], yb, chunk=block, rest=rest,
+                                     dtype=dtype, reduce="sum", classes_first=True,
+                                     ce0=ce0).to(torch.float64)
     out = [(sums[l] / len(x)).cpu().numpy() for l in todo]
     return out if layer is None else out[0]
 
@@ -195,13 +194,6 @@ def _rest_classes_first(params, start: int, z: Tensor) -> Tensor:
         h = torch.addmm(b, h.clamp(min=0), w.t())  # (n c, D')
     w, b = params[-1]
     return torch.addmm(b[:, None], w, h.clamp(min=0).t()).view(-1, n, c)  # (C, n, c)
-
-
-def _ce_classes_first(zc: Tensor, y: Tensor) -> Tensor:
-    """Per-(sample, neuron) cross-entropy from logits ``(C, n, c)``, consuming ``zc``."""
-    picked = zc.gather(0, y.view(1, -1, 1).expand(1, *zc.shape[1:]))[0]  # (n, c)
-    m = zc.amax(0)  # (n, c)
-    return zc.sub_(m).exp_().sum(0).log_().add_(m).sub_(picked)
 
 
 def _next(params, l: int, hs: list[Tensor]) -> Tensor:
@@ -308,7 +300,10 @@ def proxies(model: nn.Module, x: Tensor, y: Tensor, *, layer: int = 0, scale=Non
                 curv = p @ (w_out * w_out) - (p @ w_out) ** 2  # (n, H): w^T (diag p - pp^T) w
                 acc["t2"] += (-h * g + 0.5 * h * h * curv).sum(0)
     mean, mean2 = acc["h"] / n, acc["h2"] / n
-    out_norm = w_out.norm(dim=0)
+    # the one scorers of widthlab.units.scores, on the next layer reading the neurons
+    group, moments = ScoreGroup([Column(w_out)], h_dim), [Moments(mean, mean2, None,
+                                                                   acc["hg"] / n, n)]
+    out_norm = Magnitude()(group).sqrt().to(dev)
     scores = {}
     if gates is not None:
         gv = torch.as_tensor(gates).detach().to(device=dev, dtype=torch.float64).flatten()
@@ -317,10 +312,10 @@ def proxies(model: nn.Module, x: Tensor, y: Tensor, *, layer: int = 0, scale=Non
                              f"got shape {tuple(gv.shape)}")
         scores["gate"] = gv.abs()
     scores.update({
-        "act_std": (mean2 - mean * mean).clamp(min=0).sqrt(),
+        "act_std": Variance()(group, moments),
         "in_norm": w_in.norm(dim=1),
         "out_norm": out_norm,
-        "taylor": (acc["hg"] / n).abs(),
+        "taylor": Taylor()(group, moments),
         "contribution": mean2.sqrt() * out_norm,
     })
     if last:

@@ -11,48 +11,13 @@ from torch import Tensor
 
 from widthlab.nn._growth_plan import ROW_NORM
 
+# the one exact removal cost (also behind metrics.importance.exact_importance)
+from widthlab.units.scores import removal_costs as removal_costs
+
 
 def output_weight(bank, m: int) -> Tensor:
     """Model ``m``'s output weights ``(C, w)`` (one-hidden-layer models), a view."""
     return next(v for name, v, _ in bank.model_params(m) if name == "layers.1.weight")
-
-
-@torch.no_grad()
-def removal_costs(logits: Tensor, act: Tensor, weight: Tensor, y: Tensor, *,
-                  linear: bool = True, chunk: int = 2 ** 21) -> Tensor:
-    """Exact increase of the mean cross-entropy when each unit is removed, ``(w,)``.
-
-    Removing unit ``i`` of a one-hidden-layer network takes ``act[:, i] * weight[:, i]`` off
-    the logits, so every cost follows from the intact forward pass in ``O(N w C)``
-    (:func:`widthlab.metrics.importance.exact_importance` for one model).
-
-    Parameters
-    ----------
-    logits : Tensor of shape (N, C)
-    act : Tensor of shape (N, w)
-        The units' (gated) activations.
-    weight : Tensor of shape (C, w)
-        Their outgoing weights.
-    y : Tensor of shape (N,)
-    chunk : int
-        Elements of one temporary ``(N, k, C)`` block.
-    """
-    n, c = logits.shape
-    zy = logits.gather(1, y[:, None])  # (N, 1)
-    ce0 = torch.logsumexp(logits, -1, keepdim=True) - zy  # (N, 1)
-    wy = weight[y]  # (N, w): each sample's target-class outgoing weights
-    out = torch.empty(weight.shape[1], dtype=torch.float32, device=logits.device)
-    step = max(1, chunk // max(n * c, 1))
-    for j in range(0, weight.shape[1], step):
-        h = act[:, j:j + step].float()  # (N, k)
-        z = logits[:, None, :] - h[:, :, None] * weight[:, j:j + step].t()[None]  # (N, k, C)
-        ce = torch.logsumexp(z, -1) - (zy - h * wy[:, j:j + step])
-        out[j:j + step] = (ce - ce0).masked_fill_(h == 0, 0.0).mean(0)
-    if not linear:  # minus the first-order term -G_i . w_i (G the outgoing weights' gradient)
-        delta = F.softmax(logits, -1)
-        delta[torch.arange(n, device=delta.device), y] -= 1.0
-        out += ((delta.t() @ act.float()) * weight).sum(0) / n
-    return out
 
 
 @torch.no_grad()
