@@ -50,6 +50,7 @@ class ResnetTables(StudyTables):
     stds: pd.DataFrame = table("method", "group", "std")
     runs: list = value("every run id of the profile")
     budget: str = value("what was trained")
+    note: str = value("why nothing was trained, if so")
 
 
 def unit_runs(st: Store, by_exp: Mapping[str, str]) -> dict[str, str]:
@@ -182,5 +183,7 @@ def tables_of(st: Store, by_exp: Mapping[str, str]) -> ResnetTables:
     c = curves(st, runs)
     f = final_table(st, runs, c)
     groups, stds = journal_tables(st, runs, c)
+    why = st.require_run(runs[DENSE])["config"].get("why") if DENSE in runs else None
     return ResnetTables(curves=c, final=f, groups=groups, stds=stds,
-                        runs=list(dict.fromkeys(runs.values())), budget=budget(st, runs, f))
+                        runs=list(dict.fromkeys(runs.values())), budget=budget(st, runs, f),
+                        note=f"Not trained: {why}." if why else "")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 
 from widthlab.data import load_splits
 from widthlab.data.tensors import DatasetSplits, Split
@@ -55,9 +56,28 @@ def _builtin(dataset: str) -> DatasetSplits:
     return load_splits(dataset, val_size=0)  # the 60,000 training images, the official test
 
 
-def splits(ctx: RunContext) -> DatasetSplits:
-    """The data as images ``(N, C, H, W)``, cut to the profile's train and test sizes."""
-    data = (ctx.data if ctx.data is not None else _builtin(ctx.dataset)).images()
+def raw(ctx: RunContext) -> DatasetSplits:
+    return ctx.data if ctx.data is not None else _builtin(ctx.dataset)
+
+
+def not_images(data: DatasetSplits) -> str | None:
+    """Why ResNet-20 cannot read ``data`` (None when it can)."""
+    shape = data.sample_shape
+    if shape is None or len(shape) != 3 or math.prod(shape) != data.n_features:
+        return (f"ResNet-20 reads images; {data.name} has {data.n_features} values per sample "
+                "and no image shape (give x as (N, C, H, W) or (N, H, W) in an .npz file)")
+    if shape[1] != shape[2]:
+        return f"ResNet-20 reads square images; {data.name}'s are {shape[1]}x{shape[2]}"
+    return None
+
+
+def splits(ctx: RunContext) -> DatasetSplits | None:
+    """The data as images ``(N, C, H, W)``, cut to the profile's train and test sizes; None
+    when it holds no square images."""
+    data = raw(ctx)
+    if not_images(data) is not None:
+        return None
+    data = data.images()
     p: ResnetProfile = ctx.profile
     if p.train_size:
         data = data.head(min(p.train_size, len(data.train)))
@@ -88,20 +108,30 @@ def _experiment(name: str, build, cfg, ctx: RunContext, describe: dict,
 
 def dense_step(ctx: RunContext) -> ModuleExperiment:
     data, p = splits(ctx), ctx.profile
+    if data is None:  # stored as a failed model with the reason; nothing else is trained
+        flat = raw(ctx)
+        return ModuleExperiment(DENSE, tr.placeholder, dense_config(p), data=flat,
+                                describe={"method": DENSE, "why": not_images(flat),
+                                          "data": _data_id(flat)},
+                                trainable=tr.NotTrained)
     return _experiment(DENSE, functools.partial(tr.build_dense, net_config(data), p.seed),
                        dense_config(p), ctx, {"settings": settings(p)}, data)
 
 
-def learned_step(ctx: RunContext) -> ModuleExperiment:
+def learned_step(ctx: RunContext) -> ModuleExperiment | None:
     data, p = splits(ctx), ctx.profile
+    if data is None:
+        return None
     build = functools.partial(tr.build_gated, net_config(data), p.seed, p.price_by)
     return _experiment(LEARNED, build, learned_config(p), ctx,
                        {"settings": settings(p, "price", "price_by", "gate_lr", "free_frac")},
                        data)
 
 
-def slim_train_step(ctx: RunContext) -> ModuleExperiment:
+def slim_train_step(ctx: RunContext) -> ModuleExperiment | None:
     data, p = splits(ctx), ctx.profile
+    if data is None:
+        return None
     build = functools.partial(tr.build_slimming, net_config(data), p.seed, p.slim_penalty)
     return _experiment(SLIM_TRAIN, build, dense_config(p), ctx,
                        {"settings": settings(p, "slim_penalty")}, data)
@@ -180,6 +210,9 @@ def cost_compute(ctx: RunContext) -> Result:
 
     cfg, rows, models = cost_config(ctx), [], []
     data = splits(ctx)
+    if data is None or not cfg["runs"]:
+        return Result(raw(ctx).name, config=cfg, device="cpu", precision="fp32", epoch=0,
+                      seed=ctx.profile.seed)
     net = net_config(data)
     for i, (name, run_id) in enumerate(cfg["runs"].items()):
         model = tr.plain_model(_final_ckpt(ctx.store, run_id), net)

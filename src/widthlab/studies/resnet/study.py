@@ -76,7 +76,8 @@ class ResnetStudy(Study):
         for d in ordered_datasets(list(tables)):
             t, name = tables[d], display_name(d)
             out.append(Section(
-                title=f"Learned widths of ResNet-20: {name}", intro=INTRO,
+                title=f"Learned widths of ResNet-20: {name}",
+                intro=INTRO + (f" {t.note}" if t.note else ""),
                 verdicts=verdicts.get(d, []), run_ids=list(t.runs), budget=t.budget,
                 figures=[
                     Figure(f"{d}-acc-macs", f"{name}: final-epoch accuracy against "

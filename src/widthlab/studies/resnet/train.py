@@ -22,6 +22,8 @@ import torch
 from torch import nn
 
 from widthlab.engine.events import EpochContext
+from widthlab.engine.lifecycle import EpochRows
+from widthlab.engine.module_run import ModuleRun
 from widthlab.errors import UsageError
 from widthlab.frontier import cut_network, unit_costs
 from widthlab.nn.resnet import ResNet, ResNetConfig
@@ -44,6 +46,20 @@ def net_config(shape: Sequence[int], n_classes: int) -> ResNetConfig:
 def example(cfg: ResNetConfig, n: int = 2) -> torch.Tensor:
     g = torch.Generator().manual_seed(0)
     return torch.randn(n, cfg.in_channels, cfg.image_size, cfg.image_size, generator=g)
+
+
+def placeholder() -> nn.Module:
+    """The model of a run that cannot train (:class:`NotTrained`)."""
+    return nn.Linear(1, 1)
+
+
+class NotTrained(ModuleRun):
+    """A run whose data ResNet-20 cannot read (``describe["why"]``): stored as a run whose one
+    model failed at epoch 0, with the reason."""
+
+    def train_epoch(self, epoch: int, advance) -> EpochRows:
+        self.alive, self.epoch = False, self.epochs
+        return EpochRows(failures=[(0, 0, self.describe["why"])])
 
 
 def build_dense(cfg: ResNetConfig, seed: int) -> ResNet:
@@ -147,7 +163,7 @@ def _prune(model: ResNet, method: str, target: float, calib: tuple, cut: dict) -
 
         tp_prune_(model, x, target_macs=int(target))
     elif method == "slimming":
-        from widthlab.nn.slimming import slim_
+        from widthlab.frontier.peers import slim_
 
         slim_(model, x, target_macs=int(target))
     elif method == "widthlab-cut":
