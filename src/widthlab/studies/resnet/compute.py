@@ -124,7 +124,8 @@ def learned_step(ctx: RunContext) -> ModuleExperiment | None:
         return None
     build = functools.partial(tr.build_gated, net_config(data), p.seed, p.price_by)
     return _experiment(LEARNED, build, learned_config(p), ctx,
-                       {"settings": settings(p, "price", "price_by", "gate_lr", "free_frac")},
+                       {"settings": settings(p, "price", "price_by", "gate_lr", "free_frac",
+                                            "warmup_frac")},
                        data)
 
 

@@ -53,6 +53,8 @@ class ResnetProfile(Profile):
     gate_lr: float = field(default=0.05, metadata={"help": "the gates' learning rate"})
     free_frac: float = field(default=1 / 3, metadata={
         "help": "last fraction of the learned run's epochs without the price"})
+    warmup_frac: float = field(default=0.0, metadata={
+        "help": "first fraction of the learned run's epochs without the price (a warm-up)"})
     slim_penalty: float = field(default=1e-4, metadata={
         "help": "network slimming's L1 on the BatchNorm scales"})
     finetune_lr: float = field(default=0.01, metadata={"help": "fine-tuning learning rate"})
@@ -93,8 +95,10 @@ class ResnetProfile(Profile):
         for name in ("price", "slim_penalty", "weight_decay", "momentum"):
             if not (getattr(self, name) >= 0 and math.isfinite(getattr(self, name))):
                 raise UsageError(f"{name} must be finite and >= 0, got {getattr(self, name)}")
-        if not 0 <= self.free_frac < 1:
-            raise UsageError(f"free_frac must be in [0, 1), got {self.free_frac}")
+        if not (0 <= self.free_frac < 1 and 0 <= self.warmup_frac < 1
+                and self.free_frac + self.warmup_frac < 1):
+            raise UsageError(f"free_frac and warmup_frac must be in [0, 1) with a sum < 1, got "
+                             f"{self.free_frac} and {self.warmup_frac}")
         if self.cut_scale not in ("max", "measured", "fisher"):
             raise UsageError(f"cut_scale must be max, measured or fisher, got "
                              f"{self.cut_scale!r}")
@@ -138,11 +142,12 @@ def dense_config(p: ResnetProfile) -> ModuleConfig:
 
 
 def learned_config(p: ResnetProfile) -> ModuleConfig:
-    """The gated run: the same SGD, the price on but for the last ``free_frac`` of the epochs,
+    """The gated run: the same SGD, the price on but for the first ``warmup_frac`` and the last
+    ``free_frac`` of the epochs,
     shrunk after every epoch (the optimizer's momentum sliced with the weights)."""
     e = learned_epochs(p)
     return sgd(p, e, price=p.price, gate_lr=p.gate_lr, free_epochs=int(e * p.free_frac),
-               shrink=True)
+               warmup_epochs=int(e * p.warmup_frac), shrink=True)
 
 
 def finetune_config(p: ResnetProfile) -> ModuleConfig:
