@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from widthlab.errors import UsageError
-from widthlab.frontier.peers import bn_scores, slim_, tp_prune_
+from widthlab.frontier.peers import bn_scores, cut_network_to_macs_, slim_, tp_prune_
 from widthlab.metrics.cost import count_macs
 from widthlab.nn.resnet import ResNet, ResNetConfig
 from widthlab.nn.slimming import bn_l1
@@ -104,3 +104,18 @@ def test_tp_prune_reaches_the_target_and_runs():
     assert model(x).shape == (2, 10) and model.fc.out_features == 10
     with pytest.raises(UsageError, match="importance"):
         tp_prune_(model, x, target_macs=target, importance="taylor")
+
+
+def test_cut_network_to_macs_reaches_an_absolute_target():
+    torch.manual_seed(0)
+    cfg = ResNetConfig(stage_widths=(6, 8), blocks=1, image_size=8)
+    model = ResNet(cfg)
+    x, y = torch.randn(64, 1, 8, 8), torch.randint(0, 10, (64,))
+    target = cfg.macs() * 2 // 5  # 2.5x fewer
+    out = cut_network_to_macs_(model, (x, y), target_macs=target, rounds=2)
+    assert out["met"] and out["macs"] <= target < out["macs_before"] == cfg.macs()
+    assert count_macs(model, x) == model.current_config().macs() == out["macs"]
+    assert out["widths"]["stream:stages.1.0"] == model.current_config().stage_widths[1]
+    assert model(x).shape == (64, 10)
+    with pytest.raises(UsageError, match="target_macs"):
+        cut_network_to_macs_(model, (x, y), target_macs=target, amount=0.5)

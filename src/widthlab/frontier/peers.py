@@ -9,6 +9,10 @@
   score is the **max** of ``|gamma|`` over them (a stream channel goes only when no block
   writes to it with weight). Removal goes through :func:`widthlab.units.remove_units`
   (optimizer state kept, ready to fine-tune).
+- :func:`cut_network_to_macs_`: widthlab's compensated whole-network cut
+  (:func:`widthlab.frontier.network.cut_network`, ``target="macs"``) driven to an absolute
+  multiply-add budget of the whole model (``cut_network``'s ``amount`` is a fraction of the
+  selected groups' per-unit accounting, which counts a conv between two groups twice).
 - :func:`tp_prune_`: Torch-Pruning 1.6's ``MetaPruner`` with its group magnitude importance
   (``GroupMagnitudeImportance``, L2 or L1 norm of every coupled weight), global ranking,
   pruned in small iterative steps until the multiply-adds are at most ``target_macs``.
@@ -30,10 +34,11 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from widthlab.errors import UsageError
+from widthlab.frontier.network import cut_network, network_groups, unit_costs
 from widthlab.metrics.cost import count_macs, count_params
 from widthlab.units import Group, UnitGraph, build_graph, remove_units
 
-__all__ = ["bn_scores", "slim_", "tp_prune_"]
+__all__ = ["bn_scores", "cut_network_to_macs_", "slim_", "tp_prune_"]
 
 
 def _args(example) -> tuple:
@@ -210,3 +215,67 @@ def tp_prune_(model: nn.Module, example, *, target_macs: int, importance: str = 
     return {"macs_before": before, "macs": macs, "params": count_params(model),
             "steps": taken, "met": macs <= target_macs,
             "widths": {g.name: g.size for g in graph.groups}}
+
+
+def cut_network_to_macs_(model: nn.Module, calib, *, target_macs: int, example=None,
+                         calls: int = 4, **options) -> dict:
+    """:func:`~widthlab.frontier.network.cut_network` (``target="macs"``) until the whole
+    model costs at most ``target_macs`` multiply-adds per sample; in place.
+
+    Each call asks ``cut_network`` for ``amount = (macs now - target) / total``, ``total`` the
+    selected groups' per-unit multiply-adds times their sizes (so the first-order saving is
+    the gap); removing units of two groups that share a conv saves less than that (the conv
+    loses rows and columns), so the cut may fall short, and another call (one round) takes
+    the rest, up to ``calls`` calls.
+
+    Parameters
+    ----------
+    model : nn.Module
+    calib : (Tensor, Tensor)
+        Calibration inputs and targets of ``cut_network``.
+    target_macs : int
+        Multiply-adds per sample to reach (at most), counted by
+        :func:`widthlab.metrics.cost.count_macs`.
+    example : Tensor, optional
+        A small batch to trace and count on (default: ``calib[0][:2]``).
+    calls : int
+        Most ``cut_network`` calls.
+    **options
+        Passed to ``cut_network`` (``groups``, ``min_width``, ``scale``, ``rounds`` of the
+        first call, ``batch``, ``loss_fn``, ``damp``).
+
+    Returns
+    -------
+    dict
+        ``macs_before``, ``macs``, ``params``, ``calls`` (made), ``met``, ``widths`` (group
+        -> size), ``cuts`` (the :class:`~widthlab.frontier.network.NetworkCut` of each call).
+    """
+    if isinstance(target_macs, bool) or not isinstance(target_macs, int) or target_macs < 1:
+        raise UsageError(f"target_macs must be a positive int, got {target_macs!r}")
+    if calls < 1:
+        raise UsageError(f"calls must be >= 1, got {calls}")
+    if "target" in options or "amount" in options or "apply" in options:
+        raise UsageError("cut_network_to_macs_ sets target, amount and apply itself; pass "
+                         "target_macs instead")
+    example = calib[0][:2] if example is None else example
+    graph = build_graph(model, *_args(example))
+    before = macs = count_macs(model, example)
+    cuts = []
+    while macs > target_macs and len(cuts) < calls:
+        names = options.get("groups")
+        groups = (network_groups(model, graph) if names is None
+                  else [graph[g if isinstance(g, str) else g.name] for g in names])
+        groups = [g for g in groups if g.size > options.get("min_width", 1)]
+        if not groups:
+            break
+        per = unit_costs(model, groups, _args(example)[0])
+        total = sum(g.size * per[g.name]["macs"] for g in groups)
+        amount = min(1.0, (macs - target_macs) / total)
+        kw = dict(options, groups=[g.name for g in groups])
+        if cuts:
+            kw["rounds"] = 1
+        cuts.append(cut_network(model, graph, calib, target="macs", amount=amount, **kw))
+        macs = count_macs(model, example)
+    return {"macs_before": before, "macs": macs, "params": count_params(model),
+            "calls": len(cuts), "met": macs <= target_macs,
+            "widths": {g.name: g.size for g in graph.groups}, "cuts": cuts}
