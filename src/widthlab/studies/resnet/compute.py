@@ -175,7 +175,7 @@ def pruned_step(method: str, ctx: RunContext) -> ModuleExperiment | None:
     target = target_macs(ctx)
     n = min(p.calib_size, len(data.train))
     calib = (data.train.x[:n], data.train.y[:n])
-    cut = {"scale": p.cut_scale, "rounds": p.cut_rounds, "tries": p.cut_tries} \
+    cut = {"scale": p.cut_scale, "rounds": p.cut_rounds, "calls": p.cut_tries} \
         if method == CUT else {}
     build = functools.partial(tr.build_pruned, _final_ckpt(ctx.store, ctx.runs[up]),
                               net_config(data), method, target, calib, p.seed, cut)

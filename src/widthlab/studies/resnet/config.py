@@ -64,7 +64,7 @@ class ResnetProfile(Profile):
         "help": "widthlab cut's loss scale: max, measured or fisher (frontier.cut_network)"})
     cut_rounds: int = field(default=4, metadata={"help": "widthlab cut's allocation rounds"})
     cut_tries: int = field(default=3, metadata={
-        "help": "widthlab cut's tries at the learned multiply-adds (each corrects the last)"})
+        "help": "widthlab cut's most cut_network calls to reach the learned multiply-adds"})
     journal_images: int = field(default=256, metadata={
         "help": "training images of the per-channel activation statistics"})
     latency_repeats: int = field(default=20, metadata={

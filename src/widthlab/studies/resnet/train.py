@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 
 import numpy as np
@@ -25,7 +24,7 @@ from widthlab.engine.events import EpochContext
 from widthlab.engine.lifecycle import EpochRows
 from widthlab.engine.module_run import ModuleRun
 from widthlab.errors import UsageError
-from widthlab.frontier import cut_network, unit_costs
+from widthlab.frontier import unit_costs
 from widthlab.nn.resnet import ResNet, ResNetConfig
 from widthlab.nn.surgery import gate_layers, model_gates
 from widthlab.store import ArrayRow, MetricRow
@@ -157,50 +156,28 @@ def plain_model(ckpt: dict, cfg: ResNetConfig) -> ResNet:
 
 
 def _prune(model: ResNet, method: str, target: float, calib: tuple, cut: dict) -> ResNet:
+    """Cut ``model`` in place to at most ``target`` multiply-adds per image by ``method``."""
+    from widthlab.frontier.peers import cut_network_to_macs_, slim_, tp_prune_
+
     x = example(model.config)
     if method == "torch-pruning":
-        from widthlab.frontier.peers import tp_prune_
-
         tp_prune_(model, x, target_macs=int(target))
     elif method == "slimming":
-        from widthlab.frontier.peers import slim_
-
         slim_(model, x, target_macs=int(target))
     elif method == "widthlab-cut":
-        model = cut_to(model, target, calib, **cut)
+        cut_network_to_macs_(model, calib, target_macs=int(target), example=x, **cut)
     else:
         raise UsageError(f"unknown prune method {method!r}")
     return model
 
 
-def cut_to(model: ResNet, target: float, calib: tuple, *, scale: str = "max", rounds: int = 4,
-           tries: int = 3, tol: float = 0.03) -> ResNet:
-    """widthlab's compensated whole-network cut (:func:`widthlab.frontier.cut_network`) of a
-    copy of ``model`` to about ``target`` multiply-adds per image. ``cut_network`` removes a
-    fraction of the groups' summed unit costs (each conv counted by the group it reads and the
-    one it writes), so a uniform cut by ``1 - s`` keeps ``s**2`` of the multiply-adds: the
-    first try removes ``1 - sqrt(target / dense)``, each next try corrects ``s`` by
-    ``sqrt(target / got)``; the try nearest ``target`` is returned (within ``tol`` stops)."""
-    dense = model.current_config().macs()
-    keep, best = (target / dense) ** 0.5, None
-    for _ in range(tries):
-        trial = copy.deepcopy(model)
-        cut_network(trial, build_graph(trial, calib[0][:2]), calib, target="macs",
-                    amount=float(min(max(1 - keep, 0.0), 0.99)), scale=scale, rounds=rounds)
-        got = trial.current_config().macs()
-        if best is None or abs(got - target) < abs(best[1] - target):
-            best = (trial, got)
-        if abs(got - target) <= tol * target:
-            break
-        keep *= (target / got) ** 0.5
-    return best[0]
-
-
 def build_pruned(ckpt: dict, cfg: ResNetConfig, method: str, target: float,
                  calib: tuple, seed: int, cut: dict | None = None) -> ResNet:
     """A fine-tuning run's start: the upstream run's final weights (dense or slimming-trained),
-    cut by ``method`` to ``target`` multiply-adds per image (``cut``: :func:`cut_to`'s
-    settings)."""
+    cut by ``method`` to at most ``target`` multiply-adds per image: Torch-Pruning, network
+    slimming's global threshold, or widthlab's compensated whole-network cut
+    (:func:`widthlab.frontier.peers.cut_network_to_macs_`; ``cut``: its ``scale``, ``rounds``
+    and ``calls``)."""
     torch.manual_seed(seed)
     model = plain_model(ckpt, cfg).train()
     return _prune(model, method, target, calib, cut or {})
