@@ -115,12 +115,18 @@ PROFILES = {
                            batch_size=32, price=0.05, gate_lr=0.5, free_frac=0.0,
                            calib_size=32, cut_scale="fisher", cut_rounds=1, cut_tries=1,
                            journal_images=32, latency_repeats=3),
-    # the comparison on 2 CPU cores (benchmarks/bench_resnet.py): 10,000 training images,
-    # 5,000 test images, 6 epochs, 2 of fine-tuning
-    "standard": ResnetProfile(),
-    # every training image, the official test set, 15 epochs, 3 of fine-tuning
+    # the comparison on 2 CPU cores (benchmarks/bench_resnet.py; ~40 min estimated from
+    # per-image timings at load 3, never run whole here): 8,000 training and 4,000 test images,
+    # 6 epochs (the learned run: 1 warm-up, 3 priced, 2 free), 1 of fine-tuning. The price is
+    # bench run 1's (0.02 over 72 priced steps: 2.17x fewer MACs, /work/notes/rstudy.md)
+    # scaled to the same gate travel over 189 priced steps; not probed
+    "standard": ResnetProfile(train_size=8000, test_size=4000, finetune_epochs=1, price=0.008,
+                              gate_lr=0.1, warmup_frac=1 / 6),
+    # every training image, the official test set, 15 epochs (2 warm-up, 8 priced, 5 free), 3
+    # of fine-tuning; the price scaled the same way to 3,750 priced steps (not probed)
     "full": ResnetProfile(epochs=15, finetune_epochs=3, train_size=None, test_size=None,
-                          calib_size=2048, latency_repeats=50),
+                          price=4e-4, gate_lr=0.1, warmup_frac=2 / 15, calib_size=2048,
+                          latency_repeats=50),
 }
 
 
