@@ -6,10 +6,18 @@ from __future__ import annotations
 
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 from widthlab.studies._plot import plt
 from widthlab.studies.resnet.analysis import LABELS
 from widthlab.studies.resnet.config import DENSE, LEARNED
+
+PLAIN = FuncFormatter(lambda v, _: f"{v:g}")  # 20, 30 on a log axis, not 2 x 10^1
+
+
+def _plain(axis) -> None:
+    axis.set_major_formatter(PLAIN)
+    axis.set_minor_formatter(PLAIN)
 
 
 def acc_vs_macs(f: pd.DataFrame, title: str = "") -> Figure:
@@ -21,6 +29,7 @@ def acc_vs_macs(f: pd.DataFrame, title: str = "") -> Figure:
                 color=f"C{i}", label=f"{LABELS[r.method]} ({r.epochs} ep)")
     ax.set(xscale="log", xlabel="multiply-adds per image (M)",
            ylabel="final-epoch test accuracy (%)", title=title)
+    _plain(ax.xaxis)
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
@@ -50,6 +59,8 @@ def latency(f: pd.DataFrame, title: str = "") -> Figure:
             ax.plot(r.macs / 1e6, getattr(r, col), "o", color=f"C{i}", label=LABELS[r.method])
         ax.set(xscale="log", yscale="log", xlabel="multiply-adds per image (M)",
                ylabel="ms", title=f"batch {batch}")
+        _plain(ax.xaxis)
+        _plain(ax.yaxis)
     axes[0].legend(fontsize=7)
     if title:
         fig.suptitle(title)
