@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -67,6 +68,9 @@ class DatasetSplits:
         built-in dataset name; None when built by hand.
     settings : how the splits were made (``val_size``, ``test``, ``test_size``; for files also
         ``path``, absolute, and ``target``): what :func:`~widthlab.data.reload_splits` needs.
+    sample_shape : the shape of one sample before it was flattened, e.g. ``(3, 32, 32)`` for
+        images given as ``(N, 3, 32, 32)`` (``(1, H, W)`` for ``(N, H, W)``); None for samples
+        given flat. :meth:`images` reshapes the inputs back for convolutional models.
     """
 
     name: str
@@ -82,11 +86,38 @@ class DatasetSplits:
     content_id: str | None = None
     source: str | None = None
     settings: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    sample_shape: tuple[int, ...] | None = field(default=None, compare=False)
 
     @property
     def n_features(self) -> int:
-        """Number of inputs per sample (the width of the first layer)."""
-        return int(self.train.x.shape[1])
+        """Number of inputs per sample (the width of the first layer; all of an image's
+        values when :meth:`images` kept its shape)."""
+        return int(math.prod(self.train.x.shape[1:]))
+
+    def images(self, shape: tuple[int, ...] | None = None) -> DatasetSplits:
+        """The same splits with inputs ``(N, C, H, W)`` for a convolutional model: ``shape``
+        ``(C, H, W)``, default :attr:`sample_shape` (the built-in image sets: ``(1, 28, 28)``).
+
+        Raises
+        ------
+        UsageError
+            When the samples have no image shape (given flat, e.g. a CSV) and none is given,
+            or ``shape`` does not hold ``n_features`` values.
+        """
+        shape = tuple(shape or self.sample_shape or ())
+        if len(shape) == 2:
+            shape = (1, *shape)
+        if len(shape) != 3 or math.prod(shape) != self.n_features:
+            raise UsageError(f"{self.name}: a convolutional model needs images (N, C, H, W); "
+                             f"the samples have {self.n_features} values and no image shape "
+                             f"{shape or ''}; give x as an (N, C, H, W) or (N, H, W) array in "
+                             "an .npz file")
+
+        def as_images(s: Split) -> Split:
+            return Split(s.x.reshape(len(s.x), *shape), s.y)
+
+        return replace(self, train=as_images(self.train), val=as_images(self.val),
+                       test=as_images(self.test), sample_shape=shape)
 
     @property
     def n_classes(self) -> int:
@@ -238,7 +269,8 @@ def _build_splits(spec: DatasetSpec, val_size: int, seed: int, data_dir) -> Data
     test = Split(prep(te_x), torch.from_numpy(te_y.astype(np.int64)))
     return DatasetSplits(spec.name, train, val, test, mean, std, seed, classes=spec.classes,
                          content_id=builtin_content_id(spec, val_size, seed), source=spec.name,
-                         settings={"val_size": val_size, "test": "official"})
+                         settings={"val_size": val_size, "test": "official"},
+                         sample_shape=(1, *tr_x.shape[1:]) if tr_x.ndim == 3 else None)
 
 
 def builtin_content_id(spec: DatasetSpec, val_size: int, seed: int) -> str:

@@ -287,7 +287,18 @@ def build_splits(x: Any, y: Any, test: tuple[Any, Any] | None, *, where: str, na
         name, split(xs[tr], codes[0][tr]), split(xs[va], codes[0][va]), test_split,
         0.0, 1.0, int(seed), classes=classes, feature_mean=mean, feature_std=std,
         content_id=content_hash(content, meta), source=where, settings=settings,
+        sample_shape=_sample_shape(x),
     ).to(device)
+
+
+def _sample_shape(x: Any) -> tuple[int, ...] | None:
+    """``(C, H, W)`` of inputs given as images ``(N, C, H, W)`` (``(1, H, W)`` for
+    ``(N, H, W)``); None for flat samples. Not part of the content id: the values are the
+    same; a convolutional model that reads the shape states it in its own config."""
+    shape = tuple(int(v) for v in getattr(x, "shape", ())[1:])
+    if len(shape) == 2:
+        return (1, *shape)
+    return shape if len(shape) == 3 else None
 
 
 def from_arrays(x: Any, y: Any, *, name: str = "arrays", val_size: Size = 0.1,

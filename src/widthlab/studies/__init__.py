@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 # journal order; a name whose package is not there is skipped
 ORDER = ("variance", "pca", "flexible", "sparsifier", "importance", "ordering", "optimizer",
-         "frontier", "growth", "lenet")
+         "frontier", "growth", "lenet", "resnet")
 
 
 def exists(name: str) -> bool:

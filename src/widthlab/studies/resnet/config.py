@@ -1,0 +1,173 @@
+"""What the resnet study trains (declarative): ResNet-20 (:mod:`widthlab.nn.resnet`) on 28x28
+images, dense and with gates on every units-core group, and the practitioner's alternatives at
+the multiply-adds the gates learned.
+
+Budgets: the dense network (a), the learned widths and the uniformly narrower network (b) train
+``epochs`` epochs each; the prune-after-training methods start from the dense run (c: Torch-
+Pruning, e: widthlab's compensated cut) or from a network-slimming run of ``epochs`` epochs (d)
+and fine-tune ``finetune_epochs`` more, so they get ``finetune_epochs`` epochs more than the
+learned widths (stated in the report in epochs and training multiply-adds).
+
+Profiles: ``quick`` is a CI smoke test (a few hundred images, one or two epochs: the numbers
+mean nothing); ``standard`` and ``full`` hold the comparison (``benchmarks/bench_resnet.py``
+runs ``standard``'s settings).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from widthlab.engine.modules import ModuleConfig
+from widthlab.errors import UsageError
+from widthlab.studies.base import Profile
+
+NAME = "resnet"
+DENSE, LEARNED, UNIFORM, TP, SLIM_TRAIN, SLIM, CUT = (
+    "dense", "learned", "uniform", "torch-pruning", "slimming-train", "slimming", "widthlab-cut")
+ALTERNATIVES = (UNIFORM, TP, SLIM, CUT)  # (b)-(e)
+LETTERS = {DENSE: "a", UNIFORM: "b", TP: "c", SLIM: "d", CUT: "e"}
+COST, MANIFEST = "cost", "manifest"
+PRICE_BY = ("macs", "unit")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResnetProfile(Profile):
+    """Epochs, data, optimizer, the gates' price and the alternatives' settings."""
+
+    epochs: int = field(default=6, metadata={"help": "training epochs of every network"})
+    finetune_epochs: int = field(default=2, metadata={
+        "help": "fine-tuning epochs after a prune-after-training method's cut"})
+    train_size: int | None = field(default=10_000, metadata={
+        "help": "first N training images (all: none)"})
+    test_size: int | None = field(default=5000, metadata={
+        "help": "first N test images (all: none)"})
+    batch_size: int = field(default=128, metadata={"help": "minibatch size"})
+    lr: float = field(default=0.05, metadata={"help": "SGD learning rate (cosine schedule)"})
+    momentum: float = field(default=0.9, metadata={"help": "SGD momentum"})
+    weight_decay: float = field(default=5e-4, metadata={"help": "weight decay (not on gates)"})
+    price: float = field(default=2e-4, metadata={"help": "L1 price of the gates, one for all"})
+    price_by: str = field(default="macs", metadata={
+        "help": "macs: a unit's price times its multiply-adds over the mean unit's; unit: "
+                "every unit the same"})
+    gate_lr: float = field(default=0.05, metadata={"help": "the gates' learning rate"})
+    free_frac: float = field(default=1 / 3, metadata={
+        "help": "last fraction of the learned run's epochs without the price"})
+    warmup_frac: float = field(default=0.0, metadata={
+        "help": "first fraction of the learned run's epochs without the price (a warm-up)"})
+    slim_penalty: float = field(default=1e-4, metadata={
+        "help": "network slimming's L1 on the BatchNorm scales"})
+    finetune_lr: float = field(default=0.01, metadata={"help": "fine-tuning learning rate"})
+    calib_size: int = field(default=1024, metadata={
+        "help": "training images the cuts calibrate on (Torch-Pruning, widthlab's cut)"})
+    cut_scale: str = field(default="max", metadata={
+        "help": "widthlab cut's loss scale: max, measured or fisher (frontier.cut_network)"})
+    cut_rounds: int = field(default=4, metadata={"help": "widthlab cut's allocation rounds"})
+    cut_tries: int = field(default=3, metadata={
+        "help": "widthlab cut's most cut_network calls to reach the learned multiply-adds"})
+    journal_images: int = field(default=256, metadata={
+        "help": "training images of the per-channel activation statistics"})
+    latency_repeats: int = field(default=20, metadata={
+        "help": "timed repeats of each latency (median), one thread"})
+    seed: int = field(default=0, metadata={"help": "seed of the weights and the batches"})
+    alternatives: tuple[str, ...] = field(default=ALTERNATIVES, metadata={
+        "help": "the alternatives compared at the learned multiply-adds: uniform, "
+                "torch-pruning, slimming, widthlab-cut"})
+
+    def validate(self) -> None:
+        bad = sorted(set(self.alternatives) - set(ALTERNATIVES))
+        if bad or len(set(self.alternatives)) != len(self.alternatives):
+            raise UsageError(f"alternatives must be distinct names from "
+                             f"{', '.join(ALTERNATIVES)}, got {list(self.alternatives)}")
+        for name in ("epochs", "batch_size", "calib_size", "journal_images",
+                     "latency_repeats", "cut_rounds", "cut_tries"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.finetune_epochs < 1:
+            raise UsageError(f"finetune_epochs must be >= 1, got {self.finetune_epochs}")
+        for name in ("train_size", "test_size"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise UsageError(f"{name} must be >= 1 or none, got {v}")
+        for name in ("lr", "gate_lr", "finetune_lr"):
+            if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
+                raise UsageError(f"{name} must be a finite number > 0, got {getattr(self, name)}")
+        for name in ("price", "slim_penalty", "weight_decay", "momentum"):
+            if not (getattr(self, name) >= 0 and math.isfinite(getattr(self, name))):
+                raise UsageError(f"{name} must be finite and >= 0, got {getattr(self, name)}")
+        if not (0 <= self.free_frac < 1 and 0 <= self.warmup_frac < 1
+                and self.free_frac + self.warmup_frac < 1):
+            raise UsageError(f"free_frac and warmup_frac must be in [0, 1) with a sum < 1, got "
+                             f"{self.free_frac} and {self.warmup_frac}")
+        if self.cut_scale not in ("max", "measured", "fisher"):
+            raise UsageError(f"cut_scale must be max, measured or fisher, got "
+                             f"{self.cut_scale!r}")
+        if self.price_by not in PRICE_BY:
+            raise UsageError(f"price_by must be one of {', '.join(PRICE_BY)}, got "
+                             f"{self.price_by!r}")
+
+
+PROFILES = {
+    # CI smoke test only (about 20 s per dataset on one idle thread): 128 training and 100 test
+    # images, 1 epoch (the learned run 2, the price high so that some channels go): the
+    # numbers say nothing about the question
+    "quick": ResnetProfile(epochs=1, finetune_epochs=1, train_size=128, test_size=100,
+                           batch_size=32, price=0.05, gate_lr=0.5, free_frac=0.0,
+                           calib_size=32, cut_scale="fisher", cut_rounds=1, cut_tries=1,
+                           journal_images=32, latency_repeats=3),
+    # the comparison on 2 CPU cores (benchmarks/bench_resnet.py; ~40 min estimated from
+    # per-image timings at load 3, never run whole here): 8,000 training and 4,000 test images,
+    # 6 epochs (the learned run: 1 warm-up, 3 priced, 2 free), 1 of fine-tuning. The price is
+    # bench run 1's (0.02 over 72 priced steps: 2.17x fewer MACs, /work/notes/rstudy.md)
+    # scaled to the same gate travel over 189 priced steps; not probed
+    "standard": ResnetProfile(train_size=8000, test_size=4000, finetune_epochs=1, price=0.008,
+                              gate_lr=0.1, warmup_frac=1 / 6),
+    # every training image, the official test set, 15 epochs (2 warm-up, 8 priced, 5 free), 3
+    # of fine-tuning; the price scaled the same way to 3,750 priced steps (not probed)
+    "full": ResnetProfile(epochs=15, finetune_epochs=3, train_size=None, test_size=None,
+                          price=4e-4, gate_lr=0.1, warmup_frac=2 / 15, calib_size=2048,
+                          latency_repeats=50),
+}
+
+
+def learned_epochs(p: ResnetProfile) -> int:
+    """The quick profile's learned run gets 2 epochs (one priced, one shrunk) when
+    ``epochs`` is 1; otherwise ``epochs``."""
+    return max(p.epochs, 2) if p.epochs == 1 else p.epochs
+
+
+def sgd(p: ResnetProfile, epochs: int, **kw) -> ModuleConfig:
+    return ModuleConfig(epochs=epochs, optimizer="sgd", lr=p.lr, momentum=p.momentum,
+                        weight_decay=p.weight_decay, batch_size=p.batch_size,
+                        schedule="cosine", seed=p.seed, **{"shrink": False, **kw})
+
+
+def dense_config(p: ResnetProfile) -> ModuleConfig:
+    """(a), (b) and network slimming's training: SGD momentum, cosine, ``epochs``."""
+    return sgd(p, p.epochs)
+
+
+def learned_config(p: ResnetProfile) -> ModuleConfig:
+    """The gated run: the same SGD, the price on but for the first ``warmup_frac`` and the last
+    ``free_frac`` of the epochs,
+    shrunk after every epoch (the optimizer's momentum sliced with the weights)."""
+    e = learned_epochs(p)
+    return sgd(p, e, price=p.price, gate_lr=p.gate_lr, free_epochs=int(e * p.free_frac),
+               warmup_epochs=int(e * p.warmup_frac), shrink=True)
+
+
+def finetune_config(p: ResnetProfile) -> ModuleConfig:
+    """Fine-tuning after a cut: ``finetune_epochs`` of SGD momentum, cosine from
+    ``finetune_lr``."""
+    return ModuleConfig(epochs=p.finetune_epochs, optimizer="sgd", lr=p.finetune_lr,
+                        momentum=p.momentum, weight_decay=p.weight_decay,
+                        batch_size=p.batch_size, schedule="cosine", shrink=False,
+                        seed=p.seed + 1)
+
+
+def settings(p: ResnetProfile, *names: str) -> dict:
+    """The profile fields a run depends on (its identity): the data and optimizer ones, plus
+    ``names``."""
+    keys = ("epochs", "train_size", "test_size", "batch_size", "lr", "momentum",
+            "weight_decay", "seed", *names)
+    return {k: getattr(p, k) for k in keys}
