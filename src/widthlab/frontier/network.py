@@ -129,11 +129,16 @@ def unit_costs(model: nn.Module, groups: Sequence[Group], example) -> dict[str, 
         for h in handles:
             h.remove()
         model.train(was)
+    def per_index(s) -> int:  # read off the live tensor: ``Slice.per_index`` is the traced
+        t = getattr(mods[s.module], s.name)  # one, stale once another group cut the tensor
+        return t.numel() // t.shape[s.dim]
+
     out = {}
     for g in groups:
-        macs = sum(int((s.units >= 0).sum()) * s.per_index * pos.get(s.module, 0.0)
+        macs = sum(int((s.units >= 0).sum()) * per_index(s) * pos.get(s.module, 0.0)
                    for s in g.slices if s.module in wanted and s.name == "weight")
-        out[g.name] = {"params": g.params / g.size, "macs": macs / g.size}
+        params = sum(int((s.units >= 0).sum()) * per_index(s) for s in g.slices if s.is_param)
+        out[g.name] = {"params": params / g.size, "macs": macs / g.size}
     return out
 
 
