@@ -69,6 +69,9 @@ class Group:
 
     @property
     def params(self) -> int:
+        """Parameters the group's units hold, as traced: cutting another group that shares a
+        tensor (a stream cut changes the next conv's per-channel count) is not reflected;
+        re-trace with :func:`build_graph` after a cut."""
         return int(sum(int((s.units >= 0).sum()) * s.per_index for s in self.slices
                        if s.is_param))
 
