@@ -77,6 +77,12 @@ class LenetProfile(Profile):
         default=(1.0, 1.0, 1.0),
         metadata={"help": "LeNet-300-100's hard-concrete price multipliers of the pixel, "
                           "300-unit and 100-unit gates"})
+    hc_ramp300: float = field(default=0.0, metadata={
+        "help": "fraction of LeNet-300-100's epochs over which the hard-concrete price rises "
+                "linearly after the warm-up (0: the full price at once)"})
+    hc_fix_gates300: bool = field(default=False, metadata={
+        "help": "train LeNet-300-100's hard-concrete price-free last epochs at fixed, "
+                "deterministic gates (a fine-tune at the learned widths)"})
     cut: bool = field(default=True, metadata={"help": "also prune after training (frontier)"})
     tol: float = field(default=0.005,
                        metadata={"help": "training accuracy the frontier cut may lose"})
@@ -112,6 +118,8 @@ class LenetProfile(Profile):
             if len(v) != 3 or any(not (x >= 0 and math.isfinite(x)) for x in v):
                 raise UsageError(f"{name} must be three finite values >= 0 (pixels, 300 "
                                  f"units, 100 units), got {list(v)}")
+        if not 0 <= self.hc_ramp300 <= 1:
+            raise UsageError(f"hc_ramp300 must be in [0, 1], got {self.hc_ramp300}")
         if self.hc_gate_lr is not None and not self.hc_gate_lr > 0:
             raise UsageError(f"hc_gate_lr must be > 0 or none, got {self.hc_gate_lr}")
         if self.hc_init is not None and not math.isfinite(self.hc_init):
@@ -182,10 +190,12 @@ def gated_config(p: LenetProfile, network: str, price: float, kind: str = L1) ->
     ``warmup300``/``warmup5`` and the last ``free_frac`` of the epochs, shrunk after every
     epoch (the journal's rule: a unit goes when its evaluation gate is exactly 0)."""
     epochs = epochs_of(p, network)
+    hc = {"ramp_epochs": round(epochs * p.hc_ramp300), "fix_gates": p.hc_fix_gates300} \
+        if kind == HC and network == LENET300 else {}
     return ModuleConfig(epochs=epochs, price=price, free_epochs=int(epochs * p.free_frac),
                         warmup_epochs=int(epochs * warmup_of(p, network)), lr=p.lr,
                         gate_lr=gate_lr_of(p, kind), batch_size=p.batch_size,
-                        schedule="cosine", seed=p.seed)
+                        schedule="cosine", seed=p.seed, **hc)
 
 
 def dense_config(p: LenetProfile, network: str) -> ModuleConfig:
@@ -213,6 +223,8 @@ def settings(p: LenetProfile, network: str, kind: str, gate_kind: str = L1) -> d
         if gate_kind == HC:
             out.update(gate_kind=HC, gate_lr=gate_lr_of(p, HC),
                        per_weight=hc_per_weight_of(p, network), init=p.hc_init)
+            if network == LENET300 and (p.hc_ramp300 or p.hc_fix_gates300):
+                out.update(ramp=p.hc_ramp300, fix_gates=p.hc_fix_gates300)  # else as before
             if network == LENET300:
                 out["scales300"] = list(p.hc_scales300)
         elif network == LENET300:
