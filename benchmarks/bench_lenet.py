@@ -28,8 +28,11 @@ half a point of their accuracy) and fine-tuned for one epoch
 Both gate kinds (``--kinds``, default both): the L1 gates ``relu(g)`` at ``--prices300`` /
 ``--prices5``, and hard-concrete gates (Louizos et al. 2018, the L0 row's method: seeded
 stochastic gates in training, their deterministic clamp in evaluation, the expected L0 norm
-priced per unit) at ``--hc-prices300`` / ``--hc-prices5``. The published rows report their
-best epoch; widthlab's rows the final epoch.
+priced per unit) at ``--hc-prices300`` / ``--hc-prices5``; LeNet-300-100's 100-unit gates
+priced 2x (``--hc-scales300``) and its price-free last third trained at fixed deterministic
+gates (``--hc-fix-gates300``; ``--hc-ramp300`` raises its price linearly instead of at once).
+The published rows report their best epoch (RigL its last); widthlab's rows the final epoch,
+and the ``# ... vs ...`` lines say which published rows each gate kind reaches.
 
 The figures printed last: ``lenet300_error`` / ``lenet300_widths`` and ``lenet5_error`` /
 ``lenet5_widths`` of the L1 gated row with the smallest total width within the error bound

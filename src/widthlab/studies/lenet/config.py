@@ -146,10 +146,13 @@ PROFILES = {
     # first 5 epochs (probed in benchmarks/README.md: ~100 features fewer at the same error
     # than one price for every gate, 224-233 features at 1.84-1.93% instead of 340 at 1.93%)
     # The hard-concrete gates at three prices per unit each (probed on one thread, issue 33's
-    # notes: LeNet-300-100 135-93-57 at 1.99% for 3e-3 at 30 epochs; LeNet-5-Caffe at 10
-    # epochs 20-44-164-102 at 0.80% for 1e-3, 20-32-86-50 at 1.08% for 2e-3)
+    # notes /work/notes/lenet.md: LeNet-300-100's 100-unit gates priced 2x, its price-free
+    # last third at fixed deterministic gates: 98-79-31 at 2.3% for 5e-3 at 30 epochs;
+    # a price ramp kept more units at no lower error, so none; LeNet-5-Caffe at 10 epochs
+    # 20-44-164-102 at 0.80% for 1e-3, 20-36-110-67 at 0.89% for 1.5e-3)
     "full": LenetProfile(prices300=(2.5e-4, 4e-4, 5e-4), scales300=(8.0, 2.0, 1.0),
-                         warmup300=1 / 6),
+                         warmup300=1 / 6, hc_scales300=(1.0, 1.0, 2.0),
+                         hc_fix_gates300=True),
 }
 
 
