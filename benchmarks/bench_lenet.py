@@ -28,8 +28,11 @@ half a point of their accuracy) and fine-tuned for one epoch
 Both gate kinds (``--kinds``, default both): the L1 gates ``relu(g)`` at ``--prices300`` /
 ``--prices5``, and hard-concrete gates (Louizos et al. 2018, the L0 row's method: seeded
 stochastic gates in training, their deterministic clamp in evaluation, the expected L0 norm
-priced per unit) at ``--hc-prices300`` / ``--hc-prices5``. The published rows report their
-best epoch; widthlab's rows the final epoch.
+priced per unit) at ``--hc-prices300`` / ``--hc-prices5``; LeNet-300-100's 100-unit gates
+priced 2x (``--hc-scales300``) and its price-free last third trained at fixed deterministic
+gates (``--hc-fix-gates300``; ``--hc-ramp300`` raises its price linearly instead of at once).
+The published rows report their best epoch (RigL its last); widthlab's rows the final epoch,
+and the ``# ... vs ...`` lines say which published rows each gate kind reaches.
 
 The figures printed last: ``lenet300_error`` / ``lenet300_widths`` and ``lenet5_error`` /
 ``lenet5_widths`` of the L1 gated row with the smallest total width within the error bound
@@ -46,6 +49,7 @@ import argparse
 import sys
 import time
 
+import pandas as pd
 import torch
 
 from widthlab.data import load_splits
@@ -54,6 +58,7 @@ from widthlab.studies.lenet.analysis import GATED
 from widthlab.studies.lenet.config import GATE_KINDS, L1, PROFILES, LenetProfile, prices_of
 from widthlab.studies.lenet.references import BOUND, PUBLISHED, widths_text
 from widthlab.studies.lenet.train import cut_run, gated_run
+from widthlab.studies.lenet.verdicts import reached_rows
 
 
 def run(network: str, price: float, data, p: LenetProfile, kind: str = L1) -> dict:
@@ -62,7 +67,7 @@ def run(network: str, price: float, data, p: LenetProfile, kind: str = L1) -> di
     def progress(r: dict) -> None:
         print(f"  {network}{tag} price={price:g} epoch {r['epoch']}: error "
               f"{100 * r['test_error']:.2f}% widths {widths_text(r['row_widths'])} "
-              f"{r['epoch_time']:.1f}s", flush=True)
+              f"train loss {r['train_loss']:.4f} {r['epoch_time']:.1f}s", flush=True)
 
     recs = gated_run(network, price, data, p, on_epoch=progress, kind=kind)
     widths = recs[-1]["row_widths"]
@@ -133,6 +138,9 @@ def profile(args) -> LenetProfile:
                "prices300": args.prices300 or p300, "prices5": args.prices5 or p5,
                "hc_prices300": args.hc_prices300 or hc300, "hc_prices5": args.hc_prices5 or hc5,
                "hc_gate_lr": args.hc_gate_lr, "hc_init": args.hc_init,
+               "hc_ramp300": args.hc_ramp300, "hc_fix_gates300": args.hc_fix_gates300,
+               "hc_per_weight300": args.hc_per_weight300,
+               "hc_scales300": tuple(args.hc_scales300) if args.hc_scales300 else None,
                "gate_kinds": tuple(args.kinds),
                "gate_lr": args.gate_lr, "free_frac": args.free_frac, "seed": args.seed,
                "warmup300": args.warmup300, "warmup5": args.warmup5,
@@ -174,6 +182,16 @@ def main(argv=None) -> int:
                     help="learning rate of log_alpha (default: the gates')")
     ap.add_argument("--hc-init", type=float, default=None,
                     help="initial log_alpha (default log 4)")
+    ap.add_argument("--hc-ramp300", type=float, default=None,
+                    help="fraction of LeNet-300-100's epochs over which the hard-concrete "
+                         "price rises")
+    ap.add_argument("--hc-fix-gates300", action=argparse.BooleanOptionalAction, default=None,
+                    help="LeNet-300-100's price-free last epochs at fixed deterministic "
+                         "hard-concrete gates")
+    ap.add_argument("--hc-per-weight300", action=argparse.BooleanOptionalAction,
+                    default=None, help="price LeNet-300-100's hard-concrete units per weight")
+    ap.add_argument("--hc-scales300", type=float, nargs=3, default=None,
+                    help="LeNet-300-100's hard-concrete price multipliers (pixels, 300, 100)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     p = profile(args)
@@ -209,20 +227,20 @@ def main(argv=None) -> int:
 
 
 def reached(rows: list[dict], kind: str) -> list[str]:
-    """Which published rows some final-epoch row of ``kind`` reaches: at most the row's
-    error with at most its total width (LeNet-300-100) or its weights (LeNet-5-Caffe)."""
+    """Which published rows some final-epoch row of ``kind`` reaches (the lenet study's
+    :func:`~widthlab.studies.lenet.verdicts.reached_rows`: at most the row's error with at
+    most its total width on LeNet-300-100, at most its weights on LeNet-5-Caffe)."""
+    frame = pd.DataFrame([{"network": r["network"], "method": r["method"], "price": r["price"],
+                           "widths": widths_text(r["widths"]), "total_width": sum(r["widths"]),
+                           "weights": r["weights"], "error": r["error"], "gate_kind": r["kind"]}
+                          for r in rows if "kind" in r])
     out = []
-    for net, method, widths, err in PUBLISHED:
-        mine = [r for r in rows if r["network"] == net and r["kind"] == kind]
-        def key(w, net=net):
-            return sum(w) if net == LENET300 else lenet_weights(net, w)
-
-        hit = [r for r in mine if r["error"] <= err and key(r["widths"]) <= key(widths)]
-        if mine:
-            what = (f"reached by price {hit[0]['price']:g} ({widths_text(hit[0]['widths'])}, "
-                    f"{hit[0]['error']:.2f}%)" if hit else "not reached")
-            out.append(f"# {GATED[kind]} vs {net} {method} {widths_text(widths)} {err}%: "
-                       f"{what}")
+    for (net, method, widths, err), hit in reached_rows(frame, kind) if len(frame) else []:
+        what = (f"reached by price {hit.price:g} ({hit.widths}, {hit.error:.2f}%)"
+                if hit is not None else "not reached")
+        when = "its last epoch" if "end of training" in method else "its best epoch"
+        out.append(f"# {GATED[kind]} (final epoch) vs {net} {method} {widths_text(widths)} "
+                   f"{err}% ({when}): {what}")
     return out
 
 

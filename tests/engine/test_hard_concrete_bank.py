@@ -132,6 +132,9 @@ def test_the_sparsifier_and_growth_studies_take_the_gate_kind(tmp_path):
           data=data, progress=False)
     s = Store(eng_store)
     (run_id,) = s.runs()["run_id"]
+    from widthlab.studies.growth.analysis import gate_kind
+
+    assert gate_kind(s, run_id) == "hard_concrete"  # what the MNIST-vs-Fashion verdict names
     met = s.metrics(run_id, wide=True)
     last = met[(met.split == "train") & (met.epoch == 4)].set_index("model")
     assert last.grown.sum() > 0

@@ -90,3 +90,62 @@ def test_price_scale_multiplies_a_gates_penalty():
     assert gate.penalty().item() == 0.0
     with pytest.raises(UsageError, match="price_scale"):
         type(gate)(4, dim=-1, key="k", price_scale=-1.0)
+
+
+def test_ramp_epochs_raise_the_price_linearly():
+    net = model(4)
+    recs = train_module(net, problem(64, 7), problem(32, 8), epochs=7, warmup_epochs=1,
+                        ramp_epochs=3, free_epochs=2, price=3e-2, batch_size=32)
+    assert [r["price"] for r in recs] == pytest.approx([0.0, 1e-2, 2e-2, 3e-2, 3e-2, 0.0, 0.0],
+                                                       abs=1e-15)
+    with pytest.raises(UsageError, match="ramp_epochs"):
+        ModuleConfig(ramp_epochs=-1)
+
+
+def _reference_epoch(state: dict, x, y, order, lr: float, batch: int) -> dict:
+    """One SGD epoch of the input-gated MLP with its hard-concrete gate fixed at the
+    evaluation value, written out in float64 tensors (no gate module)."""
+    la = state["0.widthlab_in_gate.gate"]
+    s = (torch.sigmoid(la) * 1.2 - 0.1).clamp(0, 1)
+    idx = state["0.widthlab_in_gate.index"]
+    w = {k: state[k].clone().requires_grad_(True) for k in ("0.weight", "0.bias", "2.weight",
+                                                           "2.bias")}
+    for i in range(0, len(y), batch):
+        b = order[i:i + batch]
+        h = torch.relu((x[b][:, idx] * s) @ w["0.weight"].T + w["0.bias"])
+        loss = nn.functional.cross_entropy(h @ w["2.weight"].T + w["2.bias"], y[b])
+        grads = torch.autograd.grad(loss, list(w.values()))
+        with torch.no_grad():
+            for t, g in zip(w.values(), grads, strict=True):
+                t -= lr * g
+    return {k: t.detach() for k, t in w.items()}
+
+
+def test_fix_gates_fine_tunes_the_weights_at_the_deterministic_gates():
+    torch.manual_seed(5)
+    net = nn.Sequential(nn.Linear(10, 8), nn.ReLU(), nn.Linear(8, 2)).double()
+    gate_layers(net, ["0"], inputs="only", kind="hard_concrete", seed=3)
+    gate = net[0].widthlab_in_gate
+    (x, y), test = problem(96, 9), problem(32, 10)
+    x, test = x.double(), (test[0].double(), test[1])
+    states = []
+    cfg = ModuleConfig(epochs=3, free_epochs=1, fix_gates=True, price=5e-2, optimizer="sgd",
+                       momentum=0.0, lr=0.1, batch_size=32, seed=11)
+    train_module(net, (x, y), test, cfg, on_epoch=lambda r: states.append(
+        ({k: v.clone() for k, v in net.state_dict().items()}, gate.noise.get_state())))
+    before, after = states[1][0], states[2][0]
+    assert torch.equal(after["0.widthlab_in_gate.gate"], before["0.widthlab_in_gate.gate"])
+    assert torch.equal(states[2][1], states[1][1])  # no noise drawn in the fixed epoch
+    assert gate.gate.requires_grad and net.training
+    assert not torch.equal(states[1][0]["0.weight"], states[0][0]["0.weight"])
+    gen = torch.Generator().manual_seed(11)
+    orders = [torch.randperm(len(y), generator=gen) for _ in range(3)]
+    ref = _reference_epoch(before, x, y, orders[2], 0.1, 32)
+    for k, v in ref.items():
+        torch.testing.assert_close(after[k], v, rtol=0, atol=1e-12)
+    # without fix_gates the last epoch draws noise and moves the gates
+    torch.manual_seed(5)
+    net2 = nn.Sequential(nn.Linear(10, 8), nn.ReLU(), nn.Linear(8, 2)).double()
+    gate_layers(net2, ["0"], inputs="only", kind="hard_concrete", seed=3)
+    train_module(net2, (x, y), test, cfg, fix_gates=False)
+    assert not torch.equal(net2[0].weight, net[0].weight)

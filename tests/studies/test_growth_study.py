@@ -55,6 +55,7 @@ def test_final_widths_are_the_trained_widths(study):
 def test_static_pairs_spreads_and_verdicts(study):
     store, runs = study
     tables = growth.STUDY.tables(store, newest(store, [runs["grow"]]))
+    assert tables["mnist"].gate_kind == "l1"
     m = tables["mnist"]["models"]
     sm = store.models(runs["static"])
     assert sorted(zip(sm.width, sm.seed, strict=True)) == sorted(

@@ -71,10 +71,36 @@ def test_verdicts_and_figure_per_kind(study, tmp_path):
     hc = rows[rows.gate_kind == "hard_concrete"].iloc[0]
     assert v[2].holds == bool(hc.error <= 1.6 and hc.total_width <= 200)
     assert v[2].numbers["total_width"] == hc.total_width
+    reached = [x for x in v if x.claim.startswith("widthlab gates") and "reach every" in x.claim]
+    assert [x.claim for x in reached] == ["widthlab gates reach every published row",
+                                          "widthlab gates (hard concrete) reach every "
+                                          "published row"]
+    assert "their best epoch" in reached[1].text and "Reached 0 of 4" in reached[1].text
     rendered = study_sections(lenet.STUDY, store, runs.ids(), tmp_path)
     sec = rendered[0].section
     assert "hard-concrete gates" in sec.intro and not sec.error
     assert "(widthlab gates (hard concrete)): 2 epochs at each of 1 prices (1e-05" in sec.budget
+
+
+def test_ramp_and_fixed_gates_are_lenet300_hard_concrete_settings():
+    """hc_ramp300 / hc_fix_gates300 reach the hard-concrete LeNet-300-100 run's ModuleConfig
+    and identity only; L1 runs, LeNet-5-Caffe and runs without them keep theirs."""
+    from widthlab.nn.lenet import LENET5
+    from widthlab.studies.lenet.config import gated_config, settings
+
+    p = lenet.STUDY.profile("full", hc_ramp300=0.2, hc_fix_gates300=True)
+    cfg = gated_config(p, LENET300, 3e-3, "hard_concrete")
+    assert (cfg.ramp_epochs, cfg.fix_gates, cfg.free_epochs, cfg.warmup_epochs) == (6, True,
+                                                                                    10, 5)
+    assert settings(p, LENET300, "gated", "hard_concrete")["fix_gates"] is True
+    for net, kind in ((LENET300, "l1"), (LENET5, "hard_concrete")):
+        c = gated_config(p, net, 1e-3, kind)
+        assert (c.ramp_epochs, c.fix_gates) == (0, False)
+        assert "ramp" not in settings(p, net, "gated", kind)
+    plain = lenet.STUDY.profile("full", hc_ramp300=0.0, hc_fix_gates300=False)
+    assert "ramp" not in settings(plain, LENET300, "gated", "hard_concrete")
+    with pytest.raises(UsageError, match="hc_ramp300"):
+        lenet.STUDY.profile("quick", hc_ramp300=1.5)
 
 
 def test_bad_gate_kind_is_refused():

@@ -110,7 +110,7 @@ def test_rows_weights_and_verdicts_recompute(study):
     row = mine[mine.method == "widthlab gates, price 0.0001"].set_index("network").loc[LENET5]
     assert row.error == pytest.approx(100 * test.loc[2, "error"])  # the final epoch, not best
     v = lenet.STUDY.verdicts(tables)
-    assert [len(v["mnist"]), len(v["fashion-mnist"])] == [4, 2]
+    assert [len(v["mnist"]), len(v["fashion-mnist"])] == [5, 2]
     rows = t["rows"]
     g5 = rows[(rows.network == LENET5) & rows.method.str.startswith("widthlab gates")]
     assert v["mnist"][1].holds == bool(((g5.error <= 1.0) & (g5.weights < 38410)).any())
@@ -141,6 +141,22 @@ def test_verdict_criteria_on_chosen_rows():
                weights=30000, error=0.9, error_before_finetune=1.5)
     assert lenet.gates_beat_the_cut(_rows(rows=[{}, cut])).holds
     assert not lenet.gates_beat_the_cut(_rows(rows=[{"error": 0.95}, cut])).holds
+
+
+def test_published_rows_reached_on_chosen_rows():
+    """A final-epoch row reaches a published row at most at its error with at most its
+    features (LeNet-300-100) or weights (LeNet-5-Caffe)."""
+    r300 = dict(network=LENET300, widths="96-70-33", total_width=199, weights=9330, error=1.6)
+    v = lenet.published_reached(_rows(rows=[{}, r300]))
+    assert v.numbers["reached"] == ["LeNet-300-100 L0 (Louizos 2018)", "LeNet-300-100 SBP",
+                                    "LeNet-300-100 VIB", "LeNet-5-Caffe L0"]
+    assert not v.holds and "Reached 4 of 6" in v.text and "best epoch" in v.text
+    assert "BC-GHS 5-10-76-16 at 1.0%: not reached" in v.text  # 20000 weights > its 2751
+    v = lenet.published_reached(_rows(rows=[{}, {**r300, "total_width": 202}]))
+    assert "VIB" not in " ".join(v.numbers["reached"])  # 202 features > VIB's 201
+    assert "LeNet-300-100 RigL (end of training)" not in v.numbers["reached"]  # 1.6 > 1.48
+    v = lenet.published_reached(_rows(rows=[{"weights": 38411}]))
+    assert v.numbers["reached"] == [] and "Reached 0 of 2" in v.text  # LeNet-5 rows only
 
 
 def test_report_section(study, tmp_path):

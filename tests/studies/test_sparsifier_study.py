@@ -222,3 +222,24 @@ def test_cli_study_sparsifier_on_mnist(real_cache, tmp_path, capsys):
     # two quick epochs of MNIST: far above chance; lambda 0 keeps all 500 neurons
     assert (table.test_acc > 0.8).all()
     assert table.width.tolist()[0] == 500 and table.width.tolist()[1] <= 500
+
+
+def test_fashion_verdicts_name_the_gate_kind_and_refuse_mixed_kinds():
+    from widthlab.studies.growth import verdicts as gv
+
+    mnist = frame([(1e-3, 500, 0, 40, .9, .9), (1e-2, 500, 0, 10, .8, .8)])
+    fashion = frame([(1e-3, 500, 0, 55, .8, .8), (1e-2, 500, 0, 9, .7, .7)])
+    hc = ("hard_concrete", "hard_concrete")
+    v = sp.fashion_keeps_more(mnist, fashion, kinds=hc)
+    assert not v.holds and "hard-concrete" in v.claim and v.text.startswith("With hard-conc")
+    assert "1 of 2 lambdas" in v.text and v.numbers["fashion"] == [55.0, 9.0]
+    assert sp.fashion_keeps_more(mnist, fashion).claim == (
+        "FashionMNIST keeps more neurons than MNIST at each lambda")  # L1 wording unchanged
+    v = sp.fashion_keeps_more(mnist, fashion, kinds=("l1", "hard_concrete"))
+    assert not v.holds and "not comparable" in v.text
+    spreads = pd.DataFrame({"init": ["gradmax"] * 2, "lam": [1e-3, 1e-2],
+                            "mean_width": [40.0, 10.0]})
+    wide = spreads.assign(mean_width=[41.0, 12.5])
+    v = gv.fashion_ends_wider(spreads, wide, kinds=hc)
+    assert v.holds and "hard-concrete" in v.claim and "wider at 2 of 2" in v.text
+    assert not gv.fashion_ends_wider(spreads, wide, kinds=("hard_concrete", "l1")).holds

@@ -38,17 +38,34 @@ from widthlab.engine.events import EpochContext
 from widthlab.engine.identity import closure_hash, module_name, run_key
 from widthlab.engine.lifecycle import EpochRows, RunRecord
 from widthlab.engine.modules import ModuleConfig, error_rate, make_optimizer
-from widthlab.nn.surgery import gate_widths, shrink_, size_penalty
+from widthlab.nn.surgery import gate_widths, model_gates, shrink_, size_penalty
 from widthlab.store import ArrayRow, MetricRow
 from widthlab.units import resize_to_state_, size_attrs
 
 
 def module_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: Tensor,
                  cfg: ModuleConfig, price: float, gen: torch.Generator, loss_fn: Callable,
-                 sched, advance: Callable[[int], None] | None = None) -> float:
+                 sched, advance: Callable[[int], None] | None = None, *,
+                 fixed_gates: bool = False) -> float:
     """One pass over ``(x, y)`` in the order ``gen`` draws; the mean training loss (without
-    the price; NaN or inf when the loss diverged)."""
+    the price; NaN or inf when the loss diverged). ``fixed_gates``: the gates in evaluation
+    mode and not updated (their ``requires_grad`` put back after)."""
     model.train()
+    if not fixed_gates:
+        return _module_pass(model, opt, x, y, cfg, price, gen, loss_fn, sched, advance)
+    gates = model_gates(model)
+    before = [g.gate.requires_grad for g in gates]
+    for g in gates:
+        g.eval()
+        g.gate.requires_grad_(False)
+    try:
+        return _module_pass(model, opt, x, y, cfg, price, gen, loss_fn, sched, advance)
+    finally:
+        for g, req in zip(gates, before, strict=True):
+            g.gate.requires_grad_(req)
+
+
+def _module_pass(model, opt, x, y, cfg, price, gen, loss_fn, sched, advance) -> float:
     order = torch.randperm(len(y), generator=gen).to(y.device)
     total = torch.zeros((), device=y.device)
     n = 0
@@ -171,10 +188,18 @@ class ModuleRun:
         return {"train_s": round(self.train_s, 3), "eval_s": round(self.eval_s, 3)}
 
     def price_at(self, epoch: int) -> float:
-        """The price of ``epoch``: off during the warm-up and the free epochs."""
+        """The price of ``epoch``: off during the warm-up and the free epochs, rising
+        linearly over the first ``ramp_epochs`` priced epochs."""
         cfg = self.cfg
-        priced = cfg.warmup_epochs < epoch <= cfg.epochs - cfg.free_epochs
-        return cfg.price if priced else 0.0
+        if not cfg.warmup_epochs < epoch <= cfg.epochs - cfg.free_epochs:
+            return 0.0
+        k = epoch - cfg.warmup_epochs
+        return cfg.price * k / cfg.ramp_epochs if k < cfg.ramp_epochs else cfg.price
+
+    def gates_fixed_at(self, epoch: int) -> bool:
+        """Whether ``epoch`` trains at fixed gates (``fix_gates`` and a free epoch)."""
+        cfg = self.cfg
+        return cfg.fix_gates and epoch > cfg.epochs - cfg.free_epochs
 
     def train_epoch(self, epoch: int, advance: Callable[[int], None]) -> EpochRows:
         """Train, check for divergence, shrink, evaluate; the epoch's rows (none once the
@@ -189,7 +214,8 @@ class ModuleRun:
         price = self.price_at(epoch)
         tr = self.data.train
         loss = module_epoch(self.model, self.opt, tr.x, tr.y, self.cfg, price, self.gen,
-                            self.loss_fn, self.sched, advance)
+                            self.loss_fn, self.sched, advance,
+                            fixed_gates=self.gates_fixed_at(epoch))
         elapsed = time.perf_counter() - start
         self.train_s += elapsed
         self.epoch = epoch

@@ -45,6 +45,14 @@ class ModuleConfig:
     warmup_epochs : int
         The first ``warmup_epochs`` epochs train without the price too (the weights learn
         which units matter before the gates start dying).
+    ramp_epochs : int
+        The price rises linearly over the first ``ramp_epochs`` priced epochs (``price * k /
+        ramp_epochs`` in the k-th), so that units that are only jointly useful do not all die
+        in the first priced epoch (0: the full price at once).
+    fix_gates : bool
+        The ``free_epochs`` train the weights at fixed gates: every gate in evaluation mode
+        (a stochastic gate at its deterministic value, no noise drawn) and not updated, so
+        the weights are fine-tuned for the gates the model is evaluated with.
     optimizer : {"adam", "adamw", "adamax", "sgd", "rmsprop"}
     lr, momentum, weight_decay : float
         ``momentum`` is used by SGD and RMSprop only.
@@ -68,6 +76,8 @@ class ModuleConfig:
     price: float = 0.0
     free_epochs: int = 0
     warmup_epochs: int = 0
+    ramp_epochs: int = 0
+    fix_gates: bool = False
     optimizer: str = "adam"
     lr: float = 1e-3
     momentum: float = 0.9
@@ -96,6 +106,8 @@ class ModuleConfig:
         if not 0 <= self.warmup_epochs <= self.epochs - self.free_epochs:
             raise UsageError(f"warmup_epochs must be in [0, epochs - free_epochs], got "
                              f"{self.warmup_epochs}")
+        if self.ramp_epochs < 0:
+            raise UsageError(f"ramp_epochs must be >= 0, got {self.ramp_epochs}")
         if self.epochs < 1 or self.batch_size < 1 or self.price < 0 or self.lr <= 0:
             raise UsageError("epochs and batch_size must be >= 1, price >= 0 and lr > 0, got "
                              f"{self.epochs}, {self.batch_size}, {self.price}, {self.lr}")

@@ -8,7 +8,7 @@ fused run; static networks of every final width are the reference.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
@@ -51,6 +51,8 @@ class GrowthTables(StudyTables):
     curves: pd.DataFrame = table("model", "epoch", "width", "init", "lam", "start_width",
                                  doc="width per epoch of every model")
     runs: list = value("the growth run and its static reference run")
+    gate_kind: str = field(default="l1", metadata={
+        "doc": "the gate kind of the growth run (l1, hard_concrete)"})
 
 
 class GrowthStudy(Study):
@@ -78,7 +80,8 @@ class GrowthStudy(Study):
             models = an.models_table(store, run_id, static[0] if static else None)
             out[dataset] = GrowthTables(models=models, spreads=an.spreads(models),
                                         curves=an.width_curves(store, run_id),
-                                        runs=[run_id, *static])
+                                        runs=[run_id, *static],
+                                        gate_kind=an.gate_kind(store, run_id))
         return out
 
     def verdicts(self, tables: Tables) -> Verdicts:
@@ -86,8 +89,9 @@ class GrowthStudy(Study):
                              vd.as_good_as_static(t.models),
                              vd.growing_is_cheaper(t.models)] for d, t in tables.items()}
         if {"mnist", "fashion-mnist"} <= set(tables):
+            kinds = (tables["mnist"].gate_kind, tables["fashion-mnist"].gate_kind)
             out[PAIR] = [vd.fashion_ends_wider(tables["mnist"].spreads,
-                                               tables["fashion-mnist"].spreads)]
+                                               tables["fashion-mnist"].spreads, kinds=kinds)]
         return out
 
     def sections(self, tables: Tables, verdicts: Verdicts) -> list[Section]:

@@ -17,6 +17,8 @@ from widthlab.studies.lenet.verdicts import (
     gates_beat_the_cut,
     lenet5_target,
     lenet300_target,
+    published_reached,
+    reached_rows,
     shrinking_is_cheaper,
 )
 
@@ -24,5 +26,6 @@ run = STUDY.run
 
 __all__ = ["BOUND", "PROFILES", "PUBLISHED", "STUDY", "LenetProfile", "LenetStudy", "cut_run",
            "decision_data", "gated_run", "gates_beat_the_cut", "lenet300_target",
-           "lenet5_target", "published_frame", "read_runs", "rows_table", "run",
+           "lenet5_target", "published_frame", "published_reached", "reached_rows",
+           "read_runs", "rows_table", "run",
            "shrinking_is_cheaper", "unit_runs"]

@@ -77,6 +77,12 @@ class LenetProfile(Profile):
         default=(1.0, 1.0, 1.0),
         metadata={"help": "LeNet-300-100's hard-concrete price multipliers of the pixel, "
                           "300-unit and 100-unit gates"})
+    hc_ramp300: float = field(default=0.0, metadata={
+        "help": "fraction of LeNet-300-100's epochs over which the hard-concrete price rises "
+                "linearly after the warm-up (0: the full price at once)"})
+    hc_fix_gates300: bool = field(default=False, metadata={
+        "help": "train LeNet-300-100's hard-concrete price-free last epochs at fixed, "
+                "deterministic gates (a fine-tune at the learned widths)"})
     cut: bool = field(default=True, metadata={"help": "also prune after training (frontier)"})
     tol: float = field(default=0.005,
                        metadata={"help": "training accuracy the frontier cut may lose"})
@@ -112,6 +118,8 @@ class LenetProfile(Profile):
             if len(v) != 3 or any(not (x >= 0 and math.isfinite(x)) for x in v):
                 raise UsageError(f"{name} must be three finite values >= 0 (pixels, 300 "
                                  f"units, 100 units), got {list(v)}")
+        if not 0 <= self.hc_ramp300 <= 1:
+            raise UsageError(f"hc_ramp300 must be in [0, 1], got {self.hc_ramp300}")
         if self.hc_gate_lr is not None and not self.hc_gate_lr > 0:
             raise UsageError(f"hc_gate_lr must be > 0 or none, got {self.hc_gate_lr}")
         if self.hc_init is not None and not math.isfinite(self.hc_init):
@@ -138,10 +146,13 @@ PROFILES = {
     # first 5 epochs (probed in benchmarks/README.md: ~100 features fewer at the same error
     # than one price for every gate, 224-233 features at 1.84-1.93% instead of 340 at 1.93%)
     # The hard-concrete gates at three prices per unit each (probed on one thread, issue 33's
-    # notes: LeNet-300-100 135-93-57 at 1.99% for 3e-3 at 30 epochs; LeNet-5-Caffe at 10
-    # epochs 20-44-164-102 at 0.80% for 1e-3, 20-32-86-50 at 1.08% for 2e-3)
+    # notes /work/notes/lenet.md: LeNet-300-100's 100-unit gates priced 2x, its price-free
+    # last third at fixed deterministic gates: 98-79-31 at 2.3% for 5e-3 at 30 epochs;
+    # a price ramp kept more units at no lower error, so none; LeNet-5-Caffe at 10 epochs
+    # 20-44-164-102 at 0.80% for 1e-3, 20-36-110-67 at 0.89% for 1.5e-3)
     "full": LenetProfile(prices300=(2.5e-4, 4e-4, 5e-4), scales300=(8.0, 2.0, 1.0),
-                         warmup300=1 / 6),
+                         warmup300=1 / 6, hc_scales300=(1.0, 1.0, 2.0),
+                         hc_fix_gates300=True),
 }
 
 
@@ -182,10 +193,12 @@ def gated_config(p: LenetProfile, network: str, price: float, kind: str = L1) ->
     ``warmup300``/``warmup5`` and the last ``free_frac`` of the epochs, shrunk after every
     epoch (the journal's rule: a unit goes when its evaluation gate is exactly 0)."""
     epochs = epochs_of(p, network)
+    hc = {"ramp_epochs": round(epochs * p.hc_ramp300), "fix_gates": p.hc_fix_gates300} \
+        if kind == HC and network == LENET300 else {}
     return ModuleConfig(epochs=epochs, price=price, free_epochs=int(epochs * p.free_frac),
                         warmup_epochs=int(epochs * warmup_of(p, network)), lr=p.lr,
                         gate_lr=gate_lr_of(p, kind), batch_size=p.batch_size,
-                        schedule="cosine", seed=p.seed)
+                        schedule="cosine", seed=p.seed, **hc)
 
 
 def dense_config(p: LenetProfile, network: str) -> ModuleConfig:
@@ -213,6 +226,8 @@ def settings(p: LenetProfile, network: str, kind: str, gate_kind: str = L1) -> d
         if gate_kind == HC:
             out.update(gate_kind=HC, gate_lr=gate_lr_of(p, HC),
                        per_weight=hc_per_weight_of(p, network), init=p.hc_init)
+            if network == LENET300 and (p.hc_ramp300 or p.hc_fix_gates300):
+                out.update(ramp=p.hc_ramp300, fix_gates=p.hc_fix_gates300)  # else as before
             if network == LENET300:
                 out["scales300"] = list(p.hc_scales300)
         elif network == LENET300:

@@ -94,10 +94,11 @@ class LenetStudy(Study):
         out: Verdicts = {}
         for d, t in tables.items():
             rows = t["rows"]
-            mine = [v for k in gate_kinds(rows)
-                    for v in (vd.lenet300_target(rows, k), vd.lenet5_target(rows, k))] \
-                if d == PUBLISHED_ON else []
-            out[d] = [*mine, vd.shrinking_is_cheaper(rows), vd.gates_beat_the_cut(rows)]
+            kinds = gate_kinds(rows) if d == PUBLISHED_ON else []
+            mine = [v for k in kinds
+                    for v in (vd.lenet300_target(rows, k), vd.lenet5_target(rows, k))]
+            out[d] = [*mine, vd.shrinking_is_cheaper(rows), vd.gates_beat_the_cut(rows),
+                      *(vd.published_reached(rows, k) for k in kinds)]
         return out
 
     def sections(self, tables: Tables, verdicts: Verdicts) -> list[Section]:

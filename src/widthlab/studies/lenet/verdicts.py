@@ -11,8 +11,10 @@ from widthlab.studies.lenet.config import L1
 from widthlab.studies.lenet.references import (
     BOUND,
     MAX_FEATURES_300,
+    PUBLISHED,
     WEIGHTS_ROW_5,
     published_weights,
+    widths_text,
 )
 
 
@@ -123,3 +125,41 @@ def gates_beat_the_cut(rows: pd.DataFrame) -> Verdict:
             f"error or lower: {'; '.join(parts)}. Fewer weights for the gates in {sum(wins)} of "
             f"{len(wins)} networks.")
     return Verdict(claim, holds, text, {"wins": wins})
+
+
+def reached_rows(rows: pd.DataFrame, kind: str = L1) -> list[tuple[tuple, pd.Series | None]]:
+    """Per published row with gated rows of ``kind`` on its network: the row and the
+    smallest of ``kind``'s final-epoch rows reaching it (error at most the published one with
+    at most its total width on LeNet-300-100, at most its weights on LeNet-5-Caffe), or
+    None. ``rows`` need ``network, method, price, widths, total_width, weights, error``."""
+    out = []
+    for pub in PUBLISHED:
+        net, _, widths, err = pub
+        g = _gated(rows, net, kind)
+        if g.empty:
+            continue
+        key = "total_width" if net == LENET300 else "weights"
+        size = sum(widths) if net == LENET300 else published_weights(net, pub[1])
+        hit = g[(g.error <= err) & (g[key] <= size)].sort_values([key, "error"])
+        out.append((pub, hit.iloc[0] if len(hit) else None))
+    return out
+
+
+def published_reached(rows: pd.DataFrame, kind: str = L1) -> Verdict:
+    """Which published rows the final-epoch rows of gate ``kind`` reach (at most the row's
+    error with at most its features / weights). The published rows report their best epoch
+    (RigL its last), widthlab's rows the final epoch."""
+    claim = f"{GATED[kind]} reach every published row"
+    pairs = reached_rows(rows, kind)
+    if not pairs:
+        return Verdict(claim, False, f"no gated run{_kind_text(kind)} stored")
+    parts = []
+    for (net, method, widths, err), hit in pairs:
+        got = (f"reached at price {hit.price:g} ({hit.widths}, {hit.error:.2f}%)"
+               if hit is not None else "not reached")
+        parts.append(f"{net} {method} {widths_text(widths)} at {err}%: {got}")
+    n = sum(hit is not None for _, hit in pairs)
+    text = (f"Published rows (their best epoch; RigL: the last) against the final-epoch rows "
+            f"of {GATED[kind]}: {'; '.join(parts)}. Reached {n} of {len(pairs)}.")
+    return Verdict(claim, n == len(pairs), text,
+                   {"reached": [f"{p[0]} {p[1]}" for p, hit in pairs if hit is not None]})

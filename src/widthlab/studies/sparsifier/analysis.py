@@ -18,6 +18,15 @@ from widthlab.studies.sparsifier.config import SAME_TRAINING, STATIC
 from widthlab.studies.sparsifier.references import final_widths
 
 
+def gate_kind(store: Store | str, run_id: str) -> str:
+    """The gate kind a stored run trained with (``"l1"`` unless a modifier names another,
+    e.g. ``"hard_concrete"``)."""
+    for m in Store.open(store).require_run(run_id)["config"].get("modifiers") or []:
+        if isinstance(m, dict) and m.get("gate_kind"):
+            return str(m["gate_kind"])
+    return "l1"
+
+
 def static_runs(store: Store | str, run_id: str) -> list[str]:
     """Finished static runs matching sparsifier run ``run_id`` (same dataset and training
     settings), newest first."""

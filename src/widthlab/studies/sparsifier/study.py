@@ -71,6 +71,7 @@ class SparsifierStudy(Study):
                     t[f"{key}_curves"] = an.curves(store, by_exp[exp])
                     t["runs"].append(by_exp[exp])
             first = by_exp.get("lambda-sweep") or by_exp.get("start-width")
+            t["gate_kind"] = an.gate_kind(store, first) if first else "l1"
             if first:
                 t["runs"] += an.static_runs(store, first)[:1]
             out[dataset] = t
@@ -82,8 +83,10 @@ class SparsifierStudy(Study):
             out[dataset] = ([vd.sparsifier_vs_static(t["sweep"])] if "sweep" in t else []) + \
                 ([vd.start_width_matters(t["start"])] if "start" in t else [])
         if all("sweep" in tables.get(d, {}) for d in ("mnist", "fashion-mnist")):
+            kinds = (tables["mnist"].get("gate_kind", "l1"),
+                     tables["fashion-mnist"].get("gate_kind", "l1"))
             out[PAIR] = [vd.fashion_keeps_more(tables["mnist"]["sweep"],
-                                               tables["fashion-mnist"]["sweep"])]
+                                               tables["fashion-mnist"]["sweep"], kinds=kinds)]
         return out
 
     def sections(self, tables: Tables, verdicts: Verdicts) -> list[Section]:

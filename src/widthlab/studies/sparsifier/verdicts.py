@@ -9,24 +9,46 @@ from scipy import stats as sps
 from widthlab.metrics.variance import Verdict
 from widthlab.studies.sparsifier.analysis import per_lambda
 
+KIND_NAMES = {"hard_concrete": "hard-concrete (stochastic L0) gates"}
 
-def fashion_keeps_more(mnist: pd.DataFrame, fashion: pd.DataFrame) -> Verdict:
+
+def _kind_terms(claim: str, kinds: tuple[str, str]) -> tuple[str, str, str | None]:
+    """The claim and the text's opening for the gate kinds of the MNIST and FashionMNIST runs
+    (the L1 wording as before), or why the two cannot be compared."""
+    if kinds[0] != kinds[1]:
+        return claim, "", (f"MNIST was trained with {kinds[0]} gates and FashionMNIST with "
+                           f"{kinds[1]} gates: not comparable; run both with the same "
+                           "--gate-kind")
+    if kinds[0] == "l1":
+        return claim, "", None
+    name = KIND_NAMES.get(kinds[0], kinds[0])
+    return f"{claim} ({name})", f"With {name}: ", None
+
+
+def fashion_keeps_more(mnist: pd.DataFrame, fashion: pd.DataFrame,
+                       kinds: tuple[str, str] = ("l1", "l1")) -> Verdict:
     """Journal: "for a given penalty the FashionMNIST size is always higher than MNIST"
-    (lambda > 0; mean final width over seeds, lambda-sweep runs)."""
+    (lambda > 0; mean final width over seeds, lambda-sweep runs); ``kinds``: the gate kinds
+    of the MNIST and FashionMNIST runs (named in the claim when not L1)."""
+    claim, lead, mismatch = _kind_terms("FashionMNIST keeps more neurons than MNIST at each "
+                                        "lambda", kinds)
+    if mismatch:
+        return Verdict(claim, False, mismatch)
     a, b = per_lambda(mnist), per_lambda(fashion)
     both = a.merge(b, on=["start", "lam"], suffixes=("_mnist", "_fashion"))
     both = both[both.lam > 0].sort_values("lam")
     if both.empty:
-        return Verdict("FashionMNIST keeps more neurons than MNIST at each lambda", False,
+        return Verdict(claim, False,
                        "no lambda > 0 trained on both datasets; run the lambda sweep on both")
     more = (both.width_fashion > both.width_mnist).to_numpy()
     pairs = ", ".join(f"lambda {lam:g}: {wf:.0f} vs {wm:.0f}" for lam, wf, wm in
                       zip(both.lam, both.width_fashion, both.width_mnist, strict=True))
     holds = bool(more.all())
-    text = (f"FashionMNIST keeps more neurons than MNIST at {int(more.sum())} of {len(more)} "
+    text = (f"{lead}FashionMNIST keeps more neurons than MNIST at {int(more.sum())} of "
+            f"{len(more)} "
             f"lambdas (final alive width, FashionMNIST vs MNIST: {pairs}); the journal's claim "
             f"'at every lambda' {'holds' if holds else 'does not hold'}.")
-    return Verdict("FashionMNIST keeps more neurons than MNIST at each lambda", holds, text,
+    return Verdict(claim, holds, text,
                    {"lambda": both.lam.tolist(), "fashion": both.width_fashion.tolist(),
                     "mnist": both.width_mnist.tolist()})
 
