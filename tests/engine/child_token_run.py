@@ -26,6 +26,7 @@ GPT_CFG = dict(n_layer=2, n_head=4, n_embd=16, n_ffn=24, block_size=16, vocab_si
                dropout=0.0)
 # the price kills units during chunk 2, so the kill in chunk 3 resumes a shrunk model
 CONFIG = TokenConfig(steps=40, chunk=10, batch_size=4, lr=3e-3, warmup_steps=5, gate_lr=0.05,
+                     final_windows=8,
                      price=1e-3, price_from=0.25, price_until=0.5, eval_windows=8)
 
 

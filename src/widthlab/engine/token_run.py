@@ -7,11 +7,12 @@ windows of a corpus' training split (nanoGPT's ``get_batch``, drawn with a seede
 An "epoch" of the lifecycle is a chunk of :attr:`TokenConfig.chunk` steps; after each chunk
 the dead units are removed (:func:`~widthlab.nn.surgery.shrink_`, AdamW state sliced in place)
 and one row is stored: ``val/loss`` (nats per token over ``eval_windows`` windows spread over
-the validation split, all of them when None), ``train/loss`` (the chunk's mean), 
-``train/step_time``, ``train/n_params``, ``train/ffn_params`` (parameters of the ``mlp``
-modules), ``train/price`` and ``width/<gate>`` per gate. The learning rate is nanoGPT's
-warm-up and cosine (:func:`~widthlab.nn.gpt_train.lr_at`); gate parameters get their own peak
-``gate_lr`` on the same schedule and no weight decay. Through
+the validation split, all of them when None; ``final_windows`` at the last chunk),
+``train/loss`` (the chunk's mean), ``train/step_time``, ``train/n_params``,
+``train/ffn_params`` (parameters of the ``mlp`` modules), ``train/price`` and
+``width/<gate>`` per gate. The learning rate is nanoGPT's warm-up and cosine
+(:func:`~widthlab.nn.gpt_train.lr_at`); gate parameters get their own peak ``gate_lr`` on
+the same schedule and no weight decay. Through
 :func:`~widthlab.engine.lifecycle.run_trainable` it gets checkpoints after every chunk and
 kill -9 then resume bitwise identical on the CPU.
 
@@ -72,6 +73,8 @@ class TokenConfig:
         Seed of the window generator.
     eval_windows : int or None
         Validation windows per row (spread over the split; None: every window).
+    final_windows : int or None
+        Validation windows of the last row (None: every window, the exact loss).
     """
 
     steps: int = 2000
@@ -91,6 +94,7 @@ class TokenConfig:
     seed: int = 0
     data_seed: int = 0
     eval_windows: int | None = 400
+    final_windows: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "betas", tuple(self.betas))
@@ -257,7 +261,8 @@ class TokenRun:
         if c.shrink and model_gates(self.model):
             shrink_(self.model, self.opt)
         val = evaluate_gpt(self.model, self.data.val.to(self.device), self.block_size,
-                           max_windows=c.eval_windows)
+                           max_windows=c.final_windows if epoch == self.epochs
+                           else c.eval_windows)
         self.eval_s += time.perf_counter() - t1
         e = epoch
         rows = [MetricRow(0, e, "val", "loss", val), MetricRow(0, e, "train", "loss", train_loss),
