@@ -133,3 +133,19 @@ def test_a_table_is_not_a_corpus(tmp_path):
 
     with pytest.raises(UsageError, match="trains on text"):
         study.run("table", QUICK.replace(**TINY), store=tmp_path / "s", data=Table())
+
+
+def test_cli_data_corpus_txt_trains_on_the_users_text(tmp_path):
+    from widthlab.cli import main
+
+    text = tmp_path / "rhymes.txt"
+    text.write_text(TEXT, encoding="utf-8")
+    args = ["study", "transformer", "--profile", "quick", "--experiment", "dense",
+            "--n-embd", "16", "--block-size", "16", "--n-ffn", "8", "--steps", "10",
+            "--chunk", "10", "--final-windows", "8", "--store", str(tmp_path / "s"), "-q"]
+    assert main([*args, "--data", str(text)]) == 0
+    (dataset,) = set(Store(tmp_path / "s").runs().dataset)
+    assert dataset == "rhymes"
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"\xff\xfe\x00 not text")
+    assert main([*args, "--data", str(bad)]) == 2
