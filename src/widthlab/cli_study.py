@@ -25,7 +25,7 @@ from widthlab.cli_options import (
 from widthlab.errors import UsageError
 from widthlab.store import Store, write_frame
 from widthlab.studies import available, get_study
-from widthlab.studies.base import DATASETS, RunSet, Study, display_name
+from widthlab.studies.base import RunSet, Study, display_name
 from widthlab.ui import engine_progress, print_frame
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -67,9 +67,10 @@ def make_command(study: Study) -> click.Command:
     def callback(dataset, profile, experiment, device, store, csv, quiet, data_path, target,
                  **given):
         overrides = _overrides(study, profile, given)
-        data = user_data(data_path, target)  # checked before anything is trained
+        own = study.own_data(data_path) if data_path is not None else None
+        data = own if own is not None else user_data(data_path, target)  # checked first
         names = (data.name,) if data is not None else \
-            (DATASETS if dataset == "both" else (dataset,))
+            (study.datasets if dataset == "both" else (dataset,))
         only = None if experiment == "all" else [e.strip() for e in experiment.split(",")]
         bad = sorted(set(only or ()) - set(steps))
         if bad:
@@ -90,8 +91,9 @@ def make_command(study: Study) -> click.Command:
                 click.echo(run_id)
 
     params = [
-        click.Option(["--dataset"], type=click.Choice([*DATASETS, "both"]), default="both",
-                     show_default=True, help="Dataset(s) to run the study on."),
+        click.Option(["--dataset"], type=click.Choice([*study.datasets, "both"]),
+                     default="both", show_default=True,
+                     help="Dataset(s) to run the study on (both: all of them)."),
         click.Option(["--profile"], type=click.Choice(list(study.profiles)), default="quick",
                      show_default=True, help="Settings to start from (options override them)."),
         click.Option(["--experiment"], default="all", show_default=True,

@@ -67,8 +67,11 @@ def jobs_for(profile: str = "quick", datasets: Sequence[str] = DATASETS,
         opts: tuple = (("device", device),)
         if data is not None and data_file is not None:
             opts += (("data_file", data_file), ("data_id", data.content_id))
+        own = study.datasets != DATASETS  # a study of its own corpus runs once, on it
+        if own and data is not None:
+            continue  # a user's table is not its corpus (widthlab study NAME --data FILE)
         jobs += [Job(name, d, profile, options=opts, needs=needs, code=study.code_hash(profile, d))
-                 for d in datasets]
+                 for d in (study.datasets if own else datasets)]
     return jobs
 
 

@@ -14,6 +14,8 @@ In the journal's order (``widthlab study --help`` lists the ones present):
 - ``growth``: a layer that grows and shrinks to one width under one price.
 - ``lenet``: the sparsifier's gates on LeNet-300-100 and LeNet-5-Caffe, against the published
   learned-width rows and pruning after training.
+- ``transformer``: FFN neurons and heads of a character-level GPT on Shakespeare: the sweep,
+  the frontier of every ranking, learned widths against static models.
 
 Each package ``widthlab/studies/<name>/`` holds its configuration (``config.py``: profiles and
 experiments), its analysis (pure tables and verdicts), its figures and report sections, and
@@ -34,7 +36,7 @@ if TYPE_CHECKING:
 
 # journal order; a name whose package is not there is skipped
 ORDER = ("variance", "pca", "flexible", "sparsifier", "importance", "ordering", "optimizer",
-         "frontier", "growth", "lenet", "resnet")
+         "frontier", "growth", "lenet", "resnet", "transformer")
 
 
 def exists(name: str) -> bool:

@@ -170,6 +170,9 @@ class Study:
     #: columns of the summary tables printed by ``widthlab study`` (all of them when empty;
     #: ``--csv`` always writes every column)
     print_columns: ClassVar[tuple[str, ...]] = ()
+    #: the datasets ``widthlab reproduce`` and ``widthlab study`` run it on (a study of its
+    #: own corpus, e.g. ``("shakespeare",)``, runs once on it)
+    datasets: ClassVar[tuple[str, ...]] = DATASETS
 
     # -------------------------------------------------------------- configuration
     def profile(self, profile: str | Profile = "quick", **overrides: Any) -> Profile:
@@ -182,6 +185,11 @@ class Study:
             raise UsageError(f"unknown profile {profile!r} for the {self.name} study; choose "
                              f"{', '.join(self.profiles)}")
         return base.replace(**overrides) if overrides else base
+
+    def own_data(self, path: str) -> Any:
+        """The data of ``--data PATH`` when this study reads its own kind of file (a text
+        corpus); None: the usual tabular loader."""
+        return None
 
     def experiments(self, profile: Profile, dataset: str) -> Sequence[Step]:
         """The steps to run on ``dataset``, in order."""

@@ -1,0 +1,133 @@
+"""TokenRun: a GPT trained on token windows through the one lifecycle. Equal to nn.gpt_train's
+own loop step for step; gates priced and shrunk with AdamW state kept; kill -9 mid-chunk then
+resume bitwise identical (a shrunk gated model, CPU)."""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from tests.engine.child_token_run import CONFIG, GPT_CFG, corpus, make_run
+from widthlab.engine.lifecycle import Trainable, run_trainable
+from widthlab.engine.token_run import TokenConfig, TokenRun, ffn_params
+from widthlab.errors import UsageError
+from widthlab.nn.gpt import GPTConfig
+from widthlab.nn.gpt_train import evaluate_gpt, train_gpt
+from widthlab.store import Store
+from widthlab.studies.transformer.models import current_widths, gpt_model
+
+CHILD = Path(__file__).with_name("child_token_run.py")
+ROOT = Path(__file__).resolve().parents[2]
+TIMED = {"step_time"}
+
+
+def child(store: Path, *args: str, wait: bool = True) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
+           "OMP_NUM_THREADS": "1"}
+    p = subprocess.Popen([sys.executable, str(CHILD), str(store), *args], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if wait:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    return p
+
+
+def numbers(store: Path) -> tuple[pd.DataFrame, dict]:
+    st = Store(store)
+    (run_id,) = st.runs()["run_id"]
+    met = st.metrics(run_id)
+    met = met[~met.name.isin(TIMED)].sort_values(["epoch", "split", "name"])
+    _, ckpt = st.latest_checkpoint(run_id)
+    return met.reset_index(drop=True), ckpt["model"]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    store = tmp_path_factory.mktemp("ref") / "store"
+    child(store)
+    return numbers(store)
+
+
+def test_gated_run_shrinks_and_counts_ffn_parameters(reference):
+    assert isinstance(make_run(), Trainable)
+    met, weights = reference
+    wide = met.pivot_table(index="epoch", columns="name", values="value")
+    ffn = wide[[c for c in wide if c.endswith(":out")]].sum(axis=1)
+    assert list(wide.index) == [1, 2, 3, 4]
+    assert ffn.iloc[-1] < ffn.iloc[0] <= 2 * 24  # units were removed during training
+    # FFN parameters = (fc row + proj column) per unit, no biases
+    assert (wide["ffn_params"] == ffn * 2 * GPT_CFG["n_embd"]).all()
+    assert (wide["price"].to_numpy() == [0, 1e-3, 0, 0]).all()  # on for steps 10-19
+    assert weights["blocks.0.mlp.fc.weight"].shape[0] == int(
+        wide["blocks.0.mlp.fc:out"].iloc[-1])
+
+
+def test_kill_9_mid_chunk_then_resume_is_bitwise_identical(tmp_path, reference):
+    store = tmp_path / "store"
+    p = child(store, "--hang-at-step", "25", wait=False)  # 10 steps a chunk: mid chunk 3
+    deadline = time.time() + 120
+    while not (tmp_path / "hang").exists():
+        assert p.poll() is None, p.stderr.read()
+        assert time.time() < deadline
+        time.sleep(0.05)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    st = Store(store)
+    (run_id,) = st.runs()["run_id"]
+    assert st.get_run(run_id)["epochs_done"] == 2
+    child(store)
+    assert st.get_run(run_id)["status"] == "done"
+    met, weights = numbers(store)
+    pd.testing.assert_frame_equal(met, reference[0], check_exact=True)
+    assert weights.keys() == reference[1].keys()
+    for k, v in weights.items():
+        assert torch.equal(v, reference[1][k]), k
+
+
+def test_dense_run_equals_train_gpt_step_for_step(tmp_path):
+    data = corpus()
+    cfg = {**GPT_CFG, "vocab_size": data.vocab_size}
+    tc = TokenConfig(steps=12, chunk=4, batch_size=4, lr=3e-3, warmup_steps=3, eval_windows=None)
+    run = TokenRun(functools.partial(gpt_model, cfg, 3), data, tc, label="tok:dense")
+    run_trainable(run, tmp_path / "s")
+    model, hist = train_gpt(GPTConfig(**cfg), data, 12, tc.train(), seed=3, data_seed=0)
+    for a, b in zip(run.model.state_dict().values(), model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    met = Store(tmp_path / "s").metrics(run.run_id).set_index(["epoch", "split", "name"]).value
+    for e in (1, 2, 3):
+        chunk = [h["train_loss"] for h in hist[4 * (e - 1):4 * e]]
+        assert met[(e, "train", "loss")] == pytest.approx(sum(chunk) / 4, rel=1e-6)
+    assert met[(3, "val", "loss")] == pytest.approx(
+        evaluate_gpt(model, data.val, cfg["block_size"]), rel=1e-9)
+    assert met[(3, "train", "ffn_params")] == ffn_params(model) == 2 * 2 * 24 * 16
+
+
+def test_static_widths_cut_a_fresh_model():
+    cfg = {**GPT_CFG, "vocab_size": 11}
+    w = {"blocks.0.mlp.fc:out": 7, "blocks.1.mlp.fc:out": 24, "blocks.1.attn:heads": 1}
+    m = gpt_model(cfg, 0, widths=w)
+    assert current_widths(m) == {"blocks.0.mlp.fc:out": 7, "blocks.0.attn:heads": 4,
+                                 "blocks.1.mlp.fc:out": 24, "blocks.1.attn:heads": 1}
+    full = gpt_model(cfg, 0)  # kept units are the first ones, weights untouched
+    assert torch.equal(m.blocks[0].mlp.fc.weight, full.blocks[0].mlp.fc.weight[:7])
+    assert m(torch.zeros(1, 5, dtype=torch.long)).shape == (1, 5, 11)
+    with pytest.raises(UsageError, match="cannot cut group"):
+        gpt_model(cfg, 0, widths={"blocks.0.mlp.fc:out": 0})
+
+
+def test_config_refusals():
+    with pytest.raises(UsageError, match="multiple of chunk"):
+        TokenConfig(steps=10, chunk=3)
+    with pytest.raises(UsageError, match="price_from"):
+        TokenConfig(price_from=0.8, price_until=0.2)
+    with pytest.raises(UsageError, match="no epoch hooks"):
+        make_run(cfg=CONFIG).__class__(lambda: None, corpus(), CONFIG, hooks=[print])
