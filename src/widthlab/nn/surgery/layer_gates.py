@@ -198,9 +198,11 @@ def check_output_gate(model: nn.Module, modules: dict[str, nn.Module], name: str
         if s.module not in (name, site) and not any(s is r for r in reads):
             m = modules.get(s.module)
             raise UsageError(f"cannot follow the units of {name!r} into module {s.module!r}, "
-                             f"a {type(m).__name__} ({s.name}) after the gate; shrinking "
-                             "follows units into Linear and Conv2d (groups=1) inputs through "
-                             "ops that keep 0 at 0")
+                             f"a {type(m).__name__} ({s.name}): a gate after {site!r} does "
+                             "not remove them there (a gate follows units into Linear and "
+                             "Conv2d (groups=1) inputs through ops that keep 0 at 0); gate "
+                             f"the whole group: gate_layers(model, groups=[{group.name!r}], "
+                             "example=...)")
     seen: dict[str, Tensor] = {}
     handles = [modules[site].register_forward_hook(lambda m, a, out: out * 0)]
     for s in reads:
