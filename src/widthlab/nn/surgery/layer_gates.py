@@ -311,6 +311,7 @@ class LayerCut:
     layer: str
     group: Group | None
     units: Tensor | None
+    single: bool = False  # one unit left (a trace gives a size-1 dim no unit): kept
 
 
 def plan_cuts(model: nn.Module) -> tuple[UnitGraph | None, list[LayerCut]]:
@@ -324,6 +325,9 @@ def plan_cuts(model: nn.Module) -> tuple[UnitGraph | None, list[LayerCut]]:
     for gate, name, side in found:
         if side == "in" and gate.selects:
             cuts.append(LayerCut(gate, name, None, None))
+            continue
+        if gate.width == 1:
+            cuts.append(LayerCut(gate, name, None, None, single=True))
             continue
         group = output_group(graph, modules, name) if side == "out" else \
             input_group(graph, modules, name)

@@ -215,7 +215,11 @@ def _shrink(model: nn.Module, graph, cuts: list[LayerCut], rule, optimizer,
             request[c.group] = c.units[dead.cpu()].tolist()
             keeps[c.gate.key] = (c.gate, (~dead).nonzero().flatten())
     modules = dict(model.named_modules())
-    selecting = [c for c in cuts if c.group is None]
+    for c in (c for c in cuts if c.single):  # its one unit stays (switched off if dead)
+        removed[c.gate.key] = 0
+        if bool(rule.dead(c.gate).all()):
+            _closed_one(c.gate, rule.dead(c.gate), undo)
+    selecting = [c for c in cuts if c.group is None and not c.single]
     if request:
         for c in selecting:
             _follow(modules[c.layer], c, request, optimizer)
