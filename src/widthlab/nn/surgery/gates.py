@@ -322,7 +322,7 @@ def gate_layers(model: nn.Module, names: Sequence[str] = (), penalty: str = "str
         output; a BatchNorm or a sigmoid after the gate); see
         :mod:`~widthlab.nn.surgery.layer_gates`.
     """
-    from widthlab.nn.surgery.layer_gates import EXAMPLE, plan_gates  # imports this module
+    from widthlab.nn.surgery.layer_gates import plan_gates  # imports this module
 
     if groups is not None:
         return _by_groups(model, names, inputs or per_weight, groups, example,
@@ -332,14 +332,7 @@ def gate_layers(model: nn.Module, names: Sequence[str] = (), penalty: str = "str
     gate_kind = _kind(kind, penalty)
     outs = [] if inputs == "only" else list(names)
     ins = list(names) if inputs else []
-    old = model.__dict__.get(EXAMPLE)
-    try:
-        specs = plan_gates(model, outs, ins, example)  # validates before any change
-    except BaseException:
-        model.__dict__.pop(EXAMPLE, None)
-        if old is not None:
-            object.__setattr__(model, EXAMPLE, old)
-        raise
+    specs = plan_gates(model, outs, ins, example)  # validates before any change
     modules = dict(model.named_modules())
     gates = []
     for spec in specs:

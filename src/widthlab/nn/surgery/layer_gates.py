@@ -265,7 +265,19 @@ def _owned(model: nn.Module, graph: UnitGraph, modules) -> dict[int, str]:
 
 def plan_gates(model: nn.Module, outs: list[str], ins: list[str], example) -> list[GateSpec]:
     """Where the new output gates (on ``outs``) and input gates (on ``ins``) go, checked
-    together with the gates the model already has; changes nothing but the stored example."""
+    together with the gates the model already has; stores ``example`` (the old one is put
+    back if a check fails)."""
+    old = model.__dict__.get(EXAMPLE)
+    try:
+        return _plan(model, outs, ins, example)
+    except BaseException:
+        model.__dict__.pop(EXAMPLE, None)
+        if old is not None:
+            object.__setattr__(model, EXAMPLE, old)
+        raise
+
+
+def _plan(model: nn.Module, outs: list[str], ins: list[str], example) -> list[GateSpec]:
     modules = dict(model.named_modules())
     for name in outs + ins:
         layer(modules, name)
