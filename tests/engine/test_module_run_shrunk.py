@@ -37,8 +37,9 @@ def gated_cnn() -> nn.Module:
                           nn.MaxPool2d(2), nn.Conv2d(6, 5, 3, padding=1), nn.ReLU(),
                           nn.MaxPool2d(2), nn.Flatten(), nn.Dropout(0.2), nn.Identity(),
                           nn.Linear(20, 4))
-    gate_layers(model, ["0", "4"])
-    gate_layers(model, ["10"], inputs="only")
+    ex = torch.zeros(2, 1, 8, 8)
+    gate_layers(model, ["0", "4"], example=ex)
+    gate_layers(model, ["10"], inputs="only", example=ex)
     with torch.no_grad():
         for gate in model_gates(model):
             gate.gate[DEAD[gate.key]] = -1.0

@@ -21,7 +21,7 @@ def problem(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 def model(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     net = nn.Sequential(nn.Linear(10, 8), nn.ReLU(), nn.Linear(8, 2))
-    gate_layers(net, ["0"], inputs=True)
+    gate_layers(net, ["0"], inputs=True, example=torch.zeros(2, 10))
     return net
 
 

@@ -37,7 +37,9 @@ def test_bad_configuration_is_refused(kwargs, match):
 def test_sizer_prices_and_shrinks_like_the_surgery_it_wraps():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2))
-    s = WidthSizer(["0"], price=0.5, every_n_steps=3)
+    with pytest.raises(UsageError, match="example=x"):
+        WidthSizer(["0"]).gate(model)
+    s = WidthSizer(["0"], price=0.5, every_n_steps=3, example=torch.zeros(2, 4))
     assert s.gate(model) and not s.gate(model)  # gated once
     gate = model[0].widthlab_out_gate
     with torch.no_grad():

@@ -27,6 +27,7 @@ class Net(pl.LightningModule):
         self.conv2 = nn.Conv2d(8, 12, 3)
         self.fc = nn.Linear(12 * 5 * 5, 10)
         self.losses: list[float] = []
+        self.example_input_array = torch.zeros(2, 1, 28, 28)  # gate_layers traces on it
 
     def forward(self, x):
         x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 2)

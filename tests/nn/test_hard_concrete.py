@@ -120,9 +120,9 @@ def test_bad_kinds_are_refused():
         get_gate_kind("hard_concrete", gamma=0.1)
     model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
     with pytest.raises(UsageError, match="unknown gate kind"):
-        gate_layers(model, ["0"], kind="l0")
+        gate_layers(model, ["0"], kind="l0", example=torch.zeros(2, 4))
     assert gate_widths(model) == {}  # nothing attached
-    gate_layers(model, ["0"], kind="hard_concrete")
+    gate_layers(model, ["0"], kind="hard_concrete", example=torch.zeros(2, 4))
     with pytest.raises(UsageError, match="smallify"):
         shrink_(model, rule="smallify")
 
@@ -152,8 +152,10 @@ DEAD = {"0:in": [0, 3, 7], "0": [1, 2, 5, 11], "2": [0, 9]}
 def test_far_negative_log_alpha_is_removed_and_training_equals_the_unshrunk_model():
     torch.manual_seed(0)
     model = mlp()
-    gate_layers(model, ["0", "2"], kind="hard_concrete", seed=3, per_weight=True)
-    gate_layers(model, ["0"], inputs="only", kind="hard_concrete", seed=3, per_weight=True)
+    gate_layers(model, ["0", "2"], kind="hard_concrete", seed=3, per_weight=True,
+                example=torch.zeros(2, 12))
+    gate_layers(model, ["0"], inputs="only", kind="hard_concrete", seed=3, per_weight=True,
+                example=torch.zeros(2, 12))
     model.double()
     assert {g.key: g.unit_weights for g in model_gates(model)} == {"0": 12.0, "2": 16.0,
                                                                    "0:in": 16.0}
@@ -194,7 +196,8 @@ def test_a_shrunk_checkpoint_restores_into_a_fresh_model():
     def build():
         torch.manual_seed(0)
         m = mlp().double()
-        gate_layers(m, ["0", "2"], inputs=True, kind="hard_concrete", seed=1)
+        gate_layers(m, ["0", "2"], inputs=True, kind="hard_concrete", seed=1,
+                    example=torch.zeros(2, 12))
         return m
 
     model = build()
@@ -214,12 +217,12 @@ def test_a_shrunk_checkpoint_restores_into_a_fresh_model():
     x = batch(8, 5)[0]
     torch.testing.assert_close(fresh(x), model(x), atol=0, rtol=0)  # same noise, same bits
     plain = nn.Sequential(nn.Linear(12, 4), nn.ReLU(), nn.Linear(4, 3))
-    gate_layers(plain, ["0"])
+    gate_layers(plain, ["0"], example=torch.zeros(2, 12))
     with torch.no_grad():
         plain[0].widthlab_out_gate.gate[0] = -1.0
     shrink_(plain)
     fresh_plain = nn.Sequential(nn.Linear(12, 4), nn.ReLU(), nn.Linear(4, 3))
-    gate_layers(fresh_plain, ["0"])
+    gate_layers(fresh_plain, ["0"], example=torch.zeros(2, 12))
     resize_to_state_(fresh_plain, plain.state_dict(), size_attrs(plain))  # an L1 gate too
     fresh_plain.load_state_dict(plain.state_dict())
     assert gate_widths(fresh_plain) == gate_widths(plain)
@@ -234,7 +237,8 @@ EPOCHS, N, BATCH = 4, 320, 16
 def build_run():
     torch.manual_seed(0)
     model = mlp()
-    gate_layers(model, ["0", "2"], inputs=True, kind="hard_concrete", seed=7, init=0.5)
+    gate_layers(model, ["0", "2"], inputs=True, kind="hard_concrete", seed=7, init=0.5,
+                example=torch.zeros(2, 12))
     return model
 
 

@@ -15,7 +15,7 @@ from widthlab.nn.surgery import shrink as shrink_module
 def _gated():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
-    (gate,) = gate_layers(model, ["0"])
+    (gate,) = gate_layers(model, ["0"], example=torch.zeros(2, 6))
     with torch.no_grad():
         gate.gate[[1, 4, 9, 13]] = -1.0  # four dead units: 16 -> 12
     return model, gate
@@ -61,7 +61,7 @@ def test_refused_optimizer_leaves_the_model_whole(make):
 
 
 def test_failure_half_way_puts_every_cut_back(monkeypatch):
-    """A refusal raised after the gate and the layer were cut (here: by the consumer) is
+    """A refusal raised after the layers were cut (here: when the gates are cut) is
     undone: shapes, values, gradients and Adam's state are as before."""
     model, gate = _gated()
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
@@ -76,7 +76,7 @@ def test_failure_half_way_puts_every_cut_back(monkeypatch):
 
     def refuse(*args):
         raise UsageError("cannot follow this consumer")
-    monkeypatch.setattr(shrink_module, "_cut_consumer", refuse)
+    monkeypatch.setattr(shrink_module, "_cut_gate", refuse)  # after remove_units
     with pytest.raises(UsageError, match="cannot follow"):
         shrink_(model, opt)
     for k, v in _snapshot(model).items():

@@ -68,8 +68,9 @@ def setup(kind: str, opt_name: str):
     torch.manual_seed(0)
     model = mlp() if kind == "mlp" else cnn()
     names = ["0", "2"] if kind == "mlp" else ["0", "3", "6"]
-    gate_layers(model, names[:2], inputs=False)
-    gate_layers(model, names, inputs="only")
+    ex = torch.zeros((2, 12) if kind == "mlp" else (2, 2, 8, 8))
+    gate_layers(model, names[:2], inputs=False, example=ex)
+    gate_layers(model, names, inputs="only", example=ex)
     model.double()
     opt = OPTIMIZERS[opt_name](model.parameters())
     for i in range(5):
@@ -169,7 +170,7 @@ def test_selected_features_follow_a_removed_channel():
 def test_float32_outputs_unchanged():
     torch.manual_seed(1)
     model = cnn()
-    gate_layers(model, ["0", "3"], inputs=True)
+    gate_layers(model, ["0", "3"], inputs=True, example=torch.zeros(2, 2, 8, 8))
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     x = torch.randn(8, 2, 8, 8)
     loss = model(x).square().mean()

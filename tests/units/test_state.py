@@ -66,7 +66,7 @@ def test_one_check_for_shrink_and_remove_units():
 def test_stale_optimizer_hook_is_removed_when_folded_or_unwatched():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2))
-    (gate,) = gate_layers(model, ["0"])
+    (gate,) = gate_layers(model, ["0"], example=torch.zeros(2, 4))
     with torch.no_grad():
         gate.gate[[1, 2]] = -1.0
     _guard._SHRUNK.clear()  # nothing watched by earlier tests of this process
@@ -76,7 +76,7 @@ def test_stale_optimizer_hook_is_removed_when_folded_or_unwatched():
     fold_gates_(model)
     assert not watching()  # folded: a plain model, no process-wide optimizer hook left
     other = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2))
-    (g2,) = gate_layers(other, ["0"])
+    (g2,) = gate_layers(other, ["0"], example=torch.zeros(2, 4))
     with torch.no_grad():
         g2.gate[0] = -1.0
     shrink_(other)

@@ -8,7 +8,7 @@ parameters and the epoch's wall time. It works on whatever device the tensors ar
 
 Example::
 
-    gate_layers(model, ["fc1", "fc2"])
+    gate_layers(model, ["fc1", "fc2"], example=x_tr[:2])
     records = train_module(model, (x_tr, y_tr), (x_te, y_te), epochs=10, price=1e-4)
     records_frame(records)          # pandas DataFrame, one row per epoch, width/<gate> columns
 """

@@ -42,6 +42,9 @@ class WidthSizer:
     price : float
         The loss the trainer optimises gets ``price * size_penalty(model)`` added.
     kind, inputs, seed, init : see :func:`~widthlab.nn.surgery.gate_layers`.
+    example : Tensor or tuple, optional
+        A small input batch to trace the model on (``gate_layers(..., example=)``); default:
+        the model's ``example_input_array`` (Lightning's attribute), if it has one.
     rule : {"dead", "smallify"} or a rule object
         When a unit goes (:func:`~widthlab.nn.surgery.shrink_`).
     every_n_steps, every_n_epochs : int, optional
@@ -57,7 +60,8 @@ class WidthSizer:
     def __init__(self, names: Sequence[str] | None = None, *, groups=None, price: float = 1e-4,
                  kind: str = "l1", inputs: bool | str = False, seed: int = 0,
                  init: float | None = None, rule: str = "dead", every_n_steps: int | None = None,
-                 every_n_epochs: int | None = None, allow_empty: bool = False) -> None:
+                 every_n_epochs: int | None = None, allow_empty: bool = False,
+                 example=None) -> None:
         if isinstance(names, str):
             names = [names]
         if not names and groups is None and not allow_empty:
@@ -66,7 +70,7 @@ class WidthSizer:
             raise UsageError(f"price must be a number >= 0, got {price!r}")
         self.names, self.groups = list(names or []), groups
         self.price, self.kind, self.inputs, self.seed = float(price), kind, inputs, int(seed)
-        self.init = init
+        self.init, self.example = init, example
         self.rule = get_rule(rule)
         self.every_n_steps = _interval("every_n_steps", every_n_steps)
         self.every_n_epochs = _interval("every_n_epochs", every_n_epochs)
@@ -77,8 +81,14 @@ class WidthSizer:
         if model_gates(model) or not (self.names or self.groups is not None):
             return False
         extra = {} if self.groups is None else {"groups": self.groups}
+        example = self.example if self.example is not None else getattr(
+            model, "example_input_array", None)
+        if example is None and self.names:
+            raise UsageError("the width callback gates layers by name and needs a small input "
+                             "batch to trace the model: pass example=x[:2] to the callback, "
+                             "or set the module's example_input_array")
         gate_layers(model, self.names, inputs=self.inputs, kind=self.kind, seed=self.seed,
-                    init=self.init, **extra)
+                    init=self.init, example=example, **extra)
         return True
 
     def penalty(self, model: nn.Module) -> Tensor:

@@ -45,8 +45,10 @@ class WidthCallback(pl.Callback):
 
     Parameters
     ----------
-    names, groups, price, kind, inputs, seed, init, rule, every_n_steps, every_n_epochs
-        See :class:`widthlab.integrations.WidthSizer` (default: shrink after every epoch).
+    names, groups, price, kind, inputs, seed, init, rule, every_n_steps, every_n_epochs, example
+        See :class:`widthlab.integrations.WidthSizer` (default: shrink after every epoch;
+        layers gated by name are traced on ``example`` or the module's
+        ``example_input_array``).
     log : bool
         Log ``width/<gate key>`` and ``width/penalty`` with ``LightningModule.log`` after
         every training batch (to the trainer's loggers: CSV, TensorBoard, ...).
@@ -64,10 +66,10 @@ class WidthCallback(pl.Callback):
                  inputs: bool | str = False, seed: int = 0, init: float | None = None,
                  rule: str = "dead",
                  every_n_steps: int | None = None, every_n_epochs: int | None = 1,
-                 log: bool = True) -> None:
+                 log: bool = True, example=None) -> None:
         self.sizer = WidthSizer(names, groups=groups, price=price, kind=kind, inputs=inputs,
                                 seed=seed, init=init, rule=rule, every_n_steps=every_n_steps,
-                                every_n_epochs=every_n_epochs)
+                                every_n_epochs=every_n_epochs, example=example)
         self.log_widths = bool(log)
         self._module: pl.LightningModule | None = None
         self._penalty: torch.Tensor | None = None

@@ -12,8 +12,9 @@ One file per layer family:
 - ``growth.py``: :class:`GrowingGate`, a sparsifier gate whose price also adds units
   (with :meth:`MLPBank.grow_`): a layer that grows and shrinks under one price;
 - ``surgery/``: learned widths of a user's own model: :func:`gate_layers` puts gates on its
-  ``nn.Linear`` units and ``nn.Conv2d`` channels, :func:`shrink_` removes dead units from the
-  layer and every consumer with the optimizer state sliced in place;
+  ``nn.Linear`` units and ``nn.Conv2d`` channels (placed from the units core's trace of an
+  ``example`` batch) or on units-core groups, :func:`shrink_` removes dead units from the
+  layer and every consumer with :func:`widthlab.units.remove_units`, optimizer state sliced;
 - ``lenet.py``: LeNet-300-100 and LeNet-5-Caffe as plain ``nn.Module`` s, gated as the
   learned-width papers count widths (:func:`~widthlab.nn.lenet.build_lenet`), and the weights a
   row's widths imply (``from widthlab.nn.lenet import build_lenet, lenet_weights``);

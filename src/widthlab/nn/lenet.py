@@ -90,18 +90,19 @@ def build_lenet(network: str, seed: int = 0, *, n_in: int = 784, n_classes: int 
     check_network(network)
     torch.manual_seed(seed)
     gate = {"kind": kind, "per_weight": per_weight, "init": init, "seed": seed}
+    example = torch.zeros(2, n_in)  # traced to place the gates (zeros: no RNG draw)
     if network == LENET300:
         model = LeNet300(n_in, n_classes)
         if gated:
-            gate_layers(model, ["fc1", "fc2", "fc3"], inputs="only", **gate)
+            gate_layers(model, ["fc1", "fc2", "fc3"], inputs="only", example=example, **gate)
         return model
     if n_in != IMAGE * IMAGE:
         raise UsageError(f"{LENET5} reads 28x28 single-channel images (784 inputs), the data "
                          f"has {n_in}; train {LENET300} on it instead")
     model = LeNet5(n_classes)
     if gated:
-        gate_layers(model, ["conv1", "conv2"], **gate)
-        gate_layers(model, ["fc1", "fc2"], inputs="only", **gate)
+        gate_layers(model, ["conv1", "conv2"], example=example, **gate)
+        gate_layers(model, ["fc1", "fc2"], inputs="only", example=example, **gate)
     return model
 
 

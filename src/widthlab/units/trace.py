@@ -57,8 +57,8 @@ class Recorder(TorchDispatchMode):
         if id(t) in self.params or (buffer and id(t) in self.names):
             out = []
             for d in range(t.ndim):
-                if t.shape[d] == 1:
-                    continue  # one index is no unit dimension (a layer scale's (C, 1, 1))
+                if t.shape[d] <= 1:
+                    continue  # one index (a layer scale's (C, 1, 1)) or none: no units
                 atoms = self.book.new_atoms(t.shape[d])
                 self.book.slots.append(Slot(t, self.names[id(t)], d, atoms))
                 shape = [1] * t.ndim

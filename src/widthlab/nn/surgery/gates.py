@@ -17,12 +17,12 @@ pixels: a removed pixel is no longer read).
 Example::
 
     model = nn.Sequential(nn.Linear(784, 300), nn.ReLU(), nn.Linear(300, 10))
-    gates = gate_layers(model, ["0"], inputs=True)     # pixels and the 300 hidden units
+    gates = gate_layers(model, ["0"], inputs=True, example=x[:2])  # pixels, 300 hidden units
     loss = F.cross_entropy(model(x), y) + 1e-4 * sum(g.penalty() for g in gates)
     ...
     shrink_(model, optimizer)                          # widthlab.nn.surgery.shrink_
 
-    gate_layers(model, ["0"], kind="hard_concrete", seed=0)   # L0 gates, seeded noise
+    gate_layers(model, ["0"], kind="hard_concrete", seed=0, example=x[:2])  # L0 gates
 """
 
 from __future__ import annotations
@@ -233,8 +233,8 @@ def _gate_output(module: nn.Module, args: tuple, output: Tensor) -> Tensor:
 
 def _gate_input(module: nn.Module, args: tuple) -> tuple | None:
     gate = getattr(module, IN_ATTR)
-    if BYPASS and not gate.selects:  # a selecting gate keeps its layer's inputs consistent
-        return None
+    if BYPASS:  # a selecting gate still selects: its layer reads only the kept inputs
+        return (args[0].index_select(gate.dim, gate.index), *args[1:]) if gate.selects else None
     return (gate(args[0]), *args[1:])
 
 
@@ -272,8 +272,8 @@ def gate_layers(model: nn.Module, names: Sequence[str] = (), penalty: str = "str
     Parameters
     ----------
     model : nn.Module
-        Any model torch.fx can trace; it keeps working as before (the L1 gates start at
-        ``relu(init)``, so the default ``init=1.0`` changes no output).
+        Any model whose forward runs eagerly on ``example``; it keeps working as before (the
+        L1 gates start at ``relu(init)``, so the default ``init=1.0`` changes no output).
     names : sequence of str
         Names of ``nn.Linear`` / ``nn.Conv2d`` submodules (as in ``model.named_modules()``).
     penalty : {"strict", "abs"}
@@ -302,8 +302,10 @@ def gate_layers(model: nn.Module, names: Sequence[str] = (), penalty: str = "str
         one gate each, at one point where a gate of 0 equals removing the unit
         (:mod:`~widthlab.nn.surgery.unit_gates`).
     example : Tensor or tuple
-        Example inputs (the model is traced on them): needed with ``groups``; with
-        ``names``, :func:`shrink_` then removes the gated units via ``remove_units``.
+        Required: a small input batch (``x[:2]``, or a tuple of the model's positional
+        inputs). The model is traced on it (:func:`widthlab.units.build_graph`) to find which
+        layers read the gated units; with ``names`` it is kept on the model (not in its
+        ``state_dict``) and :func:`shrink_` traces the model on it again.
 
     Returns
     -------
@@ -314,10 +316,13 @@ def gate_layers(model: nn.Module, names: Sequence[str] = (), penalty: str = "str
     Raises
     ------
     UsageError
-        Unknown name or kind, a layer that is not Linear/Conv2d, a layer already gated, or
-        output units that cannot be followed (a residual add, a concat, the model's output).
+        No ``example``, an unknown name or kind, a layer that is not Linear/Conv2d, a layer
+        already gated or not called exactly once, or output units where a gate of 0 is not
+        their removal (a residual stream or heads: gate those with ``groups=``; the model's
+        output; a BatchNorm or a sigmoid after the gate); see
+        :mod:`~widthlab.nn.surgery.layer_gates`.
     """
-    from widthlab.nn.surgery.graph import plan_gates, plan_groups  # graph imports this module
+    from widthlab.nn.surgery.layer_gates import plan_gates  # imports this module
 
     if groups is not None:
         return _by_groups(model, names, inputs or per_weight, groups, example,
@@ -327,28 +332,17 @@ def gate_layers(model: nn.Module, names: Sequence[str] = (), penalty: str = "str
     gate_kind = _kind(kind, penalty)
     outs = [] if inputs == "only" else list(names)
     ins = list(names) if inputs else []
-    specs = plan_gates(model, outs, ins)  # validates everything before any change
+    specs = plan_gates(model, outs, ins, example)  # validates before any change
+    modules = dict(model.named_modules())
     gates = []
     for spec in specs:
         gate = UnitGate(spec.n, dim=spec.dim, key=spec.key, init=init, selects=spec.selects,
                         kind=gate_kind, seed=seed)
         _attach(spec.module, spec.attr, gate, spec.like)
+        if per_weight:  # the weights one unit gates: a row / filter, or an input column
+            gate.unit_weights = float(modules[spec.layer].weight.numel()) / max(spec.n, 1)
         gates.append(gate)
-    _bind(model, specs, gates, example)  # with an example: shrink_ cuts via widthlab.units
-    if per_weight:
-        modules = dict(model.named_modules())
-        new = {id(g) for g in gates}
-        for group in plan_groups(model):
-            if id(group.gate) in new:
-                group.gate.unit_weights = unit_weights(modules, group)
     return gates
-
-
-def _bind(model, specs, gates, example) -> None:
-    if example is not None:
-        from widthlab.nn.surgery.unit_gates import bind_layer_gates  # imports this module
-
-        bind_layer_gates(model, specs, gates, example)
 
 
 def _by_groups(model, names, layer_options, groups, example, kind, init, seed):
@@ -358,14 +352,3 @@ def _by_groups(model, names, layer_options, groups, example, kind, init, seed):
         raise UsageError("gate_layers: pass either names (layers) or groups (units-core "
                          "groups), and no inputs/per_weight with groups")
     return gate_groups(model, groups, example, kind=kind, init=init, seed=seed)
-
-
-def unit_weights(modules: dict[str, nn.Module], group) -> float:
-    """The weights one unit of ``group`` (a :class:`~widthlab.nn.surgery.graph.Group`) gates:
-    an input gate (key ``...:in``) its consumers' weights, an output gate its producer's."""
-    gate = group.gate
-    if gate.key.endswith(":in"):
-        total = sum(modules[c.name].weight.numel() for c in group.consumers)
-    else:
-        total = modules[group.producer].weight.numel()
-    return float(total) / max(gate.width, 1)

@@ -1,18 +1,21 @@
 """Remove dead units from a gated user model for real, optimizer state included.
 
-:func:`shrink_` finds every gate's units (:mod:`~widthlab.nn.surgery.graph`), asks the removal
-rule (:mod:`~widthlab.nn.surgery.rules`) which are dead, and cuts them out of the producing
-layer (weight rows, bias), the BatchNorms on the way (affine parameters and running
+:func:`shrink_` traces the model again (:func:`~widthlab.nn.surgery.layer_gates.plan_cuts`:
+each gate's units-core group), asks the removal rule (:mod:`~widthlab.nn.surgery.rules`) which
+units are dead, and removes them with ONE :func:`~widthlab.units.remove_units` call: from the
+producing layer (weight rows, bias), the BatchNorms on the way (affine parameters and running
 statistics), every consumer (a Linear's input columns, a block of them after a ``Flatten``; a
-Conv2d's input channels), the gates (``g``, Smallify statistics, selected input positions) and
-the optimizer's per-parameter state (Adam's / AdamW's ``exp_avg``, ``exp_avg_sq``,
-``max_exp_avg_sq``, Adamax's ``exp_inf``, SGD's ``momentum_buffer``, RMSprop's
-``square_avg``, ``grad_avg``; ``step`` is kept). Parameters stay the same objects, so the
+Conv2d's input channels); then from the gates (``g``, Smallify statistics) and the layers
+whose gates select raw inputs (their columns and selected positions, :func:`_select_cut`),
+all through :mod:`widthlab.units.state`'s slicing, with the optimizer's per-parameter state
+(Adam's / AdamW's ``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``, Adamax's ``exp_inf``,
+SGD's ``momentum_buffer``, RMSprop's ``square_avg``, ``grad_avg``; ``step`` is kept).
+Parameters stay the same objects, so the
 optimizer keeps working and training continues as if the dead units had been masked.
 
 Example::
 
-    gate_layers(model, ["fc1", "fc2"])
+    gate_layers(model, ["fc1", "fc2"], example=x[:2])
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     ...                                   # train with loss + price * size_penalty(model)
     removed = shrink_(model, opt)         # {"fc1": 113, "fc2": 40}
@@ -27,8 +30,8 @@ from torch import Tensor, nn
 
 from widthlab.errors import UsageError
 from widthlab.nn.surgery._guard import check_optimizer, record, undoing, watch_unsliced
-from widthlab.nn.surgery.gates import IN_ATTR, UnitGate
-from widthlab.nn.surgery.graph import Group, plan_groups
+from widthlab.nn.surgery.gates import UnitGate
+from widthlab.nn.surgery.layer_gates import LayerCut, plan_cuts
 from widthlab.nn.surgery.rules import DeadRule, SignFlipRule, get_rule
 from widthlab.nn.surgery.unit_gates import CONTAINER, bypassing, unit_gates
 from widthlab.units import remove_units
@@ -63,12 +66,6 @@ def _cut_layer(layer: nn.Module, dim: int, index: Tensor, optimizer) -> None:
     setattr(layer, attr, int(layer.weight.shape[dim]))
 
 
-def _cut_norm(norm: nn.Module, index: Tensor, optimizer) -> None:
-    for attr in ("weight", "bias", "running_mean", "running_var"):
-        _keep_(norm, attr, 0, index, optimizer)
-    norm.num_features = int(index.numel())
-
-
 def _cut_gate(gate: UnitGate, index: Tensor, optimizer) -> None:
     for attr in ("gate", "flip_mean", "flip_var", "index", "unit_ids"):
         _keep_(gate, attr, 0, index, optimizer)
@@ -79,42 +76,29 @@ def _expand(units: Tensor, block: int) -> Tensor:
     return (units[:, None] * block + torch.arange(block, device=units.device)).flatten()
 
 
-def _cut_consumer(layer: nn.Module, n_units: int, keep: Tensor, optimizer) -> None:
-    """Remove the input features of ``layer`` that the removed units (not in ``keep``) fed."""
-    in_gate = getattr(layer, IN_ATTR, None)
-    selecting = isinstance(in_gate, UnitGate) and in_gate.selects
-    size = in_gate.n_in if selecting else layer.weight.shape[1]
-    if size % n_units:
-        raise UsageError(f"layer of {size} input features cannot be split into {n_units} "
-                         "units; shrinking follows Flatten only from conv channels")
-    block = size // n_units
-    kept_pos = _expand(keep.to(layer.weight.device), block)  # (k * block,)
-    if not selecting:
-        _cut_layer(layer, 1, kept_pos, optimizer)
-        return
-    new_pos = torch.full((size,), -1, dtype=torch.long, device=kept_pos.device)
-    new_pos[kept_pos] = torch.arange(len(kept_pos), device=kept_pos.device)
-    mapped = new_pos[in_gate.index]  # (entries,), -1 where the input position is gone
+def _select_cut(layer: nn.Module, gate: UnitGate, sl, n_units: int, drop: Tensor,
+                optimizer) -> None:
+    """A selecting input gate reads units that lose ``drop``: cut the entries those units
+    fed (the layer's columns, the gate's entries) and renumber the kept input positions
+    (each unit spans ``n_in // n_units`` consecutive positions, checked against the trace)."""
+    size = gate.n_in
+    block = size // n_units if size % n_units == 0 else 0
+    index = gate.index.cpu()
+    if not block or not torch.equal(sl.units, index // block):
+        raise UsageError(f"the inputs {gate.key!r} selects do not lie in blocks of "
+                         f"{n_units} units of the layer feeding it; shrinking follows such "
+                         "inputs only through a Flatten of conv channels")
+    kept = torch.nonzero(~torch.isin(torch.arange(n_units), drop)).flatten()
+    kept_pos = _expand(kept, block)
+    new_pos = torch.full((size,), -1, dtype=torch.long)
+    new_pos[kept_pos] = torch.arange(len(kept_pos))
+    mapped = new_pos[index]  # (entries,), -1 where the input position is gone
     entries = (mapped >= 0).nonzero().flatten()
     _cut_layer(layer, 1, entries, optimizer)
-    _cut_gate(in_gate, entries, optimizer)
-    record(in_gate, "index", optimizer)
-    in_gate.index = mapped[entries]
-    in_gate.n_in = int(len(kept_pos))
-
-
-def _apply(modules: dict[str, nn.Module], group: Group, keep: Tensor, optimizer) -> None:
-    gate = group.gate
-    n_units = gate.width
-    _cut_gate(gate, keep, optimizer)
-    if group.producer is None:  # a selecting input gate: only its layer's columns go
-        _cut_layer(modules[group.consumers[0].name], 1, keep, optimizer)
-        return
-    _cut_layer(modules[group.producer], 0, keep, optimizer)
-    for name in group.norms:
-        _cut_norm(modules[name], keep, optimizer)
-    for consumer in group.consumers:
-        _cut_consumer(modules[consumer.name], n_units, keep, optimizer)
+    _cut_gate(gate, entries, optimizer)
+    record(gate, "index", optimizer)
+    gate.index = mapped[entries].to(gate.gate.device)
+    gate.n_in = int(len(kept_pos))
 
 
 def shrink_(model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
@@ -149,13 +133,12 @@ def shrink_(model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
     """
     rule = get_rule(rule)
     check_optimizer(model, optimizer)  # before anything is cut
-    groups = plan_groups(model)
-    for gate in [g.gate for g in groups] + unit_gates(model):  # a rule that cannot read
+    graph, cuts = plan_cuts(model)
+    for gate in [c.gate for c in cuts] + unit_gates(model):  # a rule that cannot read
         rule.dead(gate)  # some gate fails before any change
-    modules = dict(model.named_modules())
     shapes = {p: p.shape for p in model.parameters()}
     with undoing(model) as undo:  # a refusal half-way puts every cut back
-        removed = _shrink(groups, modules, rule, optimizer, undo)
+        removed = _shrink(model, graph, cuts, rule, optimizer, undo)
         removed.update(shrink_units(model, rule, optimizer, undo))  # atomic: last
     if optimizer is None:  # a stale optimizer fails clearly at its next step()
         watch_unsliced([p for p in model.parameters() if p.shape != shapes[p]])
@@ -218,37 +201,53 @@ def _remove_or_keep_coupled(model: nn.Module, request: dict, optimizer) -> set:
             return coupled
 
 
-def _shrink(groups: list[Group], modules: dict[str, nn.Module], rule, optimizer,
+def _shrink(model: nn.Module, graph, cuts: list[LayerCut], rule, optimizer,
             undo) -> dict[str, int]:
-    removed, routed = {}, []
-    for group in groups:
-        dead = rule.dead(group.gate)  # asked now: an earlier group may have cut this gate
-        removed[group.gate.key] = int(dead.sum())
-        if dead.numel() == 0:  # an earlier group took every unit this gate had left
-            continue
+    """The layer gates: ONE remove_units call for every gate owning a group, then the gates
+    selecting raw inputs (their own dead entries asked after the groups' cut)."""
+    removed, request, keeps = {}, {}, {}
+    for c in (c for c in cuts if c.group is not None):
+        dead = rule.dead(c.gate)
         if bool(dead.all()):  # a layer keeps one unit, switched off (gate exactly 0)
-            dead = _closed_one(group.gate, dead, undo)
-            removed[group.gate.key] -= 1
-        if bool(dead.any()) and _via_units(group, modules):
-            routed.append((group.gate, dead))
-        elif bool(dead.any()):
-            _apply(modules, group, (~dead).nonzero().flatten(), optimizer)
-    if routed:  # name-gated layers traced at gate_layers(example=...): ONE remove_units call
-        request = {g.unit_group: d.nonzero().flatten().tolist() for g, d in routed}
+            dead = _closed_one(c.gate, dead, undo)
+        removed[c.gate.key] = int(dead.sum())
+        if bool(dead.any()):
+            request[c.group] = c.units[dead.cpu()].tolist()
+            keeps[c.gate.key] = (c.gate, (~dead).nonzero().flatten())
+    modules = dict(model.named_modules())
+    for c in (c for c in cuts if c.single):  # its one unit stays (switched off if dead)
+        removed[c.gate.key] = 0
+        if bool(rule.dead(c.gate).all()):
+            _closed_one(c.gate, rule.dead(c.gate), undo)
+    selecting = [c for c in cuts if c.group is None and not c.single]
+    if request:
+        for c in selecting:
+            _follow(modules[c.layer], c, request, optimizer)
+        for group in request:  # put back by the undo if a later step refuses
+            for sl in group.slices:
+                record(model.get_submodule(sl.module), sl.name, optimizer)
         with bypassing():
-            remove_units(modules[""], routed[0][0].unit_graph, request, optimizer=optimizer)
-        for gate, dead in routed:
-            _cut_gate(gate, (~dead).nonzero().flatten(), optimizer)
+            remove_units(model, graph, request, optimizer=optimizer)
+        for gate, keep in keeps.values():
+            _cut_gate(gate, keep, optimizer)
+    for c in selecting:
+        dead = rule.dead(c.gate)  # asked now: a group above may have cut this gate
+        if dead.numel() and bool(dead.all()):
+            dead = _closed_one(c.gate, dead, undo)
+        removed[c.gate.key] = int(dead.sum())
+        if bool(dead.any()):
+            keep = (~dead).nonzero().flatten()
+            _cut_gate(c.gate, keep, optimizer)
+            _cut_layer(modules[c.layer], 1, keep, optimizer)
     return removed
 
 
-def _via_units(group: Group, modules: dict[str, nn.Module]) -> bool:
-    """The gate is tied to a units-core group and no consumer selects raw inputs (whose
-    positions only the layer-slicing path remaps)."""
-    if getattr(group.gate, "unit_group", None) is None:
-        return False
-    for c in group.consumers:
-        gate = getattr(modules[c.name], IN_ATTR, None)
-        if isinstance(gate, UnitGate) and gate.selects:
-            return False
-    return True
+def _follow(layer: nn.Module, cut: LayerCut, request: dict, optimizer) -> None:
+    """A selecting gate whose inputs are units of a group being cut: its entries are cut
+    here (the slice leaves the group, so remove_units does not cut those columns again)."""
+    for group, drop in request.items():
+        sl = next((s for s in group.slices if s.module == cut.layer and s.name == "weight"
+                   and s.dim == 1), None)
+        if sl is not None:
+            group.slices.remove(sl)
+            _select_cut(layer, cut.gate, sl, group.size, torch.tensor(drop), optimizer)

@@ -285,21 +285,6 @@ def _example_args(example) -> tuple:
     return example if isinstance(example, tuple) else (example,)
 
 
-def bind_layer_gates(model: nn.Module, specs, gates: list[UnitGate], example) -> None:
-    """Tie each new name-gated gate whose units are a layer's output units (an output gate,
-    or an input gate that owns its producer's units) to that layer's units-core group, so
-    :func:`shrink_` removes them with :func:`~widthlab.units.remove_units`. Gates selecting
-    raw inputs keep the layer-slicing path."""
-    with bypassing():
-        graph = build_graph(model, *_example_args(example))
-    by_producer = {s.module: g for g in graph.groups if g.kind in ("channels", "ffn")
-                   for s in g.slices if s.name == "weight" and s.dim == 0}
-    for spec, gate in zip(specs, gates, strict=True):
-        group = None if spec.selects else by_producer.get(spec.producer)
-        if group is not None and group.size == gate.width:
-            gate.unit_group, gate.unit_graph = group, graph
-
-
 def unit_gates(model: nn.Module) -> list[UnitGate]:
     """The units-core gates of ``model`` (empty when it has none)."""
     container = getattr(model, CONTAINER, None)
