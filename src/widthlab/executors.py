@@ -47,14 +47,12 @@ from pathlib import Path
 
 from widthlab._io import atomic_path
 from widthlab._pool import quiet_resource_tracker, stopped_on_interrupt
-from widthlab.engine.spec import RunSpec
+from widthlab.engine.spec import job_spec
 from widthlab.errors import UsageError, WidthlabError
 from widthlab.store import Store
 from widthlab.studies.base import RunSet
 
 JOBS_DIR = "jobs"
-#: job options that say where a job runs or reads its data from, never what it computes
-PLACEMENT_OPTIONS = ("device", "data_file")
 
 
 @dataclass(frozen=True)
@@ -87,21 +85,11 @@ class Job:
     def name(self) -> str:
         return f"{self.study}/{self.dataset}/{self.profile}"
 
-    def spec(self) -> RunSpec:
-        """The job's run spec: its options other than :data:`PLACEMENT_OPTIONS` are hashed
-        (with the study, profile, data and code), those are its placement."""
-        opts = dict(self.options)
-        placement = {k: opts.pop(k) for k in PLACEMENT_OPTIONS if k in opts}
-        return RunSpec("job", label=self.study, prefix=f"{self.study}-{self.dataset}-"
-                       f"{self.profile}", dataset=self.dataset,
-                       data=str(opts.pop("data_id", self.dataset)),
-                       train={"profile": self.profile, "options": sorted(opts.items())},
-                       code=self.code, placement=placement)
-
     def key(self) -> str:
         """Identifies the job's results (its manifest's name): ``<study>-<dataset>-<profile>-``
-        and 12 digits of :meth:`spec`'s key."""
-        return f"{self.spec().prefix}-{self.spec().key()[:12]}"
+        and 12 digits of its :func:`~widthlab.engine.spec.job_spec`'s key."""
+        spec = job_spec(self.study, self.dataset, self.profile, self.options, self.code)
+        return f"{spec.prefix}-{spec.key()[:12]}"
 
 
 #: ``run_job(job, store, progress, needs) -> RunSet``: ``needs`` maps each needed study to

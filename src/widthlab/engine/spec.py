@@ -126,6 +126,24 @@ def split_config(cfg: object, shrinks: bool = False) -> tuple[dict, dict]:
     return hashed, placed
 
 
+#: options of a ``widthlab reproduce`` job that say where it runs or reads its data from
+JOB_PLACEMENT = ("device", "data_file")
+
+
+def job_spec(study: str, dataset: str, profile: str, options: Sequence[tuple[str, Any]],
+             code: str) -> RunSpec:
+    """The spec of a reproduction job (:class:`widthlab.executors.Job`): the study, profile,
+    the options that change numbers and the code are hashed, with the data's identity (a user
+    file's ``data_id``, else the dataset's name); the options in :data:`JOB_PLACEMENT` are its
+    placement."""
+    opts = dict(options)
+    placement = {k: opts.pop(k) for k in JOB_PLACEMENT if k in opts}
+    return RunSpec("job", label=study, prefix=f"{study}-{dataset}-{profile}", dataset=dataset,
+                   data=str(opts.pop("data_id", dataset)),
+                   train={"profile": profile, "options": sorted(opts.items())}, code=code,
+                   placement=placement)
+
+
 def data_identity(data: Any) -> str:
     """The ``data`` of a spec for a ``DatasetSplits``: its content hash, else its name and
     split sizes."""
@@ -140,4 +158,5 @@ def hashed_names(cls: type, shrinks: bool = False) -> list[str]:
             or (shrinks and f.metadata.get("hashed") == "shrinks")]
 
 
-__all__ = ["KINDS", "NOT_HASHED", "RunSpec", "data_identity", "hashed_names", "split_config"]
+__all__ = ["JOB_PLACEMENT", "KINDS", "NOT_HASHED", "RunSpec", "data_identity", "hashed_names",
+           "job_spec", "split_config"]
