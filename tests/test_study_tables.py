@@ -75,3 +75,58 @@ def test_converted_studies_declare_the_columns_they_read():
     assert len(empty) == 0
     curves = pd.DataFrame({c: [] for c in GrowthTables.declared()["curves"]})
     GrowthTables(models=models, spreads=empty, curves=curves, runs=["r"])
+
+
+@dataclass(frozen=True, kw_only=True)
+class Partial(StudyTables):
+    runs: list = value("run ids")
+    sweep: pd.DataFrame = table("width", "test_acc", optional=True)
+    static: str | None = value("a reference run", optional=True)
+
+
+def test_an_optional_table_may_be_left_out_but_not_misspelt():
+    t = Partial(runs=["r"])
+    assert "sweep" not in t and t["sweep"] is None and t.get("sweep", "none") == "none"
+    assert t.keys() == ["runs"] and list(t) == ["runs"]
+    full = Partial(runs=["r"], sweep=GOOD, static="s")
+    assert "sweep" in full and full.keys() == ["runs", "sweep", "static"]
+    assert "swep" not in full
+    with pytest.raises(KeyError, match="no table 'swep'"):
+        full.get("swep")
+    with pytest.raises(TableError, match="Partial.sweep lacks its declared column"):
+        Partial(runs=["r"], sweep=GOOD.drop(columns="test_acc"))
+    with pytest.raises(TypeError, match="swep"):
+        Partial(runs=["r"], swep=GOOD)
+
+
+def _all_study_tables() -> list[type[StudyTables]]:
+    from widthlab.studies import ORDER, get_study
+
+    out = []
+    for name in ORDER:
+        mod = __import__(type(get_study(name)).__module__, fromlist=["x"])
+        out += [v for v in vars(mod).values() if isinstance(v, type)
+                and issubclass(v, StudyTables) and v is not StudyTables
+                and v.__module__ == mod.__name__]
+    return out
+
+
+def test_every_study_declares_its_tables():
+    classes = _all_study_tables()
+    names = {c.__name__ for c in classes}
+    assert names >= {"VarianceTables", "PCATables", "FlexibleTables", "SparsifierTables",
+                     "ImportanceTables", "OrderingTables", "OptimizerTables", "FrontierTables",
+                     "GrowthTables", "LenetTables"}
+    for cls in classes:
+        declared = cls.declared()
+        frames = {n: c for n, c in declared.items() if c}
+        assert frames, f"{cls.__name__} declares no table with columns"
+        for name, columns in frames.items():
+            # a frame of the declared columns minus the last one is refused, naming it
+            bad = pd.DataFrame({c: [1] for c in columns[:-1]})
+            kwargs = {n: (pd.DataFrame({c: [1] for c in declared[n]}) if declared[n]
+                          is not None else None) for n in declared}
+            kwargs[name] = bad
+            with pytest.raises(TableError, match=f"{cls.__name__}.{name} lacks .*"
+                                                 f"{columns[-1]}"):
+                cls(**kwargs)

@@ -20,10 +20,12 @@ except for declared ``needs`` (the PCA study analyses the variance study's runs)
 
 Both executors write a manifest per finished job (``<store>/jobs/<key>.json``: the runs it
 produced) and skip a job whose manifest's runs are all done in the store, so a second
-``widthlab reproduce`` does no training. The key covers the study, dataset, profile, options
-and ``Job.code``: the hash of the code that computes the job's stored numbers (the engine and
-the study's declared modules; :meth:`widthlab.studies.base.Study.code_hash`), so editing a
-figure or a verdict keeps the key and editing training code does not.
+``widthlab reproduce`` does no training. The key is a :class:`~widthlab.engine.spec.RunSpec`'s
+(kind ``"job"``): the study, dataset, profile, the options that change numbers (a user data
+file's content id, profile overrides; never the device or the file's path) and ``Job.code``:
+the import closure of the code the job's steps call
+(:meth:`widthlab.studies.base.Study.code_hash`), so editing a figure or a verdict keeps the key
+and editing training code does not.
 
 Example::
 
@@ -36,7 +38,6 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tempfile
 import time
@@ -46,6 +47,7 @@ from pathlib import Path
 
 from widthlab._io import atomic_path
 from widthlab._pool import quiet_resource_tracker, stopped_on_interrupt
+from widthlab.engine.spec import job_spec
 from widthlab.errors import UsageError, WidthlabError
 from widthlab.store import Store
 from widthlab.studies.base import RunSet
@@ -84,12 +86,10 @@ class Job:
         return f"{self.study}/{self.dataset}/{self.profile}"
 
     def key(self) -> str:
-        """Identifies the job's results: study, dataset, profile, options and code hash."""
-        blob = json.dumps({"job": [self.study, self.dataset, self.profile,
-                                   sorted(self.options)], "code": self.code},
-                          sort_keys=True, default=str)
-        return f"{self.study}-{self.dataset}-{self.profile}-" \
-               f"{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+        """Identifies the job's results (its manifest's name): ``<study>-<dataset>-<profile>-``
+        and 12 digits of its :func:`~widthlab.engine.spec.job_spec`'s key."""
+        spec = job_spec(self.study, self.dataset, self.profile, self.options, self.code)
+        return f"{spec.prefix}-{spec.key()[:12]}"
 
 
 #: ``run_job(job, store, progress, needs) -> RunSet``: ``needs`` maps each needed study to

@@ -4,15 +4,14 @@ fingerprint of everything that changes its numbers, and the seeded minibatch ord
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 
 import torch
 from torch import Tensor
 
+from widthlab.engine.spec import NOT_HASHED, RunSpec, hashed_names, split_config
 from widthlab.errors import UsageError
 from widthlab.nn.bank import ModelSpec
 
@@ -20,7 +19,7 @@ PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 EVAL_ELEMENTS = 2 ** 27  # most (batch x hidden units) values one evaluation batch may hold
 
 
-NOT_HASHED = {"hashed": False}        # a field that changes no number: out of the run id
+# NOT_HASHED (from widthlab.engine.spec): a field that changes no number, out of the run id
 IF_SHRINKS = {"hashed": "shrinks"}    # hashed only when a modifier kills units
 
 
@@ -28,10 +27,11 @@ IF_SHRINKS = {"hashed": "shrinks"}    # hashed only when a modifier kills units
 class TrainConfig:
     """Everything that defines a run besides its models (defaults follow the journal).
 
-    The run spec: every field enters the run id (:func:`fingerprint`) unless its metadata says
-    ``hashed=False`` (where the run trains, how evaluation is batched, its label, what the last
-    checkpoint keeps) or ``hashed="shrinks"`` (only with a modifier that kills units);
-    :meth:`hashed_fields` lists them.
+    Every field enters the run's :class:`~widthlab.engine.spec.RunSpec` key (:func:`bank_spec`)
+    unless its metadata says ``hashed=False`` (where the run trains, how evaluation is batched,
+    its label, what the last checkpoint keeps: the spec's ``placement``) or
+    ``hashed="shrinks"`` (only with a modifier that kills units); :meth:`hashed_fields` lists
+    them.
     """
 
     dataset: str = "mnist"          # mnist | fashion-mnist (or the name of splits passed in)
@@ -67,9 +67,7 @@ class TrainConfig:
     @classmethod
     def hashed_fields(cls, shrinks: bool = False) -> list[str]:
         """The fields that enter the run id (``shrinks``: a modifier kills units)."""
-        return [f.name for f in fields(cls)
-                if f.metadata.get("hashed", True) is True
-                or (shrinks and f.metadata.get("hashed") == "shrinks")]
+        return hashed_names(cls, shrinks)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -157,20 +155,29 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(device)
 
 
-def fingerprint(cfg: TrainConfig, specs: Sequence[ModelSpec], modifiers: Sequence[dict],
-                data_id: str, *, shrinks: bool = False, code: str = "") -> str:
-    """Hash of everything that changes a run's numbers (not the device or progress settings).
+def bank_spec(cfg: TrainConfig, specs: Sequence[ModelSpec], modifiers: Sequence[dict],
+              data_id: str, *, dataset: str | None = None, shrinks: bool = False,
+              code: str = "") -> RunSpec:
+    """The :class:`~widthlab.engine.spec.RunSpec` of an engine run: ``cfg``'s hashed fields,
+    the models, the modifiers' and hooks' descriptions, the data's identity and ``code``
+    (:func:`widthlab.engine.identity.engine_code_hash`); ``cfg``'s other fields are its
+    placement.
 
     ``shrinks``: whether a modifier kills units; if not, the shrink settings change nothing
-    and stay out of the hash. ``code``: the code hash of the engine, modifiers and hooks
-    (:func:`widthlab.engine.identity.engine_code_hash`).
+    and stay out of the hash. ``dataset``: the name in the id (default ``cfg.dataset``).
     """
-    full = asdict(cfg)
-    c = {k: full[k] for k in type(cfg).hashed_fields(shrinks)}
-    blob = json.dumps({"code": code, "config": c, "data": data_id,
-                       "models": [s.to_dict() for s in specs], "modifiers": list(modifiers)},
-                      sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    hashed, placed = split_config(cfg, shrinks)
+    label = placed.pop("study")
+    return RunSpec("bank", label=label, dataset=dataset or cfg.dataset, data=data_id,
+                   models=[s.to_dict() for s in specs], train=hashed,
+                   modifiers=list(modifiers), code=code, placement=placed)
+
+
+def fingerprint(cfg: TrainConfig, specs: Sequence[ModelSpec], modifiers: Sequence[dict],
+                data_id: str, *, shrinks: bool = False, code: str = "") -> str:
+    """Hash of everything that changes a run's numbers: :meth:`RunSpec.key
+    <widthlab.engine.spec.RunSpec.key>` of :func:`bank_spec`."""
+    return bank_spec(cfg, specs, modifiers, data_id, shrinks=shrinks, code=code).key()
 
 
 def describe_hook(hook: Callable) -> object:

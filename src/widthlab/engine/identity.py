@@ -1,8 +1,9 @@
 """One run identity: a key from the config plus a hash of the code that computes the numbers.
 
 Every stored result in widthlab (an engine run, a module run, a stored analysis such as the
-PCA study's, a ``widthlab reproduce`` job) is identified by :func:`run_key`: a hash of its
-configuration (JSON) and of the *source code* that computes its numbers. That code is not
+PCA study's, a ``widthlab reproduce`` job) is identified by the key of its
+:class:`~widthlab.engine.spec.RunSpec`: a hash of what changes its numbers (JSON) and of the
+*source code* that computes them (this module). That code is not
 listed by hand: :func:`closure` starts from the modules of what a run calls (the trainer, its
 model, modifiers and hooks; an analysis' functions) and follows their ``import`` statements
 inside widthlab (module level and inside functions, not ``if TYPE_CHECKING:`` blocks), so a
@@ -34,7 +35,6 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
-import json
 import pkgutil
 import sys
 from collections.abc import Iterable
@@ -49,6 +49,7 @@ OUTSIDE = ("widthlab", "widthlab.store.", "widthlab.ui.", "widthlab.report.", "w
            "widthlab.cli_study", "widthlab.cli_options", "widthlab.cli_frontier",
            "widthlab.executors", "widthlab.reproduce", "widthlab.errors", "widthlab._io",
            "widthlab.engine.events", "widthlab.engine.lifecycle", "widthlab.engine.identity",
+           "widthlab.engine.spec",
            "widthlab.studies", "widthlab.studies.base", "widthlab.studies.steps")
 # a study's modules that only present numbers (never followed from a study's module)
 PRESENTATION = ("figures", "verdicts", "sections")
@@ -234,10 +235,13 @@ def engine_code_hash(*extra: object) -> str:
 
 
 def run_key(config: object, code: str) -> str:
-    """The identity of a stored result: a hash of ``config`` (anything JSON can encode with
-    ``default=str``; key order does not matter) and of ``code`` (a :func:`code_hash`)."""
-    blob = json.dumps({"config": config, "code": code}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    """The key of a stored analysis whose settings are ``config`` (anything JSON can encode
+    with ``default=str``; key order does not matter) and whose code is ``code`` (a
+    :func:`code_hash`): :meth:`RunSpec.key <widthlab.engine.spec.RunSpec.key>`, the one hash
+    of every identity."""
+    from widthlab.engine.spec import RunSpec
+
+    return RunSpec("analysis", train=config, code=code).key()
 
 
 __all__ = ["ENGINE_MODULES", "OUTSIDE", "PRESENTATION", "closure", "closure_hash", "code_hash",

@@ -34,6 +34,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Protocol, runtime_checkable
 
 from widthlab.engine.events import Reporter
+from widthlab.engine.spec import RunSpec
+from widthlab.errors import WidthlabError
 from widthlab.store import ArrayRow, MetricRow, Store
 from widthlab.store.claims import check_claim, claimed
 
@@ -82,7 +84,8 @@ class Trainable(Protocol):
     Attributes
     ----------
     run_id : str
-        Identity: a hash of everything that changes the numbers and of the code computing them.
+        Identity: a hash of everything that changes the numbers and of the code computing them
+        (the ``run_id()`` of its spec, below).
     epochs : int
         The run's last epoch.
     epoch : int
@@ -95,6 +98,10 @@ class Trainable(Protocol):
     epochs: int
     epoch: int
     unit: str
+
+    # Optional (not part of the protocol, so older trainables still qualify): ``spec``, the
+    # run's RunSpec (widthlab.engine.spec). When a trainable has one, run_trainable checks that
+    # ``run_id == spec.run_id()`` before anything is stored (:func:`check_spec`).
 
     def record(self) -> RunRecord:
         """The run's stored record (config, models, seed, device, code version)."""
@@ -132,9 +139,25 @@ def run_trainable(t: Trainable, store: Store | str, progress: Callable | None = 
     While another live process trains the same run in the same store, this waits for it and
     then reuses or resumes its work (:mod:`widthlab.store.claims`).
     """
+    check_spec(t)
     st = Store.open(store)
     with claimed(st, t.run_id):
         return _run(t, st, progress, until, in_memory)
+
+
+def check_spec(t: object) -> RunSpec | None:
+    """``t``'s :class:`~widthlab.engine.spec.RunSpec` (None when it has none), after checking
+    that its ``run_id`` is the spec's: an id computed elsewhere would go stale."""
+    spec = getattr(t, "spec", None)
+    if spec is None:
+        return None
+    if not isinstance(spec, RunSpec):
+        raise TypeError(f"{type(t).__name__}.spec must be a RunSpec, got {type(spec).__name__}")
+    if spec.run_id() != t.run_id:
+        raise WidthlabError(f"{type(t).__name__}.run_id {t.run_id!r} is not its spec's "
+                            f"{spec.run_id()!r}; set run_id = spec.run_id() after the spec "
+                            "is final")
+    return spec
 
 
 def _run(t: Trainable, st: Store, progress: Callable | None, until: int | None,
@@ -219,5 +242,5 @@ def store_result(store: Store | str, run_id: str, label: str, result: Result,
     return run_id
 
 
-__all__ = ["EpochRows", "Result", "RunRecord", "Trainable", "model_kind", "run_trainable",
-           "store_result"]
+__all__ = ["EpochRows", "Result", "RunRecord", "Trainable", "check_spec", "model_kind",
+           "run_trainable", "store_result"]

@@ -35,9 +35,10 @@ from widthlab import __version__
 from widthlab.data.tensors import DatasetSplits
 from widthlab.engine.config import describe_hook, resolve_device
 from widthlab.engine.events import EpochContext
-from widthlab.engine.identity import closure_hash, module_name, run_key
+from widthlab.engine.identity import closure_hash, module_name
 from widthlab.engine.lifecycle import EpochRows, RunRecord
 from widthlab.engine.modules import ModuleConfig, error_rate, make_optimizer
+from widthlab.engine.spec import RunSpec, data_identity, split_config
 from widthlab.nn.surgery import gate_widths, model_gates, shrink_, size_penalty
 from widthlab.store import ArrayRow, MetricRow
 from widthlab.units import resize_to_state_, size_attrs
@@ -148,22 +149,25 @@ class ModuleRun:
         roots = [type(built), loss_fn, *self.hooks, type(self)]
         if not isinstance(model, nn.Module):
             roots.append(model)  # the code that builds the model
-        code = closure_hash(__name__, roots)
-        key = run_key(self._identity(), code)
-        self.run_id = f"{label.replace(':', '.')}-{data.name}-{key[:12]}"
+        self.spec = self._spec(closure_hash(__name__, roots))
+        self.run_id = self.spec.run_id()
 
     @property
     def epochs(self) -> int:
         return self.cfg.epochs
 
-    def _identity(self) -> dict:
-        d = self.data
-        data_id = d.content_id or f"{d.name}:{len(d.train)}:{len(d.val)}:{len(d.test)}"
-        train = {k: v for k, v in asdict(self.cfg).items() if k in self.cfg.hashed_fields()}
-        return {"model": self.describe, "train": train, "data": data_id,
-                "loss": module_name(self.loss_fn) + "." + getattr(
-                    self.loss_fn, "__qualname__", type(self.loss_fn).__qualname__),
-                "hooks": [describe_hook(h) for h in self.hooks]}
+    def _spec(self, code: str) -> RunSpec:
+        """The run's :class:`~widthlab.engine.spec.RunSpec`: the model's identity, the
+        config's hashed fields (the rest is placement), the loss and hooks, the data, the
+        code."""
+        train, placement = split_config(self.cfg)
+        loss = module_name(self.loss_fn) + "." + getattr(
+            self.loss_fn, "__qualname__", type(self.loss_fn).__qualname__)
+        return RunSpec("module", label=self.label, dataset=self.data.name,
+                       data=data_identity(self.data), models=[self.describe], train=train,
+                       modifiers=[{"loss": loss}, *({"hook": describe_hook(h)}
+                                                    for h in self.hooks)],
+                       code=code, placement={**placement, "device": str(self.device)})
 
     # ------------------------------------------------------------------ Trainable
     def record(self) -> RunRecord:

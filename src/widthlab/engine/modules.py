@@ -16,12 +16,13 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from widthlab.engine.spec import NOT_HASHED, hashed_names
 from widthlab.errors import UsageError
 from widthlab.nn.surgery import model_gates
 
@@ -88,12 +89,12 @@ class ModuleConfig:
     rule: str = "dead"
     shrink: bool = True
     seed: int = 0
-    eval_batch: int = field(default=2000, metadata={"hashed": False})  # changes no number
+    eval_batch: int = field(default=2000, metadata=NOT_HASHED)  # changes no number
 
     @classmethod
     def hashed_fields(cls) -> list[str]:
         """The fields that enter a module run's id (all but ``eval_batch``)."""
-        return [f.name for f in fields(cls) if f.metadata.get("hashed", True)]
+        return hashed_names(cls)
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:

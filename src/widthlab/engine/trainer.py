@@ -25,8 +25,10 @@ removes the dead units for real (:meth:`MLPBank.shrink_`, the optimizer state ca
 only switches them off. Checkpoints record every model's current width; a resumed run rebuilds
 the shrunk bank exactly.
 
-A run is identified by a fingerprint of everything that changes its numbers (data, models,
-hyper-parameters, precision) and a hash of the code that computes them: the engine's modules,
+A run is identified by its run spec (:class:`~widthlab.engine.spec.RunSpec`, built by
+:func:`~widthlab.engine.config.bank_spec`): a hash of everything that changes its numbers (data,
+models, hyper-parameters, precision, modifiers and hooks), never of where it runs, and of the
+code that computes them: the engine's modules,
 and the modules of its modifiers and hooks (:mod:`widthlab.engine.identity`). Calling
 :func:`train` again with the same arguments resumes from the newest checkpoint, or returns at
 once if the run is done. The engine draws nothing: it reports progress to a callback
@@ -54,6 +56,7 @@ from widthlab.engine.config import (
     PRECISIONS,
     TrainConfig,
     autocast,
+    bank_spec,
     describe_hook,
     epoch_order,
     fingerprint,
@@ -64,6 +67,7 @@ from widthlab.engine.events import progress_callback
 from widthlab.engine.identity import engine_code_hash
 from widthlab.engine.lifecycle import EpochRows, RunRecord, run_trainable
 from widthlab.engine.optim import BankOptimizer
+from widthlab.engine.spec import data_identity
 from widthlab.errors import UsageError
 from widthlab.nn.bank import MLPBank, ModelSpec
 from widthlab.store import Store
@@ -119,15 +123,13 @@ class Engine(BankRows):
             self._init_from(cfg.init_from)
         mods = [m.describe() for m in self.bank.modifiers]
         mods += [{"hook": describe_hook(h)} for h in self.hooks]
-        data_id = getattr(data, "content_id", None) or \
-            f"{data.name}:{len(data.train)}:{len(data.val)}:{len(data.test)}"
         # whether a modifier kills units (then shrink_every/shrink_mode act and are hashed)
         self.shrinks = any(m.alive_units() is not None for m in self.bank.modifiers
                            if hasattr(m, "alive_units"))
-        label = cfg.study.replace(":", ".")  # "study:experiment" -> a valid id
         code = engine_code_hash(list(self.bank.modifiers), self.hooks)
-        fp = fingerprint(cfg, self.specs, mods, data_id, shrinks=self.shrinks, code=code)
-        self.run_id = f"{label}-{data.name}-{fp[:12]}"
+        self.spec = bank_spec(cfg, self.specs, mods, data_identity(data), dataset=data.name,
+                              shrinks=self.shrinks, code=code)
+        self.run_id = self.spec.run_id()
         self.modifier_config = mods
         self.state = _State(alive=[True] * self.bank.n_models)
 

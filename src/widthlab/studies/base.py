@@ -44,8 +44,9 @@ from widthlab import __version__
 from widthlab.data.tensors import DatasetSplits, load_splits
 from widthlab.engine import train
 from widthlab.engine.events import ProgressCallback
-from widthlab.engine.identity import PRESENTATION, closure_hash, run_key
+from widthlab.engine.identity import PRESENTATION, closure_hash
 from widthlab.engine.lifecycle import run_trainable, store_result
+from widthlab.engine.spec import RunSpec
 from widthlab.errors import UsageError
 from widthlab.metrics.variance import Verdict
 from widthlab.nn import ModelSpec
@@ -260,17 +261,18 @@ class Study:
                      hooks=list(exp.hooks), data=data, progress=ctx.progress)
 
     def _analyse(self, step: StoredAnalysis, ctx: RunContext) -> str:
-        config = step.config(ctx)
         code = closure_hash(step.compute, step.config)  # what the analysis runs
-        key = run_key(config, code)
-        run_id = f"{self.name}.{step.name}-{ctx.dataset}-{key[:12]}"
+        spec = RunSpec("analysis", label=step.label or self.name,
+                       prefix=f"{self.name}.{step.name}", dataset=ctx.dataset,
+                       data=ctx.dataset, train=step.config(ctx), code=code)
+        run_id = spec.run_id()
         done = ctx.store.get_run(run_id)
         if done is not None and done["status"] == "done":
             return run_id
         # interrupted before it was stored: store_result replaces it
         ctx.what = run_id
         result = step.compute(ctx)
-        return store_result(ctx.store, run_id, step.label or self.name, result,
+        return store_result(ctx.store, run_id, spec.label, result,
                             code_version=f"widthlab {__version__} {self.name} {code[:12]}")
 
     # -------------------------------------------------------------- analysis and report

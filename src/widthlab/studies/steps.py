@@ -130,8 +130,9 @@ class StoredAnalysis:
 
     ``compute(ctx)`` returns the numbers as a :class:`~widthlab.engine.lifecycle.Result`; the
     base class stores them (:func:`~widthlab.engine.lifecycle.store_result`) as a finished run
-    whose id is a :func:`~widthlab.engine.identity.run_key` of ``config(ctx)`` and of the code
-    of the study's declared ``code`` modules, so editing the analysis recomputes it. A
+    whose id is the key of its :class:`~widthlab.engine.spec.RunSpec` (kind ``"analysis"``):
+    ``config(ctx)`` and the import closure of ``config`` and ``compute``, so editing the
+    analysis, or anything it imports, recomputes it. A
     ``compute`` may report progress to ``ctx.progress`` under ``ctx.what`` (the run id).
     """
 

@@ -40,17 +40,21 @@ class TableError(WidthlabError, TypeError):
     """A study's tables do not match their declaration (a study author's mistake)."""
 
 
-def table(*columns: str, doc: str = "") -> Any:
-    """A DataFrame field of a :class:`StudyTables` that holds at least ``columns``."""
+def table(*columns: str, doc: str = "", optional: bool = False) -> Any:
+    """A DataFrame field of a :class:`StudyTables` that holds at least ``columns``;
+    ``optional``: it may be None (default), for an experiment that was not run."""
     bad = [c for c in columns if not isinstance(c, str) or not c]
     if bad or len(set(columns)) != len(columns):
         raise TableError(f"table columns must be distinct non-empty names, got {columns!r}")
-    return field(metadata={"columns": tuple(columns), "doc": doc})
+    meta = {"columns": tuple(columns), "doc": doc, "optional": optional}
+    return field(default=None, metadata=meta) if optional else field(metadata=meta)
 
 
-def value(doc: str = "") -> Any:
-    """A field of a :class:`StudyTables` that is not a declared table (a run id, arrays)."""
-    return field(metadata={"doc": doc})
+def value(doc: str = "", *, optional: bool = False) -> Any:
+    """A field of a :class:`StudyTables` that is not a declared table (a run id, arrays);
+    ``optional``: it may be left out (None)."""
+    return field(default=None, metadata={"doc": doc}) if optional else \
+        field(metadata={"doc": doc})
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,8 @@ class StudyTables:
     fields are :func:`table` and :func:`value` declarations (see the module docstring).
 
     Construction checks every declared table: a DataFrame holding its declared columns.
-    Read a table as an attribute (``t.summary``) or by name (``t["summary"]``).
+    Read a table as an attribute (``t.summary``) or by name (``t["summary"]``); ``name in t``
+    says whether an optional table is present.
     """
 
     def __post_init__(self) -> None:
@@ -68,6 +73,8 @@ class StudyTables:
             if columns is None:
                 continue
             frame = getattr(self, f.name)
+            if frame is None and f.metadata.get("optional"):
+                continue
             where = f"{type(self).__name__}.{f.name}"
             if not isinstance(frame, pd.DataFrame):
                 raise TableError(f"{where} must be a DataFrame, got {type(frame).__name__}")
@@ -89,11 +96,21 @@ class StudyTables:
                            f"{', '.join(self.declared())}")
         return getattr(self, name)
 
+    def __contains__(self, name: object) -> bool:
+        """Whether ``name`` is declared and present (an optional table left out is not)."""
+        return name in self.declared() and getattr(self, str(name)) is not None
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """The table or value ``name`` (``default`` when it is declared but left out)."""
+        got = self[name]
+        return default if got is None else got
+
     def __iter__(self) -> Iterator[str]:
-        return iter(self.declared())
+        return iter(self.keys())
 
     def keys(self) -> list[str]:
-        return list(self.declared())
+        """The declared names that are present."""
+        return [n for n in self.declared() if n in self]
 
 
 __all__ = ["StudyTables", "TableError", "table", "value"]

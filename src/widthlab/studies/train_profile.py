@@ -18,13 +18,13 @@ import math
 from dataclasses import dataclass, field
 
 from widthlab.engine import TrainConfig
+from widthlab.engine.optim import OPTIMIZERS  # the bank optimizer's kinds, listed once
 from widthlab.engine.trainer import PRECISIONS
 from widthlab.errors import UsageError
 from widthlab.nn import ModelSpec
 from widthlab.nn.widths import sqrt2_widths
 from widthlab.studies.base import Profile, seed_list
 
-OPTIMIZERS = ("adam", "adamax", "sgd")
 STATS_EPOCHS = ("last", "all", "none")
 
 

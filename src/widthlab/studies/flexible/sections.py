@@ -127,7 +127,7 @@ def _pretrained(dataset: str, name: str, t: dict) -> Parts:
 
 
 def _size_only(dataset: str, name: str, t: dict) -> Parts:
-    e = t["size-only"]
+    e = t["size_only"]
     return ([Figure(f"{dataset}-size-only",
                     f"{name}: x0 change and size gradient with frozen weights",
                     partial(ff.size_only, e, t["size_only_start"], name))],

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -29,14 +30,45 @@ from widthlab.studies.flexible import analysis as an
 from widthlab.studies.flexible import sections as sc
 from widthlab.studies.flexible import verdicts as vd
 from widthlab.studies.flexible.config import NAME, PROFILES, RUNS, FlexibleProfile, selected, steps
+from widthlab.studies.tables import StudyTables, table, value
 
 
-def dataset_tables(store: Store, by_exp: Mapping[str, str]) -> dict:
+@dataclass(frozen=True, kw_only=True)
+class FlexibleTables(StudyTables):
+    """One dataset's tables of the flexible study; an experiment's tables are None when it was
+    not run (``"frontier" in t`` says whether it was)."""
+
+    runs: dict = value("experiment -> run id, of the experiments run")
+    models: dict = value("experiment -> its per-model table (an.model_table)")
+    chain: list = value("the static pretraining chain of the pretrained run")
+    static: str | None = value("the frontier's static reference run", optional=True)
+    convergence: pd.DataFrame = table("arm", "start", "seed", "final_width", "test_acc",
+                                      optional=True, doc="one row per model")
+    frontier: pd.DataFrame = table("arm", "penalty", "seed", "final_width", "test_acc",
+                                   optional=True, doc="one row per model")
+    frontier_summary: pd.DataFrame = table("arm", "penalty", "final_width", "test_acc",
+                                           "replicates", optional=True,
+                                           doc="medians per arm and penalty")
+    best_static: pd.DataFrame = table("arm", "test_acc", "replicates", optional=True)
+    plateau: pd.DataFrame = table("arm", "penalty", "i", "scaler", "out_abs", "zone",
+                                  optional=True, doc="per neuron of every frontier model")
+    n: int | None = value("the frontier's layer width", optional=True)
+    minima: pd.DataFrame = table("model", "epoch", "x0", "test_acc", optional=True,
+                                 doc="per model and epoch")
+    pretrained: pd.DataFrame = table("model", "epoch", "x0", "test_acc", "pretrain",
+                                     optional=True, doc="per model and epoch")
+    size_only: pd.DataFrame = table("model", "epoch", "x0", "size_grad", optional=True,
+                                    doc="per model and epoch")
+    size_only_start: pd.Series | None = value("x0 per model at the start of size-only",
+                                              optional=True)
+
+
+def dataset_tables(store: Store, by_exp: Mapping[str, str]) -> FlexibleTables:
     """The tables of one dataset's runs (``by_exp``: experiment -> run id; other keys such as
     ``frontier-static`` name helper runs)."""
     runs = {e: by_exp[e] for e in RUNS if e in by_exp}
     t: dict = {"runs": runs, "models": {e: an.model_table(store, r) for e, r in runs.items()},
-               "static": None, "chain": []}
+               "chain": []}
     if "convergence" in runs:
         t["convergence"] = an.convergence_table(store, runs["convergence"])
     if "frontier" in runs:
@@ -50,12 +82,12 @@ def dataset_tables(store: Store, by_exp: Mapping[str, str]) -> dict:
         t["n"] = int(store.models(fid)["width"].iloc[0])
     for exp in ("minima", "pretrained", "size-only"):
         if exp in runs:
-            t[exp] = an.epoch_table(store, runs[exp])
+            t[exp.replace("-", "_")] = an.epoch_table(store, runs[exp])
     if "pretrained" in runs:
         t["chain"] = an.pretrain_chain(store, runs["pretrained"])
     if "size-only" in runs:
         t["size_only_start"] = an.start_x0(store, runs["size-only"])
-    return t
+    return FlexibleTables(**t)
 
 
 class FlexibleStudy(Study):

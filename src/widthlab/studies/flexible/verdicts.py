@@ -259,7 +259,7 @@ def experiment_verdicts(experiment: str, t: dict) -> list[Verdict]:
     elif experiment == "pretrained":
         out = [pretrained_verdict(t["pretrained"])]
     elif experiment == "size-only":
-        out = [size_only_verdict(t["size-only"], t["size_only_start"])]
+        out = [size_only_verdict(t["size_only"], t["size_only_start"])]
     else:
         raise UsageError(f"unknown experiment {experiment!r}; choose {', '.join(RUNS)}")
     pv = prune_verdict([t["models"][experiment]])

@@ -12,6 +12,7 @@ network gets wider, and whether FashionMNIST needs more neurons than MNIST.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import pandas as pd
 
@@ -30,6 +31,7 @@ from widthlab.studies.frontier import analysis as an
 from widthlab.studies.frontier import figures as ff
 from widthlab.studies.frontier import verdicts as vd
 from widthlab.studies.frontier.config import NAME, PROFILES, FrontierProfile
+from widthlab.studies.tables import StudyTables, table, value
 
 PAIR = "mnist-vs-fashion"
 INTRO = ("Each trained network of the variance sweep is cut neuron by neuron: the output layer "
@@ -38,6 +40,19 @@ INTRO = ("Each trained network of the variance sweep is cut neuron by neuron: th
          "whose test accuracy is within the tolerance of the full layer; the sweep's own "
          "answer is its accuracy plateau (the narrowest trained width within the tolerance "
          "of the best).")
+
+
+@dataclass(frozen=True, kw_only=True)
+class FrontierTables(StudyTables):
+    """One dataset's tables of the frontier study."""
+
+    models: pd.DataFrame = table("model", "width", "seed", "full_acc",
+                                 doc="one row per cut model; recommended_<method> columns")
+    plateau: int = value("the width the sweep itself needed (its accuracy plateau)")
+    sweep: pd.DataFrame = table("width", "test_acc", doc="the sweep's test accuracy per width")
+    methods: tuple = value("the profile's elimination methods, the first one reported")
+    curves: dict = value("trained width -> (k, test accuracy) of the first method")
+    runs: list = value("the analysis run and its source run")
 
 
 class FrontierStudy(Study):
@@ -66,10 +81,10 @@ class FrontierStudy(Study):
             prof = FrontierProfile(**info["config"]["profile"])
             source = info["config"]["source_run"]
             plateau, sweep = an.sweep_plateau(store, source, prof.tol)
-            out[dataset] = {"models": an.model_table(store, run_id), "plateau": plateau,
-                            "sweep": sweep, "methods": prof.methods,
-                            "curves": an.curves(store, run_id, prof.methods[0]),
-                            "runs": [run_id, source]}
+            out[dataset] = FrontierTables(
+                models=an.model_table(store, run_id), plateau=plateau, sweep=sweep,
+                methods=prof.methods, curves=an.curves(store, run_id, prof.methods[0]),
+                runs=[run_id, source])
         return out
 
     def verdicts(self, tables: Tables) -> Verdicts:

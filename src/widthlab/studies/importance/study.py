@@ -17,6 +17,7 @@ latency of the cut dense MLP. Everything is stored with the run; the tables
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import pandas as pd
 
@@ -33,11 +34,25 @@ from widthlab.studies.importance.config import (
     ImportanceProfile,
     experiment,
 )
+from widthlab.studies.tables import StudyTables, table, value
 
 INTRO = ("Exact importance is the increase of the validation loss when one neuron is zeroed, "
          "computed for all neurons at once from rank-one corrections of the logits; proxies "
          "are cheap scores; top-k cuts keep the k best neurons of an ordering as a smaller "
          "dense layer, evaluated on the test set.")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImportanceTables(StudyTables):
+    """One dataset's tables of the importance study."""
+
+    run: str = value("the importance run")
+    agree: pd.DataFrame = table("model", "width", "seed", "proxy", "kendall",
+                                doc="one row per model x proxy: rank agreement with exact")
+    topk: pd.DataFrame = table("model", "width", "seed", "ordering", "k", "acc", "loss", "ms",
+                               doc="one row per model x ordering x k")
+    widest: int = value("the widest model (lowest index among equals)")
+    widest_scores: dict = value("its scores: ordering -> per-neuron array")
 
 
 class ImportanceStudy(Study):
@@ -62,9 +77,10 @@ class ImportanceStudy(Study):
             run_id = by_exp[EXPERIMENT]
             scores = an.score_arrays(store, run_id)
             widest = max(scores, key=lambda m: (scores[m]["exact"].size, -m))
-            out[dataset] = {"run": run_id, "agree": an.agreement_table(store, run_id),
-                            "topk": an.topk_table(store, run_id), "widest": widest,
-                            "widest_scores": scores[widest]}
+            out[dataset] = ImportanceTables(
+                run=run_id, agree=an.agreement_table(store, run_id),
+                topk=an.topk_table(store, run_id), widest=widest,
+                widest_scores=scores[widest])
         return out
 
     def verdicts(self, tables: base.Tables) -> base.Verdicts:
@@ -75,7 +91,7 @@ class ImportanceStudy(Study):
         return [self._dataset_section(d, tables[d], verdicts.get(d, []))
                 for d in ordered_datasets(list(tables))]
 
-    def _dataset_section(self, dataset: str, t: dict, verdicts: list) -> Section:
+    def _dataset_section(self, dataset: str, t: ImportanceTables, verdicts: list) -> Section:
         name = display_name(dataset)
         agree, topk, scores = t["agree"], t["topk"], t["widest_scores"]
         figs = [

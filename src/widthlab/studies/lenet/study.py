@@ -15,6 +15,7 @@ one epoch of fine-tuning) is the comparison. The steps are in
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import pandas as pd
 
@@ -34,6 +35,7 @@ from widthlab.studies.lenet import verdicts as vd
 from widthlab.studies.lenet.compute import MANIFEST, steps
 from widthlab.studies.lenet.config import HC, L1, NAME, PROFILES, LenetProfile
 from widthlab.studies.lenet.references import published_frame
+from widthlab.studies.tables import StudyTables, table, value
 
 PUBLISHED_ON = "mnist"  # the published rows are MNIST's
 INTRO = ("LeNet-300-100 (gates on the input features of its three Linears: the 784 pixels, "
@@ -62,6 +64,20 @@ def gate_kinds(rows: pd.DataFrame) -> list[str]:
     return [L1, HC] if hc else [L1]
 
 
+@dataclass(frozen=True, kw_only=True)
+class LenetTables(StudyTables):
+    """One dataset's tables of the LeNet study (``rows`` and ``curves`` have no rows, nor
+    columns, when no network could be trained on the dataset)."""
+
+    rows: pd.DataFrame = table(doc="one row per result (network x method x price)")
+    curves: pd.DataFrame = table(doc="per run and epoch")
+    notes: list = value("networks not trained, and why")
+    budget: str = value("what was trained")
+    runs: list = value("the manifest and the unit runs")
+    # last: from here on the class body's name ``table`` is this field, not the function
+    table: pd.DataFrame = table(*an.ROW_COLUMNS, doc="the published rows, then widthlab's")
+
+
 class LenetStudy(Study):
     """Learned widths of LeNet-300-100 and LeNet-5-Caffe, against the published rows and
     against pruning after training."""
@@ -84,10 +100,10 @@ class LenetStudy(Study):
             units = an.unit_runs(store, by_exp)
             read = an.read_runs(store, units)
             listed = [by_exp[MANIFEST]] if MANIFEST in by_exp else []
-            out[dataset] = {**read, "table": an.rows_table(read["rows"],
-                                                           dataset == PUBLISHED_ON),
-                            "budget": an.budget(store, units),
-                            "runs": [*listed, *units.values()]}
+            out[dataset] = LenetTables(**read, table=an.rows_table(read["rows"],
+                                                                    dataset == PUBLISHED_ON),
+                                       budget=an.budget(store, units),
+                                       runs=[*listed, *units.values()])
         return out
 
     def verdicts(self, tables: Tables) -> Verdicts:

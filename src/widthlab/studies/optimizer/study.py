@@ -11,6 +11,7 @@ it): :mod:`~widthlab.studies.optimizer.analysis`; claims:
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import pandas as pd
 
@@ -29,6 +30,23 @@ from widthlab.studies.optimizer import analysis as an
 from widthlab.studies.optimizer import figures as fo
 from widthlab.studies.optimizer.config import NAME, PROFILES, OptimizerProfile, experiments
 from widthlab.studies.optimizer.verdicts import verdicts
+from widthlab.studies.tables import StudyTables, table, value
+
+KEYS = ("dataset", "optimizer", "variant")
+
+
+@dataclass(frozen=True, kw_only=True)
+class OptimizerTables(StudyTables):
+    """One dataset's tables of the optimizer study."""
+
+    runs: list = value("the dataset's runs")
+    envelopes: pd.DataFrame = table(*KEYS, "epoch", "loss_min", "loss_median", "loss_max",
+                                    "median_lo", "median_hi",
+                                    doc="batch-loss envelope per run, variant and epoch")
+    spikes: pd.DataFrame = table(*KEYS, "epoch", "spikes", "batches",
+                                 doc="spikes summed over replicates per variant and epoch")
+    rates: pd.DataFrame = table(*KEYS, "early_rate", "late_rate", "spikes",
+                                doc="spikes per 1,000 batches, first and last third")
 
 INTRO = ("Static and flexible networks trained long with Adam, AdaMax and SGD with momentum; "
          "every minibatch loss recorded. The journal planned this check but never ran it.")
@@ -56,8 +74,8 @@ class OptimizerStudy(Study):
         for dataset, by_exp in runs.items():
             ids = list(by_exp.values())
             spikes = an.spike_table(store, ids)
-            out[dataset] = {"runs": ids, "envelopes": an.envelope_table(store, ids),
-                            "spikes": spikes, "rates": an.spike_rates(spikes)}
+            out[dataset] = OptimizerTables(runs=ids, envelopes=an.envelope_table(store, ids),
+                                           spikes=spikes, rates=an.spike_rates(spikes))
         return out
 
     def verdicts(self, tables: Tables) -> Verdicts:

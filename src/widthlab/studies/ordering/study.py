@@ -15,6 +15,7 @@ steps, tables, verdicts and report sections together.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import pandas as pd
 
@@ -34,6 +35,7 @@ from widthlab.studies.ordering.config import (
     stability_experiment,
     variant_experiment,
 )
+from widthlab.studies.tables import StudyTables, table, value
 
 STABILITY_INTRO = ("Every ordering (exact importance on the validation split, and each proxy) "
                    "recorded after every epoch; consecutive records compared.")
@@ -49,6 +51,24 @@ def _variant_runs(by_exp: Mapping[str, str]) -> list[str]:
     order = {VARIANT_PREFIX + v: i for i, v in enumerate(VARIANTS)}
     names = [e for e in by_exp if e.startswith(VARIANT_PREFIX)]
     return [by_exp[e] for e in sorted(names, key=lambda e: (order.get(e, len(order)), e))]
+
+
+@dataclass(frozen=True, kw_only=True)
+class OrderingTables(StudyTables):
+    """One dataset's tables of the ordering study; the stability tables are None without the
+    stability run, the sorted ones without variant runs."""
+
+    stability_run: str | None = value("the stability run", optional=True)
+    series: pd.DataFrame = table("model", "width", "seed", "ordering", "step", "kendall_tau",
+                                 "topk_churn", optional=True,
+                                 doc="per model x ordering x consecutive pair of epochs")
+    fidelity: pd.DataFrame = table("model", "width", "proxy", "epoch", "kendall",
+                                   optional=True, doc="per model x proxy x epoch")
+    summary: pd.DataFrame = table("ordering", "kendall_tau", "topk_churn", "tau_with_exact",
+                                  "stable", "faithful", optional=True, doc="per ordering")
+    sorted_runs: list | None = value("the variant runs", optional=True)
+    sorted: pd.DataFrame = table("variant", "penalty", "seed", "start", "width", "test_acc",
+                                 "run_id", optional=True, doc="per model of the variant runs")
 
 
 class OrderingStudy(Study):
@@ -82,7 +102,7 @@ class OrderingStudy(Study):
                 t["sorted_runs"] = variants
                 t["sorted"] = an.sorted_table(store, variants)
             if t:
-                out[dataset] = t
+                out[dataset] = OrderingTables(**t)
         return out
 
     def verdicts(self, tables: base.Tables) -> base.Verdicts:
@@ -102,7 +122,7 @@ class OrderingStudy(Study):
                 *(self._sorted_section(d, tables[d], verdicts.get(d + SORTED, []))
                   for d in datasets if "sorted" in tables[d])]
 
-    def _stability_section(self, dataset: str, t: dict, verdicts: list) -> Section:
+    def _stability_section(self, dataset: str, t: OrderingTables, verdicts: list) -> Section:
         name = display_name(dataset)
         figs = [Figure(f"{dataset}-stability", f"{name}: stability of each ordering between "
                        "consecutive epochs (mean over models)",
@@ -117,7 +137,7 @@ class OrderingStudy(Study):
                                 t["summary"])],
                        run_ids=[t["stability_run"]])
 
-    def _sorted_section(self, dataset: str, t: dict, verdicts: list) -> Section:
+    def _sorted_section(self, dataset: str, t: OrderingTables, verdicts: list) -> Section:
         name = display_name(dataset)
         table = t["sorted"]
         fig = Figure(f"{dataset}-sorted", f"{name}: test accuracy against effective width, one "

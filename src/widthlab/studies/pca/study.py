@@ -13,6 +13,7 @@ claims in :mod:`~widthlab.studies.pca.verdicts` and the drawings in
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import pandas as pd
 import torch
@@ -36,6 +37,7 @@ from widthlab.studies.pca import tables as tb
 from widthlab.studies.pca import verdicts as vd
 from widthlab.studies.pca.config import NAME, PROFILES, SOURCE_STUDY, PCAProfile
 from widthlab.studies.pca.teacher import conjecture_experiment, teacher_and_task
+from widthlab.studies.tables import StudyTables, table, value
 
 ANALYSIS = "analysis"
 PAIR = "mnist-vs-fashion"
@@ -60,6 +62,20 @@ def conjecture_tables(st: Store, d: dict) -> dict | None:
         teacher_acc = float((teacher(task.test.x).argmax(1) == task.test.y).double().mean())
     return {"run": conj, "noise": tb.conjecture_accuracy(st, conj),
             "teacher_width": int(teacher.sizes[1]), "teacher_acc": teacher_acc}
+
+
+@dataclass(frozen=True, kw_only=True)
+class PCATables(StudyTables):
+    """One dataset's tables of the PCA study."""
+
+    run: str = value("the analysis run")
+    d: dict = value("the loaded analysis (tables.load): info, source, curves, spectra...")
+    per_width: pd.DataFrame = table("width", "n90", "n95", "n99", "participation_ratio",
+                                    "k_recon", "test_acc", doc="one row per trained width")
+    plateau: int = value("the accuracy plateau's width of the source sweep")
+    conjecture: dict | None = value("the conjecture's noise sweep (None: not run)",
+                                    optional=True)
+    runs: list = value("the analysis, its source run and the conjecture's run")
 
 
 class PCAStudy(Study):
@@ -94,11 +110,11 @@ class PCAStudy(Study):
                 continue
             d = tb.load(store, run_id)
             conj = conjecture_tables(store, d)
-            out[dataset] = {"run": run_id, "d": d, "per_width": tb.per_width(d),
-                            "plateau": accuracy_plateau(d["source_accuracy"].width,
-                                                        d["source_accuracy"].test_acc),
-                            "conjecture": conj,
-                            "runs": [run_id, d["source"], *([conj["run"]] if conj else [])]}
+            out[dataset] = PCATables(
+                run=run_id, d=d, per_width=tb.per_width(d),
+                plateau=accuracy_plateau(d["source_accuracy"].width,
+                                         d["source_accuracy"].test_acc),
+                conjecture=conj, runs=[run_id, d["source"], *([conj["run"]] if conj else [])])
         return out
 
     def verdicts(self, tables: Tables) -> Verdicts:

@@ -13,6 +13,7 @@ reaches 0 is dead, and the engine removes it for real after every epoch. The exp
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import pandas as pd
 
@@ -38,6 +39,22 @@ from widthlab.studies.sparsifier.config import (
     experiment,
 )
 from widthlab.studies.sparsifier.references import static_experiment
+from widthlab.studies.tables import StudyTables, table, value
+
+SUMMARY = ("dataset", "experiment", "model", "start", "seed", "width", "train_acc", "test_acc",
+           "static_test_acc")
+CURVES = ("model", "epoch", "start", "seed", "alive_width", "test_acc")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SparsifierTables(StudyTables):
+    """One dataset's tables of the sparsifier study (an experiment not run: None)."""
+
+    runs: list = value("the sparsifier runs and their static reference run")
+    sweep: pd.DataFrame = table(*SUMMARY, optional=True, doc="lambda sweep, one row per model")
+    sweep_curves: pd.DataFrame = table(*CURVES, optional=True, doc="per model and epoch")
+    start: pd.DataFrame = table(*SUMMARY, optional=True, doc="start widths, one row per model")
+    start_curves: pd.DataFrame = table(*CURVES, optional=True, doc="per model and epoch")
 
 INTRO = ("Every hidden neuron is multiplied by a learned gate relu(g), g starting at 1, under "
          "the penalty lambda * sum(relu(g)); neurons whose gate reaches 0 are removed from the "
@@ -74,7 +91,7 @@ class SparsifierStudy(Study):
             t["gate_kind"] = an.gate_kind(store, first) if first else "l1"
             if first:
                 t["runs"] += an.static_runs(store, first)[:1]
-            out[dataset] = t
+            out[dataset] = SparsifierTables(**t)
         return out
 
     def verdicts(self, tables: Tables) -> Verdicts:
