@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -29,15 +31,45 @@ def _eval64(model: nn.Module, x, y) -> tuple[float, float]:
     return float(F.cross_entropy(logits, y)), float((logits.argmax(1) == y).double().mean())
 
 
+@torch.no_grad()
+def _consumer_input(model: nn.Module, consumer: str, x) -> torch.Tensor:
+    """What ``consumer`` reads when ``model`` runs in its own dtype (a float32 model's own
+    numbers: the frontier's activations)."""
+    got = []
+    h = model.get_submodule(consumer).register_forward_pre_hook(lambda _m, a: got.append(a[0]))
+    try:
+        model.eval()(x)
+    finally:
+        h.remove()
+    return got[0]
+
+
+@torch.no_grad()
+def _eval_from(model: nn.Module, consumer: str, a, x, y) -> tuple[float, float]:
+    """``_eval64`` of a float64 copy of ``model`` whose ``consumer`` reads ``a`` instead."""
+    m64 = copy.deepcopy(model).double().eval()
+    m64.get_submodule(consumer).register_forward_pre_hook(lambda _m, _a: (a.double(),))
+    return _eval64(m64, x, y)
+
+
 def _check_cuts(fr, x, y, ks):
+    """The cut model at every ``k``: the layer keeps the right rows of the original, and its
+    consumer and everything after it, in float64 on the original model's own consumer inputs
+    of the kept neurons, give the table's row to 1e-9; the whole cut model in float64 to the
+    float32 rounding of the layers before the consumer."""
     layer, cons = fr.path.layer, fr.path.consumer
+    a = _consumer_input(fr.model, cons, x.to(next(fr.model.parameters()).dtype))
     for k in ks:
         small = fr.cut(k, dtype=torch.float64)
         mods = dict(small.named_modules())
         assert mods[layer].out_features == k and mods[cons].in_features == k
-        loss, acc = _eval64(small, x, y)
+        kept = sorted(fr.order[-k:].tolist())
+        assert torch.equal(mods[layer].weight, fr.model.get_submodule(layer).weight[kept].double())
+        loss, acc = _eval_from(small, cons, a[:, kept], x, y)
         row = fr.table.set_index("k").loc[k]
         assert abs(acc - row.acc) <= 1e-9 and abs(loss - row.loss) <= 1e-9
+        loss, acc = _eval64(small, x, y)
+        assert abs(acc - row.acc) <= 1 / len(y) + 1e-9 and abs(loss - row.loss) <= 1e-5
 
 
 @pytest.mark.parametrize("layer", ["0", "2"])
@@ -48,8 +80,8 @@ def test_two_hidden_layers_each_layer(mlp2, layer):
     h = model[int(layer)].out_features
     assert fr.table.k.tolist() == list(range(1, h + 1))
     assert sorted(fr.order.tolist()) == list(range(h))
-    full_loss, full_acc = _eval64(model.double(), *ev)
-    model.float()
+    cons = fr.path.consumer  # the full width: the model's own consumer inputs, then float64
+    full_loss, full_acc = _eval_from(model, cons, _consumer_input(model, cons, ev[0]), *ev)
     row = fr.table.iloc[-1]
     assert abs(row.acc - full_acc) <= 1e-12 and abs(row.loss - full_loss) <= 1e-9
     _check_cuts(fr, *ev, [1, 3, h // 2, h])
@@ -57,6 +89,21 @@ def test_two_hidden_layers_each_layer(mlp2, layer):
         torch.testing.assert_close(v, before[k])
     small = fr.cut(5)
     assert next(small.parameters()).dtype == torch.float32
+
+
+def test_float64_model_computes_in_float64_and_float32_agrees(mlp2):
+    # a float64 model: every number in float64, the float64 cut model gives the table to 1e-9;
+    # the float32 model's frontier (its own activations) within float32 rounding of it
+    model, calib, ev = mlp2
+    m64 = copy.deepcopy(model).double()
+    fr64 = width_frontier(m64, "0", calib, ev, ks=[2, 9, 32])
+    for k in (2, 9, 32):
+        loss, acc = _eval64(fr64.cut(k), *ev)
+        row = fr64.table.set_index("k").loc[k]
+        assert abs(acc - row.acc) <= 1e-12 and abs(loss - row.loss) <= 1e-9
+    fr32 = width_frontier(model, "0", calib, ev, ks=[2, 9, 32])
+    for col in ("loss", "calib_loss"):
+        np.testing.assert_allclose(fr32.table[col], fr64.table[col], rtol=1e-5)
 
 
 def test_cnn_classifier_layer(cnn):

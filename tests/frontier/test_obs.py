@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from widthlab.errors import UsageError
 from widthlab.frontier import block_obs
-from widthlab.frontier.obs import eliminate, gram
+from widthlab.frontier.obs import damped_inverse, eliminate, gram
 
 
 def _problem(n: int, h: int, c: int, seed: int):
@@ -124,3 +124,17 @@ def test_gram_in_row_panels_matches_numpy():
     got = gram(a, chunk=2100 * 20).numpy()  # 4 sample blocks
     np.testing.assert_allclose(got, A.T @ A / len(A), rtol=1e-12, atol=1e-13)
     assert np.array_equal(got, got.T)
+
+
+@pytest.mark.parametrize("h", [3, 512, 700, 1100])
+def test_damped_inverse_matches_numpy(h):
+    # in place on the CPU (LAPACK potri on g's memory, mirrored in 512-column panels)
+    rng = np.random.default_rng(h)
+    a = rng.standard_normal((h + 20, h))
+    g = a.T @ a / len(a)
+    gt = torch.tensor(g)
+    got = damped_inverse(gt, 1e-3)
+    ref = np.linalg.inv(g + 1e-3 * np.mean(np.diag(g)) * np.eye(h))
+    assert got.data_ptr() == gt.data_ptr()
+    np.testing.assert_allclose(got.numpy(), ref, rtol=0, atol=1e-9 * np.abs(ref).max())
+    assert torch.equal(got, got.t())

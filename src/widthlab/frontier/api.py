@@ -31,7 +31,7 @@ from widthlab.frontier.methods import (
     refit_consumer,
 )
 from widthlab.frontier.obs import eliminate, gram
-from widthlab.frontier.prepare import Prepared, prepare, score
+from widthlab.frontier.prepare import Prepared, prepare, score_widths
 from widthlab.frontier.result import COLUMNS, Frontier, Weights
 
 __all__ = ["frontier_ks", "frontiers", "width_frontier"]
@@ -105,9 +105,8 @@ def _run(prep: Prepared, method: str, ks: list[int], damp: float, block: int,
         order, weights, costs = _obs(prep, method, ks, damp, block)
     else:
         order, weights, costs = _ordering(prep, method, seed)
-    # the kept sets are prefixes of the keep order: permute the activations' rows once, so
-    # every width reads a contiguous block (no gather per width); one split at a time, so at
-    # most one permuted copy is alive
+    # the kept sets are prefixes of the keep order: every width's consumer columns in keep
+    # order, all widths scored by one stacked product per block of activations
     perm = torch.as_tensor(order[::-1].copy(), device=prep.device)
     rank = torch.empty_like(perm)
     rank[perm] = torch.arange(len(perm), device=prep.device)
@@ -116,13 +115,8 @@ def _run(prep: Prepared, method: str, ks: list[int], damp: float, block: int,
         kept, w, b = weights(k)
         wp = torch.empty_like(w)
         wp[:, rank[kept]] = w  # columns in keep order
-        cut.append((wp, b))
-    got = {}
-    for split in ("eval", "calib"):
-        at = prep.at[split][perm]
-        got[split] = [score(prep, at[:k], prep.y[split], wp, b)
-                      for k, (wp, b) in zip(ks, cut, strict=True)]
-        del at
+        cut.append((k, wp, b))
+    got = {split: score_widths(prep, split, perm, cut) for split in ("eval", "calib")}
     rows = [(method, k, *got["eval"][i], *got["calib"][i], costs.get(k, float("nan")))
             for i, k in enumerate(ks)]
     table = pd.DataFrame(rows, columns=list(COLUMNS))

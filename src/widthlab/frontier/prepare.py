@@ -2,7 +2,8 @@
 
 :func:`prepare` finds the layer's consumer (:func:`~widthlab.frontier.path.trace_layer`, by
 the units core on two calibration samples), runs the model once on the calibration and the
-evaluation data (up to the consumer's input, in float64) and keeps the consumer's weights;
+evaluation data (up to the consumer's input, in the model's float32 or in float64; kept as
+float64) and keeps the consumer's weights;
 :func:`score` then gives the loss and accuracy of any kept set with any consumer weights, in
 sample blocks, applying the rest of the network (the suffix) to the corrected consumer output.
 
@@ -25,7 +26,7 @@ from widthlab.errors import UsageError
 from widthlab.frontier._threads import threads
 from widthlab.frontier.path import LayerPath, consumer_inputs, trace_layer
 
-__all__ = ["Prepared", "prepare", "score"]
+__all__ = ["Prepared", "prepare", "score", "score_widths"]
 
 
 @dataclass
@@ -100,6 +101,18 @@ def _inputs(model: nn.Module, path: LayerPath | str, name: str, x: Tensor, batch
                          f" give the inputs it was trained on{reads}") from None
 
 
+def _forward_model(model: nn.Module, model64: nn.Module, dev: torch.device) -> nn.Module:
+    """The model that computes the consumer's inputs: a float32 model in float32 (its own
+    numbers; cast to float64 afterwards, for the Gram matrix and the refits), any other in
+    float64 (``model64``)."""
+    p = next(model.parameters(), None)
+    if p is None or p.dtype != torch.float32 or any(
+            t.dtype != torch.float32 for t in (*model.parameters(), *model.buffers())
+            if t.is_floating_point()):
+        return model64
+    return copy.deepcopy(model).to(dev).eval()  # the user's modes and hooks untouched
+
+
 def _device(model: nn.Module, device) -> torch.device:
     if device is None or device == "auto":
         p = next(model.parameters(), None)
@@ -110,7 +123,8 @@ def _device(model: nn.Module, device) -> torch.device:
 @torch.no_grad()
 def prepare(model: nn.Module, layer: str, calib, eval, *, device=None,
             chunk: int = 2 ** 22) -> Prepared:
-    """Trace ``layer``, cache the consumer's inputs on ``calib`` and ``eval`` (float64).
+    """Trace ``layer``, cache the consumer's inputs on ``calib`` and ``eval`` (float64; a
+    float32 model computes them in float32, its own numbers, then they are cast).
 
     ``device`` defaults to the model's; ``chunk`` bounds the values of one temporary block.
     """
@@ -126,7 +140,8 @@ def prepare(model: nn.Module, layer: str, calib, eval, *, device=None,
     model64 = copy.deepcopy(model).to(device=dev, dtype=torch.float64).eval()
     h = dict(model.named_modules())[layer].out_features
     batch = max(1, chunk // max(h, 1))
-    at = {s: _inputs(model64, path, s, x, batch) for s, (x, _) in xs.items()}
+    fwd = _forward_model(model, model64, dev)
+    at = {s: _inputs(fwd, path, s, x, batch) for s, (x, _) in xs.items()}
     y = {s: yy.to(dev) for s, (_, yy) in xs.items()}
     cons = dict(model64.named_modules())[path.consumer]
     b0 = cons.bias if cons.bias is not None else torch.zeros(cons.out_features, device=dev,
@@ -159,6 +174,20 @@ def logits_of(prep: Prepared, at: Tensor, w: Tensor, b: Tensor, rows: slice) -> 
     return z if prep.suffix is None else prep.suffix(z)
 
 
+def _ce(prep: Prepared, zt: Tensor, y: Tensor) -> tuple[float, int]:
+    """Summed cross-entropy and hits of the consumer outputs ``zt`` (C, n) (classes first)."""
+    if prep.suffix is not None:
+        logits = prep.suffix(zt.t().contiguous())
+        return (float(F.cross_entropy(logits, y, reduction="sum")),
+                int((logits.argmax(1) == y).sum()))
+    # logits classes-first (C, n): reductions over contiguous rows
+    with threads(1 if zt.device.type == "cpu" else torch.get_num_threads()):
+        m, top = torch.max(zt, 0)  # first maximal index, as argmax (10x faster here)
+        picked = zt.gather(0, y[None])[0]
+        return (float((zt.sub_(m).exp_().sum(0).log_().add_(m) - picked).sum()),
+                int((top == y).sum()))
+
+
 @torch.no_grad()
 def score(prep: Prepared, at: Tensor, y: Tensor, w: Tensor, b: Tensor) -> tuple[float, float]:
     """Mean cross-entropy and accuracy for the labels ``y`` of the model cut to the kept
@@ -168,16 +197,57 @@ def score(prep: Prepared, at: Tensor, y: Tensor, w: Tensor, b: Tensor) -> tuple[
     step = max(1, prep.chunk // max(w.shape[0], 1) // 4)
     loss, hits = 0.0, 0
     for i in range(0, n, step):
-        yb = y[i:i + step]
-        if prep.suffix is None:  # logits classes-first (C, n): reductions over contiguous rows
-            zt = torch.addmm(b[:, None], w, at[:, i:i + step])
-            with threads(1 if zt.device.type == "cpu" else torch.get_num_threads()):
-                m, top = torch.max(zt, 0)  # first maximal index, as argmax (10x faster here)
-                picked = zt.gather(0, yb[None])[0]
-                loss += float((zt.sub_(m).exp_().sum(0).log_().add_(m) - picked).sum())
-                hits += int((top == yb).sum())
-            continue
-        logits = logits_of(prep, at, w, b, slice(i, i + step))
-        loss += float(F.cross_entropy(logits, yb, reduction="sum"))
-        hits += int((logits.argmax(1) == yb).sum())
+        dl, dh = _ce(prep, torch.addmm(b[:, None], w, at[:, i:i + step]), y[i:i + step])
+        loss, hits = loss + dl, hits + dh
     return loss / n, hits / n
+
+
+def _edges(ks: list[int], panel: int = 64) -> list[int]:
+    """Row panels ``[e_i, e_i+1)`` of the stacked product: a panel ends at a width, and is at
+    least ``panel`` rows unless it is the last."""
+    edges = [0]
+    for k in ks:
+        if k - edges[-1] >= panel:
+            edges.append(k)
+    if edges[-1] != ks[-1]:
+        edges.append(ks[-1])
+    return edges
+
+
+@torch.no_grad()
+def score_widths(prep: Prepared, split: str, perm: Tensor,
+                 cuts: list[tuple[int, Tensor, Tensor]]) -> list[tuple[float, float]]:
+    """:func:`score` on ``split`` of many cuts at once: ``cuts`` holds ``(k, w, b)``, ``k``
+    ascending, ``w`` (C, k) the consumer's columns for the neurons ``perm[:k]``.
+
+    The cuts' weights are stacked (zero beyond each ``k``) and multiply each sample block of
+    the permuted activations once, panel by panel of rows (a panel only by the cuts that read
+    it): about ``2 C N sum(k)`` flops in large GEMMs instead of one memory-bound pass per cut;
+    stacks of about ``prep.chunk`` weights, sample blocks of about ``prep.chunk`` values.
+    """
+    at, y = prep.at[split], prep.y[split]
+    h, n = at.shape
+    c = int(cuts[0][1].shape[0])
+    per = max(1, prep.chunk // max(c * h, 1))
+    out: list[tuple[float, float]] = []
+    for g0 in range(0, len(cuts), per):
+        grp = cuts[g0:g0 + per]
+        ks = [k for k, _, _ in grp]
+        ws = at.new_zeros(len(grp) * c, ks[-1])
+        for i, (k, w, _) in enumerate(grp):
+            ws[i * c:(i + 1) * c, :k] = w
+        bias = torch.cat([b for _, _, b in grp])[:, None]
+        edges = _edges(ks)
+        first = [sum(k <= e for k in ks) * c for e in edges[:-1]]  # rows reading each panel
+        sums = [[0.0, 0] for _ in grp]
+        step = max(1, prep.chunk // max(ks[-1], len(ws), 1))
+        for i in range(0, n, step):
+            blk = at[:, i:i + step].index_select(0, perm[:ks[-1]])
+            z = bias.expand(-1, blk.shape[1]).clone()
+            for r0, r1, f in zip(edges[:-1], edges[1:], first, strict=True):
+                z[f:].addmm_(ws[f:, r0:r1], blk[r0:r1])
+            for j, s in enumerate(sums):
+                dl, dh = _ce(prep, z[j * c:(j + 1) * c], y[i:i + step])
+                s[0], s[1] = s[0] + dl, s[1] + dh
+        out += [(loss / n, hits / n) for loss, hits in sums]
+    return out

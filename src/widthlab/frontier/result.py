@@ -95,7 +95,9 @@ class Frontier:
             ordering criteria).
         dtype : torch.dtype, optional
             The copy's dtype (default: the original model's). In float64 its accuracy and loss
-            on the evaluation data equal the table's row ``k``.
+            on the evaluation data equal the table's row ``k`` (a float32 model's up to the
+            float32 rounding of the layers before the consumer: the table uses the model's
+            own float32 activations, then float64).
         """
         if isinstance(k, bool) or not isinstance(k, int | np.integer):
             raise UsageError(f"k must be a whole number of neurons (an int), got {k!r} "
