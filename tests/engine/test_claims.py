@@ -38,7 +38,8 @@ def _wait_for(marker, p) -> None:
 def test_second_identical_command_waits_and_reuses(tmp_path, reference, monkeypatch,
                                                    capsys):
     store = tmp_path / "store"
-    first = run_child(store, "--hang-at-step", "3", "--pause-s", "3", wait=False)
+    # the pause is long enough for the second command to find it training on a loaded machine
+    first = run_child(store, "--hang-at-step", "3", "--pause-s", "8", wait=False)
     _wait_for(tmp_path / "hang-x", first)
 
     def no_training(self, *args, **kwargs):
