@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 
@@ -73,3 +74,26 @@ def test_nothing_to_cut_returns_a_copy_and_errors_name_the_fix(mlp64):
         cut_layers(model, ["0"], calib, ev, tol=-0.1)
     with pytest.raises(UsageError):
         cut_layers(model, ["4"], calib, ev)  # the output layer has no consumer
+
+
+def test_frontier_cut_goes_through_the_units_remover_and_loads_into_the_smaller_class():
+    """Frontier.cut removes the neurons with widthlab.units.remove_units: the cut model's
+    state dict loads into the same class built at the kept width, a consumer without a bias
+    gets the refit's bias, and its logits equal a float64 numpy evaluation of the table's
+    compensated weights."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 12), torch.nn.ReLU(),
+                                torch.nn.Linear(12, 3, bias=False)).double()
+    xc, xe = torch.randn(200, 6, dtype=torch.float64), torch.randn(100, 6, dtype=torch.float64)
+    yc, ye = model(xc).argmax(1), model(xe).argmax(1)
+    fr = width_frontier(model, "0", (xc, yc), (xe, ye))
+    small = fr.cut(5)
+    ref = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(),
+                              torch.nn.Linear(5, 3)).double()
+    ref.load_state_dict(small.state_dict())  # shapes of the class at width 5, with a bias
+    kept, w, b = fr.weights(5)
+    h = np.maximum(xe.numpy() @ model[0].weight.detach().numpy()[kept.numpy()].T
+                   + model[0].bias.detach().numpy()[kept.numpy()], 0.0)
+    expect = h @ w.numpy().T + b.numpy()
+    np.testing.assert_allclose(small(xe).detach().numpy(), expect, rtol=1e-10, atol=1e-10)
+    assert model[2].in_features == 12 and model[2].bias is None  # the original is untouched

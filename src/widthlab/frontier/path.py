@@ -51,6 +51,8 @@ class LayerPath:
     after : tuple of (str, nn.Module or None)
         The operations after the consumer: leaf modules (name, module) and functions
         (ATen name, None), in order.
+    example : Tensor or None
+        One input sample of the trace (``Frontier.cut`` traces its copy on it).
     """
 
     layer: str
@@ -58,6 +60,7 @@ class LayerPath:
     ops: tuple[str, ...]
     suffix: nn.Module | None
     after: tuple[tuple[str, nn.Module | None], ...] = ()
+    example: Tensor | None = None  # one input sample the path was traced on
 
 
 class _Suffix(nn.Module):
@@ -225,7 +228,7 @@ def trace_layer(model: nn.Module, layer: str, example: Tensor) -> LayerPath:
     cons = _consumer(work, graph, layer)
     ops, after, is_out, z, out = _run(work, layer, cons, example)
     if is_out:
-        return LayerPath(layer, cons, ops, None, after)
+        return LayerPath(layer, cons, ops, None, after, example[:1].detach().clone())
     suffix = _Suffix(work, cons, example).eval()
     with torch.no_grad():
         again = suffix(z)
@@ -233,7 +236,7 @@ def trace_layer(model: nn.Module, layer: str, example: Tensor) -> LayerPath:
         raise UsageError(f"after consumer {cons!r} the model reads other values than the "
                          "consumer's output (a skip connection, its input); the frontier "
                          "needs a network that continues from the consumer's output alone")
-    return LayerPath(layer, cons, ops, suffix, after)
+    return LayerPath(layer, cons, ops, suffix, after, example[:1].detach().clone())
 
 
 class _Stop(Exception):

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from widthlab.errors import UsageError
 from widthlab.frontier.path import LayerPath
+from widthlab.units import build_graph, remove_units
 
 __all__ = ["COLUMNS", "Frontier", "replace_module"]
 
@@ -110,21 +111,38 @@ class Frontier:
         p = next(self.model.parameters())
         dt = p.dtype if dtype is None else dtype
         new.to(dtype=dt)
-        mods = dict(new.named_modules())
-        old_l, old_c = mods[self.path.layer], mods[self.path.consumer]
-        lay = nn.Linear(old_l.in_features, int(k), bias=old_l.bias is not None,
-                        device=p.device, dtype=dt)
-        cons = nn.Linear(int(k), old_c.out_features, device=p.device, dtype=dt)
+        self._remove(new, kept, dt)
+        cons = new.get_submodule(self.path.consumer)
+        order = torch.argsort(kept)  # remove_units keeps the survivors in index order
         with torch.no_grad():
-            idx = kept.to(p.device)
-            lay.weight.copy_(old_l.weight[idx])
-            if old_l.bias is not None:
-                lay.bias.copy_(old_l.bias[idx])
-            cons.weight.copy_(w)
+            cons.weight.copy_(w[:, order.to(w.device)])
+            if cons.bias is None:  # the refit has a bias even where the consumer had none
+                cons.bias = nn.Parameter(torch.zeros(cons.out_features, device=p.device, dtype=dt))
             cons.bias.copy_(b)
-        replace_module(new, self.path.layer, lay)
-        replace_module(new, self.path.consumer, cons)
         return new.train(self.model.training)
+
+    def _remove(self, new: nn.Module, kept: Tensor, dt: torch.dtype) -> None:
+        """Remove the neurons not in ``kept`` from ``new`` (a copy of the model) with the
+        units core's one remover: the layer's rows and the consumer's columns."""
+        ex = self.path.example
+        if ex is None:
+            raise UsageError("this Frontier's path has no example input to trace its copy on; "
+                             "build it with widthlab.width_frontier")
+        ex = ex.to(next(new.parameters()).device)
+        if ex.is_floating_point():
+            ex = ex.to(dt)
+        graph = build_graph(new, ex)
+        lay = self.path.layer
+        group = next((g for g in graph.groups for s in g.slices
+                      if s.module == lay and s.name == "weight" and s.dim == 0), None)
+        if group is None or group.size != self.width:
+            raise UsageError(f"the units core finds no group of {lay!r}'s {self.width} outputs "
+                             f"in the model's copy; was the model changed after the frontier?")
+        keep = torch.zeros(self.width, dtype=torch.bool)
+        keep[kept.cpu()] = True
+        drop = torch.nonzero(~keep).flatten().tolist()
+        if drop:
+            remove_units(new, graph, group, drop)
 
     def __repr__(self) -> str:
         return (f"Frontier(method={self.method!r}, layer={self.path.layer!r}, "
