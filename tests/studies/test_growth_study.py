@@ -18,7 +18,7 @@ from widthlab.store import Store
 from widthlab.studies import growth
 from widthlab.studies.base import newest
 
-SMALL = dict(starts=(4, 32), lambdas=(1e-3, 3e-2), inits=("gradmax", "none"), seeds=1,
+SMALL = dict(starts=(4, 32), prices=(1e-3, 3e-2), inits=("gradmax", "none"), seeds=1,
              epochs=4, train_size=None, every=2, grace=4, max_new=16, warmup=2,
              grow_until=12, settle=2)  # 4 epochs of 5 steps
 
@@ -79,7 +79,7 @@ def test_cli_csv_has_one_row_per_model(tmp_path, study, capsys):
     data = tmp_path / "syn.npz"
     d = synthetic(n_train=640, seed=2)
     np.savez(data, x=d.train.x.numpy(), y=d.train.y.numpy())
-    args = ["study", "growth", "--data", str(data), "--starts", "4,32", "--lambdas", "1e-3",
+    args = ["study", "growth", "--data", str(data), "--starts", "4,32", "--prices", "1e-3",
             "--inits", "gradmax", "--seeds", "1", "--epochs", "1", "--train-size", "none",
             "--store", str(tmp_path / "s"), "--device", "cpu", "--csv", str(tmp_path / "csv"),
             "-q"]

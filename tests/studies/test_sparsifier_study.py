@@ -20,7 +20,7 @@ from widthlab.store import Store
 from widthlab.studies import sparsifier as sp
 from widthlab.studies.base import Derived, newest
 
-SMALL = dict(lambdas=[0.0, 3e-3, 1e-2], starts=[16, 32, 64], start_lambdas=[1e-2], seeds=2,
+SMALL = dict(prices=[0.0, 3e-3, 1e-2], starts=[16, 32, 64], start_prices=[1e-2], seeds=2,
              epochs=4, batch_size=32, train_size=None)
 N_TRAIN = 1280  # 40 steps per epoch: the quick profile's gates (lr 1e-2) die from epoch 3
 
@@ -50,7 +50,7 @@ def test_tables_recompute_from_the_store_and_the_banks(study):
     assert table["lam"].tolist() == [0.0, 0.0, 3e-3, 3e-3, 1e-2, 1e-2]
     assert (table["start"] == 500).all() and table["seed"].tolist() == [0, 1] * 3
     # the final widths are the physical widths of the trained bank and its live gates
-    prof = sp.STUDY.profile("quick", **{k: SMALL[k] for k in ("lambdas", "seeds")})
+    prof = sp.STUDY.profile("quick", **{k: SMALL[k] for k in ("prices", "seeds")})
     bank = load_bank(st, run_id, modifiers=sp.experiment("lambda-sweep", prof).modifiers)
     gate = bank.modifiers[0].gate.detach()
     for m, (a, b) in enumerate(bank.slices):
@@ -147,7 +147,7 @@ def test_fashion_verdict_compares_mean_widths_per_lambda():
                                      "mnist": [50.0, 10.0]}
     fashion.loc[3, "width"] = 9
     v = sp.fashion_keeps_more(mnist, fashion)
-    assert not v.holds and "1 of 2 lambdas" in v.text
+    assert not v.holds and "1 of 2 prices" in v.text
 
 
 def test_start_width_verdict_uses_anova_with_replicates_else_the_spread():
@@ -201,19 +201,19 @@ def test_profiles_and_errors(tmp_path):
     with pytest.raises(UsageError, match="experiment"):
         sp.experiment("width-sweep", sp.STUDY.profile("quick"))
     with pytest.raises(UsageError, match=">= 0"):
-        sp.STUDY.profile("quick", lambdas=[-1.0])
+        sp.STUDY.profile("quick", prices=[-1.0])
     with pytest.raises(UsageError, match="no run"):
         sp.summarize(tmp_path, "nope")
     assert main(["study", "sparsifier", "--profile", "nope", "--store", str(tmp_path)]) == 2
-    assert main(["study", "sparsifier", "--lambdas", "a,b", "--store", str(tmp_path),
+    assert main(["study", "sparsifier", "--prices", "a,b", "--store", str(tmp_path),
                  "--dataset", "mnist"]) == 2
 
 
 @pytest.mark.realdata
 def test_cli_study_sparsifier_on_mnist(real_cache, tmp_path, capsys):
     store = str(tmp_path / "runs")
-    args = ["study", "sparsifier", "--dataset", "mnist", "--lambdas", "0,1e-2",
-            "--starts", "64,128", "--start-lambdas", "1e-2", "--epochs", "2", "--device", "cpu",
+    args = ["study", "sparsifier", "--dataset", "mnist", "--prices", "0,1e-2",
+            "--starts", "64,128", "--start-prices", "1e-2", "--epochs", "2", "--device", "cpu",
             "--store", store, "-q"]
     assert main(args) == 0
     out = capsys.readouterr().out.split()
@@ -232,7 +232,7 @@ def test_fashion_verdicts_name_the_gate_kind_and_refuse_mixed_kinds():
     hc = ("hard_concrete", "hard_concrete")
     v = sp.fashion_keeps_more(mnist, fashion, kinds=hc)
     assert not v.holds and "hard-concrete" in v.claim and v.text.startswith("With hard-conc")
-    assert "1 of 2 lambdas" in v.text and v.numbers["fashion"] == [55.0, 9.0]
+    assert "1 of 2 prices" in v.text and v.numbers["fashion"] == [55.0, 9.0]
     assert sp.fashion_keeps_more(mnist, fashion).claim == (
         "FashionMNIST keeps more neurons than MNIST at each lambda")  # L1 wording unchanged
     v = sp.fashion_keeps_more(mnist, fashion, kinds=("l1", "hard_concrete"))

@@ -27,8 +27,8 @@ class GrowthProfile(Profile):
 
     starts: tuple[int, ...] = field(default=(8, 64, 512, 2048),
                                     metadata={"help": "starting widths"})
-    lambdas: tuple[float, ...] = field(default=(1e-4, 1e-3, 1e-2), metadata={
-        "help": "prices per neuron (--lambdas: deprecated spelling)", "option": "prices",
+    prices: tuple[float, ...] = field(default=(1e-4, 1e-3, 1e-2), metadata={
+        "help": "prices per neuron (--lambdas: deprecated spelling)",
         "aliases": ("lambdas",)})
     inits: tuple[str, ...] = field(default=("gradmax", "random", "none"),
                                    metadata={"help": "new units' init (none: sparsifier)"})
@@ -72,8 +72,8 @@ class GrowthProfile(Profile):
         if any(i not in INITS for i in self.inits) or not self.inits:
             raise UsageError(f"unknown init(s) {list(self.inits)}; choose from "
                              f"{', '.join(INITS)}")
-        if any(not (v >= 0 and math.isfinite(v)) for v in self.lambdas) or not self.lambdas:
-            raise UsageError(f"prices must be finite and >= 0, got {list(self.lambdas)}")
+        if any(not (v >= 0 and math.isfinite(v)) for v in self.prices) or not self.prices:
+            raise UsageError(f"prices must be finite and >= 0, got {list(self.prices)}")
         if any(int(w) != w or w < 1 for w in self.starts) or not self.starts:
             raise UsageError(f"starts must be positive widths, got {list(self.starts)}")
         if self.rule not in RULES:
@@ -94,7 +94,7 @@ PROFILES = {
 
 def grid(p: GrowthProfile) -> list[tuple[str, float, int, int]]:
     """``(init, lambda, start, seed)`` of every model, in bank order."""
-    return [(i, lam, int(w), s) for i in p.inits for lam in p.lambdas for w in p.starts
+    return [(i, lam, int(w), s) for i in p.inits for lam in p.prices for w in p.starts
             for s in seed_list(p.seeds)]
 
 

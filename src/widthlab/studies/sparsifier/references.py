@@ -62,7 +62,7 @@ def static_config(st: Store, run_ids: list[str]) -> tuple[list[ModelSpec], Train
         fw = fw[(fw.status == "ok") & (fw.width > 0)]
         pairs |= {(int(w), int(s)) for w, s in zip(fw.width, fw.seed, strict=True)}
     if not pairs:
-        raise UsageError("every sparsifier lost all its neurons; lower the lambdas")
+        raise UsageError("every sparsifier lost all its neurons; lower the prices")
     specs = [ModelSpec((w,), seed=s, variant="static") for w, s in sorted(pairs)]
     cfg = dataclasses.replace(TrainConfig.from_dict(infos[0]["config"]), init_from=None)
     return specs, cfg

@@ -46,7 +46,7 @@ def fashion_keeps_more(mnist: pd.DataFrame, fashion: pd.DataFrame,
     holds = bool(more.all())
     text = (f"{lead}FashionMNIST keeps more neurons than MNIST at {int(more.sum())} of "
             f"{len(more)} "
-            f"lambdas (final alive width, FashionMNIST vs MNIST: {pairs}); the journal's claim "
+            f"prices (final alive width, FashionMNIST vs MNIST: {pairs}); the journal's claim "
             f"'at every lambda' {'holds' if holds else 'does not hold'}.")
     return Verdict(claim, holds, text,
                    {"lambda": both.lam.tolist(), "fashion": both.width_fashion.tolist(),
