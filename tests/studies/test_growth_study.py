@@ -62,7 +62,7 @@ def test_static_pairs_spreads_and_verdicts(study):
         {(int(w), int(s)) for w, s in zip(m.final_width, m.seed, strict=True) if w > 0})
     sp = tables["mnist"]["spreads"]
     for row in sp.itertuples():
-        g = m[(m.init == row.init) & (m.lam == row.lam)].groupby("start_width").final_width
+        g = m[(m.init == row.init) & (m.price == row.price)].groupby("start_width").final_width
         per = g.mean()
         want = max(per.max() - per.mean(), per.mean() - per.min()) / per.mean()
         assert row.spread == pytest.approx(want)
@@ -85,7 +85,7 @@ def test_cli_csv_has_one_row_per_model(tmp_path, study, capsys):
             "-q"]
     assert main(args) == 0
     table = pd.read_csv(tmp_path / "csv" / "growth-syn.csv")
-    assert list(table.columns[:6]) == ["start_width", "lam", "seed", "init", "final_width",
+    assert list(table.columns[:6]) == ["start_width", "price", "seed", "init", "final_width",
                                        "test_acc"]
     assert len(table) == 2 and "train_flops" in table and (table.train_flops > 0).all()
 

@@ -101,7 +101,7 @@ def grid(p: GrowthProfile) -> list[tuple[str, float, int, int]]:
 def experiment(p: GrowthProfile, n_train: int | None = None) -> Experiment:
     """The one fused run: every model of :func:`grid` under one GrowingGate."""
     g = grid(p)
-    specs = [ModelSpec((w,), seed=s, variant="growing", options=(("init", i), ("lambda", lam)))
+    specs = [ModelSpec((w,), seed=s, variant="growing", options=(("init", i), ("price", lam)))
              for i, lam, w, s in g]
     benefit = p.rule == "benefit"
     cfg = TrainConfig(epochs=p.epochs, train_size=p.train_size, stats_epochs="none",

@@ -25,7 +25,7 @@ def final_table(st: Store, run_id: str) -> pd.DataFrame:
     acc = met[(met.split == "test") & (met.name == "acc")].set_index("model")["value"]
     return pd.DataFrame({
         "model": models.model, "init": [o.get("init") for o in models.options],
-        "lam": [float(o.get("lambda")) for o in models.options],
+        "price": [float(o.get("price", o.get("lambda"))) for o in models.options],  # lambda: old
         "start_width": models.width.astype(int), "seed": models.seed.astype(int),
         "status": models.status,
         "final_width": models.model.map(train.get("kept_width", pd.Series(dtype=float))),

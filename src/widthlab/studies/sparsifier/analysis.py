@@ -5,7 +5,7 @@ Example::
     from widthlab.studies.sparsifier import analysis
 
     table = analysis.summarize("widthlab-runs", run_id)   # one row per model
-    analysis.per_lambda(table)                            # means over seeds
+    analysis.per_price(table)                            # means over seeds
 """
 
 from __future__ import annotations
@@ -99,16 +99,16 @@ def curves(store: Store | str, run_id: str) -> pd.DataFrame:
         "alive_width": train["alive_width"], "acc_running": train["acc_running"],
         "train_acc": train.get("acc"), "test_acc": test["acc"].reindex(train.index)})
     out = out.reset_index()
-    for col in ("lam", "start", "seed"):
+    for col in ("price", "start", "seed"):
         out.insert(1, col, out["model"].map(fw[col]))
     return out
 
 
-def per_lambda(table: pd.DataFrame) -> pd.DataFrame:
+def per_price(table: pd.DataFrame) -> pd.DataFrame:
     """Mean over seeds per (start, lambda): final width, accuracies, static accuracies."""
     cols = [c for c in ("width", "train_acc", "test_acc", "static_train_acc",
                         "static_test_acc") if c in table]
     ok = table[table.status == "ok"]
-    out = ok.groupby(["start", "lam"], as_index=False)[cols].mean()
-    out.insert(2, "seeds", ok.groupby(["start", "lam"]).size().to_numpy())
+    out = ok.groupby(["start", "price"], as_index=False)[cols].mean()
+    out.insert(2, "seeds", ok.groupby(["start", "price"]).size().to_numpy())
     return out

@@ -99,14 +99,14 @@ def model_grid(experiment: str, p: SparsifierProfile) -> list[ModelSpec]:
         raise UsageError(f"unknown experiment {experiment!r}; choose {', '.join(EXPERIMENTS)}")
     if not grid:
         raise UsageError(f"experiment {experiment} needs at least one lambda and width")
-    return [ModelSpec((int(w),), seed=s, variant="sparsifier", options=(("lambda", float(lam)),))
+    return [ModelSpec((int(w),), seed=s, variant="sparsifier", options=(("price", float(lam)),))
             for w, lam in grid for s in seed_list(p.seeds)]
 
 
 def experiment(name: str, p: SparsifierProfile) -> Experiment:
     """One experiment's engine run: the models, the config and the gate factory."""
     specs = model_grid(name, p)
-    lams = [dict(s.options)["lambda"] for s in specs]
+    lams = [dict(s.options)["price"] for s in specs]
     cfg = TrainConfig(epochs=p.epochs, batch_size=p.batch_size, train_size=p.train_size,
                       # test accuracy every epoch; train accuracy (and neuron statistics)
                       # after the last one: the sweep's numbers at the cost of one pass

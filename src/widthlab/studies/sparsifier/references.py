@@ -29,8 +29,9 @@ def final_widths(store: Store | str, run_id: str) -> pd.DataFrame:
     last = int(info["epochs_done"])
     alive = met[(met.name == "alive_width") & (met.epoch == last)].set_index("model")["value"]
     return pd.DataFrame({
-        "model": models["model"], "lam": [float(o.get("lambda", np.nan))
-                                          for o in models["options"]],
+        # "lambda": the option's name in runs stored before the price rename
+        "model": models["model"], "price": [float(o.get("price", o.get("lambda", np.nan)))
+                                            for o in models["options"]],
         "start": models["width"].astype(int), "seed": models["seed"].astype(int),
         "status": models["status"], "width": models["model"].map(alive).to_numpy(float)})
 

@@ -7,7 +7,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from widthlab.metrics.variance import Verdict
-from widthlab.studies.sparsifier.analysis import per_lambda
+from widthlab.studies.sparsifier.analysis import per_price
 
 KIND_NAMES = {"hard_concrete": "hard-concrete (stochastic L0) gates"}
 
@@ -34,22 +34,22 @@ def fashion_keeps_more(mnist: pd.DataFrame, fashion: pd.DataFrame,
                                         "lambda", kinds)
     if mismatch:
         return Verdict(claim, False, mismatch)
-    a, b = per_lambda(mnist), per_lambda(fashion)
-    both = a.merge(b, on=["start", "lam"], suffixes=("_mnist", "_fashion"))
-    both = both[both.lam > 0].sort_values("lam")
+    a, b = per_price(mnist), per_price(fashion)
+    both = a.merge(b, on=["start", "price"], suffixes=("_mnist", "_fashion"))
+    both = both[both.price > 0].sort_values("price")
     if both.empty:
         return Verdict(claim, False,
                        "no lambda > 0 trained on both datasets; run the lambda sweep on both")
     more = (both.width_fashion > both.width_mnist).to_numpy()
-    pairs = ", ".join(f"lambda {lam:g}: {wf:.0f} vs {wm:.0f}" for lam, wf, wm in
-                      zip(both.lam, both.width_fashion, both.width_mnist, strict=True))
+    pairs = ", ".join(f"price {lam:g}: {wf:.0f} vs {wm:.0f}" for lam, wf, wm in
+                      zip(both.price, both.width_fashion, both.width_mnist, strict=True))
     holds = bool(more.all())
     text = (f"{lead}FashionMNIST keeps more neurons than MNIST at {int(more.sum())} of "
             f"{len(more)} "
             f"prices (final alive width, FashionMNIST vs MNIST: {pairs}); the journal's claim "
             f"'at every lambda' {'holds' if holds else 'does not hold'}.")
     return Verdict(claim, holds, text,
-                   {"lambda": both.lam.tolist(), "fashion": both.width_fashion.tolist(),
+                   {"price": both.price.tolist(), "fashion": both.width_fashion.tolist(),
                     "mnist": both.width_mnist.tolist()})
 
 
@@ -63,7 +63,7 @@ def start_width_matters(table: pd.DataFrame, *, rel: float = 0.2,
     """
     ok = table[(table.status == "ok") & table.width.notna()]
     parts, depends, numbers = [], [], {}
-    for lam, grp in ok.groupby("lam"):
+    for lam, grp in ok.groupby("price"):
         by_start = [g.width.to_numpy(float) for _, g in grp.groupby("start")]
         if len(by_start) < 2:
             continue
@@ -82,7 +82,7 @@ def start_width_matters(table: pd.DataFrame, *, rel: float = 0.2,
         depends.append(dep)
         numbers[float(lam)] = {"starts": means.index.tolist(), "final": means.tolist(),
                                "p": p, "spread": spread, "spearman": rho}
-        parts.append(f"lambda {lam:g}: " + ", ".join(
+        parts.append(f"price {lam:g}: " + ", ".join(
             f"{int(s)} -> {w:.0f}" for s, w in means.items()) + f" ({how}, Spearman {rho:+.2f})")
     if not depends:
         return Verdict("final width depends on the starting width", False,
@@ -104,7 +104,7 @@ def sparsifier_vs_static(table: pd.DataFrame, split: str = "test", *,
     """
     col, ref = f"{split}_acc", f"static_{split}_acc"
     claim = f"sparsifier at least as accurate as a static network of its width ({split})"
-    pairs = table[(table.status == "ok") & (table.lam > 0) & table[ref].notna()] \
+    pairs = table[(table.status == "ok") & (table.price > 0) & table[ref].notna()] \
         if ref in table else table.iloc[:0]
     if pairs.empty:
         return Verdict(claim, False, "no static reference of the final widths stored; run the "
