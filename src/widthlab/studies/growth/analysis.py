@@ -60,7 +60,7 @@ def models_table(st: Store, run_id: str, static_id: str | None) -> pd.DataFrame:
 
 
 def width_curves(st: Store, run_id: str) -> pd.DataFrame:
-    """Per model and epoch: init, lambda, start and the kept width."""
+    """Per model and epoch: init, price, start and the kept width."""
     met = st.metrics(run_id)
     kept = met[met.name == "kept_width"][["model", "epoch", "value"]]
     t = final_table(st, run_id).set_index("model")[["init", "price", "start_width"]]
@@ -71,7 +71,7 @@ SPREAD_COLUMNS = ("init", "price", "mean_width", "spread", "test_acc", "static_a
 
 
 def spreads(t: pd.DataFrame) -> pd.DataFrame:
-    """Per (init, lambda): mean final width over starts and seeds, and the spread (largest
+    """Per (init, price): mean final width over starts and seeds, and the spread (largest
     distance of a start's mean from the mean, relative to the mean)."""
     ok = t[t.status == "ok"]
     rows = []

@@ -93,7 +93,7 @@ PROFILES = {
 
 
 def grid(p: GrowthProfile) -> list[tuple[str, float, int, int]]:
-    """``(init, lambda, start, seed)`` of every model, in bank order."""
+    """``(init, price, start, seed)`` of every model, in bank order."""
     return [(i, lam, int(w), s) for i in p.inits for lam in p.prices for w in p.starts
             for s in seed_list(p.seeds)]
 
@@ -121,8 +121,8 @@ def growth_gate(p: GrowthProfile, g: list[tuple[str, float, int, int]], steps: i
                 **rule: object) -> GrowingGate:
     """The study's GrowingGate for the models ``g`` (:func:`grid`) of a run of ``steps``
     steps: the benefit rule (growing models' gates unpenalised, the price acting through the
-    rule; the sparsifier models, init none, under lambda * sum(relu(g))) or the candidate
-    rule (every gate charged lambda, no growth in the last ``grace`` steps). ``rule``:
+    rule; the sparsifier models, init none, under price * sum(relu(g))) or the candidate
+    rule (every gate charged price, no growth in the last ``grace`` steps). ``rule``:
     :class:`~widthlab.nn.growth.BenefitRule` settings other than its defaults (probes)."""
     inits, lams = [x[0] for x in g], [x[1] for x in g]
     common = dict(init=inits, lr=p.gate_lr, every=p.every, window=p.window,

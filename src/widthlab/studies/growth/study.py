@@ -33,9 +33,9 @@ from widthlab.studies.tables import StudyTables, table, value
 PAIR = "mnist-vs-fashion"
 INTRO = ("Every model starts at its width; every few steps it measures the exact removal cost "
          "of each of its mature units on recent batches and compares the median with the price "
-         "lambda per unit (the benefit rule): above it the model adds units (GradMax-style or "
+         "price per unit (the benefit rule): above it the model adds units (GradMax-style or "
          "random incoming weights, zero outgoing ones), below it removes its cheapest; the plain "
-         "sparsifier (init none: gates relu(g) priced lambda * sum(relu(g)), no growth) trains "
+         "sparsifier (init none: gates relu(g) charged price * sum(relu(g)), no growth) trains "
          "alongside. All starts, prices and initialisations train in one fused run; static "
          "networks of each final width are the reference.")
 CSV_COLUMNS = ["start_width", "price", "seed", "init", "final_width", "test_acc", "train_flops"]

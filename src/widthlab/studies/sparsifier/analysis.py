@@ -66,7 +66,7 @@ def static_accuracy(store: Store | str, run_id: str) -> pd.DataFrame:
 
 
 def summarize(store: Store | str, run_id: str) -> pd.DataFrame:
-    """One row per model of a sparsifier run: dataset, experiment, lambda, start width, seed,
+    """One row per model of a sparsifier run: dataset, experiment, price, start width, seed,
     final alive width, train and test accuracy after the last epoch and those of the static
     network of the same width and seed (NaN when none is stored)."""
     st = Store.open(store)
@@ -88,7 +88,7 @@ def summarize(store: Store | str, run_id: str) -> pd.DataFrame:
 
 
 def curves(store: Store | str, run_id: str) -> pd.DataFrame:
-    """Per model and epoch: lambda, start, seed, alive width, running train accuracy (during
+    """Per model and epoch: price, start, seed, alive width, running train accuracy (during
     the epoch), test accuracy, and train accuracy (after the last epoch only)."""
     st = Store.open(store)
     wide = st.metrics(run_id, wide=True)
@@ -105,7 +105,7 @@ def curves(store: Store | str, run_id: str) -> pd.DataFrame:
 
 
 def per_price(table: pd.DataFrame) -> pd.DataFrame:
-    """Mean over seeds per (start, lambda): final width, accuracies, static accuracies."""
+    """Mean over seeds per (start, price): final width, accuracies, static accuracies."""
     cols = [c for c in ("width", "train_acc", "test_acc", "static_train_acc",
                         "static_test_acc") if c in table]
     ok = table[table.status == "ok"]

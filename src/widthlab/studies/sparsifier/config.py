@@ -1,7 +1,7 @@
 """What the sparsifier study trains: its profiles and its experiments (declarative only).
 
 - ``lambda-sweep`` (run label ``sparsifier:lambda-sweep``): the journal's experiment, start
-  width 500, one model per lambda (and seed), all in one engine run;
+  width 500, one model per price (and seed), all in one engine run;
 - ``start-width`` (``sparsifier:start-width``): the journal's open question, "does the
   starting size influence the size after convergence?": several start widths at fixed
   prices, one engine run;
@@ -90,7 +90,7 @@ PROFILES = {
 
 
 def model_grid(experiment: str, p: SparsifierProfile) -> list[ModelSpec]:
-    """The models of one experiment (each model's lambda is in its ``options``)."""
+    """The models of one experiment (each model's price is in its ``options``)."""
     if experiment == "lambda-sweep":
         grid = [(p.start, lam) for lam in p.prices]
     elif experiment == "start-width":
@@ -98,7 +98,7 @@ def model_grid(experiment: str, p: SparsifierProfile) -> list[ModelSpec]:
     else:
         raise UsageError(f"unknown experiment {experiment!r}; choose {', '.join(EXPERIMENTS)}")
     if not grid:
-        raise UsageError(f"experiment {experiment} needs at least one lambda and width")
+        raise UsageError(f"experiment {experiment} needs at least one price and width")
     return [ModelSpec((int(w),), seed=s, variant="sparsifier", options=(("price", float(lam)),))
             for w, lam in grid for s in seed_list(p.seeds)]
 

@@ -41,8 +41,8 @@ def _by_lambda(table: pd.DataFrame, col: str) -> tuple[list[float], np.ndarray]:
 
 
 def lambda_sweep(table: pd.DataFrame, title: str = "") -> Figure:
-    """Left: final alive width per lambda (every seed, and the mean). Right: train and test
-    accuracy per lambda, sparsifier (filled) against the static network of the same final
+    """Left: final alive width per price (every seed, and the mean). Right: train and test
+    accuracy per price, sparsifier (filled) against the static network of the same final
     width (open markers)."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     lams = sorted(_ok(table).price.unique())
@@ -74,11 +74,11 @@ def lambda_sweep(table: pd.DataFrame, title: str = "") -> Figure:
 
 
 def training_curves(curve: pd.DataFrame, title: str = "") -> Figure:
-    """Per lambda (mean over seeds): test accuracy and alive width against epoch."""
+    """Per price (mean over seeds): test accuracy and alive width against epoch."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     mean = curve.groupby(["price", "epoch"], as_index=False)[["test_acc", "alive_width"]].mean()
     for i, (lam, grp) in enumerate(mean.groupby("price")):
-        label = f"lambda {_lam_label(lam)}"
+        label = f"price {_lam_label(lam)}"
         ax1.plot(grp.epoch, grp.test_acc, "o-", ms=3, color=f"C{i}", label=label)
         ax2.plot(grp.epoch, grp.alive_width, "o-", ms=3, color=f"C{i}", label=label)
     ax1.set(xlabel="epoch", ylabel="test accuracy", title="accuracy")
@@ -93,7 +93,7 @@ def training_curves(curve: pd.DataFrame, title: str = "") -> Figure:
 
 
 def start_width(table: pd.DataFrame, curve: pd.DataFrame, title: str = "") -> Figure:
-    """Left: final alive width against the starting width, one line per lambda (the
+    """Left: final alive width against the starting width, one line per price (the
     identity dotted). Right: alive width per epoch for each starting width."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     ok = _ok(table)
@@ -102,7 +102,7 @@ def start_width(table: pd.DataFrame, curve: pd.DataFrame, title: str = "") -> Fi
         means = grp.groupby("start").width.mean()
         ax1.plot(grp.start, grp.width, "o", color=f"C{i}", alpha=0.4)
         ax1.plot(means.index, means.to_numpy(), "-", color=f"C{i}",
-                 label=f"lambda {_lam_label(lam)}")
+                 label=f"price {_lam_label(lam)}")
     if starts:
         ax1.plot(starts, starts, ":", color="0.6", lw=1, label="kept everything")
     ax1.set(xscale="log", xlabel="starting width", ylabel="final alive width",
@@ -116,7 +116,7 @@ def start_width(table: pd.DataFrame, curve: pd.DataFrame, title: str = "") -> Fi
     for j, (lam, by_lam) in enumerate(mean.groupby("price")):
         for i, (start, grp) in enumerate(by_lam.groupby("start")):
             ax2.plot(grp.epoch, grp.alive_width, styles[j % len(styles)], color=f"C{i}",
-                     label=f"start {int(start)}" + (f", lambda {_lam_label(lam)}"
+                     label=f"start {int(start)}" + (f", price {_lam_label(lam)}"
                                                      if mean.price.nunique() > 1 else ""))
     ax2.set(xlabel="epoch", ylabel="alive neurons", title="alive width")
     ax2.set_ylim(bottom=0)
@@ -128,7 +128,7 @@ def start_width(table: pd.DataFrame, curve: pd.DataFrame, title: str = "") -> Fi
 
 
 def datasets_widths(tables: Mapping[str, pd.DataFrame]) -> Figure:
-    """Final alive width per lambda for each dataset (every seed, and the mean)."""
+    """Final alive width per price for each dataset (every seed, and the mean)."""
     fig, ax = plt.subplots(figsize=(6.4, 4))
     lams = sorted(set().union(*(_ok(t).price.unique() for t in tables.values())))
     pos = {lam: i for i, lam in enumerate(lams)}

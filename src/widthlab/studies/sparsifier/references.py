@@ -20,7 +20,7 @@ from widthlab.studies.sparsifier.config import EXPERIMENTS, SAME_TRAINING, STATI
 
 
 def final_widths(store: Store | str, run_id: str) -> pd.DataFrame:
-    """One row per model of a sparsifier run: lambda, start width, seed, status and the alive
+    """One row per model of a sparsifier run: price, start width, seed, status and the alive
     width after the last epoch (NaN for a failed model)."""
     st = Store.open(store)
     info = st.require_run(run_id)

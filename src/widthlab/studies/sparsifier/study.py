@@ -2,7 +2,7 @@
 a Sparsifier Network"): let gradient descent decide which neurons live.
 
 Every hidden neuron gets a gate ``relu(g)`` (``g`` starts at 1) and the loss gets
-``lambda * sum(relu(g))`` (:class:`widthlab.nn.gated.SparsifierGate`); a neuron whose gate
+``price * sum(relu(g))`` (:class:`widthlab.nn.gated.SparsifierGate`); a neuron whose gate
 reaches 0 is dead, and the engine removes it for real after every epoch. The experiments are in
 :mod:`~widthlab.studies.sparsifier.config`, the tables in
 :mod:`~widthlab.studies.sparsifier.analysis`, the claims in
@@ -57,7 +57,7 @@ class SparsifierTables(StudyTables):
     start_curves: pd.DataFrame = table(*CURVES, optional=True, doc="per model and epoch")
 
 INTRO = ("Every hidden neuron is multiplied by a learned gate relu(g), g starting at 1, under "
-         "the penalty lambda * sum(relu(g)); neurons whose gate reaches 0 are removed from the "
+         "the penalty price * sum(relu(g)); neurons whose gate reaches 0 are removed from the "
          "network after each epoch. Static references: plain networks of each final width, "
          "trained the same way.")
 PAIR = "mnist-vs-fashion"

@@ -57,9 +57,9 @@ def start_width_matters(table: pd.DataFrame, *, rel: float = 0.2,
                         alpha: float = 0.05) -> Verdict:
     """The journal's open question: does the final width depend on the starting width?
 
-    Per lambda, across start widths: with several seeds per start, a one-way ANOVA of the final
+    Per price, across start widths: with several seeds per start, a one-way ANOVA of the final
     widths (depends when p < ``alpha``); with one seed, the spread of the final widths relative
-    to their mean (depends when above ``rel``). It depends if it does at any lambda.
+    to their mean (depends when above ``rel``). It depends if it does at any price.
     """
     ok = table[(table.status == "ok") & table.width.notna()]
     parts, depends, numbers = [], [], {}
@@ -86,7 +86,7 @@ def start_width_matters(table: pd.DataFrame, *, rel: float = 0.2,
             f"{int(s)} -> {w:.0f}" for s, w in means.items()) + f" ({how}, Spearman {rho:+.2f})")
     if not depends:
         return Verdict("final width depends on the starting width", False,
-                       "needs at least two start widths at one lambda; run start-width")
+                       "needs at least two start widths at one price; run start-width")
     holds = any(depends)
     text = (f"Final alive width {'depends' if holds else 'does not depend'} on the starting "
             f"width (start -> final: {'; '.join(parts)}).")
@@ -98,7 +98,7 @@ def sparsifier_vs_static(table: pd.DataFrame, split: str = "test", *,
     """Sparsifier against a static network at equal width (the journal compared its
     sparsifiers with static networks and found them "better at fitting and generalizing").
 
-    Paired by model: accuracy of each sparsifier (lambda > 0) minus that of the static network
+    Paired by model: accuracy of each sparsifier (price > 0) minus that of the static network
     of its final width and seed. Holds when the sparsifiers are at least as accurate within
     ``margin`` (mean difference >= -0.5 points); the 95% Student-t interval is reported.
     """
