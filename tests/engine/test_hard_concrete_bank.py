@@ -121,7 +121,7 @@ def test_the_sparsifier_and_growth_studies_take_the_gate_kind(tmp_path):
     for study in (sparsifier, growth):
         with pytest.raises(UsageError, match="gate_kind"):
             study.STUDY.profile("quick", gate_kind="l0")
-    small = dict(starts=(4, 32), lambdas=(1e-3, 3e-2), inits=("gradmax", "none"), seeds=1,
+    small = dict(starts=(4, 32), prices=(1e-3, 3e-2), inits=("gradmax", "none"), seeds=1,
                  epochs=4, train_size=None, every=2, grace=4, max_new=16, warmup=2,
                  grow_until=12, settle=2, gate_kind="hard_concrete")
     prof = growth.STUDY.profile("quick", **small)

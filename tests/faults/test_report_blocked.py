@@ -20,7 +20,7 @@ def test_an_undrawable_run_is_named_and_the_rest_is_written(tmp_path, capsys):
     small = variance.run("mnist", "quick", store=store, data=data, device="cpu",
                          widths=(16, 32), seeds=1, epochs=1, train_size=None)
     good = sparsifier.run("mnist", "quick", store=store, data=data, device="cpu",
-                          lambdas=(0.0, 1e-2), starts=(16, 32), start_lambdas=(1e-2,),
+                          prices=(0.0, 1e-2), starts=(16, 32), start_prices=(1e-2,),
                           seeds=1, epochs=2, train_size=None, batch_size=32)
     capsys.readouterr()
     out = tmp_path / "r.html"

@@ -18,7 +18,7 @@ from widthlab.store import Store
 from widthlab.studies import growth
 from widthlab.studies.base import newest
 
-SMALL = dict(starts=(4, 32), lambdas=(1e-3, 3e-2), inits=("gradmax", "none"), seeds=1,
+SMALL = dict(starts=(4, 32), prices=(1e-3, 3e-2), inits=("gradmax", "none"), seeds=1,
              epochs=4, train_size=None, every=2, grace=4, max_new=16, warmup=2,
              grow_until=12, settle=2)  # 4 epochs of 5 steps
 
@@ -62,7 +62,7 @@ def test_static_pairs_spreads_and_verdicts(study):
         {(int(w), int(s)) for w, s in zip(m.final_width, m.seed, strict=True) if w > 0})
     sp = tables["mnist"]["spreads"]
     for row in sp.itertuples():
-        g = m[(m.init == row.init) & (m.lam == row.lam)].groupby("start_width").final_width
+        g = m[(m.init == row.init) & (m.price == row.price)].groupby("start_width").final_width
         per = g.mean()
         want = max(per.max() - per.mean(), per.mean() - per.min()) / per.mean()
         assert row.spread == pytest.approx(want)
@@ -79,13 +79,13 @@ def test_cli_csv_has_one_row_per_model(tmp_path, study, capsys):
     data = tmp_path / "syn.npz"
     d = synthetic(n_train=640, seed=2)
     np.savez(data, x=d.train.x.numpy(), y=d.train.y.numpy())
-    args = ["study", "growth", "--data", str(data), "--starts", "4,32", "--lambdas", "1e-3",
+    args = ["study", "growth", "--data", str(data), "--starts", "4,32", "--prices", "1e-3",
             "--inits", "gradmax", "--seeds", "1", "--epochs", "1", "--train-size", "none",
             "--store", str(tmp_path / "s"), "--device", "cpu", "--csv", str(tmp_path / "csv"),
             "-q"]
     assert main(args) == 0
     table = pd.read_csv(tmp_path / "csv" / "growth-syn.csv")
-    assert list(table.columns[:6]) == ["start_width", "lam", "seed", "init", "final_width",
+    assert list(table.columns[:6]) == ["start_width", "price", "seed", "init", "final_width",
                                        "test_acc"]
     assert len(table) == 2 and "train_flops" in table and (table.train_flops > 0).all()
 

@@ -39,7 +39,7 @@ def test_quick_budgets():
     p = get_study("optimizer").profile("quick")
     assert (p.replicates, p.epochs, p.train_size, p.width) == (3, 15, 10_000, 64)
     p = get_study("growth").profile("quick")
-    assert p.lambdas == (1e-4, 1e-3, 1e-2) and p.inits == ("gradmax", "none")
+    assert p.prices == (1e-4, 1e-3, 1e-2) and p.inits == ("gradmax", "none")
     assert get_study("importance").profile("quick").max_samples == 1500
     p = get_study("ordering").profile("quick")
     assert (p.epochs, p.max_samples) == (6, 1500)

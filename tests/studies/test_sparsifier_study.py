@@ -20,7 +20,7 @@ from widthlab.store import Store
 from widthlab.studies import sparsifier as sp
 from widthlab.studies.base import Derived, newest
 
-SMALL = dict(lambdas=[0.0, 3e-3, 1e-2], starts=[16, 32, 64], start_lambdas=[1e-2], seeds=2,
+SMALL = dict(prices=[0.0, 3e-3, 1e-2], starts=[16, 32, 64], start_prices=[1e-2], seeds=2,
              epochs=4, batch_size=32, train_size=None)
 N_TRAIN = 1280  # 40 steps per epoch: the quick profile's gates (lr 1e-2) die from epoch 3
 
@@ -47,16 +47,16 @@ def test_tables_recompute_from_the_store_and_the_banks(study):
     assert run_id.startswith("sparsifier.lambda-sweep-mnist-")
     assert st.get_run(run_id)["study"] == "sparsifier:lambda-sweep"
     table = sp.summarize(st, run_id)
-    assert table["lam"].tolist() == [0.0, 0.0, 3e-3, 3e-3, 1e-2, 1e-2]
+    assert table["price"].tolist() == [0.0, 0.0, 3e-3, 3e-3, 1e-2, 1e-2]
     assert (table["start"] == 500).all() and table["seed"].tolist() == [0, 1] * 3
     # the final widths are the physical widths of the trained bank and its live gates
-    prof = sp.STUDY.profile("quick", **{k: SMALL[k] for k in ("lambdas", "seeds")})
+    prof = sp.STUDY.profile("quick", **{k: SMALL[k] for k in ("prices", "seeds")})
     bank = load_bank(st, run_id, modifiers=sp.experiment("lambda-sweep", prof).modifiers)
     gate = bank.modifiers[0].gate.detach()
     for m, (a, b) in enumerate(bank.slices):
         assert table.loc[m, "width"] == b - a == int((gate[a:b] > 0).sum())
-    assert (table["width"][table.lam == 0] == 500).all()
-    assert (table["width"][table.lam == 1e-2] < table["width"][table.lam == 3e-3].max()).all()
+    assert (table["width"][table.price == 0] == 500).all()
+    assert (table["width"][table.price == 1e-2] < table["width"][table.price == 3e-3].max()).all()
     met = st.metrics(run_id)
     last = met[(met.epoch == 4) & (met.name == "acc")]
     for split in ("train", "test"):
@@ -91,10 +91,10 @@ def test_curves_and_per_lambda_means(study):
     np.testing.assert_array_equal(last.alive_width.to_numpy(), table.width.to_numpy())
     for _, grp in curve.groupby("model"):
         assert (np.diff(grp.sort_values("epoch").alive_width) <= 0).all()
-    means = sp.per_lambda(table)
+    means = sp.per_price(table)
     assert means["start"].tolist() == [16, 32, 64] and (means["seeds"] == 2).all()
     for row in means.itertuples():
-        sel = table[(table.start == row.start) & (table.lam == row.lam)]
+        sel = table[(table.start == row.start) & (table.price == row.price)]
         assert row.width == pytest.approx(sel.width.mean())
         assert row.test_acc == pytest.approx(sel.test_acc.mean())
 
@@ -133,7 +133,7 @@ def test_report_sections_have_figures_and_the_three_verdicts(study, tmp_path):
 
 # ----------------------------------------------------------------------------- verdicts
 def frame(rows) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=["lam", "start", "seed", "width", "test_acc",
+    return pd.DataFrame(rows, columns=["price", "start", "seed", "width", "test_acc",
                                        "static_test_acc"]).assign(status="ok")
 
 
@@ -143,11 +143,11 @@ def test_fashion_verdict_compares_mean_widths_per_lambda():
     fashion = frame([(0, 500, 0, 500, .8, np.nan), (1e-3, 500, 0, 55, .8, .8),
                      (1e-3, 500, 1, 56, .8, .8), (1e-2, 500, 0, 12, .7, .7)])
     v = sp.fashion_keeps_more(mnist, fashion)
-    assert v.holds and v.numbers == {"lambda": [1e-3, 1e-2], "fashion": [55.5, 12.0],
+    assert v.holds and v.numbers == {"price": [1e-3, 1e-2], "fashion": [55.5, 12.0],
                                      "mnist": [50.0, 10.0]}
     fashion.loc[3, "width"] = 9
     v = sp.fashion_keeps_more(mnist, fashion)
-    assert not v.holds and "1 of 2 lambdas" in v.text
+    assert not v.holds and "1 of 2 prices" in v.text
 
 
 def test_start_width_verdict_uses_anova_with_replicates_else_the_spread():
@@ -189,7 +189,7 @@ def test_profiles_and_errors(tmp_path):
     assert sorted({s.width for s in specs}) == [250, 500, 1000, 2000] and len(specs) == 24
     assert make().penalty_kind == "strict" and make().lr is None
     assert isinstance(static, Derived) and static.name == "static"
-    assert {s.width for s in sweep.specs} == {500} and 0.0 in {dict(s.options)["lambda"]
+    assert {s.width for s in sweep.specs} == {500} and 0.0 in {dict(s.options)["price"]
                                                               for s in sweep.specs}
     quick = sp.STUDY.experiments(sp.STUDY.profile("quick"), "mnist")[0]
     assert quick.config.train_size == 10_000 and quick.name == "lambda-sweep"
@@ -201,19 +201,19 @@ def test_profiles_and_errors(tmp_path):
     with pytest.raises(UsageError, match="experiment"):
         sp.experiment("width-sweep", sp.STUDY.profile("quick"))
     with pytest.raises(UsageError, match=">= 0"):
-        sp.STUDY.profile("quick", lambdas=[-1.0])
+        sp.STUDY.profile("quick", prices=[-1.0])
     with pytest.raises(UsageError, match="no run"):
         sp.summarize(tmp_path, "nope")
     assert main(["study", "sparsifier", "--profile", "nope", "--store", str(tmp_path)]) == 2
-    assert main(["study", "sparsifier", "--lambdas", "a,b", "--store", str(tmp_path),
+    assert main(["study", "sparsifier", "--prices", "a,b", "--store", str(tmp_path),
                  "--dataset", "mnist"]) == 2
 
 
 @pytest.mark.realdata
 def test_cli_study_sparsifier_on_mnist(real_cache, tmp_path, capsys):
     store = str(tmp_path / "runs")
-    args = ["study", "sparsifier", "--dataset", "mnist", "--lambdas", "0,1e-2",
-            "--starts", "64,128", "--start-lambdas", "1e-2", "--epochs", "2", "--device", "cpu",
+    args = ["study", "sparsifier", "--dataset", "mnist", "--prices", "0,1e-2",
+            "--starts", "64,128", "--start-prices", "1e-2", "--epochs", "2", "--device", "cpu",
             "--store", store, "-q"]
     assert main(args) == 0
     out = capsys.readouterr().out.split()
@@ -232,12 +232,12 @@ def test_fashion_verdicts_name_the_gate_kind_and_refuse_mixed_kinds():
     hc = ("hard_concrete", "hard_concrete")
     v = sp.fashion_keeps_more(mnist, fashion, kinds=hc)
     assert not v.holds and "hard-concrete" in v.claim and v.text.startswith("With hard-conc")
-    assert "1 of 2 lambdas" in v.text and v.numbers["fashion"] == [55.0, 9.0]
+    assert "1 of 2 prices" in v.text and v.numbers["fashion"] == [55.0, 9.0]
     assert sp.fashion_keeps_more(mnist, fashion).claim == (
         "FashionMNIST keeps more neurons than MNIST at each lambda")  # L1 wording unchanged
     v = sp.fashion_keeps_more(mnist, fashion, kinds=("l1", "hard_concrete"))
     assert not v.holds and "not comparable" in v.text
-    spreads = pd.DataFrame({"init": ["gradmax"] * 2, "lam": [1e-3, 1e-2],
+    spreads = pd.DataFrame({"init": ["gradmax"] * 2, "price": [1e-3, 1e-2],
                             "mean_width": [40.0, 10.0]})
     wide = spreads.assign(mean_width=[41.0, 12.5])
     v = gv.fashion_ends_wider(spreads, wide, kinds=hc)

@@ -24,7 +24,7 @@ Example::
     from widthlab.studies import get_study
 
     study = get_study("sparsifier")
-    runs = study.run("mnist", "quick", lambdas=(0.0, 1e-3))   # a RunSet: experiment -> run id
+    runs = study.run("mnist", "quick", prices=(0.0, 1e-3))   # a RunSet: experiment -> run id
     tables = study.tables(store, {"mnist": runs.runs})
     for v in study.verdicts(tables)["mnist"]:
         print(v.text)
@@ -98,8 +98,13 @@ class Profile:
         return list(dataclasses.fields(cls))
 
     def replace(self, **overrides: Any) -> Profile:
-        """A copy with ``overrides`` (field names, checked against the fields)."""
-        names = {f.name for f in dataclasses.fields(self)}
+        """A copy with ``overrides`` (field names, checked against the fields; a field's
+        old spellings, its metadata ``aliases`` such as ``lambdas`` for ``prices``, are
+        still accepted)."""
+        fields = dataclasses.fields(self)
+        old = {a: f.name for f in fields for a in f.metadata.get("aliases", ())}
+        overrides = {old.get(k, k): v for k, v in overrides.items()}
+        names = {f.name for f in fields}
         unknown = sorted(set(overrides) - names)
         if unknown:
             raise UsageError(f"unknown setting(s) {', '.join(unknown)} for "

@@ -60,26 +60,26 @@ def models_table(st: Store, run_id: str, static_id: str | None) -> pd.DataFrame:
 
 
 def width_curves(st: Store, run_id: str) -> pd.DataFrame:
-    """Per model and epoch: init, lambda, start and the kept width."""
+    """Per model and epoch: init, price, start and the kept width."""
     met = st.metrics(run_id)
     kept = met[met.name == "kept_width"][["model", "epoch", "value"]]
-    t = final_table(st, run_id).set_index("model")[["init", "lam", "start_width"]]
+    t = final_table(st, run_id).set_index("model")[["init", "price", "start_width"]]
     return kept.rename(columns={"value": "width"}).join(t, on="model")
 
 
-SPREAD_COLUMNS = ("init", "lam", "mean_width", "spread", "test_acc", "static_acc", "starts")
+SPREAD_COLUMNS = ("init", "price", "mean_width", "spread", "test_acc", "static_acc", "starts")
 
 
 def spreads(t: pd.DataFrame) -> pd.DataFrame:
-    """Per (init, lambda): mean final width over starts and seeds, and the spread (largest
+    """Per (init, price): mean final width over starts and seeds, and the spread (largest
     distance of a start's mean from the mean, relative to the mean)."""
     ok = t[t.status == "ok"]
     rows = []
-    for (init, lam), g in ok.groupby(["init", "lam"]):
+    for (init, lam), g in ok.groupby(["init", "price"]):
         per = g.groupby("start_width").final_width.mean()
         mean = float(per.mean())
         spread = float(max(per.max() - mean, mean - per.min()) / mean) if mean > 0 else np.nan
-        rows.append({"init": init, "lam": lam, "mean_width": mean, "spread": spread,
+        rows.append({"init": init, "price": lam, "mean_width": mean, "spread": spread,
                      "test_acc": float(g.test_acc.mean()),
                      "static_acc": float(g.static_acc.mean()), "starts": len(per)})
     return pd.DataFrame(rows, columns=list(SPREAD_COLUMNS))

@@ -27,8 +27,8 @@ class GrowthProfile(Profile):
 
     starts: tuple[int, ...] = field(default=(8, 64, 512, 2048),
                                     metadata={"help": "starting widths"})
-    lambdas: tuple[float, ...] = field(default=(1e-4, 1e-3, 1e-2), metadata={
-        "help": "prices per neuron (--lambdas: deprecated spelling)", "option": "prices",
+    prices: tuple[float, ...] = field(default=(1e-4, 1e-3, 1e-2), metadata={
+        "help": "prices per neuron (--lambdas: deprecated spelling)",
         "aliases": ("lambdas",)})
     inits: tuple[str, ...] = field(default=("gradmax", "random", "none"),
                                    metadata={"help": "new units' init (none: sparsifier)"})
@@ -72,8 +72,8 @@ class GrowthProfile(Profile):
         if any(i not in INITS for i in self.inits) or not self.inits:
             raise UsageError(f"unknown init(s) {list(self.inits)}; choose from "
                              f"{', '.join(INITS)}")
-        if any(not (v >= 0 and math.isfinite(v)) for v in self.lambdas) or not self.lambdas:
-            raise UsageError(f"prices must be finite and >= 0, got {list(self.lambdas)}")
+        if any(not (v >= 0 and math.isfinite(v)) for v in self.prices) or not self.prices:
+            raise UsageError(f"prices must be finite and >= 0, got {list(self.prices)}")
         if any(int(w) != w or w < 1 for w in self.starts) or not self.starts:
             raise UsageError(f"starts must be positive widths, got {list(self.starts)}")
         if self.rule not in RULES:
@@ -93,15 +93,15 @@ PROFILES = {
 
 
 def grid(p: GrowthProfile) -> list[tuple[str, float, int, int]]:
-    """``(init, lambda, start, seed)`` of every model, in bank order."""
-    return [(i, lam, int(w), s) for i in p.inits for lam in p.lambdas for w in p.starts
+    """``(init, price, start, seed)`` of every model, in bank order."""
+    return [(i, lam, int(w), s) for i in p.inits for lam in p.prices for w in p.starts
             for s in seed_list(p.seeds)]
 
 
 def experiment(p: GrowthProfile, n_train: int | None = None) -> Experiment:
     """The one fused run: every model of :func:`grid` under one GrowingGate."""
     g = grid(p)
-    specs = [ModelSpec((w,), seed=s, variant="growing", options=(("init", i), ("lambda", lam)))
+    specs = [ModelSpec((w,), seed=s, variant="growing", options=(("init", i), ("price", lam)))
              for i, lam, w, s in g]
     benefit = p.rule == "benefit"
     cfg = TrainConfig(epochs=p.epochs, train_size=p.train_size, stats_epochs="none",
@@ -121,8 +121,8 @@ def growth_gate(p: GrowthProfile, g: list[tuple[str, float, int, int]], steps: i
                 **rule: object) -> GrowingGate:
     """The study's GrowingGate for the models ``g`` (:func:`grid`) of a run of ``steps``
     steps: the benefit rule (growing models' gates unpenalised, the price acting through the
-    rule; the sparsifier models, init none, under lambda * sum(relu(g))) or the candidate
-    rule (every gate charged lambda, no growth in the last ``grace`` steps). ``rule``:
+    rule; the sparsifier models, init none, under price * sum(relu(g))) or the candidate
+    rule (every gate charged price, no growth in the last ``grace`` steps). ``rule``:
     :class:`~widthlab.nn.growth.BenefitRule` settings other than its defaults (probes)."""
     inits, lams = [x[0] for x in g], [x[1] for x in g]
     common = dict(init=inits, lr=p.gate_lr, every=p.every, window=p.window,

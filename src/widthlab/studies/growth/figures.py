@@ -16,11 +16,11 @@ def width_per_epoch(curves: pd.DataFrame, title: str = "") -> Figure:
     styles = ["-", "--", ":", "-."]
     for ax, init in zip(axes[0], inits, strict=True):
         c = curves[curves.init == init]
-        mean = c.groupby(["lam", "start_width", "epoch"], as_index=False).width.mean()
-        for j, (lam, by_lam) in enumerate(mean.groupby("lam")):
+        mean = c.groupby(["price", "start_width", "epoch"], as_index=False).width.mean()
+        for j, (lam, by_lam) in enumerate(mean.groupby("price")):
             for i, (start, g) in enumerate(by_lam.groupby("start_width")):
                 ax.plot(g.epoch, g.width, styles[j % 4], color=f"C{i}",
-                        label=f"start {start}, lambda {lam:g}" if init == inits[0] else None)
+                        label=f"start {start}, price {lam:g}" if init == inits[0] else None)
         ax.set(yscale="log", xlabel="epoch", title=f"init {init}")
     axes[0][0].set_ylabel("width")
     fig.legend(fontsize=7, loc="upper right")
@@ -33,10 +33,10 @@ def final_widths(table: pd.DataFrame, title: str = "") -> Figure:
     """Final width against the start, a line per (init, price); the identity dotted."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     ok = table[table.status == "ok"]
-    for i, ((init, lam), g) in enumerate(ok.groupby(["init", "lam"])):
+    for i, ((init, lam), g) in enumerate(ok.groupby(["init", "price"])):
         m = g.groupby("start_width").final_width.mean()
         ax.plot(m.index, m.to_numpy(), "o-" if init != "none" else "o:", color=f"C{i}",
-                label=f"{init}, lambda {lam:g}")
+                label=f"{init}, price {lam:g}")
     s = sorted(ok.start_width.unique())
     ax.plot(s, s, ":", color="0.6", lw=1)
     ax.set(xscale="log", yscale="log", xlabel="starting width", ylabel="final width",

@@ -14,7 +14,7 @@ from widthlab.studies.growth.config import STATIC
 
 
 def final_table(st: Store, run_id: str) -> pd.DataFrame:
-    """One row per model: init, lambda, start width, seed, status, final width, test accuracy
+    """One row per model: init, price, start width, seed, status, final width, test accuracy
     and the summed width over steps (``unit_steps``), after the last epoch."""
     info = st.get_run(run_id)
     last = int(info["epochs_done"])
@@ -25,7 +25,8 @@ def final_table(st: Store, run_id: str) -> pd.DataFrame:
     acc = met[(met.split == "test") & (met.name == "acc")].set_index("model")["value"]
     return pd.DataFrame({
         "model": models.model, "init": [o.get("init") for o in models.options],
-        "lam": [float(o.get("lambda")) for o in models.options],
+        # "lambda": the option's name in runs stored before the price rename
+        "price": [float(o.get("price", o.get("lambda"))) for o in models.options],
         "start_width": models.width.astype(int), "seed": models.seed.astype(int),
         "status": models.status,
         "final_width": models.model.map(train.get("kept_width", pd.Series(dtype=float))),

@@ -33,12 +33,12 @@ from widthlab.studies.tables import StudyTables, table, value
 PAIR = "mnist-vs-fashion"
 INTRO = ("Every model starts at its width; every few steps it measures the exact removal cost "
          "of each of its mature units on recent batches and compares the median with the price "
-         "lambda per unit (the benefit rule): above it the model adds units (GradMax-style or "
+         "price per unit (the benefit rule): above it the model adds units (GradMax-style or "
          "random incoming weights, zero outgoing ones), below it removes its cheapest; the plain "
-         "sparsifier (init none: gates relu(g) priced lambda * sum(relu(g)), no growth) trains "
+         "sparsifier (init none: gates relu(g) charged price * sum(relu(g)), no growth) trains "
          "alongside. All starts, prices and initialisations train in one fused run; static "
          "networks of each final width are the reference.")
-CSV_COLUMNS = ["start_width", "lam", "seed", "init", "final_width", "test_acc", "train_flops"]
+CSV_COLUMNS = ["start_width", "price", "seed", "init", "final_width", "test_acc", "train_flops"]
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class GrowthTables(StudyTables):
     models: pd.DataFrame = table(*CSV_COLUMNS, "model", "status", "static_acc",
                                  doc="one row per model, its static reference's accuracy")
     spreads: pd.DataFrame = table(*an.SPREAD_COLUMNS, doc="per initialisation and price")
-    curves: pd.DataFrame = table("model", "epoch", "width", "init", "lam", "start_width",
+    curves: pd.DataFrame = table("model", "epoch", "width", "init", "price", "start_width",
                                  doc="width per epoch of every model")
     runs: list = value("the growth run and its static reference run")
     gate_kind: str = field(default="l1", metadata={
@@ -67,7 +67,7 @@ class GrowthStudy(Study):
     profiles = PROFILES
     journal_budget = ("never run (open questions); the sparsifier it extends: start 500, 60 "
                       "epochs, all 60,000 training images")
-    print_columns = ("init", "lam", "mean_width", "spread", "test_acc", "static_acc")
+    print_columns = ("init", "price", "mean_width", "spread", "test_acc", "static_acc")
 
     def experiments(self, profile: GrowthProfile, dataset: str) -> list:
         return [experiment(profile), Derived("static", static_experiment)]

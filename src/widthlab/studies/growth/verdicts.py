@@ -29,18 +29,18 @@ def _kind_terms(claim: str, kinds: tuple[str, str]) -> tuple[str, str, str | Non
 
 def same_width_from_any_start(sp: pd.DataFrame, init: str = "gradmax") -> Verdict:
     claim = f"the final width does not depend on the start ({init})"
-    g = sp[sp.init == init].sort_values("lam")
+    g = sp[sp.init == init].sort_values("price")
     if g.empty or (g.starts < 2).all():
         return Verdict(claim, False, "needs at least two starts; run the study's starts")
     holds = bool((g.spread <= SPREAD).all())
-    parts = ", ".join(f"lambda {lam:g}: mean {w:.0f}, spread {100 * s:.0f}%"
-                      for lam, w, s in zip(g.lam, g.mean_width, g.spread, strict=True))
+    parts = ", ".join(f"price {lam:g}: mean {w:.0f}, spread {100 * s:.0f}%"
+                      for lam, w, s in zip(g.price, g.mean_width, g.spread, strict=True))
     others = sp[sp.init != init].groupby("init").spread.max()
     ref = "; largest spread of " + ", ".join(f"{i} {100 * s:.0f}%" for i, s in others.items()) \
         if len(others) else ""
     text = (f"Final width over the starts ({parts}){ref}; criterion: every spread <= "
             f"{100 * SPREAD:.0f}%, {'met' if holds else 'not met'}.")
-    return Verdict(claim, holds, text, {"lambda": g.lam.tolist(), "spread": g.spread.tolist()})
+    return Verdict(claim, holds, text, {"price": g.price.tolist(), "spread": g.spread.tolist()})
 
 
 def as_good_as_static(t: pd.DataFrame, init: str = "gradmax") -> Verdict:
@@ -64,8 +64,8 @@ def growing_is_cheaper(t: pd.DataFrame, init: str = "gradmax") -> Verdict:
     claim = "growing from small costs less than shrinking from large for the same accuracy"
     ok = t[t.status == "ok"]
     lo, hi = ok.start_width.min(), ok.start_width.max()
-    grow = ok[(ok.init == init) & (ok.start_width == lo)].groupby("lam")
-    shrink = ok[(ok.init == "none") & (ok.start_width == hi)].groupby("lam")
+    grow = ok[(ok.init == init) & (ok.start_width == lo)].groupby("price")
+    shrink = ok[(ok.init == "none") & (ok.start_width == hi)].groupby("price")
     both = pd.DataFrame({"g_flops": grow.train_flops.mean(), "g_acc": grow.test_acc.mean(),
                          "s_flops": shrink.train_flops.mean(),
                          "s_acc": shrink.test_acc.mean()}).dropna()
@@ -74,12 +74,12 @@ def growing_is_cheaper(t: pd.DataFrame, init: str = "gradmax") -> Verdict:
                                      "sparsifier models (init none) from the largest")
     wins = (both.g_flops < both.s_flops) & (both.g_acc >= both.s_acc - MARGIN)
     holds = bool(wins.all())
-    parts = "; ".join(f"lambda {lam:g}: {r.g_flops / 1e9:.1f} vs {r.s_flops / 1e9:.1f} GFLOPs, "
+    parts = "; ".join(f"price {lam:g}: {r.g_flops / 1e9:.1f} vs {r.s_flops / 1e9:.1f} GFLOPs, "
                       f"{100 * r.g_acc:.2f}% vs {100 * r.s_acc:.2f}%"
                       for lam, r in both.iterrows())
     text = (f"Growing from {lo} against the sparsifier from {hi} ({parts}); cheaper at equal "
             f"accuracy at {int(wins.sum())} of {len(wins)} prices.")
-    return Verdict(claim, holds, text, {"lambda": both.index.tolist()})
+    return Verdict(claim, holds, text, {"price": both.index.tolist()})
 
 
 def fashion_ends_wider(mnist: pd.DataFrame, fashion: pd.DataFrame, init: str = "gradmax",
@@ -90,15 +90,15 @@ def fashion_ends_wider(mnist: pd.DataFrame, fashion: pd.DataFrame, init: str = "
         f"FashionMNIST ends wider than MNIST at every price ({init})", kinds)
     if mismatch:
         return Verdict(claim, False, mismatch)
-    a = mnist[mnist.init == init].set_index("lam").mean_width
-    b = fashion[fashion.init == init].set_index("lam").mean_width
+    a = mnist[mnist.init == init].set_index("price").mean_width
+    b = fashion[fashion.init == init].set_index("price").mean_width
     lams = sorted(set(a.index) & set(b.index))
     if not lams:
         return Verdict(claim, False, "needs the same prices on both datasets")
     wider = np.array([b[lam] > a[lam] for lam in lams])
     holds = bool(wider.all())
-    parts = ", ".join(f"lambda {lam:g}: {b[lam]:.0f} vs {a[lam]:.0f}" for lam in lams)
+    parts = ", ".join(f"price {lam:g}: {b[lam]:.0f} vs {a[lam]:.0f}" for lam in lams)
     text = (f"{lead}Mean final width, FashionMNIST vs MNIST ({parts}): wider at "
             f"{int(wider.sum())} of {len(lams)} prices; the claim "
             f"{'holds' if holds else 'does not hold'}.")
-    return Verdict(claim, holds, text, {"lambda": lams})
+    return Verdict(claim, holds, text, {"price": lams})

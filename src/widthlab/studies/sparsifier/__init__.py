@@ -6,12 +6,12 @@ Example::
 
     runs = sparsifier.run("mnist", "quick", store="widthlab-runs")   # RunSet
     table = sparsifier.summarize("widthlab-runs", runs["lambda-sweep"])  # one row per model
-    sparsifier.per_lambda(table)
+    sparsifier.per_price(table)
 """
 
 from widthlab.studies.sparsifier.analysis import (
     curves,
-    per_lambda,
+    per_price,
     static_accuracy,
     static_runs,
     summarize,
@@ -34,6 +34,6 @@ from widthlab.studies.sparsifier.verdicts import (
 run = STUDY.run
 
 __all__ = ["EXPERIMENTS", "PROFILES", "STATIC", "STUDY", "SparsifierProfile", "SparsifierStudy",
-           "curves", "experiment", "fashion_keeps_more", "final_widths", "per_lambda", "run",
+           "curves", "experiment", "fashion_keeps_more", "final_widths", "per_price", "run",
            "sparsifier_vs_static", "start_width_matters", "static_accuracy", "static_config",
            "static_runs", "summarize"]

@@ -5,7 +5,7 @@ Example::
     from widthlab.studies.sparsifier import analysis
 
     table = analysis.summarize("widthlab-runs", run_id)   # one row per model
-    analysis.per_lambda(table)                            # means over seeds
+    analysis.per_price(table)                            # means over seeds
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def static_accuracy(store: Store | str, run_id: str) -> pd.DataFrame:
 
 
 def summarize(store: Store | str, run_id: str) -> pd.DataFrame:
-    """One row per model of a sparsifier run: dataset, experiment, lambda, start width, seed,
+    """One row per model of a sparsifier run: dataset, experiment, price, start width, seed,
     final alive width, train and test accuracy after the last epoch and those of the static
     network of the same width and seed (NaN when none is stored)."""
     st = Store.open(store)
@@ -88,7 +88,7 @@ def summarize(store: Store | str, run_id: str) -> pd.DataFrame:
 
 
 def curves(store: Store | str, run_id: str) -> pd.DataFrame:
-    """Per model and epoch: lambda, start, seed, alive width, running train accuracy (during
+    """Per model and epoch: price, start, seed, alive width, running train accuracy (during
     the epoch), test accuracy, and train accuracy (after the last epoch only)."""
     st = Store.open(store)
     wide = st.metrics(run_id, wide=True)
@@ -99,16 +99,16 @@ def curves(store: Store | str, run_id: str) -> pd.DataFrame:
         "alive_width": train["alive_width"], "acc_running": train["acc_running"],
         "train_acc": train.get("acc"), "test_acc": test["acc"].reindex(train.index)})
     out = out.reset_index()
-    for col in ("lam", "start", "seed"):
+    for col in ("price", "start", "seed"):
         out.insert(1, col, out["model"].map(fw[col]))
     return out
 
 
-def per_lambda(table: pd.DataFrame) -> pd.DataFrame:
-    """Mean over seeds per (start, lambda): final width, accuracies, static accuracies."""
+def per_price(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean over seeds per (start, price): final width, accuracies, static accuracies."""
     cols = [c for c in ("width", "train_acc", "test_acc", "static_train_acc",
                         "static_test_acc") if c in table]
     ok = table[table.status == "ok"]
-    out = ok.groupby(["start", "lam"], as_index=False)[cols].mean()
-    out.insert(2, "seeds", ok.groupby(["start", "lam"]).size().to_numpy())
+    out = ok.groupby(["start", "price"], as_index=False)[cols].mean()
+    out.insert(2, "seeds", ok.groupby(["start", "price"]).size().to_numpy())
     return out

@@ -1,10 +1,10 @@
 """What the sparsifier study trains: its profiles and its experiments (declarative only).
 
 - ``lambda-sweep`` (run label ``sparsifier:lambda-sweep``): the journal's experiment, start
-  width 500, one model per lambda (and seed), all in one engine run;
+  width 500, one model per price (and seed), all in one engine run;
 - ``start-width`` (``sparsifier:start-width``): the journal's open question, "does the
   starting size influence the size after convergence?": several start widths at fixed
-  lambdas, one engine run;
+  prices, one engine run;
 - ``static`` (label ``sparsifier-static``, not reported on its own): a static network of each
   final width and seed of both experiments, trained the same way, one engine run
   (:mod:`~widthlab.studies.sparsifier.references`: it needs the finished experiments).
@@ -34,15 +34,15 @@ SAME_TRAINING = ("epochs", "batch_size", "lr", "optimizer", "momentum", "data_se
 class SparsifierProfile(Profile):
     """What a profile trains (per dataset)."""
 
-    lambdas: tuple[float, ...] = field(metadata={
+    prices: tuple[float, ...] = field(metadata={
         "help": "the sweep's prices per neuron (start 500; --lambdas: deprecated spelling)",
-        "option": "prices", "aliases": ("lambdas",)})
+        "aliases": ("lambdas",)})
     start: int = field(default=500, metadata={"help": "start width of the lambda sweep"})
     starts: tuple[int, ...] = field(default=(250, 500, 1000, 2000),
                                     metadata={"help": "start widths of the start-width run"})
-    start_lambdas: tuple[float, ...] = field(default=(1e-3,), metadata={
+    start_prices: tuple[float, ...] = field(default=(1e-3,), metadata={
         "help": "prices of the start-width run (--start-lambdas: deprecated spelling)",
-        "option": "start_prices", "aliases": ("start_lambdas",)})
+        "aliases": ("start_lambdas",)})
     seeds: tuple[int, ...] | int = field(default=1, metadata={"help": "a count or a list"})
     epochs: int = field(default=4, metadata={"help": "epochs of every run"})
     train_size: int | None = field(default=None,
@@ -57,10 +57,10 @@ class SparsifierProfile(Profile):
                          metadata={"help": "train static networks of the final widths"})
 
     def validate(self) -> None:
-        lams = (*self.lambdas, *self.start_lambdas)
+        lams = (*self.prices, *self.start_prices)
         bad = [v for v in lams if not (v >= 0 and math.isfinite(v))]
         if bad:
-            raise UsageError(f"lambdas must be finite and >= 0, got {bad}; e.g. 0,1e-4,1e-3")
+            raise UsageError(f"prices must be finite and >= 0, got {bad}; e.g. 0,1e-4,1e-3")
         if any(int(w) != w or w < 1 for w in (*self.starts, self.start)):
             raise UsageError(f"start widths must be positive whole numbers, got "
                              f"{list(self.starts)}; e.g. 250,500,1000")
@@ -74,39 +74,39 @@ class SparsifierProfile(Profile):
 PROFILES = {
     # ~1 minute for both datasets on an idle 2-core CPU: 10,000 training images, 4 epochs; the
     # gates learn 10x faster than the weights so that neurons die within those 316 steps
-    "quick": SparsifierProfile(lambdas=(0.0, 1e-4, 1e-3, 1e-2), start=500,
-                               starts=(250, 500, 1000, 2000), start_lambdas=(1e-3,), seeds=1,
+    "quick": SparsifierProfile(prices=(0.0, 1e-4, 1e-3, 1e-2), start=500,
+                               starts=(250, 500, 1000, 2000), start_prices=(1e-3,), seeds=1,
                                epochs=4, train_size=10_000, gate_lr=1e-2),
     # the journal's 60 epochs and gate learning rate on 10,000 images, one seed
-    "standard": SparsifierProfile(lambdas=(0.0, 1e-5, 1e-4, 1e-3, 1e-2), start=500,
-                                  starts=(250, 500, 1000, 2000), start_lambdas=(1e-3,), seeds=1,
+    "standard": SparsifierProfile(prices=(0.0, 1e-5, 1e-4, 1e-3, 1e-2), start=500,
+                                  starts=(250, 500, 1000, 2000), start_prices=(1e-3,), seeds=1,
                                   epochs=60, train_size=10_000),
     # the journal: start 500, 60 epochs, a lambda sweep (0 is the journal's "static network");
-    # the open question at two lambdas; 3 seeds
-    "full": SparsifierProfile(lambdas=(0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1), start=500,
-                              starts=(250, 500, 1000, 2000), start_lambdas=(1e-4, 1e-3),
+    # the open question at two prices; 3 seeds
+    "full": SparsifierProfile(prices=(0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1), start=500,
+                              starts=(250, 500, 1000, 2000), start_prices=(1e-4, 1e-3),
                               seeds=3, epochs=60),
 }
 
 
 def model_grid(experiment: str, p: SparsifierProfile) -> list[ModelSpec]:
-    """The models of one experiment (each model's lambda is in its ``options``)."""
+    """The models of one experiment (each model's price is in its ``options``)."""
     if experiment == "lambda-sweep":
-        grid = [(p.start, lam) for lam in p.lambdas]
+        grid = [(p.start, lam) for lam in p.prices]
     elif experiment == "start-width":
-        grid = [(w, lam) for lam in p.start_lambdas for w in p.starts]
+        grid = [(w, lam) for lam in p.start_prices for w in p.starts]
     else:
         raise UsageError(f"unknown experiment {experiment!r}; choose {', '.join(EXPERIMENTS)}")
     if not grid:
-        raise UsageError(f"experiment {experiment} needs at least one lambda and width")
-    return [ModelSpec((int(w),), seed=s, variant="sparsifier", options=(("lambda", float(lam)),))
+        raise UsageError(f"experiment {experiment} needs at least one price and width")
+    return [ModelSpec((int(w),), seed=s, variant="sparsifier", options=(("price", float(lam)),))
             for w, lam in grid for s in seed_list(p.seeds)]
 
 
 def experiment(name: str, p: SparsifierProfile) -> Experiment:
     """One experiment's engine run: the models, the config and the gate factory."""
     specs = model_grid(name, p)
-    lams = [dict(s.options)["lambda"] for s in specs]
+    lams = [dict(s.options)["price"] for s in specs]
     cfg = TrainConfig(epochs=p.epochs, batch_size=p.batch_size, train_size=p.train_size,
                       # test accuracy every epoch; train accuracy (and neuron statistics)
                       # after the last one: the sweep's numbers at the cost of one pass

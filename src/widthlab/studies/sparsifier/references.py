@@ -20,7 +20,7 @@ from widthlab.studies.sparsifier.config import EXPERIMENTS, SAME_TRAINING, STATI
 
 
 def final_widths(store: Store | str, run_id: str) -> pd.DataFrame:
-    """One row per model of a sparsifier run: lambda, start width, seed, status and the alive
+    """One row per model of a sparsifier run: price, start width, seed, status and the alive
     width after the last epoch (NaN for a failed model)."""
     st = Store.open(store)
     info = st.require_run(run_id)
@@ -29,8 +29,9 @@ def final_widths(store: Store | str, run_id: str) -> pd.DataFrame:
     last = int(info["epochs_done"])
     alive = met[(met.name == "alive_width") & (met.epoch == last)].set_index("model")["value"]
     return pd.DataFrame({
-        "model": models["model"], "lam": [float(o.get("lambda", np.nan))
-                                          for o in models["options"]],
+        # "lambda": the option's name in runs stored before the price rename
+        "model": models["model"], "price": [float(o.get("price", o.get("lambda", np.nan)))
+                                            for o in models["options"]],
         "start": models["width"].astype(int), "seed": models["seed"].astype(int),
         "status": models["status"], "width": models["model"].map(alive).to_numpy(float)})
 
@@ -62,7 +63,7 @@ def static_config(st: Store, run_ids: list[str]) -> tuple[list[ModelSpec], Train
         fw = fw[(fw.status == "ok") & (fw.width > 0)]
         pairs |= {(int(w), int(s)) for w, s in zip(fw.width, fw.seed, strict=True)}
     if not pairs:
-        raise UsageError("every sparsifier lost all its neurons; lower the lambdas")
+        raise UsageError("every sparsifier lost all its neurons; lower the prices")
     specs = [ModelSpec((w,), seed=s, variant="static") for w, s in sorted(pairs)]
     cfg = dataclasses.replace(TrainConfig.from_dict(infos[0]["config"]), init_from=None)
     return specs, cfg

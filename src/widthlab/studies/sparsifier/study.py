@@ -2,7 +2,7 @@
 a Sparsifier Network"): let gradient descent decide which neurons live.
 
 Every hidden neuron gets a gate ``relu(g)`` (``g`` starts at 1) and the loss gets
-``lambda * sum(relu(g))`` (:class:`widthlab.nn.gated.SparsifierGate`); a neuron whose gate
+``price * sum(relu(g))`` (:class:`widthlab.nn.gated.SparsifierGate`); a neuron whose gate
 reaches 0 is dead, and the engine removes it for real after every epoch. The experiments are in
 :mod:`~widthlab.studies.sparsifier.config`, the tables in
 :mod:`~widthlab.studies.sparsifier.analysis`, the claims in
@@ -51,13 +51,13 @@ class SparsifierTables(StudyTables):
     """One dataset's tables of the sparsifier study (an experiment not run: None)."""
 
     runs: list = value("the sparsifier runs and their static reference run")
-    sweep: pd.DataFrame = table(*SUMMARY, optional=True, doc="lambda sweep, one row per model")
+    sweep: pd.DataFrame = table(*SUMMARY, optional=True, doc="price sweep, one row per model")
     sweep_curves: pd.DataFrame = table(*CURVES, optional=True, doc="per model and epoch")
     start: pd.DataFrame = table(*SUMMARY, optional=True, doc="start widths, one row per model")
     start_curves: pd.DataFrame = table(*CURVES, optional=True, doc="per model and epoch")
 
 INTRO = ("Every hidden neuron is multiplied by a learned gate relu(g), g starting at 1, under "
-         "the penalty lambda * sum(relu(g)); neurons whose gate reaches 0 are removed from the "
+         "the penalty price * sum(relu(g)); neurons whose gate reaches 0 are removed from the "
          "network after each epoch. Static references: plain networks of each final width, "
          "trained the same way.")
 PAIR = "mnist-vs-fashion"
@@ -114,7 +114,7 @@ class SparsifierStudy(Study):
                     "FashionMNIST": tables["fashion-mnist"]["sweep"]}
             sections.append(Section(
                 title="Sparsifier networks: MNIST versus FashionMNIST", verdicts=verdicts[PAIR],
-                figures=[Figure("mnist-vs-fashion", "final alive width per lambda on both "
+                figures=[Figure("mnist-vs-fashion", "final alive width per price on both "
                                 "datasets", lambda: fs.datasets_widths(pair))],
                 run_ids=tables["mnist"]["runs"][:1] + tables["fashion-mnist"]["runs"][:1]))
         return sections
@@ -124,20 +124,20 @@ class SparsifierStudy(Study):
         figs, frames = [], []
         if "sweep" in t:
             figs += [Figure(f"{dataset}-sweep", f"{name}: final alive width and accuracy per "
-                            "lambda, against a static network of the same width",
-                            lambda: fs.lambda_sweep(t["sweep"], f"{name}: lambda sweep")),
-                     Figure(f"{dataset}-curves", f"{name}: training curves per lambda: test "
+                            "price, against a static network of the same width",
+                            lambda: fs.lambda_sweep(t["sweep"], f"{name}: price sweep")),
+                     Figure(f"{dataset}-curves", f"{name}: training curves per price: test "
                             "accuracy and alive width per epoch",
                             lambda: fs.training_curves(t["sweep_curves"], f"{name}: training"))]
-            frames.append((f"{name}: per lambda (mean over seeds)",
-                           an.per_lambda(t["sweep"]).round(4)))
+            frames.append((f"{name}: per price (mean over seeds)",
+                           an.per_price(t["sweep"]).round(4)))
         if "start" in t:
             figs.append(Figure(f"{dataset}-start", f"{name}: final alive width against "
                                "starting width, and alive width per epoch",
                                lambda: fs.start_width(t["start"], t["start_curves"],
                                                       f"{name}: starting width")))
-            frames.append((f"{name}: per starting width and lambda",
-                           an.per_lambda(t["start"]).round(4)))
+            frames.append((f"{name}: per starting width and price",
+                           an.per_price(t["start"]).round(4)))
         return Section(title=f"Sparsifier networks: {name}", intro=INTRO, verdicts=verdicts,
                        figures=figs, tables=frames, run_ids=list(t["runs"]))
 
@@ -146,7 +146,7 @@ class SparsifierStudy(Study):
         for dataset, t in tables.items():
             for key, exp in (("sweep", "lambda-sweep"), ("start", "start-width")):
                 if key in t:
-                    out[f"sparsifier-{dataset}-{exp}"] = an.per_lambda(t[key]).round(4)
+                    out[f"sparsifier-{dataset}-{exp}"] = an.per_price(t[key]).round(4)
         return out
 
 

@@ -7,7 +7,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from widthlab.metrics.variance import Verdict
-from widthlab.studies.sparsifier.analysis import per_lambda
+from widthlab.studies.sparsifier.analysis import per_price
 
 KIND_NAMES = {"hard_concrete": "hard-concrete (stochastic L0) gates"}
 
@@ -34,22 +34,22 @@ def fashion_keeps_more(mnist: pd.DataFrame, fashion: pd.DataFrame,
                                         "lambda", kinds)
     if mismatch:
         return Verdict(claim, False, mismatch)
-    a, b = per_lambda(mnist), per_lambda(fashion)
-    both = a.merge(b, on=["start", "lam"], suffixes=("_mnist", "_fashion"))
-    both = both[both.lam > 0].sort_values("lam")
+    a, b = per_price(mnist), per_price(fashion)
+    both = a.merge(b, on=["start", "price"], suffixes=("_mnist", "_fashion"))
+    both = both[both.price > 0].sort_values("price")
     if both.empty:
         return Verdict(claim, False,
                        "no lambda > 0 trained on both datasets; run the lambda sweep on both")
     more = (both.width_fashion > both.width_mnist).to_numpy()
-    pairs = ", ".join(f"lambda {lam:g}: {wf:.0f} vs {wm:.0f}" for lam, wf, wm in
-                      zip(both.lam, both.width_fashion, both.width_mnist, strict=True))
+    pairs = ", ".join(f"price {lam:g}: {wf:.0f} vs {wm:.0f}" for lam, wf, wm in
+                      zip(both.price, both.width_fashion, both.width_mnist, strict=True))
     holds = bool(more.all())
     text = (f"{lead}FashionMNIST keeps more neurons than MNIST at {int(more.sum())} of "
             f"{len(more)} "
-            f"lambdas (final alive width, FashionMNIST vs MNIST: {pairs}); the journal's claim "
+            f"prices (final alive width, FashionMNIST vs MNIST: {pairs}); the journal's claim "
             f"'at every lambda' {'holds' if holds else 'does not hold'}.")
     return Verdict(claim, holds, text,
-                   {"lambda": both.lam.tolist(), "fashion": both.width_fashion.tolist(),
+                   {"price": both.price.tolist(), "fashion": both.width_fashion.tolist(),
                     "mnist": both.width_mnist.tolist()})
 
 
@@ -57,13 +57,13 @@ def start_width_matters(table: pd.DataFrame, *, rel: float = 0.2,
                         alpha: float = 0.05) -> Verdict:
     """The journal's open question: does the final width depend on the starting width?
 
-    Per lambda, across start widths: with several seeds per start, a one-way ANOVA of the final
+    Per price, across start widths: with several seeds per start, a one-way ANOVA of the final
     widths (depends when p < ``alpha``); with one seed, the spread of the final widths relative
-    to their mean (depends when above ``rel``). It depends if it does at any lambda.
+    to their mean (depends when above ``rel``). It depends if it does at any price.
     """
     ok = table[(table.status == "ok") & table.width.notna()]
     parts, depends, numbers = [], [], {}
-    for lam, grp in ok.groupby("lam"):
+    for lam, grp in ok.groupby("price"):
         by_start = [g.width.to_numpy(float) for _, g in grp.groupby("start")]
         if len(by_start) < 2:
             continue
@@ -82,11 +82,11 @@ def start_width_matters(table: pd.DataFrame, *, rel: float = 0.2,
         depends.append(dep)
         numbers[float(lam)] = {"starts": means.index.tolist(), "final": means.tolist(),
                                "p": p, "spread": spread, "spearman": rho}
-        parts.append(f"lambda {lam:g}: " + ", ".join(
+        parts.append(f"price {lam:g}: " + ", ".join(
             f"{int(s)} -> {w:.0f}" for s, w in means.items()) + f" ({how}, Spearman {rho:+.2f})")
     if not depends:
         return Verdict("final width depends on the starting width", False,
-                       "needs at least two start widths at one lambda; run start-width")
+                       "needs at least two start widths at one price; run start-width")
     holds = any(depends)
     text = (f"Final alive width {'depends' if holds else 'does not depend'} on the starting "
             f"width (start -> final: {'; '.join(parts)}).")
@@ -98,13 +98,13 @@ def sparsifier_vs_static(table: pd.DataFrame, split: str = "test", *,
     """Sparsifier against a static network at equal width (the journal compared its
     sparsifiers with static networks and found them "better at fitting and generalizing").
 
-    Paired by model: accuracy of each sparsifier (lambda > 0) minus that of the static network
+    Paired by model: accuracy of each sparsifier (price > 0) minus that of the static network
     of its final width and seed. Holds when the sparsifiers are at least as accurate within
     ``margin`` (mean difference >= -0.5 points); the 95% Student-t interval is reported.
     """
     col, ref = f"{split}_acc", f"static_{split}_acc"
     claim = f"sparsifier at least as accurate as a static network of its width ({split})"
-    pairs = table[(table.status == "ok") & (table.lam > 0) & table[ref].notna()] \
+    pairs = table[(table.status == "ok") & (table.price > 0) & table[ref].notna()] \
         if ref in table else table.iloc[:0]
     if pairs.empty:
         return Verdict(claim, False, "no static reference of the final widths stored; run the "
