@@ -6,25 +6,10 @@ import numpy as np
 import pandas as pd
 
 from widthlab.metrics.variance import Verdict
+from widthlab.studies.gate_kinds import kind_terms
 
 SPREAD = 0.20   # "the same width from any start": every start's mean within 20% of the mean
 MARGIN = 0.003  # "as good as a static network": at most 0.3 points below
-
-
-KIND_NAMES = {"hard_concrete": "hard-concrete (stochastic L0) gates"}
-
-
-def _kind_terms(claim: str, kinds: tuple[str, str]) -> tuple[str, str, str | None]:
-    """The claim and the text's opening for the gate kinds of the MNIST and FashionMNIST runs
-    (the L1 wording as before), or why the two cannot be compared."""
-    if kinds[0] != kinds[1]:
-        return claim, "", (f"MNIST was trained with {kinds[0]} gates and FashionMNIST with "
-                           f"{kinds[1]} gates: not comparable; run both with the same "
-                           "--gate-kind")
-    if kinds[0] == "l1":
-        return claim, "", None
-    name = KIND_NAMES.get(kinds[0], kinds[0])
-    return f"{claim} ({name})", f"With {name}: ", None
 
 
 def same_width_from_any_start(sp: pd.DataFrame, init: str = "gradmax") -> Verdict:
@@ -86,7 +71,7 @@ def fashion_ends_wider(mnist: pd.DataFrame, fashion: pd.DataFrame, init: str = "
                        kinds: tuple[str, str] = ("l1", "l1")) -> Verdict:
     """Does FashionMNIST end wider than MNIST at every price (models of ``init``); ``kinds``:
     the gate kinds of the MNIST and FashionMNIST runs (named in the claim when not L1)."""
-    claim, lead, mismatch = _kind_terms(
+    claim, lead, mismatch = kind_terms(
         f"FashionMNIST ends wider than MNIST at every price ({init})", kinds)
     if mismatch:
         return Verdict(claim, False, mismatch)

@@ -14,17 +14,9 @@ import numpy as np
 import pandas as pd
 
 from widthlab.store import Store
+from widthlab.studies.gate_kinds import gate_kind  # noqa: F401 - re-exported
 from widthlab.studies.sparsifier.config import SAME_TRAINING, STATIC
 from widthlab.studies.sparsifier.references import final_widths
-
-
-def gate_kind(store: Store | str, run_id: str) -> str:
-    """The gate kind a stored run trained with (``"l1"`` unless a modifier names another,
-    e.g. ``"hard_concrete"``)."""
-    for m in Store.open(store).require_run(run_id)["config"].get("modifiers") or []:
-        if isinstance(m, dict) and m.get("gate_kind"):
-            return str(m["gate_kind"])
-    return "l1"
 
 
 def static_runs(store: Store | str, run_id: str) -> list[str]:

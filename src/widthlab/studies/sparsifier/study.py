@@ -55,6 +55,7 @@ class SparsifierTables(StudyTables):
     sweep_curves: pd.DataFrame = table(*CURVES, optional=True, doc="per model and epoch")
     start: pd.DataFrame = table(*SUMMARY, optional=True, doc="start widths, one row per model")
     start_curves: pd.DataFrame = table(*CURVES, optional=True, doc="per model and epoch")
+    gate_kind: str = value("the gate kind of the runs (l1, hard_concrete)", optional=True)
 
 INTRO = ("Every hidden neuron is multiplied by a learned gate relu(g), g starting at 1, under "
          "the penalty price * sum(relu(g)); neurons whose gate reaches 0 are removed from the "

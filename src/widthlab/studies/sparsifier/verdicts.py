@@ -7,22 +7,8 @@ import pandas as pd
 from scipy import stats as sps
 
 from widthlab.metrics.variance import Verdict
+from widthlab.studies.gate_kinds import kind_terms
 from widthlab.studies.sparsifier.analysis import per_price
-
-KIND_NAMES = {"hard_concrete": "hard-concrete (stochastic L0) gates"}
-
-
-def _kind_terms(claim: str, kinds: tuple[str, str]) -> tuple[str, str, str | None]:
-    """The claim and the text's opening for the gate kinds of the MNIST and FashionMNIST runs
-    (the L1 wording as before), or why the two cannot be compared."""
-    if kinds[0] != kinds[1]:
-        return claim, "", (f"MNIST was trained with {kinds[0]} gates and FashionMNIST with "
-                           f"{kinds[1]} gates: not comparable; run both with the same "
-                           "--gate-kind")
-    if kinds[0] == "l1":
-        return claim, "", None
-    name = KIND_NAMES.get(kinds[0], kinds[0])
-    return f"{claim} ({name})", f"With {name}: ", None
 
 
 def fashion_keeps_more(mnist: pd.DataFrame, fashion: pd.DataFrame,
@@ -30,7 +16,7 @@ def fashion_keeps_more(mnist: pd.DataFrame, fashion: pd.DataFrame,
     """Journal: "for a given penalty the FashionMNIST size is always higher than MNIST"
     (lambda > 0; mean final width over seeds, lambda-sweep runs); ``kinds``: the gate kinds
     of the MNIST and FashionMNIST runs (named in the claim when not L1)."""
-    claim, lead, mismatch = _kind_terms("FashionMNIST keeps more neurons than MNIST at each "
+    claim, lead, mismatch = kind_terms("FashionMNIST keeps more neurons than MNIST at each "
                                         "lambda", kinds)
     if mismatch:
         return Verdict(claim, False, mismatch)
