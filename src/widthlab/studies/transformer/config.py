@@ -69,6 +69,10 @@ class TransformerProfile(Profile):
     price_from: float = field(default=0.05, metadata={"help": "price on from this fraction "
                                                               "of the steps"})
     price_until: float = field(default=0.4, metadata={"help": "price off from this fraction"})
+    fold_at: float = field(default=0.0, metadata={"help": "fold the gates into the weights "
+                                                          "after this fraction of the steps "
+                                                          "and train on at fixed widths "
+                                                          "(0: never)"})
     good_tol: float = field(default=0.02, metadata={"help": "nats above dense a 'good' "
                                                             "smaller model may be"})
     sample_chars: int = field(default=300, metadata={"help": "characters generated per model"})
@@ -83,6 +87,10 @@ class TransformerProfile(Profile):
         if not self.ffn_widths or self.n_embd % self.n_head or self.steps % self.chunk:
             raise UsageError("transformer profile: need FFN widths, n_embd divisible by n_head "
                              "and steps a multiple of chunk")
+        if self.fold_at and not (self.price_until <= self.fold_at < 1
+                                 and (self.fold_at * self.steps) % self.chunk == 0):
+            raise UsageError(f"fold_at ({self.fold_at}) must be in [price_until, 1) with "
+                             f"fold_at * steps a multiple of chunk ({self.chunk}); or 0")
         if any(not 0 < f < 1 for f in self.fracs):
             raise UsageError(f"fracs must be in (0, 1), got {self.fracs}")
 
@@ -96,6 +104,7 @@ class TransformerProfile(Profile):
                            lr=self.lr, min_lr=self.lr / 10, warmup_steps=self.warmup_steps,
                            gate_lr=self.gate_lr, price=price, price_from=self.price_from,
                            price_until=self.price_until, seed=seed, data_seed=seed,
+                           fold_at=(self.fold_at or None) if price else None,
                            eval_windows=self.eval_windows,
                            final_windows=self.final_windows or None)
 
