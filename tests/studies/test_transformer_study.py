@@ -152,3 +152,12 @@ def test_cli_data_corpus_txt_trains_on_the_users_text(tmp_path):
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"\xff\xfe\x00 not text")
     assert main([*args, "--data", str(bad)]) == 2
+
+
+def test_fold_at_is_checked_against_the_price_window_and_chunks():
+    with pytest.raises(UsageError, match="fold_at"):
+        QUICK.replace(fold_at=0.3).validate()  # the price is on until 0.4
+    with pytest.raises(UsageError, match="fold_at"):
+        QUICK.replace(fold_at=0.6).validate()  # step 36 is inside chunk 2 (30 steps a chunk)
+    assert QUICK.replace(fold_at=0.5).train(0, 1e-5).fold_at == 0.5
+    assert QUICK.replace(fold_at=0.5).train(0).fold_at is None  # static and dense runs
