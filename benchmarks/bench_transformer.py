@@ -86,7 +86,7 @@ def learned(corpus, steps: int, price: float, static: bool, fold_at: float = 0.0
     out: dict = {}
     with tempfile.TemporaryDirectory() as store:
         tc = TokenConfig(steps=steps, chunk=steps // 8 if steps % 8 == 0 else steps,
-                         price=price, price_from=0.05, price_until=0.4, gate_lr=1e-2,
+                         price=price, price_from=0.05, price_until=fold_at or 0.4, gate_lr=1e-2,
                          fold_at=fold_at or None)
         t0 = time.perf_counter()
         run = TokenRun(functools.partial(gpt_model, cfg, 0, gate="l1", heads=False), corpus,
@@ -153,10 +153,10 @@ def main(argv=None) -> int:
     ap.add_argument("--eval-every", type=int, default=250)
     ap.add_argument("--learned-steps", type=int, default=2000,
                     help="steps of the gated (learned-width) run (0 skips)")
-    ap.add_argument("--price", type=float, default=2e-7, help="gate price per parameter")
-    ap.add_argument("--fold-at", type=float, default=0.5,
-                    help="fold the gates into the weights after this fraction of the learned "
-                         "run's steps (0: never)")
+    ap.add_argument("--price", type=float, default=4e-7, help="gate price per parameter")
+    ap.add_argument("--fold-at", type=float, default=0.25,
+                    help="price off and gates folded into the weights after this fraction of "
+                         "the learned run's steps (0: never, price off at 0.4)")
     ap.add_argument("--static", action="store_true",
                     help="also train the learned widths from scratch")
     ap.add_argument("--k", type=int, default=4, help="models trained fused")
