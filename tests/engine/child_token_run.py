@@ -1,14 +1,16 @@
 """A tiny gated GPT trained through the one lifecycle by :class:`TokenRun` in a child process.
 
-    python tests/engine/child_token_run.py STORE [--hang-at-step N]
+    python tests/engine/child_token_run.py STORE [--hang-at-step N] [--fold]
 
 ``--hang-at-step N``: write STORE/../hang and sleep at the N-th AdamW step, so the parent can
-SIGKILL the process there.
+SIGKILL the process there. ``--fold``: :data:`FOLDED` (the gates folded into the weights
+after chunk 2).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import pathlib
 import time
@@ -28,6 +30,7 @@ GPT_CFG = dict(n_layer=2, n_head=4, n_embd=16, n_ffn=24, block_size=16, vocab_si
 CONFIG = TokenConfig(steps=40, chunk=10, batch_size=4, lr=3e-3, warmup_steps=5, gate_lr=0.05,
                      final_windows=8,
                      price=1e-3, price_from=0.25, price_until=0.5, eval_windows=8)
+FOLDED = dataclasses.replace(CONFIG, fold_at=0.5)
 
 
 def half_open(cfg: dict, seed: int, gate: str | None):
@@ -55,6 +58,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("store")
     ap.add_argument("--hang-at-step", type=int)
+    ap.add_argument("--fold", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(1)
     marker = pathlib.Path(args.store).parent / "hang"
@@ -70,9 +74,10 @@ def main() -> None:
             return step(self, *a, **kw)
 
         torch.optim.AdamW.step = slow_step
+    from tests.engine.child_token_run import FOLDED as folded
     from tests.engine.child_token_run import make_run as importable
 
-    print(run_trainable(importable(), args.store))
+    print(run_trainable(importable(cfg=folded if args.fold else CONFIG), args.store))
 
 
 if __name__ == "__main__":

@@ -71,10 +71,17 @@ def test_gated_run_shrinks_and_counts_ffn_parameters(reference):
         wide["blocks.0.mlp.fc:out"].iloc[-1])
 
 
-def test_kill_9_mid_chunk_then_resume_is_bitwise_identical(tmp_path, reference):
+@pytest.fixture(scope="module")
+def folded(tmp_path_factory):
+    store = tmp_path_factory.mktemp("fold") / "store"
+    child(store, "--fold")
+    return numbers(store)
+
+
+def kill_mid_chunk_3(tmp_path, *args: str) -> Store:
     store = tmp_path / "store"
-    p = child(store, "--hang-at-step", "25", wait=False)  # 10 steps a chunk: mid chunk 3
-    deadline = time.time() + 120
+    p = child(store, "--hang-at-step", "25", *args, wait=False)  # 10 steps a chunk
+    deadline = time.time() + 300  # a loaded machine starts the child slowly
     while not (tmp_path / "hang").exists():
         assert p.poll() is None, p.stderr.read()
         assert time.time() < deadline
@@ -84,13 +91,55 @@ def test_kill_9_mid_chunk_then_resume_is_bitwise_identical(tmp_path, reference):
     st = Store(store)
     (run_id,) = st.runs()["run_id"]
     assert st.get_run(run_id)["epochs_done"] == 2
-    child(store)
-    assert st.get_run(run_id)["status"] == "done"
+    return st
+
+
+def assert_same_numbers(store: Path, reference: tuple[pd.DataFrame, dict]) -> None:
+    (run_id,) = Store(store).runs()["run_id"]
+    assert Store(store).get_run(run_id)["status"] == "done"
     met, weights = numbers(store)
     pd.testing.assert_frame_equal(met, reference[0], check_exact=True)
     assert weights.keys() == reference[1].keys()
     for k, v in weights.items():
         assert torch.equal(v, reference[1][k]), k
+
+
+def test_kill_9_mid_chunk_then_resume_is_bitwise_identical(tmp_path, reference):
+    kill_mid_chunk_3(tmp_path)
+    child(tmp_path / "store")
+    assert_same_numbers(tmp_path / "store", reference)
+
+
+def test_fold_at_trains_a_plain_model_at_fixed_widths_and_resumes_bitwise(tmp_path, folded,
+                                                                         reference):
+    met, weights = folded
+    wide = met.pivot_table(index="epoch", columns="name", values="value")
+    gated = reference[0].pivot_table(index="epoch", columns="name", values="value")
+    pd.testing.assert_series_equal(wide.loc[1], gated.loc[1], check_exact=True)  # before it
+    ffn = wide[[c for c in wide if c.endswith(":out")]].sum(axis=1)
+    assert ffn[2] == gated[[c for c in gated if c.endswith(":out")]].sum(axis=1)[2] < 48
+    assert (ffn.loc[2:] == ffn[2]).all() and (wide["ffn_params"] == ffn * 2 * 16).all()
+    # the fold keeps the shrunk model's function: its val loss after chunk 2 is the gated
+    # one's; then a plain model trains on (other numbers than the gated run's)
+    val = met[met.split == "val"].set_index("epoch").value
+    gated_val = reference[0][reference[0].split == "val"].set_index("epoch").value
+    assert val[1] == gated_val[1] and val[2] == pytest.approx(gated_val[2], rel=1e-5)
+    assert (val.loc[3:] != gated_val.loc[3:]).all()
+    assert not [k for k in weights if "gate" in k]
+    assert weights["blocks.1.mlp.fc.weight"].shape[0] == wide.loc[4, "blocks.1.mlp.fc:out"]
+    # kill -9 after the fold: the checkpoint holds the plain model and AdamW over it alone,
+    # with every kept weight's moments carried over (20 steps each)
+    st = kill_mid_chunk_3(tmp_path, "--fold")
+    (run_id,) = st.runs()["run_id"]
+    epoch, ckpt = st.latest_checkpoint(run_id)
+    assert ckpt["state"]["folded"] == {k: int(wide.loc[4, k]) for k in ckpt["state"]["folded"]}
+    opt = ckpt["opt"]
+    plain = gpt_model({**GPT_CFG, "vocab_size": corpus().vocab_size}, 0)
+    assert len(opt["param_groups"]) == 2
+    assert len(opt["state"]) == len(list(plain.parameters()))
+    assert {float(s["step"]) for s in opt["state"].values()} == {20.0}
+    child(tmp_path / "store", "--fold")
+    assert_same_numbers(tmp_path / "store", folded)
 
 
 def test_dense_run_equals_train_gpt_step_for_step(tmp_path):
@@ -127,6 +176,10 @@ def test_static_widths_cut_a_fresh_model():
 def test_config_refusals():
     with pytest.raises(UsageError, match="multiple of chunk"):
         TokenConfig(steps=10, chunk=3)
+    with pytest.raises(UsageError, match="fold_at"):
+        TokenConfig(steps=100, chunk=10, price_until=0.5, fold_at=0.4)  # price still on
+    with pytest.raises(UsageError, match="fold_at"):
+        TokenConfig(steps=100, chunk=25, price_until=0.5, fold_at=0.6)  # mid chunk
     with pytest.raises(UsageError, match="price_from"):
         TokenConfig(price_from=0.8, price_until=0.2)
     with pytest.raises(UsageError, match="no epoch hooks"):

@@ -28,7 +28,8 @@ TEXT = "".join(f"{w} and {v} went to the {x} to fetch a pail of water.\n"
 TINY = dict(n_embd=16, block_size=16, n_ffn=24, ffn_widths=(8, 24), steps=20, chunk=10,
             batch_size=4, eval_windows=8, final_windows=16, stat_windows=8, fracs=(0.5,),
             methods=("obs", "magnitude", "random"), finetune_steps=3, frontier_windows=16,
-            prices=(3e-4,), hc_prices=(3e-4,), sample_chars=20)
+            prices=(3e-4,), hc_prices=(3e-4,), sample_chars=20,
+            fold_at=0.5)  # the gated runs fold their gates after chunk 1 (load_final reads them)
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +49,8 @@ def test_every_step_is_stored_and_static_models_have_the_learned_widths(done):
             "gated-hard_concrete-0.0003", "stats", "frontier", "samples"} <= set(runs.runs)
     assert runs["dense"] == runs["sweep-24-s0"]  # one run: same config and label
     for kind in ("l1", "hard_concrete"):
+        ckpt = st.latest_checkpoint(runs[f"gated-{kind}-0.0003"])[1]
+        assert ckpt["state"]["folded"] and not [k for k in ckpt["model"] if "gate" in k]
         gated = load_final(st, runs[f"gated-{kind}-0.0003"])
         static = load_final(st, runs[f"static-{kind}-0.0003"])
         ffn = [b.mlp.fc.out_features for b in gated.blocks]
@@ -149,3 +152,12 @@ def test_cli_data_corpus_txt_trains_on_the_users_text(tmp_path):
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"\xff\xfe\x00 not text")
     assert main([*args, "--data", str(bad)]) == 2
+
+
+def test_fold_at_is_checked_against_the_price_window_and_chunks():
+    with pytest.raises(UsageError, match="fold_at"):
+        QUICK.replace(fold_at=0.3).validate()  # the price is on until 0.4
+    with pytest.raises(UsageError, match="fold_at"):
+        QUICK.replace(fold_at=0.6).validate()  # step 36 is inside chunk 2 (30 steps a chunk)
+    assert QUICK.replace(fold_at=0.5).train(0, 1e-5).fold_at == 0.5
+    assert QUICK.replace(fold_at=0.5).train(0).fold_at is None  # static and dense runs

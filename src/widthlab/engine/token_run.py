@@ -42,7 +42,7 @@ from widthlab.engine.lifecycle import EpochRows, RunRecord
 from widthlab.engine.module_run import model_identity
 from widthlab.errors import UsageError
 from widthlab.nn.gpt_train import GPTTrain, evaluate_gpt, lr_at
-from widthlab.nn.surgery import gate_widths, model_gates, shrink_, size_penalty
+from widthlab.nn.surgery import fold_gates_, gate_widths, model_gates, shrink_, size_penalty
 from widthlab.store import MetricRow
 from widthlab.units import resize_to_state_, size_attrs
 
@@ -67,6 +67,12 @@ class TokenConfig:
         The price is on for steps in ``[price_from * steps, price_until * steps)``.
     shrink : bool
         Remove dead units after every chunk.
+    fold_at : float or None
+        After step ``fold_at * steps`` (a chunk boundary, at or after ``price_until``) the
+        dead units are removed and the gates are folded into the weights
+        (:func:`~widthlab.nn.surgery.fold_gates_`): the remaining steps train a plain model
+        at fixed widths, AdamW's state of every kept weight carried over (Adam's update does
+        not depend on the gradient's scale). None: the gates train to the end.
     seed : int
         The model's seed (recorded; the model factory uses it).
     data_seed : int
@@ -91,6 +97,7 @@ class TokenConfig:
     price_from: float = 0.0
     price_until: float = 1.0
     shrink: bool = True
+    fold_at: float | None = None
     seed: int = 0
     data_seed: int = 0
     eval_windows: int | None = 400
@@ -104,6 +111,12 @@ class TokenConfig:
         if not (self.price >= 0 and 0 <= self.price_from <= self.price_until <= 1):
             raise UsageError("TokenConfig: need price >= 0 and 0 <= price_from <= "
                              "price_until <= 1")
+        if self.fold_at is not None and not (
+                self.price_until <= self.fold_at < 1
+                and (self.fold_at * self.steps) % self.chunk == 0):
+            raise UsageError(f"TokenConfig: fold_at ({self.fold_at}) must be in "
+                             f"[price_until, 1) and fold_at * steps a multiple of chunk "
+                             f"({self.chunk})")
         if self.gate_lr <= 0:
             raise UsageError(f"TokenConfig: gate_lr must be > 0, got {self.gate_lr}")
         self.train()  # GPTTrain checks the rest
@@ -115,6 +128,14 @@ class TokenConfig:
 
     def hashed_fields(self) -> list[str]:
         return [f.name for f in fields(self)]
+
+    def keyed(self) -> dict:
+        """The fields that make a run's key (``fold_at`` only when set, so runs from before
+        the option keep their ids)."""
+        d = asdict(self)
+        if d["fold_at"] is None:
+            del d["fold_at"]
+        return d
 
 
 def ffn_params(model: nn.Module) -> int:
@@ -183,8 +204,9 @@ class TokenRun:
         self.opt = token_optimizer(self.model, cfg)
         self.gen = torch.Generator().manual_seed(cfg.data_seed)
         self.epoch, self.alive, self.train_s, self.eval_s = 0, True, 0.0, 0.0
+        self.folded: dict[str, int] | None = None  # the widths once the gates are folded
         roots = [type(built), type(self)] + ([model] if self.factory is not None else [])
-        key = run_key({"model": self.describe, "train": asdict(cfg),
+        key = run_key({"model": self.describe, "train": cfg.keyed(),
                        "data": data.content_id}, closure_hash(__name__, roots))
         self.run_id = f"{label.replace(':', '.')}-{data.name}-{key[:12]}"
 
@@ -206,7 +228,25 @@ class TokenRun:
         return contextlib.nullcontext()
 
     def unit_groups(self) -> list[dict[str, int]]:
-        return [gate_widths(self.model)]
+        return [self.widths()]
+
+    def widths(self) -> dict[str, int]:
+        """``{gate key: units}``; after the fold, the widths the gates had."""
+        return dict(self.folded) if self.folded is not None else gate_widths(self.model)
+
+    def fold(self) -> None:
+        """Fold the gates into the weights; AdamW rebuilt over the plain model with every
+        kept weight's state carried over."""
+        old = self.opt
+        shrink_(self.model, old)
+        widths = gate_widths(self.model)
+        with torch.no_grad():
+            fold_gates_(self.model, old)
+        self.opt = token_optimizer(self.model, self.cfg)
+        for p in self.model.parameters():
+            if p in old.state:
+                self.opt.state[p] = old.state[p]
+        self.folded = widths
 
     def timings(self) -> dict:
         return {"train_s": round(self.train_s, 3), "eval_s": round(self.eval_s, 3)}
@@ -258,7 +298,10 @@ class TokenRun:
                                                   f"chunk {epoch} at lr {c.lr:g} (lower the "
                                                   "learning rate)")])
         t1 = time.perf_counter()
-        if c.shrink and model_gates(self.model):
+        if c.fold_at is not None and self.folded is None and model_gates(self.model) \
+                and epoch * c.chunk >= c.fold_at * c.steps:
+            self.fold()
+        elif c.shrink and model_gates(self.model):
             shrink_(self.model, self.opt)
         val = evaluate_gpt(self.model, self.data.val.to(self.device), self.block_size,
                            max_windows=c.final_windows if epoch == self.epochs
@@ -271,14 +314,14 @@ class TokenRun:
                           sum(p.numel() for p in self.model.parameters())),
                 MetricRow(0, e, "train", "ffn_params", ffn_params(self.model)),
                 MetricRow(0, e, "train", "price", price)]
-        rows += [MetricRow(0, e, "width", k, w) for k, w in gate_widths(self.model).items()]
+        rows += [MetricRow(0, e, "width", k, w) for k, w in self.widths().items()]
         return EpochRows(metrics=rows)
 
     def checkpoint(self, final: bool) -> dict:
         """The model's ``state_dict`` and plain sizes; unless ``final`` also AdamW's state,
         the window generator's and torch's global RNG state (weights-only loadable)."""
         state = {"epoch": self.epoch, "alive": self.alive, "train_s": self.train_s,
-                 "eval_s": self.eval_s}
+                 "eval_s": self.eval_s, "folded": self.folded}
         ckpt = {"model": self.model.state_dict(), "sizes": size_attrs(self.model),
                 "state": state}
         if not final:
@@ -288,7 +331,13 @@ class TokenRun:
 
     def restore(self, ckpt: dict) -> None:
         """Resize the fresh model to the checkpoint's shapes, load it, rebuild AdamW over its
-        parameters and load AdamW's state."""
+        parameters and load AdamW's state (a folded checkpoint folds the fresh model's gates
+        first)."""
+        s = ckpt["state"]
+        if s.get("folded") is not None and self.folded is None:
+            with torch.no_grad():
+                fold_gates_(self.model)
+            self.folded = {k: int(v) for k, v in s["folded"].items()}
         resize_to_state_(self.model, ckpt["model"], ckpt.get("sizes"))
         self.model.load_state_dict(ckpt["model"])
         if "opt" in ckpt:
@@ -296,7 +345,6 @@ class TokenRun:
             self.opt.load_state_dict(ckpt["opt"])
             self.gen.set_state(ckpt["gen"])
             torch.set_rng_state(ckpt["rng"])
-        s = ckpt["state"]
         self.epoch, self.alive = int(s["epoch"]), bool(s["alive"])
         self.train_s, self.eval_s = float(s["train_s"]), float(s["eval_s"])
 

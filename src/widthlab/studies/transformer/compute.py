@@ -19,6 +19,7 @@ from widthlab.engine.token_run import TokenConfig, token_optimizer
 from widthlab.errors import UsageError
 from widthlab.frontier.models import cut_groups, model_loss
 from widthlab.frontier.network import cut_network
+from widthlab.nn.surgery import fold_gates_
 from widthlab.store import ArrayRow, MetricRow, Store
 from widthlab.studies.steps import RunContext
 from widthlab.studies.transformer.models import (
@@ -59,6 +60,9 @@ def load_final(st: Store, run_id: str) -> torch.nn.Module:
     if found is None:
         raise UsageError(f"run {run_id} has no checkpoint; rerun the study to train it")
     state = found[1]
+    if state.get("state", {}).get("folded") is not None:  # gates folded during training
+        with torch.no_grad():
+            fold_gates_(model)
     resize_to_state_(model, state["model"], state.get("sizes"))
     model.load_state_dict(state["model"])
     return model.eval()
