@@ -122,10 +122,13 @@ def learned_step(ctx: RunContext) -> ModuleExperiment | None:
     data, p = splits(ctx), ctx.profile
     if data is None:
         return None
-    build = functools.partial(tr.build_gated, net_config(data), p.seed, p.price_by)
+    build = functools.partial(tr.build_gated, net_config(data), p.seed, p.price_by,
+                              p.gate_kind)
+    names = ("price", "price_by", "gate_lr", "free_frac", "warmup_frac")
+    if p.gate_kind != "l1":  # an L1 run keeps its identity
+        names += ("gate_kind",)
     return _experiment(LEARNED, build, learned_config(p), ctx,
-                       {"settings": settings(p, "price", "price_by", "gate_lr", "free_frac",
-                                            "warmup_frac")},
+                       {"settings": settings(p, *names)},
                        data)
 
 
