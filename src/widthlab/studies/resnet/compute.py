@@ -219,7 +219,8 @@ def cost_compute(ctx: RunContext) -> Result:
                       seed=ctx.profile.seed)
     net = net_config(data)
     for i, (name, run_id) in enumerate(cfg["runs"].items()):
-        model = tr.plain_model(_final_ckpt(ctx.store, run_id), net)
+        kind = ctx.profile.gate_kind if name == LEARNED else None
+        model = tr.plain_model(_final_ckpt(ctx.store, run_id), net, kind)
         x1 = data.test.x[:1]
         x64 = data.test.x[:64] if len(data.test) >= 64 else x1.expand(64, *x1.shape[1:])
         rows += [MetricRow(i, 1, "cost", "params", float(count_params(model))),

@@ -29,7 +29,7 @@ ALTERNATIVES = (UNIFORM, TP, SLIM, CUT)  # (b)-(e)
 LETTERS = {DENSE: "a", UNIFORM: "b", TP: "c", SLIM: "d", CUT: "e"}
 COST, MANIFEST = "cost", "manifest"
 PRICE_BY = ("macs", "sqrt_macs", "unit")
-GATE_KINDS = ("l1", "hard_concrete")
+GATE_KINDS = ("l1", "hard_concrete", "relative_l1")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,7 +54,8 @@ class ResnetProfile(Profile):
     gate_lr: float = field(default=0.05, metadata={"help": "the gates' learning rate"})
     gate_kind: str = field(default="l1", metadata={
         "help": "l1: relu(g) gates under an L1 price; hard_concrete: Louizos et al.'s "
-                "stochastic gates in [0, 1] under the expected-L0 price"})
+                "stochastic gates in [0, 1] under the expected-L0 price; relative_l1: "
+                "relu(g) / max(relu(g)) per group under its L1 price (scale-free)"})
     free_frac: float = field(default=1 / 3, metadata={
         "help": "last fraction of the learned run's epochs without the price"})
     warmup_frac: float = field(default=0.0, metadata={

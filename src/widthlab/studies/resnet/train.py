@@ -139,15 +139,17 @@ def state_config(sd: dict, cfg: ResNetConfig) -> ResNetConfig:
         in_channels=cfg.in_channels, image_size=cfg.image_size, n_classes=cfg.n_classes)
 
 
-def plain_model(ckpt: dict, cfg: ResNetConfig) -> ResNet:
+def plain_model(ckpt: dict, cfg: ResNetConfig, kind: str | None = None) -> ResNet:
     """The network of a final checkpoint as a plain ResNet at its sizes (the gates' values,
-    if any, folded into the weights that read the gated units)."""
+    if any, folded into the weights that read the gated units); ``kind``: the gates' kind
+    (None: hard-concrete when the gates carry noise state, else L1)."""
     sd = dict(ckpt["model"])
     gates = {k: v for k, v in sd.items() if k.startswith(GATE_KEY)}
     if gates:
         from widthlab.nn.surgery import fold_gates_
 
-        kind = "hard_concrete" if any(k.endswith(NOISE_KEY) for k in gates) else "l1"
+        if kind is None:
+            kind = "hard_concrete" if any(k.endswith(NOISE_KEY) for k in gates) else "l1"
         model = build_gated(cfg, 0, price_by="unit", kind=kind)
         resize_to_state_(model, sd, ckpt.get("sizes"))
         model.load_state_dict(sd)
