@@ -198,8 +198,8 @@ KINDS = {"l1": L1Kind, "hard_concrete": HardConcreteKind, "relative_l1": Relativ
 
 
 def get_gate_kind(kind: str | GateKind = "l1", **options) -> GateKind:
-    """A gate kind from its name (``"l1"``, ``"hard_concrete"``, ``"relative_l1"``; ``options`` are its fields,
-    e.g. ``penalty="abs"``) or the kind object itself."""
+    """A gate kind from its name (``"l1"``, ``"hard_concrete"``, ``"relative_l1"``;
+    ``options`` are its fields, e.g. ``penalty="abs"``) or the kind object itself."""
     if isinstance(kind, (L1Kind, HardConcreteKind, RelativeL1Kind)):
         if options:
             raise UsageError("pass a gate kind's options with its name, not with the object")
