@@ -180,3 +180,51 @@ def test_the_study_end_to_end_on_small_images(tmp_path):
     assert len(t.groups) == 12 and (t.groups.learned_width <= t.groups.width).all()
     verdicts = STUDY.verdicts({"tiny": t})["tiny"]
     assert len(verdicts) == 5 and all(v.text for v in verdicts)
+
+
+def _minus_one(cfg: ResNetConfig, key: str) -> ResNetConfig:
+    """``cfg`` with one unit fewer in the group ``key`` (a stage's stream or a block's inner)."""
+    stages, inner = list(cfg.stage_widths), [list(r) for r in cfg.block_widths]
+    if key.startswith("stream:stages."):
+        stages[int(key.split(".")[-1])] -= 1
+    else:
+        s, b = (int(v) for v in key.split(":")[0].split(".")[1:3])
+        inner[s][b] -= 1
+    return dataclasses.replace(cfg, stage_widths=tuple(stages),
+                               block_widths=tuple(map(tuple, inner)))
+
+
+@pytest.mark.parametrize("price_by,power", [("macs", 1.0), ("sqrt_macs", 0.5)])
+def test_price_scales_are_a_units_multiply_adds_over_the_mean_units(price_by, power):
+    # reference: the multiply-adds one unit of a group carries = the drop of ResNetConfig.macs()
+    # when the group loses one unit (exact: every conv is bilinear in its in/out channels)
+    model = build_gated(SMALL, 0, price_by, "hard_concrete")
+    gates = model_gates(model)
+    assert len(gates) == 3 + 3 * 2 and all(g.kind.name == "hard_concrete" for g in gates)
+    per = np.array([SMALL.macs() - _minus_one(SMALL, g.key).macs() for g in gates], float)
+    want = (per / per.mean()) ** power
+    np.testing.assert_allclose([g.price_scale for g in gates], want, rtol=1e-12)
+    flat = build_gated(SMALL, 0, "unit", "l1")
+    assert all(g.price_scale == 1.0 and g.kind.name == "l1" for g in model_gates(flat))
+
+
+def test_the_final_network_of_a_shrunk_hard_concrete_checkpoint():
+    torch.manual_seed(0)
+    model = build_gated(SMALL, 0, "macs", "hard_concrete")
+    with torch.no_grad():
+        for g in model_gates(model):
+            g.gate.uniform_(-1.0, 3.0)
+        {g.key: g for g in model_gates(model)}["stream:stages.1"].gate[[0, 5]] = -9.0
+    shrink_(model)
+    assert model.current_config().stage_widths == (6, 6, 10)
+    plain = plain_model({"model": model.state_dict(), "sizes": size_attrs(model)}, SMALL)
+    x = torch.randn(4, 1, 12, 12)
+    model.eval()  # the evaluation gate (deterministic) is what the plain network folds in
+    torch.testing.assert_close(plain(x), model(x), atol=1e-5, rtol=1e-5)
+
+
+def test_the_profile_refuses_an_unknown_gate_kind_or_price_by():
+    with pytest.raises(UsageError, match="gate_kind"):
+        dataclasses.replace(PROFILES["quick"], gate_kind="l0").validate()
+    with pytest.raises(UsageError, match="price_by"):
+        dataclasses.replace(PROFILES["quick"], price_by="flops").validate()

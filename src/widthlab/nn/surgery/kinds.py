@@ -17,6 +17,13 @@ one parameter per unit); it depends on torch only, so it can move with the gates
   (the expected L0 norm); a unit is dead when its evaluation gate is exactly 0, i.e.
   ``sigmoid(log_alpha) <= -gamma / (zeta - gamma)``. Defaults: ``beta = 2/3``,
   ``(gamma, zeta) = (-0.1, 1.1)``.
+* :class:`RelativeL1Kind` (``"relative_l1"``, a scale-free L1 gate): the multiplier is
+  ``relu(g) / max(relu(g))`` over the gate's units (the largest unit is 1), the per-unit price
+  that multiplier. Scaling all of a gate's ``g`` by ``c > 0`` changes neither the network nor
+  the price, so when a BatchNorm after the gated layer cancels a group-wide scale (which lets a
+  plain L1 price shrink a whole group for free until it dies) the price can only move units
+  relative to the group's largest: it selects units instead of shrinking the group. A unit is
+  dead when ``relu(g) == 0``.
 
 Example::
 
@@ -151,14 +158,49 @@ class HardConcreteKind:
                 "init": self.init}
 
 
-GateKind = L1Kind | HardConcreteKind
-KINDS = {"l1": L1Kind, "hard_concrete": HardConcreteKind}
+@dataclass(frozen=True)
+class RelativeL1Kind:
+    """The scale-free L1 gate ``relu(g) / max(relu(g))`` under the L1 price of that multiplier
+    (no options). The max runs over the gate's units, so a gate is one group's."""
+
+    name = "relative_l1"
+    stochastic = False
+    penalty = "relative"
+    default_init = 1.0  # every multiplier 1: gating changes no output
+
+    def scale(self, g: Tensor) -> Tensor:
+        """The multiplier ``relu(g) / max(relu(g))`` (0 where every ``g <= 0``)."""
+        r = F.relu(g)
+        return r / r.max().clamp_min(torch.finfo(r.dtype).tiny) if r.numel() else r
+
+    def sample(self, g: Tensor, u: Tensor | None = None) -> Tensor:
+        """The training multiplier: :meth:`scale` (no noise)."""
+        return self.scale(g)
+
+    def penalty_terms(self, g: Tensor) -> Tensor:
+        """Per-unit price, not summed: the multiplier ``relu(g) / max(relu(g))``."""
+        return self.scale(g)
+
+    def dead(self, g: Tensor) -> Tensor:
+        """Bool: ``relu(g) == 0``."""
+        return g <= 0
+
+    def closed(self, g: Tensor) -> Tensor:
+        """``g`` moved to where the unit is dead (``min(g, 0)``)."""
+        return g.clamp(max=0.0)
+
+    def describe(self) -> dict:
+        return {"kind": self.name}
+
+
+GateKind = L1Kind | HardConcreteKind | RelativeL1Kind
+KINDS = {"l1": L1Kind, "hard_concrete": HardConcreteKind, "relative_l1": RelativeL1Kind}
 
 
 def get_gate_kind(kind: str | GateKind = "l1", **options) -> GateKind:
-    """A gate kind from its name (``"l1"``, ``"hard_concrete"``; ``options`` are its fields,
-    e.g. ``penalty="abs"``) or the kind object itself."""
-    if isinstance(kind, (L1Kind, HardConcreteKind)):
+    """A gate kind from its name (``"l1"``, ``"hard_concrete"``, ``"relative_l1"``;
+    ``options`` are its fields, e.g. ``penalty="abs"``) or the kind object itself."""
+    if isinstance(kind, (L1Kind, HardConcreteKind, RelativeL1Kind)):
         if options:
             raise UsageError("pass a gate kind's options with its name, not with the object")
         return kind
@@ -170,4 +212,4 @@ def get_gate_kind(kind: str | GateKind = "l1", **options) -> GateKind:
         raise UsageError(f"gate kind {kind!r} got options it does not take: {e}") from None
 
 
-__all__ = ["KINDS", "GateKind", "HardConcreteKind", "L1Kind", "get_gate_kind"]
+__all__ = ["KINDS", "GateKind", "HardConcreteKind", "L1Kind", "RelativeL1Kind", "get_gate_kind"]

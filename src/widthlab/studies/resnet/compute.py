@@ -122,10 +122,13 @@ def learned_step(ctx: RunContext) -> ModuleExperiment | None:
     data, p = splits(ctx), ctx.profile
     if data is None:
         return None
-    build = functools.partial(tr.build_gated, net_config(data), p.seed, p.price_by)
+    build = functools.partial(tr.build_gated, net_config(data), p.seed, p.price_by,
+                              p.gate_kind)
+    names = ("price", "price_by", "gate_lr", "free_frac", "warmup_frac")
+    if p.gate_kind != "l1":  # an L1 run keeps its identity
+        names += ("gate_kind",)
     return _experiment(LEARNED, build, learned_config(p), ctx,
-                       {"settings": settings(p, "price", "price_by", "gate_lr", "free_frac",
-                                            "warmup_frac")},
+                       {"settings": settings(p, *names)},
                        data)
 
 
@@ -216,7 +219,8 @@ def cost_compute(ctx: RunContext) -> Result:
                       seed=ctx.profile.seed)
     net = net_config(data)
     for i, (name, run_id) in enumerate(cfg["runs"].items()):
-        model = tr.plain_model(_final_ckpt(ctx.store, run_id), net)
+        kind = ctx.profile.gate_kind if name == LEARNED else None
+        model = tr.plain_model(_final_ckpt(ctx.store, run_id), net, kind)
         x1 = data.test.x[:1]
         x64 = data.test.x[:64] if len(data.test) >= 64 else x1.expand(64, *x1.shape[1:])
         rows += [MetricRow(i, 1, "cost", "params", float(count_params(model))),

@@ -28,7 +28,8 @@ DENSE, LEARNED, UNIFORM, TP, SLIM_TRAIN, SLIM, CUT = (
 ALTERNATIVES = (UNIFORM, TP, SLIM, CUT)  # (b)-(e)
 LETTERS = {DENSE: "a", UNIFORM: "b", TP: "c", SLIM: "d", CUT: "e"}
 COST, MANIFEST = "cost", "manifest"
-PRICE_BY = ("macs", "unit")
+PRICE_BY = ("macs", "sqrt_macs", "unit")
+GATE_KINDS = ("l1", "hard_concrete", "relative_l1")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,9 +49,13 @@ class ResnetProfile(Profile):
     weight_decay: float = field(default=5e-4, metadata={"help": "weight decay (not on gates)"})
     price: float = field(default=2e-4, metadata={"help": "L1 price of the gates, one for all"})
     price_by: str = field(default="macs", metadata={
-        "help": "macs: a unit's price times its multiply-adds over the mean unit's; unit: "
-                "every unit the same"})
+        "help": "macs: a unit's price times its multiply-adds over the mean unit's; "
+                "sqrt_macs: times the square root of that ratio; unit: every unit the same"})
     gate_lr: float = field(default=0.05, metadata={"help": "the gates' learning rate"})
+    gate_kind: str = field(default="l1", metadata={
+        "help": "l1: relu(g) gates under an L1 price; hard_concrete: Louizos et al.'s "
+                "stochastic gates in [0, 1] under the expected-L0 price; relative_l1: "
+                "relu(g) / max(relu(g)) per group under its L1 price (scale-free)"})
     free_frac: float = field(default=1 / 3, metadata={
         "help": "last fraction of the learned run's epochs without the price"})
     warmup_frac: float = field(default=0.0, metadata={
@@ -102,6 +107,9 @@ class ResnetProfile(Profile):
         if self.cut_scale not in ("max", "measured", "fisher"):
             raise UsageError(f"cut_scale must be max, measured or fisher, got "
                              f"{self.cut_scale!r}")
+        if self.gate_kind not in GATE_KINDS:
+            raise UsageError(f"gate_kind must be one of {', '.join(GATE_KINDS)}, got "
+                             f"{self.gate_kind!r}")
         if self.price_by not in PRICE_BY:
             raise UsageError(f"price_by must be one of {', '.join(PRICE_BY)}, got "
                              f"{self.price_by!r}")

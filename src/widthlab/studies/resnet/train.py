@@ -27,6 +27,7 @@ from widthlab.errors import UsageError
 from widthlab.frontier import unit_costs
 from widthlab.nn.resnet import ResNet, ResNetConfig
 from widthlab.nn.surgery import gate_layers, model_gates
+from widthlab.nn.surgery.gates import NOISE_KEY
 from widthlab.store import ArrayRow, MetricRow
 from widthlab.units import build_graph, resize_to_state_
 
@@ -67,21 +68,24 @@ def build_dense(cfg: ResNetConfig, seed: int) -> ResNet:
     return ResNet(cfg)
 
 
-def build_gated(cfg: ResNetConfig, seed: int, price_by: str = "macs") -> ResNet:
-    """ResNet-20 with an L1 gate on every group (each stage's residual stream, each block's
-    inner width); ``price_by="macs"``: a gate's price per unit is scaled by the multiply-adds
-    one of its units carries over the mean unit's (one price in MAC units)."""
+def build_gated(cfg: ResNetConfig, seed: int, price_by: str = "macs",
+                kind: str = "l1") -> ResNet:
+    """ResNet-20 with a gate of ``kind`` (``"l1"`` or ``"hard_concrete"``) on every group (each
+    stage's residual stream, each block's inner width); ``price_by="macs"``: a gate's price per
+    unit is scaled by the multiply-adds one of its units carries over the mean unit's (one price
+    in MAC units); ``"sqrt_macs"``: by the square root of that ratio; ``"unit"``: flat."""
     model = build_dense(cfg, seed)
     x = example(cfg)
     groups = list(build_graph(model, x).groups)
-    if price_by == "macs":
+    if price_by != "unit":
         costs = unit_costs(model, groups, x)
         per = {g.name: float(costs[g.name]["macs"]) for g in groups}
         mean = float(np.mean(list(per.values())))
-    gate_layers(model, groups=groups, example=x)
-    if price_by == "macs":
+    gate_layers(model, groups=groups, example=x, kind=kind, seed=seed)
+    if price_by != "unit":
+        power = 0.5 if price_by == "sqrt_macs" else 1.0
         for gate, g in zip(model_gates(model), groups, strict=True):
-            gate.price_scale = per[g.name] / mean
+            gate.price_scale = (per[g.name] / mean) ** power
     return model
 
 
@@ -135,15 +139,18 @@ def state_config(sd: dict, cfg: ResNetConfig) -> ResNetConfig:
         in_channels=cfg.in_channels, image_size=cfg.image_size, n_classes=cfg.n_classes)
 
 
-def plain_model(ckpt: dict, cfg: ResNetConfig) -> ResNet:
+def plain_model(ckpt: dict, cfg: ResNetConfig, kind: str | None = None) -> ResNet:
     """The network of a final checkpoint as a plain ResNet at its sizes (the gates' values,
-    if any, folded into the weights that read the gated units)."""
+    if any, folded into the weights that read the gated units); ``kind``: the gates' kind
+    (None: hard-concrete when the gates carry noise state, else L1)."""
     sd = dict(ckpt["model"])
     gates = {k: v for k, v in sd.items() if k.startswith(GATE_KEY)}
     if gates:
         from widthlab.nn.surgery import fold_gates_
 
-        model = build_gated(cfg, 0, price_by="unit")
+        if kind is None:
+            kind = "hard_concrete" if any(k.endswith(NOISE_KEY) for k in gates) else "l1"
+        model = build_gated(cfg, 0, price_by="unit", kind=kind)
         resize_to_state_(model, sd, ckpt.get("sizes"))
         model.load_state_dict(sd)
         with torch.no_grad():  # the gates re-hook to the shrunk groups on a forward
