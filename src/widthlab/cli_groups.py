@@ -165,6 +165,8 @@ def load_data(path: Path, what: str):
     if len(x) != len(y) or len(x) == 0:
         raise UsageError(f"{what}: {path} holds {len(x)} inputs and {len(y)} targets; give "
                          "one target per input, at least one")
+    if not (y.is_floating_point() or y.is_complex() or y.dtype == torch.bool):
+        y = y.long()  # uint8/int32 class labels (MNIST's) for the cross-entropy
     return x, y
 
 

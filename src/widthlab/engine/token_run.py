@@ -71,8 +71,10 @@ class TokenConfig:
         After step ``fold_at * steps`` (a chunk boundary, at or after ``price_until``) the
         dead units are removed and the gates are folded into the weights
         (:func:`~widthlab.nn.surgery.fold_gates_`): the remaining steps train a plain model
-        at fixed widths, AdamW's state of every kept weight carried over (Adam's update does
-        not depend on the gradient's scale). None: the gates train to the end.
+        at fixed widths, AdamW's state of every kept weight carried over as it was: the
+        moments are not rescaled by the folded gates (a unit with gate s now sees gradients
+        1/s of its history's; the moving averages adapt within about 1/(1 - beta2) steps).
+        None: the gates train to the end.
     seed : int
         The model's seed (recorded; the model factory uses it).
     data_seed : int

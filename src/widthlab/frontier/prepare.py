@@ -84,7 +84,8 @@ def _inputs(model: nn.Module, path: LayerPath | str, name: str, x: Tensor, batch
     try:
         if isinstance(path, str):
             p = next(model.parameters(), None)
-            xs = x[:2] if p is None or not x.is_floating_point() else x[:2].to(p.dtype)
+            xs = x[:2] if p is None else x[:2].to(p.device)
+            xs = xs.to(p.dtype) if p is not None and xs.is_floating_point() else xs
             return trace_layer(model, path, xs)
         return consumer_inputs(model, path, x, batch=batch, neuron_major=True)
     except (RuntimeError, ValueError, IndexError, TypeError) as exc:

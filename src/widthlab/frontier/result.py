@@ -87,7 +87,9 @@ class Frontier:
 
     def cut(self, k: int, *, dtype: torch.dtype | None = None) -> nn.Module:
         """A physically smaller copy of the model: ``k`` outputs in the layer, ``k`` inputs in
-        the consumer, whose weights (and bias) are the method's compensated ones.
+        the consumer, whose weights and bias are the method's compensated ones (the refit has
+        a bias: a consumer built with ``bias=False`` gets one, so its ``state_dict`` loads into
+        the class at the kept width built with a bias on the consumer).
 
         Parameters
         ----------
@@ -131,7 +133,7 @@ class Frontier:
         ex = ex.to(next(new.parameters()).device)
         if ex.is_floating_point():
             ex = ex.to(dt)
-        graph = build_graph(new, ex)
+        graph = build_graph(new.eval(), ex)  # one sample: a train-mode BatchNorm would refuse it
         lay = self.path.layer
         group = next((g for g in graph.groups for s in g.slices
                       if s.module == lay and s.name == "weight" and s.dim == 0), None)

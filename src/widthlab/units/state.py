@@ -120,7 +120,6 @@ def slice_param_(t: nn.Parameter, dim: int, keep: Tensor, optimizer=None) -> Non
     """Keep ``keep`` along ``dim`` of parameter ``t`` in place: its data (the same Parameter
     object, so optimizers keep pointing at it), its gradient and every optimizer state tensor
     shaped like it (``step`` kept). The caller has checked the state (:func:`check_state`)."""
-    keep = keep.to(t.device)
     state = optimizer.state.get(t) if optimizer is not None else None
     if state:
         state.update(taken_state(state, t.shape, dim, keep))

@@ -26,7 +26,7 @@ def final_table(st: Store, run_id: str) -> pd.DataFrame:
     return pd.DataFrame({
         "model": models.model, "init": [o.get("init") for o in models.options],
         # "lambda": the option's name in runs stored before the price rename
-        "price": [float(o.get("price", o.get("lambda"))) for o in models.options],
+        "price": [float(o.get("price", o.get("lambda", "nan"))) for o in models.options],
         "start_width": models.width.astype(int), "seed": models.seed.astype(int),
         "status": models.status,
         "final_width": models.model.map(train.get("kept_width", pd.Series(dtype=float))),

@@ -41,9 +41,9 @@ from widthlab.studies.sparsifier.config import (
 from widthlab.studies.sparsifier.references import static_experiment
 from widthlab.studies.tables import StudyTables, table, value
 
-SUMMARY = ("dataset", "experiment", "model", "start", "seed", "width", "train_acc", "test_acc",
-           "static_test_acc")
-CURVES = ("model", "epoch", "start", "seed", "alive_width", "test_acc")
+SUMMARY = ("dataset", "experiment", "model", "price", "start", "seed", "width", "train_acc",
+           "test_acc", "static_test_acc")
+CURVES = ("model", "epoch", "price", "start", "seed", "alive_width", "test_acc")
 
 
 @dataclass(frozen=True, kw_only=True)
