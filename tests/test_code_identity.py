@@ -46,7 +46,7 @@ def test_frontier_closure_reaches_what_its_methods_run():
     code = identity.closure(analysis.compute, analysis.config)
     # the hand-written list this replaces missed these three
     assert {"widthlab.metrics.importance", "widthlab.metrics.ordering",
-            "widthlab.frontier.graph"} <= set(code)
+            "widthlab.frontier.path"} <= set(code)
     assert not [m for m in code if m.rsplit(".", 1)[-1] in identity.PRESENTATION]
     assert "widthlab.store.sqlite" not in code  # storing changes no number
 

@@ -124,7 +124,8 @@ def _reference_epoch(state: dict, x, y, order, lr: float, batch: int) -> dict:
 def test_fix_gates_fine_tunes_the_weights_at_the_deterministic_gates():
     torch.manual_seed(5)
     net = nn.Sequential(nn.Linear(10, 8), nn.ReLU(), nn.Linear(8, 2)).double()
-    gate_layers(net, ["0"], inputs="only", kind="hard_concrete", seed=3)
+    gate_layers(net, ["0"], inputs="only", kind="hard_concrete", seed=3,
+                example=torch.zeros(2, 10, dtype=torch.float64))
     gate = net[0].widthlab_in_gate
     (x, y), test = problem(96, 9), problem(32, 10)
     x, test = x.double(), (test[0].double(), test[1])
@@ -146,6 +147,7 @@ def test_fix_gates_fine_tunes_the_weights_at_the_deterministic_gates():
     # without fix_gates the last epoch draws noise and moves the gates
     torch.manual_seed(5)
     net2 = nn.Sequential(nn.Linear(10, 8), nn.ReLU(), nn.Linear(8, 2)).double()
-    gate_layers(net2, ["0"], inputs="only", kind="hard_concrete", seed=3)
+    gate_layers(net2, ["0"], inputs="only", kind="hard_concrete", seed=3,
+                example=torch.zeros(2, 10, dtype=torch.float64))
     train_module(net2, (x, y), test, cfg, fix_gates=False)
     assert not torch.equal(net2[0].weight, net[0].weight)
