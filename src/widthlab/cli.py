@@ -30,7 +30,7 @@ from widthlab import __version__
 from widthlab._io import ensure_writable
 from widthlab.cli_data import data_group
 from widthlab.cli_frontier import frontier_cmd
-from widthlab.cli_options import data_option, store_option, target_option, user_data
+from widthlab.cli_options import CONTEXT, data_option, store_option, target_option, user_data
 from widthlab.cli_study import StudyGroup
 from widthlab.cli_train import train_cmd
 from widthlab.cli_units import units_cmd
@@ -42,8 +42,6 @@ from widthlab.store._db import storage_error
 from widthlab.studies import available
 from widthlab.ui import engine_progress
 from widthlab.ui.console import print_frame, print_run
-
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 @click.group(context_settings=CONTEXT)

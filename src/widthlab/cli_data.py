@@ -12,14 +12,13 @@ from pathlib import Path
 
 import click
 
+from widthlab.cli_options import CONTEXT
 from widthlab.data.cache import cache_root, fetch, iter_info, verify
 from widthlab.data.registry import DATASETS, resolve_names
 from widthlab.data.tensors import load_splits
 from widthlab.data.text import load_text
 from widthlab.data.text_source import TEXTS, fetch_text, verify_text
 from widthlab.ui.console import download_progress, print_file_table, print_records
-
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 data_dir_option = click.option(
     "--data-dir",

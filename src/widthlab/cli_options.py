@@ -33,6 +33,9 @@ device_option = click.option(
 quiet_option = click.option("--quiet", "-q", is_flag=True,
                             help="No progress bars or progress lines, no tables.")
 
+#: click context settings of every widthlab command
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
 
 data_option = click.option(
     "--data", "data_path", type=click.Path(path_type=Path, dir_okay=False), default=None,

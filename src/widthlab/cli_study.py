@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from widthlab.cli_options import (
+    CONTEXT,
     data_option,
     device_option,
     profile_overrides,
@@ -27,8 +28,6 @@ from widthlab.store import Store, write_frame
 from widthlab.studies import available, get_study
 from widthlab.studies.base import RunSet, Study, display_name
 from widthlab.ui import engine_progress, print_frame
-
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 def run_with_requirements(study: Study, dataset: str, profile: str, *, store: Store,

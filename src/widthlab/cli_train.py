@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from widthlab.cli_options import (
+    CONTEXT,
     data_option,
     device_option,
     profile_overrides,
@@ -27,8 +28,6 @@ from widthlab.errors import WidthlabError
 from widthlab.store import Store
 from widthlab.studies.train_profile import TrainProfile
 from widthlab.ui import engine_progress, print_frame
-
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 def _train(dataset: str | None, data_path: Path | None, target: str | None, device: str,
