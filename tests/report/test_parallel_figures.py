@@ -30,7 +30,8 @@ def _broken():
     raise ValueError("no such column 'acc'")
 
 
-def test_forked_workers_write_the_same_pngs_as_one_process(tmp_path):
+def test_forked_workers_write_the_same_pngs_as_one_process(tmp_path, monkeypatch):
+    monkeypatch.setenv("WIDTHLAB_FIGURE_FORMATS", "png,svg")
     figs = [Figure(f"f{i}", "c", _line(i)) for i in range(5)]
     one = save_figures([(f, tmp_path / "one", f.key) for f in figs], workers=1)
     two = save_figures([(f, tmp_path / "two", f.key) for f in figs], workers=2)
@@ -60,3 +61,16 @@ def test_report_workers_env(monkeypatch):
         report_workers()
     monkeypatch.delenv("WIDTHLAB_REPORT_WORKERS")
     assert 1 <= report_workers() <= 4
+
+
+def test_figure_formats_png_by_default_svg_on_request(tmp_path, monkeypatch):
+    monkeypatch.delenv("WIDTHLAB_FIGURE_FORMATS", raising=False)
+    (png,) = save_figures([(Figure("a", "c", _line(0)), tmp_path / "d", "a")], workers=1)
+    assert png.suffix == ".png" and not png.with_suffix(".svg").exists()
+    monkeypatch.setenv("WIDTHLAB_FIGURE_FORMATS", "SVG")  # PNG is always written
+    (png,) = save_figures([(Figure("a", "c", _line(0)), tmp_path / "s", "a")], workers=1)
+    assert png.exists() and png.with_suffix(".svg").read_text().lstrip().startswith("<?xml")
+    monkeypatch.setenv("WIDTHLAB_FIGURE_FORMATS", "png,pdf")
+    (err,) = save_figures([(Figure("a", "c", _line(0)), tmp_path / "p", "a")], workers=1)
+    assert isinstance(err, str) and "WIDTHLAB_FIGURE_FORMATS" in err and "pdf" in err
+    assert not (tmp_path / "p").exists()  # nothing written for a bad setting

@@ -25,7 +25,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from widthlab.errors import UsageError, WidthlabError
-from widthlab.report.figures import save
+from widthlab.report.figures import formats, save
 from widthlab.report.html import Rendered, write_report
 from widthlab.store import Store
 from widthlab.studies.base import Figure, Section, Study, newest
@@ -273,6 +273,7 @@ def build_report(store: Store | str | os.PathLike, run_ids: Sequence[str] | None
     ``widthlab runs check`` are left out, named on ``log`` and in a section of the report;
     when that leaves no run, the page is still written and :class:`WidthlabError` raised.
     """
+    formats()  # a bad WIDTHLAB_FIGURE_FORMATS fails here, before anything is drawn
     st = Store.open(store)
     left_out: list[tuple[str, str]] = []
     chosen = _checked(st, choose_runs(st, run_ids, studies, log), log, left_out)
