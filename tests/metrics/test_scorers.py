@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from widthlab.errors import UsageError
 from widthlab.frontier.blocks import BlockConsumer, row_stats
@@ -105,6 +107,24 @@ def test_moments_and_dead_units():
         Moments.of(torch.empty(0, 3))
 
 
+@settings(max_examples=40, deadline=None)
+@given(rows=st.integers(1, 40_000), value=st.floats(-100, 100, allow_subnormal=False),
+       spread=st.sampled_from([0.0, 1e-3, 1.0]))
+def test_a_constant_unit_is_dead_whatever_the_row_count(rows, value, spread):
+    """E[x^2] - E[x]^2 of a constant column rounds to ~1e-17, not 0 (12,345 rows of 0.3
+    did); a column with real spread keeps numpy's two-pass variance."""
+    g = torch.Generator().manual_seed(rows)
+    x = torch.full((rows, 3), value, dtype=torch.float64)
+    x[:, 1] += spread * torch.randn(rows, generator=g, dtype=torch.float64)
+    m = Moments.of(x)
+    group = ScoreGroup([Column(torch.ones(2, 3, dtype=torch.float64))], 3)
+    dead = dead_units(group, [m]).tolist()
+    assert dead[0] and dead[2]
+    assert dead[1] == (spread == 0.0 or rows == 1)
+    np.testing.assert_allclose(m.var.numpy(), x.numpy().var(0),
+                               atol=1e-9 * max(1.0, value * value))
+
+
 def test_random_and_lookup_and_refusals():
     perm = Random(3)(ScoreGroup((), 9)).numpy()
     assert sorted(perm.astype(int)) == list(range(9))
@@ -179,6 +199,16 @@ def test_removal_costs_equal_brute_force_zeroing():
     np.testing.assert_allclose(cf2.numpy(), ref2, rtol=1e-10, atol=1e-13)
     with pytest.raises(UsageError, match="linear=False needs the logits"):
         removal_costs(t(z), t(act), t(w1), yt, rest=rest, linear=False, ce0=ce0)
+    # linear=False: the same cost minus the first-order term, summed or averaged alike
+    mean_nl = removal_costs(t(logits), t(a2), t(w2), yt, dtype=torch.float64, linear=False)
+    sum_nl = removal_costs(t(logits), t(a2), t(w2), yt, dtype=torch.float64, linear=False,
+                           reduce="sum")
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    p[np.arange(n), y] -= 1
+    first = ((p.T @ a2) * w2).sum(0) / n  # d loss / d w2, dotted with each unit's weights
+    np.testing.assert_allclose(mean_nl.numpy(), ref2 + first, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(sum_nl.numpy() / n, ref2 + first, rtol=1e-10, atol=1e-13)
 
 
 def test_obs_scorer_scores_by_removal_time():

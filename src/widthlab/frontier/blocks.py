@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from widthlab.errors import UsageError
 from widthlab.frontier.obs import add_gram_, mirror_gram_
+from widthlab.units.scores import population_var
 
 __all__ = ["BlockConsumer", "RowStats", "conv_consumers", "conv_rows", "heads_consumer",
            "linear_consumer", "row_stats"]
@@ -56,8 +57,8 @@ class RowStats:
 
     @property
     def var(self) -> Tensor:
-        """Population variance of every column."""
-        return (self.gram.diagonal()[:-1] - self.mean ** 2).clamp_min(0)
+        """Population variance of every column (:func:`~widthlab.units.scores.population_var`)."""
+        return population_var(self.mean, self.gram.diagonal()[:-1])
 
 
 class _Acc:

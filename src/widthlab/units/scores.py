@@ -79,6 +79,18 @@ class ScoreGroup:
     n_units: int
 
 
+#: relative size below which ``E[x^2] - E[x]^2`` is the formula's float64 rounding, not spread
+VAR_ROUNDING = 1e-12
+
+
+def population_var(mean: Tensor, second: Tensor) -> Tensor:
+    """``E[x^2] - E[x]^2`` per column, with the difference's rounding removed: values at most
+    :data:`VAR_ROUNDING` times ``E[x^2]`` (a unit stuck at a constant: std/rms <= 1e-6) are 0,
+    so a constant unit is dead whatever the number of rows."""
+    var = second - mean ** 2
+    return var.masked_fill_(var <= VAR_ROUNDING * second, 0.0)
+
+
 @dataclass
 class Moments:
     """Activation statistics per column: ``mean``, ``second`` (mean square), ``abs_mean``
@@ -92,8 +104,8 @@ class Moments:
 
     @property
     def var(self) -> Tensor:
-        """Population variance of every column (``E[x^2] - E[x]^2``, clipped at 0)."""
-        return (self.second - self.mean ** 2).clamp_min(0)
+        """Population variance of every column (see :func:`population_var`)."""
+        return population_var(self.mean, self.second)
 
     @classmethod
     def of(cls, rows: Tensor) -> Moments:
@@ -311,7 +323,8 @@ def removal_costs(logits: Tensor, act: Tensor, weight: Tensor, y: Tensor, *,
             raise UsageError("linear=False needs the logits themselves (rest=None)")
         delta = torch.softmax(logits, -1)
         delta[torch.arange(n, device=delta.device), y] -= 1.0
-        out += ((delta.t() @ act.to(dtype)) * weight).sum(0) / n
+        first = ((delta.t() @ act.to(dtype)) * weight).sum(0)  # summed over the samples
+        out += first / n if reduce == "mean" else first
     return out
 
 
