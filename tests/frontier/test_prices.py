@@ -51,3 +51,28 @@ def test_prices_need_unit_gates():
     model, x = ResNet(ResNetConfig(stage_widths=(4,), blocks=1, image_size=8)), None
     with pytest.raises(UsageError, match="gate_layers"):
         price_per_mac_(model, x)
+
+
+class _TwoInputs(torch.nn.Module):
+    """An MLP whose forward takes two tensors (x, and a scale of its hidden layer)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = torch.nn.Linear(5, 8), torch.nn.Linear(8, 3)
+
+    def forward(self, x, s):
+        return self.fc2(torch.relu(self.fc1(x)) * s)
+
+
+def test_prices_of_keyed_gates_and_a_tuple_example():
+    """A gate keyed by another name than its group (the transformers callback's FFN under
+    its module name) is priced; a tuple example divides by its first tensor's batch."""
+    from widthlab.nn.surgery.unit_gates import gate_groups
+
+    torch.manual_seed(0)
+    model, x = _TwoInputs(), (torch.randn(4, 5), torch.ones(4, 1))
+    (gate,) = gate_groups(model, ["fc1:out"], x, kind="l1", keys={"fc1:out": "hidden"})
+    prices = price_per_mac_(model, x, scale=1.0)
+    # one hidden unit: 5 MACs in, 3 out, of (5 * 8 + 8 * 3) per sample
+    assert prices == {"hidden": pytest.approx((5 + 3) / (5 * 8 + 8 * 3), rel=1e-12)}
+    assert gate.price_scale == prices["hidden"]

@@ -64,6 +64,7 @@ from widthlab.frontier.models import (
     find_group,
     model_loss,
 )
+from widthlab.metrics.cost import as_args
 from widthlab.units import Group, UnitGraph, remove_units
 
 __all__ = ["NetworkCut", "cut_network", "latency_slopes", "network_groups", "plain_costs",
@@ -113,10 +114,13 @@ def unit_costs(model: nn.Module, groups: Sequence[Group], example) -> dict[str, 
               if isinstance(mods.get(s.module), (nn.Linear, nn.Conv2d)) and s.name == "weight"}
     pos: dict[str, float] = {}
 
+    args = as_args(example)  # a tensor or a tuple of the forward's arguments
+    batch = args[0].shape[0]
+
     def hook(name):
         def fwd(mod, inp, out):
             lead = out.shape[1] if isinstance(mod, nn.Conv2d) else out.shape[-1]
-            pos[name] = out.numel() / (lead * len(example))
+            pos[name] = out.numel() / (lead * batch)
         return fwd
 
     handles = [mods[n].register_forward_hook(hook(n)) for n in wanted]
@@ -124,7 +128,7 @@ def unit_costs(model: nn.Module, groups: Sequence[Group], example) -> dict[str, 
     model.eval()
     try:
         with torch.no_grad():
-            model(example)
+            model(*args)
     finally:
         for h in handles:
             h.remove()

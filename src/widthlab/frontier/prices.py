@@ -40,15 +40,17 @@ def price_per_mac_(model: nn.Module, example, *, scale: float = 1.0,
     ----------
     model : nn.Module
         Gated with ``gate_layers(model, groups=..., example=...)``.
-    example : Tensor
-        A small input batch (its size divides the counts).
+    example : Tensor or tuple of Tensor
+        A small input batch, or the forward's arguments (the first one's batch size
+        divides the counts).
     scale : float
     per : {"macs", "params"}
 
     Returns
     -------
     dict
-        Gate key (group name) -> the ``price_scale`` set.
+        Gate key (the group name unless the gate was given another key) -> the
+        ``price_scale`` set.
     """
     gates = unit_gates(model)
     if not gates:
@@ -66,5 +68,5 @@ def price_per_mac_(model: nn.Module, example, *, scale: float = 1.0,
         total = sum(p.numel() for p in model.parameters() if id(p) not in gate_params)
     out = {}
     for g in gates:
-        g.price_scale = out[g.key] = scale * costs[g.key][per] / total
+        g.price_scale = out[g.key] = scale * costs[g.unit_group.name][per] / total
     return out

@@ -35,7 +35,7 @@ from torch.overrides import TorchFunctionMode
 
 from widthlab.errors import UsageError
 
-__all__ = ["count_macs", "count_params", "measure_latency"]
+__all__ = ["as_args", "count_macs", "count_params", "measure_latency"]
 
 
 def count_params(model: nn.Module) -> int:
@@ -107,7 +107,9 @@ class _MacCounter(TorchFunctionMode):
         return out
 
 
-def _as_args(example) -> tuple:
+def as_args(example) -> tuple:
+    """The forward's arguments from ``example``: a batch tensor or a tuple whose first item is
+    one (its first dimension is the batch)."""
     args = example if isinstance(example, tuple) else (example,)
     if not args or not isinstance(args[0], Tensor) or args[0].dim() == 0:
         raise UsageError("example must be a batch tensor (N, ...) or a tuple whose first item "
@@ -136,7 +138,7 @@ def count_macs(model: nn.Module, example) -> int:
         (BatchNorm, activations, adds, pooling, softmax) are not counted. For
         :class:`widthlab.nn.resnet.ResNet` it equals ``model.current_config().macs()``.
     """
-    args = _as_args(example)
+    args = as_args(example)
     was = model.training
     counter = _MacCounter()
     try:
@@ -169,7 +171,7 @@ def measure_latency(model: nn.Module, example, *, threads: int | None = 1, repea
     float
         Seconds per forward of the batch (divide by the batch size for per-sample time).
     """
-    args = _as_args(example)
+    args = as_args(example)
     if repeats < 1 or warmup < 0:
         raise UsageError(f"repeats must be >= 1 and warmup >= 0, got {repeats}, {warmup}")
     if threads is not None and threads < 1:
