@@ -155,6 +155,50 @@ def test_errors():
     assert model.blocks[0].mlp.fc.out_features == 12  # nothing was cut
 
 
+def test_cut_groups_is_all_or_nothing(monkeypatch):
+    """Every width is checked before the first cut (a float >= 1 is no width), and a group
+    that fails after others were cut puts the model and the graph back bit for bit."""
+    from widthlab.frontier import models as fm
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 8),
+                                torch.nn.ReLU(), torch.nn.Linear(8, 3)).eval()
+    x, y = torch.randn(64, 6), torch.randint(0, 3, (64,))
+    graph = build_graph(model, x[:2])
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    sizes = {g.name: g.size for g in graph.groups}
+
+    def unchanged():
+        after = model.state_dict()
+        assert after.keys() == before.keys()
+        assert all(torch.equal(after[k], before[k]) for k in before)
+        assert {g.name: g.size for g in graph.groups} == sizes
+        assert len(list(model.parameters())) == 6
+
+    for widths, match in (({"0:out": 4, "2:out": 100}, "not in"),
+                          ({"0:out": 1.0}, "fraction"), ({"0:out": 2.5}, "fraction"),
+                          ({"0:out": True}, "int"), ({"0:out": 4, "0": 5}, "twice")):
+        with pytest.raises(UsageError, match=match):
+            cut_groups(model, graph, widths, (x, y))
+        unchanged()
+    real, calls = fm.group_frontier_of, []
+
+    def fails_second(*a, **k):
+        calls.append(a[2])
+        if len(calls) == 2:
+            raise RuntimeError("boom in the second group")
+        return real(*a, **k)
+
+    monkeypatch.setattr(fm, "group_frontier_of", fails_second)
+    with pytest.raises(RuntimeError, match="boom"):
+        cut_groups(model, graph, {"0:out": 3, "2:out": 5}, (x, y))
+    assert calls == ["0:out", "2:out"]  # the first group was cut, then undone
+    unchanged()
+    monkeypatch.setattr(fm, "group_frontier_of", real)
+    (fr,) = cut_groups(model, graph, {"0:out": 0.5}, (x, y))
+    assert model[0].out_features == 4 and model[2].in_features == 4 and fr.group == "0:out"
+
+
 # ------------------------------------------------------------------ (a) ResNet on MNIST
 @pytest.fixture(scope="module")
 def mnist_resnet():

@@ -106,6 +106,20 @@ def test_tp_prune_reaches_the_target_and_runs():
         tp_prune_(model, x, target_macs=target, importance="taylor")
 
 
+def test_tp_prune_leaves_batchnorm_statistics_and_the_mode_alone():
+    """A model in training mode with a random example: no probe forward may move a
+    BatchNorm's running statistics; the mode is the caller's afterwards."""
+    pytest.importorskip("torch_pruning")
+    torch.manual_seed(0)
+    cfg = ResNetConfig(stage_widths=(8, 16), blocks=1, image_size=12)
+    model, x = ResNet(cfg).train(), 5 + 3 * torch.randn(2, 1, 12, 12)
+    tp_prune_(model, x, target_macs=cfg.macs() // 2, steps=10)
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and all(int(m.num_batches_tracked) == 0 for m in bns)
+    assert all(torch.equal(m.running_mean, torch.zeros_like(m.running_mean)) for m in bns)
+    assert model.training
+
+
 def test_cut_network_to_macs_reaches_an_absolute_target():
     torch.manual_seed(0)
     cfg = ResNetConfig(stage_widths=(6, 8), blocks=1, image_size=8)

@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from widthlab.errors import UsageError
 from widthlab.frontier.blocks import BlockConsumer, conv_consumers, row_stats
 from widthlab.frontier.group import GROUP_METHODS, GroupFrontier, group_frontier
-from widthlab.units import Group, UnitGraph, remove_units
+from widthlab.units import Group, UnitGraph, all_or_nothing, remove_units
 
 __all__ = ["ModelFrontier", "Site", "apply_cut", "collect", "consumer_sites", "cut_groups",
            "find_group", "group_frontier_of", "model_frontier", "model_loss"]
@@ -340,7 +340,9 @@ def cut_groups(model: nn.Module, graph: UnitGraph, widths: dict, calib: Data,
                method: str = "obs", **kw) -> list[ModelFrontier]:
     """Cut several groups in place, one after the other: each group's frontier is computed
     on the model the previous cuts left (its consumers see the already cut upstream) and cut
-    to ``widths[group]`` (a width, or a fraction in (0, 1) of the group's units).
+    to ``widths[group]`` (a width, or a fraction in (0, 1) of the group's units). Every width
+    is checked before the first cut, and a failure part-way puts the model and ``graph`` back
+    as they were.
 
     Parameters
     ----------
@@ -356,17 +358,31 @@ def cut_groups(model: nn.Module, graph: UnitGraph, widths: dict, calib: Data,
     list of ModelFrontier
         One per group, in order (``used`` says which ranking each used).
     """
+    plan = [(name, _width(w, graph[name].size, name))  # every width checked before a cut
+            for name, w in ((find_group(graph, g).name, w) for g, w in widths.items())]
+    if len({n for n, _ in plan}) != len(plan):
+        raise UsageError(f"a group is named twice in widths ({[n for n, _ in plan]}); give "
+                         "each group one width")
     out = []
-    plan = [(find_group(graph, g).name, w) for g, w in widths.items()]
-    for name, w in plan:
-        size = graph[name].size
-        k = max(1, round(w * size)) if isinstance(w, float) and 0 < w < 1 else int(w)
-        if not 1 <= k <= size:
-            raise UsageError(f"width {w!r} of group {name!r} is not in [1, {size}]")
-        fr = group_frontier_of(model, graph, name, calib, None, method, ks=[k], **kw)
-        apply_cut(model, graph, fr, k)
-        out.append(fr)
+    with all_or_nothing(model, graph):  # a later group's failure undoes the earlier cuts
+        for name, k in plan:
+            fr = group_frontier_of(model, graph, name, calib, None, method, ks=[k], **kw)
+            if k < graph[name].size:  # its full width leaves the group as it is
+                apply_cut(model, graph, fr, k)
+            out.append(fr)
     return out
+
+
+def _width(w, size: int, name: str) -> int:
+    """A width (an int) or a fraction (a float in (0, 1)) of a group of ``size`` units."""
+    if isinstance(w, float) and 0 < w < 1:
+        return max(1, round(w * size))
+    if isinstance(w, bool) or not isinstance(w, int):
+        raise UsageError(f"width {w!r} of group {name!r}: give a number of units as an int "
+                         "or a fraction of them as a float in (0, 1), e.g. 64 or 0.5")
+    if not 1 <= w <= size:
+        raise UsageError(f"width {w!r} of group {name!r} is not in [1, {size}]")
+    return w
 
 
 def _write(site: Site, cons: list[BlockConsumer], weights: list, keep_idx: Tensor) -> None:
@@ -382,12 +398,13 @@ def _write(site: Site, cons: list[BlockConsumer], weights: list, keep_idx: Tenso
         else:
             (w, b), = weights
             new = w[:, keep_idx]
-        layer.weight.copy_(new.to(layer.weight))
+        # new tensors, not writes into the old ones: all_or_nothing can put those back
+        layer.weight.data = new.to(layer.weight, copy=True)
         if b is not None:
             if layer.bias is None:
-                layer.bias = nn.Parameter(b.to(layer.weight))
+                layer.bias = nn.Parameter(b.to(layer.weight, copy=True))
             else:
-                layer.bias.copy_(b.to(layer.bias))
+                layer.bias.data = b.to(layer.bias, copy=True)
 
 
 def apply_cut(model: nn.Module, graph: UnitGraph, fr: ModelFrontier, k: int, *,

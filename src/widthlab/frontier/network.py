@@ -65,7 +65,7 @@ from widthlab.frontier.models import (
     model_loss,
 )
 from widthlab.metrics.cost import as_args
-from widthlab.units import Group, UnitGraph, remove_units
+from widthlab.units import Group, UnitGraph, all_or_nothing, remove_units
 
 __all__ = ["NetworkCut", "cut_network", "latency_slopes", "network_groups", "plain_costs",
            "unit_costs"]
@@ -233,7 +233,8 @@ def cut_network(model: nn.Module, graph: UnitGraph, calib: Data, *, target: str 
     Parameters
     ----------
     model, graph : nn.Module, UnitGraph
-        The trained model and ``build_graph(model, ...)``; cut in place when ``apply``.
+        The trained model and ``build_graph(model, ...)``; cut in place when ``apply`` (a
+        failure part-way puts both back as they were).
     calib : (Tensor, Tensor)
         Calibration inputs and targets (costs, scales, refits).
     target : {"loss", "params", "macs", "latency"}
@@ -268,8 +269,14 @@ def cut_network(model: nn.Module, graph: UnitGraph, calib: Data, *, target: str 
     NetworkCut
     """
     grps = _checked_groups(model, graph, groups, target, scale, rounds, apply, fallback)
+    with all_or_nothing(model, graph):  # a later round's failure undoes the earlier cuts
+        return _cut_rounds(model, graph, [g.name for g in grps], calib, target, amount,
+                           min_width, apply, batch, loss_fn, damp, scale, rounds, fallback)
+
+
+def _cut_rounds(model, graph, names, calib, target, amount, min_width, apply, batch, loss_fn,
+                damp, scale, rounds, fallback) -> NetworkCut:
     key = "params" if target == "loss" else target
-    names = [g.name for g in grps]
     total0 = None
     res = None
     for r in range(1, rounds + 1):

@@ -197,20 +197,22 @@ def tp_prune_(model: nn.Module, example, *, target_macs: int, importance: str = 
                          f"{max_ratio}")
     args = _args(example)
     before = count_macs(model, example)
-    head = _output_module(model, args)
     was = model.training
-    model.eval()
-    pruner = tp.pruner.MetaPruner(
-        model, args[0] if len(args) == 1 else args,
-        importance=tp.importance.GroupMagnitudeImportance(p=2 if importance == "l2" else 1),
-        global_pruning=global_pruning, pruning_ratio=max_ratio, iterative_steps=steps,
-        ignored_layers=[head] if head is not None else [])
-    taken, macs = 0, before
-    while macs > target_macs and taken < steps:
-        pruner.step()
-        taken += 1
-        macs = count_macs(model, example)
-    model.train(was)
+    model.eval()  # no probe may move a BatchNorm's running statistics
+    try:
+        head = _output_module(model, args)
+        pruner = tp.pruner.MetaPruner(
+            model, args[0] if len(args) == 1 else args,
+            importance=tp.importance.GroupMagnitudeImportance(p=2 if importance == "l2" else 1),
+            global_pruning=global_pruning, pruning_ratio=max_ratio, iterative_steps=steps,
+            ignored_layers=[head] if head is not None else [])
+        taken, macs = 0, before
+        while macs > target_macs and taken < steps:
+            pruner.step()
+            taken += 1
+            macs = count_macs(model, example)
+    finally:
+        model.train(was)
     graph = build_graph(model, *args)
     return {"macs_before": before, "macs": macs, "params": count_params(model),
             "steps": taken, "met": macs <= target_macs,

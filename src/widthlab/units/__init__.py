@@ -18,7 +18,8 @@ Public API::
 from widthlab.units.graph import Group, Slice, UnitGraph, build_graph, list_units
 from widthlab.units.remove import remove_units
 from widthlab.units.resize import resize_to_state_, size_attrs
+from widthlab.units.snapshot import all_or_nothing
 from widthlab.units.trace import UnitTraceError
 
-__all__ = ["Group", "Slice", "UnitGraph", "UnitTraceError", "build_graph", "list_units",
-           "remove_units", "resize_to_state_", "size_attrs"]
+__all__ = ["Group", "Slice", "UnitGraph", "UnitTraceError", "all_or_nothing", "build_graph",
+           "list_units", "remove_units", "resize_to_state_", "size_attrs"]

@@ -3,10 +3,14 @@
 :class:`Snapshot` keeps what :func:`~widthlab.units.remove_units` may change: the cut tensors'
 data, gradients and optimizer state (the cut makes new tensors, so the old ones stay intact),
 buffers, every module's plain attributes, a Hugging Face config's fields and the groups'
-numbering. :func:`forward_error` runs the graph's example inputs through the model.
+numbering; :func:`all_or_nothing` wraps several removals in one. :func:`forward_error` runs the
+graph's example inputs through the model.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
@@ -29,6 +33,7 @@ class Snapshot:
                        for t in {id(t): t for t in tensors}.values()
                        if isinstance(t, nn.Parameter)]
         self.buffers = [(m, dict(m._buffers)) for m in model.modules()]
+        self.registered = [(m, dict(m._parameters)) for m in model.modules()]  # added biases
         self.attrs = [(m, {k: v for k, v in vars(m).items() if not k.startswith("_")})
                       for m in model.modules()]
         config = getattr(model, "config", None)
@@ -47,6 +52,9 @@ class Snapshot:
         for m, buffers in self.buffers:
             m._buffers.clear()
             m._buffers.update(buffers)
+        for m, params in self.registered:
+            m._parameters.clear()
+            m._parameters.update(params)
         for m, attrs in self.attrs:
             vars(m).update(attrs)
         if self.config is not None:
@@ -55,6 +63,20 @@ class Snapshot:
             g.size = size
             for s, units in slices:
                 s.units = units
+
+
+@contextmanager
+def all_or_nothing(model: nn.Module, graph=None, optimizer=None) -> Iterator[None]:
+    """Run a block of in-place cuts as one transaction: if it raises, ``model`` (its
+    parameters, buffers, attributes; tensors the block replaced, not ones it wrote into in
+    place), ``optimizer``'s state and ``graph``'s numbering are put back as they were."""
+    saved = Snapshot(model, list(model.parameters()), optimizer,
+                     list(graph.groups) if graph is not None else [])
+    try:
+        yield
+    except BaseException:
+        saved.restore()
+        raise
 
 
 def forward_error(model: nn.Module, graph) -> Exception | None:
