@@ -80,7 +80,12 @@ def _pair(name: str, data) -> tuple[Tensor, Tensor]:
 def _inputs(model: nn.Module, path: LayerPath | str, name: str, x: Tensor, batch: int
             ) -> Tensor | LayerPath:
     """:func:`consumer_inputs` (or, ``path`` a layer name, :func:`trace_layer` on two
-    samples), with a model that cannot read ``x`` named in one line."""
+    samples), with a model that cannot read ``x`` named in one line.
+
+    Only the errors that torch raises for a tensor of the wrong shape, size or dtype
+    (``RuntimeError``, ``ValueError``, ``IndexError``) are read as ``x`` not fitting; anything
+    else raised inside the model's forward (a ``TypeError``, an ``AttributeError``: a bug in
+    its code) propagates unchanged."""
     try:
         if isinstance(path, str):
             p = next(model.parameters(), None)
@@ -88,7 +93,7 @@ def _inputs(model: nn.Module, path: LayerPath | str, name: str, x: Tensor, batch
             xs = xs.to(p.dtype) if p is not None and xs.is_floating_point() else xs
             return trace_layer(model, path, xs)
         return consumer_inputs(model, path, x, batch=batch, neuron_major=True)
-    except (RuntimeError, ValueError, IndexError, TypeError) as exc:
+    except (RuntimeError, ValueError, IndexError) as exc:
         if isinstance(exc, UsageError):
             raise
         first = next((m for m in model.modules() if isinstance(m, nn.Linear | nn.Conv2d)),
