@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from widthlab.frontier._memory import big_empty
 from widthlab.frontier.block_obs import BlockProblem, eliminate_blocks
 from widthlab.frontier.blocks import conv_consumers, heads_consumer, linear_consumer
 from widthlab.frontier.group import GROUP_METHODS, group_frontier
@@ -219,7 +220,8 @@ def spd_inverse(h: int, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     b = torch.randn(h, 256, generator=g, dtype=torch.float64)
     d = torch.rand(h, generator=g, dtype=torch.float64) + 0.5
-    p = torch.mm(b, b.t()).div_(256)  # one H x H buffer: the run's peak memory stays ours
+    # one H x H buffer (the run's peak memory stays ours), on huge pages as gram's
+    p = torch.mm(b, b.t(), out=big_empty(h, h)).div_(256)
     p.diagonal().add_(0.5)
     return p.mul_(d[:, None]).mul_(d[None, :])
 

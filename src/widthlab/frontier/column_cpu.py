@@ -44,22 +44,27 @@ def flush_threads(rate: dict[int, float], n_flush: int, threads: int) -> int:
 class _Columns:
     """``p``: ``(N, N)`` numpy view of the consumed inverse Gram matrix (leading ``n x n``
     block live, lower row panels current up to the pending rows); per position ``qd`` (the
-    current diagonal), ``pen`` (0: a live unit, inf: not one), ``gid`` (the group's unit, -1:
-    none) and ``idx`` (the original column); ``w`` (and ``fw = F w`` with a metric) and the
-    pending rows ``v`` in flat buffers with leading dimension ``n``."""
+    current diagonal), ``num`` (the current ``w_i^T F w_i``), ``pen`` (0: a live unit, inf: not
+    one), ``gid`` (the group's unit, -1: none) and ``idx`` (the original column).
+
+    The weights are lazy too: ``w`` holds ``W`` at the last flush and ``a`` the pending removals'
+    ``W_j d^-1/2`` (``W = w - a^T v``); a removal updates ``num`` by the closed form of the
+    rank-one change (exact again at every flush), so a step reads ``w`` once instead of three
+    times. ``w`` and the pending rows ``v`` are stored with leading dimension ``n``."""
 
     def __init__(self, ginv: Tensor, weight: Tensor, col: Tensor, units: Tensor,
                  metric: Tensor | None, cap: int, threads: int, panel: int):
         self.pt = ginv
         self.p = ginv.numpy()
         n = self.n = self.n0 = self.p.shape[0]
-        w = weight.detach().to(device="cpu", dtype=torch.float64).numpy()
-        self.c = w.shape[0]
-        self.wbuf = np.ascontiguousarray(w).reshape(-1).copy()
-        self.f = None if metric is None else metric.detach().to("cpu", torch.float64).numpy()
-        self.fwbuf = None if self.f is None else (self.f @ w).reshape(-1)
+        w = weight.detach().to(device="cpu", dtype=torch.float64)
+        self.c = int(w.shape[0])
+        self.wbuf = w.contiguous().reshape(-1).numpy().copy()
+        self.f = None if metric is None else metric.detach().to("cpu", torch.float64)
         self.cap, self.threads = cap, threads
         self.vbuf = np.empty(cap * n)
+        self.a = np.empty((cap, self.c))
+        self.xbuf, self.ybuf = np.empty(2 * cap), np.empty(2 * n)
         self.pending = 0
         self.rate: dict[int, float] = {}
         self.n_flush = 0
@@ -75,49 +80,64 @@ class _Columns:
         self.pen[c0] = 0.0
         self.idx = np.arange(n)
         self.dead_pos: list[int] = []
-        self.num, self.cost, self.tmp = np.empty(n), np.empty(n), np.empty(n)
+        self.num, self.cost, self.tmp, self.g = (np.empty(n) for _ in range(4))
         self._views()
+        self._exact_num()
 
     def _views(self) -> None:
         """numpy and torch views of the flat buffers with the live size as leading dimension:
-        ``v`` (cap, n), ``w`` and ``fw`` (C, n)."""
+        ``v`` (cap, n), ``w`` (C, n) and the step's product ``y`` (2, n)."""
         n, c = self.n, self.c
         self.v = self.vbuf[:self.cap * n].reshape(self.cap, n)
-        self.vt = torch.from_numpy(self.v)
-        self.ws = [self.wbuf[:c * n].reshape(c, n)]
-        if self.fwbuf is not None:
-            self.ws.append(self.fwbuf[:c * n].reshape(c, n))
-        self.wts = [torch.from_numpy(w) for w in self.ws]
+        self.w = self.wbuf[:c * n].reshape(c, n)
+        self.y = self.ybuf[:2 * n].reshape(2, n)
+        self.vt, self.wt, self.yt = (torch.from_numpy(x) for x in (self.v, self.w, self.y))
+
+    def _exact_num(self) -> None:
+        fw = self.w if self.f is None else torch.mm(self.f, self.wt).numpy()
+        np.einsum("ij,ij->j", self.w, fw, out=self.num[:self.n])
 
     def pick(self) -> tuple[int, float]:
         """The position of the cheapest live unit and its cost."""
-        n, w = self.n, self.ws[0]
-        num, cost = self.num[:n], self.cost[:n]
-        np.einsum("ij,ij->j", w, self.ws[-1], out=num)
-        np.divide(num, self.qd[:n], out=cost)
+        n = self.n
+        cost = self.cost[:n]
+        np.divide(self.num[:n], self.qd[:n], out=cost)
         cost += self.pen[:n]
         j = int(cost.argmin())  # the first of equals
         return j, float(cost[j])
 
     def remove(self, j: int) -> None:
         """Remove the unit at position ``j``: its current row of ``P`` (pending rows applied)
-        scaled by ``d^-1/2`` becomes the pending row ``v``; ``W -= W_j v / d^1/2``."""
+        scaled by ``d^-1/2`` becomes the pending row ``v``, ``W_j d^-1/2`` the pending ``a``;
+        ``num += v (a^T F a v - 2 (F a)^T W)`` (the change of ``w_i^T F w_i`` under
+        ``W -= a v^T``)."""
         n, k = self.n, self.pending
         r1 = int(self.r1[j]) if self.r1[j] < n else n
-        v, vt = self.v[k], self.vt[k]
-        if k:
-            torch.mv(self.vt[:k].t(), self.vt[:k, j], out=vt)
-            np.subtract(self.p[j, :r1], v[:r1], out=v[:r1])
-            np.subtract(self.p[r1:n, j], v[r1:], out=v[r1:])
+        v, y, g = self.v[k], self.y, self.g[:n]
+        wj = self.w[:, j] - self.a[:k].T @ self.v[:k, j]  # the current W_j
+        fwj = wj if self.f is None else torch.mv(self.f, torch.from_numpy(wj)).numpy()
+        if k:  # y = [v_:j; a F W_j]^T v: the pending part of row j and of (F W_j)^T W
+            x = self.xbuf[:2 * k].reshape(2, k)
+            x[0] = self.v[:k, j]
+            np.dot(self.a[:k], fwj, out=x[1])
+            torch.mm(torch.from_numpy(x), self.vt[:k], out=self.yt)
+            np.subtract(self.p[j, :r1], y[0, :r1], out=v[:r1])
+            np.subtract(self.p[r1:n, j], y[0, r1:], out=v[r1:])
         else:
             v[:r1] = self.p[j, :r1]
             v[r1:] = self.p[r1:n, j]
         s = float(v[j]) ** -0.5
         v *= s
-        for w, wt in zip(self.ws, self.wts, strict=True):  # W -= W_j v / d^1/2 (F W alike)
-            wt.addr_(torch.from_numpy(w[:, j] * s), vt, alpha=-1)
-            w[:, j] = 0.0
+        torch.mv(self.wt.t(), torch.from_numpy(fwj), out=torch.from_numpy(g))
+        if k:
+            g -= y[1]
+        g *= 2 * s  # 2 (F a)^T W
         tmp = self.tmp[:n]
+        np.multiply(v, s * s * float(wj @ fwj), out=tmp)
+        tmp -= g
+        tmp *= v
+        self.num[:n] += tmp
+        self.a[k] = wj * s
         np.multiply(v, v, out=tmp)
         np.subtract(self.qd[:n], tmp, out=self.qd[:n])
         self.qd[j] = 1.0
@@ -136,6 +156,7 @@ class _Columns:
         if not k:
             return
         vp = self.vt[:k]
+        self.wt.addmm_(torch.from_numpy(self.a[:k]).t(), vp, alpha=-1)  # W -= a^T v
         self.n_flush += 1
         th = flush_threads(self.rate, self.n_flush, self.threads)
         t = time.perf_counter()
@@ -147,6 +168,7 @@ class _Columns:
                 self.pt[r0:r1, :r1].addmm_(vp[:, r0:r1].t(), vp[:, :r1], alpha=-1)
         self.rate[th] = k * n * n / (time.perf_counter() - t)
         self.pending = 0
+        self._exact_num()
 
     def _relayout(self, buf: np.ndarray, rows: int, n2: int, holes: np.ndarray,
                   srcs: np.ndarray) -> None:
@@ -175,9 +197,8 @@ class _Columns:
             self._put_columns(holes, r, n2)
             for a in (self.qd, self.pen, self.gid, self.idx):
                 a[holes] = a[srcs]
-        for buf, rows in ((self.vbuf, self.pending), (self.wbuf, self.c), (self.fwbuf, self.c)):
-            if buf is not None and rows:
-                self._relayout(buf, rows, n2, holes, srcs)
+        for buf, rows in ((self.vbuf, self.pending), (self.wbuf, self.c)):
+            self._relayout(buf, rows, n2, holes, srcs)
         self.n = n2
         self._views()
 
@@ -192,8 +213,11 @@ class _Columns:
                 self.p[r0:n2][:, holes[sel]] = r[sel, r0:n2].T
 
     def snapshot(self) -> Tensor:
+        k = self.pending
+        w = self.wt.addmm(torch.from_numpy(self.a[:k]).t(), self.vt[:k], alpha=-1).numpy()
+        w[:, self.dead_pos] = 0.0
         full = np.zeros((self.c, self.n0))
-        full[:, self.idx[:self.n]] = self.ws[0]
+        full[:, self.idx[:self.n]] = w
         return torch.from_numpy(full)
 
 

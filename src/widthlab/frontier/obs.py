@@ -42,6 +42,7 @@ import torch
 from torch import Tensor
 
 from widthlab.errors import UsageError
+from widthlab.frontier._memory import big_empty
 from widthlab.frontier.block_obs import BlockProblem, eliminate_blocks
 
 __all__ = ["Elimination", "add_gram_", "damped_inverse", "eliminate", "gram", "mirror_gram_"]
@@ -73,7 +74,7 @@ def gram(a: Tensor, *, chunk: int = 2 ** 22) -> Tensor:
     """``A_aug^T A_aug / n`` for ``A_aug = [a, 1]``: ``(H+1, H+1)`` float64, in sample blocks of
     about ``chunk`` values (only the result and one block are alive)."""
     n, h = a.shape
-    g = torch.zeros(h + 1, h + 1, dtype=torch.float64, device=a.device)
+    g = big_empty(h + 1, h + 1, device=a.device).zero_()  # huge pages: see _memory
     step = max(1, chunk // max(h, 1))
     for i in range(0, n, step):
         blk = a[i:i + step].to(torch.float64)
