@@ -120,7 +120,7 @@ def test_thread_context_restores_the_count_even_on_error():
 
 
 def test_gram_in_row_panels_matches_numpy():
-    """2100 columns: 4 row panels of the lower triangle, mirrored (exactly symmetric)."""
+    """2100 columns: 8 row panels of the lower triangle, mirrored (exactly symmetric)."""
     g = torch.Generator().manual_seed(3)
     a = torch.randn(64, 2100, generator=g, dtype=torch.float64)
     A = _aug(a)
