@@ -55,10 +55,10 @@ TOKENS = 16384
 FRACTIONS = (0.75, 0.5, 0.25)
 
 
-def gemm_peak(n: int = 2048, reps: int = 5) -> float:
-    """Best float64 ``n x n`` GEMM rate, flop/s, over one thread and every thread (the
-    higher bar: on a shared machine a thread pool can be slower than one thread)."""
-    a = torch.randn(n, n, dtype=torch.float64)
+def gemm_peak(n: int = 2048, reps: int = 5, dtype: torch.dtype = torch.float64) -> float:
+    """Best ``n x n`` GEMM rate (float64 unless told), flop/s, over one thread and every
+    thread (the higher bar: on a shared machine a thread pool can be slower than one thread)."""
+    a = torch.randn(n, n, dtype=dtype)
     c = torch.empty_like(a)
     best = float("inf")
     threads = torch.get_num_threads()
@@ -274,11 +274,14 @@ def _child(h: int, threads: int) -> dict:
 
 def whole_frontier_4096(out: dict) -> None:
     """``width_frontier`` of an untrained 784-4096-10 MLP on MNIST (5000 calibration, 10000
-    evaluation images), then its parts timed alone: the float64 forward of both sets, the
-    Gram matrix, the damped inverse, the elimination (the rest: scoring every prefix)."""
+    evaluation images), then its parts timed alone as the frontier runs them: ``prepare``
+    (trace, the float32 forward of both sets, the neuron-major float64 cache), the Gram
+    matrix, the damped inverse, the elimination (with the default widths' snapshots); the
+    rest (scoring every width on both sets) is the whole less the parts."""
     from widthlab.data import load_splits
-    from widthlab.frontier import width_frontier
+    from widthlab.frontier import frontier_ks, width_frontier
     from widthlab.frontier.obs import damped_inverse, gram
+    from widthlab.frontier.prepare import prepare
 
     d = load_splits("mnist")
     va, te = d.split("val"), d.split("test")
@@ -287,24 +290,42 @@ def whole_frontier_4096(out: dict) -> None:
     t = time.perf_counter()
     width_frontier(model, "0", (va.x, va.y), (te.x, te.y))
     out["whole_frontier_s_w4096"] = time.perf_counter() - t
+    parts = {}
     t = time.perf_counter()
-    with torch.no_grad():
-        m64 = model.double()
-        a = torch.relu(m64[0](va.x.double()))
-        torch.relu(m64[0](te.x.double()))
-    out["whole_part_forward64_s"] = time.perf_counter() - t
+    prep = prepare(model, "0", (va.x, va.y), (te.x, te.y))
+    parts["prepare"] = time.perf_counter() - t
     t = time.perf_counter()
-    g = gram(a)
-    out["whole_part_gram_s"] = time.perf_counter() - t
+    g = gram(prep.at["calib"].t())
+    parts["gram"] = time.perf_counter() - t
     t = time.perf_counter()
     p = damped_inverse(g, 1e-6)
-    out["whole_part_inverse_s"] = time.perf_counter() - t
+    parts["inverse"] = time.perf_counter() - t
     del g
-    w = torch.cat([m64[2].weight, m64[2].bias[:, None]], 1).detach()
+    w = torch.cat([prep.w0, prep.b0[:, None]], 1)
     u = torch.arange(4096)
     t = time.perf_counter()
-    eliminate_blocks([BlockProblem(p, w, u[:, None], u)], 4096)
-    out["whole_part_elimination_s"] = time.perf_counter() - t
+    eliminate_blocks([BlockProblem(p, w, u[:, None], u)], 4096, keep_at=frontier_ks(4096))
+    parts["elimination"] = time.perf_counter() - t
+    for k, v in parts.items():
+        out[f"whole_part_{k}_s"] = v
+    out["whole_part_rest_s"] = out["whole_frontier_s_w4096"] - sum(parts.values())
+
+
+def whole_floors(out: dict, peak: float, peak32: float) -> None:
+    """The least time of the frontier's arithmetic at 4096 at the GEMM peaks measured in this
+    run (float64, and float32 for the forward): the forward ``2 * 784 * H * 15000`` (float32),
+    the Gram matrix ``5000 H^2`` (a symmetric rank-k product), the Cholesky factorisation
+    and inverse ``H^3``, the elimination ``2 H^3 / 3``, scoring every width
+    ``2 * 10 * 15000 * sum(k)``."""
+    from widthlab.frontier import frontier_ks
+
+    h = 4096
+    floors = {"forward": 2 * 784 * h * 15000 / peak32, "gram": 5000 * h * h / peak,
+              "inverse": h ** 3 / peak, "elimination": 2 * h ** 3 / 3 / peak,
+              "scoring": 2 * 10 * 15000 * sum(frontier_ks(h)) / peak}
+    for k, v in floors.items():
+        out[f"whole_floor_{k}_s"] = v
+    out["whole_floor_s_w4096"] = sum(floors.values())
 
 
 def main() -> None:
@@ -340,6 +361,8 @@ def main() -> None:
         whole_frontier_4096(out)
     peak = max(peak, gemm_peak())  # the best of both (the machine may be shared)
     peak_cpu = max(peak_cpu, gemm_peak_cpu())
+    if args.whole:
+        whole_floors(out, peak, gemm_peak(dtype=torch.float32))
     out["load_avg_1min_end"] = os.getloadavg()[0]
     out["gemm_peak_gflops"] = peak / 1e9
     out["gemm_peak_cpu_gflops"] = peak_cpu / 1e9

@@ -50,7 +50,8 @@ class _Columns:
     The weights are lazy too: ``w`` holds ``W`` at the last flush and ``a`` the pending removals'
     ``W_j d^-1/2`` (``W = w - a^T v``); a removal updates ``num`` by the closed form of the
     rank-one change (exact again at every flush), so a step reads ``w`` once instead of three
-    times. ``w`` and the pending rows ``v`` are stored with leading dimension ``n``."""
+    times. ``w`` and the pending rows ``v`` are stored one after the other with leading
+    dimension ``n`` (``wv``): a step's two corrections are one product streaming both."""
 
     def __init__(self, ginv: Tensor, weight: Tensor, col: Tensor, units: Tensor,
                  metric: Tensor | None, cap: int, threads: int, panel: int):
@@ -59,12 +60,13 @@ class _Columns:
         n = self.n = self.n0 = self.p.shape[0]
         w = weight.detach().to(device="cpu", dtype=torch.float64)
         self.c = int(w.shape[0])
-        self.wbuf = w.contiguous().reshape(-1).numpy().copy()
         self.f = None if metric is None else metric.detach().to("cpu", torch.float64)
         self.cap, self.threads = cap, threads
-        self.vbuf = np.empty(cap * n)
+        # W (C rows) then the pending rows v (cap rows), leading dimension n: one stream
+        self.buf = np.empty((self.c + cap) * n)
+        self.buf[:self.c * n] = w.contiguous().reshape(-1).numpy()
         self.a = np.empty((cap, self.c))
-        self.xbuf, self.ybuf = np.empty(2 * cap), np.empty(2 * n)
+        self.xbuf, self.ybuf = np.empty(2 * (self.c + cap)), np.empty(2 * n)
         self.pending = 0
         self.rate: dict[int, float] = {}
         self.n_flush = 0
@@ -88,10 +90,11 @@ class _Columns:
         """numpy and torch views of the flat buffers with the live size as leading dimension:
         ``v`` (cap, n), ``w`` (C, n) and the step's product ``y`` (2, n)."""
         n, c = self.n, self.c
-        self.v = self.vbuf[:self.cap * n].reshape(self.cap, n)
-        self.w = self.wbuf[:c * n].reshape(c, n)
+        self.wv = self.buf[:(c + self.cap) * n].reshape(c + self.cap, n)
+        self.w, self.v = self.wv[:c], self.wv[c:]
         self.y = self.ybuf[:2 * n].reshape(2, n)
-        self.vt, self.wt, self.yt = (torch.from_numpy(x) for x in (self.v, self.w, self.y))
+        self.wvt, self.wt, self.vt, self.yt = (torch.from_numpy(x) for x in
+                                               (self.wv, self.w, self.v, self.y))
 
     def _exact_num(self) -> None:
         fw = self.w if self.f is None else torch.mm(self.f, self.wt).numpy()
@@ -116,22 +119,20 @@ class _Columns:
         v, y, g = self.v[k], self.y, self.g[:n]
         wj = self.w[:, j] - self.a[:k].T @ self.v[:k, j]  # the current W_j
         fwj = wj if self.f is None else torch.mv(self.f, torch.from_numpy(wj)).numpy()
-        if k:  # y = [v_:j; a F W_j]^T v: the pending part of row j and of (F W_j)^T W
-            x = self.xbuf[:2 * k].reshape(2, k)
-            x[0] = self.v[:k, j]
-            np.dot(self.a[:k], fwj, out=x[1])
-            torch.mm(torch.from_numpy(x), self.vt[:k], out=self.yt)
-            np.subtract(self.p[j, :r1], y[0, :r1], out=v[:r1])
-            np.subtract(self.p[r1:n, j], y[0, r1:], out=v[r1:])
-        else:
-            v[:r1] = self.p[j, :r1]
-            v[r1:] = self.p[r1:n, j]
+        # one product with [W; v_:k] (one stream): y0 = v^T v_:,j (the pending part of row
+        # j), y1 = W^T F W_j - v^T (a F W_j) = (F W_j)^T (W - a^T v), the current weights
+        c = self.c
+        x = self.xbuf[:2 * (c + k)].reshape(2, c + k)
+        x[0, :c] = 0.0
+        x[0, c:] = self.v[:k, j]
+        x[1, :c] = fwj
+        np.dot(self.a[:k], -fwj, out=x[1, c:])
+        torch.mm(torch.from_numpy(x), self.wvt[:c + k], out=self.yt)
+        np.subtract(self.p[j, :r1], y[0, :r1], out=v[:r1])
+        np.subtract(self.p[r1:n, j], y[0, r1:], out=v[r1:])
         s = float(v[j]) ** -0.5
         v *= s
-        torch.mv(self.wt.t(), torch.from_numpy(fwj), out=torch.from_numpy(g))
-        if k:
-            g -= y[1]
-        g *= 2 * s  # 2 (F a)^T W
+        np.multiply(y[1], 2 * s, out=g)  # 2 (F a)^T W
         tmp = self.tmp[:n]
         np.multiply(v, s * s * float(wj @ fwj), out=tmp)
         tmp -= g
@@ -197,8 +198,7 @@ class _Columns:
             self._put_columns(holes, r, n2)
             for a in (self.qd, self.pen, self.gid, self.idx):
                 a[holes] = a[srcs]
-        for buf, rows in ((self.vbuf, self.pending), (self.wbuf, self.c)):
-            self._relayout(buf, rows, n2, holes, srcs)
+        self._relayout(self.buf, self.c + self.pending, n2, holes, srcs)
         self.n = n2
         self._views()
 
