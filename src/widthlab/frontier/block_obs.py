@@ -28,7 +28,9 @@ panels of the live block (up to 8 fixed panels of >= 512 rows: about 9/16 of the
 flops, one GEMM per panel); the stale rest of a row is read from its column below. So the
 work is about ``(9/16) N^3 / 3`` multiply-adds in GEMMs plus ``O(cap N)`` memory traffic per
 removal. With one column per unit it is the computation of
-:func:`widthlab.frontier.obs.eliminate`.
+:func:`widthlab.frontier.obs.eliminate`; one such consumer on the CPU runs the same algorithm
+with numpy steps (:mod:`widthlab.frontier.column_cpu`), every other case (other devices, blocks,
+several consumers) the torch steps below.
 """
 
 from __future__ import annotations
