@@ -73,7 +73,8 @@ class _Columns:
         self.buf = np.empty((self.c + cap) * n)
         self.buf[:self.c * n] = w.contiguous().reshape(-1).numpy()
         self.a = np.empty((cap, self.c))
-        self.xbuf, self.ybuf = np.empty(2 * (self.c + cap)), np.empty(2 * n)
+        self.x = np.zeros((2, self.c + cap))  # the step's left factor (row 0: 0 against W)
+        self.ybuf = np.empty(2 * n)
         self.pending = 0
         self.rate: dict[int, float] = {}
         self.n_flush = 0
@@ -82,6 +83,7 @@ class _Columns:
         size = n if 2 * size > n else size
         self.edges = list(range(0, n, size)) + [n]
         self.r1 = np.minimum((np.arange(n) // size + 1) * size, n)
+        self.r1l = self.r1.tolist()
         self.qd = self.p.diagonal().copy()
         c0, u = col.cpu().numpy(), units.cpu().numpy()
         self.gid = np.full(n, -1, dtype=np.int64)
@@ -122,19 +124,18 @@ class _Columns:
         scaled by ``d^-1/2`` becomes the pending row ``v``, ``W_j d^-1/2`` the pending ``a``;
         ``num += v (a^T F a v - 2 (F a)^T W)`` (the change of ``w_i^T F w_i`` under
         ``W -= a v^T``)."""
-        n, k = self.n, self.pending
-        r1 = int(self.r1[j]) if self.r1[j] < n else n
-        v, y, g = self.v[k], self.y, self.g[:n]
-        wj = self.w[:, j] - self.a[:k].T @ self.v[:k, j]  # the current W_j
+        n, k, c = self.n, self.pending, self.c
+        r1 = min(self.r1l[j], n)
+        v, y, g, ak = self.v[k], self.y, self.g[:n], self.a[:k]
+        x = self.x[:, :c + k]
+        vj = x[0, c:]
+        vj[:] = self.v[:k, j]
+        wj = self.w[:, j] - vj @ ak  # the current W_j
         fwj = wj if self.f is None else torch.mv(self.f, torch.from_numpy(wj)).numpy()
         # one product with [W; v_:k] (one stream): y0 = v^T v_:,j (the pending part of row
         # j), y1 = W^T F W_j - v^T (a F W_j) = (F W_j)^T (W - a^T v), the current weights
-        c = self.c
-        x = self.xbuf[:2 * (c + k)].reshape(2, c + k)
-        x[0, :c] = 0.0
-        x[0, c:] = self.v[:k, j]
         x[1, :c] = fwj
-        np.dot(self.a[:k], -fwj, out=x[1, c:])
+        np.dot(ak, -fwj, out=x[1, c:])
         if self.step_threads > 1 and (c + k) * n >= _BIG:  # past one core's L2: split
             torch.set_num_threads(self.step_threads)
             torch.mm(torch.from_numpy(x), self.wvt[:c + k], out=self.yt)
