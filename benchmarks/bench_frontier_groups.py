@@ -24,8 +24,9 @@ thread, before and after): ``2 H^3 / 3`` operations over the time, over the peak
 to a shared machine's load, the same in CPU seconds against one core's GEMM rate in CPU
 seconds: with ``--threads 1`` what an unloaded core gives); the whole
 ``width_frontier`` of an untrained ``784-4096-10`` MNIST MLP (5000 calibration, 10000
-evaluation images) and its parts timed alone; the elimination's memory at the largest width
-(peak resident size during it, against the bound: the matrix is updated in place).
+evaluation images) and its parts timed alone (wall and CPU seconds), with the floor of each
+part (its least arithmetic at the GEMM peaks of the run); the elimination's memory at the
+largest width (peak resident size during it, against the bound: the matrix is updated in place).
 ``ratio=`` (our time over numpy's, summed over the three groups) is printed last.
 
     PYTHONPATH=src python benchmarks/bench_frontier_groups.py [--threads 2] \\
@@ -46,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from widthlab.frontier._memory import big_empty
 from widthlab.frontier.block_obs import BlockProblem, eliminate_blocks
 from widthlab.frontier.blocks import conv_consumers, heads_consumer, linear_consumer
 from widthlab.frontier.group import GROUP_METHODS, group_frontier
@@ -54,10 +56,10 @@ TOKENS = 16384
 FRACTIONS = (0.75, 0.5, 0.25)
 
 
-def gemm_peak(n: int = 2048, reps: int = 5) -> float:
-    """Best float64 ``n x n`` GEMM rate, flop/s, over one thread and every thread (the
-    higher bar: on a shared machine a thread pool can be slower than one thread)."""
-    a = torch.randn(n, n, dtype=torch.float64)
+def gemm_peak(n: int = 2048, reps: int = 5, dtype: torch.dtype = torch.float64) -> float:
+    """Best ``n x n`` GEMM rate (float64 unless told), flop/s, over one thread and every
+    thread (the higher bar: on a shared machine a thread pool can be slower than one thread)."""
+    a = torch.randn(n, n, dtype=dtype)
     c = torch.empty_like(a)
     best = float("inf")
     threads = torch.get_num_threads()
@@ -219,7 +221,8 @@ def spd_inverse(h: int, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     b = torch.randn(h, 256, generator=g, dtype=torch.float64)
     d = torch.rand(h, generator=g, dtype=torch.float64) + 0.5
-    p = torch.mm(b, b.t()).div_(256)  # one H x H buffer: the run's peak memory stays ours
+    # one H x H buffer (the run's peak memory stays ours), on huge pages as gram's
+    p = torch.mm(b, b.t(), out=big_empty(h, h)).div_(256)
     p.diagonal().add_(0.5)
     return p.mul_(d[:, None]).mul_(d[None, :])
 
@@ -272,37 +275,62 @@ def _child(h: int, threads: int) -> dict:
 
 def whole_frontier_4096(out: dict) -> None:
     """``width_frontier`` of an untrained 784-4096-10 MLP on MNIST (5000 calibration, 10000
-    evaluation images), then its parts timed alone: the float64 forward of both sets, the
-    Gram matrix, the damped inverse, the elimination (the rest: scoring every prefix)."""
+    evaluation images), then its parts timed alone as the frontier runs them: ``prepare``
+    (trace, the float32 forward of both sets, the neuron-major float64 cache), the Gram
+    matrix, the damped inverse, the elimination (with the default widths' snapshots); the
+    rest (scoring every width on both sets) is the whole less the parts."""
     from widthlab.data import load_splits
-    from widthlab.frontier import width_frontier
+    from widthlab.frontier import frontier_ks, width_frontier
     from widthlab.frontier.obs import damped_inverse, gram
+    from widthlab.frontier.prepare import prepare
 
     d = load_splits("mnist")
     va, te = d.split("val"), d.split("test")
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(784, 4096), nn.ReLU(), nn.Linear(4096, 10)).eval()
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     width_frontier(model, "0", (va.x, va.y), (te.x, te.y))
     out["whole_frontier_s_w4096"] = time.perf_counter() - t
-    t = time.perf_counter()
-    with torch.no_grad():
-        m64 = model.double()
-        a = torch.relu(m64[0](va.x.double()))
-        torch.relu(m64[0](te.x.double()))
-    out["whole_part_forward64_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    g = gram(a)
-    out["whole_part_gram_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    p = damped_inverse(g, 1e-6)
-    out["whole_part_inverse_s"] = time.perf_counter() - t
+    out["whole_frontier_cpu_s_w4096"] = time.process_time() - c  # all threads' CPU time
+    parts: dict[str, tuple[float, float]] = {}
+
+    def timed(name, fn, *args, **kw):
+        t, c = time.perf_counter(), time.process_time()
+        res = fn(*args, **kw)
+        parts[name] = (time.perf_counter() - t, time.process_time() - c)
+        return res
+
+    prep = timed("prepare", prepare, model, "0", (va.x, va.y), (te.x, te.y))
+    g = timed("gram", gram, prep.at["calib"].t())
+    p = timed("inverse", damped_inverse, g, 1e-6)
     del g
-    w = torch.cat([m64[2].weight, m64[2].bias[:, None]], 1).detach()
+    w = torch.cat([prep.w0, prep.b0[:, None]], 1)
     u = torch.arange(4096)
-    t = time.perf_counter()
-    eliminate_blocks([BlockProblem(p, w, u[:, None], u)], 4096)
-    out["whole_part_elimination_s"] = time.perf_counter() - t
+    timed("elimination", eliminate_blocks, [BlockProblem(p, w, u[:, None], u)], 4096,
+          keep_at=frontier_ks(4096))
+    for k, (wall, cpu) in parts.items():
+        out[f"whole_part_{k}_s"] = wall
+        out[f"whole_part_{k}_cpu_s"] = cpu
+    out["whole_part_rest_s"] = out["whole_frontier_s_w4096"] - sum(v[0] for v in parts.values())
+    out["whole_part_rest_cpu_s"] = (out["whole_frontier_cpu_s_w4096"]
+                                    - sum(v[1] for v in parts.values()))
+
+
+def whole_floors(out: dict, peak: float, peak32: float) -> None:
+    """The least time of the frontier's arithmetic at 4096 at the GEMM peaks measured in this
+    run (float64, and float32 for the forward): the forward ``2 * 784 * H * 15000`` (float32),
+    the Gram matrix ``5000 H^2`` (a symmetric rank-k product), the Cholesky factorisation
+    and inverse ``H^3``, the elimination ``2 H^3 / 3``, scoring every width
+    ``2 * 10 * 15000 * sum(k)``."""
+    from widthlab.frontier import frontier_ks
+
+    h = 4096
+    floors = {"forward": 2 * 784 * h * 15000 / peak32, "gram": 5000 * h * h / peak,
+              "inverse": h ** 3 / peak, "elimination": 2 * h ** 3 / 3 / peak,
+              "scoring": 2 * 10 * 15000 * sum(frontier_ks(h)) / peak}
+    for k, v in floors.items():
+        out[f"whole_floor_{k}_s"] = v
+    out["whole_floor_s_w4096"] = sum(floors.values())
 
 
 def main() -> None:
@@ -338,6 +366,8 @@ def main() -> None:
         whole_frontier_4096(out)
     peak = max(peak, gemm_peak())  # the best of both (the machine may be shared)
     peak_cpu = max(peak_cpu, gemm_peak_cpu())
+    if args.whole:
+        whole_floors(out, peak, gemm_peak(dtype=torch.float32))
     out["load_avg_1min_end"] = os.getloadavg()[0]
     out["gemm_peak_gflops"] = peak / 1e9
     out["gemm_peak_cpu_gflops"] = peak_cpu / 1e9

@@ -41,6 +41,25 @@ def test_wrong_number_of_features_on_the_cli(tmp_path, capsys):
     assert rc == 2 and "reads 9 features" in err and len(err.strip().splitlines()) == 1
 
 
+class _Buggy(nn.Module):
+    """A model whose forward has a bug of its own (a call with a wrong argument)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(12, 10), nn.Linear(10, 3)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(x), 0.5))  # relu takes one tensor: TypeError
+
+
+def test_a_bug_inside_the_model_propagates(trained):
+    """A TypeError raised by the model's own code is not reported as the inputs not fitting."""
+    _, x, y = trained
+    with pytest.raises(TypeError, match="relu") as info:
+        width_frontier(_Buggy(), "fc1", (x[:120], y[:120]), (x[120:], y[120:]))
+    assert not isinstance(info.value, UsageError)
+
+
 @pytest.mark.parametrize("split, value, word", [("calib", float("nan"), "NaN"),
                                                 ("eval", float("inf"), "inf")])
 def test_non_finite_data_is_named(trained, split, value, word):

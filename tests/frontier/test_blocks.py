@@ -66,8 +66,16 @@ def _check_against(fr, A, Z, blocks, fixed, w_of_cut, rel=1e-8):
             np.testing.assert_allclose(got, ref, rtol=rel, atol=rel * np.abs(ref).max())
 
 
+@pytest.fixture(params=[True, False], ids=["numpy-steps", "torch-steps"])
+def numpy_steps(request, monkeypatch):
+    """One consumer reading one column per unit on the CPU: the numpy steps of column_cpu,
+    and the torch steps that every other device runs."""
+    monkeypatch.setattr(block_obs, "_NUMPY_STEPS", request.param)
+    return request.param
+
+
 @pytest.mark.parametrize("cap", [128, 2])
-def test_linear_block_obs_is_brute_force_greedy(cap):
+def test_linear_block_obs_is_brute_force_greedy(cap, numpy_steps):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(3, 40, 6, generator=g, dtype=D)  # tokens (B, T, C) -> rows
     lin = nn.Linear(6, 4, dtype=D)
@@ -250,7 +258,7 @@ def test_lazy_downdates_and_compaction_keep_the_greedy_exact():
 
 
 @pytest.mark.parametrize("b", [3, 1])
-def test_block_costs_under_an_output_metric_are_brute_force(b):
+def test_block_costs_under_an_output_metric_are_brute_force(b, numpy_steps):
     """With an output metric F the cost is the F-weighted output error of the least-squares
     refit (the refit itself does not depend on F): 4 heads of 3 or 12 single columns, a
     random PSD F, a flush every two removals."""
@@ -283,3 +291,29 @@ def test_block_costs_under_an_output_metric_are_brute_force(b):
         ref[:, keep] = V.T
         np.testing.assert_allclose(res.snapshots[len(alive)][1][0].numpy(), ref, rtol=1e-8,
                                    atol=1e-10)
+
+
+@pytest.mark.parametrize("metric", [False, True])
+def test_numpy_and_torch_steps_agree_with_columns_in_no_unit(metric, monkeypatch):
+    """150 units read through shuffled columns of 170 (20 columns in no unit, never removed),
+    unit ids shuffled too, 9 pending rows per flush: the numpy steps (CPU) and the torch steps
+    (every other device) give the same order, costs and refitted weights."""
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(400, 170, generator=g, dtype=D)
+    w = torch.randn(4, 170, generator=g, dtype=D)
+    m = torch.randn(4, 4, generator=g, dtype=D)
+    cols = torch.randperm(170, generator=g)[:150, None]
+    units = torch.randperm(150, generator=g)
+    ginv = torch.linalg.inv(x.T @ x / 400)
+    out = {}
+    for fast in (True, False):
+        monkeypatch.setattr(block_obs, "_NUMPY_STEPS", fast)
+        prob = block_obs.BlockProblem(ginv.clone(), w, cols, units, m @ m.T if metric else None)
+        out[fast] = block_obs.eliminate_blocks([prob], 150, cap=9, keep_at=[150, 97, 40, 1])
+    a, b = out[True], out[False]
+    assert a.order == b.order and sorted(a.order) == list(range(150))
+    np.testing.assert_allclose(a.costs[:-1], b.costs[:-1], rtol=1e-9)
+    for k in (150, 97, 40, 1):
+        assert a.snapshots[k][0].tolist() == b.snapshots[k][0].tolist()
+        np.testing.assert_allclose(a.snapshots[k][1][0], b.snapshots[k][1][0], rtol=1e-9,
+                                   atol=1e-9 * float(b.snapshots[k][1][0].abs().max()))

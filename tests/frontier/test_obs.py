@@ -61,11 +61,14 @@ def _closed_form(a, w, kept, damp):
     return (W[:, S].T + np.linalg.solve(G[np.ix_(S, S)], G[np.ix_(S, R)] @ W[:, R].T)).T
 
 
+@pytest.mark.parametrize("numpy_steps", [True, False], ids=["numpy-steps", "torch-steps"])
 @pytest.mark.parametrize(("block", "panel"), [(1, 512), (5, 512), (64, 512), (5, 8), (64, 8)])
-def test_lazy_blocks_and_compaction_keep_exact_refits(block, panel, monkeypatch):
+def test_lazy_blocks_and_compaction_keep_exact_refits(block, panel, numpy_steps, monkeypatch):
     # 150 neurons: live columns move into the dead ones' places at every flush; panel=8:
-    # lower-triangle flushes in 8 row panels of 19 (the stale parts read from the columns)
+    # lower-triangle flushes in 8 row panels of 19 (the stale parts read from the columns);
+    # on the CPU both the numpy steps (column_cpu) and the torch steps (any device)
     monkeypatch.setattr(block_obs, "_PANEL", panel)
+    monkeypatch.setattr(block_obs, "_NUMPY_STEPS", numpy_steps)
     a, w = _problem(400, 150, 4, 2)
     res = eliminate(gram(a), w, damp=1e-3, block=block, keep_at={150, 100, 37, 5, 1})
     assert sorted(res.order) == list(range(150))
@@ -117,7 +120,7 @@ def test_thread_context_restores_the_count_even_on_error():
 
 
 def test_gram_in_row_panels_matches_numpy():
-    """2100 columns: 4 row panels of the lower triangle, mirrored (exactly symmetric)."""
+    """2100 columns: 8 row panels of the lower triangle, mirrored (exactly symmetric)."""
     g = torch.Generator().manual_seed(3)
     a = torch.randn(64, 2100, generator=g, dtype=torch.float64)
     A = _aug(a)

@@ -125,7 +125,7 @@ def _run(prep: Prepared, method: str, ks: list[int], damp: float, block: int,
 
 def frontiers(model: nn.Module, layer: str, calib, eval, *,
               methods: Iterable[str] = ("obs", "exact", "taylor", "random"),
-              ks: Sequence[int] | str | None = None, damp: float = 1e-6, block: int = 64,
+              ks: Sequence[int] | str | None = None, damp: float = 1e-6, block: int = 128,
               seed: int = 0, device=None, chunk: int = 2 ** 22) -> dict[str, Frontier]:
     """The frontiers of several methods on one layer, computing the activations once.
 
@@ -143,7 +143,7 @@ def frontiers(model: nn.Module, layer: str, calib, eval, *,
 
 
 def width_frontier(model: nn.Module, layer: str, calib, eval, method: str = "obs", *,
-                   ks: Sequence[int] | str | None = None, damp: float = 1e-6, block: int = 64,
+                   ks: Sequence[int] | str | None = None, damp: float = 1e-6, block: int = 128,
                    seed: int = 0, device=None, chunk: int = 2 ** 22) -> Frontier:
     """The exact width frontier of one ``nn.Linear`` layer of any model.
 

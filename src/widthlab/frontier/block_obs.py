@@ -28,7 +28,9 @@ panels of the live block (up to 8 fixed panels of >= 512 rows: about 9/16 of the
 flops, one GEMM per panel); the stale rest of a row is read from its column below. So the
 work is about ``(9/16) N^3 / 3`` multiply-adds in GEMMs plus ``O(cap N)`` memory traffic per
 removal. With one column per unit it is the computation of
-:func:`widthlab.frontier.obs.eliminate`.
+:func:`widthlab.frontier.obs.eliminate`; one such consumer on the CPU runs the same algorithm
+with numpy steps (:mod:`widthlab.frontier.column_cpu`), every other case (other devices, blocks,
+several consumers) the torch steps below.
 """
 
 from __future__ import annotations
@@ -42,10 +44,12 @@ from torch import Tensor
 
 from widthlab.errors import UsageError
 from widthlab.frontier._threads import threads as _threads
+from widthlab.frontier.column_cpu import eliminate_columns, flush_threads
 
 __all__ = ["BlockElimination", "BlockProblem", "eliminate_blocks"]
 
 _PANEL = 512  # smallest row panel of the lower-triangle flushes (tests make it small)
+_NUMPY_STEPS = True  # one one-column consumer on the CPU: column_cpu (tests turn it off)
 
 
 @dataclass
@@ -219,14 +223,10 @@ class _State:
         """Threads of the next flush: on a CPU, every thread and one thread are both timed
         (and re-timed every 8 flushes) and the faster is used: on a shared machine a thread
         pool can be far slower than one thread."""
-        if self.p.device.type != "cpu" or self.threads == 1:
+        if self.p.device.type != "cpu":
             return self.threads
         self.n_flush += 1
-        untried = [t for t in (self.threads, 1) if t not in self.rate]
-        if untried:
-            return untried[0]
-        best = max(self.rate, key=self.rate.__getitem__)
-        return best if self.n_flush % 8 else (1 if best != 1 else self.threads)
+        return flush_threads(self.rate, self.n_flush, self.threads)
 
     def flush(self) -> None:
         """Move the live positions to the front, then apply the pending rows to the lower row
@@ -359,6 +359,16 @@ def eliminate_blocks(problems: Sequence[BlockProblem], n_units: int, *, cap: int
     if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
         raise UsageError(f"cap must be a positive integer, got {cap!r}")
     threads = torch.get_num_threads()
+    pr = problems[0]
+    # P is symmetric: a column-major one (LAPACK's) is its row-major transpose
+    ginv = pr.ginv if pr.ginv.is_contiguous() else pr.ginv.t()
+    if (_NUMPY_STEPS and len(problems) == 1 and pr.cols.shape[1] == 1
+            and ginv.device.type == "cpu" and ginv.is_contiguous()):
+        pr.ginv = pr.ginv.new_empty(0)  # consumed
+        order, costs, snaps = eliminate_columns(
+            ginv, pr.weight, pr.cols[:, 0], pr.units, pr.metric, n_units, cap=cap,
+            threads=threads, panel=_PANEL, keep_at=keep_at, on_step=on_step)
+        return BlockElimination(order, costs, snaps)
     states = [_State(p, n_units, cap, threads) for p in problems]
     for p in problems:  # consumed: the caller's reference no longer pins the big matrix
         p.ginv = p.ginv.new_empty(0)

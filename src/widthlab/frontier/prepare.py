@@ -80,7 +80,12 @@ def _pair(name: str, data) -> tuple[Tensor, Tensor]:
 def _inputs(model: nn.Module, path: LayerPath | str, name: str, x: Tensor, batch: int
             ) -> Tensor | LayerPath:
     """:func:`consumer_inputs` (or, ``path`` a layer name, :func:`trace_layer` on two
-    samples), with a model that cannot read ``x`` named in one line."""
+    samples), with a model that cannot read ``x`` named in one line.
+
+    Only the errors that torch raises for a tensor of the wrong shape, size or dtype
+    (``RuntimeError``, ``ValueError``, ``IndexError``) are read as ``x`` not fitting; anything
+    else raised inside the model's forward (a ``TypeError``, an ``AttributeError``: a bug in
+    its code) propagates unchanged."""
     try:
         if isinstance(path, str):
             p = next(model.parameters(), None)
@@ -88,7 +93,7 @@ def _inputs(model: nn.Module, path: LayerPath | str, name: str, x: Tensor, batch
             xs = xs.to(p.dtype) if p is not None and xs.is_floating_point() else xs
             return trace_layer(model, path, xs)
         return consumer_inputs(model, path, x, batch=batch, neuron_major=True)
-    except (RuntimeError, ValueError, IndexError, TypeError) as exc:
+    except (RuntimeError, ValueError, IndexError) as exc:
         if isinstance(exc, UsageError):
             raise
         first = next((m for m in model.modules() if isinstance(m, nn.Linear | nn.Conv2d)),
@@ -189,6 +194,16 @@ def _ce(prep: Prepared, zt: Tensor, y: Tensor) -> tuple[float, int]:
                 int((top == y).sum()))
 
 
+def _ce_stacked(z: Tensor, y: Tensor) -> tuple[list[float], list[int]]:
+    """:func:`_ce` of many cuts' logits ``z`` (cuts, C, n) at once (no suffix; ``z`` is
+    overwritten): per cut the summed cross-entropy and the hits."""
+    with threads(1 if z.device.type == "cpu" else torch.get_num_threads()):
+        m, top = torch.max(z, 1)  # first maximal index, as argmax
+        picked = z.gather(1, y.expand(len(z), 1, -1))[:, 0]
+        loss = (z.sub_(m[:, None]).exp_().sum(1).log_().add_(m) - picked).sum(1)
+        return loss.tolist(), (top == y).sum(1).tolist()
+
+
 @torch.no_grad()
 def score(prep: Prepared, at: Tensor, y: Tensor, w: Tensor, b: Tensor) -> tuple[float, float]:
     """Mean cross-entropy and accuracy for the labels ``y`` of the model cut to the kept
@@ -247,6 +262,11 @@ def score_widths(prep: Prepared, split: str, perm: Tensor,
             z = bias.expand(-1, blk.shape[1]).clone()
             for r0, r1, f in zip(edges[:-1], edges[1:], first, strict=True):
                 z[f:].addmm_(ws[f:, r0:r1], blk[r0:r1])
+            if prep.suffix is None:  # every cut's classes at once: (cuts, C, n)
+                for s, dl, dh in zip(sums, *_ce_stacked(z.view(len(grp), c, -1), y[i:i + step]),
+                                     strict=True):
+                    s[0], s[1] = s[0] + dl, s[1] + dh
+                continue
             for j, s in enumerate(sums):
                 dl, dh = _ce(prep, z[j * c:(j + 1) * c], y[i:i + step])
                 s[0], s[1] = s[0] + dl, s[1] + dh
