@@ -125,7 +125,8 @@ def test_export_file_and_accuracy_target(files, tmp_path, capsys):
     table = pd.read_csv(out / "widths.csv")
     assert (table.kept < table.width).any()
     out2 = tmp_path / "acc"
-    assert run(d, "--target", "accuracy", "--amount", "0.02", "-o", str(out2)) == 0
+    assert run(d, "--target", "accuracy", "--amount", "0.02", "-o", str(out2),
+               "--device", "cpu") == 0
     t2 = pd.read_csv(out2 / "widths.csv").set_index("group")
     small = build(int(t2.kept["0:out"]), int(t2.kept["2:out"]))
     small.load_state_dict(torch.load(out2 / "model.pt", weights_only=True))
@@ -140,6 +141,7 @@ def test_export_file_and_accuracy_target(files, tmp_path, capsys):
     (["--fraction", "0.5", "--method", "l2"], "unknown --method 'l2'"),
     (["--fraction", "0.5", "--groups", "nope"], "no group 'nope'"),
     (["--fraction", "0.5", "--layer", "0"], "--layer do(es) not apply"),
+    (["--fraction", "0.5", "--amount", "0.3"], "--amount goes with --target"),
 ])
 def test_misuse_exits_2(files, capsys, extra, message):
     d = files[0]

@@ -287,7 +287,7 @@ def frontier_cmd(model_path: str, trust: bool, arch: str | None, layer: str | No
         method = methods[0] if click.get_current_context().get_parameter_source(
             "methods").name == "COMMANDLINE" else "obs"
         run_groups(model_path, state, calib_path, eval_path, same_data, groups, method,
-                   target, amount, fraction, batch, out)
+                   target, amount, fraction, batch, out, device)
         return
     if layer is None:
         raise UsageError("give --layer (the nn.Linear to narrow), or a FILE.py:factory / .pt2 "

@@ -239,14 +239,17 @@ def _write(out: Path, rows, curve, model) -> list[Path]:
     with atomic_path(paths[2]) as tmp:
         curve.to_csv(tmp, index=False)
     with atomic_path(paths[3]) as tmp:
-        torch.save(model.state_dict(), tmp)
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
     return paths
 
 
 def run_groups(spec: str, state: Path | None, calib_path: Path, eval_path: Path,
                same_data: bool, groups: str | None, method: str, target: str | None,
-               amount: float | None, fraction: float | None, batch: int, out: Path) -> None:
-    """The group mode of ``widthlab frontier`` (see the module docstring)."""
+               amount: float | None, fraction: float | None, batch: int, out: Path,
+               device: str = "cpu") -> None:
+    """The group mode of ``widthlab frontier`` (see the module docstring); ``device``: cpu,
+    cuda or auto (the model and both data sets are moved there; model.pt is saved from the
+    CPU)."""
     import pandas as pd
 
     from widthlab.frontier import GROUP_METHODS, cut_groups, cut_network, model_loss
@@ -256,6 +259,9 @@ def run_groups(spec: str, state: Path | None, calib_path: Path, eval_path: Path,
 
     if (target is None) == (fraction is None):
         raise UsageError("give either --target (with --amount) or --fraction")
+    if fraction is not None and amount is not None:
+        raise UsageError("--amount goes with --target; --fraction cuts every group to that "
+                         "fraction by itself: give one of the two forms")
     if target is not None and amount is None:
         raise UsageError(f"--target {target} needs --amount (a loss increase, an accuracy "
                          "drop, or the fraction of parameters/multiply-adds to remove)")
@@ -269,7 +275,11 @@ def run_groups(spec: str, state: Path | None, calib_path: Path, eval_path: Path,
         raise UsageError("--calib and --eval are the same data: a cut calibrated on its "
                          "evaluation set overstates every method (FLAP issue #13); give "
                          "held-out evaluation data, or --same-data to do it knowingly")
-    model = load_group_model(spec, state)
+    from widthlab.engine import resolve_device
+
+    dev = resolve_device(device)
+    calib, ev = tuple(t.to(dev) for t in calib), tuple(t.to(dev) for t in ev)
+    model = load_group_model(spec, state).to(dev)
     _probe(model, calib[0], spec)
     graph = build_graph(model, calib[0][:2])
     if groups:

@@ -89,3 +89,27 @@ def test_cut_needs_a_whole_width_in_range(trained, method):
         suggested = int(str(info.value).split("e.g. cut(")[1].split(")")[0])
         assert fr.cut(suggested)[0].out_features == suggested  # the suggestion works
     assert fr.cut(np.int64(4))[0].out_features == 4
+
+
+class _SkipsHead(nn.Module):
+    """Reads its hidden layer's consumer only for inputs whose first feature is >= 0."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2, self.other = nn.Linear(4, 6), nn.Linear(6, 3), nn.Linear(4, 3)
+
+    def forward(self, x):
+        if bool((x[:, 0] < 0).all()):
+            return self.other(x)
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+def test_a_consumer_the_forward_never_reaches_is_named():
+    from widthlab.frontier.path import consumer_inputs, trace_layer
+
+    torch.manual_seed(0)
+    model, x = _SkipsHead(), torch.rand(8, 4)
+    path = trace_layer(model, "fc1", x[:2])
+    assert path.consumer == "fc2" and consumer_inputs(model, path, x).shape == (8, 6)
+    with pytest.raises(UsageError, match="never reached consumer 'fc2'"):
+        consumer_inputs(model, path, -x, batch=4)

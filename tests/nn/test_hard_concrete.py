@@ -122,6 +122,10 @@ def test_bad_kinds_are_refused():
     with pytest.raises(UsageError, match="unknown gate kind"):
         gate_layers(model, ["0"], kind="l0", example=torch.zeros(2, 4))
     assert gate_widths(model) == {}  # nothing attached
+    for kind in ("hard_concrete", "relative_l1"):  # the L1 kind's option is not dropped
+        with pytest.raises(UsageError, match="option of kind='l1' only"):
+            gate_layers(model, ["0"], kind=kind, penalty="abs", example=torch.zeros(2, 4))
+    assert gate_widths(model) == {}
     gate_layers(model, ["0"], kind="hard_concrete", example=torch.zeros(2, 4))
     with pytest.raises(UsageError, match="smallify"):
         shrink_(model, rule="smallify")

@@ -272,6 +272,10 @@ def consumer_inputs(model: nn.Module, path: LayerPath, x: Tensor, *, batch: int 
                 model(x[i:i + batch].to(device=p.device, dtype=p.dtype))
             except _Stop:
                 pass
+            if not got:  # the forward returned without calling the consumer
+                raise UsageError(f"the forward on inputs {i}..{i + batch} never reached "
+                                 f"consumer {path.consumer!r} (a branch of the model's code "
+                                 "skips it); give calibration inputs that take that path")
             a = got.pop()
             if a.dim() != 2:
                 raise UsageError(f"consumer {path.consumer!r} reads a tensor of shape "

@@ -274,7 +274,8 @@ def build_graph(model: nn.Module, *example_args, **example_kwargs) -> UnitGraph:
         and the module running it.
     """
     state = {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()}
-    with torch.random.fork_rng(devices=[]):
+    cuda = sorted({t.device.index or 0 for t in state.values() if t.device.type == "cuda"})
+    with torch.random.fork_rng(devices=cuda):  # the CPU's and every used GPU's generator
         try:
             book = trace(model, example_args, example_kwargs)
         finally:

@@ -69,6 +69,10 @@ def _kind(kind: str | GateKind, penalty: str) -> GateKind:
     if penalty not in PENALTIES:
         raise UsageError(f"unknown gate penalty {penalty!r}; choose one of "
                          f"{', '.join(PENALTIES)}")
+    if penalty != "strict":  # not silently dropped: only the "l1" name takes it
+        raise UsageError(f"penalty={penalty!r} is an option of kind='l1' only; the "
+                         f"{getattr(kind, 'name', kind)!r} kind prices its own way (leave "
+                         "penalty at 'strict', or build the kind object with its options)")
     return get_gate_kind(kind)
 
 
@@ -99,7 +103,7 @@ class UnitGate(nn.Module):
     key : str
         The name :func:`shrink_` and :func:`gate_widths` report the gate under.
     penalty : {"strict", "abs"}
-        The L1 kind's price (ignored by other kinds).
+        The L1 kind's price (other kinds refuse anything but the default).
     init : float, optional
         Initial value of every parameter (``g``, or ``log_alpha``); default the kind's
         (``1.0`` for ``"l1"``, ``log 4`` for ``"hard_concrete"``).
@@ -111,7 +115,7 @@ class UnitGate(nn.Module):
     price_scale : float
         Multiplier of this gate's :meth:`penalty` (a per-layer price: e.g. a pixel that feeds
         300 weights priced above a hidden unit); settable after :func:`gate_layers`.
-    kind : {"l1", "hard_concrete"} or a kind object
+    kind : {"l1", "hard_concrete", "relative_l1"} or a kind object
         See :mod:`~widthlab.nn.surgery.kinds`.
     seed : int
         Seed of a stochastic kind's noise generator (one ``torch.Generator`` per gate, on the
@@ -288,7 +292,7 @@ def gate_layers(model: nn.Module, names: Sequence[str] = (), penalty: str = "str
         the units flow only into this layer (then shrinking removes them from that layer
         too); otherwise it selects the raw input features. An input gate on units that
         already have a gate is skipped.
-    kind : {"l1", "hard_concrete"} or a kind object
+    kind : {"l1", "hard_concrete", "relative_l1"} or a kind object
         The gate kind (:func:`~widthlab.nn.surgery.kinds.get_gate_kind`).
     seed : int
         Seed of the stochastic kinds' noise (each gate draws from its own generator, seeded
