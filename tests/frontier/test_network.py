@@ -121,6 +121,8 @@ def test_refusals():
     state = copy.deepcopy(model.state_dict())
     with pytest.raises(UsageError, match="fallback must be an uncompensated"):
         cut_network(model, graph, (x, y), amount=0.5, groups=["stream:model"], fallback="obs")
+    with pytest.raises(UsageError, match="fallback must be an uncompensated"):  # its bias
+        cut_network(model, graph, (x, y), amount=0.5, groups=["stream:model"], fallback="flap")
     with pytest.raises(UsageError, match="rounds"):
         cut_network(model, graph, (x, y), amount=0.5, apply=False)
     with pytest.raises(UsageError, match="scale"):

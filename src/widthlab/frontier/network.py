@@ -268,7 +268,8 @@ def cut_network(model: nn.Module, graph: UnitGraph, calib: Data, *, target: str 
         reads the earlier blocks' cut outputs). ``apply=False`` needs ``rounds=1``.
     fallback : str
         The uncompensated ranking of groups read through a unit-mixing norm (one of
-        :data:`~widthlab.frontier.group.GROUP_METHODS` but ``obs``).
+        :data:`~widthlab.frontier.group.GROUP_METHODS` but ``obs`` and ``flap``, whose bias
+        compensation cannot pass such a norm).
 
     Returns
     -------
@@ -324,10 +325,12 @@ def _checked_groups(model, graph, groups, target, scale, rounds, apply, fallback
         raise UsageError(f"scale must be 'fisher', 'measured' or 'max', got {scale!r}")
     if rounds < 1 or (rounds > 1 and not apply):
         raise UsageError(f"rounds must be >= 1 (and > 1 only with apply=True), got {rounds}")
-    if fallback not in GROUP_METHODS or fallback == "obs":
+    if fallback not in GROUP_METHODS or fallback in ("obs", "flap"):
+        # flap's bias compensation cannot pass a unit-mixing norm: its cut there would not be
+        # the one its costs were measured on
         raise UsageError(f"fallback must be an uncompensated ranking (one of "
-                         f"{', '.join(m for m in GROUP_METHODS if m != 'obs')}), got "
-                         f"{fallback!r}")
+                         f"{', '.join(m for m in GROUP_METHODS if m not in ('obs', 'flap'))}),"
+                         f" got {fallback!r}")
     grps = (network_groups(model, graph) if groups is None
             else [find_group(graph, g) for g in groups])
     if not grps:
