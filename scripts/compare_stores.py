@@ -18,10 +18,12 @@ One line per label and dataset, then a summary:
 - ``NEW``: only in the new store (runs added since; not a failure).
 
 With ``--reports`` the verdicts of two reports are compared section by section (sections only
-in one report are counted, not compared). A verdict that quotes a measured time (``2.3s``)
-has its outcome and numbers computed from that time, so it is compared by its text with every
-number masked, and a changed outcome is reported but not counted. Exits 1 when a computed
-number differs, a run is missing or a verdict differs.
+in one report are counted, not compared). An old verdict the new report lacks (changed text or
+outcome, or removed) counts as differing; a verdict only in the new report is listed as new
+(added since; a changed one also appears as differing). A verdict that quotes a measured time
+(``2.3s``) has its outcome and numbers computed from that time, so it is compared by its text
+with every number masked, and a changed outcome is reported but not counted. Exits 1 when a
+computed number differs, a run is missing or a verdict differs.
 """
 
 from __future__ import annotations
@@ -158,8 +160,9 @@ def _verdict_key(holds: bool, text: str) -> tuple[str, bool | None, str]:
 
 
 def compare_reports(old: str, new: str) -> int:
-    """Print the verdicts that differ in the sections both reports have; returns how many
-    differ (timed verdicts whose outcome changed are printed, not counted)."""
+    """Print the verdicts that differ in the sections both reports have; returns how many old
+    verdicts the new report lacks (new verdicts and timed verdicts whose outcome changed are
+    printed, not counted)."""
     a = verdicts(open(old, encoding="utf-8").read())
     b = verdicts(open(new, encoding="utf-8").read())
     common = {s for s, _, _ in a} & {s for s, _, _ in b}
@@ -169,9 +172,9 @@ def compare_reports(old: str, new: str) -> int:
     strip = [k[:4] for k in ka], [k[:4] for k in kb]
     missing = [k for k in ka if k[:4] not in strip[1]]
     extra = [k for k in kb if k[:4] not in strip[0]]
-    for tag, rows in (("old", missing), ("new", extra)):
+    for tag, rows in (("VERDICT only in old", missing), ("NEW verdict", extra)):
         for s, _, _, text, holds in rows:
-            print(f"VERDICT only in {tag} [{s}] ({'holds' if holds else 'fails'}): {text}")
+            print(f"{tag} [{s}] ({'holds' if holds else 'fails'}): {text}")
     flips = [(x, y) for x, y in zip([k for k in ka if k[1] == "timed"],
                                     [k for k in kb if k[1] == "timed"], strict=False)
              if x[:4] == y[:4] and x[4] != y[4]]
@@ -182,8 +185,8 @@ def compare_reports(old: str, new: str) -> int:
           f"only_new={len(only[1])}")
     print(f"verdicts_compared_old={len(ka)} verdicts_compared_new={len(kb)} "
           f"timed={sum(k[1] == 'timed' for k in ka)} timed_outcome_changed={len(flips)}")
-    print(f"verdicts_differing={len(missing) + len(extra)}")
-    return len(missing) + len(extra)
+    print(f"verdicts_differing={len(missing)} verdicts_new={len(extra)}")
+    return len(missing)
 
 
 def compare_stores(old: Store, new: Store, ro: dict, rn: dict, retired: set[str]) -> dict:

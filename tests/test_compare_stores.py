@@ -91,12 +91,17 @@ def test_verdicts_are_compared_per_shared_section(tmp_path, capsys):
     (tmp_path / "a.html").write_text(old)
     (tmp_path / "b.html").write_text(new)
     assert cs.verdicts(old)[1] == ("Optimizer: MNIST", False, "sgd < adam")
-    assert cs.compare_reports(str(tmp_path / "a.html"), str(tmp_path / "b.html")) == 2
+    new = new.replace("</html>", '<h2>Optimizer: MNIST</h2><li class="holds"><b>holds:</b> '
+                      'added since</li></html>')
+    (tmp_path / "b.html").write_text(new)
+    assert cs.compare_reports(str(tmp_path / "a.html"), str(tmp_path / "b.html")) == 1
     out = capsys.readouterr().out.splitlines()
     assert "VERDICT only in old [Optimizer: MNIST] (fails): sgd < adam" in out
-    assert "VERDICT only in new [Optimizer: MNIST] (holds): sgd < adam" in out
+    assert "NEW verdict [Optimizer: MNIST] (holds): sgd < adam" in out
+    assert "NEW verdict [Optimizer: MNIST] (holds): added since" in out
+    assert "verdicts_differing=1 verdicts_new=2" in out
     assert any(line.startswith("TIMED verdict [LeNet: MNIST] outcome True -> False")
                for line in out)
     assert "verdict_sections_compared=2 only_old=1 only_new=0" in out
-    assert "verdicts_compared_old=3 verdicts_compared_new=3 timed=1 timed_outcome_changed=1" \
+    assert "verdicts_compared_old=3 verdicts_compared_new=4 timed=1 timed_outcome_changed=1" \
         in out
