@@ -3,8 +3,8 @@
     .venv/bin/python scripts/compare_stores.py OLD_STORE NEW_STORE [--studies variance,pca]
         [--datasets mnist] [--retired lenet:manifest] [--reports OLD.html NEW.html]
 
-Runs are matched by their label and dataset (run ids differ when the code changed: they hash
-it). A dataset name that embeds a matched run's id (``pca:conjecture``'s
+Runs are matched by their label, dataset and models' names (run ids differ when the code
+changed: they hash it). A dataset name that embeds a matched run's id (``pca:conjecture``'s
 ``noise-<variance run id[-12:]>-m2``) is matched through that run. For every matched pair the
 models (architecture, seed, variant, options), every metric row and every array are compared
 exactly. Measured times (:func:`timed`: ``epoch_time``, ``step_time``, ``*_s``, ``*_ms``) are
@@ -49,14 +49,19 @@ def timed(name: str) -> bool:
 
 
 def _runs(st: Store, studies: set[str] | None, renamed: dict | None = None
-          ) -> dict[tuple[str, str], str]:
+          ) -> dict[tuple[str, str, str], str]:
+    """``(label, dataset, models) -> run id`` of the done runs; ``models`` names the run's
+    models (runs of one label that train other models, such as a sweep's widths, are told
+    apart by it); of the runs with one key the newest wins."""
     runs = st.runs()
     runs = runs.assign(study=runs.study.map(lambda s: (renamed or {}).get(s, s)))
     runs = runs[runs.status == "done"].sort_values("finished_at")
     out = {}
     for row in runs.itertuples():
         if studies is None or row.study.split(":", 1)[0].split("-", 1)[0] in studies:
-            out[(row.study, row.dataset)] = row.run_id  # the newest of each label wins
+            m = st.models(row.run_id)
+            sig = ",".join(f"{n}{list(a)}" for n, a in zip(m["name"], m["arch"], strict=True))
+            out[(row.study, row.dataset, sig)] = row.run_id
     return out
 
 
@@ -65,21 +70,31 @@ def match_embedded(ro: dict, rn: dict) -> dict:
     rewritten to embed the old run's, so runs named after another run match too."""
     tails = {rn[k][-12:]: ro[k][-12:] for k in ro.keys() & rn.keys()}
     out = {}
-    for (label, ds), rid in rn.items():
+    for (label, ds, sig), rid in rn.items():
         for new_tail, old_tail in tails.items():
             if new_tail != old_tail and new_tail in ds:
                 ds = ds.replace(new_tail, old_tail)
-        out[(label, ds)] = rid
+        out[(label, ds, sig)] = rid
     return out
 
 
+def _name(key: tuple, keys: set) -> str:
+    """``label / dataset``, with the models when other runs share the label and dataset."""
+    shared = sum(k[:2] == key[:2] for k in keys) > 1
+    return f"{key[0]} / {key[1]}" + (f" [{key[2][:60]}]" if shared else "")
+
+
 def _models(st: Store, run_id: str) -> pd.DataFrame:
-    """Architecture, seed, variant and options of every model; options naming another run
-    (``*_run``) are left out: run ids hash the code, the numbers do not."""
+    """Architecture, seed, variant and options of every model; an option naming another run
+    (``*_run``, or a value that is a run id of the store, such as a static model's ``of``)
+    reads ``<run>``: run ids hash the code, the numbers do not."""
     m = st.models(run_id)
+    ids = set(st.runs()["run_id"])
 
     def opts(o: dict) -> tuple:
-        return tuple(sorted((k, v) for k, v in o.items() if not k.endswith("_run")))
+        return tuple(sorted((k, "<run>" if k.endswith("_run") or (isinstance(v, str)
+                                                                   and v in ids) else v)
+                            for k, v in o.items()))
 
     return pd.DataFrame({"arch": m["arch"].map(tuple), "seed": m["seed"],
                          "variant": m["variant"], "options": m["options"].map(opts)})
@@ -192,8 +207,9 @@ def compare_reports(old: str, new: str) -> int:
 def compare_stores(old: Store, new: Store, ro: dict, rn: dict, retired: set[str]) -> dict:
     """Print one line per label and dataset; the counts of each outcome."""
     n = dict.fromkeys(["same", "same*", "DIFF", "MISSING", "RETIRED", "NEW"], 0)
-    for key in sorted(set(ro) | set(rn)):
-        label = f"{key[0]} / {key[1]}"
+    keys = set(ro) | set(rn)
+    for key in sorted(keys):
+        label = _name(key, keys)
         if key not in rn:
             tag = "RETIRED" if key[0] in retired else "MISSING"
             print(f"{tag} {label}: only in old")

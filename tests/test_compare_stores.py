@@ -17,9 +17,10 @@ cs = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(cs)
 
 
-def run(st: Store, run_id: str, label: str, dataset: str, values: dict) -> None:
+def run(st: Store, run_id: str, label: str, dataset: str, values: dict,
+        model: dict | None = None) -> None:
     st.create_run(run_id, study=label, dataset=dataset, config={}, device="cpu",
-                  models=[{"name": "m", "arch": [4]}], seed=0, precision="fp32",
+                  models=[model or {"name": "m", "arch": [4]}], seed=0, precision="fp32",
                   code_version="t")
     st.commit_epoch(run_id, 1, metrics=[MetricRow(0, 1, s, n, v)
                                         for (s, n), v in values.items()])
@@ -44,6 +45,13 @@ def stores(tmp_path):
     run(old, "g-1", "lenet:manifest", "mnist", BASE)
     run(old, "m-1", "optimizer:adam", "mnist", BASE)
     run(new, "n-2", "lenet:cut", "mnist", BASE)
+    # one label, two models (a sweep's widths), told apart by their names; a static model
+    # naming its gated run by id (ids hash the code) matches
+    for st, tag in ((old, "1"), (new, "2")):
+        run(st, f"w8-{tag}", "tf:sweep", "text", BASE, {"name": "w8", "arch": [8]})
+        run(st, f"w16-{tag}", "tf:sweep", "text", BASE, {"name": "w16", "arch": [16]})
+        run(st, f"s-{tag}", "tf:static", "text", BASE,
+            {"name": "s", "arch": [3], "options": {"of": f"w8-{tag}", "price": 1}})
     return tmp_path / "old", tmp_path / "new"
 
 
@@ -59,13 +67,15 @@ def test_each_run_gets_its_outcome(stores, capsys):
     assert "MISSING optimizer:adam / mnist: only in old" in out
     assert "RETIRED lenet:manifest / mnist: only in old" in out
     assert "NEW lenet:cut / mnist: only in new" in out
-    assert out[-3:] == ["runs_old=6 runs_new=5 compared=4",
-                        "identical_runs=3 (of which measured times differ: 1)",
+    assert "same tf:sweep / text [w8[8]]" in out and "same tf:sweep / text [w16[16]]" in out
+    assert "same tf:static / text" in out
+    assert out[-3:] == ["runs_old=9 runs_new=8 compared=7",
+                        "identical_runs=6 (of which measured times differ: 1)",
                         "differing_runs=1 missing_runs=1 retired=1 new_runs=1"]
 
 
 def test_new_runs_and_measured_times_are_not_failures(stores, capsys):
-    assert cs.main([str(stores[0]), str(stores[1]), "--studies", "variance,lenet,pca",
+    assert cs.main([str(stores[0]), str(stores[1]), "--studies", "variance,lenet,pca,tf",
                     "--retired", "lenet:manifest"]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == (
         "differing_runs=0 missing_runs=0 retired=1 new_runs=1")
