@@ -1,7 +1,8 @@
 """Compare the stored numbers of two results stores run by run (issue 15's and 29's check).
 
     .venv/bin/python scripts/compare_stores.py OLD_STORE NEW_STORE [--studies variance,pca]
-        [--datasets mnist] [--retired lenet:manifest] [--reports OLD.html NEW.html]
+        [--datasets mnist] [--retired lenet:manifest] [--synonyms lambda=price]
+        [--reports OLD.html NEW.html]
 
 Runs are matched by their label, dataset and models' names (run ids differ when the code
 changed: they hash it). A dataset name that embeds a matched run's id (``pca:conjecture``'s
@@ -16,6 +17,9 @@ One line per label and dataset, then a summary:
 - ``DIFF``: a computed number differs (which metrics, how many values, the largest gap);
 - ``MISSING``: only in the old store (a failure), ``RETIRED`` for a ``--retired`` label;
 - ``NEW``: only in the new store (runs added since; not a failure).
+
+``--synonyms old=new,...``: words renamed since (``lambda=price``), read as the new word in
+model option names and in verdict texts of both sides.
 
 With ``--reports`` the verdicts of two reports are compared section by section (sections only
 in one report are counted, not compared). An old verdict the new report lacks (changed text or
@@ -41,6 +45,13 @@ from widthlab.store import Store
 # run labels renamed by the redesign (old -> new)
 RENAMED = {"importance": "importance:scores", "ordering": "ordering:stability"}
 TIMED = ("epoch_time", "step_time")  # measured seconds per epoch / per step
+SYNONYMS: dict[str, str] = {}  # words renamed since (old -> new), set by --synonyms
+
+
+def _renamed(text: str) -> str:
+    for old, new in SYNONYMS.items():
+        text = re.sub(rf"\b{re.escape(old)}\b", new, text)
+    return text
 
 
 def timed(name: str) -> bool:
@@ -92,9 +103,8 @@ def _models(st: Store, run_id: str) -> pd.DataFrame:
     ids = set(st.runs()["run_id"])
 
     def opts(o: dict) -> tuple:
-        return tuple(sorted((k, "<run>" if k.endswith("_run") or (isinstance(v, str)
-                                                                   and v in ids) else v)
-                            for k, v in o.items()))
+        return tuple(sorted((SYNONYMS.get(k, k), "<run>" if k.endswith("_run") or (
+            isinstance(v, str) and v in ids) else v) for k, v in o.items()))
 
     return pd.DataFrame({"arch": m["arch"].map(tuple), "seed": m["seed"],
                          "variant": m["variant"], "options": m["options"].map(opts)})
@@ -169,6 +179,7 @@ MEASURED = re.compile(r"\d+(\.\d+)? ?(ms|s)\b")
 
 def _verdict_key(holds: bool, text: str) -> tuple[str, bool | None, str]:
     """A timed verdict's outcome and numbers come from measured times: masked."""
+    text = _renamed(text)
     if MEASURED.search(text):
         return "timed", None, re.sub(r"\d+(\.\d+)?", "#", text)
     return "exact", holds, text
@@ -233,9 +244,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--studies", default=None, help="comma list of study names")
     ap.add_argument("--datasets", default=None, help="comma list of datasets")
     ap.add_argument("--retired", default="", help="comma list of labels gone by design")
+    ap.add_argument("--synonyms", default="", help="old=new,...: words renamed since")
     ap.add_argument("--reports", nargs=2, default=None, metavar=("OLD_HTML", "NEW_HTML"))
     args = ap.parse_args(argv)
     studies = set(args.studies.split(",")) if args.studies else None
+    SYNONYMS.clear()
+    SYNONYMS.update(pair.split("=", 1) for pair in filter(None, args.synonyms.split(",")))
     old, new = Store(args.old), Store(args.new)
     ro, rn = _runs(old, studies, RENAMED), _runs(new, studies)
     if args.datasets:

@@ -50,13 +50,15 @@ def stores(tmp_path):
     for st, tag in ((old, "1"), (new, "2")):
         run(st, f"w8-{tag}", "tf:sweep", "text", BASE, {"name": "w8", "arch": [8]})
         run(st, f"w16-{tag}", "tf:sweep", "text", BASE, {"name": "w16", "arch": [16]})
-        run(st, f"s-{tag}", "tf:static", "text", BASE,
-            {"name": "s", "arch": [3], "options": {"of": f"w8-{tag}", "price": 1}})
+        run(st, f"s-{tag}", "tf:static", "text", BASE,  # option renamed lambda -> price
+            {"name": "s", "arch": [3], "options": {"of": f"w8-{tag}",
+                                                   "lambda" if tag == "1" else "price": 1}})
     return tmp_path / "old", tmp_path / "new"
 
 
 def test_each_run_gets_its_outcome(stores, capsys):
-    assert cs.main([str(stores[0]), str(stores[1]), "--retired", "lenet:manifest"]) == 1
+    assert cs.main([str(stores[0]), str(stores[1]), "--retired", "lenet:manifest",
+                    "--synonyms", "lambda=price"]) == 1
     out = capsys.readouterr().out.splitlines()
     assert "same variance / mnist" in out
     assert "same pca:conjecture / noise-aaaaaaaaaaaa-m2" in out
@@ -76,7 +78,7 @@ def test_each_run_gets_its_outcome(stores, capsys):
 
 def test_new_runs_and_measured_times_are_not_failures(stores, capsys):
     assert cs.main([str(stores[0]), str(stores[1]), "--studies", "variance,lenet,pca,tf",
-                    "--retired", "lenet:manifest"]) == 0
+                    "--retired", "lenet:manifest", "--synonyms", "lambda=price"]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == (
         "differing_runs=0 missing_runs=0 retired=1 new_runs=1")
 
@@ -90,12 +92,18 @@ def page(*sections: tuple[str, list[tuple[str, str]]]) -> str:
     return f"<html>{body}</html>"
 
 
-def test_verdicts_are_compared_per_shared_section(tmp_path, capsys):
-    old = page(("Optimizer: MNIST", [("holds", "adam spikes 3 times"),
+def test_a_renamed_option_is_a_difference_unless_named_a_synonym(stores, capsys):
+    assert cs.main([str(stores[0]), str(stores[1]), "--studies", "tf"]) == 1
+    assert "DIFF tf:static / text: models differ" in capsys.readouterr().out.splitlines()
+
+
+def test_verdicts_are_compared_per_shared_section(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(cs, "SYNONYMS", {"lambda": "price"})
+    old = page(("Optimizer: MNIST", [("holds", "adam spikes 3 times at lambda 0.1"),
                                      ("fails", "sgd &lt; adam")]),
                ("LeNet: MNIST", [("holds", "faster: 2.28s -> 1.45s (0.64)")]),
                ("Variance: MNIST", [("holds", "only in the old report")]))
-    new = page(("Optimizer: MNIST", [("holds", "adam spikes 3 times"),
+    new = page(("Optimizer: MNIST", [("holds", "adam spikes 3 times at price 0.1"),
                                      ("holds", "sgd &lt; adam")]),
                ("LeNet: MNIST", [("fails", "faster: 2.51s -> 2.60s (1.04)")]))
     (tmp_path / "a.html").write_text(old)
