@@ -2,7 +2,8 @@
 
 Every result widthlab stores is described by a :class:`RunSpec` and identified by its
 :meth:`~RunSpec.key`: an engine run of a bank of MLPs (:class:`~widthlab.engine.trainer.Engine`),
-a run of any ``nn.Module`` (:class:`~widthlab.engine.module_run.ModuleRun`), a stored analysis
+a run of any ``nn.Module`` (:class:`~widthlab.engine.module_run.ModuleRun`), a language model
+trained on token windows (:class:`~widthlab.engine.token_run.TokenRun`), a stored analysis
 and a ``widthlab reproduce`` job. The spec has two halves:
 
 - **hashed** (what changes the numbers): the kind of run, the data's identity, the models
@@ -16,7 +17,8 @@ and a ``widthlab reproduce`` job. The spec has two halves:
   worker counts and the store's location never enter a spec at all.
 
 A config dataclass (:class:`~widthlab.engine.config.TrainConfig`,
-:class:`~widthlab.engine.modules.ModuleConfig`) says which of its fields are hashed in each
+:class:`~widthlab.engine.modules.ModuleConfig`,
+:class:`~widthlab.engine.token_run.TokenConfig`) says which of its fields are hashed in each
 field's metadata (``hashed=False``, or ``"shrinks"``: only when a modifier removes units);
 :func:`split_config` sorts its values into the two halves. Studies, ``widthlab train`` and the
 Python API all reach a run through one of those configs, so they all build the same spec; the
@@ -42,7 +44,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-KINDS = ("bank", "module", "analysis", "job")
+KINDS = ("bank", "module", "token", "analysis", "job")
 NOT_HASHED = {"hashed": False}
 
 
@@ -52,7 +54,7 @@ class RunSpec:
 
     Parameters
     ----------
-    kind : {"bank", "module", "analysis", "job"}
+    kind : {"bank", "module", "token", "analysis", "job"}
     label : str
         The stored run label (``"study:experiment"``); not hashed.
     dataset : str

@@ -14,7 +14,11 @@ the validation split, all of them when None; ``final_windows`` at the last chunk
 (:func:`~widthlab.nn.gpt_train.lr_at`); gate parameters get their own peak ``gate_lr`` on
 the same schedule and no weight decay. Through
 :func:`~widthlab.engine.lifecycle.run_trainable` it gets checkpoints after every chunk and
-kill -9 then resume bitwise identical on the CPU.
+kill -9 then resume bitwise identical on the CPU. Its identity is a
+:class:`~widthlab.engine.spec.RunSpec` (kind ``"token"``, :attr:`TokenRun.spec`): the model's
+description, every :class:`TokenConfig` field (prices and their window, fold, seeds, schedule,
+evaluation windows), the loss, the corpus' content id and the code are hashed; the device is
+its placement and the label only names the id.
 
 Example::
 
@@ -37,9 +41,10 @@ from torch import nn
 
 from widthlab import __version__
 from widthlab.engine.config import resolve_device
-from widthlab.engine.identity import closure_hash, run_key
+from widthlab.engine.identity import closure_hash
 from widthlab.engine.lifecycle import EpochRows, RunRecord
 from widthlab.engine.module_run import model_identity
+from widthlab.engine.spec import RunSpec, data_identity, hashed_names, split_config
 from widthlab.errors import UsageError
 from widthlab.nn.gpt_train import GPTTrain, evaluate_gpt, lr_at
 from widthlab.nn.surgery import fold_gates_, gate_widths, model_gates, shrink_, size_penalty
@@ -128,16 +133,14 @@ class TokenConfig:
         keep = {f.name for f in fields(GPTTrain)}
         return GPTTrain(**{k: v for k, v in asdict(self).items() if k in keep})
 
-    def hashed_fields(self) -> list[str]:
-        return [f.name for f in fields(self)]
+    @classmethod
+    def hashed_fields(cls) -> list[str]:
+        """The fields that enter a token run's id (all of them: each changes a number)."""
+        return hashed_names(cls)
 
-    def keyed(self) -> dict:
-        """The fields that make a run's key (``fold_at`` only when set, so runs from before
-        the option keep their ids)."""
-        d = asdict(self)
-        if d["fold_at"] is None:
-            del d["fold_at"]
-        return d
+
+#: the loss every :class:`TokenRun` trains (its spec's modifier)
+LOSS = "torch.nn.functional.cross_entropy (next token)"
 
 
 def ffn_params(model: nn.Module) -> int:
@@ -208,9 +211,18 @@ class TokenRun:
         self.epoch, self.alive, self.train_s, self.eval_s = 0, True, 0.0, 0.0
         self.folded: dict[str, int] | None = None  # the widths once the gates are folded
         roots = [type(built), type(self)] + ([model] if self.factory is not None else [])
-        key = run_key({"model": self.describe, "train": cfg.keyed(),
-                       "data": data.content_id}, closure_hash(__name__, roots))
-        self.run_id = f"{label.replace(':', '.')}-{data.name}-{key[:12]}"
+        self.spec = self._spec(closure_hash(__name__, roots))
+        self.run_id = self.spec.run_id()
+
+    def _spec(self, code: str) -> RunSpec:
+        """The run's :class:`~widthlab.engine.spec.RunSpec`: the model's description, the
+        config's hashed fields, the loss, the corpus' identity and the code are hashed; the
+        device (and any field a config marks unhashed) is placement."""
+        train, placement = split_config(self.cfg)
+        return RunSpec("token", label=self.label, dataset=self.data.name,
+                       data=data_identity(self.data), models=[self.describe], train=train,
+                       modifiers=[{"loss": LOSS}], code=code,
+                       placement={**placement, "device": str(self.device)})
 
     @property
     def epochs(self) -> int:
@@ -351,4 +363,4 @@ class TokenRun:
         self.train_s, self.eval_s = float(s["train_s"]), float(s["eval_s"])
 
 
-__all__ = ["TokenConfig", "TokenRun", "ffn_params", "token_optimizer"]
+__all__ = ["LOSS", "TokenConfig", "TokenRun", "ffn_params", "token_optimizer"]
