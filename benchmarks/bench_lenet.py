@@ -140,6 +140,9 @@ def profile(args) -> LenetProfile:
                "hc_gate_lr": args.hc_gate_lr, "hc_init": args.hc_init,
                "hc_ramp300": args.hc_ramp300, "hc_fix_gates300": args.hc_fix_gates300,
                "hc_per_weight300": args.hc_per_weight300,
+               "hc_dropout300": tuple(args.hc_dropout300) if args.hc_dropout300 else None,
+               "hc_dropout_free_only300": args.hc_dropout_free_only300,
+               "hc_weight_decay300": args.hc_weight_decay300,
                "hc_scales300": tuple(args.hc_scales300) if args.hc_scales300 else None,
                "gate_kinds": tuple(args.kinds),
                "gate_lr": args.gate_lr, "free_frac": args.free_frac, "seed": args.seed,
@@ -192,6 +195,13 @@ def main(argv=None) -> int:
                     default=None, help="price LeNet-300-100's hard-concrete units per weight")
     ap.add_argument("--hc-scales300", type=float, nargs=3, default=None,
                     help="LeNet-300-100's hard-concrete price multipliers (pixels, 300, 100)")
+    ap.add_argument("--hc-dropout300", type=float, nargs="+", default=None,
+                    help="dropout rates on LeNet-300-100's hard-concrete gated units (one, or "
+                         "pixels 300 100)")
+    ap.add_argument("--hc-dropout-free-only300", action=argparse.BooleanOptionalAction,
+                    default=None, help="that dropout only in the price-free last epochs")
+    ap.add_argument("--hc-weight-decay300", type=float, default=None,
+                    help="L2 weight decay of LeNet-300-100's hard-concrete runs")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     p = profile(args)
