@@ -30,8 +30,9 @@ Both gate kinds (``--kinds``, default both): the L1 gates ``relu(g)`` at ``--pri
 stochastic gates in training, their deterministic clamp in evaluation, the expected L0 norm
 priced per unit) at ``--hc-prices300`` / ``--hc-prices5``; LeNet-300-100's 100-unit gates
 priced 2x (``--hc-scales300``) and its price-free last third trained at fixed deterministic
-gates (``--hc-fix-gates300``; ``--hc-ramp300`` raises its price linearly instead of at once).
-The published rows report their best epoch (RigL its last); widthlab's rows the final epoch,
+gates (``--hc-fix-gates300``; ``--hc-ramp300`` raises its price linearly instead of at once),
+its weights under L2 weight decay 5e-4 (``--hc-weight-decay300``; ``--hc-dropout300`` adds
+dropout on the kept units, off by default: it cost error in the probes). The published rows report their best epoch (RigL its last); widthlab's rows the final epoch,
 and the ``# ... vs ...`` lines say which published rows each gate kind reaches.
 
 The figures printed last: ``lenet300_error`` / ``lenet300_widths`` and ``lenet5_error`` /
