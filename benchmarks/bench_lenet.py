@@ -32,8 +32,9 @@ priced per unit) at ``--hc-prices300`` / ``--hc-prices5``; LeNet-300-100's 100-u
 priced 2x (``--hc-scales300``) and its price-free last third trained at fixed deterministic
 gates (``--hc-fix-gates300``; ``--hc-ramp300`` raises its price linearly instead of at once),
 its weights under L2 weight decay 5e-4 (``--hc-weight-decay300``; ``--hc-dropout300`` adds
-dropout on the kept units, off by default: it cost error in the probes). The published rows report their best epoch (RigL its last); widthlab's rows the final epoch,
-and the ``# ... vs ...`` lines say which published rows each gate kind reaches.
+dropout on the kept units, off by default: it cost error in the probes). The published
+rows report their best epoch (RigL its last); widthlab's rows the final epoch, and the
+``# ... vs ...`` lines say which published rows each gate kind reaches.
 
 The figures printed last: ``lenet300_error`` / ``lenet300_widths`` and ``lenet5_error`` /
 ``lenet5_widths`` of the L1 gated row with the smallest total width within the error bound
