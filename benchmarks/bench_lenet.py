@@ -30,9 +30,11 @@ Both gate kinds (``--kinds``, default both): the L1 gates ``relu(g)`` at ``--pri
 stochastic gates in training, their deterministic clamp in evaluation, the expected L0 norm
 priced per unit) at ``--hc-prices300`` / ``--hc-prices5``; LeNet-300-100's 100-unit gates
 priced 2x (``--hc-scales300``) and its price-free last third trained at fixed deterministic
-gates (``--hc-fix-gates300``; ``--hc-ramp300`` raises its price linearly instead of at once).
-The published rows report their best epoch (RigL its last); widthlab's rows the final epoch,
-and the ``# ... vs ...`` lines say which published rows each gate kind reaches.
+gates (``--hc-fix-gates300``; ``--hc-ramp300`` raises its price linearly instead of at once),
+its weights under L2 weight decay 5e-4 (``--hc-weight-decay300``; ``--hc-dropout300`` adds
+dropout on the kept units, off by default: it cost error in the probes). The published
+rows report their best epoch (RigL its last); widthlab's rows the final epoch, and the
+``# ... vs ...`` lines say which published rows each gate kind reaches.
 
 The figures printed last: ``lenet300_error`` / ``lenet300_widths`` and ``lenet5_error`` /
 ``lenet5_widths`` of the L1 gated row with the smallest total width within the error bound
@@ -140,6 +142,9 @@ def profile(args) -> LenetProfile:
                "hc_gate_lr": args.hc_gate_lr, "hc_init": args.hc_init,
                "hc_ramp300": args.hc_ramp300, "hc_fix_gates300": args.hc_fix_gates300,
                "hc_per_weight300": args.hc_per_weight300,
+               "hc_dropout300": tuple(args.hc_dropout300) if args.hc_dropout300 else None,
+               "hc_dropout_free_only300": args.hc_dropout_free_only300,
+               "hc_weight_decay300": args.hc_weight_decay300,
                "hc_scales300": tuple(args.hc_scales300) if args.hc_scales300 else None,
                "gate_kinds": tuple(args.kinds),
                "gate_lr": args.gate_lr, "free_frac": args.free_frac, "seed": args.seed,
@@ -192,6 +197,13 @@ def main(argv=None) -> int:
                     default=None, help="price LeNet-300-100's hard-concrete units per weight")
     ap.add_argument("--hc-scales300", type=float, nargs=3, default=None,
                     help="LeNet-300-100's hard-concrete price multipliers (pixels, 300, 100)")
+    ap.add_argument("--hc-dropout300", type=float, nargs="+", default=None,
+                    help="dropout rates on LeNet-300-100's hard-concrete gated units (one, or "
+                         "pixels 300 100)")
+    ap.add_argument("--hc-dropout-free-only300", action=argparse.BooleanOptionalAction,
+                    default=None, help="that dropout only in the price-free last epochs")
+    ap.add_argument("--hc-weight-decay300", type=float, default=None,
+                    help="L2 weight decay of LeNet-300-100's hard-concrete runs")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     p = profile(args)

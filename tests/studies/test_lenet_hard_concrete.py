@@ -106,3 +106,36 @@ def test_ramp_and_fixed_gates_are_lenet300_hard_concrete_settings():
 def test_bad_gate_kind_is_refused():
     with pytest.raises(UsageError, match="gate_kinds"):
         lenet.STUDY.profile("quick", gate_kinds=("l0",))
+
+
+def test_regularisers_are_lenet300_hard_concrete_settings_only_when_set():
+    """hc_dropout300 / hc_dropout_free_only300 / hc_weight_decay300 reach the hard-concrete
+    LeNet-300-100 run's ModuleConfig, and its settings (identity) only when set: a profile
+    without them gives the settings keys of before."""
+    from widthlab.nn.lenet import LENET5
+    from widthlab.studies.lenet.config import gated_config, settings
+
+    before = {"epochs", "train_size", "seed", "lr", "batch_size", "gate_lr", "free_frac",
+              "warmup", "gate_kind", "per_weight", "init", "ramp", "fix_gates", "scales300"}
+    plain = lenet.STUDY.profile("full", hc_dropout300=(), hc_weight_decay300=0.0,
+                                hc_dropout_free_only300=False)
+    assert set(settings(plain, LENET300, "gated", "hard_concrete")) == before
+    cfg = gated_config(plain, LENET300, 3e-3, "hard_concrete")
+    assert (cfg.dropout, cfg.dropout_free_only, cfg.weight_decay) == ((), False, 0.0)
+    assert "dropout" not in cfg.identity()[0]
+    p = lenet.STUDY.profile("full", hc_dropout300=(0.1, 0.2, 0.3), hc_dropout_free_only300=True,
+                            hc_weight_decay300=1e-4)
+    got = settings(p, LENET300, "gated", "hard_concrete")
+    assert set(got) == before | {"dropout", "dropout_free_only", "weight_decay"}
+    assert (got["dropout"], got["weight_decay"]) == ([0.1, 0.2, 0.3], 1e-4)
+    cfg = gated_config(p, LENET300, 3e-3, "hard_concrete")
+    assert (cfg.dropout, cfg.dropout_free_only, cfg.weight_decay) == ((0.1, 0.2, 0.3), True,
+                                                                       1e-4)
+    for net, kind in ((LENET300, "l1"), (LENET5, "hard_concrete")):
+        c = gated_config(p, net, 1e-3, kind)
+        assert (c.dropout, c.weight_decay) == ((), 0.0)
+        assert "dropout" not in settings(p, net, "gated", kind)
+    for bad in ({"hc_dropout300": (0.1, 0.2)}, {"hc_dropout300": (1.0,)},
+                {"hc_weight_decay300": -1.0}):
+        with pytest.raises(UsageError, match="hc_dropout300|hc_weight_decay300"):
+            lenet.STUDY.profile("quick", **bad)

@@ -38,7 +38,8 @@ from widthlab.engine.events import EpochContext
 from widthlab.engine.identity import closure_hash, module_name
 from widthlab.engine.lifecycle import EpochRows, RunRecord
 from widthlab.engine.modules import ModuleConfig, error_rate, make_optimizer
-from widthlab.engine.spec import RunSpec, data_identity, split_config
+from widthlab.engine.spec import RunSpec, data_identity
+from widthlab.errors import UsageError
 from widthlab.nn.surgery import gate_widths, model_gates, shrink_, size_penalty
 from widthlab.store import ArrayRow, MetricRow
 from widthlab.units import resize_to_state_, size_attrs
@@ -47,23 +48,44 @@ from widthlab.units import resize_to_state_, size_attrs
 def module_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: Tensor,
                  cfg: ModuleConfig, price: float, gen: torch.Generator, loss_fn: Callable,
                  sched, advance: Callable[[int], None] | None = None, *,
-                 fixed_gates: bool = False) -> float:
+                 fixed_gates: bool = False, dropout: Sequence[float] = ()) -> float:
     """One pass over ``(x, y)`` in the order ``gen`` draws; the mean training loss (without
     the price; NaN or inf when the loss diverged). ``fixed_gates``: the gates in evaluation
-    mode and not updated (their ``requires_grad`` put back after)."""
+    mode and not updated (their ``requires_grad`` put back after). ``dropout``: rates of
+    dropout on the gates' outputs (one per gate, or one for all; hooks removed after)."""
     model.train()
-    if not fixed_gates:
-        return _module_pass(model, opt, x, y, cfg, price, gen, loss_fn, sched, advance)
     gates = model_gates(model)
     before = [g.gate.requires_grad for g in gates]
-    for g in gates:
-        g.eval()
-        g.gate.requires_grad_(False)
+    if fixed_gates:
+        for g in gates:
+            g.eval()
+            g.gate.requires_grad_(False)
+    with gate_dropout(gates, dropout):
+        try:
+            return _module_pass(model, opt, x, y, cfg, price, gen, loss_fn, sched, advance)
+        finally:
+            for g, req in zip(gates, before, strict=True):
+                g.gate.requires_grad_(req)
+
+
+@contextlib.contextmanager
+def gate_dropout(gates: Sequence[nn.Module], rates: Sequence[float]):
+    """Within the block, every gate with a rate ``> 0`` passes its output through
+    ``F.dropout(out, rate, training=True)`` (rates: one per gate or one for all; empty:
+    nothing is hooked and no random number drawn)."""
+    rates = list(rates)
+    if len(rates) == 1:
+        rates *= len(gates)
+    if rates and len(rates) != len(gates):
+        raise UsageError(f"dropout has {len(rates)} rates for {len(gates)} gates; give one "
+                         "rate per gate (model_gates order) or one for all")
+    hooks = [g.register_forward_hook(lambda m, i, out, r=r: F.dropout(out, r, True))
+             for g, r in zip(gates, rates, strict=False) if r > 0]
     try:
-        return _module_pass(model, opt, x, y, cfg, price, gen, loss_fn, sched, advance)
+        yield
     finally:
-        for g, req in zip(gates, before, strict=True):
-            g.gate.requires_grad_(req)
+        for h in hooks:
+            h.remove()
 
 
 def _module_pass(model, opt, x, y, cfg, price, gen, loss_fn, sched, advance) -> float:
@@ -160,7 +182,7 @@ class ModuleRun:
         """The run's :class:`~widthlab.engine.spec.RunSpec`: the model's identity, the
         config's hashed fields (the rest is placement), the loss and hooks, the data, the
         code."""
-        train, placement = split_config(self.cfg)
+        train, placement = self.cfg.identity()
         loss = module_name(self.loss_fn) + "." + getattr(
             self.loss_fn, "__qualname__", type(self.loss_fn).__qualname__)
         return RunSpec("module", label=self.label, dataset=self.data.name,
@@ -205,6 +227,13 @@ class ModuleRun:
         cfg = self.cfg
         return cfg.fix_gates and epoch > cfg.epochs - cfg.free_epochs
 
+    def dropout_at(self, epoch: int) -> tuple[float, ...]:
+        """The dropout rates of ``epoch`` (none outside the free epochs when
+        ``dropout_free_only``)."""
+        cfg = self.cfg
+        free = epoch > cfg.epochs - cfg.free_epochs
+        return cfg.dropout if free or not cfg.dropout_free_only else ()
+
     def train_epoch(self, epoch: int, advance: Callable[[int], None]) -> EpochRows:
         """Train, check for divergence, shrink, evaluate; the epoch's rows (none once the
         model diverged)."""
@@ -219,7 +248,8 @@ class ModuleRun:
         tr = self.data.train
         loss = module_epoch(self.model, self.opt, tr.x, tr.y, self.cfg, price, self.gen,
                             self.loss_fn, self.sched, advance,
-                            fixed_gates=self.gates_fixed_at(epoch))
+                            fixed_gates=self.gates_fixed_at(epoch),
+                            dropout=self.dropout_at(epoch))
         elapsed = time.perf_counter() - start
         self.train_s += elapsed
         self.epoch = epoch

@@ -22,13 +22,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from widthlab.engine.spec import NOT_HASHED, hashed_names
+from widthlab.engine.spec import NOT_HASHED, hashed_names, split_config
 from widthlab.errors import UsageError
 from widthlab.nn.surgery import model_gates
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
               "adamax": torch.optim.Adamax, "sgd": torch.optim.SGD,
               "rmsprop": torch.optim.RMSprop}
+
+
+#: fields hashed into a run's identity only when they differ from these defaults
+WHEN_SET = {"dropout": (), "dropout_free_only": False}
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,15 @@ class ModuleConfig:
         The ``free_epochs`` train the weights at fixed gates: every gate in evaluation mode
         (a stochastic gate at its deterministic value, no noise drawn) and not updated, so
         the weights are fine-tuned for the gates the model is evaluated with.
+    dropout : tuple of float
+        Dropout on the gated units in training: each gate's output (the kept units it
+        multiplies) times a Bernoulli mask per example, kept with probability ``1 - rate``
+        and scaled by ``1 / (1 - rate)`` (``torch.nn.functional.dropout``; torch's global RNG,
+        which the checkpoints carry). One rate per gate in
+        :func:`~widthlab.nn.surgery.model_gates` order, or one rate for every gate; ``()``:
+        none (no mask drawn, bit for bit the run without the field).
+    dropout_free_only : bool
+        Apply ``dropout`` only in the ``free_epochs`` (the fine-tune at the learned widths).
     optimizer : {"adam", "adamw", "adamax", "sgd", "rmsprop"}
     lr, momentum, weight_decay : float
         ``momentum`` is used by SGD and RMSprop only.
@@ -79,6 +92,8 @@ class ModuleConfig:
     warmup_epochs: int = 0
     ramp_epochs: int = 0
     fix_gates: bool = False
+    dropout: tuple[float, ...] = ()
+    dropout_free_only: bool = False
     optimizer: str = "adam"
     lr: float = 1e-3
     momentum: float = 0.9
@@ -93,8 +108,19 @@ class ModuleConfig:
 
     @classmethod
     def hashed_fields(cls) -> list[str]:
-        """The fields that enter a module run's id (all but ``eval_batch``)."""
+        """The fields that enter a module run's id (all but ``eval_batch``; the fields of
+        :data:`WHEN_SET` only when they differ from their defaults)."""
         return hashed_names(cls)
+
+    def identity(self) -> tuple[dict, dict]:
+        """``(hashed, placement)``: :func:`~widthlab.engine.spec.split_config` without the
+        :data:`WHEN_SET` fields at their defaults (so runs that do not set them keep their
+        settings)."""
+        train, placement = split_config(self)
+        for name, default in WHEN_SET.items():
+            if train.get(name) == default:
+                del train[name]
+        return train, placement
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -107,6 +133,11 @@ class ModuleConfig:
         if not 0 <= self.warmup_epochs <= self.epochs - self.free_epochs:
             raise UsageError(f"warmup_epochs must be in [0, epochs - free_epochs], got "
                              f"{self.warmup_epochs}")
+        drop = self.dropout
+        rates = (float(drop),) if isinstance(drop, (int, float)) else tuple(map(float, drop))
+        if any(not 0 <= r < 1 for r in rates):
+            raise UsageError(f"dropout rates must be in [0, 1), got {list(rates)}; e.g. (0.2,)")
+        object.__setattr__(self, "dropout", rates)
         if self.ramp_epochs < 0:
             raise UsageError(f"ramp_epochs must be >= 0, got {self.ramp_epochs}")
         if self.epochs < 1 or self.batch_size < 1 or self.price < 0 or self.lr <= 0:
