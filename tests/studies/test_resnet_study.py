@@ -53,7 +53,7 @@ def test_study_gates_shrunk_with_sgd_momentum_equal_masked_training():
     for _ in range(2):
         torch.set_default_dtype(torch.float64)  # the traced example too
         try:
-            model = build_gated(SMALL, 0)
+            model = build_gated(SMALL, 0, p.price_by, p.gate_kind)
         finally:
             torch.set_default_dtype(torch.float32)
         gates = {g.key: g for g in model_gates(model)}
@@ -154,22 +154,27 @@ def test_images_keep_their_shape_and_flat_data_says_why_not():
         flat.images()
 
 
-def test_the_study_end_to_end_on_small_images(tmp_path):
+@pytest.mark.parametrize("budget", [{}, {"target_ratio": 2.0, "gate_kind": "relative_l1",
+                                     "cut_tries": 4}])
+def test_the_study_end_to_end_on_small_images(tmp_path, budget):
     """Every step on 8x8 images: the alternatives meet the learned multiply-adds, the cost
-    analysis counts what the network says, the learned run shrank and its epochs are stored."""
+    analysis counts what the network says, the learned run shrank and its epochs are stored;
+    with a MAC budget the learned run ends at most at dense / target_ratio."""
     rng = np.random.default_rng(0)
     y = np.arange(120) % 3
     x = rng.normal(size=(120, 1, 8, 8)) + y[:, None, None, None] * 0.5
     data = from_arrays(x, y, name="tiny", val_size=0, test_size=40)
     alts = ALTERNATIVES
     runs = STUDY.run("tiny", "quick", store=tmp_path, data=data, alternatives=alts,
-                     train_size=None, test_size=None)
+                     train_size=None, test_size=None, **budget)
     st = Store.open(tmp_path)
     t = STUDY.tables(st, {"tiny": runs.runs})["tiny"]
     f = t.final.set_index("method")
     assert set(f.index) == {"dense", LEARNED, *alts}
     learned = f.macs[LEARNED]
     assert learned < f.macs["dense"]  # the quick price removes channels
+    if budget:
+        assert learned <= f.macs["dense"] / budget["target_ratio"]
     for m in alts:
         assert abs(f.macs[m] - learned) <= 0.25 * learned, (m, f.macs[m], learned)
         if m != "uniform":  # cut to at most the learned multiply-adds
@@ -228,3 +233,7 @@ def test_the_profile_refuses_an_unknown_gate_kind_or_price_by():
         dataclasses.replace(PROFILES["quick"], gate_kind="l0").validate()
     with pytest.raises(UsageError, match="price_by"):
         dataclasses.replace(PROFILES["quick"], price_by="flops").validate()
+    with pytest.raises(UsageError, match="target_ratio"):
+        dataclasses.replace(PROFILES["quick"], target_ratio=0.5).validate()
+    with pytest.raises(UsageError, match="min_width_frac"):
+        dataclasses.replace(PROFILES["quick"], min_width_frac=0.0).validate()

@@ -257,7 +257,7 @@ class ModuleRun:
         if failure is not None:
             return EpochRows(failures=[failure])
         t1 = time.perf_counter()
-        removed = shrink_(self.model, self.opt, rule=self.cfg.rule) if self.cfg.shrink else {}
+        removed = self.shrink(epoch)
         rec = self._record(epoch, price, loss, elapsed, removed)
         rows = self.rows(rec)
         metrics, arrays = self._hook_rows(epoch)
@@ -265,6 +265,11 @@ class ModuleRun:
         rows.arrays += arrays
         self.eval_s += time.perf_counter() - t1
         return rows
+
+    def shrink(self, epoch: int) -> dict[str, int]:
+        """Remove the units the rule calls dead after ``epoch`` (optimizer state sliced);
+        ``{gate key: units removed}``. A subclass may remove more (e.g. to a budget)."""
+        return shrink_(self.model, self.opt, rule=self.cfg.rule) if self.cfg.shrink else {}
 
     def _diverged(self, loss: float, epoch: int) -> tuple[int, int, str] | None:
         reason = None

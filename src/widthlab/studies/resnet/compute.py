@@ -25,6 +25,8 @@ import math
 from widthlab.data import load_splits
 from widthlab.data.tensors import DatasetSplits, Split
 from widthlab.engine.lifecycle import Result
+from widthlab.engine.module_run import ModuleRun
+from widthlab.frontier.gate_budget import MacBudget, MacBudgetRun
 from widthlab.nn.resnet import ResNetConfig
 from widthlab.store import MetricRow, Store
 from widthlab.studies.base import Derived, ModuleExperiment, RunContext, StoredAnalysis
@@ -97,13 +99,14 @@ def _data_id(data: DatasetSplits) -> dict:
 
 
 def _experiment(name: str, build, cfg, ctx: RunContext, describe: dict,
-                data: DatasetSplits, journal: bool = True) -> ModuleExperiment:
+                data: DatasetSplits, journal: bool = True,
+                trainable=ModuleRun) -> ModuleExperiment:
     p: ResnetProfile = ctx.profile
     hooks = (tr.Journal(p.journal_images),) if journal else ()
     return ModuleExperiment(name, build, cfg, hooks=hooks, data=data,
                             describe={"method": name, **describe, "data": _data_id(data)},
                             model_record={"name": "resnet20", "arch": [], "seed": p.seed,
-                                          "variant": name})
+                                          "variant": name}, trainable=trainable)
 
 
 def dense_step(ctx: RunContext) -> ModuleExperiment:
@@ -127,9 +130,13 @@ def learned_step(ctx: RunContext) -> ModuleExperiment | None:
     names = ("price", "price_by", "gate_lr", "free_frac", "warmup_frac")
     if p.gate_kind != "l1":  # an L1 run keeps its identity
         names += ("gate_kind",)
+    trainable = ModuleRun
+    if p.target_ratio > 0:  # the gates choose the units, a schedule how many MACs stay
+        names += ("target_ratio", "min_width_frac")
+        trainable = functools.partial(
+            MacBudgetRun, budget=MacBudget(p.target_ratio, p.min_width_frac))
     return _experiment(LEARNED, build, learned_config(p), ctx,
-                       {"settings": settings(p, *names)},
-                       data)
+                       {"settings": settings(p, *names)}, data, trainable=trainable)
 
 
 def slim_train_step(ctx: RunContext) -> ModuleExperiment | None:

@@ -1,0 +1,220 @@
+"""Learned widths to a multiply-add budget: the gates choose which units go, a schedule how many.
+
+A price alone sets the widths only indirectly: too low and no gate reaches 0 in the epochs
+there are, too high and a whole group empties (rbase's and rgate's probes on ResNet-20). Here
+the price shapes the gates and a schedule sets the number of multiply-adds:
+
+- :func:`relative_gate_scores`: every unit's evaluation gate over its group's largest
+  (``scale(g) / max scale(g)``, in ``[0, 1]``): scale-free, so a group that a BatchNorm lets
+  shrink as a whole is not ranked below one that did not;
+- :func:`prune_gates_to_macs_`: the units of lowest score, ranked over the whole network,
+  are closed (their gate set exactly to 0) and removed with
+  :func:`~widthlab.nn.surgery.shrink_` (optimizer state sliced) until the model costs at
+  most ``target_macs`` multiply-adds per sample (the fewest removals, by bisection on trial
+  copies; :func:`widthlab.metrics.cost.count_macs`); every group keeps at least its floor;
+- :class:`MacBudget` and :class:`MacBudgetRun`: a :class:`~widthlab.engine.module_run.ModuleRun`
+  that after each priced epoch ``k`` of ``n`` (the epochs between the warm-up and the free
+  epochs of its :class:`~widthlab.engine.modules.ModuleConfig`) prunes to
+  ``macs0 / ratio ** (k / n)``: geometric steps to ``ratio`` times fewer multiply-adds than
+  the model started with, reached at the last priced epoch; the free epochs then train the
+  final widths. Which groups lose units is what the gates learned under the price.
+
+Example::
+
+    budget = MacBudget(ratio=2.7, min_frac=0.125)
+    run = MacBudgetRun(build_gated_model, splits, ModuleConfig(epochs=8, warmup_epochs=1,
+                       free_epochs=3, price=0.05, ...), budget=budget, describe={...})
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor, nn
+
+from widthlab.engine.module_run import ModuleRun, model_identity
+from widthlab.errors import UsageError
+from widthlab.metrics.cost import count_macs
+from widthlab.nn.surgery import shrink_
+from widthlab.nn.surgery.unit_gates import unit_gates
+
+__all__ = ["MacBudget", "MacBudgetRun", "prune_gates_to_macs_", "relative_gate_scores"]
+
+
+@dataclass(frozen=True)
+class MacBudget:
+    """A multiply-add schedule for :class:`MacBudgetRun`.
+
+    Parameters
+    ----------
+    ratio : float
+        The model ends with at most its starting multiply-adds over ``ratio`` (> 1).
+    min_frac : float
+        Every gated group keeps at least ``ceil(min_frac * its starting width)`` units (at
+        least 1), in ``(0, 1]``.
+    """
+
+    ratio: float
+    min_frac: float = 0.125
+
+    def __post_init__(self) -> None:
+        if not (self.ratio > 1 and math.isfinite(self.ratio)):
+            raise UsageError(f"the MAC budget's ratio must be a finite number > 1, got "
+                             f"{self.ratio}")
+        if not 0 < self.min_frac <= 1:
+            raise UsageError(f"min_frac must be in (0, 1], got {self.min_frac}")
+
+    def target(self, macs0: int, step: int, steps: int) -> int:
+        """Multiply-adds allowed after priced epoch ``step`` of ``steps``:
+        ``macs0 / ratio ** (step / steps)`` (rounded down)."""
+        return int(macs0 / self.ratio ** (step / steps))
+
+
+def relative_gate_scores(model: nn.Module) -> dict[str, Tensor]:
+    """Per units-core gate (its key): every unit's evaluation gate over the group's largest,
+    float64 in ``[0, 1]`` (all 0 when every gate of the group is 0)."""
+    out = {}
+    for gate in unit_gates(model):
+        s = gate.kind.scale(gate.gate.detach()).to(torch.float64).cpu()
+        top = float(s.max()) if s.numel() else 0.0
+        out[gate.key] = s / top if top > 0 else torch.zeros_like(s)
+    return out
+
+
+def _ranking(scores: dict[str, Tensor], keep: dict[str, int]) -> list[tuple[float, str, int]]:
+    """Every unit but each group's ``keep`` best, lowest score first (ties: key, unit)."""
+    rows = []
+    for key, s in scores.items():
+        order = torch.argsort(s, descending=True, stable=True).tolist()
+        rows += [(float(s[u]), key, u) for u in order[keep.get(key, 1):]]
+    rows.sort()
+    return rows
+
+
+def _close(model: nn.Module, rows, k: int) -> None:
+    gates = {g.key: g for g in unit_gates(model)}
+    with torch.no_grad():
+        for _, key, u in rows[:k]:
+            g = gates[key].gate
+            g[u] = gates[key].kind.closed(g[u])
+
+
+def _macs_after(model: nn.Module, example, rows, k: int) -> int:
+    trial = copy.deepcopy(model)
+    _close(trial, rows, k)
+    shrink_(trial)
+    return count_macs(trial, example)
+
+
+def prune_gates_to_macs_(model: nn.Module, example, *, target_macs: int,
+                         optimizer: torch.optim.Optimizer | None = None,
+                         keep: dict[str, int] | None = None) -> dict:
+    """Remove the units of lowest :func:`relative_gate_scores`, ranked over the whole
+    network, until ``count_macs(model, example) <= target_macs``; in place.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Gated with ``gate_layers(model, groups=..., example=...)``.
+    example : Tensor
+        A small input batch (multiply-adds per sample).
+    target_macs : int
+    optimizer : torch.optim.Optimizer, optional
+        Its state is sliced with the parameters (:func:`~widthlab.nn.surgery.shrink_`).
+    keep : dict, optional
+        Gate key -> the fewest units the group keeps (default and at least 1).
+
+    Returns
+    -------
+    dict
+        ``macs_before``, ``macs``, ``removed`` (gate key -> units removed) and
+        ``threshold`` (the largest score removed; None when nothing was).
+
+    Raises
+    ------
+    UsageError
+        No units-core gates; ``target_macs`` not a positive int or below what the floors
+        cost (checked before the model is changed).
+    """
+    if isinstance(target_macs, bool) or not isinstance(target_macs, int) or target_macs < 1:
+        raise UsageError(f"target_macs must be a positive int (multiply-adds per sample), "
+                         f"got {target_macs!r}")
+    if not unit_gates(model):
+        raise UsageError("prune_gates_to_macs_ ranks units-core gates: call gate_layers(model, "
+                         "groups=..., example=...) first")
+    keep = {k: max(1, int(v)) for k, v in (keep or {}).items()}
+    rows = _ranking(relative_gate_scores(model), keep)
+    before = count_macs(model, example)
+    lo, hi = 0, len(rows)
+    if before > target_macs:
+        floor = _macs_after(model, example, rows, hi)
+        if floor > target_macs:
+            raise UsageError(f"target_macs={target_macs:,} cannot be reached: with every group "
+                             f"at its floor the model still costs {floor:,} multiply-adds; "
+                             "lower the floor (min_frac) or the ratio")
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if _macs_after(model, example, rows, mid) <= target_macs:
+                hi = mid
+            else:
+                lo = mid + 1
+    removed: dict[str, int] = {}
+    if lo:
+        _close(model, rows, lo)
+        removed = shrink_(model, optimizer)
+    return {"macs_before": before, "macs": count_macs(model, example),
+            "removed": {k: v for k, v in removed.items() if v},
+            "threshold": rows[lo - 1][0] if lo else None}
+
+
+class MacBudgetRun(ModuleRun):
+    """A :class:`~widthlab.engine.module_run.ModuleRun` whose shrink after each priced epoch
+    also prunes to its :class:`MacBudget`'s schedule (:func:`prune_gates_to_macs_`; see the
+    module docstring). ``budget`` is part of the run's identity (``describe["mac_budget"]``);
+    the other arguments are :class:`ModuleRun`'s.
+    """
+
+    def __init__(self, model: nn.Module | Callable[[], nn.Module], data, cfg, *,
+                 budget: MacBudget, describe: dict | None = None, **kwargs):
+        steps = cfg.epochs - cfg.free_epochs - cfg.warmup_epochs
+        if steps < 1 or not cfg.shrink:
+            raise UsageError("a MAC budget prunes after the priced epochs: the config needs "
+                             "shrink=True and at least one epoch between warmup_epochs and "
+                             f"free_epochs (got {cfg.epochs} epochs, {cfg.warmup_epochs} "
+                             f"warm-up, {cfg.free_epochs} free, shrink={cfg.shrink})")
+        if describe is None:
+            model = model if isinstance(model, nn.Module) else model()
+            describe = model_identity(model)
+        self.budget, self.steps = budget, steps
+        super().__init__(model, data, cfg, describe={**describe, "mac_budget": asdict(budget)},
+                         **kwargs)
+        if not unit_gates(self.model):
+            raise UsageError("a MAC budget ranks units-core gates: gate the model with "
+                             "gate_layers(model, groups=..., example=...)")
+        self.example = self.data.train.x[:2]
+        self.macs0 = count_macs(self.model, self.example)
+        self.keep = {g.key: max(1, math.ceil(budget.min_frac * g.width))
+                     for g in unit_gates(self.model)}
+        self.pruned: dict = {}
+
+    def target_at(self, epoch: int) -> int | None:
+        """The multiply-adds allowed after ``epoch`` (None: not a priced epoch)."""
+        k = epoch - self.cfg.warmup_epochs
+        if not 1 <= k <= self.steps:
+            return None
+        return self.budget.target(self.macs0, k, self.steps)
+
+    def shrink(self, epoch: int) -> dict[str, int]:
+        removed = super().shrink(epoch)
+        target = self.target_at(epoch)
+        if target is None:
+            return removed
+        self.pruned = prune_gates_to_macs_(self.model, self.example, target_macs=target,
+                                           optimizer=self.opt, keep=self.keep)
+        for key, n in self.pruned["removed"].items():
+            removed[key] = removed.get(key, 0) + n
+        return removed

@@ -1,0 +1,134 @@
+"""Learned widths to a MAC budget (frontier.gate_budget): the prune removes exactly the fewest
+lowest-relative-gate units that meet the target (a brute-force reference over ResNetConfig's
+own MAC arithmetic), keeps floors and momentum at the kept indices, refuses an unreachable
+target unchanged; the run follows its geometric schedule and leaves the free epochs alone."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from widthlab.data.tensors import DatasetSplits, Split
+from widthlab.engine.modules import ModuleConfig, make_optimizer
+from widthlab.errors import UsageError
+from widthlab.frontier.gate_budget import MacBudget, MacBudgetRun, prune_gates_to_macs_
+from widthlab.nn.resnet import ResNetConfig
+from widthlab.nn.surgery import model_gates
+from widthlab.studies.resnet.train import build_gated, example
+
+SMALL = ResNetConfig(stage_widths=(6, 8, 10), blocks=2, image_size=12)
+
+
+def _config(widths: dict[str, int]) -> ResNetConfig:
+    """The ResNetConfig of gate key -> width (independent of the units graph)."""
+    stages = tuple(widths[f"stream:stages.{s}"] for s in range(3))
+    inner = tuple(tuple(widths[f"stages.{s}.{b}.conv1:out"] for b in range(2))
+                  for s in range(3))
+    return ResNetConfig(stage_widths=stages, blocks=2, block_widths=inner, image_size=12)
+
+
+def _gated(seed: int = 0):
+    model = build_gated(SMALL, 0, price_by="unit", kind="relative_l1")
+    rng = np.random.default_rng(seed)
+    with torch.no_grad():
+        for g in model_gates(model):
+            g.gate.copy_(torch.as_tensor(rng.uniform(0.05, 2.0, g.width), dtype=torch.float32))
+    return model
+
+
+def _reference(model, target: int, keep: dict[str, int]):
+    """Brute force: rank every unit by relu(g) / max over its group (each group's `keep`
+    largest exempt), remove the k lowest for the smallest k whose config costs <= target."""
+    gates = {g.key: g.gate.detach().double().numpy() for g in model_gates(model)}
+    rows = []
+    for key, g in gates.items():
+        s = np.maximum(g, 0) / np.maximum(g, 0).max()
+        exempt = set(np.argsort(-s, kind="stable")[:keep.get(key, 1)].tolist())
+        rows += [(s[u], key, u) for u in range(len(s)) if u not in exempt]
+    rows.sort()
+    for k in range(len(rows) + 1):
+        widths = {key: len(g) for key, g in gates.items()}
+        gone: dict[str, set] = {key: set() for key in gates}
+        for _, key, u in rows[:k]:
+            widths[key] -= 1
+            gone[key].add(u)
+        if _config(widths).macs() <= target:
+            kept = {key: [u for u in range(len(g)) if u not in gone[key]]
+                    for key, g in gates.items()}
+            return k, _config(widths), kept
+    return None
+
+
+@pytest.mark.parametrize("ratio", [1.3, 2.0, 3.5])
+def test_prune_removes_the_fewest_lowest_relative_gates_and_keeps_momentum(ratio):
+    model = _gated()
+    opt = make_optimizer(model, ModuleConfig(optimizer="sgd", lr=0.01, gate_lr=0.01))
+    x = torch.randn(4, 1, 12, 12, generator=torch.Generator().manual_seed(0))
+    F.cross_entropy(model(x), torch.arange(4)).backward()
+    opt.step()  # momentum buffers exist
+    keep = {"stream:stages.0": 3, "stages.2.1.conv1:out": 4}
+    target = int(SMALL.macs() / ratio)
+    k, cfg, kept = _reference(model, target, keep)
+    gates_before = {g.key: g.gate.detach().clone() for g in model_gates(model)}
+    conv = model.stages[0][0].conv1.weight
+    buf = opt.state[conv]["momentum_buffer"].clone()
+    out = prune_gates_to_macs_(model, example(SMALL), target_macs=target, optimizer=opt,
+                               keep=keep)
+    assert model.current_config() == cfg
+    assert out["macs"] == cfg.macs() <= target and out["macs_before"] == SMALL.macs()
+    assert sum(out["removed"].values()) == k
+    for g in model_gates(model):  # the kept units' gates, in order
+        torch.testing.assert_close(g.gate.detach(), gates_before[g.key][kept[g.key]])
+    assert model.current_config().stage_widths[0] >= 3
+    new = opt.state[model.stages[0][0].conv1.weight]["momentum_buffer"]
+    ref = buf[kept["stages.0.0.conv1:out"]][:, kept["stream:stages.0"]]
+    torch.testing.assert_close(new, ref)
+    model(x).sum().backward()
+    opt.step()  # the optimizer still fits the shrunk model
+
+
+def test_prune_refuses_an_unreachable_target_unchanged():
+    model = _gated()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    keep = {g.key: g.width for g in model_gates(model)}  # every group at its full floor
+    with pytest.raises(UsageError, match="cannot be reached"):
+        prune_gates_to_macs_(model, example(SMALL), target_macs=SMALL.macs() - 1, keep=keep)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    with pytest.raises(UsageError, match="positive int"):
+        prune_gates_to_macs_(model, example(SMALL), target_macs=0.5)
+    with pytest.raises(UsageError, match="ratio"):
+        MacBudget(ratio=1.0)
+
+
+def test_the_run_follows_its_geometric_schedule_and_keeps_the_free_epochs():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 1, 12, 12, generator=g), torch.arange(64) % 10
+    data = DatasetSplits("tiny", Split(x, y), Split(x[:0], y[:0]), Split(x[:16], y[:16]),
+                         0.0, 1.0, 0)
+    cfg = ModuleConfig(epochs=5, warmup_epochs=1, free_epochs=1, price=1e-3, optimizer="sgd",
+                       lr=0.05, gate_lr=0.05, batch_size=32)
+    budget = MacBudget(ratio=3.0, min_frac=0.5)
+    run = MacBudgetRun(lambda: build_gated(SMALL, 0, "sqrt_macs", "relative_l1"), data, cfg,
+                       budget=budget, describe={"net": "small"})
+    macs0 = SMALL.macs()
+    macs = []
+    for epoch in range(1, 6):
+        run.train_epoch(epoch, lambda n: None)
+        macs.append(run.model.current_config().macs())
+    assert macs[0] == macs0  # the warm-up prunes nothing
+    for k in (1, 2, 3):  # priced epochs 2-4: macs0 / 3 ** (k / 3)
+        assert macs[k] <= macs0 / 3.0 ** (k / 3)
+    assert macs[4] == macs[3]  # the free epoch keeps the widths
+    cfg_end = run.model.current_config()
+    assert min(cfg_end.stage_widths) >= 3 and cfg_end.stage_widths[2] >= math.ceil(0.5 * 10)
+    other = MacBudgetRun(lambda: build_gated(SMALL, 0, "sqrt_macs", "relative_l1"), data, cfg,
+                         budget=MacBudget(ratio=2.0, min_frac=0.5), describe={"net": "small"})
+    assert other.run_id != run.run_id
+    with pytest.raises(UsageError, match="priced epochs"):
+        MacBudgetRun(lambda: build_gated(SMALL, 0), data,
+                     ModuleConfig(epochs=2, free_epochs=2), budget=budget, describe={})
