@@ -95,11 +95,15 @@ def _cost(st: Store, run_id: str | None) -> pd.DataFrame:
 
 def _train_gmacs(c: pd.DataFrame, method: str, n_train: int) -> float:
     """Training multiply-adds (forward + backward ~ 3x the forward) in billions: per epoch
-    the network's multiply-adds at that epoch's start, times the training images."""
+    the network's multiply-adds at that epoch's start, times the training images. The stored
+    ``macs`` of an epoch are those after its shrink, so the learned run's first epoch starts at
+    the dense network's (the architecture it is built at)."""
     g = c[c.method == method].sort_values("epoch")
     if g.empty:
         return np.nan
-    start = np.r_[g.macs.values[:1], g.macs.values[:-1]]
+    dense = c[c.method == DENSE].macs
+    first = dense.values[:1] if method == LEARNED and len(dense) else g.macs.values[:1]
+    start = np.r_[first, g.macs.values[:-1]]
     own = float(3 * start.sum() * n_train / 1e9)
     up = UPSTREAM.get(method)
     return own + (_train_gmacs(c, up, n_train) if up else 0.0)

@@ -84,8 +84,8 @@ def build_gated(cfg: ResNetConfig, seed: int, price_by: str = "macs",
     gate_layers(model, groups=groups, example=x, kind=kind, seed=seed)
     if price_by != "unit":
         power = 0.5 if price_by == "sqrt_macs" else 1.0
-        for gate, g in zip(model_gates(model), groups, strict=True):
-            gate.price_scale = (per[g.name] / mean) ** power
+        for gate in model_gates(model):  # by its group's name, not by position
+            gate.price_scale = (per[gate.group_name] / mean) ** power
     return model
 
 
