@@ -125,3 +125,33 @@ def test_dropout_resumes_from_a_checkpoint_bitwise():
     whole.train_epoch(3, lambda n: None)
     assert resumed.last_record["train_loss"] == whole.last_record["train_loss"]
     assert _same(resumed.model.state_dict(), whole.model.state_dict())
+
+
+class _Wrapped(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(10, 8), nn.ReLU(), nn.Linear(8, 2))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def test_bad_dropout_is_refused_before_the_gates_are_touched():
+    """A wrong number of rates, or group gates (one output per batch: the same units would be
+    dropped for every example), is refused before the fixed-gates phase freezes the gates."""
+    from widthlab.engine.module_run import module_epoch
+
+    net = model(2, kind="hard_concrete")
+    x, y = problem(64, 3)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    gen = torch.Generator().manual_seed(0)
+    with pytest.raises(UsageError, match="one rate per gate"):
+        module_epoch(net, opt, x, y, ModuleConfig(batch_size=32), 0.0, gen,
+                     nn.functional.cross_entropy, None, fixed_gates=True, dropout=(0.1,) * 3)
+    assert all(g.gate.requires_grad and g.training for g in model_gates(net))
+    torch.manual_seed(0)
+    grouped = _Wrapped()
+    gate_layers(grouped, groups=["net.0:out"], example=torch.zeros(2, 10))
+    with pytest.raises(UsageError, match="whole batch"), gate_dropout(model_gates(grouped),
+                                                                       (0.2,)):
+        pass

@@ -55,6 +55,7 @@ def module_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: Ten
     dropout on the gates' outputs (one per gate, or one for all; hooks removed after)."""
     model.train()
     gates = model_gates(model)
+    _dropout_rates(gates, dropout)  # checked before the gates are touched
     before = [g.gate.requires_grad for g in gates]
     if fixed_gates:
         for g in gates:
@@ -73,12 +74,7 @@ def gate_dropout(gates: Sequence[nn.Module], rates: Sequence[float]):
     """Within the block, every gate with a rate ``> 0`` passes its output through
     ``F.dropout(out, rate, training=True)`` (rates: one per gate or one for all; empty:
     nothing is hooked and no random number drawn)."""
-    rates = list(rates)
-    if len(rates) == 1:
-        rates *= len(gates)
-    if rates and len(rates) != len(gates):
-        raise UsageError(f"dropout has {len(rates)} rates for {len(gates)} gates; give one "
-                         "rate per gate (model_gates order) or one for all")
+    rates = _dropout_rates(gates, rates)
     hooks = [g.register_forward_hook(lambda m, i, out, r=r: F.dropout(out, r, True))
              for g, r in zip(gates, rates, strict=False) if r > 0]
     try:
@@ -86,6 +82,25 @@ def gate_dropout(gates: Sequence[nn.Module], rates: Sequence[float]):
     finally:
         for h in hooks:
             h.remove()
+
+
+def _dropout_rates(gates: Sequence[nn.Module], rates: Sequence[float]) -> list[float]:
+    """One rate per gate (a single rate repeated), checked: the gates must act per example
+    (:func:`~widthlab.nn.surgery.gate_layers` with layer names), not units-core group gates,
+    whose one output per batch would drop the same units for every example."""
+    rates = list(rates)
+    if not rates:
+        return rates
+    if any(getattr(g, "unit_group", None) is not None for g in gates):
+        raise UsageError("dropout acts on gates that scale each example (gate_layers(model, "
+                         "names)); units-core group gates (gate_layers(groups=...)) would "
+                         "drop the same units for the whole batch: leave dropout off")
+    if len(rates) == 1:
+        rates *= len(gates)
+    if len(rates) != len(gates):
+        raise UsageError(f"dropout has {len(rates)} rates for {len(gates)} gates; give one "
+                         "rate per gate (model_gates order) or one for all")
+    return rates
 
 
 def _module_pass(model, opt, x, y, cfg, price, gen, loss_fn, sched, advance) -> float:
@@ -321,7 +336,7 @@ class ModuleRun:
         """Tensors and plain containers only (weights-only loadable): the model's
         ``state_dict`` and plain sizes (:func:`~widthlab.units.size_attrs`), and unless
         ``final`` the optimizer's and schedule's ``state_dict``, the minibatch generator's and
-        torch's global RNG state."""
+        torch's global RNG state (and the GPUs' where there are any)."""
         state = {"epoch": self.epoch, "alive": self.alive, "train_s": self.train_s,
                  "eval_s": self.eval_s}
         ckpt = {"model": self.model.state_dict(), "sizes": size_attrs(self.model),
@@ -330,6 +345,8 @@ class ModuleRun:
             ckpt.update(opt=self.opt.state_dict(),
                         sched=None if self.sched is None else self.sched.state_dict(),
                         gen=self.gen.get_state(), rng=torch.get_rng_state())
+            if torch.cuda.is_available():  # dropout on a GPU draws from its generators
+                ckpt["rng_cuda"] = torch.cuda.get_rng_state_all()
         return ckpt
 
     def restore(self, ckpt: dict) -> None:
@@ -347,6 +364,8 @@ class ModuleRun:
                 self.sched.load_state_dict(ckpt["sched"])
             self.gen.set_state(ckpt["gen"])
             torch.set_rng_state(ckpt["rng"])
+            if "rng_cuda" in ckpt and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(ckpt["rng_cuda"])
         s = ckpt["state"]
         self.epoch, self.alive = int(s["epoch"]), bool(s["alive"])
         self.train_s, self.eval_s = float(s["train_s"]), float(s["eval_s"])
