@@ -105,6 +105,28 @@ def test_prune_refuses_an_unreachable_target_unchanged():
         MacBudget(ratio=1.0)
 
 
+def test_a_failing_shrink_leaves_the_gates_open(monkeypatch):
+    """The gates closed for the cut are opened again when the shrink refuses: nothing of the
+    model changes."""
+    from widthlab.frontier import gate_budget
+
+    model = _gated()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+
+    real = gate_budget.shrink_
+
+    def refuses(m, *a, **k):  # the trial copies of the search shrink; the model refuses
+        if m is model:
+            raise UsageError("the optimizer's state cannot be sliced")
+        return real(m, *a, **k)
+
+    monkeypatch.setattr(gate_budget, "shrink_", refuses)
+    with pytest.raises(UsageError, match="cannot be sliced"):
+        prune_gates_to_macs_(model, example(SMALL), target_macs=SMALL.macs() // 2)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
 def test_the_run_follows_its_geometric_schedule_and_keeps_the_free_epochs():
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(64, 1, 12, 12, generator=g), torch.arange(64) % 10

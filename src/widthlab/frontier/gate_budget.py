@@ -164,8 +164,16 @@ def prune_gates_to_macs_(model: nn.Module, example, *, target_macs: int,
                 lo = mid + 1
     removed: dict[str, int] = {}
     if lo:
+        gates = {g.key: g.gate for g in unit_gates(model)}
+        saved = {k: g.detach().clone() for k, g in gates.items()}
         _close(model, rows, lo)
-        removed = shrink_(model, optimizer)
+        try:
+            removed = shrink_(model, optimizer)  # validates before it cuts
+        except BaseException:
+            with torch.no_grad():  # the closed gates opened again: nothing changed
+                for k, g in gates.items():
+                    g.copy_(saved[k])
+            raise
     return {"macs_before": before, "macs": count_macs(model, example),
             "removed": {k: v for k, v in removed.items() if v},
             "threshold": rows[lo - 1][0] if lo else None}
