@@ -98,8 +98,10 @@ def test_dropout_enters_the_run_identity_only_when_set():
     x, y = problem(64, 1)
     data = DatasetSplits("tensors", Split(x, y), Split(x[:0], y[:0]), Split(x, y), 0.0, 1.0, 0)
     ids = {ModuleRun(model(0), data, ModuleConfig(**kw), describe={"m": 1}).run_id
-           for kw in ({}, {"dropout": ()}, {"dropout": (0.2,)})}
-    assert len(ids) == 2
+           for kw in ({}, {"dropout": ()}, {"dropout": (0.0,)}, {"dropout": (0.0, 0.0)},
+                      {"dropout_free_only": True}, {"dropout": (0.2,)})}
+    assert len(ids) == 2  # all-zero rates and free_only without dropout are no dropout
+    assert ModuleConfig(dropout=(0.0,), dropout_free_only=True) == ModuleConfig()
 
 
 def test_dropout_resumes_from_a_checkpoint_bitwise():

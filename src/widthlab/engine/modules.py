@@ -108,8 +108,9 @@ class ModuleConfig:
 
     @classmethod
     def hashed_fields(cls) -> list[str]:
-        """The fields that enter a module run's id (all but ``eval_batch``; the fields of
-        :data:`WHEN_SET` only when they differ from their defaults)."""
+        """The names of the fields that can enter a module run's id (all but the placement
+        ones such as ``eval_batch``); :meth:`identity` leaves out the :data:`WHEN_SET` ones at
+        their defaults."""
         return hashed_names(cls)
 
     def identity(self) -> tuple[dict, dict]:
@@ -137,7 +138,11 @@ class ModuleConfig:
         rates = (float(drop),) if isinstance(drop, (int, float)) else tuple(map(float, drop))
         if any(not 0 <= r < 1 for r in rates):
             raise UsageError(f"dropout rates must be in [0, 1), got {list(rates)}; e.g. (0.2,)")
+        if not any(rates):  # all rates 0 is no dropout: the same numbers, the same run id
+            rates = ()
         object.__setattr__(self, "dropout", rates)
+        if not rates:
+            object.__setattr__(self, "dropout_free_only", False)  # nothing to restrict
         if self.ramp_epochs < 0:
             raise UsageError(f"ramp_epochs must be >= 0, got {self.ramp_epochs}")
         if self.epochs < 1 or self.batch_size < 1 or self.price < 0 or self.lr <= 0:

@@ -150,7 +150,7 @@ def _best_time(model: nn.Module, x, reps: int) -> float:
     """The best of ``reps`` forwards' seconds; on a GPU the kernels are waited for (a bare
     clock there times the launches only)."""
     dev = next((p.device for p in model.parameters()), torch.device("cpu"))
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
     with torch.no_grad():
         model(x)  # warm-up (allocations, kernels)
         best = float("inf")
