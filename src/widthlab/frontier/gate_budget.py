@@ -1,7 +1,7 @@
 """Learned widths to a multiply-add budget: the gates choose which units go, a schedule how many.
 
 A price alone sets the widths only indirectly: too low and no gate reaches 0 in the epochs
-there are, too high and a whole group empties (rbase's and rgate's probes on ResNet-20). Here
+there are, too high and a whole group empties (seen on ResNet-20: CHANGELOG, issue 32). Here
 the price shapes the gates and a schedule sets the number of multiply-adds:
 
 - :func:`relative_gate_scores`: every unit's evaluation gate over its group's largest

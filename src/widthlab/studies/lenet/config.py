@@ -161,12 +161,12 @@ PROFILES = {
     # first 5 epochs (probed in benchmarks/README.md: ~100 features fewer at the same error
     # than one price for every gate, 224-233 features at 1.84-1.93% instead of 340 at 1.93%)
     # The hard-concrete gates at three prices per unit each (probed on one thread, issue 33's
-    # notes /work/notes/lenet.md: LeNet-300-100's 100-unit gates priced 2x, its price-free
-    # last third at fixed deterministic gates: 98-79-31 at 2.3% for 5e-3 at 30 epochs;
+    # probes, CHANGELOG): LeNet-300-100's 100-unit gates priced 2x, its price-free last
+    # third at fixed deterministic gates: 98-79-31 at 2.3% for 5e-3 at 30 epochs;
     # a price ramp kept more units at no lower error, so none; LeNet-5-Caffe at 10 epochs
     # 20-44-164-102 at 0.80% for 1e-3, 20-36-110-67 at 0.89% for 1.5e-3)
     # LeNet-300-100's hard-concrete weights under L2 weight decay 5e-4 (probed, issue 33's
-    # notes /work/notes/hc300.md: about 0.1 point lower error at the same width, 86-79-33
+    # probes in benchmarks/README.md: about 0.1 point lower error at the same width, 86-79-33
     # at 2.20% for 6e-3; dropout on the kept units, pricing the hidden units above the
     # pixels and a slower gate learning rate were worse)
     "full": LenetProfile(prices300=(2.5e-4, 4e-4, 5e-4), scales300=(8.0, 2.0, 1.0),
