@@ -32,8 +32,16 @@ def drive(folder: str) -> None:
     LocalExecutor(_sleepy_job, workers=2, threads=1).run(jobs, Path(folder) / "store")
 
 
-def _start(tmp_path: Path) -> tuple[subprocess.Popen, list[int]]:
-    code = (f"import sys; sys.path[:0] = [{str(ROOT / 'src')!r}, {str(ROOT)!r}]\n"
+def _start(tmp_path: Path, dump_after: float = 0) -> tuple[subprocess.Popen, list[int]]:
+    """The driver in a child process, SIGINT handled as in a terminal (a test runner or a
+    library may have left SIGINT ignored, which a child would inherit; the disposition it
+    found is written to ``sigint``); ``dump_after``: seconds after which a child still alive
+    prints every thread's stack to its stderr (a hang explains itself)."""
+    code = ("import faulthandler, signal, sys\n"
+            f"open({str(tmp_path / 'sigint')!r}, 'w').write(repr(signal.getsignal(2)))\n"
+            "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+            + (f"faulthandler.dump_traceback_later({dump_after})\n" if dump_after else "")
+            + f"sys.path[:0] = [{str(ROOT / 'src')!r}, {str(ROOT)!r}]\n"
             "from tests.test_interrupt import drive\n"
             f"drive({str(tmp_path)!r})\n")
     p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
@@ -63,11 +71,16 @@ def _gone(pid: int, within: float) -> bool:
 
 @pytest.mark.skipif(sys.platform != "linux", reason="signals and /proc")
 def test_ctrl_c_stops_the_jobs_in_flight_within_seconds(tmp_path):
-    p, workers = _start(tmp_path)
+    p, workers = _start(tmp_path, dump_after=20)
     t0 = time.time()
     p.send_signal(signal.SIGINT)  # the parent only, as `kill -INT`
     try:
         _, err = p.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        _, err = p.communicate()
+        pytest.fail(f"the driver did not exit on SIGINT (SIGINT was "
+                    f"{(tmp_path / 'sigint').read_text()} at its start); its stacks:\n{err}")
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(p.pid, signal.SIGKILL)
