@@ -9,7 +9,7 @@ from torch import nn
 
 from widthlab.errors import UsageError
 from widthlab.frontier.blocks import linear_consumer
-from widthlab.frontier.budget import allocate, loss_scale
+from widthlab.frontier.budget import allocate, fewest_removals, loss_scale
 from widthlab.frontier.group import group_frontier
 
 
@@ -84,3 +84,17 @@ def test_loss_scale_and_bad_input():
         allocate({"a": ([1.0, 2.0], 1.0, 1.0)}, target="seconds", amount=0.1)
     with pytest.raises(UsageError, match="fraction"):
         allocate({"a": ([1.0, 2.0], 1.0, 1.0)}, target="params", amount=2)
+
+
+def test_fewest_removals_equals_a_linear_scan():
+    """The bisection against the first k that a plain scan finds, on random non-increasing
+    cost curves; an unreachable target names the floor."""
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n = int(rng.integers(0, 30))
+        curve = (1000 - np.cumsum(np.r_[0, rng.integers(0, 50, n)])).tolist()
+        target = int(rng.integers(curve[-1], 1001))
+        want = next(k for k in range(n + 1) if curve[k] <= target)
+        assert fewest_removals(curve.__getitem__, n, curve[0], target, "{floor}") == want
+    with pytest.raises(UsageError, match="still 900"):
+        fewest_removals([1000, 900].__getitem__, 1, 1000, 10, "still {floor}")

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -32,7 +32,7 @@ from torch import Tensor
 
 from widthlab.errors import UsageError
 
-__all__ = ["Allocation", "allocate", "loss_scale"]
+__all__ = ["Allocation", "allocate", "fewest_removals", "loss_scale"]
 
 TARGETS = ("loss", "params", "macs", "latency")
 
@@ -129,3 +129,24 @@ def allocate(groups: Mapping[str, tuple[Sequence[float], float, float]], *, targ
         push(name, i + 1)
     plan.met = target == "loss" or saved >= need - 1e-12 * total
     return plan
+
+
+def fewest_removals(macs_after: Callable[[int], int], n: int, before: int, target: int,
+                    unreachable: str) -> int:
+    """The fewest ``k`` in ``[0, n]`` with ``macs_after(k) <= target`` (``macs_after`` not
+    increasing in ``k``: the first ``k`` of a ranking removed), by bisection; 0 when
+    ``before`` already meets the target. Raises :class:`UsageError` with ``unreachable``
+    (formatted with ``floor``, the cost at ``n``) when even ``n`` removals do not."""
+    lo, hi = 0, n
+    if before <= target:
+        return 0
+    floor = macs_after(hi)
+    if floor > target:
+        raise UsageError(unreachable.format(floor=floor))
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if macs_after(mid) <= target:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo

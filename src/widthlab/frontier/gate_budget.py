@@ -38,6 +38,7 @@ from torch import Tensor, nn
 
 from widthlab.engine.module_run import ModuleRun, model_identity
 from widthlab.errors import UsageError
+from widthlab.frontier.budget import fewest_removals
 from widthlab.metrics.cost import count_macs
 from widthlab.nn.surgery import shrink_
 from widthlab.nn.surgery.unit_gates import unit_gates
@@ -149,19 +150,10 @@ def prune_gates_to_macs_(model: nn.Module, example, *, target_macs: int,
     keep = {k: max(1, int(v)) for k, v in (keep or {}).items()}
     rows = _ranking(relative_gate_scores(model), keep)
     before = count_macs(model, example)
-    lo, hi = 0, len(rows)
-    if before > target_macs:
-        floor = _macs_after(model, example, rows, hi)
-        if floor > target_macs:
-            raise UsageError(f"target_macs={target_macs:,} cannot be reached: with every group "
-                             f"at its floor the model still costs {floor:,} multiply-adds; "
-                             "lower the floor (min_frac) or the ratio")
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if _macs_after(model, example, rows, mid) <= target_macs:
-                hi = mid
-            else:
-                lo = mid + 1
+    lo = fewest_removals(
+        lambda k: _macs_after(model, example, rows, k), len(rows), before, target_macs,
+        f"target_macs={target_macs:,} cannot be reached: with every group at its floor the "
+        "model still costs {floor:,} multiply-adds; lower the floor (min_frac) or the ratio")
     removed: dict[str, int] = {}
     if lo:
         gates = {g.key: g.gate for g in unit_gates(model)}

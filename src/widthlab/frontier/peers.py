@@ -34,6 +34,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from widthlab.errors import UsageError
+from widthlab.frontier.budget import fewest_removals
 from widthlab.frontier.network import cut_network, network_groups, unit_costs
 from widthlab.metrics.cost import count_macs, count_params
 from widthlab.units import Group, UnitGraph, build_graph, remove_units
@@ -131,19 +132,10 @@ def slim_(model: nn.Module, example, *, target_macs: int,
                          "model has a BatchNorm; use tp_prune_ or cut_network instead")
     rows = _ranking(scores)
     before = count_macs(model, example)
-    lo, hi = 0, len(rows)  # the fewest removals reaching the target, by bisection
-    if before > target_macs:
-        floor = _macs_after(model, example, rows, hi)
-        if floor > target_macs:
-            raise UsageError(f"target_macs={target_macs:,} cannot be reached by slim_: with one "
-                             f"channel left in every BatchNorm group the model still costs "
-                             f"{floor:,} multiply-adds per sample")
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if _macs_after(model, example, rows, mid) <= target_macs:
-                hi = mid
-            else:
-                lo = mid + 1
+    lo = fewest_removals(
+        lambda k: _macs_after(model, example, rows, k), len(rows), before, target_macs,
+        f"target_macs={target_macs:,} cannot be reached by slim_: with one channel left in "
+        "every BatchNorm group the model still costs {floor:,} multiply-adds per sample")
     drops = _drops(rows, lo, graph)
     if drops:
         remove_units(model, graph, drops, optimizer=optimizer)
