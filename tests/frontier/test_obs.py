@@ -141,3 +141,8 @@ def test_damped_inverse_matches_numpy(h):
     assert got.data_ptr() == gt.data_ptr()
     np.testing.assert_allclose(got.numpy(), ref, rtol=0, atol=1e-9 * np.abs(ref).max())
     assert torch.equal(got, got.t())
+    # lower=True (the CPU column steps' reader): the same lower triangle, no mirror
+    low = damped_inverse(torch.tensor(g), 1e-3, lower=True)
+    assert torch.equal(low.tril(), got.tril())
+    if h > 1:  # the upper triangle is left as the damped matrix's own (not the inverse)
+        assert not np.allclose(np.triu(low.numpy(), 1), np.triu(ref, 1))

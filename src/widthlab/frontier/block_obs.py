@@ -336,6 +336,16 @@ def _check(problems: Sequence[BlockProblem], n_units: int) -> None:
         raise UsageError(f"units {missing} are read by no consumer; every unit needs one")
 
 
+def reads_lower_only(n_problems: int, b: int, ginv: Tensor) -> bool:
+    """Whether :func:`eliminate_blocks` takes the CPU column steps
+    (:mod:`widthlab.frontier.column_cpu`: one consumer, one column per unit, a contiguous CPU
+    matrix), which read only the lower triangle of ``ginv`` (its transpose if it is not
+    contiguous)."""
+    m = ginv if ginv.is_contiguous() else ginv.t()
+    return (_NUMPY_STEPS and n_problems == 1 and b == 1 and m.device.type == "cpu"
+            and m.is_contiguous())
+
+
 def eliminate_blocks(problems: Sequence[BlockProblem], n_units: int, *, cap: int = 128,
                      keep_at: Collection[int] = (),
                      on_step: Callable[[int], None] | None = None) -> BlockElimination:
@@ -362,8 +372,7 @@ def eliminate_blocks(problems: Sequence[BlockProblem], n_units: int, *, cap: int
     pr = problems[0]
     # P is symmetric: a column-major one (LAPACK's) is its row-major transpose
     ginv = pr.ginv if pr.ginv.is_contiguous() else pr.ginv.t()
-    if (_NUMPY_STEPS and len(problems) == 1 and pr.cols.shape[1] == 1
-            and ginv.device.type == "cpu" and ginv.is_contiguous()):
+    if reads_lower_only(len(problems), int(pr.cols.shape[1]), ginv):
         pr.ginv = pr.ginv.new_empty(0)  # consumed
         order, costs, snaps = eliminate_columns(
             ginv, pr.weight, pr.cols[:, 0], pr.units, pr.metric, n_units, cap=cap,

@@ -3,7 +3,8 @@
 One consumer reading every unit through one column (a Linear's input neuron): the same
 algorithm and the same layout as ``block_obs._State`` with ``b == 1`` (lazy downdates applied
 by GEMMs on the lower row panels of ``P``, the stale rest of a row read from its column, live
-positions moved into the dead ones' places at every flush), with the per-removal work done by
+positions moved into the dead ones' places at every flush; only the lower triangle of ``P`` is
+read: a row up to the diagonal, the rest from its column), with the per-removal work done by
 numpy on views of the buffers: a removal is about 25 small vector operations, each ~1 us in
 numpy against ~5 us for a torch operator. The weights are lazy as well (``W`` at the last
 flush plus the pending ``a^T v``; the costs' numerators follow each removal in closed form
@@ -82,8 +83,6 @@ class _Columns:
         size = max(panel, -(-n // 8))  # fixed row panels of the lower-triangle flushes
         size = n if 2 * size > n else size
         self.edges = list(range(0, n, size)) + [n]
-        self.r1 = np.minimum((np.arange(n) // size + 1) * size, n)
-        self.r1l = self.r1.tolist()
         self.qd = self.p.diagonal().copy()
         c0, u = col.cpu().numpy(), units.cpu().numpy()
         self.gid = np.full(n, -1, dtype=np.int64)
@@ -125,7 +124,7 @@ class _Columns:
         ``num += v (a^T F a v - 2 (F a)^T W)`` (the change of ``w_i^T F w_i`` under
         ``W -= a v^T``)."""
         n, k, c = self.n, self.pending, self.c
-        r1 = min(self.r1l[j], n)
+        r1 = j + 1  # the lower triangle only: row j up to the diagonal, then column j
         v, y, g, ak = self.v[k], self.y, self.g[:n], self.a[:k]
         x = self.x[:, :c + k]
         vj = x[0, c:]
@@ -211,7 +210,7 @@ class _Columns:
         if len(holes):  # a moved row is current up to n2 (its panel starts above n2)
             r = p[srcs, :n2]
             sub = p[np.ix_(srcs, srcs)]  # among the moved: from the row or from the column
-            r[:, holes] = np.where(srcs[None, :] < self.r1[srcs][:, None], sub, sub.T)
+            r[:, holes] = np.where(srcs[None, :] <= srcs[:, None], sub, sub.T)  # lower
             p[holes, :n2] = r
             self._put_columns(holes, r, n2)
             for a in (self.qd, self.pen, self.gid, self.idx):

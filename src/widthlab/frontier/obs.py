@@ -43,7 +43,7 @@ from torch import Tensor
 
 from widthlab.errors import UsageError
 from widthlab.frontier._memory import big_empty
-from widthlab.frontier.block_obs import BlockProblem, eliminate_blocks
+from widthlab.frontier.block_obs import BlockProblem, eliminate_blocks, reads_lower_only
 
 __all__ = ["Elimination", "add_gram_", "damped_inverse", "eliminate", "gram", "mirror_gram_"]
 
@@ -86,10 +86,12 @@ def gram(a: Tensor, *, chunk: int = 2 ** 22) -> Tensor:
     return g.div_(n)
 
 
-def damped_inverse(g: Tensor, damp: float) -> Tensor:
+def damped_inverse(g: Tensor, damp: float, *, lower: bool = False) -> Tensor:
     """``(G + damp * mean(diag G) * I)^-1`` by a Cholesky factorisation, computed in the memory
     of ``g`` (which is consumed; on the CPU the result is ``g`` itself, elsewhere a new
-    ``(H+1)^2`` buffer).
+    ``(H+1)^2`` buffer). ``lower=True``: on the CPU only the lower triangle (diagonal
+    included) is the inverse, the upper one is left as it is (for a reader of the lower one
+    only: the mirror is a sixth of the time).
 
     Raises
     ------
@@ -116,14 +118,15 @@ def damped_inverse(g: Tensor, damp: float) -> Tensor:
         raise UsageError("the Gram matrix of the calibration activations is singular (dead or "
                          "duplicate neurons, or fewer samples than neurons); use damp > 0")
     if cpu:
-        return _potri_cpu_(g)
+        return _potri_cpu_(g, mirror=not lower)
     return torch.cholesky_inverse(g)  # G^-1 from the factor (upper half of g unread)
 
 
-def _potri_cpu_(g: Tensor) -> Tensor:
+def _potri_cpu_(g: Tensor, *, mirror: bool = True) -> Tensor:
     """``G^-1`` from the lower Cholesky factor in ``g``, in place: LAPACK's ``potri`` through
     scipy (OpenBLAS: 2x faster than torch's ``cholesky_inverse`` on one core here, and no
-    second buffer), on the Fortran view of ``g`` (the upper factor), then mirrored."""
+    second buffer), on the Fortran view of ``g`` (the upper factor), then mirrored (unless
+    ``mirror`` is False: the lower triangle only)."""
     from scipy.linalg import lapack
 
     a = g.numpy().T  # Fortran-ordered: the upper factor L^T
@@ -133,6 +136,8 @@ def _potri_cpu_(g: Tensor) -> Tensor:
                          "damp > 0")
     if not np.shares_memory(inv, a):
         g.copy_(torch.from_numpy(inv.T))
+    if not mirror:
+        return g
     h = g.shape[0]  # the lower triangle holds G^-1: mirror it in panels of 512 columns
     for c0 in range(0, h, 512):
         c1 = min(h, c0 + 512)
@@ -186,7 +191,9 @@ def eliminate(g: Tensor, w_aug: Tensor, *, damp: float = 1e-6, metric: Tensor | 
     if isinstance(block, bool) or not isinstance(block, int) or block < 1:
         raise UsageError(f"block must be a positive integer, got {block!r}")
     units = torch.arange(h, device=g.device)
-    prob = BlockProblem(damped_inverse(g, damp), w_aug, units[:, None], units, metric)
+    lower = reads_lower_only(1, 1, g)  # the CPU's column steps: no mirrored upper triangle
+    prob = BlockProblem(damped_inverse(g, damp, lower=lower), w_aug, units[:, None], units,
+                        metric)
     res = eliminate_blocks([prob], h, cap=block, keep_at=keep_at, on_step=on_step)
     out = Elimination(res.order, res.costs)
     for k, (kept, (w,)) in res.snapshots.items():

@@ -218,6 +218,9 @@ def score(prep: Prepared, at: Tensor, y: Tensor, w: Tensor, b: Tensor) -> tuple[
     return loss / n, hits / n
 
 
+_ZVALS = 2 ** 19
+
+
 def _edges(ks: list[int], panel: int = 64) -> list[int]:
     """Row panels ``[e_i, e_i+1)`` of the stacked product: a panel ends at a width, and is at
     least ``panel`` rows unless it is the last."""
@@ -256,7 +259,7 @@ def score_widths(prep: Prepared, split: str, perm: Tensor,
         edges = _edges(ks)
         first = [sum(k <= e for k in ks) * c for e in edges[:-1]]  # rows reading each panel
         sums = [[0.0, 0] for _ in grp]
-        step = max(1, prep.chunk // max(ks[-1], len(ws), 1))
+        step = max(1, min(prep.chunk // max(ks[-1], 1), _ZVALS // max(len(ws), 1)))
         for i in range(0, n, step):
             blk = at[:, i:i + step].index_select(0, perm[:ks[-1]])
             z = bias.expand(-1, blk.shape[1]).clone()
