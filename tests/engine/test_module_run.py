@@ -4,53 +4,26 @@ and the other runs of the job go on, a finished run is reused."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import torch
 
+from tests.children import assert_same_numbers, kill_at, run_numbers, spawn
 from tests.engine.child_module_run import CONFIG, SmallCNN, images, make_run
 from widthlab.engine.lifecycle import Trainable, run_trainable
 from widthlab.store import Store
 from widthlab.studies.base import ModuleExperiment, Profile, Study
 
 CHILD = Path(__file__).with_name("child_module_run.py")
-ROOT = Path(__file__).resolve().parents[2]
-# what a run stores that is measured, not computed
-TIMED = {"epoch_time"}
-
-
-def child(store: Path, *args: str, wait: bool = True) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
-    p = subprocess.Popen([sys.executable, str(CHILD), str(store), *args], env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if wait:
-        _, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err
-    return p
-
-
-def numbers(store: Path) -> tuple[pd.DataFrame, dict]:
-    """The computed metrics of the store's only run, and its final model's tensors."""
-    st = Store(store)
-    (run_id,) = st.runs()["run_id"]
-    met = st.metrics(run_id)
-    met = met[~met.name.isin(TIMED)].sort_values(["epoch", "split", "name"])
-    _, ckpt = st.latest_checkpoint(run_id)
-    return met.reset_index(drop=True), ckpt["model"]
+TIMED = {"epoch_time"}  # what a run stores that is measured, not computed
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     store = tmp_path_factory.mktemp("ref") / "store"
-    child(store)
-    return numbers(store)
+    spawn(CHILD, store)
+    return run_numbers(store, TIMED)
 
 
 def test_module_run_is_a_trainable_and_learns(reference):
@@ -63,24 +36,14 @@ def test_module_run_is_a_trainable_and_learns(reference):
 
 def test_kill_9_mid_epoch_then_resume_is_bitwise_identical(tmp_path, reference):
     store = tmp_path / "store"
-    p = child(store, "--hang-at-step", "12", wait=False)  # 8 steps per epoch: mid epoch 2
-    deadline = time.time() + 120
-    while not (tmp_path / "hang").exists():
-        assert p.poll() is None, p.stderr.read()
-        assert time.time() < deadline
-        time.sleep(0.05)
-    p.send_signal(signal.SIGKILL)
-    p.wait()
+    p = spawn(CHILD, store, "--hang-at-step", "12", wait=False)  # 8 steps an epoch: epoch 2
+    kill_at(p, tmp_path / "hang")
     st = Store(store)
     (run_id,) = st.runs()["run_id"]
     assert st.get_run(run_id)["epochs_done"] == 1
-    child(store)
+    spawn(CHILD, store)
     assert st.get_run(run_id)["status"] == "done"
-    met, weights = numbers(store)
-    pd.testing.assert_frame_equal(met, reference[0], check_exact=True)
-    assert weights.keys() == reference[1].keys()
-    for k, v in weights.items():
-        assert torch.equal(v, reference[1][k]), k  # BatchNorm running stats included
+    assert_same_numbers(run_numbers(store, TIMED), reference)  # BatchNorm running stats too
 
 
 def test_epochs_match_a_naive_loop(tmp_path):

@@ -5,17 +5,13 @@ resume bitwise identical (a shrunk gated model, CPU)."""
 from __future__ import annotations
 
 import functools
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 
+from tests.children import assert_same_numbers, kill_at, run_numbers, spawn
 from tests.engine.child_token_run import CONFIG, GPT_CFG, corpus, make_run
 from widthlab.engine.lifecycle import Trainable, run_trainable
 from widthlab.engine.token_run import TokenConfig, TokenRun, ffn_params
@@ -26,40 +22,20 @@ from widthlab.store import Store
 from widthlab.studies.transformer.models import current_widths, gpt_model
 
 CHILD = Path(__file__).with_name("child_token_run.py")
-ROOT = Path(__file__).resolve().parents[2]
 TIMED = {"step_time"}
-
-
-def child(store: Path, *args: str, wait: bool = True) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
-           "OMP_NUM_THREADS": "1"}
-    p = subprocess.Popen([sys.executable, str(CHILD), str(store), *args], env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if wait:
-        _, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err
-    return p
-
-
-def numbers(store: Path) -> tuple[pd.DataFrame, dict]:
-    st = Store(store)
-    (run_id,) = st.runs()["run_id"]
-    met = st.metrics(run_id)
-    met = met[~met.name.isin(TIMED)].sort_values(["epoch", "split", "name"])
-    _, ckpt = st.latest_checkpoint(run_id)
-    return met.reset_index(drop=True), ckpt["model"]
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     store = tmp_path_factory.mktemp("ref") / "store"
-    child(store)
-    return numbers(store)
+    spawn(CHILD, store, one_thread=True)
+    return run_numbers(store, TIMED)
 
 
 def test_gated_run_shrinks_and_counts_ffn_parameters(reference):
     assert isinstance(make_run(), Trainable)
-    met, weights = reference
+    met, ckpt = reference
+    weights = ckpt["model"]
     wide = met.pivot_table(index="epoch", columns="name", values="value")
     ffn = wide[[c for c in wide if c.endswith(":out")]].sum(axis=1)
     assert list(wide.index) == [1, 2, 3, 4]
@@ -74,45 +50,36 @@ def test_gated_run_shrinks_and_counts_ffn_parameters(reference):
 @pytest.fixture(scope="module")
 def folded(tmp_path_factory):
     store = tmp_path_factory.mktemp("fold") / "store"
-    child(store, "--fold")
-    return numbers(store)
+    spawn(CHILD, store, "--fold", one_thread=True)
+    return run_numbers(store, TIMED)
 
 
 def kill_mid_chunk_3(tmp_path, *args: str) -> Store:
     store = tmp_path / "store"
-    p = child(store, "--hang-at-step", "25", *args, wait=False)  # 10 steps a chunk
-    deadline = time.time() + 300  # a loaded machine starts the child slowly
-    while not (tmp_path / "hang").exists():
-        assert p.poll() is None, p.stderr.read()
-        assert time.time() < deadline
-        time.sleep(0.05)
-    p.send_signal(signal.SIGKILL)
-    p.wait()
+    p = spawn(CHILD, store, "--hang-at-step", "25", *args, wait=False, one_thread=True)
+    kill_at(p, tmp_path / "hang")  # 10 steps a chunk: mid chunk 3
     st = Store(store)
     (run_id,) = st.runs()["run_id"]
     assert st.get_run(run_id)["epochs_done"] == 2
     return st
 
 
-def assert_same_numbers(store: Path, reference: tuple[pd.DataFrame, dict]) -> None:
+def resume(store: Path, *args: str) -> tuple[pd.DataFrame, dict]:
+    spawn(CHILD, store, *args, one_thread=True)
     (run_id,) = Store(store).runs()["run_id"]
     assert Store(store).get_run(run_id)["status"] == "done"
-    met, weights = numbers(store)
-    pd.testing.assert_frame_equal(met, reference[0], check_exact=True)
-    assert weights.keys() == reference[1].keys()
-    for k, v in weights.items():
-        assert torch.equal(v, reference[1][k]), k
+    return run_numbers(store, TIMED)
 
 
 def test_kill_9_mid_chunk_then_resume_is_bitwise_identical(tmp_path, reference):
     kill_mid_chunk_3(tmp_path)
-    child(tmp_path / "store")
-    assert_same_numbers(tmp_path / "store", reference)
+    assert_same_numbers(resume(tmp_path / "store"), reference)
 
 
 def test_fold_at_trains_a_plain_model_at_fixed_widths_and_resumes_bitwise(tmp_path, folded,
                                                                          reference):
-    met, weights = folded
+    met, ckpt = folded
+    weights = ckpt["model"]
     wide = met.pivot_table(index="epoch", columns="name", values="value")
     gated = reference[0].pivot_table(index="epoch", columns="name", values="value")
     pd.testing.assert_series_equal(wide.loc[1], gated.loc[1], check_exact=True)  # before it
@@ -138,8 +105,7 @@ def test_fold_at_trains_a_plain_model_at_fixed_widths_and_resumes_bitwise(tmp_pa
     assert len(opt["param_groups"]) == 2
     assert len(opt["state"]) == len(list(plain.parameters()))
     assert {float(s["step"]) for s in opt["state"].values()} == {20.0}
-    child(tmp_path / "store", "--fold")
-    assert_same_numbers(tmp_path / "store", folded)
+    assert_same_numbers(resume(tmp_path / "store", "--fold"), folded)
 
 
 def test_dense_run_equals_train_gpt_step_for_step(tmp_path):

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import sqlite3
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
+from tests.children import kill_at, spawn
 from tests.engine.child_run import CONFIG, SPECS, synthetic
 from widthlab.engine.trainer import Engine, TrainConfig, epoch_order, evaluate, train
 from widthlab.errors import UsageError
@@ -22,27 +19,10 @@ from widthlab.nn.bank import ModelSpec
 from widthlab.store import Store
 
 CHILD = Path(__file__).with_name("child_run.py")
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_child(store: Path, *args: str, wait: bool = True) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
-    p = subprocess.Popen([sys.executable, str(CHILD), str(store), *args], env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if wait:
-        out, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err
-    return p
-
-
-def kill_when_hanging(p: subprocess.Popen, marker: Path) -> None:
-    deadline = time.time() + 120
-    while not marker.exists():
-        assert p.poll() is None, p.stderr.read()
-        assert time.time() < deadline, "child never reached its hang point"
-        time.sleep(0.05)
-    p.send_signal(signal.SIGKILL)
-    p.wait()
+    return spawn(CHILD, store, *args, wait=wait)
 
 
 def dump(store: Path) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
@@ -78,7 +58,7 @@ def test_same_config_gives_bitwise_identical_results(tmp_path, reference_run):
 def test_kill_9_then_resume_is_identical(tmp_path, reference_run, hang):
     store = tmp_path / "store"
     p = run_child(store, *hang, wait=False)
-    kill_when_hanging(p, tmp_path / "hang-x")
+    kill_at(p, tmp_path / "hang-x")
     s = Store(store)
     (run_id,) = s.runs()["run_id"]
     assert s.get_run(run_id)["status"] == "interrupted"  # no live process holds it

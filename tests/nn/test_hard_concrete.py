@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -29,6 +27,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
+from tests.children import kill_at, spawn
 from widthlab.errors import UsageError
 from widthlab.nn.surgery import (
     HardConcreteKind,
@@ -43,7 +42,6 @@ from widthlab.nn.surgery.gates import UnitGate, noise_seed
 from widthlab.units import resize_to_state_, size_attrs
 
 BETA, GAMMA, ZETA = 2 / 3, -0.1, 1.1
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def np_sigmoid(v):
@@ -285,12 +283,7 @@ def run(out: Path, hang_at_step: int | None = None) -> None:
 
 
 def child(out: Path, *args: str, wait: bool = True) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}", "OMP_NUM_THREADS": "1"}
-    p = subprocess.Popen([sys.executable, __file__, str(out), *args], env=env,
-                         stderr=subprocess.PIPE, text=True)
-    if wait:
-        assert p.wait(300) == 0, p.stderr.read()
-    return p
+    return spawn(Path(__file__), out, *args, wait=wait, one_thread=True)
 
 
 @pytest.mark.slow  # two child processes (mostly torch's import time)
@@ -300,14 +293,8 @@ def test_kill_9_then_resume_of_a_hard_concrete_run_is_bitwise_identical(tmp_path
     run(ref)  # uninterrupted, in process
     want = torch.load(ref / "ckpt.pt", weights_only=False)
     p = child(cut, "--hang-at-step", str(2 * (N // BATCH) + 7), wait=False)  # mid epoch 3
-    deadline = time.time() + 240
-    while not (cut / "hang").exists():
-        assert p.poll() is None, p.stderr.read()
-        assert time.time() < deadline, "child never reached its hang point"
-        time.sleep(0.05)
+    kill_at(p, cut / "hang")  # it hangs after its epoch-2 checkpoint
     at_kill = torch.load(cut / "ckpt.pt", weights_only=False)
-    p.send_signal(signal.SIGKILL)
-    assert p.wait(60) == -signal.SIGKILL
     assert at_kill["epoch"] == 2
     full = {k: v for k, v in gate_widths(build_run()).items()}
     assert any(at_kill["widths"][k] < full[k] for k in full), "resume from a shrunk model"
