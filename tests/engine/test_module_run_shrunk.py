@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch import nn
 
+from tests.children import run_numbers
 from tests.engine.child_module_run import images
 from widthlab.engine.lifecycle import run_trainable
 from widthlab.engine.module_run import ModuleRun
@@ -52,10 +53,7 @@ def make() -> ModuleRun:
 
 
 def numbers(store, run_id) -> tuple[pd.DataFrame, dict]:
-    st = Store(store)
-    met = st.metrics(run_id)
-    met = met[met.name != "epoch_time"].sort_values(["epoch", "split", "name"])
-    return met.reset_index(drop=True), st.latest_checkpoint(run_id)[1]
+    return run_numbers(store, {"epoch_time"}, run_id)
 
 
 @pytest.fixture(scope="module")
