@@ -35,7 +35,6 @@ several consumers) the torch steps below.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
@@ -44,7 +43,7 @@ from torch import Tensor
 
 from widthlab.errors import UsageError
 from widthlab.frontier._threads import threads as _threads
-from widthlab.frontier.column_cpu import eliminate_columns, flush_threads
+from widthlab.frontier.column_cpu import downdate_panels_, eliminate_columns, flush_threads
 
 __all__ = ["BlockElimination", "BlockProblem", "eliminate_blocks"]
 
@@ -237,15 +236,7 @@ class _State:
         if not k:
             return
         vp = self.v[:k]
-        th = self._flush_threads()
-        t = time.perf_counter()
-        with _threads(th):  # the one compute-bound step
-            for r0, r1 in zip(self.edges[:-1], self.edges[1:], strict=True):
-                if r0 >= n:
-                    break
-                r1 = min(r1, n)
-                self.p[r0:r1, :r1].addmm_(vp[:, r0:r1].t(), vp[:, :r1], alpha=-1)
-        self.rate[th] = k * n * n / (time.perf_counter() - t)
+        downdate_panels_(self.p, vp, self.edges, n, self._flush_threads(), self.rate)
         self.pending = 0
 
     def _compact(self) -> None:

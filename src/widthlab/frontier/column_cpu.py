@@ -31,7 +31,7 @@ from torch import Tensor
 
 from widthlab.frontier._threads import threads as _threads
 
-__all__ = ["eliminate_columns", "flush_threads"]
+__all__ = ["downdate_panels_", "eliminate_columns", "flush_threads"]
 
 _BIG = 2 ** 18  # values of a step's product operand (2 MiB) above which it may use 2 threads
 
@@ -47,6 +47,21 @@ def flush_threads(rate: dict[int, float], n_flush: int, threads: int) -> int:
         return untried[0]
     best = max(rate, key=rate.__getitem__)
     return best if n_flush % 8 else (1 if best != 1 else threads)
+
+
+def downdate_panels_(p: Tensor, vp: Tensor, edges: list[int], n: int, threads: int,
+                     rate: dict[int, float]) -> None:
+    """``P -= V^T V`` (``vp`` the ``k`` pending rows) on the lower row panels ``edges`` of the
+    live ``n x n`` block of ``p``, one GEMM per panel on ``threads`` threads; the rate
+    (multiply-adds per second) is recorded in ``rate[threads]`` for :func:`flush_threads`."""
+    t = time.perf_counter()
+    with _threads(threads):  # the one compute-bound step
+        for r0, r1 in zip(edges[:-1], edges[1:], strict=True):
+            if r0 >= n:
+                break
+            r1 = min(r1, n)
+            p[r0:r1, :r1].addmm_(vp[:, r0:r1].t(), vp[:, :r1], alpha=-1)
+    rate[threads] = len(vp) * n * n / (time.perf_counter() - t)
 
 
 class _Columns:
@@ -172,15 +187,8 @@ class _Columns:
         vp = self.vt[:k]
         self.wt.addmm_(torch.from_numpy(self.a[:k]).t(), vp, alpha=-1)  # W -= a^T v
         self.n_flush += 1
-        th = flush_threads(self.rate, self.n_flush, self.threads)
-        t = time.perf_counter()
-        with _threads(th):  # the one compute-bound step
-            for r0, r1 in zip(self.edges[:-1], self.edges[1:], strict=True):
-                if r0 >= n:
-                    break
-                r1 = min(r1, n)
-                self.pt[r0:r1, :r1].addmm_(vp[:, r0:r1].t(), vp[:, :r1], alpha=-1)
-        self.rate[th] = k * n * n / (time.perf_counter() - t)
+        downdate_panels_(self.pt, vp, self.edges, n,
+                         flush_threads(self.rate, self.n_flush, self.threads), self.rate)
         self.pending = 0
         # a free second core (the flush ran 1.4x faster on every thread than on one) also
         # takes half of the steps' large products, whose operand then fits the cores' caches
