@@ -17,7 +17,7 @@ from widthlab.engine.lifecycle import Trainable, run_trainable
 from widthlab.engine.token_run import TokenConfig, TokenRun, ffn_params
 from widthlab.errors import UsageError
 from widthlab.nn.gpt import GPTConfig
-from widthlab.nn.gpt_train import evaluate_gpt, train_gpt
+from widthlab.nn.gpt_train import GPTTrain, evaluate_gpt, train_gpt
 from widthlab.store import Store
 from widthlab.studies.transformer.models import current_widths, gpt_model
 
@@ -114,7 +114,8 @@ def test_dense_run_equals_train_gpt_step_for_step(tmp_path):
     tc = TokenConfig(steps=12, chunk=4, batch_size=4, lr=3e-3, warmup_steps=3, eval_windows=None)
     run = TokenRun(functools.partial(gpt_model, cfg, 3), data, tc, label="tok:dense")
     run_trainable(run, tmp_path / "s")
-    model, hist = train_gpt(GPTConfig(**cfg), data, 12, tc.train(), seed=3, data_seed=0)
+    plain = GPTTrain(batch_size=4, lr=3e-3, warmup_steps=3)  # tc's optimisation settings
+    model, hist = train_gpt(GPTConfig(**cfg), data, 12, plain, seed=3, data_seed=0)
     for a, b in zip(run.model.state_dict().values(), model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     met = Store(tmp_path / "s").metrics(run.run_id).set_index(["epoch", "split", "name"]).value

@@ -33,7 +33,7 @@ import contextlib
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -53,8 +53,11 @@ from widthlab.units import resize_to_state_, size_attrs
 
 
 @dataclass(frozen=True)
-class TokenConfig:
-    """Settings of a :class:`TokenRun` (defaults: nanoGPT's Shakespeare-char CPU run).
+class TokenConfig(GPTTrain):
+    """Settings of a :class:`TokenRun` (defaults: nanoGPT's Shakespeare-char CPU run): the
+    optimisation settings of :class:`~widthlab.nn.gpt_train.GPTTrain` (``batch_size``,
+    ``lr``, ``min_lr``, ``warmup_steps``, ``weight_decay``, ``betas``, ``grad_clip``, same
+    defaults) and the run's own.
 
     Parameters
     ----------
@@ -62,8 +65,6 @@ class TokenConfig:
         AdamW steps in all.
     chunk : int
         Steps per stored row (the lifecycle's epoch); ``steps`` must be a multiple.
-    batch_size, lr, min_lr, warmup_steps, weight_decay, betas, grad_clip
-        As :class:`~widthlab.nn.gpt_train.GPTTrain`.
     gate_lr : float
         Peak learning rate of the gate parameters (same warm-up and cosine shape).
     price : float
@@ -92,13 +93,6 @@ class TokenConfig:
 
     steps: int = 2000
     chunk: int = 250
-    batch_size: int = 12
-    lr: float = 1e-3
-    min_lr: float = 1e-4
-    warmup_steps: int = 100
-    weight_decay: float = 0.1
-    betas: tuple[float, float] = (0.9, 0.99)
-    grad_clip: float = 1.0
     gate_lr: float = 1e-2
     price: float = 0.0
     price_from: float = 0.0
@@ -112,6 +106,7 @@ class TokenConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "betas", tuple(self.betas))
+        super().__post_init__()  # the optimisation settings
         if self.steps < 1 or self.chunk < 1 or self.steps % self.chunk:
             raise UsageError(f"TokenConfig: steps ({self.steps}) must be a positive multiple "
                              f"of chunk ({self.chunk})")
@@ -126,12 +121,6 @@ class TokenConfig:
                              f"({self.chunk})")
         if self.gate_lr <= 0:
             raise UsageError(f"TokenConfig: gate_lr must be > 0, got {self.gate_lr}")
-        self.train()  # GPTTrain checks the rest
-
-    def train(self) -> GPTTrain:
-        """The :class:`~widthlab.nn.gpt_train.GPTTrain` of these settings."""
-        keep = {f.name for f in fields(GPTTrain)}
-        return GPTTrain(**{k: v for k, v in asdict(self).items() if k in keep})
 
     @classmethod
     def hashed_fields(cls) -> list[str]:
@@ -282,7 +271,7 @@ class TokenRun:
         full.backward()
         if c.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
-        lr = lr_at(step, c.train(), c.steps)
+        lr = lr_at(step, c, c.steps)
         for group in self.opt.param_groups:
             group["lr"] = lr * group["lr_scale"]
         self.opt.step()
