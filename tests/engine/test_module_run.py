@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
 from tests.children import assert_same_numbers, kill_at, run_numbers, spawn
 from tests.engine.child_module_run import CONFIG, SmallCNN, images, make_run
 from widthlab.engine.lifecycle import Trainable, run_trainable
+from widthlab.engine.module_run import ModuleRun
 from widthlab.store import Store
 from widthlab.studies.base import ModuleExperiment, Profile, Study
 
@@ -46,6 +48,21 @@ def test_kill_9_mid_epoch_then_resume_is_bitwise_identical(tmp_path, reference):
     assert_same_numbers(run_numbers(store, TIMED), reference)  # BatchNorm running stats too
 
 
+def test_a_run_does_not_depend_on_what_the_process_ran_before(tmp_path):
+    """Two runs of the same config in one process (dropout draws from torch's global
+    generator) store the same numbers, whatever drew from that generator in between."""
+    def run(store):  # a model instance (no factory that seeds), then another job's draws
+        model = SmallCNN(0)
+        torch.rand(int(store.name == "b") + 1)
+        return run_trainable(ModuleRun(model, images(), CONFIG, label="cnn:bn"), store)
+
+    first, second = run(tmp_path / "a"), run(tmp_path / "b")
+    assert first == second
+    pd.testing.assert_frame_equal(run_numbers(tmp_path / "a", TIMED, first)[0],
+                                  run_numbers(tmp_path / "b", TIMED, second)[0],
+                                  check_exact=True)
+
+
 def test_epochs_match_a_naive_loop(tmp_path):
     """The stored training loss is that of a plain loop with the same seeds and schedule."""
     run_id = run_trainable(make_run(), tmp_path)
@@ -53,6 +70,7 @@ def test_epochs_match_a_naive_loop(tmp_path):
     opt = torch.optim.Adam(model.parameters(), lr=CONFIG.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, 3 * 8)
     gen = torch.Generator().manual_seed(CONFIG.seed)
+    torch.manual_seed(CONFIG.seed)  # dropout's generator: a fresh run seeds it
     data = images()
     losses = []
     for _ in range(3):

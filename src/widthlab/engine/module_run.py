@@ -256,6 +256,8 @@ class ModuleRun:
             advance(self.steps_per_epoch())
             self.epoch = epoch
             return EpochRows()
+        if epoch == 1:  # a fresh run: the global generator (dropout) from the run's seed,
+            torch.manual_seed(self.cfg.seed)  # not from what the process ran before
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         start = time.perf_counter()
