@@ -66,3 +66,19 @@ def assert_same_numbers(got: tuple[pd.DataFrame, dict], want: tuple[pd.DataFrame
     assert gm.keys() == wm.keys()
     for k, v in gm.items():
         assert torch.equal(v, wm[k]), k
+
+
+def hang_at_step(optimizer: type, step: int, marker: Path) -> None:
+    """Make the ``step``-th call of ``optimizer.step`` (any instance) write ``marker`` and
+    hang: a child's way to be killed at a known point (see :func:`kill_at`)."""
+    original, count = optimizer.step, [0]
+
+    def hanging(self, *a, **kw):
+        count[0] += 1
+        if count[0] == step:
+            marker.write_text("hanging")
+            while True:
+                time.sleep(1)
+        return original(self, *a, **kw)
+
+    optimizer.step = hanging

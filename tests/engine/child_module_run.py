@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import argparse
 import pathlib
-import time
 
 import torch
 from torch import nn
 
+from tests.children import hang_at_step
 from widthlab.data.tensors import DatasetSplits, Split
 from widthlab.engine.lifecycle import run_trainable
 from widthlab.engine.module_run import ModuleRun
@@ -76,17 +76,7 @@ def main() -> None:
     args = ap.parse_args()
     marker = pathlib.Path(args.store).parent / "hang"
     if args.hang_at_step is not None:
-        step, count = torch.optim.Adam.step, [0]
-
-        def slow_step(self, *a, **kw):
-            count[0] += 1
-            if count[0] == args.hang_at_step:
-                marker.write_text("hanging")
-                while True:
-                    time.sleep(1)
-            return step(self, *a, **kw)
-
-        torch.optim.Adam.step = slow_step
+        hang_at_step(torch.optim.Adam, args.hang_at_step, marker)
     # the same run id as the parent's: the model class is named by its module, not __main__
     from tests.engine.child_module_run import make_run as importable
 

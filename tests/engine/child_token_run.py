@@ -13,10 +13,10 @@ import argparse
 import dataclasses
 import functools
 import pathlib
-import time
 
 import torch
 
+from tests.children import hang_at_step
 from widthlab.data.text import tokenize
 from widthlab.engine.lifecycle import run_trainable
 from widthlab.engine.token_run import TokenConfig, TokenRun
@@ -63,17 +63,7 @@ def main() -> None:
     torch.set_num_threads(1)
     marker = pathlib.Path(args.store).parent / "hang"
     if args.hang_at_step is not None:
-        step, count = torch.optim.AdamW.step, [0]
-
-        def slow_step(self, *a, **kw):
-            count[0] += 1
-            if count[0] == args.hang_at_step:
-                marker.write_text("hanging")
-                while True:
-                    time.sleep(1)
-            return step(self, *a, **kw)
-
-        torch.optim.AdamW.step = slow_step
+        hang_at_step(torch.optim.AdamW, args.hang_at_step, marker)
     from tests.engine.child_token_run import FOLDED as folded
     from tests.engine.child_token_run import make_run as importable
 
