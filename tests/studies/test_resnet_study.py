@@ -155,11 +155,12 @@ def test_images_keep_their_shape_and_flat_data_says_why_not():
 
 
 @pytest.mark.parametrize("budget", [{}, {"target_ratio": 2.0, "gate_kind": "relative_l1",
-                                     "cut_tries": 4}])
+                                     "cut_tries": 4, "eager_latency": True}])
 def test_the_study_end_to_end_on_small_images(tmp_path, budget):
     """Every step on 8x8 images: the alternatives meet the learned multiply-adds, the cost
     analysis counts what the network says, the learned run shrank and its epochs are stored;
-    with a MAC budget the learned run ends at most at dense / target_ratio."""
+    with a MAC budget the learned run ends at most at dense / target_ratio; the plain eager
+    latency is measured only when the profile asks (quick: not)."""
     rng = np.random.default_rng(0)
     y = np.arange(120) % 3
     x = rng.normal(size=(120, 1, 8, 8)) + y[:, None, None, None] * 0.5
@@ -181,6 +182,10 @@ def test_the_study_end_to_end_on_small_images(tmp_path, budget):
             assert f.macs[m] <= learned, (m, f.macs[m], learned)
     np.testing.assert_allclose(f.cost_macs, f.macs)  # counted on the module == the config
     assert (f.latency_b64_ms > 0).all()
+    if budget:
+        assert (f.latency_eager_b64_ms > 0).all() and (f.speedup_eager_b64 > 0).all()
+    else:
+        assert f.latency_eager_b64_ms.isna().all()
     assert list(t.curves[t.curves.method == LEARNED].epoch) == [1, 2]
     assert len(t.groups) == 12 and (t.groups.learned_width <= t.groups.width).all()
     verdicts = STUDY.verdicts({"tiny": t})["tiny"]

@@ -82,6 +82,9 @@ class ResnetProfile(Profile):
         "help": "training images of the per-channel activation statistics"})
     latency_repeats: int = field(default=20, metadata={
         "help": "timed repeats of each latency (median), one thread"})
+    eager_latency: bool = field(default=True, metadata={
+        "help": "also time the plain eager networks (NCHW, BatchNorm not folded) beside the "
+                "deployed ones (BatchNorm folded, channels-last)"})
     seed: int = field(default=0, metadata={"help": "seed of the weights and the batches"})
     alternatives: tuple[str, ...] = field(default=ALTERNATIVES, metadata={
         "help": "the alternatives compared at the learned multiply-adds: uniform, "
@@ -136,7 +139,7 @@ PROFILES = {
     "quick": ResnetProfile(epochs=1, finetune_epochs=1, train_size=128, test_size=100,
                            batch_size=32, price=0.05, gate_lr=0.5, free_frac=0.0,
                            calib_size=32, cut_scale="fisher", cut_rounds=1, cut_tries=1,
-                           journal_images=32, latency_repeats=3),
+                           journal_images=32, latency_repeats=3, eager_latency=False),
     # the comparison on 2 CPU cores (benchmarks/bench_resnet.py; 45 min wall on the shared
     # box, 12 min when it was quiet): 12,000 training and 5,000 test images, 8 epochs at lr 0.1
     # (dense 89.50% on FashionMNIST); the learned run: relative (scale-free) gates priced by
