@@ -242,3 +242,5 @@ def test_the_profile_refuses_an_unknown_gate_kind_or_price_by():
         dataclasses.replace(PROFILES["quick"], target_ratio=0.5).validate()
     with pytest.raises(UsageError, match="min_width_frac"):
         dataclasses.replace(PROFILES["quick"], min_width_frac=0.0).validate()
+    with pytest.raises(UsageError, match="width_multiple"):
+        dataclasses.replace(PROFILES["quick"], width_multiple=0).validate()

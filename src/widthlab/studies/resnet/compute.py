@@ -133,9 +133,9 @@ def learned_step(ctx: RunContext) -> ModuleExperiment | None:
         names += ("gate_kind",)
     trainable = ModuleRun
     if p.target_ratio > 0:  # the gates choose the units, a schedule how many MACs stay
-        names += ("target_ratio", "min_width_frac")
-        trainable = functools.partial(
-            MacBudgetRun, budget=MacBudget(p.target_ratio, p.min_width_frac))
+        names += ("target_ratio", "min_width_frac", "width_multiple")
+        trainable = functools.partial(MacBudgetRun, budget=MacBudget(
+            p.target_ratio, p.min_width_frac, p.width_multiple))
     return _experiment(LEARNED, build, learned_config(p), ctx,
                        {"settings": settings(p, *names)}, data, trainable=trainable)
 

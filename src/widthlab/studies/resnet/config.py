@@ -64,6 +64,9 @@ class ResnetProfile(Profile):
     min_width_frac: float = field(default=0.125, metadata={
         "help": "with target_ratio: the fewest units a group keeps, as a fraction of its "
                 "dense width"})
+    width_multiple: int = field(default=1, metadata={
+        "help": "with target_ratio: every group the budget cuts keeps a multiple of this many "
+                "units (8: widths CPU convolution kernels run efficiently); 1: any width"})
     free_frac: float = field(default=1 / 3, metadata={
         "help": "last fraction of the learned run's epochs without the price"})
     warmup_frac: float = field(default=0.0, metadata={
@@ -95,7 +98,7 @@ class ResnetProfile(Profile):
         if bad or len(set(self.alternatives)) != len(self.alternatives):
             raise UsageError(f"alternatives must be distinct names from "
                              f"{', '.join(ALTERNATIVES)}, got {list(self.alternatives)}")
-        for name in ("epochs", "batch_size", "calib_size", "journal_images",
+        for name in ("epochs", "batch_size", "calib_size", "journal_images", "width_multiple",
                      "latency_repeats", "cut_rounds", "cut_tries"):
             if getattr(self, name) < 1:
                 raise UsageError(f"{name} must be >= 1, got {getattr(self, name)}")
