@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -244,3 +245,22 @@ def test_the_profile_refuses_an_unknown_gate_kind_or_price_by():
         dataclasses.replace(PROFILES["quick"], min_width_frac=0.0).validate()
     with pytest.raises(UsageError, match="width_multiple"):
         dataclasses.replace(PROFILES["quick"], width_multiple=0).validate()
+
+
+def test_the_latency_verdict_reads_the_deployed_speed_up_and_states_the_eager_one():
+    from widthlab.studies.resnet.verdicts import latency_falls
+
+    # dense 30M MACs 60 ms; learned 3x fewer MACs, 27 ms deployed (2.22x: 0.74 of 3x),
+    # eager 90 ms -> 60 ms (1.5x: 0.5 of it); uniform in between
+    f = pd.DataFrame({"method": ["dense", LEARNED, "uniform"], "macs": [30e6, 10e6, 10.5e6],
+                      "latency_b1_ms": [2.0, 1.0, 1.1], "latency_b64_ms": [60.0, 27.0, 30.0],
+                      "latency_eager_b64_ms": [90.0, 60.0, 58.0]})
+    f = f.assign(macs_ratio=30e6 / f.macs, speedup_b64=60.0 / f.latency_b64_ms,
+                 speedup_eager_b64=90.0 / f.latency_eager_b64_ms)
+    v = latency_falls(f)
+    assert v.holds and v.numbers["share"] == pytest.approx(60 / 27 / 3)
+    assert v.numbers["eager_share"] == pytest.approx(1.5 / 3) and "(0.50 of it)" in v.text
+    slow = f.assign(speedup_b64=f.speedup_eager_b64)  # the eager numbers alone would fail
+    assert not latency_falls(slow).holds
+    no_eager = f.assign(speedup_eager_b64=np.nan)
+    assert latency_falls(no_eager).holds and "eager" not in latency_falls(no_eager).text
