@@ -66,7 +66,7 @@ class ResnetProfile(Profile):
                 "dense width"})
     width_multiple: int = field(default=1, metadata={
         "help": "with target_ratio: every group the budget cuts keeps a multiple of this many "
-                "units (8: widths CPU convolution kernels run efficiently); 1: any width"})
+                "units; 1: any width"})
     free_frac: float = field(default=1 / 3, metadata={
         "help": "last fraction of the learned run's epochs without the price"})
     warmup_frac: float = field(default=0.0, metadata={
