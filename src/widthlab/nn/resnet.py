@@ -200,10 +200,10 @@ def fold_batchnorm(model: ResNet) -> ResNet:
 
     Each BatchNorm's running statistics and affine parameters become its conv's weight and
     bias (``w * gamma / sqrt(var + eps)``, ``beta - mean * gamma / sqrt(var + eps)``) and the
-    BatchNorm is replaced by ``nn.Identity``; in eval mode the copy computes the same function
-    as ``model.eval()`` (to float rounding) with a third fewer tensor passes. ``model`` itself
-    is not changed. The copy is for inference only (it is returned in eval mode; training it
-    would not update any batch statistics).
+    BatchNorm is replaced by ``nn.Identity``; the copy computes the same function as
+    ``model.eval()`` (to float rounding) without the BatchNorm passes over the feature maps
+    (the standard inference deployment). ``model`` itself is not changed. The copy is for
+    inference only (it is returned in eval mode and has no batch statistics to train).
 
     Parameters
     ----------
