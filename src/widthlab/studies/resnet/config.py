@@ -149,11 +149,11 @@ PROFILES = {
     # (scale-free) gates under one flat price, 1 warm-up epoch, 2 priced epochs each ending
     # with the MAC budget's prune (geometric steps to 2.55x fewer MACs; the gates rank the
     # units, every group keeps at least half its width), 5 free epochs at the final widths;
-    # 1 epoch of fine-tuning for (c)-(e). Measured: learned 89.18% (seed 0) and 88.54%
-    # (seed 1) at 2.56x; uniform-from-scratch 89.26% / 89.08%: issue 32's accuracy bar (0.3
-    # points below dense, above uniform) is missed by 0.02-0.54 points. The earlier setting
-    # (sqrt-MAC price, floor 1/8, 3 priced epochs) gave 89.20% / 86.64%: it cut the
-    # 28x28/14x14 streams to 6-10 channels
+    # 1 epoch of fine-tuning for (c)-(e). Measured, seeds 0 / 1 / 2: learned 89.18 / 88.54 /
+    # 88.90% at 2.56-2.60x; dense 89.50 / 89.04 / 89.10; uniform-from-scratch 89.26 / 89.08 /
+    # 89.12: issue 32's accuracy bar (0.3 points below dense, above uniform) is missed by
+    # 0.08-0.54 points. The earlier setting (sqrt-MAC price, floor 1/8, 3 priced epochs) gave
+    # 89.20 / 86.64% (seeds 0 / 1): it cut the 28x28/14x14 streams to 6-10 channels
     "standard": ResnetProfile(epochs=8, train_size=12_000, test_size=5000, finetune_epochs=1,
                               lr=0.1, gate_kind="relative_l1", price_by="unit",
                               price=4e-3, gate_lr=0.05, warmup_frac=1 / 8, free_frac=5 / 8,
