@@ -12,8 +12,10 @@ reuses finished runs), prints the final networks and the verdicts, and last:
 
 ``dense_acc=``, ``learned_acc=`` (final-epoch test accuracy, %), ``learned_macs_ratio=``
 (dense multiply-adds / learned), ``latency_speedup=`` (dense / learned batch-64 latency, one
-thread, median), then per alternative ``<name>_acc=`` and ``<name>_macs_ratio=`` (uniform,
-torch_pruning, slimming, widthlab_cut) at the learned network's multiply-adds.
+thread, median; BatchNorm folded into the convs, channels-last), ``latency_speedup_eager=``
+(the same of the plain eager networks), then per alternative ``<name>_acc=`` and
+``<name>_macs_ratio=`` (uniform, torch_pruning, slimming, widthlab_cut) at the learned
+network's multiply-adds.
 """
 
 from __future__ import annotations
@@ -71,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"dense_acc={f.acc[DENSE]:.2f} learned_acc={f.acc[LEARNED]:.2f} "
           f"learned_macs_ratio={f.macs_ratio[LEARNED]:.3f} "
-          f"latency_speedup={f.speedup_b64[LEARNED]:.3f}")
+          f"latency_speedup={f.speedup_b64[LEARNED]:.3f} "
+          f"latency_speedup_eager={f.speedup_eager_b64[LEARNED]:.3f}")
     alts = [f"{m.replace('-', '_')}_acc={f.acc[m]:.2f} {m.replace('-', '_')}_macs_ratio="
             f"{f.macs_ratio[m]:.3f}" for m in ALTERNATIVES if m in f.index]
     print(" ".join(alts))

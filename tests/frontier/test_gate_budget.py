@@ -154,3 +154,57 @@ def test_the_run_follows_its_geometric_schedule_and_keeps_the_free_epochs():
     with pytest.raises(UsageError, match="priced epochs"):
         MacBudgetRun(lambda: build_gated(SMALL, 0), data,
                      ModuleConfig(epochs=2, free_epochs=2), budget=budget, describe={})
+
+
+WIDE = ResNetConfig(stage_widths=(8, 12, 16), blocks=2, image_size=12)
+
+
+def _wide_config(widths: dict[str, int]) -> ResNetConfig:
+    stages = tuple(widths[f"stream:stages.{s}"] for s in range(3))
+    inner = tuple(tuple(widths[f"stages.{s}.{b}.conv1:out"] for b in range(2))
+                  for s in range(3))
+    return ResNetConfig(stage_widths=stages, blocks=2, block_widths=inner, image_size=12)
+
+
+@pytest.mark.parametrize("ratio", [1.5, 2.5])
+def test_blocks_of_units_leave_together_by_their_best_unit(ratio):
+    """multiple=4: every group keeps a multiple of 4 at or above its floor rounded up, its
+    best-scored units; a block removed scores no higher than a removable block kept; the
+    target is met and one block fewer (the last one removed) would not meet it."""
+    model = build_gated(WIDE, 0, price_by="unit", kind="relative_l1")
+    rng = np.random.default_rng(1)
+    with torch.no_grad():
+        for g in model_gates(model):
+            g.gate.copy_(torch.as_tensor(rng.uniform(0.05, 2.0, g.width), dtype=torch.float32))
+    raw = {g.key: np.maximum(g.gate.detach().double().numpy(), 0) for g in model_gates(model)}
+    scores = {k: s / s.max() for k, s in raw.items()}
+    keep = {"stream:stages.2": 9}  # rounded up to 12
+    target = int(WIDE.macs() / ratio)
+    out = prune_gates_to_macs_(model, example(WIDE), target_macs=target, keep=keep, multiple=4)
+    widths = {g.key: g.width for g in model_gates(model)}
+    assert _wide_config(widths) == model.current_config()
+    assert out["macs"] == model.current_config().macs() <= target
+    removed_best, kept_block_best = [], []
+    for key, s in scores.items():
+        w0, w = len(s), widths[key]
+        assert w % 4 == 0 and w >= (12 if key in keep else 4)
+        desc = np.sort(s)[::-1]  # the group's scores, best first
+        kept = next(g for g in model_gates(model) if g.key == key).gate.detach().double()
+        np.testing.assert_allclose(np.sort(kept.numpy())[::-1], np.sort(raw[key])[::-1][:w])
+        blocks = [desc[i:i + 4] for i in range(w, w0, 4)]  # removed, best block first
+        if blocks:
+            removed_best.append((float(blocks[0].max()), key))
+        floor = 12 if key in keep else 4
+        if w - 4 >= floor:  # the next block this group would lose
+            kept_block_best.append(float(desc[w - 4:w].max()))
+    assert max(b for b, _ in removed_best) <= min(kept_block_best)
+    # one block fewer: the last block removed back in, the target no longer met
+    last_key = max(removed_best)[1]
+    back = dict(widths)
+    back[last_key] += 4
+    assert _wide_config(back).macs() > target
+    assert sum(out["removed"].values()) == sum(len(s) - widths[k] for k, s in scores.items())
+    with pytest.raises(UsageError, match="multiple"):
+        prune_gates_to_macs_(model, example(WIDE), target_macs=target, multiple=0)
+    with pytest.raises(UsageError, match="multiple"):
+        MacBudget(ratio=2.0, multiple=2.5)

@@ -107,3 +107,40 @@ def test_latency_restores_threads_on_error_and_validates():
         measure_latency(Sleeper(), torch.zeros(1, 2), repeats=0)
     with pytest.raises(UsageError, match="batch tensor"):
         count_macs(Sleeper(), 3.0)
+
+
+CALLS: list = []  # module-level: a deep copy of a Timed model logs here too
+
+
+class Timed(nn.Module):
+    """Sleeps ``seconds`` per forward and records the order of the calls and the input's
+    and the weight's memory format."""
+
+    def __init__(self, name, seconds):
+        super().__init__()
+        self.name, self.seconds = name, seconds
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        CALLS.append((self.name, x.is_contiguous(memory_format=torch.channels_last),
+                         self.conv.weight.is_contiguous(memory_format=torch.channels_last)))
+        time.sleep(self.seconds)
+        return x
+
+
+def test_latencies_time_the_models_in_turn_and_channels_last_on_copies():
+    from widthlab.metrics.cost import measure_latencies
+
+    log = CALLS
+    log.clear()
+    a, b = Timed("a", 0.004), Timed("b", 0.012)
+    x = torch.randn(2, 3, 5, 5)
+    ta, tb = measure_latencies([a, b], x, repeats=3, warmup=1)
+    assert [n for n, _, _ in log] == ["a", "b"] * 4  # one forward of each per round
+    assert 0.004 <= ta < tb and tb >= 0.012
+    assert not any(cl_x or cl_w for _, cl_x, cl_w in log)
+    log.clear()
+    measure_latencies([a], x, repeats=1, warmup=0, channels_last=True)
+    assert log == [("a", True, True)]  # a copy in channels_last, the input too
+    assert not a.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert a.training and b.training

@@ -144,3 +144,41 @@ def test_a_hand_shrunk_model_loads_into_the_class_at_its_new_sizes():
 def test_bad_configs_are_refused_naming_the_field(kwargs, match):
     with pytest.raises(UsageError, match=match):
         ResNetConfig(**kwargs)
+
+
+def test_fold_batchnorm_keeps_the_function_and_folds_by_the_formula():
+    from widthlab.nn.resnet import fold_batchnorm
+
+    torch.manual_seed(0)
+    model = ResNet(SMALL)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # statistics and affine parameters far from the defaults
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g))
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) * 3 + 0.1)
+                m.weight.copy_(torch.randn(m.num_features, generator=g))
+                m.bias.copy_(torch.randn(m.num_features, generator=g))
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    folded = fold_batchnorm(model)
+    assert model.training  # the model given is not changed
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert not folded.training and folded.current_config() == model.current_config()
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    x = images(7)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model.eval()(x), rtol=0, atol=1e-5)
+    # one conv by the formula, in float64: w * gamma / sqrt(var + eps), beta - mean * that
+    bn, conv = model.stages[1][0].shortcut[1], model.stages[1][0].shortcut[0]
+    scale = bn.weight.double() / (bn.running_var.double() + bn.eps).sqrt()
+    fc = folded.stages[1][0].shortcut[0]
+    torch.testing.assert_close(fc.weight.double(), conv.weight.double() * scale[:, None, None,
+                                                                                 None])
+    torch.testing.assert_close(fc.bias.double(), bn.bias.double() - bn.running_mean.double()
+                               * scale)
+    again = fold_batchnorm(folded)  # nothing left to fold: the same function
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), folded(x), rtol=0, atol=0)
+    with pytest.raises(UsageError, match="ResNet"):
+        fold_batchnorm(nn.Linear(2, 2))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -155,11 +156,12 @@ def test_images_keep_their_shape_and_flat_data_says_why_not():
 
 
 @pytest.mark.parametrize("budget", [{}, {"target_ratio": 2.0, "gate_kind": "relative_l1",
-                                     "cut_tries": 4}])
+                                     "cut_tries": 4, "eager_latency": True}])
 def test_the_study_end_to_end_on_small_images(tmp_path, budget):
     """Every step on 8x8 images: the alternatives meet the learned multiply-adds, the cost
     analysis counts what the network says, the learned run shrank and its epochs are stored;
-    with a MAC budget the learned run ends at most at dense / target_ratio."""
+    with a MAC budget the learned run ends at most at dense / target_ratio; the plain eager
+    latency is measured only when the profile asks (quick: not)."""
     rng = np.random.default_rng(0)
     y = np.arange(120) % 3
     x = rng.normal(size=(120, 1, 8, 8)) + y[:, None, None, None] * 0.5
@@ -181,6 +183,10 @@ def test_the_study_end_to_end_on_small_images(tmp_path, budget):
             assert f.macs[m] <= learned, (m, f.macs[m], learned)
     np.testing.assert_allclose(f.cost_macs, f.macs)  # counted on the module == the config
     assert (f.latency_b64_ms > 0).all()
+    if budget:
+        assert (f.latency_eager_b64_ms > 0).all() and (f.speedup_eager_b64 > 0).all()
+    else:
+        assert f.latency_eager_b64_ms.isna().all()
     assert list(t.curves[t.curves.method == LEARNED].epoch) == [1, 2]
     assert len(t.groups) == 12 and (t.groups.learned_width <= t.groups.width).all()
     verdicts = STUDY.verdicts({"tiny": t})["tiny"]
@@ -237,3 +243,24 @@ def test_the_profile_refuses_an_unknown_gate_kind_or_price_by():
         dataclasses.replace(PROFILES["quick"], target_ratio=0.5).validate()
     with pytest.raises(UsageError, match="min_width_frac"):
         dataclasses.replace(PROFILES["quick"], min_width_frac=0.0).validate()
+    with pytest.raises(UsageError, match="width_multiple"):
+        dataclasses.replace(PROFILES["quick"], width_multiple=0).validate()
+
+
+def test_the_latency_verdict_reads_the_deployed_speed_up_and_states_the_eager_one():
+    from widthlab.studies.resnet.verdicts import latency_falls
+
+    # dense 30M MACs 60 ms; learned 3x fewer MACs, 27 ms deployed (2.22x: 0.74 of 3x),
+    # eager 90 ms -> 60 ms (1.5x: 0.5 of it); uniform in between
+    f = pd.DataFrame({"method": ["dense", LEARNED, "uniform"], "macs": [30e6, 10e6, 10.5e6],
+                      "latency_b1_ms": [2.0, 1.0, 1.1], "latency_b64_ms": [60.0, 27.0, 30.0],
+                      "latency_eager_b64_ms": [90.0, 60.0, 58.0]})
+    f = f.assign(macs_ratio=30e6 / f.macs, speedup_b64=60.0 / f.latency_b64_ms,
+                 speedup_eager_b64=90.0 / f.latency_eager_b64_ms)
+    v = latency_falls(f)
+    assert v.holds and v.numbers["share"] == pytest.approx(60 / 27 / 3)
+    assert v.numbers["eager_share"] == pytest.approx(1.5 / 3) and "(0.50 of it)" in v.text
+    slow = f.assign(speedup_b64=f.speedup_eager_b64)  # the eager numbers alone would fail
+    assert not latency_falls(slow).holds
+    no_eager = f.assign(speedup_eager_b64=np.nan)
+    assert latency_falls(no_eager).holds and "eager" not in latency_falls(no_eager).text

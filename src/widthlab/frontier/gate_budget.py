@@ -57,10 +57,16 @@ class MacBudget:
     min_frac : float
         Every gated group keeps at least ``ceil(min_frac * its starting width)`` units (at
         least 1), in ``(0, 1]``.
+    multiple : int
+        A group the budget cuts keeps a multiple of this many units (the units leave in
+        blocks of ``multiple``, a block ranked by its best unit; the floor rounded up to a
+        multiple): widths that CPU convolution kernels run efficiently (oneDNN blocks
+        channels by 8 or 16). 1: any width.
     """
 
     ratio: float
     min_frac: float = 0.125
+    multiple: int = 1
 
     def __post_init__(self) -> None:
         if not (self.ratio > 1 and math.isfinite(self.ratio)):
@@ -68,6 +74,10 @@ class MacBudget:
                              f"{self.ratio}")
         if not 0 < self.min_frac <= 1:
             raise UsageError(f"min_frac must be in (0, 1], got {self.min_frac}")
+        if isinstance(self.multiple, bool) or not isinstance(self.multiple, int) \
+                or self.multiple < 1:
+            raise UsageError(f"multiple must be a positive int (1: any width), got "
+                             f"{self.multiple!r}")
 
     def target(self, macs0: int, step: int, steps: int) -> int:
         """Multiply-adds allowed after priced epoch ``step`` of ``steps``:
@@ -86,12 +96,25 @@ def relative_gate_scores(model: nn.Module) -> dict[str, Tensor]:
     return out
 
 
-def _ranking(scores: dict[str, Tensor], keep: dict[str, int]) -> list[tuple[float, str, int]]:
-    """Every unit but each group's ``keep`` best, lowest score first (ties: key, unit)."""
+def _ranking(scores: dict[str, Tensor], keep: dict[str, int],
+             multiple: int = 1) -> list[tuple[float, str, tuple[int, ...]]]:
+    """Every group's removable units in blocks, lowest score first (ties: key, units): a
+    block is ``multiple`` units of the group's lowest (the first one the group's width
+    modulo ``multiple``, so that its width becomes a multiple), scored by its best unit;
+    a group keeps at least its ``keep`` best units, rounded up to a multiple."""
     rows = []
     for key, s in scores.items():
-        order = torch.argsort(s, descending=True, stable=True).tolist()
-        rows += [(float(s[u]), key, u) for u in order[keep.get(key, 1):]]
+        order = torch.argsort(s, descending=True, stable=True).tolist()[::-1]  # lowest first
+        width = len(order)
+        floor = -(-max(1, keep.get(key, 1)) // multiple) * multiple
+        start = 0
+        while width - start > floor:
+            size = (width - start) % multiple or multiple
+            if width - start - size < floor:
+                break
+            block = tuple(order[start:start + size])
+            rows.append((max(float(s[u]) for u in block), key, block))
+            start += size
     rows.sort()
     return rows
 
@@ -99,9 +122,10 @@ def _ranking(scores: dict[str, Tensor], keep: dict[str, int]) -> list[tuple[floa
 def _close(model: nn.Module, rows, k: int) -> None:
     gates = {g.key: g for g in unit_gates(model)}
     with torch.no_grad():
-        for _, key, u in rows[:k]:
+        for _, key, units in rows[:k]:
             g = gates[key].gate
-            g[u] = gates[key].kind.closed(g[u])
+            for u in units:
+                g[u] = gates[key].kind.closed(g[u])
 
 
 def _macs_after(model: nn.Module, example, rows, k: int) -> int:
@@ -113,7 +137,7 @@ def _macs_after(model: nn.Module, example, rows, k: int) -> int:
 
 def prune_gates_to_macs_(model: nn.Module, example, *, target_macs: int,
                          optimizer: torch.optim.Optimizer | None = None,
-                         keep: dict[str, int] | None = None) -> dict:
+                         keep: dict[str, int] | None = None, multiple: int = 1) -> dict:
     """Remove the units of lowest :func:`relative_gate_scores`, ranked over the whole
     network, until ``count_macs(model, example) <= target_macs``; in place.
 
@@ -128,6 +152,9 @@ def prune_gates_to_macs_(model: nn.Module, example, *, target_macs: int,
         Its state is sliced with the parameters (:func:`~widthlab.nn.surgery.shrink_`).
     keep : dict, optional
         Gate key -> the fewest units the group keeps (default and at least 1).
+    multiple : int
+        Units leave in blocks (:class:`MacBudget`'s ``multiple``): a group that loses units
+        keeps a multiple of this many; 1: unit by unit.
 
     Returns
     -------
@@ -147,8 +174,10 @@ def prune_gates_to_macs_(model: nn.Module, example, *, target_macs: int,
     if not unit_gates(model):
         raise UsageError("prune_gates_to_macs_ ranks units-core gates: call gate_layers(model, "
                          "groups=..., example=...) first")
+    if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
+        raise UsageError(f"multiple must be a positive int (1: unit by unit), got {multiple!r}")
     keep = {k: max(1, int(v)) for k, v in (keep or {}).items()}
-    rows = _ranking(relative_gate_scores(model), keep)
+    rows = _ranking(relative_gate_scores(model), keep, multiple)
     before = count_macs(model, example)
     lo = fewest_removals(
         lambda k: _macs_after(model, example, rows, k), len(rows), before, target_macs,
@@ -214,7 +243,8 @@ class MacBudgetRun(ModuleRun):
         if target is None:
             return removed
         self.pruned = prune_gates_to_macs_(self.model, self.example, target_macs=target,
-                                           optimizer=self.opt, keep=self.keep)
+                                           optimizer=self.opt, keep=self.keep,
+                                           multiple=self.budget.multiple)
         for key, n in self.pruned["removed"].items():
             removed[key] = removed.get(key, 0) + n
         return removed

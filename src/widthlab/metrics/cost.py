@@ -10,7 +10,9 @@
   (BatchNorm, activations, the residual adds, pooling, softmax) is not counted, the
   convention of the papers' "FLOPs" tables (one multiply-add = one MAC);
 - :func:`measure_latency`: median wall seconds of one forward, in ``eval`` mode under
-  ``torch.no_grad``, on a chosen number of threads (restored afterwards).
+  ``torch.no_grad``, on a chosen number of threads (restored afterwards), optionally in
+  ``channels_last`` memory format; :func:`measure_latencies`: several models timed in turn
+  (their ratios robust to a change of the machine's load).
 
 Example::
 
@@ -23,10 +25,11 @@ Example::
 
 from __future__ import annotations
 
+import copy
 import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +38,7 @@ from torch.overrides import TorchFunctionMode
 
 from widthlab.errors import UsageError
 
-__all__ = ["as_args", "count_macs", "count_params", "measure_latency"]
+__all__ = ["as_args", "count_macs", "count_params", "measure_latencies", "measure_latency"]
 
 
 def count_params(model: nn.Module) -> int:
@@ -150,26 +153,39 @@ def count_macs(model: nn.Module, example) -> int:
     return counter.total // args[0].shape[0]
 
 
-def measure_latency(model: nn.Module, example, *, threads: int | None = 1, repeats: int = 30,
-                    warmup: int = 5) -> float:
-    """Median wall-clock seconds of one forward of ``model`` on ``example`` (the whole batch).
+def _channels_last(args: tuple) -> tuple:
+    return tuple(a.contiguous(memory_format=torch.channels_last)
+                 if isinstance(a, Tensor) and a.dim() == 4 else a for a in args)
+
+
+def measure_latencies(models: Sequence[nn.Module], example, *, threads: int | None = 1,
+                      repeats: int = 30, warmup: int = 5,
+                      channels_last: bool = False) -> list[float]:
+    """Median wall-clock seconds of one forward of each of ``models`` on ``example``, the
+    models timed in turn (one forward of each per round), so that a change of the machine's
+    load during the measurement falls on every model alike and their ratios hold.
 
     Parameters
     ----------
-    model : nn.Module
-        Run in ``eval`` mode under ``torch.no_grad`` (its mode is put back).
+    models : sequence of nn.Module
+        Each run in ``eval`` mode under ``torch.no_grad`` (its mode is put back).
     example : Tensor or tuple
         The batch (or positional inputs) timed, e.g. ``torch.randn(64, 1, 28, 28)``.
     threads : int or None
         ``torch.set_num_threads`` during the measurement (the previous value is restored,
         also on an error); None keeps the current setting.
     repeats, warmup : int
-        Timed runs (the median is returned) after ``warmup`` untimed ones.
+        Timed rounds (the median is returned) after ``warmup`` untimed ones.
+    channels_last : bool
+        Time copies of the models and 4-D inputs in ``torch.channels_last`` memory format
+        (NHWC, the layout oneDNN's CPU convolutions run fastest in; the models passed are
+        not changed).
 
     Returns
     -------
-    float
-        Seconds per forward of the batch (divide by the batch size for per-sample time).
+    list of float
+        Seconds per forward of the batch, one per model (divide by the batch size for
+        per-sample time).
     """
     args = as_args(example)
     if repeats < 1 or warmup < 0:
@@ -177,19 +193,34 @@ def measure_latency(model: nn.Module, example, *, threads: int | None = 1, repea
     if threads is not None and threads < 1:
         raise UsageError(f"threads must be >= 1 (or None for the current setting), "
                          f"got {threads}")
-    before, was = torch.get_num_threads(), model.training
-    times = []
+    models = list(models)
+    if channels_last:
+        models = [copy.deepcopy(m).to(memory_format=torch.channels_last) for m in models]
+        args = _channels_last(args)
+    before, was = torch.get_num_threads(), [m.training for m in models]
+    times: list[list[float]] = [[] for _ in models]
     try:
         if threads is not None:
             torch.set_num_threads(threads)
-        model.eval()
+        for m in models:
+            m.eval()
         with torch.no_grad():
             for i in range(warmup + repeats):
-                start = time.perf_counter()
-                model(*args)
-                if i >= warmup:
-                    times.append(time.perf_counter() - start)
+                for m, t in zip(models, times, strict=True):
+                    start = time.perf_counter()
+                    m(*args)
+                    if i >= warmup:
+                        t.append(time.perf_counter() - start)
     finally:
         torch.set_num_threads(before)
-        model.train(was)
-    return statistics.median(times)
+        for m, w in zip(models, was, strict=True):
+            m.train(w)
+    return [statistics.median(t) for t in times]
+
+
+def measure_latency(model: nn.Module, example, *, threads: int | None = 1, repeats: int = 30,
+                    warmup: int = 5, channels_last: bool = False) -> float:
+    """Median wall-clock seconds of one forward of ``model`` on ``example`` (the whole batch):
+    :func:`measure_latencies` of one model (the parameters are its)."""
+    return measure_latencies([model], example, threads=threads, repeats=repeats,
+                             warmup=warmup, channels_last=channels_last)[0]

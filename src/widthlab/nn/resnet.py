@@ -24,15 +24,18 @@ Example::
                                 block_widths=((4, 8, 8), (16, 16, 8), (32, 16, 16))))
     small(torch.randn(5, 1, 28, 28)).shape            # (5, 10)
     ResNetConfig().param_count(), ResNetConfig().macs()
+    fast = fold_batchnorm(model)                      # inference copy: every BN in its conv
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from widthlab.errors import UsageError
 
@@ -192,4 +195,45 @@ class ResNet(nn.Module):
             n_classes=self.fc.out_features)
 
 
-__all__ = ["BasicBlock", "ResNet", "ResNetConfig"]
+def fold_batchnorm(model: ResNet) -> ResNet:
+    """An inference copy of ``model`` with every BatchNorm folded into the conv before it.
+
+    Each BatchNorm's running statistics and affine parameters become its conv's weight and
+    bias (``w * gamma / sqrt(var + eps)``, ``beta - mean * gamma / sqrt(var + eps)``) and the
+    BatchNorm is replaced by ``nn.Identity``; the copy computes the same function as
+    ``model.eval()`` (to float rounding) without the BatchNorm passes over the feature maps
+    (the standard inference deployment). ``model`` itself is not changed. The copy is for
+    inference only (it is returned in eval mode and has no batch statistics to train).
+
+    Parameters
+    ----------
+    model : ResNet
+        At any widths (a shrunk or pruned network included).
+
+    Returns
+    -------
+    ResNet
+        The folded copy, in eval mode; ``current_config()`` and ``count_macs`` are unchanged.
+    """
+    if not isinstance(model, ResNet):
+        raise UsageError(f"fold_batchnorm folds a widthlab ResNet, got {type(model).__name__}")
+    folded = copy.deepcopy(model).eval()
+
+    def fold(owner: nn.Module, conv: str, bn: str) -> None:  # names, "0"/"1" in a Sequential
+        if not isinstance(getattr(owner, bn), nn.BatchNorm2d):  # folded already
+            return
+        setattr(owner, conv, fuse_conv_bn_eval(getattr(owner, conv), getattr(owner, bn)))
+        setattr(owner, bn, nn.Identity())
+
+    with torch.no_grad():
+        fold(folded, "conv1", "bn1")
+        for stage in folded.stages:
+            for block in stage:
+                fold(block, "conv1", "bn1")
+                fold(block, "conv2", "bn2")
+                if len(block.shortcut):  # option B: 1x1 conv + BatchNorm
+                    fold(block.shortcut, "0", "1")
+    return folded
+
+
+__all__ = ["BasicBlock", "ResNet", "ResNetConfig", "fold_batchnorm"]

@@ -2,8 +2,9 @@
 
 - ``curves``: one row per run and epoch (test accuracy, multiply-adds, parameters, training
   seconds, widths per group);
-- ``final``: one row per final network (accuracy at its last epoch, cost, measured latency,
-  training budget in epochs and multiply-adds);
+- ``final``: one row per final network (accuracy at its last epoch, cost, measured latency:
+  ``latency_*_ms`` deployed (BatchNorm folded, channels-last), ``latency_eager_b64_ms`` the
+  plain eager model (NaN when not measured); training budget in epochs and multiply-adds);
 - ``groups``: per group the dense network's journal signal (the channels holding 95% of the
   activation variance, dead channels) beside the learned width;
 - ``stds``: every channel's activation std per group, dense and learned (last epoch).
@@ -44,7 +45,7 @@ class ResnetTables(StudyTables):
     curves: pd.DataFrame = table("method", "epoch", "acc", "macs", "params", "epoch_time")
     final: pd.DataFrame = table("method", "label", "acc", "macs", "params", "macs_ratio",
                                 "epochs", "train_gmacs", "latency_b1_ms", "latency_b64_ms",
-                                "speedup_b64")
+                                "speedup_b64", "latency_eager_b64_ms", "speedup_eager_b64")
     groups: pd.DataFrame = table("group", "width", "dense_k95", "dense_dead", "learned_width",
                                  "learned_dead")
     stds: pd.DataFrame = table("method", "group", "std")
@@ -118,22 +119,28 @@ def final_table(st: Store, runs: Mapping[str, str], c: pd.DataFrame) -> pd.DataF
         last = c[c.method == method].sort_values("epoch").iloc[-1]
         n_train = int(st.require_run(runs[method])["config"]["data"]["n_train"])
         k = cost[cost.method == method] if "method" in cost else cost.iloc[:0]
-        lat1 = float(k["latency_b1"].iloc[0]) if len(k) else np.nan
-        lat64 = float(k["latency_b64"].iloc[0]) if len(k) else np.nan
+        lat = {n: float(k[n].iloc[0]) if len(k) and n in k else np.nan
+               for n in ("latency_b1", "latency_b64", "latency_eager_b64")}
         up = UPSTREAM.get(method)
         epochs = int(last.epoch) + (int(c[c.method == up].epoch.max()) if up else 0)
         rows.append({"method": method, "label": LABELS[method], "acc": float(last.acc),
                      "macs": float(last.macs), "params": float(last.params),
                      "epochs": epochs, "train_gmacs": _train_gmacs(c, method, n_train),
-                     "latency_b1_ms": 1e3 * lat1, "latency_b64_ms": 1e3 * lat64,
+                     "latency_b1_ms": 1e3 * lat["latency_b1"],
+                     "latency_b64_ms": 1e3 * lat["latency_b64"],
+                     "latency_eager_b64_ms": 1e3 * lat["latency_eager_b64"],
                      "cost_macs": float(k["macs"].iloc[0]) if len(k) else np.nan})
     f = pd.DataFrame(rows, columns=["method", "label", "acc", "macs", "params", "epochs",
                                     "train_gmacs", "latency_b1_ms", "latency_b64_ms",
-                                    "cost_macs"])
+                                    "latency_eager_b64_ms", "cost_macs"])
     dense = f[f.method == DENSE]
-    d_macs = float(dense.macs.iloc[0]) if len(dense) else np.nan
-    d_lat = float(dense.latency_b64_ms.iloc[0]) if len(dense) else np.nan
-    return f.assign(macs_ratio=d_macs / f.macs, speedup_b64=d_lat / f.latency_b64_ms)
+
+    def d(col):
+        return float(dense[col].iloc[0]) if len(dense) else np.nan
+
+    return f.assign(macs_ratio=d("macs") / f.macs,
+                    speedup_b64=d("latency_b64_ms") / f.latency_b64_ms,
+                    speedup_eager_b64=d("latency_eager_b64_ms") / f.latency_eager_b64_ms)
 
 
 def k95(std: np.ndarray, share: float = 0.95) -> int:

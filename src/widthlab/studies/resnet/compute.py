@@ -12,7 +12,8 @@
   (:func:`~.train.build_pruned`); the step is a ModuleExperiment like any other, its identity
   the upstream run id, the method and the target;
 - ``cost``: a stored analysis of every final network: parameters, multiply-adds, CPU latency
-  (one thread, batch 1 and 64, median);
+  (one thread, batch 1 and 64, median; BatchNorm folded, channels-last, the networks timed in
+  turn; optionally also the plain eager model);
 - ``manifest``: the runs of this profile.
 """
 
@@ -132,9 +133,9 @@ def learned_step(ctx: RunContext) -> ModuleExperiment | None:
         names += ("gate_kind",)
     trainable = ModuleRun
     if p.target_ratio > 0:  # the gates choose the units, a schedule how many MACs stay
-        names += ("target_ratio", "min_width_frac")
-        trainable = functools.partial(
-            MacBudgetRun, budget=MacBudget(p.target_ratio, p.min_width_frac))
+        names += ("target_ratio", "min_width_frac", "width_multiple")
+        trainable = functools.partial(MacBudgetRun, budget=MacBudget(
+            p.target_ratio, p.min_width_frac, p.width_multiple))
     return _experiment(LEARNED, build, learned_config(p), ctx,
                        {"settings": settings(p, *names)}, data, trainable=trainable)
 
@@ -210,34 +211,57 @@ def unit_steps(p: ResnetProfile) -> list[Derived]:
 def cost_config(ctx: RunContext) -> dict:
     p = ctx.profile
     return {"runs": {n: ctx.runs[n] for n in TRAINED if n in ctx.runs},
-            "repeats": p.latency_repeats}
+            "repeats": p.latency_repeats, "latency": "folded-bn channels-last interleaved",
+            "eager_latency": p.eager_latency}
+
+
+def latencies(models: list, x1, x64, repeats: int, eager: bool) -> dict[str, list[float]]:
+    """Per model the one-thread latency (seconds, median of ``repeats``, the models timed in
+    turn) of batch ``x1`` and ``x64`` on the inference path a practitioner deploys: every
+    BatchNorm folded into its conv (:func:`~widthlab.nn.resnet.fold_batchnorm`), the network and
+    the images in ``channels_last`` memory format (``latency_b1``, ``latency_b64``); with
+    ``eager`` also the plain eval model in NCHW (``latency_eager_b1``, ``latency_eager_b64``)."""
+    from widthlab.metrics.cost import measure_latencies
+    from widthlab.nn.resnet import fold_batchnorm
+
+    def timed(nets, x, cl):
+        return measure_latencies(nets, x, threads=1, repeats=repeats, warmup=2,
+                                 channels_last=cl)
+
+    folded = [fold_batchnorm(m) for m in models]
+    out = {"latency_b1": timed(folded, x1, True), "latency_b64": timed(folded, x64, True)}
+    if eager:
+        out |= {"latency_eager_b1": timed(models, x1, False),
+                "latency_eager_b64": timed(models, x64, False)}
+    return out
 
 
 def cost_compute(ctx: RunContext) -> Result:
     """Per final network (model i = ``TRAINED``'s i-th run present): ``cost/params``,
-    ``cost/macs`` (counted on the module), ``cost/latency_b1`` and ``cost/latency_b64``
-    (seconds, median of ``latency_repeats`` timed runs on one thread)."""
-    from widthlab.metrics.cost import count_macs, count_params, measure_latency
+    ``cost/macs`` (counted on the module) and the latencies of :func:`latencies`
+    (``cost/latency_b1``, ``cost/latency_b64``, and the eager ones when the profile's
+    ``eager_latency``)."""
+    from widthlab.metrics.cost import count_macs, count_params
 
-    cfg, rows, models = cost_config(ctx), [], []
+    cfg, rows, models, nets = cost_config(ctx), [], [], []
     data = splits(ctx)
     if data is None or not cfg["runs"]:
         return Result(raw(ctx).name, config=cfg, device="cpu", precision="fp32", epoch=0,
                       seed=ctx.profile.seed)
     net = net_config(data)
+    x1 = data.test.x[:1]
+    x64 = data.test.x[:64] if len(data.test) >= 64 else x1.expand(64, *x1.shape[1:])
     for i, (name, run_id) in enumerate(cfg["runs"].items()):
         kind = ctx.profile.gate_kind if name == LEARNED else None
         model = tr.plain_model(_final_ckpt(ctx.store, run_id), net, kind)
-        x1 = data.test.x[:1]
-        x64 = data.test.x[:64] if len(data.test) >= 64 else x1.expand(64, *x1.shape[1:])
+        nets.append(model)
         rows += [MetricRow(i, 1, "cost", "params", float(count_params(model))),
-                 MetricRow(i, 1, "cost", "macs", float(count_macs(model, x1))),
-                 MetricRow(i, 1, "cost", "latency_b1", measure_latency(
-                     model, x1, threads=1, repeats=cfg["repeats"], warmup=2)),
-                 MetricRow(i, 1, "cost", "latency_b64", measure_latency(
-                     model, x64.contiguous(), threads=1, repeats=cfg["repeats"], warmup=2))]
+                 MetricRow(i, 1, "cost", "macs", float(count_macs(model, x1)))]
         models.append({"name": "resnet20", "arch": list(model.current_config().stage_widths),
                        "seed": 0, "variant": name})
+    lat = latencies(nets, x1, x64.contiguous(), cfg["repeats"], cfg["eager_latency"])
+    rows += [MetricRow(i, 1, "cost", key, sec) for key, secs in lat.items()
+             for i, sec in enumerate(secs)]
     return Result(data.name, models=models, metrics=rows, config=cfg, device="cpu",
                   precision="fp32", epoch=1, seed=ctx.profile.seed)
 

@@ -48,7 +48,9 @@ INTRO = ("ResNet-20 (He et al.'s CIFAR ResNet, option-B shortcuts, 16/32/64 chan
          "Torch-Pruning's group-L2 one-shot pruning of the dense network, (d) network slimming "
          "(L1 on the BatchNorm scales in training, global threshold), (e) widthlab's "
          "compensated whole-network cut of the dense network; (c)-(e) are then fine-tuned. "
-         "Accuracy is the final epoch's; latency is measured on one CPU thread (median).")
+         "Accuracy is the final epoch's; latency is measured on one CPU thread (median; "
+         "BatchNorm folded into the convs, channels-last; the eager columns: the plain "
+         "model).")
 
 
 class ResnetStudy(Study):
@@ -104,7 +106,8 @@ class ResnetStudy(Study):
     @staticmethod
     def summary_frame(t) -> pd.DataFrame:
         cols = ["label", "acc", "macs", "macs_ratio", "params", "latency_b1_ms",
-                "latency_b64_ms", "speedup_b64", "epochs", "train_gmacs"]
+                "latency_b64_ms", "speedup_b64", "latency_eager_b64_ms", "speedup_eager_b64",
+                "epochs", "train_gmacs"]
         return t.final.reindex(columns=cols).round(3)
 
     def summary(self, tables: Tables) -> dict[str, pd.DataFrame]:

@@ -62,12 +62,17 @@ def latency_falls(f: pd.DataFrame) -> Verdict:
     rho = float(pd.Series(g.macs.values).corr(pd.Series(g.latency_b64_ms.values),
                                               method="spearman"))
     share = float(le.speedup_b64 / le.macs_ratio)
+    eager = float(le.speedup_eager_b64 / le.macs_ratio)
+    plain = "" if np.isnan(eager) else (
+        f" Plain eager model (NCHW, BatchNorm not folded): {le.speedup_eager_b64:.2f}x "
+        f"({eager:.2f} of it).")
     listing = "; ".join(f"{r.method} {r.macs / 1e6:.2f}M MACs {r.latency_b64_ms:.1f} ms "
                         f"(batch 1: {r.latency_b1_ms:.2f} ms)" for r in g.itertuples())
     return Verdict(claim, bool(rho > 0 and share >= LATENCY_SHARE),
                    f"{listing}. Spearman(MACs, latency) {rho:.2f}; learned speed-up "
                    f"{le.speedup_b64:.2f}x at {le.macs_ratio:.2f}x fewer MACs ({share:.2f} of "
-                   "it).", {"rho": rho, "share": share})
+                   f"it; BatchNorm folded, channels-last).{plain}",
+                   {"rho": rho, "share": share, "eager_share": eager})
 
 
 def shrinking_is_cheaper(c: pd.DataFrame) -> Verdict:
