@@ -1,0 +1,93 @@
+"""Knowledge distillation for the one trainer: a stored teacher's logits as a training loss.
+
+A :class:`~widthlab.engine.modules.ModuleConfig` with ``distill=a > 0`` trains on
+
+    ``(1 - a) * loss_fn(s, y) + a * T**2 * KL(softmax(t / T) || softmax(s / T))``
+
+(Hinton et al. 2015; ``T = distill_temperature``, ``s`` the student's logits, ``t`` the
+teacher's stored logits of the same training examples; the KL term is averaged over the
+batch). The teacher's logits are computed once, before training (:func:`teacher_logits`),
+and identified by the hash of their bits (:func:`logits_id`), so a run says which teacher
+taught it.
+
+Example::
+
+    teacher = build_dense(...); train_module(teacher, train, test, epochs=10)
+    logits = teacher_logits(teacher, x_tr)
+    train_module(student, train, test, cfg, distill=0.5, teacher=logits)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from widthlab.errors import UsageError
+
+
+def distill_loss(out: Tensor, y: Tensor, teacher: Tensor, weight: float, temperature: float,
+                 loss_fn: Callable = F.cross_entropy) -> Tensor:
+    """``(1 - weight) * loss_fn(out, y) + weight * T**2 * KL(p_t || p_s)`` at temperature
+    ``T``, the KL divergence of the student's tempered softmax from the teacher's, summed
+    over the classes and averaged over the batch.
+
+    Parameters
+    ----------
+    out : Tensor (B, C)
+        The student's logits.
+    y : Tensor (B,)
+        The labels (for ``loss_fn``).
+    teacher : Tensor (B, C)
+        The teacher's logits of the same examples (no gradient flows into them).
+    weight : float in [0, 1]
+    temperature : float > 0
+    loss_fn : callable
+        The label loss, ``loss_fn(out, y)``.
+    """
+    log_s = F.log_softmax(out / temperature, dim=-1)
+    log_t = F.log_softmax(teacher.detach().to(out.dtype) / temperature, dim=-1)
+    kl = F.kl_div(log_s, log_t, log_target=True, reduction="batchmean")
+    return (1 - weight) * loss_fn(out, y) + weight * temperature ** 2 * kl
+
+
+@torch.no_grad()
+def teacher_logits(model: nn.Module, x: Tensor, batch: int = 2000) -> Tensor:
+    """``model``'s logits of every row of ``x`` in evaluation mode (restored after), float32,
+    on ``x``'s device."""
+    was = model.training
+    model.eval()
+    try:
+        return torch.cat([model(x[i:i + batch]).float() for i in range(0, len(x), batch)])
+    finally:
+        model.train(was)
+
+
+def logits_id(logits: Tensor) -> str:
+    """The sha256 of a teacher's logits (shape, dtype and bits): the run identity's
+    ``teacher`` entry."""
+    t = logits.detach().cpu().contiguous()
+    h = hashlib.sha256(f"{tuple(t.shape)} {t.dtype}".encode())
+    h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def check_teacher(teacher: Tensor | None, weight: float, n_train: int) -> None:
+    """A teacher is given exactly when ``weight > 0``, as a (n_train, classes) float tensor."""
+    if weight > 0 and teacher is None:
+        raise UsageError(f"distill={weight} needs the teacher's logits of the training set: "
+                         "pass teacher=teacher_logits(teacher_model, x_train)")
+    if weight == 0 and teacher is not None:
+        raise UsageError("a teacher was given but distill is 0: set distill (e.g. 0.5) or "
+                         "leave the teacher out")
+    if teacher is not None and (teacher.dim() != 2 or len(teacher) != n_train
+                                or not teacher.is_floating_point()):
+        raise UsageError(f"the teacher's logits must be a float tensor (n_train={n_train}, "
+                         f"classes), one row per training example in order; got "
+                         f"{tuple(teacher.shape)} {teacher.dtype}")
+
+
+__all__ = ["check_teacher", "distill_loss", "logits_id", "teacher_logits"]
