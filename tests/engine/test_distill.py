@@ -175,3 +175,40 @@ def test_bad_distillation_is_refused():
     with pytest.raises(UsageError, match="one row per training example"):
         ModuleRun(model(0), data, ModuleConfig(distill=0.5), describe={"m": 1},
                   teacher=logits[:-1])
+
+
+class _Lazy:
+    def __init__(self, logits: torch.Tensor, tag: str):
+        self.logits, self.tag, self.calls = logits, tag, 0
+
+    def describe(self) -> dict:
+        return {"teacher": self.tag}
+
+    def __call__(self) -> torch.Tensor:
+        self.calls += 1
+        return self.logits
+
+
+def test_a_callable_teacher_is_computed_once_at_the_first_epoch_and_identified_by_describe():
+    data = splits()
+    logits = teacher_of(data.train.x)
+    cfg = ModuleConfig(epochs=2, lr=0.02, price=0.02, gate_lr=0.2, batch_size=32, seed=3,
+                       distill=0.5)
+    lazy = _Lazy(logits, "a")
+    run = ModuleRun(model(2, "hard_concrete"), data, cfg, describe={"m": 1}, teacher=lazy)
+    ids = {run.run_id, ModuleRun(model(2), data, cfg, describe={"m": 1},
+                                 teacher=_Lazy(logits, "a")).run_id}
+    assert lazy.calls == 0 and len(ids) == 1  # the id needs no logits
+    assert run.run_id != ModuleRun(model(2), data, cfg, describe={"m": 1},
+                                   teacher=_Lazy(logits, "b")).run_id
+    eager = ModuleRun(model(2, "hard_concrete"), data, cfg, describe={"m": 1}, teacher=logits)
+    for e in (1, 2):
+        run.train_epoch(e, lambda n: None)
+        eager.train_epoch(e, lambda n: None)
+        assert run.last_record["train_loss"] == eager.last_record["train_loss"]
+    assert lazy.calls == 1
+    bad = ModuleRun(model(2), data, cfg, describe={"m": 1}, teacher=_Lazy(logits[:5], "c"))
+    with pytest.raises(UsageError, match="one row per training example"):
+        bad.train_epoch(1, lambda n: None)
+    with pytest.raises(UsageError, match="distill is 0"):
+        ModuleRun(model(2), data, ModuleConfig(), describe={"m": 1}, teacher=lazy)

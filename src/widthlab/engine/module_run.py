@@ -168,9 +168,11 @@ class ModuleRun:
         ``hook(ctx: EpochContext) -> rows`` after each epoch (``ctx.bank`` is the module).
     optimizer : torch.optim.Optimizer, optional
         Instead of ``cfg.optimizer`` (in-memory use only: it is not part of the identity).
-    teacher : Tensor, optional
+    teacher : Tensor or callable, optional
         A teacher's logits of ``data.train`` (one row per example, in order), distilled when
-        ``cfg.distill > 0`` (required then); the hash of its bits enters the run id.
+        ``cfg.distill > 0`` (required then); the hash of its bits enters the run id. Or an
+        object with ``describe()`` (its identity, in the run id) and ``__call__()`` returning
+        the logits, called at the first epoch trained (a stored run never computes them).
     """
 
     unit = "steps"
@@ -180,8 +182,11 @@ class ModuleRun:
                  model_record: dict | None = None, loss_fn: Callable = F.cross_entropy,
                  hooks: Sequence[Callable] = (), device: str | torch.device = "auto",
                  optimizer: torch.optim.Optimizer | None = None,
-                 teacher: Tensor | None = None):
-        check_teacher(teacher, cfg.distill, len(data.train))
+                 teacher: Tensor | Callable[[], Tensor] | None = None):
+        if teacher is None or isinstance(teacher, Tensor):
+            check_teacher(teacher, cfg.distill, len(data.train))
+        elif not cfg.distill:
+            check_teacher(teacher, 0.0, len(data.train))  # refused: a teacher without distill
         built = model if isinstance(model, nn.Module) else model()
         if isinstance(model, nn.Module) and str(device) == "auto":
             self.device = next(built.parameters()).device  # trained where it lives
@@ -189,7 +194,7 @@ class ModuleRun:
             self.device = resolve_device(device)
         self.model = built.to(self.device)
         self.data, self.cfg, self.label = data.to(self.device), cfg, label
-        self.teacher = None if teacher is None else teacher.to(self.device)
+        self.teacher = teacher.to(self.device) if isinstance(teacher, Tensor) else teacher
         self.loss_fn, self.hooks = loss_fn, list(hooks)
         self.describe = dict(describe) if describe is not None else model_identity(built)
         self.model_record = model_record or {"name": type(built).__name__, "arch": [],
@@ -217,7 +222,9 @@ class ModuleRun:
         train, placement = self.cfg.identity()
         loss = module_name(self.loss_fn) + "." + getattr(
             self.loss_fn, "__qualname__", type(self.loss_fn).__qualname__)
-        teacher = [] if self.teacher is None else [{"teacher": logits_id(self.teacher)}]
+        teacher = [] if self.teacher is None else [{"teacher": (
+            logits_id(self.teacher) if isinstance(self.teacher, Tensor)
+            else describe_hook(self.teacher))}]
         return RunSpec("module", label=self.label, dataset=self.data.name,
                        data=data_identity(self.data), models=[self.describe], train=train,
                        modifiers=[{"loss": loss}, *({"hook": describe_hook(h)}
@@ -282,7 +289,7 @@ class ModuleRun:
         loss = module_epoch(self.model, self.opt, tr.x, tr.y, self.cfg, price, self.gen,
                             self.loss_fn, self.sched, advance,
                             fixed_gates=self.gates_fixed_at(epoch),
-                            dropout=self.dropout_at(epoch), teacher=self.teacher)
+                            dropout=self.dropout_at(epoch), teacher=self.teacher_logits())
         elapsed = time.perf_counter() - start
         self.train_s += elapsed
         self.epoch = epoch
@@ -298,6 +305,14 @@ class ModuleRun:
         rows.arrays += arrays
         self.eval_s += time.perf_counter() - t1
         return rows
+
+    def teacher_logits(self) -> Tensor | None:
+        """The teacher's logits (a callable teacher computed now, once, and checked)."""
+        if self.teacher is not None and not isinstance(self.teacher, Tensor):
+            logits = self.teacher()
+            check_teacher(logits, self.cfg.distill, len(self.data.train))
+            self.teacher = logits.to(self.device)
+        return self.teacher
 
     def shrink(self, epoch: int) -> dict[str, int]:
         """Remove the units the rule calls dead after ``epoch`` (optimizer state sliced);
