@@ -91,6 +91,15 @@ class LenetProfile(Profile):
     hc_weight_decay300: float = field(default=0.0, metadata={
         "help": "L2 weight decay of LeNet-300-100's hard-concrete runs' weights (not the "
                 "gates)"})
+    hc_distill300: float = field(default=0.0, metadata={
+        "help": "weight a of knowledge distillation in LeNet-300-100's hard-concrete runs: "
+                "loss (1-a)*CE + a*T^2*KL(teacher || student) from a dense teacher's logits "
+                "(hc_teacher300; 0: none)"})
+    hc_distill_temp300: float = field(default=4.0, metadata={
+        "help": "softmax temperature T of the distillation"})
+    hc_teacher300: str = field(default=LENET5, metadata={
+        "help": "the teacher: this network trained without gates on the same images (its "
+                "own epochs; LeNet-300-100 on data that is not 28x28 images)"})
     cut: bool = field(default=True, metadata={"help": "also prune after training (frontier)"})
     tol: float = field(default=0.005,
                        metadata={"help": "training accuracy the frontier cut may lose"})
@@ -133,6 +142,12 @@ class LenetProfile(Profile):
         if not (self.hc_weight_decay300 >= 0 and math.isfinite(self.hc_weight_decay300)):
             raise UsageError(f"hc_weight_decay300 must be finite and >= 0, got "
                              f"{self.hc_weight_decay300}")
+        if not (0 <= self.hc_distill300 <= 1 and 0 < self.hc_distill_temp300 < math.inf):
+            raise UsageError(f"hc_distill300 must be in [0, 1] and hc_distill_temp300 finite and "
+                             f"> 0, got {self.hc_distill300} and {self.hc_distill_temp300}")
+        if self.hc_teacher300 not in NETWORKS:
+            raise UsageError(f"unknown hc_teacher300 {self.hc_teacher300!r}; choose from "
+                             f"{', '.join(NETWORKS)}")
         if not 0 <= self.hc_ramp300 <= 1:
             raise UsageError(f"hc_ramp300 must be in [0, 1], got {self.hc_ramp300}")
         if self.hc_gate_lr is not None and not self.hc_gate_lr > 0:
@@ -216,7 +231,8 @@ def gated_config(p: LenetProfile, network: str, price: float, kind: str = L1) ->
     hc = {"ramp_epochs": round(epochs * p.hc_ramp300), "fix_gates": p.hc_fix_gates300,
           "dropout": p.hc_dropout300,
           "dropout_free_only": p.hc_dropout_free_only300 and bool(p.hc_dropout300),
-          "weight_decay": p.hc_weight_decay300} if kind == HC and network == LENET300 else {}
+          "weight_decay": p.hc_weight_decay300, "distill": p.hc_distill300,
+          "distill_temperature": p.hc_distill_temp300} if kind == HC and network == LENET300 else {}
     return ModuleConfig(epochs=epochs, price=price, free_epochs=int(epochs * p.free_frac),
                         warmup_epochs=int(epochs * warmup_of(p, network)), lr=p.lr,
                         gate_lr=gate_lr_of(p, kind), batch_size=p.batch_size,
@@ -236,13 +252,17 @@ def finetune_config(p: LenetProfile) -> ModuleConfig:
 
 
 def hc_regularisers(p: LenetProfile, network: str) -> dict:
-    """LeNet-300-100's hard-concrete regularisers (dropout, its phase, weight decay) by
-    their settings keys; a run's settings carry only those that are set."""
+    """LeNet-300-100's hard-concrete regularisers (dropout, its phase, weight decay,
+    distillation and its teacher) by their settings keys; a run's settings carry only those
+    that are set."""
     if network != LENET300:
         return {}
+    distill = {"distill": p.hc_distill300, "distill_temp": p.hc_distill_temp300,
+               "teacher": p.hc_teacher300,
+               "teacher_epochs": epochs_of(p, p.hc_teacher300)} if p.hc_distill300 else {}
     return {"dropout": list(p.hc_dropout300),
             "dropout_free_only": p.hc_dropout_free_only300 and bool(p.hc_dropout300),
-            "weight_decay": p.hc_weight_decay300}
+            "weight_decay": p.hc_weight_decay300, **distill}
 
 
 def settings(p: LenetProfile, network: str, kind: str, gate_kind: str = L1) -> dict:
