@@ -145,6 +145,9 @@ def profile(args) -> LenetProfile:
                "hc_dropout300": tuple(args.hc_dropout300) if args.hc_dropout300 else None,
                "hc_dropout_free_only300": args.hc_dropout_free_only300,
                "hc_weight_decay300": args.hc_weight_decay300,
+               "hc_epochs300": args.hc_epochs300, "hc_distill300": args.hc_distill300,
+               "hc_distill_temp300": args.hc_distill_temp300,
+               "hc_teacher300": args.hc_teacher300,
                "hc_scales300": tuple(args.hc_scales300) if args.hc_scales300 else None,
                "gate_kinds": tuple(args.kinds),
                "gate_lr": args.gate_lr, "free_frac": args.free_frac, "seed": args.seed,
@@ -204,6 +207,15 @@ def main(argv=None) -> int:
                     default=None, help="that dropout only in the price-free last epochs")
     ap.add_argument("--hc-weight-decay300", type=float, default=None,
                     help="L2 weight decay of LeNet-300-100's hard-concrete runs")
+    ap.add_argument("--hc-epochs300", type=int, default=None,
+                    help="epochs of LeNet-300-100's hard-concrete runs (0: --epochs300)")
+    ap.add_argument("--hc-distill300", type=float, default=None,
+                    help="weight of distillation from a dense teacher in LeNet-300-100's "
+                         "hard-concrete runs (0: none)")
+    ap.add_argument("--hc-distill-temp300", type=float, default=None,
+                    help="the distillation's softmax temperature")
+    ap.add_argument("--hc-teacher300", choices=[LENET300, LENET5], default=None,
+                    help="the dense teacher network (trained on the same images)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     p = profile(args)

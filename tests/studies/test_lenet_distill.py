@@ -66,3 +66,19 @@ def test_stored_distilled_run_equals_a_hand_made_teacher_and_student(tmp_path):
     assert undistilled[0]["train_loss"] != recs[0]["train_loss"]
     cfg = Store(tmp_path).get_run(run_id)["config"]
     assert cfg["settings"]["teacher"] == LENET300 and cfg["settings"]["distill"] == 0.6
+
+
+def test_hc_epochs300_sets_the_hard_concrete_lenet300_epochs_only():
+    p = lenet.STUDY.profile("full", hc_epochs300=90)
+    assert gated_config(p, LENET300, 3e-3, "hard_concrete").epochs == 90
+    assert (gated_config(p, LENET300, 3e-3, "hard_concrete").free_epochs,
+            gated_config(p, LENET300, 3e-3, "hard_concrete").warmup_epochs) == (30, 15)
+    assert settings(p, LENET300, "gated", "hard_concrete")["epochs"] == 90
+    assert gated_config(p, LENET300, 3e-4, "l1").epochs == 30
+    assert settings(p, LENET300, "gated", "l1")["epochs"] == 30
+    assert settings(p, LENET300, "cut")["epochs"] == 30
+    assert gated_config(p, LENET5, 1e-3, "hard_concrete").epochs == 10
+    plain = lenet.STUDY.profile("full", hc_epochs300=0)
+    assert gated_config(plain, LENET300, 3e-3, "hard_concrete").epochs == 30
+    with pytest.raises(UsageError, match="hc_epochs300"):
+        lenet.STUDY.profile("quick", hc_epochs300=-1)

@@ -91,6 +91,8 @@ class LenetProfile(Profile):
     hc_weight_decay300: float = field(default=0.0, metadata={
         "help": "L2 weight decay of LeNet-300-100's hard-concrete runs' weights (not the "
                 "gates)"})
+    hc_epochs300: int = field(default=0, metadata={
+        "help": "epochs of LeNet-300-100's hard-concrete runs (0: epochs300)"})
     hc_distill300: float = field(default=0.0, metadata={
         "help": "weight a of knowledge distillation in LeNet-300-100's hard-concrete runs: "
                 "loss (1-a)*CE + a*T^2*KL(teacher || student) from a dense teacher's logits "
@@ -121,8 +123,8 @@ class LenetProfile(Profile):
         if any(not (v >= 0 and math.isfinite(v)) for v in prices):
             raise UsageError(f"prices must be finite and >= 0, got {list(prices)}; e.g. "
                              "2.5e-4,5e-4,1e-3")
-        if self.epochs300 < 1 or self.epochs5 < 1 or self.batch_size < 1:
-            raise UsageError("epochs300, epochs5 and batch_size must be >= 1")
+        if self.epochs300 < 1 or self.epochs5 < 1 or self.batch_size < 1 or self.hc_epochs300 < 0:
+            raise UsageError("epochs300, epochs5 and batch_size must be >= 1 (hc_epochs300 >= 0)")
         if not 0 <= self.free_frac < 1 or not 0 <= self.tol < 1:
             raise UsageError(f"free_frac and tol must be in [0, 1), got {self.free_frac} and "
                              f"{self.tol}")
@@ -191,7 +193,9 @@ PROFILES = {
 }
 
 
-def epochs_of(p: LenetProfile, network: str) -> int:
+def epochs_of(p: LenetProfile, network: str, kind: str = L1) -> int:
+    if network == LENET300 and kind == HC and p.hc_epochs300:
+        return p.hc_epochs300
     return p.epochs300 if network == LENET300 else p.epochs5
 
 
@@ -227,7 +231,7 @@ def gated_config(p: LenetProfile, network: str, price: float, kind: str = L1) ->
     """How one gated run trains: Adam, cosine schedule, the price off for the first
     ``warmup300``/``warmup5`` and the last ``free_frac`` of the epochs, shrunk after every
     epoch (the journal's rule: a unit goes when its evaluation gate is exactly 0)."""
-    epochs = epochs_of(p, network)
+    epochs = epochs_of(p, network, kind)
     hc = {"ramp_epochs": round(epochs * p.hc_ramp300), "fix_gates": p.hc_fix_gates300,
           "dropout": p.hc_dropout300,
           "dropout_free_only": p.hc_dropout_free_only300 and bool(p.hc_dropout300),
@@ -272,7 +276,8 @@ def settings(p: LenetProfile, network: str, kind: str, gate_kind: str = L1) -> d
     keys = ["train_size", "seed", "lr", "batch_size"]
     keys += ["gate_lr", "free_frac"] if kind == "gated" else ["tol", "calib_size",
                                                                "finetune_lr"]
-    out = {"epochs": epochs_of(p, network), **{k: getattr(p, k) for k in keys}}
+    out = {"epochs": epochs_of(p, network, gate_kind if kind == "gated" else L1),
+           **{k: getattr(p, k) for k in keys}}
     if kind == "gated":
         out["warmup"] = warmup_of(p, network)
         if gate_kind == HC:
