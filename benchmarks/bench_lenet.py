@@ -32,7 +32,10 @@ priced per unit) at ``--hc-prices300`` / ``--hc-prices5``; LeNet-300-100's 100-u
 priced 2x (``--hc-scales300``) and its price-free last third trained at fixed deterministic
 gates (``--hc-fix-gates300``; ``--hc-ramp300`` raises its price linearly instead of at once),
 its weights under L2 weight decay 5e-4 (``--hc-weight-decay300``; ``--hc-dropout300`` adds
-dropout on the kept units, off by default: it cost error in the probes). The published
+dropout on the kept units, off by default: it cost error in the probes). ``--hc-distill300 a``
+trains them on ``(1-a)*CE + a*T^2*KL(teacher || student)`` (``--hc-distill-temp300 T``, 4)
+from the logits of a dense ``--hc-teacher300`` (LeNet-5-Caffe) trained first on the same
+images, and ``--hc-epochs300`` gives them their own epochs. The published
 rows report their best epoch (RigL its last); widthlab's rows the final epoch, and the
 ``# ... vs ...`` lines say which published rows each gate kind reaches.
 
@@ -56,8 +59,15 @@ import torch
 
 from widthlab.data import load_splits
 from widthlab.nn.lenet import FRONTIER_LAYERS, LENET5, LENET300, lenet_weights
-from widthlab.studies.lenet.analysis import GATED
-from widthlab.studies.lenet.config import GATE_KINDS, L1, PROFILES, LenetProfile, prices_of
+from widthlab.studies.lenet.analysis import GATED, distilled
+from widthlab.studies.lenet.config import (
+    GATE_KINDS,
+    L1,
+    PROFILES,
+    LenetProfile,
+    prices_of,
+    settings,
+)
 from widthlab.studies.lenet.references import BOUND, PUBLISHED, widths_text
 from widthlab.studies.lenet.train import cut_run, gated_run
 from widthlab.studies.lenet.verdicts import reached_rows
@@ -73,7 +83,8 @@ def run(network: str, price: float, data, p: LenetProfile, kind: str = L1) -> di
 
     recs = gated_run(network, price, data, p, on_epoch=progress, kind=kind)
     widths = recs[-1]["row_widths"]
-    row = {"network": network, "method": f"{GATED[kind]}, price {price:g}", "price": price,
+    note = distilled(settings(p, network, "gated", kind))
+    row = {"network": network, "method": f"{GATED[kind]}, price {price:g}{note}", "price": price,
            "kind": kind, "widths": widths, "error": 100 * recs[-1]["test_error"],
            "weights": lenet_weights(network, widths),
            "time_ratio": recs[-1]["epoch_time"] / recs[0]["epoch_time"],

@@ -14,6 +14,7 @@ from widthlab.errors import UsageError
 from widthlab.nn.lenet import LENET5, LENET300
 from widthlab.store import Store
 from widthlab.studies import lenet
+from widthlab.studies.base import newest
 from widthlab.studies.lenet.config import dense_config, gated_config, settings
 from widthlab.studies.lenet.train import build_dense, build_gated
 
@@ -66,6 +67,9 @@ def test_stored_distilled_run_equals_a_hand_made_teacher_and_student(tmp_path):
     assert undistilled[0]["train_loss"] != recs[0]["train_loss"]
     cfg = Store(tmp_path).get_run(run_id)["config"]
     assert cfg["settings"]["teacher"] == LENET300 and cfg["settings"]["distill"] == 0.6
+    rows = lenet.STUDY.tables(Store(tmp_path), newest(Store(tmp_path), runs.ids()))["mnist"]["rows"]
+    assert list(rows.method) == ["widthlab gates (hard concrete), price 0.01, distilled from "
+                                 "LeNet-300-100 (a=0.6, T=3)"]
 
 
 def test_hc_epochs300_sets_the_hard_concrete_lenet300_epochs_only():
