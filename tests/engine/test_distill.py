@@ -212,3 +212,88 @@ def test_a_callable_teacher_is_computed_once_at_the_first_epoch_and_identified_b
         bad.train_epoch(1, lambda n: None)
     with pytest.raises(UsageError, match="distill is 0"):
         ModuleRun(model(2), data, ModuleConfig(), describe={"m": 1}, teacher=lazy)
+
+
+def naive_shift(x: np.ndarray, which: np.ndarray, shape, s: int, fill: float) -> np.ndarray:
+    c, h, w = shape
+    k = 2 * s + 1
+    out = np.full((len(x), c, h, w), fill, dtype=x.dtype)
+    img = x.reshape(len(x), c, h, w)
+    for b in range(len(x)):
+        dy, dx = which[b] // k - s, which[b] % k - s
+        for r in range(h):
+            for col in range(w):
+                if 0 <= r - dy < h and 0 <= col - dx < w:
+                    out[b, :, r, col] = img[b, :, r - dy, col - dx]
+    return out.reshape(len(x), -1)
+
+
+@pytest.mark.parametrize("shift", [1, 2])
+def test_shift_images_equals_a_naive_loop(shift):
+    from widthlab.engine.distill import n_shifts, shift_images
+
+    g = torch.Generator().manual_seed(shift)
+    x = torch.randn(30, 2 * 5 * 6, generator=g)
+    which = torch.randint(0, n_shifts(shift), (30,), generator=g)
+    got = shift_images(x, which, (2, 5, 6), shift, -0.5)
+    want = naive_shift(x.numpy(), which.numpy(), (2, 5, 6), shift, -0.5)
+    assert np.array_equal(got.numpy(), want)
+    centre = torch.full((30,), shift * (2 * shift + 1) + shift)
+    assert torch.equal(shift_images(x, centre, (2, 5, 6), shift, 0.0), x)
+
+
+def image_splits(n: int = 96) -> DatasetSplits:
+    import dataclasses
+
+    g = torch.Generator().manual_seed(4)
+    y = torch.randint(0, 3, (n,), generator=g)
+    x = torch.randn(n, 1, 4, 5, generator=g) * 0.3
+    x[torch.arange(n), 0, y + 1, :] += 2.0
+    x = x.reshape(n, 20)
+    return dataclasses.replace(DatasetSplits("tensors", Split(x, y), Split(x[:0], y[:0]),
+                                             Split(x[:32], y[:32]), 0.0, 1.0, 0),
+                               sample_shape=(1, 4, 5))
+
+
+def test_shifted_distillation_equals_a_naive_training_loop():
+    """Each step draws the minibatch's translations from the minibatch generator after its
+    order; the student sees the translated rows and is taught the teacher's logits of them."""
+    from widthlab.engine.distill import n_shifts, shifted_teacher_logits
+
+    data = image_splits()
+    x, y = data.train.x, data.train.y
+    fill = float(x.min())
+    torch.manual_seed(6)
+    teach = nn.Sequential(nn.Linear(20, 12), nn.Tanh(), nn.Linear(12, 3))
+    logits = shifted_teacher_logits(teach, x, (1, 4, 5), 1, fill)
+    assert logits.shape == (96, 9, 3)
+    assert torch.equal(logits[:, 4], teacher_logits(teach, x))  # the untranslated images
+    cfg = ModuleConfig(epochs=2, lr=0.01, batch_size=32, seed=7, distill=0.5, shift=1,
+                       distill_temperature=2.0, shrink=False)
+
+    def student():
+        torch.manual_seed(8)
+        return nn.Sequential(nn.Linear(20, 10), nn.ReLU(), nn.Linear(10, 3))
+
+    got = student()
+    recs = train_module(got, (x, y), (data.test.x, data.test.y), cfg, teacher=logits,
+                        sample_shape=(1, 4, 5))
+    with pytest.raises(UsageError, match="sample shape"):
+        train_module(student(), (x, y), (data.test.x, data.test.y), cfg, teacher=logits)
+    ref = student()
+    opt = torch.optim.Adam(ref.parameters(), lr=0.01)
+    gen = torch.Generator().manual_seed(7)
+    for _ in range(2):
+        order = torch.randperm(96, generator=gen)
+        for i in range(0, 96, 32):
+            idx = order[i:i + 32]
+            which = torch.randint(0, n_shifts(1), (len(idx),), generator=gen)
+            xb = torch.from_numpy(naive_shift(x[idx].numpy(), which.numpy(), (1, 4, 5), 1,
+                                              fill))
+            loss = distill_loss(ref(xb), y[idx], logits[idx, which], 0.5, 2.0)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(got.parameters(), ref.parameters(),
+                                                 strict=True))
+    assert len(recs) == 2

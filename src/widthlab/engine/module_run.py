@@ -34,7 +34,14 @@ from torch import Tensor, nn
 from widthlab import __version__
 from widthlab.data.tensors import DatasetSplits
 from widthlab.engine.config import describe_hook, resolve_device
-from widthlab.engine.distill import check_teacher, distill_loss, logits_id
+from widthlab.engine.distill import (
+    check_teacher,
+    distill_loss,
+    image_augment,
+    logits_id,
+    n_shifts,
+    shift_images,
+)
 from widthlab.engine.events import EpochContext
 from widthlab.engine.identity import closure_hash, module_name
 from widthlab.engine.lifecycle import EpochRows, RunRecord
@@ -50,14 +57,16 @@ def module_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: Ten
                  cfg: ModuleConfig, price: float, gen: torch.Generator, loss_fn: Callable,
                  sched, advance: Callable[[int], None] | None = None, *,
                  fixed_gates: bool = False, dropout: Sequence[float] = (),
-                 teacher: Tensor | None = None) -> float:
+                 teacher: Tensor | None = None,
+                 augment: tuple[tuple[int, ...], float] | None = None) -> float:
     """One pass over ``(x, y)`` in the order ``gen`` draws; the mean training loss (without
     the price; NaN or inf when the loss diverged). ``fixed_gates``: the gates in evaluation
     mode and not updated (their ``requires_grad`` put back after). ``dropout``: rates of
     dropout on the gates' outputs (one per gate, or one for all; hooks removed after).
     ``teacher``: logits of ``x`` (row by row) distilled with ``cfg.distill`` at
     ``cfg.distill_temperature`` (:func:`~widthlab.engine.distill.distill_loss`; the loss
-    returned is the distillation loss)."""
+    returned is the distillation loss). ``augment``: ``(image shape, fill)`` of the
+    ``cfg.shift`` translations (:func:`~widthlab.engine.distill.shift_images`)."""
     model.train()
     gates = model_gates(model)
     _dropout_rates(gates, dropout)  # checked before the gates are touched
@@ -69,7 +78,8 @@ def module_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: Ten
     with gate_dropout(gates, dropout):
         try:
             return _module_pass(model, opt, x, y, cfg, price, gen, loss_fn, sched, advance,
-                                teacher if cfg.distill else None)
+                                teacher if cfg.distill else None,
+                                augment if cfg.shift else None)
         finally:
             for g, req in zip(gates, before, strict=True):
                 g.gate.requires_grad_(req)
@@ -110,17 +120,23 @@ def _dropout_rates(gates: Sequence[nn.Module], rates: Sequence[float]) -> list[f
 
 
 def _module_pass(model, opt, x, y, cfg, price, gen, loss_fn, sched, advance,
-                 teacher=None) -> float:
+                 teacher=None, augment=None) -> float:
     order = torch.randperm(len(y), generator=gen).to(y.device)
     total = torch.zeros((), device=y.device)
     n = 0
     for i in range(0, len(y), cfg.batch_size):
         idx = order[i:i + cfg.batch_size]
+        xb, which = x[idx], None
+        if augment is not None:  # one translation per example, from the minibatch generator
+            which = torch.randint(0, n_shifts(cfg.shift), (len(idx),), generator=gen)
+            which = which.to(x.device)
+            xb = shift_images(xb, which, augment[0], cfg.shift, augment[1])
         if teacher is None:
-            loss = loss_fn(model(x[idx]), y[idx])
+            loss = loss_fn(model(xb), y[idx])
         else:
-            loss = distill_loss(model(x[idx]), y[idx], teacher[idx], cfg.distill,
-                                cfg.distill_temperature, loss_fn)
+            t = teacher[idx] if which is None else teacher[idx, which]
+            loss = distill_loss(model(xb), y[idx], t, cfg.distill, cfg.distill_temperature,
+                                loss_fn)
         full = loss + price * size_penalty(model) if price else loss
         opt.zero_grad(set_to_none=True)
         full.backward()
@@ -184,7 +200,7 @@ class ModuleRun:
                  optimizer: torch.optim.Optimizer | None = None,
                  teacher: Tensor | Callable[[], Tensor] | None = None):
         if teacher is None or isinstance(teacher, Tensor):
-            check_teacher(teacher, cfg.distill, len(data.train))
+            check_teacher(teacher, cfg.distill, len(data.train), cfg.shift)
         elif not cfg.distill:
             check_teacher(teacher, 0.0, len(data.train))  # refused: a teacher without distill
         built = model if isinstance(model, nn.Module) else model()
@@ -195,6 +211,7 @@ class ModuleRun:
         self.model = built.to(self.device)
         self.data, self.cfg, self.label = data.to(self.device), cfg, label
         self.teacher = teacher.to(self.device) if isinstance(teacher, Tensor) else teacher
+        self.augment = image_augment(data, cfg.shift)
         self.loss_fn, self.hooks = loss_fn, list(hooks)
         self.describe = dict(describe) if describe is not None else model_identity(built)
         self.model_record = model_record or {"name": type(built).__name__, "arch": [],
@@ -289,7 +306,8 @@ class ModuleRun:
         loss = module_epoch(self.model, self.opt, tr.x, tr.y, self.cfg, price, self.gen,
                             self.loss_fn, self.sched, advance,
                             fixed_gates=self.gates_fixed_at(epoch),
-                            dropout=self.dropout_at(epoch), teacher=self.teacher_logits())
+                            dropout=self.dropout_at(epoch), teacher=self.teacher_logits(),
+                            augment=self.augment)
         elapsed = time.perf_counter() - start
         self.train_s += elapsed
         self.epoch = epoch
@@ -310,7 +328,7 @@ class ModuleRun:
         """The teacher's logits (a callable teacher computed now, once, and checked)."""
         if self.teacher is not None and not isinstance(self.teacher, Tensor):
             logits = self.teacher()
-            check_teacher(logits, self.cfg.distill, len(self.data.train))
+            check_teacher(logits, self.cfg.distill, len(self.data.train), self.cfg.shift)
             self.teacher = logits.to(self.device)
         return self.teacher
 

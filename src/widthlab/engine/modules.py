@@ -33,7 +33,7 @@ OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
 
 #: fields hashed into a run's identity only when they differ from these defaults
 WHEN_SET = {"dropout": (), "dropout_free_only": False, "distill": 0.0,
-            "distill_temperature": 4.0}
+            "distill_temperature": 4.0, "shift": 0}
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,13 @@ class ModuleConfig:
     distill_temperature : float
         The softmax temperature ``T`` of the distillation (> 0; ignored, and not part of the
         run id, when ``distill`` is 0).
+    shift : int
+        Data augmentation: every training image translated by up to ``shift`` pixels in each
+        direction (one of ``(2 shift + 1)**2`` translations drawn per example and step from
+        the minibatch generator; uncovered pixels get the training inputs' minimum, the
+        blank pixel of the built-in image sets); needs the data's ``sample_shape`` and, when
+        distilling, the teacher's logits of every translation
+        (:func:`~widthlab.engine.distill.shifted_teacher_logits`). 0: none.
     optimizer : {"adam", "adamw", "adamax", "sgd", "rmsprop"}
     lr, momentum, weight_decay : float
         ``momentum`` is used by SGD and RMSprop only.
@@ -105,6 +112,7 @@ class ModuleConfig:
     dropout_free_only: bool = False
     distill: float = 0.0
     distill_temperature: float = 4.0
+    shift: int = 0
     optimizer: str = "adam"
     lr: float = 1e-3
     momentum: float = 0.9
@@ -161,6 +169,8 @@ class ModuleConfig:
         object.__setattr__(self, "distill_temperature", float(self.distill_temperature))
         if not self.distill:  # no teacher: the temperature means nothing, one run id
             object.__setattr__(self, "distill_temperature", 4.0)
+        if self.shift < 0:
+            raise UsageError(f"shift must be >= 0 pixels, got {self.shift}")
         if self.ramp_epochs < 0:
             raise UsageError(f"ramp_epochs must be >= 0, got {self.ramp_epochs}")
         if self.epochs < 1 or self.batch_size < 1 or self.price < 0 or self.lr <= 0:
@@ -200,7 +210,7 @@ def train_module(model: nn.Module, train: tuple[Tensor, Tensor], test: tuple[Ten
                  cfg: ModuleConfig | None = None, *, loss_fn: Callable = F.cross_entropy,
                  optimizer: torch.optim.Optimizer | None = None,
                  on_epoch: Callable[[dict], None] | None = None, teacher: Tensor | None = None,
-                 **overrides) -> list[dict]:
+                 sample_shape: tuple[int, ...] | None = None, **overrides) -> list[dict]:
     """Train ``model`` with its gates' price, shrinking after every epoch, in memory (no
     store): the epochs of :class:`~widthlab.engine.module_run.ModuleRun`, which stores,
     checkpoints and resumes the same training through the one run lifecycle.
@@ -222,6 +232,8 @@ def train_module(model: nn.Module, train: tuple[Tensor, Tensor], test: tuple[Ten
     teacher : Tensor, optional
         A teacher's logits of ``train`` (one row per example, in order), needed when
         ``cfg.distill > 0`` (:func:`widthlab.engine.distill.teacher_logits`).
+    sample_shape : tuple, optional
+        ``(C, H, W)`` of the flattened training images (needed by ``cfg.shift``).
 
     Returns
     -------
@@ -236,7 +248,8 @@ def train_module(model: nn.Module, train: tuple[Tensor, Tensor], test: tuple[Ten
     cfg = ModuleConfig(**{**(cfg.__dict__ if cfg else {}), **overrides})
     x, y = train
     empty = Split(x[:0], y[:0])
-    data = DatasetSplits("tensors", Split(*train), empty, Split(*test), 0.0, 1.0, cfg.seed)
+    data = DatasetSplits("tensors", Split(*train), empty, Split(*test), 0.0, 1.0, cfg.seed,
+                         sample_shape=sample_shape)
     run = ModuleRun(model, data, cfg, loss_fn=loss_fn, optimizer=optimizer,
                     describe={"in_memory": True}, teacher=teacher)
     records = []
