@@ -93,7 +93,7 @@ def test_dropout_enters_the_run_identity_only_when_set():
     hashed, _ = ModuleConfig().identity()
     assert "dropout" not in hashed and "dropout_free_only" not in hashed
     assert set(hashed) == set(ModuleConfig.hashed_fields()) - {
-        "dropout", "dropout_free_only", "distill", "distill_temperature"}
+        "dropout", "dropout_free_only", "distill", "distill_temperature", "shift"}
     hashed, _ = ModuleConfig(dropout=(0.2,), dropout_free_only=True).identity()
     assert hashed["dropout"] == (0.2,) and hashed["dropout_free_only"] is True
     x, y = problem(64, 1)
