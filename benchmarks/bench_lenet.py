@@ -35,7 +35,9 @@ its weights under L2 weight decay 5e-4 (``--hc-weight-decay300``; ``--hc-dropout
 dropout on the kept units, off by default: it cost error in the probes). ``--hc-distill300 a``
 trains them on ``(1-a)*CE + a*T^2*KL(teacher || student)`` (``--hc-distill-temp300 T``, 4)
 from the logits of a dense ``--hc-teacher300`` (LeNet-5-Caffe) trained first on the same
-images, and ``--hc-epochs300`` gives them their own epochs. The published
+images (``--hc-shift300 s``: on training images translated by up to ``s`` pixels, the
+teacher's logits of each translation), and ``--hc-epochs300`` gives them their own epochs. The
+published
 rows report their best epoch (RigL its last); widthlab's rows the final epoch, and the
 ``# ... vs ...`` lines say which published rows each gate kind reaches.
 
@@ -158,7 +160,7 @@ def profile(args) -> LenetProfile:
                "hc_weight_decay300": args.hc_weight_decay300,
                "hc_epochs300": args.hc_epochs300, "hc_distill300": args.hc_distill300,
                "hc_distill_temp300": args.hc_distill_temp300,
-               "hc_teacher300": args.hc_teacher300,
+               "hc_teacher300": args.hc_teacher300, "hc_shift300": args.hc_shift300,
                "hc_scales300": tuple(args.hc_scales300) if args.hc_scales300 else None,
                "gate_kinds": tuple(args.kinds),
                "gate_lr": args.gate_lr, "free_frac": args.free_frac, "seed": args.seed,
@@ -227,6 +229,9 @@ def main(argv=None) -> int:
                     help="the distillation's softmax temperature")
     ap.add_argument("--hc-teacher300", choices=[LENET300, LENET5], default=None,
                     help="the dense teacher network (trained on the same images)")
+    ap.add_argument("--hc-shift300", type=int, default=None,
+                    help="translate LeNet-300-100's hard-concrete training images by up to "
+                         "this many pixels (distilled from the teacher's logits of each)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     p = profile(args)

@@ -102,6 +102,10 @@ class LenetProfile(Profile):
     hc_teacher300: str = field(default=LENET5, metadata={
         "help": "the teacher: this network trained without gates on the same images (its "
                 "own epochs; LeNet-300-100 on data that is not 28x28 images)"})
+    hc_shift300: int = field(default=0, metadata={
+        "help": "LeNet-300-100's hard-concrete runs see their training images translated by "
+                "up to this many pixels (a random one of the (2s+1)^2 per image and step; "
+                "distilled from the teacher's logits of that translation; 0: none)"})
     cut: bool = field(default=True, metadata={"help": "also prune after training (frontier)"})
     tol: float = field(default=0.005,
                        metadata={"help": "training accuracy the frontier cut may lose"})
@@ -147,6 +151,8 @@ class LenetProfile(Profile):
         if not (0 <= self.hc_distill300 <= 1 and 0 < self.hc_distill_temp300 < math.inf):
             raise UsageError(f"hc_distill300 must be in [0, 1] and hc_distill_temp300 finite and "
                              f"> 0, got {self.hc_distill300} and {self.hc_distill_temp300}")
+        if self.hc_shift300 < 0:
+            raise UsageError(f"hc_shift300 must be >= 0 pixels, got {self.hc_shift300}")
         if self.hc_teacher300 not in NETWORKS:
             raise UsageError(f"unknown hc_teacher300 {self.hc_teacher300!r}; choose from "
                              f"{', '.join(NETWORKS)}")
@@ -236,7 +242,8 @@ def gated_config(p: LenetProfile, network: str, price: float, kind: str = L1) ->
           "dropout": p.hc_dropout300,
           "dropout_free_only": p.hc_dropout_free_only300 and bool(p.hc_dropout300),
           "weight_decay": p.hc_weight_decay300, "distill": p.hc_distill300,
-          "distill_temperature": p.hc_distill_temp300} if kind == HC and network == LENET300 else {}
+          "distill_temperature": p.hc_distill_temp300,
+          "shift": p.hc_shift300} if kind == HC and network == LENET300 else {}
     return ModuleConfig(epochs=epochs, price=price, free_epochs=int(epochs * p.free_frac),
                         warmup_epochs=int(epochs * warmup_of(p, network)), lr=p.lr,
                         gate_lr=gate_lr_of(p, kind), batch_size=p.batch_size,
@@ -266,7 +273,7 @@ def hc_regularisers(p: LenetProfile, network: str) -> dict:
                "teacher_epochs": epochs_of(p, p.hc_teacher300)} if p.hc_distill300 else {}
     return {"dropout": list(p.hc_dropout300),
             "dropout_free_only": p.hc_dropout_free_only300 and bool(p.hc_dropout300),
-            "weight_decay": p.hc_weight_decay300, **distill}
+            "weight_decay": p.hc_weight_decay300, "shift": p.hc_shift300, **distill}
 
 
 def settings(p: LenetProfile, network: str, kind: str, gate_kind: str = L1) -> dict:

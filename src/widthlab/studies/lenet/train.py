@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from widthlab.data.tensors import DatasetSplits
-from widthlab.engine.distill import teacher_logits
+from widthlab.engine.distill import image_augment, shifted_teacher_logits
 from widthlab.engine.events import EpochContext
 from widthlab.engine.lifecycle import EpochRows
 from widthlab.engine.module_run import ModuleRun
@@ -68,7 +68,8 @@ def _train(model, data, cfg, device, on_epoch: OnEpoch, teacher=None) -> list[di
             on_epoch(rec)
 
     train, test = _pairs(data, device)
-    return train_module(model, train, test, cfg, on_epoch=record, teacher=teacher)
+    return train_module(model, train, test, cfg, on_epoch=record, teacher=teacher,
+                        sample_shape=data.sample_shape)
 
 
 def decision_data(data: DatasetSplits, size: int | None, device) -> tuple[tuple, tuple]:
@@ -121,7 +122,8 @@ class LenetTeacher:
     """The distillation teacher of a hard-concrete LeNet-300-100 run: ``p.hc_teacher300``
     (LeNet-300-100 when the data are not 28x28 images) trained without gates on ``data`` as
     the cut run's dense phase trains (:func:`dense_config`); called, its logits of the
-    training images (computed once per profile and data, kept for the other prices)."""
+    training images, of each of their ``p.hc_shift300`` translations when set (computed
+    once per profile and data, kept for the other prices)."""
 
     _memo: dict = {}
 
@@ -133,7 +135,7 @@ class LenetTeacher:
     def describe(self) -> dict:
         p = self.p
         return {"teacher": self.network, "epochs": epochs_of(p, self.network), "seed": p.seed,
-                "lr": p.lr, "batch_size": p.batch_size}
+                "lr": p.lr, "batch_size": p.batch_size, "shift": p.hc_shift300}
 
     def __call__(self) -> torch.Tensor:
         key = (repr(self.describe()), id(self.data.train.x), len(self.data.train),
@@ -143,7 +145,10 @@ class LenetTeacher:
             d = self.data
             model = build_dense(self.network, self.p, d.n_features, d.n_classes).to(self.device)
             _train(model, d, dense_config(self.p, self.network), self.device, None)
-            self._memo[key] = (d.train.x, teacher_logits(model, d.train.x.to(self.device)))
+            x = d.train.x.to(self.device)
+            aug = image_augment(d, self.p.hc_shift300) or ((), 0.0)
+            logits = shifted_teacher_logits(model, x, aug[0], self.p.hc_shift300, aug[1])
+            self._memo[key] = (d.train.x, logits)
         return self._memo[key][1]
 
 
