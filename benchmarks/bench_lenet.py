@@ -36,9 +36,8 @@ dropout on the kept units, off by default: it cost error in the probes). ``--hc-
 trains them on ``(1-a)*CE + a*T^2*KL(teacher || student)`` (``--hc-distill-temp300 T``, 4)
 from the logits of a dense ``--hc-teacher300`` (LeNet-5-Caffe) trained first on the same
 images (``--hc-shift300 s``: on training images translated by up to ``s`` pixels, the
-teacher's logits of each translation), and ``--hc-epochs300`` gives them their own epochs. The
-published
-rows report their best epoch (RigL its last); widthlab's rows the final epoch, and the
+teacher's logits of each translation), and ``--hc-epochs300`` gives them their own epochs.
+The published rows report their best epoch (RigL its last); widthlab's rows the final epoch, and the
 ``# ... vs ...`` lines say which published rows each gate kind reaches.
 
 The figures printed last: ``lenet300_error`` / ``lenet300_widths`` and ``lenet5_error`` /
