@@ -168,32 +168,8 @@ def profile(args) -> LenetProfile:
     return PROFILES["full"].replace(**{k: v for k, v in changes.items() if v is not None})
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="short runs, fewer prices")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=None)
-    ap.add_argument("--gate-lr", type=float, default=None,
-                    help="Adam learning rate of the gates (default 1e-2)")
-    ap.add_argument("--free-frac", type=float, default=None,
-                    help="fraction of the epochs at the end trained without the price (1/3)")
-    ap.add_argument("--warmup300", type=float, default=None,
-                    help="fraction of LeNet-300-100's epochs at the start trained without "
-                         "the price (full profile: 1/6)")
-    ap.add_argument("--warmup5", type=float, default=None,
-                    help="the same for LeNet-5-Caffe (0)")
-    ap.add_argument("--scales300", type=float, nargs=3, default=None,
-                    help="LeNet-300-100's price multipliers of the pixel, 300-unit and "
-                         "100-unit gates (full profile: 8 2 1)")
-    ap.add_argument("--network", choices=["both", "300", "5"], default="both")
-    ap.add_argument("--no-cut", action="store_true",
-                    help="skip the networks pruned after training (width_frontier)")
-    ap.add_argument("--epochs300", type=int, default=None)
-    ap.add_argument("--epochs5", type=int, default=None)
-    ap.add_argument("--prices300", type=float, nargs="+", default=None)
-    ap.add_argument("--prices5", type=float, nargs="+", default=None)
-    ap.add_argument("--kinds", nargs="+", choices=GATE_KINDS, default=list(GATE_KINDS),
-                    help="gate kinds to train (default both)")
+def hc_arguments(ap: argparse.ArgumentParser) -> None:
+    """The hard-concrete runs' options (``--hc-*``)."""
     ap.add_argument("--hc-prices300", type=float, nargs="+", default=None,
                     help="hard-concrete prices of LeNet-300-100, per unit")
     ap.add_argument("--hc-prices5", type=float, nargs="+", default=None,
@@ -231,6 +207,35 @@ def main(argv=None) -> int:
     ap.add_argument("--hc-shift300", type=int, default=None,
                     help="translate LeNet-300-100's hard-concrete training images by up to "
                          "this many pixels (distilled from the teacher's logits of each)")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="short runs, fewer prices")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--gate-lr", type=float, default=None,
+                    help="Adam learning rate of the gates (default 1e-2)")
+    ap.add_argument("--free-frac", type=float, default=None,
+                    help="fraction of the epochs at the end trained without the price (1/3)")
+    ap.add_argument("--warmup300", type=float, default=None,
+                    help="fraction of LeNet-300-100's epochs at the start trained without "
+                         "the price (full profile: 1/6)")
+    ap.add_argument("--warmup5", type=float, default=None,
+                    help="the same for LeNet-5-Caffe (0)")
+    ap.add_argument("--scales300", type=float, nargs=3, default=None,
+                    help="LeNet-300-100's price multipliers of the pixel, 300-unit and "
+                         "100-unit gates (full profile: 8 2 1)")
+    ap.add_argument("--network", choices=["both", "300", "5"], default="both")
+    ap.add_argument("--no-cut", action="store_true",
+                    help="skip the networks pruned after training (width_frontier)")
+    ap.add_argument("--epochs300", type=int, default=None)
+    ap.add_argument("--epochs5", type=int, default=None)
+    ap.add_argument("--prices300", type=float, nargs="+", default=None)
+    ap.add_argument("--prices5", type=float, nargs="+", default=None)
+    ap.add_argument("--kinds", nargs="+", choices=GATE_KINDS, default=list(GATE_KINDS),
+                    help="gate kinds to train (default both)")
+    hc_arguments(ap)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     p = profile(args)
