@@ -83,8 +83,9 @@ def test_stored_distilled_run_equals_a_hand_made_teacher_and_student(tmp_path, s
     assert cfg["settings"]["teacher"] == LENET300 and cfg["settings"]["distill"] == 0.6
     assert cfg["settings"].get("shift", 0) == shift
     rows = lenet.STUDY.tables(Store(tmp_path), newest(Store(tmp_path), runs.ids()))["mnist"]["rows"]
+    note = ", images shifted up to 1 px" if shift else ""
     assert list(rows.method) == ["widthlab gates (hard concrete), price 0.01, distilled from "
-                                 "LeNet-300-100 (a=0.6, T=3)"]
+                                 f"LeNet-300-100 (a=0.6, T=3){note}"]
 
 
 def test_hc_epochs300_sets_the_hard_concrete_lenet300_epochs_only():

@@ -69,11 +69,13 @@ def _row(ep: pd.DataFrame, epoch: int, network: str, method: str, price: float,
 
 
 def distilled(settings: Mapping) -> str:
-    """The method's note of a distilled run (the training loss it states), else ``""``."""
+    """The method's note of a distilled run (the training loss it states, and the training
+    images' translations), else ``""``."""
+    shift = f", images shifted up to {settings['shift']} px" if settings.get("shift") else ""
     if not settings.get("distill"):
-        return ""
+        return shift
     return (f", distilled from {settings['teacher']} (a={settings['distill']:g}, "
-            f"T={settings['distill_temp']:g})")
+            f"T={settings['distill_temp']:g}){shift}")
 
 
 def _read_one(st: Store, run_id: str) -> tuple[list[dict], list[pd.DataFrame], str | None]:
