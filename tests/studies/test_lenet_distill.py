@@ -26,11 +26,11 @@ SMALL = dict(networks=(LENET300,), hc_prices300=(1e-2,), epochs300=2, train_size
 
 
 def test_distillation_is_a_lenet300_hard_concrete_setting_only_when_set():
-    plain = lenet.STUDY.profile("full")
+    plain = lenet.STUDY.profile("full", hc_distill300=0.0, hc_shift300=0)
     keys = set(settings(plain, LENET300, "gated", "hard_concrete"))
     assert not {"distill", "distill_temp", "teacher"} & keys
     assert gated_config(plain, LENET300, 3e-3, "hard_concrete").distill == 0.0
-    p = lenet.STUDY.profile("full", hc_distill300=0.5, hc_distill_temp300=2.0)
+    p = lenet.STUDY.profile("full", hc_distill300=0.5, hc_distill_temp300=2.0, hc_shift300=0)
     got = settings(p, LENET300, "gated", "hard_concrete")
     assert set(got) == keys | {"distill", "distill_temp", "teacher", "teacher_epochs"}
     assert (got["distill"], got["distill_temp"], got["teacher"], got["teacher_epochs"]) == (
@@ -41,7 +41,7 @@ def test_distillation_is_a_lenet300_hard_concrete_setting_only_when_set():
         assert gated_config(p, net, 1e-3, kind).distill == 0.0
         assert "distill" not in settings(p, net, "gated", kind)
     assert "shift" not in got and gated_config(p, LENET300, 3e-3, "hard_concrete").shift == 0
-    shifted = lenet.STUDY.profile("full", hc_distill300=0.5, hc_shift300=2)
+    shifted = lenet.STUDY.profile("full", hc_shift300=2)
     assert settings(shifted, LENET300, "gated", "hard_concrete")["shift"] == 2
     assert gated_config(shifted, LENET300, 3e-3, "hard_concrete").shift == 2
     assert gated_config(shifted, LENET5, 3e-3, "hard_concrete").shift == 0
