@@ -32,11 +32,12 @@ priced per unit) at ``--hc-prices300`` / ``--hc-prices5``; LeNet-300-100's 100-u
 priced 2x (``--hc-scales300``) and its price-free last third trained at fixed deterministic
 gates (``--hc-fix-gates300``; ``--hc-ramp300`` raises its price linearly instead of at once),
 its weights under L2 weight decay 5e-4 (``--hc-weight-decay300``; ``--hc-dropout300`` adds
-dropout on the kept units, off by default: it cost error in the probes). ``--hc-distill300 a``
-trains them on ``(1-a)*CE + a*T^2*KL(teacher || student)`` (``--hc-distill-temp300 T``, 4)
-from the logits of a dense ``--hc-teacher300`` (LeNet-5-Caffe) trained first on the same
-images (``--hc-shift300 s``: on training images translated by up to ``s`` pixels, the
-teacher's logits of each translation), and ``--hc-epochs300`` gives them their own epochs.
+dropout on the kept units, off by default: it cost error in the probes), trained for 150
+epochs (``--hc-epochs300``) on ``(1-a)*CE + a*T^2*KL(teacher || student)`` (knowledge
+distillation, ``--hc-distill300 a`` 0.5, ``--hc-distill-temp300 T`` 4) from the logits of a
+dense ``--hc-teacher300`` (LeNet-5-Caffe) trained first on the same images, on training images
+translated by up to ``--hc-shift300`` (1) pixel, the teacher's logits of each translation
+(``--hc-distill300 0 --hc-shift300 0 --hc-epochs300 0``: the plain 30-epoch runs).
 The published rows report their best epoch (RigL its last); widthlab's rows the final epoch, and the
 ``# ... vs ...`` lines say which published rows each gate kind reaches.
 
@@ -157,7 +158,8 @@ def profile(args) -> LenetProfile:
                "hc_dropout300": tuple(args.hc_dropout300) if args.hc_dropout300 else None,
                "hc_dropout_free_only300": args.hc_dropout_free_only300,
                "hc_weight_decay300": args.hc_weight_decay300,
-               "hc_epochs300": args.hc_epochs300, "hc_distill300": args.hc_distill300,
+               "hc_epochs300": e300 if args.hc_epochs300 is None else args.hc_epochs300,
+               "hc_distill300": args.hc_distill300,
                "hc_distill_temp300": args.hc_distill_temp300,
                "hc_teacher300": args.hc_teacher300, "hc_shift300": args.hc_shift300,
                "hc_scales300": tuple(args.hc_scales300) if args.hc_scales300 else None,
