@@ -32,8 +32,13 @@ priced per unit) at ``--hc-prices300`` / ``--hc-prices5``; LeNet-300-100's 100-u
 priced 2x (``--hc-scales300``) and its price-free last third trained at fixed deterministic
 gates (``--hc-fix-gates300``; ``--hc-ramp300`` raises its price linearly instead of at once),
 its weights under L2 weight decay 5e-4 (``--hc-weight-decay300``; ``--hc-dropout300`` adds
-dropout on the kept units, off by default: it cost error in the probes). The published
-rows report their best epoch (RigL its last); widthlab's rows the final epoch, and the
+dropout on the kept units, off by default: it cost error in the probes), trained for 150
+epochs (``--hc-epochs300``) on ``(1-a)*CE + a*T^2*KL(teacher || student)`` (knowledge
+distillation, ``--hc-distill300 a`` 0.5, ``--hc-distill-temp300 T`` 4) from the logits of a
+dense ``--hc-teacher300`` (LeNet-5-Caffe) trained first on the same images, on training images
+translated by up to ``--hc-shift300`` (1) pixel, the teacher's logits of each translation
+(``--hc-distill300 0 --hc-shift300 0 --hc-epochs300 0``: the plain 30-epoch runs).
+The published rows report their best epoch (RigL its last); widthlab's rows the final epoch, and the
 ``# ... vs ...`` lines say which published rows each gate kind reaches.
 
 The figures printed last: ``lenet300_error`` / ``lenet300_widths`` and ``lenet5_error`` /
@@ -56,8 +61,15 @@ import torch
 
 from widthlab.data import load_splits
 from widthlab.nn.lenet import FRONTIER_LAYERS, LENET5, LENET300, lenet_weights
-from widthlab.studies.lenet.analysis import GATED
-from widthlab.studies.lenet.config import GATE_KINDS, L1, PROFILES, LenetProfile, prices_of
+from widthlab.studies.lenet.analysis import GATED, distilled
+from widthlab.studies.lenet.config import (
+    GATE_KINDS,
+    L1,
+    PROFILES,
+    LenetProfile,
+    prices_of,
+    settings,
+)
 from widthlab.studies.lenet.references import BOUND, PUBLISHED, widths_text
 from widthlab.studies.lenet.train import cut_run, gated_run
 from widthlab.studies.lenet.verdicts import reached_rows
@@ -73,7 +85,8 @@ def run(network: str, price: float, data, p: LenetProfile, kind: str = L1) -> di
 
     recs = gated_run(network, price, data, p, on_epoch=progress, kind=kind)
     widths = recs[-1]["row_widths"]
-    row = {"network": network, "method": f"{GATED[kind]}, price {price:g}", "price": price,
+    note = distilled(settings(p, network, "gated", kind))
+    row = {"network": network, "method": f"{GATED[kind]}, price {price:g}{note}", "price": price,
            "kind": kind, "widths": widths, "error": 100 * recs[-1]["test_error"],
            "weights": lenet_weights(network, widths),
            "time_ratio": recs[-1]["epoch_time"] / recs[0]["epoch_time"],
@@ -145,12 +158,57 @@ def profile(args) -> LenetProfile:
                "hc_dropout300": tuple(args.hc_dropout300) if args.hc_dropout300 else None,
                "hc_dropout_free_only300": args.hc_dropout_free_only300,
                "hc_weight_decay300": args.hc_weight_decay300,
+               "hc_epochs300": e300 if args.hc_epochs300 is None else args.hc_epochs300,
+               "hc_distill300": args.hc_distill300,
+               "hc_distill_temp300": args.hc_distill_temp300,
+               "hc_teacher300": args.hc_teacher300, "hc_shift300": args.hc_shift300,
                "hc_scales300": tuple(args.hc_scales300) if args.hc_scales300 else None,
                "gate_kinds": tuple(args.kinds),
                "gate_lr": args.gate_lr, "free_frac": args.free_frac, "seed": args.seed,
                "warmup300": args.warmup300, "warmup5": args.warmup5,
                "scales300": tuple(args.scales300) if args.scales300 else None}
     return PROFILES["full"].replace(**{k: v for k, v in changes.items() if v is not None})
+
+
+def hc_arguments(ap: argparse.ArgumentParser) -> None:
+    """The hard-concrete runs' options (``--hc-*``)."""
+    ap.add_argument("--hc-prices300", type=float, nargs="+", default=None,
+                    help="hard-concrete prices of LeNet-300-100, per unit")
+    ap.add_argument("--hc-prices5", type=float, nargs="+", default=None,
+                    help="hard-concrete prices of LeNet-5-Caffe, per unit")
+    ap.add_argument("--hc-gate-lr", type=float, default=None,
+                    help="learning rate of log_alpha (default: the gates')")
+    ap.add_argument("--hc-init", type=float, default=None,
+                    help="initial log_alpha (default log 4)")
+    ap.add_argument("--hc-ramp300", type=float, default=None,
+                    help="fraction of LeNet-300-100's epochs over which the hard-concrete "
+                         "price rises")
+    ap.add_argument("--hc-fix-gates300", action=argparse.BooleanOptionalAction, default=None,
+                    help="LeNet-300-100's price-free last epochs at fixed deterministic "
+                         "hard-concrete gates")
+    ap.add_argument("--hc-per-weight300", action=argparse.BooleanOptionalAction,
+                    default=None, help="price LeNet-300-100's hard-concrete units per weight")
+    ap.add_argument("--hc-scales300", type=float, nargs=3, default=None,
+                    help="LeNet-300-100's hard-concrete price multipliers (pixels, 300, 100)")
+    ap.add_argument("--hc-dropout300", type=float, nargs="+", default=None,
+                    help="dropout rates on LeNet-300-100's hard-concrete gated units (one, or "
+                         "pixels 300 100)")
+    ap.add_argument("--hc-dropout-free-only300", action=argparse.BooleanOptionalAction,
+                    default=None, help="that dropout only in the price-free last epochs")
+    ap.add_argument("--hc-weight-decay300", type=float, default=None,
+                    help="L2 weight decay of LeNet-300-100's hard-concrete runs")
+    ap.add_argument("--hc-epochs300", type=int, default=None,
+                    help="epochs of LeNet-300-100's hard-concrete runs (0: --epochs300)")
+    ap.add_argument("--hc-distill300", type=float, default=None,
+                    help="weight of distillation from a dense teacher in LeNet-300-100's "
+                         "hard-concrete runs (0: none)")
+    ap.add_argument("--hc-distill-temp300", type=float, default=None,
+                    help="the distillation's softmax temperature")
+    ap.add_argument("--hc-teacher300", choices=[LENET300, LENET5], default=None,
+                    help="the dense teacher network (trained on the same images)")
+    ap.add_argument("--hc-shift300", type=int, default=None,
+                    help="translate LeNet-300-100's hard-concrete training images by up to "
+                         "this many pixels (distilled from the teacher's logits of each)")
 
 
 def main(argv=None) -> int:
@@ -179,31 +237,7 @@ def main(argv=None) -> int:
     ap.add_argument("--prices5", type=float, nargs="+", default=None)
     ap.add_argument("--kinds", nargs="+", choices=GATE_KINDS, default=list(GATE_KINDS),
                     help="gate kinds to train (default both)")
-    ap.add_argument("--hc-prices300", type=float, nargs="+", default=None,
-                    help="hard-concrete prices of LeNet-300-100, per unit")
-    ap.add_argument("--hc-prices5", type=float, nargs="+", default=None,
-                    help="hard-concrete prices of LeNet-5-Caffe, per unit")
-    ap.add_argument("--hc-gate-lr", type=float, default=None,
-                    help="learning rate of log_alpha (default: the gates')")
-    ap.add_argument("--hc-init", type=float, default=None,
-                    help="initial log_alpha (default log 4)")
-    ap.add_argument("--hc-ramp300", type=float, default=None,
-                    help="fraction of LeNet-300-100's epochs over which the hard-concrete "
-                         "price rises")
-    ap.add_argument("--hc-fix-gates300", action=argparse.BooleanOptionalAction, default=None,
-                    help="LeNet-300-100's price-free last epochs at fixed deterministic "
-                         "hard-concrete gates")
-    ap.add_argument("--hc-per-weight300", action=argparse.BooleanOptionalAction,
-                    default=None, help="price LeNet-300-100's hard-concrete units per weight")
-    ap.add_argument("--hc-scales300", type=float, nargs=3, default=None,
-                    help="LeNet-300-100's hard-concrete price multipliers (pixels, 300, 100)")
-    ap.add_argument("--hc-dropout300", type=float, nargs="+", default=None,
-                    help="dropout rates on LeNet-300-100's hard-concrete gated units (one, or "
-                         "pixels 300 100)")
-    ap.add_argument("--hc-dropout-free-only300", action=argparse.BooleanOptionalAction,
-                    default=None, help="that dropout only in the price-free last epochs")
-    ap.add_argument("--hc-weight-decay300", type=float, default=None,
-                    help="L2 weight decay of LeNet-300-100's hard-concrete runs")
+    hc_arguments(ap)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     p = profile(args)

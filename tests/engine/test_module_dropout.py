@@ -92,7 +92,8 @@ def test_dropout_off_is_bitwise_the_run_without_it_and_free_only_is_the_free_epo
 def test_dropout_enters_the_run_identity_only_when_set():
     hashed, _ = ModuleConfig().identity()
     assert "dropout" not in hashed and "dropout_free_only" not in hashed
-    assert set(hashed) == set(ModuleConfig.hashed_fields()) - {"dropout", "dropout_free_only"}
+    assert set(hashed) == set(ModuleConfig.hashed_fields()) - {
+        "dropout", "dropout_free_only", "distill", "distill_temperature", "shift"}
     hashed, _ = ModuleConfig(dropout=(0.2,), dropout_free_only=True).identity()
     assert hashed["dropout"] == (0.2,) and hashed["dropout_free_only"] is True
     x, y = problem(64, 1)

@@ -88,7 +88,7 @@ def test_ramp_and_fixed_gates_are_lenet300_hard_concrete_settings():
     from widthlab.nn.lenet import LENET5
     from widthlab.studies.lenet.config import gated_config, settings
 
-    p = lenet.STUDY.profile("full", hc_ramp300=0.2, hc_fix_gates300=True)
+    p = lenet.STUDY.profile("full", hc_ramp300=0.2, hc_fix_gates300=True, hc_epochs300=0)
     cfg = gated_config(p, LENET300, 3e-3, "hard_concrete")
     assert (cfg.ramp_epochs, cfg.fix_gates, cfg.free_epochs, cfg.warmup_epochs) == (6, True,
                                                                                     10, 5)
@@ -118,13 +118,14 @@ def test_regularisers_are_lenet300_hard_concrete_settings_only_when_set():
     before = {"epochs", "train_size", "seed", "lr", "batch_size", "gate_lr", "free_frac",
               "warmup", "gate_kind", "per_weight", "init", "ramp", "fix_gates", "scales300"}
     plain = lenet.STUDY.profile("full", hc_dropout300=(), hc_weight_decay300=0.0,
-                                hc_dropout_free_only300=False)
+                                hc_dropout_free_only300=False, hc_distill300=0.0,
+                                hc_shift300=0)
     assert set(settings(plain, LENET300, "gated", "hard_concrete")) == before
     cfg = gated_config(plain, LENET300, 3e-3, "hard_concrete")
     assert (cfg.dropout, cfg.dropout_free_only, cfg.weight_decay) == ((), False, 0.0)
     assert "dropout" not in cfg.identity()[0]
     p = lenet.STUDY.profile("full", hc_dropout300=(0.1, 0.2, 0.3), hc_dropout_free_only300=True,
-                            hc_weight_decay300=1e-4)
+                            hc_weight_decay300=1e-4, hc_distill300=0.0, hc_shift300=0)
     got = settings(p, LENET300, "gated", "hard_concrete")
     assert set(got) == before | {"dropout", "dropout_free_only", "weight_decay"}
     assert (got["dropout"], got["weight_decay"]) == ([0.1, 0.2, 0.3], 1e-4)

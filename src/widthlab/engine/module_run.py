@@ -34,6 +34,14 @@ from torch import Tensor, nn
 from widthlab import __version__
 from widthlab.data.tensors import DatasetSplits
 from widthlab.engine.config import describe_hook, resolve_device
+from widthlab.engine.distill import (
+    check_teacher,
+    distill_loss,
+    image_augment,
+    logits_id,
+    n_shifts,
+    shift_images,
+)
 from widthlab.engine.events import EpochContext
 from widthlab.engine.identity import closure_hash, module_name
 from widthlab.engine.lifecycle import EpochRows, RunRecord
@@ -48,11 +56,17 @@ from widthlab.units import resize_to_state_, size_attrs
 def module_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: Tensor,
                  cfg: ModuleConfig, price: float, gen: torch.Generator, loss_fn: Callable,
                  sched, advance: Callable[[int], None] | None = None, *,
-                 fixed_gates: bool = False, dropout: Sequence[float] = ()) -> float:
+                 fixed_gates: bool = False, dropout: Sequence[float] = (),
+                 teacher: Tensor | None = None,
+                 augment: tuple[tuple[int, ...], float] | None = None) -> float:
     """One pass over ``(x, y)`` in the order ``gen`` draws; the mean training loss (without
     the price; NaN or inf when the loss diverged). ``fixed_gates``: the gates in evaluation
     mode and not updated (their ``requires_grad`` put back after). ``dropout``: rates of
-    dropout on the gates' outputs (one per gate, or one for all; hooks removed after)."""
+    dropout on the gates' outputs (one per gate, or one for all; hooks removed after).
+    ``teacher``: logits of ``x`` (row by row) distilled with ``cfg.distill`` at
+    ``cfg.distill_temperature`` (:func:`~widthlab.engine.distill.distill_loss`; the loss
+    returned is the distillation loss). ``augment``: ``(image shape, fill)`` of the
+    ``cfg.shift`` translations (:func:`~widthlab.engine.distill.shift_images`)."""
     model.train()
     gates = model_gates(model)
     _dropout_rates(gates, dropout)  # checked before the gates are touched
@@ -63,7 +77,9 @@ def module_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: Ten
             g.gate.requires_grad_(False)
     with gate_dropout(gates, dropout):
         try:
-            return _module_pass(model, opt, x, y, cfg, price, gen, loss_fn, sched, advance)
+            return _module_pass(model, opt, x, y, cfg, price, gen, loss_fn, sched, advance,
+                                teacher if cfg.distill else None,
+                                augment if cfg.shift else None)
         finally:
             for g, req in zip(gates, before, strict=True):
                 g.gate.requires_grad_(req)
@@ -103,13 +119,24 @@ def _dropout_rates(gates: Sequence[nn.Module], rates: Sequence[float]) -> list[f
     return rates
 
 
-def _module_pass(model, opt, x, y, cfg, price, gen, loss_fn, sched, advance) -> float:
+def _module_pass(model, opt, x, y, cfg, price, gen, loss_fn, sched, advance,
+                 teacher=None, augment=None) -> float:
     order = torch.randperm(len(y), generator=gen).to(y.device)
     total = torch.zeros((), device=y.device)
     n = 0
     for i in range(0, len(y), cfg.batch_size):
         idx = order[i:i + cfg.batch_size]
-        loss = loss_fn(model(x[idx]), y[idx])
+        xb, which = x[idx], None
+        if augment is not None:  # one translation per example, from the minibatch generator
+            which = torch.randint(0, n_shifts(cfg.shift), (len(idx),), generator=gen)
+            which = which.to(x.device)
+            xb = shift_images(xb, which, augment[0], cfg.shift, augment[1])
+        if teacher is None:
+            loss = loss_fn(model(xb), y[idx])
+        else:
+            t = teacher[idx] if which is None else teacher[idx, which]
+            loss = distill_loss(model(xb), y[idx], t, cfg.distill, cfg.distill_temperature,
+                                loss_fn)
         full = loss + price * size_penalty(model) if price else loss
         opt.zero_grad(set_to_none=True)
         full.backward()
@@ -157,6 +184,11 @@ class ModuleRun:
         ``hook(ctx: EpochContext) -> rows`` after each epoch (``ctx.bank`` is the module).
     optimizer : torch.optim.Optimizer, optional
         Instead of ``cfg.optimizer`` (in-memory use only: it is not part of the identity).
+    teacher : Tensor or callable, optional
+        A teacher's logits of ``data.train`` (one row per example, in order), distilled when
+        ``cfg.distill > 0`` (required then); the hash of its bits enters the run id. Or an
+        object with ``describe()`` (its identity, in the run id) and ``__call__()`` returning
+        the logits, called at the first epoch trained (a stored run never computes them).
     """
 
     unit = "steps"
@@ -165,7 +197,12 @@ class ModuleRun:
                  cfg: ModuleConfig, *, label: str = "train", describe: dict | None = None,
                  model_record: dict | None = None, loss_fn: Callable = F.cross_entropy,
                  hooks: Sequence[Callable] = (), device: str | torch.device = "auto",
-                 optimizer: torch.optim.Optimizer | None = None):
+                 optimizer: torch.optim.Optimizer | None = None,
+                 teacher: Tensor | Callable[[], Tensor] | None = None):
+        if teacher is None or isinstance(teacher, Tensor):
+            check_teacher(teacher, cfg.distill, len(data.train), cfg.shift)
+        elif not cfg.distill:
+            check_teacher(teacher, 0.0, len(data.train))  # refused: a teacher without distill
         built = model if isinstance(model, nn.Module) else model()
         if isinstance(model, nn.Module) and str(device) == "auto":
             self.device = next(built.parameters()).device  # trained where it lives
@@ -173,6 +210,8 @@ class ModuleRun:
             self.device = resolve_device(device)
         self.model = built.to(self.device)
         self.data, self.cfg, self.label = data.to(self.device), cfg, label
+        self.teacher = teacher.to(self.device) if isinstance(teacher, Tensor) else teacher
+        self.augment = image_augment(data, cfg.shift)
         self.loss_fn, self.hooks = loss_fn, list(hooks)
         self.describe = dict(describe) if describe is not None else model_identity(built)
         self.model_record = model_record or {"name": type(built).__name__, "arch": [],
@@ -200,10 +239,13 @@ class ModuleRun:
         train, placement = self.cfg.identity()
         loss = module_name(self.loss_fn) + "." + getattr(
             self.loss_fn, "__qualname__", type(self.loss_fn).__qualname__)
+        teacher = [] if self.teacher is None else [{"teacher": (
+            logits_id(self.teacher) if isinstance(self.teacher, Tensor)
+            else describe_hook(self.teacher))}]
         return RunSpec("module", label=self.label, dataset=self.data.name,
                        data=data_identity(self.data), models=[self.describe], train=train,
                        modifiers=[{"loss": loss}, *({"hook": describe_hook(h)}
-                                                    for h in self.hooks)],
+                                                    for h in self.hooks), *teacher],
                        code=code, placement={**placement, "device": str(self.device)})
 
     # ------------------------------------------------------------------ Trainable
@@ -266,7 +308,8 @@ class ModuleRun:
         loss = module_epoch(self.model, self.opt, tr.x, tr.y, self.cfg, price, self.gen,
                             self.loss_fn, self.sched, advance,
                             fixed_gates=self.gates_fixed_at(epoch),
-                            dropout=self.dropout_at(epoch))
+                            dropout=self.dropout_at(epoch), teacher=self.teacher_logits(),
+                            augment=self.augment)
         elapsed = time.perf_counter() - start
         self.train_s += elapsed
         self.epoch = epoch
@@ -282,6 +325,14 @@ class ModuleRun:
         rows.arrays += arrays
         self.eval_s += time.perf_counter() - t1
         return rows
+
+    def teacher_logits(self) -> Tensor | None:
+        """The teacher's logits (a callable teacher computed now, once, and checked)."""
+        if self.teacher is not None and not isinstance(self.teacher, Tensor):
+            logits = self.teacher()
+            check_teacher(logits, self.cfg.distill, len(self.data.train), self.cfg.shift)
+            self.teacher = logits.to(self.device)
+        return self.teacher
 
     def shrink(self, epoch: int) -> dict[str, int]:
         """Remove the units the rule calls dead after ``epoch`` (optimizer state sliced);

@@ -32,7 +32,8 @@ OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
 
 
 #: fields hashed into a run's identity only when they differ from these defaults
-WHEN_SET = {"dropout": (), "dropout_free_only": False}
+WHEN_SET = {"dropout": (), "dropout_free_only": False, "distill": 0.0,
+            "distill_temperature": 4.0, "shift": 0}
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,21 @@ class ModuleConfig:
         none (no mask drawn, bit for bit the run without the field).
     dropout_free_only : bool
         Apply ``dropout`` only in the ``free_epochs`` (the fine-tune at the learned widths).
+    distill : float
+        Weight ``a`` in [0, 1] of knowledge distillation from a teacher's stored logits
+        (:mod:`widthlab.engine.distill`): the training loss is ``(1 - a) * loss_fn + a * T**2
+        * KL(teacher_T || student_T)``; the run needs ``teacher=`` logits. 0: none (the run
+        without the field, bit for bit).
+    distill_temperature : float
+        The softmax temperature ``T`` of the distillation (> 0; ignored, and not part of the
+        run id, when ``distill`` is 0).
+    shift : int
+        Data augmentation: every training image translated by up to ``shift`` pixels in each
+        direction (one of ``(2 shift + 1)**2`` translations drawn per example and step from
+        the minibatch generator; uncovered pixels get the training inputs' minimum, the
+        blank pixel of the built-in image sets); needs the data's ``sample_shape`` and, when
+        distilling, the teacher's logits of every translation
+        (:func:`~widthlab.engine.distill.shifted_teacher_logits`). 0: none.
     optimizer : {"adam", "adamw", "adamax", "sgd", "rmsprop"}
     lr, momentum, weight_decay : float
         ``momentum`` is used by SGD and RMSprop only.
@@ -94,6 +110,9 @@ class ModuleConfig:
     fix_gates: bool = False
     dropout: tuple[float, ...] = ()
     dropout_free_only: bool = False
+    distill: float = 0.0
+    distill_temperature: float = 4.0
+    shift: int = 0
     optimizer: str = "adam"
     lr: float = 1e-3
     momentum: float = 0.9
@@ -143,6 +162,15 @@ class ModuleConfig:
         object.__setattr__(self, "dropout", rates)
         if not rates:
             object.__setattr__(self, "dropout_free_only", False)  # nothing to restrict
+        if not 0 <= self.distill <= 1 or not 0 < self.distill_temperature < float("inf"):
+            raise UsageError(f"distill must be in [0, 1] and distill_temperature finite and > 0, "
+                             f"got {self.distill} and {self.distill_temperature}; e.g. 0.5, 4")
+        object.__setattr__(self, "distill", float(self.distill))
+        object.__setattr__(self, "distill_temperature", float(self.distill_temperature))
+        if not self.distill:  # no teacher: the temperature means nothing, one run id
+            object.__setattr__(self, "distill_temperature", 4.0)
+        if self.shift < 0:
+            raise UsageError(f"shift must be >= 0 pixels, got {self.shift}")
         if self.ramp_epochs < 0:
             raise UsageError(f"ramp_epochs must be >= 0, got {self.ramp_epochs}")
         if self.epochs < 1 or self.batch_size < 1 or self.price < 0 or self.lr <= 0:
@@ -181,7 +209,8 @@ def error_rate(model: nn.Module, x: Tensor, y: Tensor, batch: int = 2000) -> flo
 def train_module(model: nn.Module, train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor],
                  cfg: ModuleConfig | None = None, *, loss_fn: Callable = F.cross_entropy,
                  optimizer: torch.optim.Optimizer | None = None,
-                 on_epoch: Callable[[dict], None] | None = None, **overrides) -> list[dict]:
+                 on_epoch: Callable[[dict], None] | None = None, teacher: Tensor | None = None,
+                 sample_shape: tuple[int, ...] | None = None, **overrides) -> list[dict]:
     """Train ``model`` with its gates' price, shrinking after every epoch, in memory (no
     store): the epochs of :class:`~widthlab.engine.module_run.ModuleRun`, which stores,
     checkpoints and resumes the same training through the one run lifecycle.
@@ -200,6 +229,11 @@ def train_module(model: nn.Module, train: tuple[Tensor, Tensor], test: tuple[Ten
         Use this one instead of ``cfg.optimizer`` (it must hold the model's parameters).
     on_epoch : callable, optional
         Called with each epoch's record as soon as it is made (progress, logging).
+    teacher : Tensor, optional
+        A teacher's logits of ``train`` (one row per example, in order), needed when
+        ``cfg.distill > 0`` (:func:`widthlab.engine.distill.teacher_logits`).
+    sample_shape : tuple, optional
+        ``(C, H, W)`` of the flattened training images (needed by ``cfg.shift``).
 
     Returns
     -------
@@ -214,9 +248,10 @@ def train_module(model: nn.Module, train: tuple[Tensor, Tensor], test: tuple[Ten
     cfg = ModuleConfig(**{**(cfg.__dict__ if cfg else {}), **overrides})
     x, y = train
     empty = Split(x[:0], y[:0])
-    data = DatasetSplits("tensors", Split(*train), empty, Split(*test), 0.0, 1.0, cfg.seed)
+    data = DatasetSplits("tensors", Split(*train), empty, Split(*test), 0.0, 1.0, cfg.seed,
+                         sample_shape=sample_shape)
     run = ModuleRun(model, data, cfg, loss_fn=loss_fn, optimizer=optimizer,
-                    describe={"in_memory": True})
+                    describe={"in_memory": True}, teacher=teacher)
     records = []
     for epoch in range(1, cfg.epochs + 1):
         run.train_epoch(epoch, lambda n: None)

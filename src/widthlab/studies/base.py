@@ -258,7 +258,8 @@ class Study:
             run = exp.trainable(exp.model, data if data is not None else load_splits(dataset),
                                 exp.config, label=exp.label or self.label(exp.name),
                                 describe=exp.describe, model_record=exp.model_record,
-                                loss_fn=exp.loss_fn, hooks=list(exp.hooks), device=ctx.device)
+                                loss_fn=exp.loss_fn, hooks=list(exp.hooks), device=ctx.device,
+                                **({} if exp.teacher is None else {"teacher": exp.teacher}))
             return run_trainable(run, ctx.store, ctx.progress)
         cfg = dataclasses.replace(exp.config, study=exp.label or self.label(exp.name),
                                   device=ctx.device, dataset=dataset)

@@ -80,6 +80,9 @@ class ModuleExperiment:
         As :class:`~widthlab.engine.module_run.ModuleRun` and :class:`Experiment`.
     trainable : type
         :class:`ModuleRun` or a subclass (a run with its own extra epoch).
+    teacher : Tensor or callable or None
+        The distillation teacher, passed to the trainable only when set (``ModuleRun``'s
+        ``teacher``, with ``config.distill > 0``).
     """
 
     name: str
@@ -92,6 +95,7 @@ class ModuleExperiment:
     label: str | None = None
     data: DatasetSplits | None = None
     trainable: type = ModuleRun
+    teacher: Any = None
 
 
 @dataclass

@@ -68,6 +68,16 @@ def _row(ep: pd.DataFrame, epoch: int, network: str, method: str, price: float,
             "params_last": int(r["train/n_params"])}
 
 
+def distilled(settings: Mapping) -> str:
+    """The method's note of a distilled run (the training loss it states, and the training
+    images' translations), else ``""``."""
+    shift = f", images shifted up to {settings['shift']} px" if settings.get("shift") else ""
+    if not settings.get("distill"):
+        return shift
+    return (f", distilled from {settings['teacher']} (a={settings['distill']:g}, "
+            f"T={settings['distill_temp']:g}){shift}")
+
+
 def _read_one(st: Store, run_id: str) -> tuple[list[dict], list[pd.DataFrame], str | None]:
     info = st.require_run(run_id)
     cfg = info["config"]
@@ -78,7 +88,7 @@ def _read_one(st: Store, run_id: str) -> tuple[list[dict], list[pd.DataFrame], s
     n_classes = int(cfg["data"]["n_classes"])
     if cfg["kind"] == "gated":
         kind = cfg.get("gate_kind", L1)
-        method = f"{GATED[kind]}, price {cfg['price']:g}"
+        method = f"{GATED[kind]}, price {cfg['price']:g}" + distilled(cfg["settings"])
         row = _row(ep, int(ep.index.max()), network, method, cfg["price"], n_classes)
         return ([{**row, "gate_kind": kind}],
                 [_curve(ep, network, method, cfg["price"]).assign(gate_kind=kind)], None)

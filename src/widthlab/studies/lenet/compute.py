@@ -29,6 +29,7 @@ from torch import nn
 
 from widthlab.data import load_splits
 from widthlab.data.tensors import DatasetSplits
+from widthlab.engine.config import resolve_device
 from widthlab.engine.lifecycle import Result
 from widthlab.engine.module_run import ModuleRun
 from widthlab.engine.modules import ModuleConfig
@@ -103,7 +104,8 @@ def _placeholder() -> nn.Module:
 
 
 def _experiment(name: str, network: str, build, cfg: ModuleConfig, describe: dict,
-                record: dict, data: DatasetSplits, trainable: type) -> ModuleExperiment:
+                record: dict, data: DatasetSplits, trainable: type,
+                teacher=None) -> ModuleExperiment:
     why = _unsupported(network, data)
     if why is not None:
         return ModuleExperiment(name, _placeholder, ModuleConfig(epochs=1),
@@ -111,7 +113,8 @@ def _experiment(name: str, network: str, build, cfg: ModuleConfig, describe: dic
                                 data=data, trainable=tr.NotTrained)
     model = functools.partial(build, network, data.n_features, data.n_classes)
     return ModuleExperiment(name, model, cfg, describe=describe, model_record=record,
-                            hooks=(tr.LenetWidths(network),), data=data, trainable=trainable)
+                            hooks=(tr.LenetWidths(network),), data=data, trainable=trainable,
+                            teacher=teacher)
 
 
 def gated_experiment(network: str, price: float, ctx: RunContext,
@@ -119,11 +122,14 @@ def gated_experiment(network: str, price: float, ctx: RunContext,
     """One gated run (see the module docstring); ``gate_kind`` "l1" or "hard_concrete"."""
     p: LenetProfile = ctx.profile
     options = {"price": price} if gate_kind == L1 else {"price": price, "gate_kind": gate_kind}
+    data = splits(ctx)
+    device = resolve_device(ctx.device)
     return _experiment(gated_name(network, price, gate_kind), network,
                        lambda net, n_in, n_out: tr.build_gated(net, p, n_in, n_out, gate_kind),
                        gated_config(p, network, price, gate_kind),
                        gated_run_config(network, price, ctx, gate_kind),
-                       _spec(network, "gated", p, **options), splits(ctx), ModuleRun)
+                       _spec(network, "gated", p, **options), data, ModuleRun,
+                       tr.teacher_of(network, p, data, device, gate_kind))
 
 
 def cut_experiment(network: str, ctx: RunContext) -> ModuleExperiment:

@@ -26,12 +26,20 @@ import torch
 from torch import nn
 
 from widthlab.data.tensors import DatasetSplits
+from widthlab.engine.distill import image_augment, shifted_teacher_logits
 from widthlab.engine.events import EpochContext
 from widthlab.engine.lifecycle import EpochRows
 from widthlab.engine.module_run import ModuleRun
 from widthlab.engine.modules import ModuleConfig, error_rate, train_module
 from widthlab.frontier import cut_layers
-from widthlab.nn.lenet import FRONTIER_LAYERS, LAYERS, LENET300, build_lenet, lenet_widths
+from widthlab.nn.lenet import (
+    FRONTIER_LAYERS,
+    IMAGE,
+    LAYERS,
+    LENET300,
+    build_lenet,
+    lenet_widths,
+)
 from widthlab.nn.surgery import model_gates
 from widthlab.store import MetricRow
 from widthlab.studies.lenet.config import (
@@ -39,6 +47,7 @@ from widthlab.studies.lenet.config import (
     L1,
     LenetProfile,
     dense_config,
+    epochs_of,
     finetune_config,
     gated_config,
     hc_per_weight_of,
@@ -52,14 +61,15 @@ def _pairs(data: DatasetSplits, device) -> tuple[tuple, tuple]:
             (data.test.x.to(device), data.test.y.to(device)))
 
 
-def _train(model, data, cfg, device, on_epoch: OnEpoch) -> list[dict]:
+def _train(model, data, cfg, device, on_epoch: OnEpoch, teacher=None) -> list[dict]:
     def record(rec: dict) -> None:
         rec["row_widths"] = lenet_widths(model)
         if on_epoch is not None:
             on_epoch(rec)
 
     train, test = _pairs(data, device)
-    return train_module(model, train, test, cfg, on_epoch=record)
+    return train_module(model, train, test, cfg, on_epoch=record, teacher=teacher,
+                        sample_shape=data.sample_shape)
 
 
 def decision_data(data: DatasetSplits, size: int | None, device) -> tuple[tuple, tuple]:
@@ -100,9 +110,54 @@ def gated_run(network: str, price: float, data: DatasetSplits, p: LenetProfile,
               device: str | torch.device = "cpu", on_epoch: OnEpoch = None,
               kind: str = L1) -> list[dict]:
     """Train ``network`` gated (gate ``kind``) at ``price`` on ``data`` in memory; the
-    per-epoch records of :func:`~widthlab.engine.modules.train_module` plus ``row_widths``."""
+    per-epoch records of :func:`~widthlab.engine.modules.train_module` plus ``row_widths``
+    (distilled from :class:`LenetTeacher` when the run is distilled)."""
     model = build_gated(network, p, data.n_features, data.n_classes, kind).to(device)
-    return _train(model, data, gated_config(p, network, price, kind), device, on_epoch)
+    teacher = teacher_of(network, p, data, device, kind)
+    return _train(model, data, gated_config(p, network, price, kind), device, on_epoch,
+                  None if teacher is None else teacher())
+
+
+class LenetTeacher:
+    """The distillation teacher of a hard-concrete LeNet-300-100 run: ``p.hc_teacher300``
+    (LeNet-300-100 when the data are not 28x28 images) trained without gates on ``data`` as
+    the cut run's dense phase trains (:func:`dense_config`); called, its logits of the
+    training images, of each of their ``p.hc_shift300`` translations when set (computed
+    once per profile and data, kept for the other prices)."""
+
+    _memo: dict = {}
+
+    def __init__(self, p: LenetProfile, data: DatasetSplits, device):
+        image = data.n_features == IMAGE * IMAGE
+        self.network = p.hc_teacher300 if image else LENET300
+        self.p, self.data, self.device = p, data, device
+
+    def describe(self) -> dict:
+        p = self.p
+        return {"teacher": self.network, "epochs": epochs_of(p, self.network), "seed": p.seed,
+                "lr": p.lr, "batch_size": p.batch_size, "shift": p.hc_shift300}
+
+    def __call__(self) -> torch.Tensor:
+        key = (repr(self.describe()), id(self.data.train.x), len(self.data.train),
+               str(self.device))
+        if key not in self._memo:
+            self._memo.clear()  # one teacher kept
+            d = self.data
+            model = build_dense(self.network, self.p, d.n_features, d.n_classes).to(self.device)
+            _train(model, d, dense_config(self.p, self.network), self.device, None)
+            x = d.train.x.to(self.device)
+            aug = image_augment(d, self.p.hc_shift300) or ((), 0.0)
+            logits = shifted_teacher_logits(model, x, aug[0], self.p.hc_shift300, aug[1])
+            self._memo[key] = (d.train.x, logits)
+        return self._memo[key][1]
+
+
+def teacher_of(network: str, p: LenetProfile, data: DatasetSplits, device,
+               kind: str = L1) -> LenetTeacher | None:
+    """The run's teacher (none unless a distilled hard-concrete LeNet-300-100 run)."""
+    if kind == HC and network == LENET300 and p.hc_distill300:
+        return LenetTeacher(p, data, device)
+    return None
 
 
 def cut_run(network: str, data: DatasetSplits, p: LenetProfile,
