@@ -214,6 +214,27 @@ def test_a_callable_teacher_is_computed_once_at_the_first_epoch_and_identified_b
         ModuleRun(model(2), data, ModuleConfig(), describe={"m": 1}, teacher=lazy)
 
 
+class _Drawing(_Lazy):
+    def __call__(self) -> torch.Tensor:
+        torch.rand(100)  # e.g. a teacher trained here: torch's global generator moves
+        return super().__call__()
+
+
+def test_a_callable_teacher_leaves_the_runs_own_random_draws_alone():
+    """Dropout draws from torch's global generator; the teacher computed at the first epoch
+    must not shift them (else a resume, which computes it at another epoch, would differ)."""
+    data = splits()
+    logits = teacher_of(data.train.x)
+    cfg = ModuleConfig(epochs=2, lr=0.02, batch_size=32, seed=3, distill=0.5, dropout=0.3)
+    losses = []
+    for teacher in (_Drawing(logits, "d"), logits):  # one run after the other (one generator)
+        run = ModuleRun(model(2), data, cfg, describe={"m": 1}, teacher=teacher)
+        for e in (1, 2):
+            run.train_epoch(e, lambda n: None)
+            losses.append(run.last_record["train_loss"])
+    assert losses[:2] == losses[2:]
+
+
 def naive_shift(x: np.ndarray, which: np.ndarray, shape, s: int, fill: float) -> np.ndarray:
     c, h, w = shape
     k = 2 * s + 1

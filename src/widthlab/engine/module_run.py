@@ -329,7 +329,11 @@ class ModuleRun:
     def teacher_logits(self) -> Tensor | None:
         """The teacher's logits (a callable teacher computed now, once, and checked)."""
         if self.teacher is not None and not isinstance(self.teacher, Tensor):
-            logits = self.teacher()
+            # computed at the first epoch trained, fresh or resumed: torch's generators are
+            # left as they were, so the run's own draws do not depend on which
+            cuda = [self.device] if self.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=cuda):
+                logits = self.teacher()
             check_teacher(logits, self.cfg.distill, len(self.data.train), self.cfg.shift)
             self.teacher = logits.to(self.device)
         return self.teacher
