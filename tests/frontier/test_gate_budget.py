@@ -159,13 +159,6 @@ def test_the_run_follows_its_geometric_schedule_and_keeps_the_free_epochs():
 WIDE = ResNetConfig(stage_widths=(8, 12, 16), blocks=2, image_size=12)
 
 
-def _wide_config(widths: dict[str, int]) -> ResNetConfig:
-    stages = tuple(widths[f"stream:stages.{s}"] for s in range(3))
-    inner = tuple(tuple(widths[f"stages.{s}.{b}.conv1:out"] for b in range(2))
-                  for s in range(3))
-    return ResNetConfig(stage_widths=stages, blocks=2, block_widths=inner, image_size=12)
-
-
 @pytest.mark.parametrize("ratio", [1.5, 2.5])
 def test_blocks_of_units_leave_together_by_their_best_unit(ratio):
     """multiple=4: every group keeps a multiple of 4 at or above its floor rounded up, its
@@ -182,7 +175,7 @@ def test_blocks_of_units_leave_together_by_their_best_unit(ratio):
     target = int(WIDE.macs() / ratio)
     out = prune_gates_to_macs_(model, example(WIDE), target_macs=target, keep=keep, multiple=4)
     widths = {g.key: g.width for g in model_gates(model)}
-    assert _wide_config(widths) == model.current_config()
+    assert _config(widths) == model.current_config()
     assert out["macs"] == model.current_config().macs() <= target
     removed_best, kept_block_best = [], []
     for key, s in scores.items():
@@ -202,7 +195,7 @@ def test_blocks_of_units_leave_together_by_their_best_unit(ratio):
     last_key = max(removed_best)[1]
     back = dict(widths)
     back[last_key] += 4
-    assert _wide_config(back).macs() > target
+    assert _config(back).macs() > target
     assert sum(out["removed"].values()) == sum(len(s) - widths[k] for k, s in scores.items())
     with pytest.raises(UsageError, match="multiple"):
         prune_gates_to_macs_(model, example(WIDE), target_macs=target, multiple=0)
