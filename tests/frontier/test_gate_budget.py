@@ -156,6 +156,31 @@ def test_the_run_follows_its_geometric_schedule_and_keeps_the_free_epochs():
                      ModuleConfig(epochs=2, free_epochs=2), budget=budget, describe={})
 
 
+def _small_gated():
+    return build_gated(SMALL, 0, "sqrt_macs", "relative_l1")
+
+
+def test_a_bare_factory_stays_a_factory():
+    """No describe: the factory is built once by the run (on the run's device) and its code is
+    in the id; the budget is in the model's identity."""
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(8, 1, 12, 12, generator=g), torch.arange(8) % 10
+    data = DatasetSplits("tiny", Split(x, y), Split(x[:0], y[:0]), Split(x, y), 0.0, 1.0, 0)
+    cfg = ModuleConfig(epochs=3, free_epochs=1, price=1e-3)
+    calls = []
+
+    def counted():
+        calls.append(1)
+        return _small_gated()
+
+    run = MacBudgetRun(counted, data, cfg, budget=MacBudget(ratio=2.0))
+    assert len(calls) == 1 and run.describe["mac_budget"]["ratio"] == 2.0
+    assert run.spec.models[0]["mac_budget"] == run.describe["mac_budget"]
+    ids = {MacBudgetRun(m, data, cfg, budget=MacBudget(ratio=r)).run_id
+           for m in (_small_gated, _small_gated()) for r in (2.0, 3.0)}
+    assert len(ids) == 4  # the budget counts, and a factory's code (this module) is hashed
+
+
 WIDE = ResNetConfig(stage_widths=(8, 12, 16), blocks=2, image_size=12)
 
 

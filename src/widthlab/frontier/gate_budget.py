@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
-from widthlab.engine.module_run import ModuleRun, model_identity
+from widthlab.engine.module_run import ModuleRun
 from widthlab.errors import UsageError
 from widthlab.frontier.budget import fewest_removals
 from widthlab.metrics.cost import count_macs
@@ -215,12 +215,13 @@ class MacBudgetRun(ModuleRun):
                              "shrink=True and at least one epoch between warmup_epochs and "
                              f"free_epochs (got {cfg.epochs} epochs, {cfg.warmup_epochs} "
                              f"warm-up, {cfg.free_epochs} free, shrink={cfg.shrink})")
-        if describe is None:
-            model = model if isinstance(model, nn.Module) else model()
-            describe = model_identity(model)
         self.budget, self.steps = budget, steps
-        super().__init__(model, data, cfg, describe={**describe, "mac_budget": asdict(budget)},
-                         **kwargs)
+        super().__init__(model, data, cfg, describe=describe, **kwargs)
+        # the budget joins the model's identity (a factory stays a factory: it is built once,
+        # on the run's device, and its code is in the hash)
+        self.describe = {**self.describe, "mac_budget": asdict(budget)}
+        self.spec = self._spec(self.spec.code)
+        self.run_id = self.spec.run_id()
         if not unit_gates(self.model):
             raise UsageError("a MAC budget ranks units-core gates: gate the model with "
                              "gate_layers(model, groups=..., example=...)")
