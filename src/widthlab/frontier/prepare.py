@@ -218,7 +218,7 @@ def score(prep: Prepared, at: Tensor, y: Tensor, w: Tensor, b: Tensor) -> tuple[
     return loss / n, hits / n
 
 
-_ZVALS = 2 ** 19
+_ZVALS = 2 ** 19  # logits of one sample block of score_widths (4 MiB: they stay in cache)
 
 
 def _edges(ks: list[int], panel: int = 64) -> list[int]:
