@@ -66,12 +66,23 @@ def _check_against(fr, A, Z, blocks, fixed, w_of_cut, rel=1e-8):
             np.testing.assert_allclose(got, ref, rtol=rel, atol=rel * np.abs(ref).max())
 
 
-@pytest.fixture(params=[True, False], ids=["numpy-steps", "torch-steps"])
+@pytest.fixture(params=["numpy", "numpy-2-threads", "torch"],
+                ids=["numpy-steps", "numpy-steps-2-threads", "torch-steps"])
 def numpy_steps(request, monkeypatch):
-    """One consumer reading one column per unit on the CPU: the numpy steps of column_cpu,
-    and the torch steps that every other device runs."""
-    monkeypatch.setattr(block_obs, "_NUMPY_STEPS", request.param)
-    return request.param
+    """One consumer reading one column per unit on the CPU: the numpy steps of column_cpu
+    (also with every step's product, compaction and flush on two threads), and the torch
+    steps that every other device runs."""
+    monkeypatch.setattr(block_obs, "_NUMPY_STEPS", request.param != "torch")
+    if request.param == "numpy-2-threads":
+        from widthlab.frontier import column_cpu
+
+        monkeypatch.setattr(column_cpu, "_BIG", 0)  # every product "large"
+        before = torch.get_num_threads()
+        torch.set_num_threads(2)
+        yield True
+        torch.set_num_threads(before)
+        return
+    yield request.param != "torch"
 
 
 @pytest.mark.parametrize("cap", [128, 2])
