@@ -65,8 +65,8 @@ def _obs(prep: Prepared, method: str, ks: list[int], damp: float, block: int
          ) -> tuple[np.ndarray, Callable[[int], Weights], dict[int, float]]:
     metric = ce_metric(prep) if method == "obs_ce" else None
     w_aug = torch.cat([prep.w0, prep.b0[:, None]], 1)
-    res = eliminate(gram(prep.at["calib"].t(), chunk=prep.chunk), w_aug, damp=damp, metric=metric,
-                    block=block, keep_at=ks)
+    g = gram(prep.at["calib"].t(), chunk=prep.chunk, lower=True)  # eliminate reads no more
+    res = eliminate(g, w_aug, damp=damp, metric=metric, block=block, keep_at=ks)
     if method == "obs_refit":
         for k, (kept, w, b) in res.snapshots.items():
             res.snapshots[k] = (kept, *refit_consumer(prep, kept, w, b))

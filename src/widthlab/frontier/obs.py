@@ -55,12 +55,13 @@ def _panels(h: int) -> list[int]:
     return [h * i // t for i in range(t + 1)]
 
 
-def add_gram_(g: Tensor, blk: Tensor) -> None:
-    """``g += blk^T blk`` on the lower triangle's row panels only (``(t+1)/2t`` of the GEMM's
-    flops for ``t`` panels); :func:`mirror_gram_` completes ``g`` once all blocks are in."""
+def add_gram_(g: Tensor, blk: Tensor, *, beta: float = 1.0) -> None:
+    """``g = beta g + blk^T blk`` on the lower triangle's row panels only (``(t+1)/2t`` of the
+    GEMM's flops for ``t`` panels; ``beta=0``: ``g``'s old values are not read, not even a NaN);
+    :func:`mirror_gram_` completes ``g`` once all blocks are in."""
     edges = _panels(g.shape[0])
     for r0, r1 in zip(edges[:-1], edges[1:], strict=True):
-        g[r0:r1, :r1].addmm_(blk[:, r0:r1].t(), blk[:, :r1])
+        g[r0:r1, :r1].addmm_(blk[:, r0:r1].t(), blk[:, :r1], beta=beta)
 
 
 def mirror_gram_(g: Tensor) -> None:
@@ -70,20 +71,33 @@ def mirror_gram_(g: Tensor) -> None:
         g[:r0, r0:r1] = g[r0:r1, :r0].t()
 
 
-def gram(a: Tensor, *, chunk: int = 2 ** 22) -> Tensor:
+def gram(a: Tensor, *, chunk: int = 2 ** 22, lower: bool = False) -> Tensor:
     """``A_aug^T A_aug / n`` for ``A_aug = [a, 1]``: ``(H+1, H+1)`` float64, in sample blocks of
-    about ``chunk`` values (only the result and one block are alive)."""
+    about ``chunk`` values (only the result and one block are alive). ``lower=True``: only the
+    lower triangle (diagonal included) is computed, the upper one is left unset (for
+    :func:`eliminate` and :func:`damped_inverse`, which read no more)."""
     n, h = a.shape
-    g = big_empty(h + 1, h + 1, device=a.device).zero_()  # huge pages: see _memory
+    g = big_empty(h + 1, h + 1, device=a.device)  # huge pages: see _memory
+    if n == 0:
+        g.zero_()
     step = max(1, chunk // max(h, 1))
     for i in range(0, n, step):
         blk = a[i:i + step].to(torch.float64)
-        add_gram_(g[:h, :h], blk)
-        g[:h, h] += blk.sum(0)
-    mirror_gram_(g[:h, :h])
-    g[h, :h] = g[:h, h]
+        add_gram_(g[:h, :h], blk, beta=float(i > 0))  # the first block writes: no zeroing
+        if i:
+            g[h, :h] += blk.sum(0)
+        else:
+            torch.sum(blk, 0, out=g[h, :h])
     g[h, h] = n
-    return g.div_(n)
+    if not lower:
+        mirror_gram_(g[:h, :h])
+        g[:h, h] = g[h, :h]
+        return g.div_(n)
+    edges = _panels(h)  # the panels written (the unset upper values are not touched)
+    for r0, r1 in zip(edges[:-1], edges[1:], strict=True):
+        g[r0:r1, :r1].div_(n)
+    g[h].div_(n)
+    return g
 
 
 def damped_inverse(g: Tensor, damp: float, *, lower: bool = False) -> Tensor:
@@ -170,7 +184,8 @@ def eliminate(g: Tensor, w_aug: Tensor, *, damp: float = 1e-6, metric: Tensor | 
     Parameters
     ----------
     g : Tensor of shape (H+1, H+1)
-        The Gram matrix of :func:`gram` (consumed: it is damped and factorised in place).
+        The Gram matrix of :func:`gram` (consumed: it is damped and factorised in place; only
+        its lower triangle is read, so ``gram(..., lower=True)`` is enough).
     w_aug : Tensor of shape (C, H+1)
         The consumer's weights with its bias as the last column (not modified).
     damp : float
