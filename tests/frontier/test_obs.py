@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from widthlab.errors import UsageError
-from widthlab.frontier import block_obs
+from widthlab.frontier import block_obs, obs
 from widthlab.frontier.obs import damped_inverse, eliminate, gram
 
 
@@ -127,6 +127,39 @@ def test_gram_in_row_panels_matches_numpy():
     got = gram(a, chunk=2100 * 20).numpy()  # 4 sample blocks
     np.testing.assert_allclose(got, A.T @ A / len(A), rtol=1e-12, atol=1e-13)
     assert np.array_equal(got, got.T)
+
+
+def test_lower_gram_is_the_full_ones_lower_triangle_and_touches_nothing_above(monkeypatch):
+    """``lower=True`` (8 row panels, 4 sample blocks): the lower triangle bitwise the full
+    Gram matrix's, equal to numpy's; the upper values are whatever the buffer held (never
+    written: a NaN planted there survives) and its inverse equals numpy's."""
+    g = torch.Generator().manual_seed(4)
+    a = torch.randn(64, 2100, generator=g, dtype=torch.float64)
+    A = _aug(a)
+    full = gram(a, chunk=2100 * 20)
+    real = obs.big_empty
+    planted = []
+
+    def nan_filled(*shape, **kw):
+        t = real(*shape, **kw).fill_(float("nan"))
+        planted.append(t)
+        return t
+
+    monkeypatch.setattr(obs, "big_empty", nan_filled)
+    low = gram(a, chunk=2100 * 20, lower=True)
+    monkeypatch.undo()
+    assert planted and low is planted[0]
+    tri = np.tril_indices(2101)
+    assert np.array_equal(low.numpy()[tri], full.numpy()[tri])
+    np.testing.assert_allclose(low.numpy()[tri], (A.T @ A / len(A))[tri], rtol=1e-12,
+                               atol=1e-13)
+    assert np.isnan(low.numpy()[np.triu_indices(2101, 1)]).all()
+    b = torch.randn(3000, 300, generator=g, dtype=torch.float64)  # SPD: more samples
+    inv = damped_inverse(gram(b, lower=True), 1e-3, lower=True).numpy()
+    ref = gram(b).numpy()
+    ref = np.linalg.inv(ref + 1e-3 * np.mean(np.diag(ref)) * np.eye(301))
+    tri = np.tril_indices(301)
+    np.testing.assert_allclose(inv[tri], ref[tri], rtol=1e-9, atol=1e-9 * np.abs(ref).max())
 
 
 @pytest.mark.parametrize("h", [3, 512, 700, 1100])
