@@ -13,11 +13,10 @@ above the other with the live size as leading dimension (re-laid out at each flu
 ``V`` is empty anyway), so a removal's two corrections are one product streaming one
 contiguous block (rows ``8 N`` bytes apart thrash the caches when ``N`` is a power of two).
 The BLAS calls (that product, the flush GEMMs) go through torch, whose thread count the
-caller controls (numpy's BLAS keeps its own thread pool).
-
-Measured at width 4096 on one core (shared machine, CPU seconds): 1.14 against 1.71 for the
-torch steps; the rest is memory traffic (one core streams ~6 GB/s here, L2 is 2 MB) and the
-flush GEMMs (bandwidth-bound below rank ~128, hence ``cap=128``).
+caller controls (numpy's BLAS keeps its own thread pool); so do the compactions' row and
+column moves (torch's index ops, on the flush's threads). Beyond the numpy overheads the steps
+are bound by memory traffic and the flushes by the rank of their GEMMs (hence ``cap=128``);
+benchmarks/README.md has the measured split.
 """
 
 from __future__ import annotations
@@ -191,8 +190,8 @@ class _Columns:
         downdate_panels_(self.pt, vp, self.edges, n, threads, self.rate)
         self.pending = 0
         # every thread takes a share of the steps' large products (their operand then fits
-        # the cores' caches: 0.12 s instead of 0.19 s at width 4096 here) unless the flushes
-        # found the other cores busy (every thread not 1.4x faster than one)
+        # the cores' caches) unless the flushes found the other cores busy (every thread not
+        # 1.4x faster than one)
         r1, rt = self.rate.get(1), self.rate.get(self.threads)
         self.step_threads = 1 if r1 and rt and rt <= 1.4 * r1 else self.threads
         self._exact_num()
@@ -235,8 +234,8 @@ class _Columns:
 
     def _put_columns(self, holes: np.ndarray, r: Tensor, n2: int) -> None:
         """``P[i, holes] = r[:, i]`` for the rows ``i`` that are not stale there: from the
-        first row of each hole's panel on (torch's ``index_copy_`` on the transposed view,
-        on the caller's threads: 2.5x numpy's scattered assignment on two threads here)."""
+        first row of each hole's panel on (torch's ``index_copy_`` on the transposed view, on
+        the caller's threads, instead of numpy's one-thread scattered assignment)."""
         for r0, r1 in zip(self.edges[:-1], self.edges[1:], strict=True):
             if r0 >= n2:
                 break

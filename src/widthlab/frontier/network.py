@@ -27,9 +27,9 @@ Cuts interact (a later block reads the earlier blocks' cut outputs; one group's 
 are measured with every other group whole), so by default the budget is spent in 4 rounds,
 costs, scales and refits recomputed after each, and each group's scale is the larger of the
 Fisher one and the *measured* one (the calibration loss increase of its own obs cut to half,
-over the output error that cut adds). On the benchmark's ResNet at half the inner MACs the
-one-shot Fisher allocation lost to the uniform cut (0.756 vs 0.884 test accuracy), measured
-scales alone sent two groups to one channel (0.335), the default won (0.899).
+over the output error that cut adds): one-shot Fisher scales can lose to the uniform cut,
+measured scales alone can send a group to one channel (benchmarks/README.md has the ResNet
+numbers of each choice).
 
 Example::
 

@@ -119,7 +119,7 @@ def damped_inverse(g: Tensor, damp: float, *, lower: bool = False) -> Tensor:
     if cpu:  # LAPACK's potrf through scipy on the Fortran view (the upper factor L^T)
         from scipy.linalg import lapack
 
-        # OpenBLAS: 0.41 against torch's 0.60 CPU s at width 4096 on one core here
+        # OpenBLAS's potrf: faster than torch's (MKL) cholesky here (benchmarks/README.md)
         a = g.numpy().T
         fac, bad = lapack.dpotrf(a, lower=0, overwrite_a=1, clean=0)
         if not np.shares_memory(fac, a):
@@ -138,8 +138,8 @@ def damped_inverse(g: Tensor, damp: float, *, lower: bool = False) -> Tensor:
 
 def _potri_cpu_(g: Tensor, *, mirror: bool = True) -> Tensor:
     """``G^-1`` from the lower Cholesky factor in ``g``, in place: LAPACK's ``potri`` through
-    scipy (OpenBLAS: 2x faster than torch's ``cholesky_inverse`` on one core here, and no
-    second buffer), on the Fortran view of ``g`` (the upper factor), then mirrored (unless
+    scipy (OpenBLAS's, faster than torch's ``cholesky_inverse`` and without a second
+    buffer), on the Fortran view of ``g`` (the upper factor), then mirrored (unless
     ``mirror`` is False: the lower triangle only)."""
     from scipy.linalg import lapack
 
