@@ -181,25 +181,15 @@ PROFILES = {
                              hc_prices300=(2e-3, 3e-3), hc_prices5=(1e-3, 2e-3)),
     # benchmarks/bench_lenet.py: the 60,000 training images, 30 / 10 epochs, three prices;
     # LeNet-300-100's pixels priced 8x and its 300 units 2x its 100 units, no price in its
-    # first 5 epochs (probed in benchmarks/README.md: ~100 features fewer at the same error
-    # than one price for every gate, 224-233 features at 1.84-1.93% instead of 340 at 1.93%)
-    # The hard-concrete gates at three prices per unit each (probed on one thread, issue 33's
-    # probes, CHANGELOG): LeNet-300-100's 100-unit gates priced 2x, its price-free last
-    # third at fixed deterministic gates: 98-79-31 at 2.3% for 5e-3 at 30 epochs;
-    # a price ramp kept more units at no lower error, so none; LeNet-5-Caffe at 10 epochs
-    # 20-44-164-102 at 0.80% for 1e-3, 20-36-110-67 at 0.89% for 1.5e-3)
-    # LeNet-300-100's hard-concrete weights under L2 weight decay 5e-4 (probed, issue 33's
-    # probes in benchmarks/README.md: about 0.1 point lower error at the same width, 86-79-33
-    # at 2.20% for 6e-3; dropout on the kept units, pricing the hidden units above the
-    # pixels and a slower gate learning rate were worse)
-    # LeNet-300-100's hard-concrete runs distilled (a = 0.5, T = 4) from a dense LeNet-5-Caffe
-    # trained first on the same images, on training images shifted by up to 1 pixel (the
-    # teacher's logits of each of the 9 translations), 150 epochs (issue 33; bench_lenet,
-    # seed 0, two threads: 75-93-33 = 201 features at 1.45% final epoch for 7e-2, 74-88-35 =
-    # 197 at 1.54% for 7.25e-2, 71-87-33 = 191 at 1.70% for 7.75e-2; seed 1, one thread:
-    # 76-96-35 = 207 at 1.50% for 7e-2, 71-94-33 = 198 at 1.59% for 7.75e-2, 70-92-33 = 195
-    # at 1.61% for 8e-2; without the shift or at 30-90 epochs the runs stay 0.1-0.5 points
-    # above 1.6% near 200 features)
+    # first 5 epochs (about 100 features fewer at the same error than one price for every
+    # gate). Its hard-concrete gates: the 100-unit gates priced 2x, the price-free last third
+    # at fixed deterministic gates (a price ramp kept more units at no lower error), L2 weight
+    # decay 5e-4 on the weights (dropout, pricing the hidden units above the pixels and a
+    # slower gate learning rate were worse), distilled (a = 0.5, T = 4) from a dense
+    # LeNet-5-Caffe trained first on the same images, on training images shifted by up to 1
+    # pixel (the teacher's logits of each of the 9 translations), 150 epochs: without the
+    # shift, or at 30-90 epochs, no price reaches 1.6% near 200 features. Every probe behind
+    # these choices, with its numbers: benchmarks/README.md (issue 33's runs).
     "full": LenetProfile(prices300=(2.5e-4, 4e-4, 5e-4), scales300=(8.0, 2.0, 1.0),
                          warmup300=1 / 6, hc_scales300=(1.0, 1.0, 2.0),
                          hc_fix_gates300=True, hc_prices300=(7e-2, 7.25e-2, 7.75e-2),
