@@ -169,13 +169,18 @@ def test_describe_is_plain_json_and_backward_compatible_construction():
 @given(shape=st.lists(st.integers(1, 4), min_size=0, max_size=3),
        k=st.integers(2, 6), extra=st.integers(0, 20), seed=st.integers(0, 2**31 - 1))
 def test_shapes_and_class_counts(shape, k, extra, seed):
-    n = 3 * k + extra + 4
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, *shape))
-    y = np.concatenate([np.arange(k), np.arange(k), rng.integers(0, k, n - 2 * k)])
-    d = from_arrays(x, y, val_size=0.1, test_size=0.2, seed=seed % 1000)
+    n = 4 * k + extra + 16
     n_test = -(-n * 2 // 10)
     n_val = -(-(n - n_test) // 10)
+    # classes 0 and 1 each hold more samples than val + test: the training split holds both
+    # whatever the seed (a split holding one class is refused, tested apart)
+    m = n_test + n_val + 1
+    assert n - 2 * m - k >= 0
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, *shape))
+    y = np.concatenate([np.zeros(m, dtype=np.int64), np.ones(m, dtype=np.int64), np.arange(k),
+                        rng.integers(0, k, n - 2 * m - k)])
+    d = from_arrays(x, y, val_size=0.1, test_size=0.2, seed=seed % 1000)
     assert (len(d.test), len(d.val), len(d.train)) == (n_test, n_val, n - n_test - n_val)
     assert d.n_features == int(np.prod(shape)) and d.n_classes == k
     assert d.train.x.shape == (len(d.train), d.n_features)
