@@ -70,8 +70,8 @@ def _check_against(fr, A, Z, blocks, fixed, w_of_cut, rel=1e-8):
                 ids=["numpy-steps", "numpy-steps-2-threads", "torch-steps"])
 def numpy_steps(request, monkeypatch):
     """One consumer reading one column per unit on the CPU: the numpy steps of column_cpu
-    (also with every step's product, compaction and flush on two threads), and the torch
-    steps that every other device runs."""
+    (also on two torch threads, every step's product eligible for both: the flushes are timed
+    on each count), and the torch steps that every other device runs."""
     monkeypatch.setattr(block_obs, "_NUMPY_STEPS", request.param != "torch")
     if request.param == "numpy-2-threads":
         from widthlab.frontier import column_cpu

@@ -13,8 +13,7 @@ above the other with the live size as leading dimension (re-laid out at each flu
 ``V`` is empty anyway), so a removal's two corrections are one product streaming one
 contiguous block (rows ``8 N`` bytes apart thrash the caches when ``N`` is a power of two).
 The BLAS calls (that product, the flush GEMMs) go through torch, whose thread count the
-caller controls (numpy's BLAS keeps its own thread pool); so do the compactions' row and
-column moves (torch's index ops, on the flush's threads). Beyond the numpy overheads the steps
+caller controls (numpy's BLAS keeps its own thread pool). Beyond the numpy overheads the steps
 are bound by memory traffic and the flushes by the rank of their GEMMs (hence ``cap=128``);
 benchmarks/README.md has the measured split.
 """
@@ -32,7 +31,7 @@ from widthlab.frontier._threads import threads as _threads
 
 __all__ = ["downdate_panels_", "eliminate_columns", "flush_threads"]
 
-_BIG = 2 ** 16  # values of a step's product operand (512 KiB) above which it may use 2 threads
+_BIG = 2 ** 18  # values of a step's product operand (2 MiB) above which it may use 2 threads
 
 
 def flush_threads(rate: dict[int, float], n_flush: int, threads: int) -> int:
@@ -93,7 +92,7 @@ class _Columns:
         self.pending = 0
         self.rate: dict[int, float] = {}
         self.n_flush = 0
-        self.step_threads = threads  # of a step's product with [W; v] when large (see flush)
+        self.step_threads = 1  # of a step's product with [W; v] when large (see flush)
         size = max(panel, -(-n // 8))  # fixed row panels of the lower-triangle flushes
         size = n if 2 * size > n else size
         self.edges = list(range(0, n, size)) + [n]
@@ -178,22 +177,21 @@ class _Columns:
     def flush(self) -> None:
         """Move the live positions to the front, then apply the pending rows to the lower row
         panels of the live block (one GEMM per panel)."""
-        threads = flush_threads(self.rate, self.n_flush + 1, self.threads)
         if self.dead_pos:
-            self._compact(threads)
+            self._compact()
         k, n = self.pending, self.n
         if not k:
             return
         vp = self.vt[:k]
         self.wt.addmm_(torch.from_numpy(self.a[:k]).t(), vp, alpha=-1)  # W -= a^T v
         self.n_flush += 1
-        downdate_panels_(self.pt, vp, self.edges, n, threads, self.rate)
+        downdate_panels_(self.pt, vp, self.edges, n,
+                         flush_threads(self.rate, self.n_flush, self.threads), self.rate)
         self.pending = 0
-        # every thread takes a share of the steps' large products (their operand then fits
-        # the cores' caches) unless the flushes found the other cores busy (every thread not
-        # 1.4x faster than one)
+        # a free second core (the flush ran 1.4x faster on every thread than on one) also
+        # takes half of the steps' large products, whose operand then fits the cores' caches
         r1, rt = self.rate.get(1), self.rate.get(self.threads)
-        self.step_threads = 1 if r1 and rt and rt <= 1.4 * r1 else self.threads
+        self.step_threads = self.threads if r1 and rt and rt > 1.4 * r1 else 1
         self._exact_num()
 
     def _relayout(self, buf: np.ndarray, rows: int, n2: int, holes: np.ndarray,
@@ -205,10 +203,9 @@ class _Columns:
         new[:, holes] = a[:, srcs]
         buf[:rows * n2] = new.reshape(-1)
 
-    def _compact(self, threads: int = 1) -> None:
+    def _compact(self) -> None:
         """Fill the dead positions below the new size with the live ones above it (their rows
-        and columns moved; the column writes on ``threads`` threads) and shrink the live
-        block."""
+        and columns moved) and shrink the live block."""
         n, p = self.n, self.p
         dead = np.zeros(n, dtype=bool)
         dead[self.dead_pos] = True
@@ -217,32 +214,26 @@ class _Columns:
         holes = np.flatnonzero(dead[:n2])
         srcs = np.flatnonzero(~dead[n2:]) + n2
         if len(holes):  # a moved row is current up to n2 (its panel starts above n2)
-            ht, st = torch.from_numpy(holes), torch.from_numpy(srcs)
-            live = self.pt[:, :n2]
-            with _threads(threads):
-                r = live.index_select(0, st)
+            r = p[srcs, :n2]
             sub = p[np.ix_(srcs, srcs)]  # among the moved: from the row or from the column
-            r.numpy()[:, holes] = np.where(srcs[None, :] <= srcs[:, None], sub, sub.T)  # lower
-            with _threads(threads):
-                live.index_copy_(0, ht, r)
-                self._put_columns(holes, r, n2)
+            r[:, holes] = np.where(srcs[None, :] <= srcs[:, None], sub, sub.T)  # lower
+            p[holes, :n2] = r
+            self._put_columns(holes, r, n2)
             for a in (self.qd, self.pen, self.gid, self.idx):
                 a[holes] = a[srcs]
         self._relayout(self.buf, self.c + self.pending, n2, holes, srcs)
         self.n = n2
         self._views()
 
-    def _put_columns(self, holes: np.ndarray, r: Tensor, n2: int) -> None:
+    def _put_columns(self, holes: np.ndarray, r: np.ndarray, n2: int) -> None:
         """``P[i, holes] = r[:, i]`` for the rows ``i`` that are not stale there: from the
-        first row of each hole's panel on (torch's ``index_copy_`` on the transposed view, on
-        the caller's threads, instead of numpy's one-thread scattered assignment)."""
+        first row of each hole's panel on."""
         for r0, r1 in zip(self.edges[:-1], self.edges[1:], strict=True):
             if r0 >= n2:
                 break
             sel = np.flatnonzero((holes >= r0) & (holes < r1))
             if len(sel):
-                src = r[torch.from_numpy(sel), r0:n2]
-                self.pt.t()[:, r0:n2].index_copy_(0, torch.from_numpy(holes[sel]), src)
+                self.p[r0:n2][:, holes[sel]] = r[sel, r0:n2].T
 
     def snapshot(self) -> Tensor:
         k = self.pending
