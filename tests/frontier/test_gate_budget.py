@@ -226,3 +226,43 @@ def test_blocks_of_units_leave_together_by_their_best_unit(ratio):
         prune_gates_to_macs_(model, example(WIDE), target_macs=target, multiple=0)
     with pytest.raises(UsageError, match="multiple"):
         MacBudget(ratio=2.0, multiple=2.5)
+
+
+def test_prunes_within_a_priced_epoch_follow_the_finer_schedule():
+    """per_epoch=3: the MACs change only after the optimizer steps round(j * n / 3) of a
+    priced epoch (j = 1, 2) and at its end, each time to at most macs0 / ratio ** (i / 6)
+    for the i-th point of 2 priced epochs x 3; the warm-up and the free epoch are left alone;
+    per_epoch=1 leaves the stored identity as it was (no per_epoch key)."""
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(96, 1, 12, 12, generator=g), torch.arange(96) % 10
+    data = DatasetSplits("tiny", Split(x, y), Split(x[:0], y[:0]), Split(x[:16], y[:16]),
+                         0.0, 1.0, 0)
+    cfg = ModuleConfig(epochs=4, warmup_epochs=1, free_epochs=1, price=1e-3, optimizer="sgd",
+                       lr=0.05, gate_lr=0.05, batch_size=16)  # 6 steps per epoch
+    run = MacBudgetRun(_small_gated, data, cfg, budget=MacBudget(3.0, 0.5, per_epoch=3),
+                       describe={"net": "small"})
+    assert run.prune_points() == {2: 1, 4: 2}
+    macs0 = SMALL.macs()
+    trace, lost, recorded = [], [], []  # (epoch, step, macs after the step); units per epoch
+    for epoch in range(1, 5):
+        steps = iter(range(1, 7))
+        before = sum(gate.width for gate in model_gates(run.model))
+        run.train_epoch(epoch, lambda n, e=epoch, s=steps: trace.append(
+            (e, next(s), run.model.current_config().macs())))
+        trace.append((epoch, "end", run.model.current_config().macs()))
+        lost.append(before - sum(gate.width for gate in model_gates(run.model)))
+        recorded.append(sum(run.last_record["removed"].values()))
+    changed = [(e, s, m) for (e, s, m), (_, _, prev) in zip(trace[1:], trace, strict=False)
+               if m != prev]
+    assert [(e, s) for e, s, _ in changed] == [(2, 2), (2, 4), (2, "end"),
+                                               (3, 2), (3, 4), (3, "end")]
+    for i, (_, _, m) in enumerate(changed, start=1):
+        assert m <= macs0 / 3.0 ** (i / 6)
+    assert all(m == macs0 for e, _, m in trace if e == 1)
+    assert trace[-1][2] == changed[-1][2]  # the free epoch keeps the widths
+    assert recorded == lost and lost[1] > 0 and lost[2] > 0  # each record counts all prunes
+    assert "per_epoch" not in MacBudgetRun(_small_gated, data, cfg, budget=MacBudget(3.0, 0.5),
+                                           describe={"net": "small"}).describe["mac_budget"]
+    assert run.describe["mac_budget"]["per_epoch"] == 3
+    with pytest.raises(UsageError, match="per_epoch"):
+        MacBudget(2.0, per_epoch=0)

@@ -17,7 +17,9 @@ the price shapes the gates and a schedule sets the number of multiply-adds:
   epochs of its :class:`~widthlab.engine.modules.ModuleConfig`) prunes to
   ``macs0 / ratio ** (k / n)``: geometric steps to ``ratio`` times fewer multiply-adds than
   the model started with, reached at the last priced epoch; the free epochs then train the
-  final widths. Which groups lose units is what the gates learned under the price.
+  final widths. Which groups lose units is what the gates learned under the price. With
+  ``MacBudget(per_epoch=m)`` the same schedule is cut into ``m`` smaller prunes per priced
+  epoch (after evenly spaced optimizer steps, the last at the epoch's end).
 
 Example::
 
@@ -62,11 +64,16 @@ class MacBudget:
         blocks of ``multiple``, a block ranked by its best unit; the floor rounded up to a
         multiple): widths that CPU convolution kernels run efficiently (oneDNN blocks
         channels by 8 or 16). 1: any width.
+    per_epoch : int
+        Prunes per priced epoch: the schedule's geometric steps are spread over ``per_epoch``
+        evenly spaced points of every priced epoch (the last at its end), so that each prune
+        removes less; 1: one prune at the end of each priced epoch.
     """
 
     ratio: float
     min_frac: float = 0.125
     multiple: int = 1
+    per_epoch: int = 1
 
     def __post_init__(self) -> None:
         if not (self.ratio > 1 and math.isfinite(self.ratio)):
@@ -78,11 +85,28 @@ class MacBudget:
                 or self.multiple < 1:
             raise UsageError(f"multiple must be a positive int (1: any width), got "
                              f"{self.multiple!r}")
+        if isinstance(self.per_epoch, bool) or not isinstance(self.per_epoch, int) \
+                or self.per_epoch < 1:
+            raise UsageError(f"per_epoch must be a positive int (prunes per priced epoch), "
+                             f"got {self.per_epoch!r}")
+
+    def identity(self) -> dict:
+        """The fields that identify the schedule: every field, less the later ones
+        (``per_epoch``) at their defaults, so that a run's id does not change when they are
+        not set."""
+        out = asdict(self)
+        for name, default in _LATER.items():
+            if out[name] == default:
+                del out[name]
+        return out
 
     def target(self, macs0: int, step: int, steps: int) -> int:
         """Multiply-adds allowed after priced epoch ``step`` of ``steps``:
         ``macs0 / ratio ** (step / steps)`` (rounded down)."""
         return int(macs0 / self.ratio ** (step / steps))
+
+
+_LATER = {"per_epoch": 1}  # fields added after runs were stored: hashed only when set
 
 
 def relative_gate_scores(model: nn.Module) -> dict[str, Tensor]:
@@ -219,7 +243,7 @@ class MacBudgetRun(ModuleRun):
         super().__init__(model, data, cfg, describe=describe, **kwargs)
         # the budget joins the model's identity (a factory stays a factory: it is built once,
         # on the run's device, and its code is in the hash)
-        self.describe = {**self.describe, "mac_budget": asdict(budget)}
+        self.describe = {**self.describe, "mac_budget": budget.identity()}
         self.spec = self._spec(self.spec.code)
         self.run_id = self.spec.run_id()
         if not unit_gates(self.model):
@@ -230,22 +254,53 @@ class MacBudgetRun(ModuleRun):
         self.keep = {g.key: max(1, math.ceil(budget.min_frac * g.width))
                      for g in unit_gates(self.model)}
         self.pruned: dict = {}
+        self._mid: dict[str, int] = {}  # units removed by the prunes within this epoch
 
-    def target_at(self, epoch: int) -> int | None:
-        """The multiply-adds allowed after ``epoch`` (None: not a priced epoch)."""
+    def target_at(self, epoch: int, point: int | None = None) -> int | None:
+        """The multiply-adds allowed at prune ``point`` (1..``per_epoch``; default the last,
+        the epoch's end) of ``epoch`` (None: not a priced epoch)."""
         k = epoch - self.cfg.warmup_epochs
         if not 1 <= k <= self.steps:
             return None
-        return self.budget.target(self.macs0, k, self.steps)
+        m = self.budget.per_epoch
+        j = m if point is None else point
+        return self.budget.target(self.macs0, (k - 1) * m + j, self.steps * m)
 
-    def shrink(self, epoch: int) -> dict[str, int]:
-        removed = super().shrink(epoch)
-        target = self.target_at(epoch)
-        if target is None:
-            return removed
+    def prune_points(self) -> dict[int, int]:
+        """Optimizer step within a priced epoch -> the prune point after it (the points but
+        the last, which :meth:`shrink` takes at the epoch's end)."""
+        m, n = self.budget.per_epoch, self.steps_per_epoch()
+        return {max(1, round(j * n / m)): j for j in range(1, m)}
+
+    def train_epoch(self, epoch: int, advance):
+        self._mid = {}
+        points = self.prune_points() if self.target_at(epoch) is not None else {}
+        if not points:
+            return super().train_epoch(epoch, advance)
+        done = [0]
+
+        def step(n: int) -> None:  # after each optimizer step of the epoch
+            done[0] += n
+            j = points.get(done[0]) if n == 1 else None
+            if j is not None:
+                self._prune(self.target_at(epoch, j), self._mid)
+            advance(n)
+
+        return super().train_epoch(epoch, step)
+
+    def _prune(self, target: int, removed: dict[str, int]) -> None:
         self.pruned = prune_gates_to_macs_(self.model, self.example, target_macs=target,
                                            optimizer=self.opt, keep=self.keep,
                                            multiple=self.budget.multiple)
         for key, n in self.pruned["removed"].items():
             removed[key] = removed.get(key, 0) + n
+
+    def shrink(self, epoch: int) -> dict[str, int]:
+        removed = super().shrink(epoch)
+        for key, n in self._mid.items():  # this epoch's earlier prunes
+            removed[key] = removed.get(key, 0) + n
+        self._mid = {}
+        target = self.target_at(epoch)
+        if target is not None:
+            self._prune(target, removed)
         return removed

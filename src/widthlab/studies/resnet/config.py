@@ -67,6 +67,9 @@ class ResnetProfile(Profile):
     width_multiple: int = field(default=1, metadata={
         "help": "with target_ratio: every group the budget cuts keeps a multiple of this many "
                 "units; 1: any width"})
+    prunes_per_epoch: int = field(default=1, metadata={
+        "help": "with target_ratio: budget prunes per priced epoch, evenly spaced (smaller "
+                "steps on the same geometric schedule); 1: one at each priced epoch's end"})
     free_frac: float = field(default=1 / 3, metadata={
         "help": "last fraction of the learned run's epochs without the price"})
     warmup_frac: float = field(default=0.0, metadata={
@@ -99,6 +102,7 @@ class ResnetProfile(Profile):
             raise UsageError(f"alternatives must be distinct names from "
                              f"{', '.join(ALTERNATIVES)}, got {list(self.alternatives)}")
         for name in ("epochs", "batch_size", "calib_size", "journal_images", "width_multiple",
+                     "prunes_per_epoch",
                      "latency_repeats", "cut_rounds", "cut_tries"):
             if getattr(self, name) < 1:
                 raise UsageError(f"{name} must be >= 1, got {getattr(self, name)}")
