@@ -40,13 +40,15 @@ def _gated(seed: int = 0):
     return model
 
 
-def _reference(model, target: int, keep: dict[str, int]):
-    """Brute force: rank every unit by relu(g) / max over its group (each group's `keep`
-    largest exempt), remove the k lowest for the smallest k whose config costs <= target."""
+def _reference(model, target: int, keep: dict[str, int], by: str = "max"):
+    """Brute force: rank every unit by relu(g) / max (or / the lower median) over its group
+    (each group's `keep` largest exempt), remove the k lowest for the smallest k whose config
+    costs <= target."""
     gates = {g.key: g.gate.detach().double().numpy() for g in model_gates(model)}
     rows = []
     for key, g in gates.items():
-        s = np.maximum(g, 0) / np.maximum(g, 0).max()
+        r = np.maximum(g, 0)
+        s = r / (r.max() if by == "max" else np.sort(r)[(len(r) - 1) // 2])
         exempt = set(np.argsort(-s, kind="stable")[:keep.get(key, 1)].tolist())
         rows += [(s[u], key, u) for u in range(len(s)) if u not in exempt]
     rows.sort()
@@ -266,3 +268,31 @@ def test_prunes_within_a_priced_epoch_follow_the_finer_schedule():
     assert run.describe["mac_budget"]["per_epoch"] == 3
     with pytest.raises(UsageError, match="per_epoch"):
         MacBudget(2.0, per_epoch=0)
+
+
+def test_median_scores_rank_against_the_group_median_not_a_runaway_gate():
+    """score="median": the fewest lowest relu(g) / median(relu(g)) units (numpy reference);
+    a group whose largest gate ran away (all its other units scaled down alike under "max")
+    is no longer cut first."""
+    model = _gated(seed=2)
+    runaway = "stages.2.0.conv1:out"
+    with torch.no_grad():
+        for g in model_gates(model):
+            if g.key == runaway:
+                g.gate[0] = 40.0
+    target = int(SMALL.macs() / 1.6)
+    k, cfg, kept = _reference(model, target, {}, by="median")
+    gates_before = {g.key: g.gate.detach().clone() for g in model_gates(model)}
+    by_max = _gated(seed=2)
+    by_max.load_state_dict(model.state_dict())
+    out = prune_gates_to_macs_(model, example(SMALL), target_macs=target, score="median")
+    assert model.current_config() == cfg and out["macs"] == cfg.macs() <= target
+    assert sum(out["removed"].values()) == k
+    for g in model_gates(model):
+        torch.testing.assert_close(g.gate.detach(), gates_before[g.key][kept[g.key]])
+    prune_gates_to_macs_(by_max, example(SMALL), target_macs=target, score="max")
+    width = {g.key: g.width for g in model_gates(model)}
+    width_max = {g.key: g.width for g in model_gates(by_max)}
+    assert width_max[runaway] == 1 < width[runaway]  # "max" empties the runaway's group
+    with pytest.raises(UsageError, match="score"):
+        MacBudget(2.0, score="mean")

@@ -45,6 +45,7 @@ from widthlab.metrics.cost import count_macs
 from widthlab.nn.surgery import shrink_
 from widthlab.nn.surgery.unit_gates import unit_gates
 
+SCORES = ("max", "median")
 __all__ = ["MacBudget", "MacBudgetRun", "prune_gates_to_macs_", "relative_gate_scores"]
 
 
@@ -64,6 +65,11 @@ class MacBudget:
         blocks of ``multiple``, a block ranked by its best unit; the floor rounded up to a
         multiple): widths that CPU convolution kernels run efficiently (oneDNN blocks
         channels by 8 or 16). 1: any width.
+    score : {"max", "median"}
+        What a unit's gate is divided by to rank it against other groups
+        (:func:`relative_gate_scores`): its group's largest gate, or its group's median
+        (robust to one runaway gate: a relative gate's price is lowered by growing the
+        group's largest gate, which scales every other unit of the group down alike).
     per_epoch : int
         Prunes per priced epoch: the schedule's geometric steps are spread over ``per_epoch``
         evenly spaced points of every priced epoch (the last at its end), so that each prune
@@ -74,6 +80,7 @@ class MacBudget:
     min_frac: float = 0.125
     multiple: int = 1
     per_epoch: int = 1
+    score: str = "max"
 
     def __post_init__(self) -> None:
         if not (self.ratio > 1 and math.isfinite(self.ratio)):
@@ -89,6 +96,8 @@ class MacBudget:
                 or self.per_epoch < 1:
             raise UsageError(f"per_epoch must be a positive int (prunes per priced epoch), "
                              f"got {self.per_epoch!r}")
+        if self.score not in SCORES:
+            raise UsageError(f"score must be one of {', '.join(SCORES)}, got {self.score!r}")
 
     def identity(self) -> dict:
         """The fields that identify the schedule: every field, less the later ones
@@ -106,16 +115,20 @@ class MacBudget:
         return int(macs0 / self.ratio ** (step / steps))
 
 
-_LATER = {"per_epoch": 1}  # fields added after runs were stored: hashed only when set
+# fields added after runs were stored: in the identity only when set
+_LATER = {"per_epoch": 1, "score": "max"}
 
 
-def relative_gate_scores(model: nn.Module) -> dict[str, Tensor]:
-    """Per units-core gate (its key): every unit's evaluation gate over the group's largest,
-    float64 in ``[0, 1]`` (all 0 when every gate of the group is 0)."""
+def relative_gate_scores(model: nn.Module, by: str = "max") -> dict[str, Tensor]:
+    """Per units-core gate (its key): every unit's evaluation gate over the group's largest
+    (``by="max"``: float64 in ``[0, 1]``) or over the group's median (``by="median"``, the
+    lower median of an even count); all 0 when that divisor is 0."""
+    if by not in SCORES:
+        raise UsageError(f"by must be one of {', '.join(SCORES)}, got {by!r}")
     out = {}
     for gate in unit_gates(model):
         s = gate.kind.scale(gate.gate.detach()).to(torch.float64).cpu()
-        top = float(s.max()) if s.numel() else 0.0
+        top = (float(s.max()) if by == "max" else float(s.median())) if s.numel() else 0.0
         out[gate.key] = s / top if top > 0 else torch.zeros_like(s)
     return out
 
@@ -161,7 +174,8 @@ def _macs_after(model: nn.Module, example, rows, k: int) -> int:
 
 def prune_gates_to_macs_(model: nn.Module, example, *, target_macs: int,
                          optimizer: torch.optim.Optimizer | None = None,
-                         keep: dict[str, int] | None = None, multiple: int = 1) -> dict:
+                         keep: dict[str, int] | None = None, multiple: int = 1,
+                         score: str = "max") -> dict:
     """Remove the units of lowest :func:`relative_gate_scores`, ranked over the whole
     network, until ``count_macs(model, example) <= target_macs``; in place.
 
@@ -179,6 +193,8 @@ def prune_gates_to_macs_(model: nn.Module, example, *, target_macs: int,
     multiple : int
         Units leave in blocks (:class:`MacBudget`'s ``multiple``): a group that loses units
         keeps a multiple of this many; 1: unit by unit.
+    score : {"max", "median"}
+        The divisor of :func:`relative_gate_scores` (:class:`MacBudget`'s ``score``).
 
     Returns
     -------
@@ -201,7 +217,7 @@ def prune_gates_to_macs_(model: nn.Module, example, *, target_macs: int,
     if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
         raise UsageError(f"multiple must be a positive int (1: unit by unit), got {multiple!r}")
     keep = {k: max(1, int(v)) for k, v in (keep or {}).items()}
-    rows = _ranking(relative_gate_scores(model), keep, multiple)
+    rows = _ranking(relative_gate_scores(model, score), keep, multiple)
     before = count_macs(model, example)
     lo = fewest_removals(
         lambda k: _macs_after(model, example, rows, k), len(rows), before, target_macs,
@@ -291,7 +307,8 @@ class MacBudgetRun(ModuleRun):
     def _prune(self, target: int, removed: dict[str, int]) -> None:
         self.pruned = prune_gates_to_macs_(self.model, self.example, target_macs=target,
                                            optimizer=self.opt, keep=self.keep,
-                                           multiple=self.budget.multiple)
+                                           multiple=self.budget.multiple,
+                                           score=self.budget.score)
         for key, n in self.pruned["removed"].items():
             removed[key] = removed.get(key, 0) + n
 
