@@ -48,7 +48,11 @@ def _reference(model, target: int, keep: dict[str, int], by: str = "max"):
     rows = []
     for key, g in gates.items():
         r = np.maximum(g, 0)
-        s = r / (r.max() if by == "max" else np.sort(r)[(len(r) - 1) // 2])
+        if by == "robust_z":
+            d = r - np.sort(r)[(len(r) - 1) // 2]
+            s = d / np.sort(np.abs(d))[(len(r) - 1) // 2]
+        else:
+            s = r / (r.max() if by == "max" else np.sort(r)[(len(r) - 1) // 2])
         exempt = set(np.argsort(-s, kind="stable")[:keep.get(key, 1)].tolist())
         rows += [(s[u], key, u) for u in range(len(s)) if u not in exempt]
     rows.sort()
@@ -270,10 +274,11 @@ def test_prunes_within_a_priced_epoch_follow_the_finer_schedule():
         MacBudget(2.0, per_epoch=0)
 
 
-def test_median_scores_rank_against_the_group_median_not_a_runaway_gate():
-    """score="median": the fewest lowest relu(g) / median(relu(g)) units (numpy reference);
-    a group whose largest gate ran away (all its other units scaled down alike under "max")
-    is no longer cut first."""
+@pytest.mark.parametrize("by", ["median", "robust_z"])
+def test_median_scores_rank_against_the_group_median_not_a_runaway_gate(by):
+    """score="median": the fewest lowest relu(g) / median(relu(g)) units, "robust_z": of
+    (r - median(r)) / median(|r - median(r)|) (numpy reference); a group whose largest gate
+    ran away (all its other units scaled down alike under "max") is no longer cut first."""
     model = _gated(seed=2)
     runaway = "stages.2.0.conv1:out"
     with torch.no_grad():
@@ -281,11 +286,11 @@ def test_median_scores_rank_against_the_group_median_not_a_runaway_gate():
             if g.key == runaway:
                 g.gate[0] = 40.0
     target = int(SMALL.macs() / 1.6)
-    k, cfg, kept = _reference(model, target, {}, by="median")
+    k, cfg, kept = _reference(model, target, {}, by=by)
     gates_before = {g.key: g.gate.detach().clone() for g in model_gates(model)}
     by_max = _gated(seed=2)
     by_max.load_state_dict(model.state_dict())
-    out = prune_gates_to_macs_(model, example(SMALL), target_macs=target, score="median")
+    out = prune_gates_to_macs_(model, example(SMALL), target_macs=target, score=by)
     assert model.current_config() == cfg and out["macs"] == cfg.macs() <= target
     assert sum(out["removed"].values()) == k
     for g in model_gates(model):

@@ -45,7 +45,7 @@ from widthlab.metrics.cost import count_macs
 from widthlab.nn.surgery import shrink_
 from widthlab.nn.surgery.unit_gates import unit_gates
 
-SCORES = ("max", "median")
+SCORES = ("max", "median", "robust_z")
 __all__ = ["MacBudget", "MacBudgetRun", "prune_gates_to_macs_", "relative_gate_scores"]
 
 
@@ -65,11 +65,12 @@ class MacBudget:
         blocks of ``multiple``, a block ranked by its best unit; the floor rounded up to a
         multiple): widths that CPU convolution kernels run efficiently (oneDNN blocks
         channels by 8 or 16). 1: any width.
-    score : {"max", "median"}
-        What a unit's gate is divided by to rank it against other groups
-        (:func:`relative_gate_scores`): its group's largest gate, or its group's median
-        (robust to one runaway gate: a relative gate's price is lowered by growing the
-        group's largest gate, which scales every other unit of the group down alike).
+    score : {"max", "median", "robust_z"}
+        How a unit's gate is ranked against other groups (:func:`relative_gate_scores`):
+        over its group's largest gate, over its group's median (robust to one runaway gate:
+        a relative gate's price is lowered by growing the group's largest gate, which scales
+        every other unit of the group down alike), or as a robust z-score within its group
+        (every group then loses the units unusually low for that group).
     per_epoch : int
         Prunes per priced epoch: the schedule's geometric steps are spread over ``per_epoch``
         evenly spaced points of every priced epoch (the last at its end), so that each prune
@@ -120,15 +121,23 @@ _LATER = {"per_epoch": 1, "score": "max"}
 
 
 def relative_gate_scores(model: nn.Module, by: str = "max") -> dict[str, Tensor]:
-    """Per units-core gate (its key): every unit's evaluation gate over the group's largest
-    (``by="max"``: float64 in ``[0, 1]``) or over the group's median (``by="median"``, the
-    lower median of an even count); all 0 when that divisor is 0."""
+    """Per units-core gate (its key): every unit's evaluation gate ``s`` over the group's
+    largest (``by="max"``: float64 in ``[0, 1]``) or over the group's median
+    (``by="median"``, the lower median of an even count), all 0 when that divisor is 0; or
+    ``(s - median(s)) / median(|s - median(s)|)`` (``by="robust_z"``; all 0 when that
+    deviation is 0)."""
     if by not in SCORES:
         raise UsageError(f"by must be one of {', '.join(SCORES)}, got {by!r}")
     out = {}
     for gate in unit_gates(model):
         s = gate.kind.scale(gate.gate.detach()).to(torch.float64).cpu()
-        top = (float(s.max()) if by == "max" else float(s.median())) if s.numel() else 0.0
+        if s.numel() and by == "robust_z":
+            s = s - s.median()
+            top = float(s.abs().median())
+        elif s.numel():
+            top = float(s.max() if by == "max" else s.median())
+        else:
+            top = 0.0
         out[gate.key] = s / top if top > 0 else torch.zeros_like(s)
     return out
 
@@ -193,8 +202,8 @@ def prune_gates_to_macs_(model: nn.Module, example, *, target_macs: int,
     multiple : int
         Units leave in blocks (:class:`MacBudget`'s ``multiple``): a group that loses units
         keeps a multiple of this many; 1: unit by unit.
-    score : {"max", "median"}
-        The divisor of :func:`relative_gate_scores` (:class:`MacBudget`'s ``score``).
+    score : {"max", "median", "robust_z"}
+        The ranking of :func:`relative_gate_scores` (:class:`MacBudget`'s ``score``).
 
     Returns
     -------

@@ -72,7 +72,8 @@ class ResnetProfile(Profile):
                 "steps on the same geometric schedule); 1: one at each priced epoch's end"})
     budget_score: str = field(default="max", metadata={
         "help": "with target_ratio: a unit's gate is ranked relative to its group's largest "
-                "(max) or its group's median (median: robust to one runaway gate)"})
+                "(max), its group's median (median: robust to one runaway gate), or as a "
+                "robust z-score within its group (robust_z)"})
     free_frac: float = field(default=1 / 3, metadata={
         "help": "last fraction of the learned run's epochs without the price"})
     warmup_frac: float = field(default=0.0, metadata={
@@ -131,8 +132,9 @@ class ResnetProfile(Profile):
                              f"{self.target_ratio}")
         if not 0 < self.min_width_frac <= 1:
             raise UsageError(f"min_width_frac must be in (0, 1], got {self.min_width_frac}")
-        if self.budget_score not in ("max", "median"):
-            raise UsageError(f"budget_score must be max or median, got {self.budget_score!r}")
+        if self.budget_score not in ("max", "median", "robust_z"):
+            raise UsageError(f"budget_score must be max, median or robust_z, got "
+                             f"{self.budget_score!r}")
         if self.cut_scale not in ("max", "measured", "fisher"):
             raise UsageError(f"cut_scale must be max, measured or fisher, got "
                              f"{self.cut_scale!r}")
