@@ -102,8 +102,8 @@ class MacBudget:
 
     def identity(self) -> dict:
         """The fields that identify the schedule: every field, less the later ones
-        (``per_epoch``) at their defaults, so that a run's id does not change when they are
-        not set."""
+        (``per_epoch``, ``score``) at their defaults, so that a run's id does not change when
+        they are not set."""
         out = asdict(self)
         for name, default in _LATER.items():
             if out[name] == default:

@@ -163,9 +163,9 @@ PROFILES = {
     # over its group's median (the relative gate's price grows each group's largest gate,
     # which under "max" made the ranking a ranking of groups); 1 epoch of fine-tuning for
     # (c)-(e). Measured, seeds 0 / 1 / 2: learned 89.22 / 88.94 / 89.26% at 2.55-2.57x
-    # (-0.28 / -0.10 / +0.16 from dense); uniform-from-scratch 89.26 / 89.08 / (see the
-    # notes) at the same MACs. The previous setting (ranked over the group's largest gate,
-    # one prune per priced epoch) gave 89.18 / 88.54 / 88.90
+    # (-0.28 / -0.10 / +0.16 from dense); uniform-from-scratch 89.26 / 89.08 / 88.28 at the
+    # same MACs (10/20/40; a tie within the seed spread). The previous setting (ranked over
+    # the group's largest gate, one prune per priced epoch) gave 89.18 / 88.54 / 88.90
     "standard": ResnetProfile(epochs=8, train_size=12_000, test_size=5000, finetune_epochs=1,
                               lr=0.1, gate_kind="relative_l1", price_by="unit",
                               price=4e-3, gate_lr=0.05, warmup_frac=1 / 8, free_frac=5 / 8,
