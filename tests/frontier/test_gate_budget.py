@@ -40,13 +40,19 @@ def _gated(seed: int = 0):
     return model
 
 
-def _reference(model, target: int, keep: dict[str, int]):
-    """Brute force: rank every unit by relu(g) / max over its group (each group's `keep`
-    largest exempt), remove the k lowest for the smallest k whose config costs <= target."""
+def _reference(model, target: int, keep: dict[str, int], by: str = "max"):
+    """Brute force: rank every unit by relu(g) / max (or / the lower median) over its group
+    (each group's `keep` largest exempt), remove the k lowest for the smallest k whose config
+    costs <= target."""
     gates = {g.key: g.gate.detach().double().numpy() for g in model_gates(model)}
     rows = []
     for key, g in gates.items():
-        s = np.maximum(g, 0) / np.maximum(g, 0).max()
+        r = np.maximum(g, 0)
+        if by == "robust_z":
+            d = r - np.sort(r)[(len(r) - 1) // 2]
+            s = d / np.sort(np.abs(d))[(len(r) - 1) // 2]
+        else:
+            s = r / (r.max() if by == "max" else np.sort(r)[(len(r) - 1) // 2])
         exempt = set(np.argsort(-s, kind="stable")[:keep.get(key, 1)].tolist())
         rows += [(s[u], key, u) for u in range(len(s)) if u not in exempt]
     rows.sort()
@@ -226,3 +232,72 @@ def test_blocks_of_units_leave_together_by_their_best_unit(ratio):
         prune_gates_to_macs_(model, example(WIDE), target_macs=target, multiple=0)
     with pytest.raises(UsageError, match="multiple"):
         MacBudget(ratio=2.0, multiple=2.5)
+
+
+def test_prunes_within_a_priced_epoch_follow_the_finer_schedule():
+    """per_epoch=3: the MACs change only after the optimizer steps round(j * n / 3) of a
+    priced epoch (j = 1, 2) and at its end, each time to at most macs0 / ratio ** (i / 6)
+    for the i-th point of 2 priced epochs x 3; the warm-up and the free epoch are left alone;
+    per_epoch=1 leaves the stored identity as it was (no per_epoch key)."""
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(96, 1, 12, 12, generator=g), torch.arange(96) % 10
+    data = DatasetSplits("tiny", Split(x, y), Split(x[:0], y[:0]), Split(x[:16], y[:16]),
+                         0.0, 1.0, 0)
+    cfg = ModuleConfig(epochs=4, warmup_epochs=1, free_epochs=1, price=1e-3, optimizer="sgd",
+                       lr=0.05, gate_lr=0.05, batch_size=16)  # 6 steps per epoch
+    run = MacBudgetRun(_small_gated, data, cfg, budget=MacBudget(3.0, 0.5, per_epoch=3),
+                       describe={"net": "small"})
+    assert run.prune_points() == {2: 1, 4: 2}
+    macs0 = SMALL.macs()
+    trace, lost, recorded = [], [], []  # (epoch, step, macs after the step); units per epoch
+    for epoch in range(1, 5):
+        steps = iter(range(1, 7))
+        before = sum(gate.width for gate in model_gates(run.model))
+        run.train_epoch(epoch, lambda n, e=epoch, s=steps: trace.append(
+            (e, next(s), run.model.current_config().macs())))
+        trace.append((epoch, "end", run.model.current_config().macs()))
+        lost.append(before - sum(gate.width for gate in model_gates(run.model)))
+        recorded.append(sum(run.last_record["removed"].values()))
+    changed = [(e, s, m) for (e, s, m), (_, _, prev) in zip(trace[1:], trace, strict=False)
+               if m != prev]
+    assert [(e, s) for e, s, _ in changed] == [(2, 2), (2, 4), (2, "end"),
+                                               (3, 2), (3, 4), (3, "end")]
+    for i, (_, _, m) in enumerate(changed, start=1):
+        assert m <= macs0 / 3.0 ** (i / 6)
+    assert all(m == macs0 for e, _, m in trace if e == 1)
+    assert trace[-1][2] == changed[-1][2]  # the free epoch keeps the widths
+    assert recorded == lost and lost[1] > 0 and lost[2] > 0  # each record counts all prunes
+    assert "per_epoch" not in MacBudgetRun(_small_gated, data, cfg, budget=MacBudget(3.0, 0.5),
+                                           describe={"net": "small"}).describe["mac_budget"]
+    assert run.describe["mac_budget"]["per_epoch"] == 3
+    with pytest.raises(UsageError, match="per_epoch"):
+        MacBudget(2.0, per_epoch=0)
+
+
+@pytest.mark.parametrize("by", ["median", "robust_z"])
+def test_median_scores_rank_against_the_group_median_not_a_runaway_gate(by):
+    """score="median": the fewest lowest relu(g) / median(relu(g)) units, "robust_z": of
+    (r - median(r)) / median(|r - median(r)|) (numpy reference); a group whose largest gate
+    ran away (all its other units scaled down alike under "max") is no longer cut first."""
+    model = _gated(seed=2)
+    runaway = "stages.2.0.conv1:out"
+    with torch.no_grad():
+        for g in model_gates(model):
+            if g.key == runaway:
+                g.gate[0] = 40.0
+    target = int(SMALL.macs() / 1.6)
+    k, cfg, kept = _reference(model, target, {}, by=by)
+    gates_before = {g.key: g.gate.detach().clone() for g in model_gates(model)}
+    by_max = _gated(seed=2)
+    by_max.load_state_dict(model.state_dict())
+    out = prune_gates_to_macs_(model, example(SMALL), target_macs=target, score=by)
+    assert model.current_config() == cfg and out["macs"] == cfg.macs() <= target
+    assert sum(out["removed"].values()) == k
+    for g in model_gates(model):
+        torch.testing.assert_close(g.gate.detach(), gates_before[g.key][kept[g.key]])
+    prune_gates_to_macs_(by_max, example(SMALL), target_macs=target, score="max")
+    width = {g.key: g.width for g in model_gates(model)}
+    width_max = {g.key: g.width for g in model_gates(by_max)}
+    assert width_max[runaway] == 1 < width[runaway]  # "max" empties the runaway's group
+    with pytest.raises(UsageError, match="score"):
+        MacBudget(2.0, score="mean")

@@ -156,7 +156,8 @@ def test_images_keep_their_shape_and_flat_data_says_why_not():
 
 
 @pytest.mark.parametrize("budget", [{}, {"target_ratio": 2.0, "gate_kind": "relative_l1",
-                                     "cut_tries": 4, "eager_latency": True}])
+                                     "cut_tries": 4, "eager_latency": True,
+                                     "prunes_per_epoch": 2, "budget_score": "median"}])
 def test_the_study_end_to_end_on_small_images(tmp_path, budget):
     """Every step on 8x8 images: the alternatives meet the learned multiply-adds, the cost
     analysis counts what the network says, the learned run shrank and its epochs are stored;
@@ -245,6 +246,40 @@ def test_the_profile_refuses_an_unknown_gate_kind_or_price_by():
         dataclasses.replace(PROFILES["quick"], min_width_frac=0.0).validate()
     with pytest.raises(UsageError, match="width_multiple"):
         dataclasses.replace(PROFILES["quick"], width_multiple=0).validate()
+    with pytest.raises(UsageError, match="prunes_per_epoch"):
+        dataclasses.replace(PROFILES["quick"], prunes_per_epoch=0).validate()
+    with pytest.raises(UsageError, match="budget_score"):
+        dataclasses.replace(PROFILES["quick"], budget_score="mean").validate()
+
+
+def test_the_later_budget_fields_join_the_learned_identity_only_when_set():
+    """prunes_per_epoch / budget_score at their defaults leave the learned run's settings
+    (its identity) as they were before the fields existed; set, they are in it and in the
+    run's MacBudget."""
+    from widthlab.studies.resnet.compute import learned_step
+    from widthlab.studies.steps import RunContext
+
+    rng = np.random.default_rng(0)
+    data = from_arrays(rng.normal(size=(40, 1, 8, 8)), np.arange(40) % 2, name="tiny",
+                       val_size=0, test_size=10)
+    base = dataclasses.replace(PROFILES["quick"], target_ratio=2.0, train_size=None,
+                               test_size=None)
+
+    def step(**kw):
+        ctx = RunContext(None, "tiny", dataclasses.replace(base, **kw), {}, {}, data=data)
+        return learned_step(ctx)
+
+    old = step()
+    assert list(old.describe["settings"]) == [
+        "epochs", "train_size", "test_size", "batch_size", "lr", "momentum", "weight_decay",
+        "seed", "price", "price_by", "gate_lr", "free_frac", "warmup_frac", "target_ratio",
+        "min_width_frac", "width_multiple"]
+    new = step(prunes_per_epoch=3, budget_score="median")
+    assert new.describe["settings"] == {**old.describe["settings"], "prunes_per_epoch": 3,
+                                        "budget_score": "median"}
+    budget = new.trainable.keywords["budget"]
+    assert (budget.per_epoch, budget.score) == (3, "median")
+    assert "score" not in old.trainable.keywords["budget"].identity()
 
 
 def test_the_latency_verdict_reads_the_deployed_speed_up_and_states_the_eager_one():

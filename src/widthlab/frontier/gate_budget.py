@@ -17,7 +17,9 @@ the price shapes the gates and a schedule sets the number of multiply-adds:
   epochs of its :class:`~widthlab.engine.modules.ModuleConfig`) prunes to
   ``macs0 / ratio ** (k / n)``: geometric steps to ``ratio`` times fewer multiply-adds than
   the model started with, reached at the last priced epoch; the free epochs then train the
-  final widths. Which groups lose units is what the gates learned under the price.
+  final widths. Which groups lose units is what the gates learned under the price. With
+  ``MacBudget(per_epoch=m)`` the same schedule is cut into ``m`` smaller prunes per priced
+  epoch (after evenly spaced optimizer steps, the last at the epoch's end).
 
 Example::
 
@@ -43,6 +45,7 @@ from widthlab.metrics.cost import count_macs
 from widthlab.nn.surgery import shrink_
 from widthlab.nn.surgery.unit_gates import unit_gates
 
+SCORES = ("max", "median", "robust_z")
 __all__ = ["MacBudget", "MacBudgetRun", "prune_gates_to_macs_", "relative_gate_scores"]
 
 
@@ -62,11 +65,23 @@ class MacBudget:
         blocks of ``multiple``, a block ranked by its best unit; the floor rounded up to a
         multiple): widths that CPU convolution kernels run efficiently (oneDNN blocks
         channels by 8 or 16). 1: any width.
+    score : {"max", "median", "robust_z"}
+        How a unit's gate is ranked against other groups (:func:`relative_gate_scores`):
+        over its group's largest gate, over its group's median (robust to one runaway gate:
+        a relative gate's price is lowered by growing the group's largest gate, which scales
+        every other unit of the group down alike), or as a robust z-score within its group
+        (every group then loses the units unusually low for that group).
+    per_epoch : int
+        Prunes per priced epoch: the schedule's geometric steps are spread over ``per_epoch``
+        evenly spaced points of every priced epoch (the last at its end), so that each prune
+        removes less; 1: one prune at the end of each priced epoch.
     """
 
     ratio: float
     min_frac: float = 0.125
     multiple: int = 1
+    per_epoch: int = 1
+    score: str = "max"
 
     def __post_init__(self) -> None:
         if not (self.ratio > 1 and math.isfinite(self.ratio)):
@@ -78,6 +93,22 @@ class MacBudget:
                 or self.multiple < 1:
             raise UsageError(f"multiple must be a positive int (1: any width), got "
                              f"{self.multiple!r}")
+        if isinstance(self.per_epoch, bool) or not isinstance(self.per_epoch, int) \
+                or self.per_epoch < 1:
+            raise UsageError(f"per_epoch must be a positive int (prunes per priced epoch), "
+                             f"got {self.per_epoch!r}")
+        if self.score not in SCORES:
+            raise UsageError(f"score must be one of {', '.join(SCORES)}, got {self.score!r}")
+
+    def identity(self) -> dict:
+        """The fields that identify the schedule: every field, less the later ones
+        (``per_epoch``, ``score``) at their defaults, so that a run's id does not change when
+        they are not set."""
+        out = asdict(self)
+        for name, default in _LATER.items():
+            if out[name] == default:
+                del out[name]
+        return out
 
     def target(self, macs0: int, step: int, steps: int) -> int:
         """Multiply-adds allowed after priced epoch ``step`` of ``steps``:
@@ -85,13 +116,28 @@ class MacBudget:
         return int(macs0 / self.ratio ** (step / steps))
 
 
-def relative_gate_scores(model: nn.Module) -> dict[str, Tensor]:
-    """Per units-core gate (its key): every unit's evaluation gate over the group's largest,
-    float64 in ``[0, 1]`` (all 0 when every gate of the group is 0)."""
+# fields added after runs were stored: in the identity only when set
+_LATER = {"per_epoch": 1, "score": "max"}
+
+
+def relative_gate_scores(model: nn.Module, by: str = "max") -> dict[str, Tensor]:
+    """Per units-core gate (its key): every unit's evaluation gate ``s`` over the group's
+    largest (``by="max"``: float64 in ``[0, 1]``) or over the group's median
+    (``by="median"``, the lower median of an even count), all 0 when that divisor is 0; or
+    ``(s - median(s)) / median(|s - median(s)|)`` (``by="robust_z"``; all 0 when that
+    deviation is 0)."""
+    if by not in SCORES:
+        raise UsageError(f"by must be one of {', '.join(SCORES)}, got {by!r}")
     out = {}
     for gate in unit_gates(model):
         s = gate.kind.scale(gate.gate.detach()).to(torch.float64).cpu()
-        top = float(s.max()) if s.numel() else 0.0
+        if s.numel() and by == "robust_z":
+            s = s - s.median()
+            top = float(s.abs().median())
+        elif s.numel():
+            top = float(s.max() if by == "max" else s.median())
+        else:
+            top = 0.0
         out[gate.key] = s / top if top > 0 else torch.zeros_like(s)
     return out
 
@@ -137,7 +183,8 @@ def _macs_after(model: nn.Module, example, rows, k: int) -> int:
 
 def prune_gates_to_macs_(model: nn.Module, example, *, target_macs: int,
                          optimizer: torch.optim.Optimizer | None = None,
-                         keep: dict[str, int] | None = None, multiple: int = 1) -> dict:
+                         keep: dict[str, int] | None = None, multiple: int = 1,
+                         score: str = "max") -> dict:
     """Remove the units of lowest :func:`relative_gate_scores`, ranked over the whole
     network, until ``count_macs(model, example) <= target_macs``; in place.
 
@@ -155,6 +202,8 @@ def prune_gates_to_macs_(model: nn.Module, example, *, target_macs: int,
     multiple : int
         Units leave in blocks (:class:`MacBudget`'s ``multiple``): a group that loses units
         keeps a multiple of this many; 1: unit by unit.
+    score : {"max", "median", "robust_z"}
+        The ranking of :func:`relative_gate_scores` (:class:`MacBudget`'s ``score``).
 
     Returns
     -------
@@ -177,7 +226,7 @@ def prune_gates_to_macs_(model: nn.Module, example, *, target_macs: int,
     if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
         raise UsageError(f"multiple must be a positive int (1: unit by unit), got {multiple!r}")
     keep = {k: max(1, int(v)) for k, v in (keep or {}).items()}
-    rows = _ranking(relative_gate_scores(model), keep, multiple)
+    rows = _ranking(relative_gate_scores(model, score), keep, multiple)
     before = count_macs(model, example)
     lo = fewest_removals(
         lambda k: _macs_after(model, example, rows, k), len(rows), before, target_macs,
@@ -219,7 +268,7 @@ class MacBudgetRun(ModuleRun):
         super().__init__(model, data, cfg, describe=describe, **kwargs)
         # the budget joins the model's identity (a factory stays a factory: it is built once,
         # on the run's device, and its code is in the hash)
-        self.describe = {**self.describe, "mac_budget": asdict(budget)}
+        self.describe = {**self.describe, "mac_budget": budget.identity()}
         self.spec = self._spec(self.spec.code)
         self.run_id = self.spec.run_id()
         if not unit_gates(self.model):
@@ -230,22 +279,54 @@ class MacBudgetRun(ModuleRun):
         self.keep = {g.key: max(1, math.ceil(budget.min_frac * g.width))
                      for g in unit_gates(self.model)}
         self.pruned: dict = {}
+        self._mid: dict[str, int] = {}  # units removed by the prunes within this epoch
 
-    def target_at(self, epoch: int) -> int | None:
-        """The multiply-adds allowed after ``epoch`` (None: not a priced epoch)."""
+    def target_at(self, epoch: int, point: int | None = None) -> int | None:
+        """The multiply-adds allowed at prune ``point`` (1..``per_epoch``; default the last,
+        the epoch's end) of ``epoch`` (None: not a priced epoch)."""
         k = epoch - self.cfg.warmup_epochs
         if not 1 <= k <= self.steps:
             return None
-        return self.budget.target(self.macs0, k, self.steps)
+        m = self.budget.per_epoch
+        j = m if point is None else point
+        return self.budget.target(self.macs0, (k - 1) * m + j, self.steps * m)
+
+    def prune_points(self) -> dict[int, int]:
+        """Optimizer step within a priced epoch -> the prune point after it (the points but
+        the last, which :meth:`shrink` takes at the epoch's end)."""
+        m, n = self.budget.per_epoch, self.steps_per_epoch()
+        return {max(1, round(j * n / m)): j for j in range(1, m)}
+
+    def train_epoch(self, epoch: int, advance):
+        self._mid = {}
+        points = self.prune_points() if self.target_at(epoch) is not None else {}
+        if not points:
+            return super().train_epoch(epoch, advance)
+        done = [0]
+
+        def step(n: int) -> None:  # after each optimizer step of the epoch
+            done[0] += n
+            j = points.get(done[0]) if n == 1 else None
+            if j is not None:
+                self._prune(self.target_at(epoch, j), self._mid)
+            advance(n)
+
+        return super().train_epoch(epoch, step)
+
+    def _prune(self, target: int, removed: dict[str, int]) -> None:
+        self.pruned = prune_gates_to_macs_(self.model, self.example, target_macs=target,
+                                           optimizer=self.opt, keep=self.keep,
+                                           multiple=self.budget.multiple,
+                                           score=self.budget.score)
+        for key, n in self.pruned["removed"].items():
+            removed[key] = removed.get(key, 0) + n
 
     def shrink(self, epoch: int) -> dict[str, int]:
         removed = super().shrink(epoch)
-        target = self.target_at(epoch)
-        if target is None:
-            return removed
-        self.pruned = prune_gates_to_macs_(self.model, self.example, target_macs=target,
-                                           optimizer=self.opt, keep=self.keep,
-                                           multiple=self.budget.multiple)
-        for key, n in self.pruned["removed"].items():
+        for key, n in self._mid.items():  # this epoch's earlier prunes
             removed[key] = removed.get(key, 0) + n
+        self._mid = {}
+        target = self.target_at(epoch)
+        if target is not None:
+            self._prune(target, removed)
         return removed

@@ -50,6 +50,8 @@ from widthlab.studies.resnet.config import (
     settings,
 )
 
+# learned-run fields added after runs were stored: in the run's identity only when not default
+LATER = {"prunes_per_epoch": 1, "budget_score": "max"}
 UPSTREAM = {TP: DENSE, CUT: DENSE, SLIM: SLIM_TRAIN}
 TRAINED = (DENSE, LEARNED, UNIFORM, SLIM_TRAIN, TP, SLIM, CUT)
 
@@ -134,8 +136,10 @@ def learned_step(ctx: RunContext) -> ModuleExperiment | None:
     trainable = ModuleRun
     if p.target_ratio > 0:  # the gates choose the units, a schedule how many MACs stay
         names += ("target_ratio", "min_width_frac", "width_multiple")
+        names += tuple(n for n in LATER if getattr(p, n) != LATER[n])  # hashed when set
         trainable = functools.partial(MacBudgetRun, budget=MacBudget(
-            p.target_ratio, p.min_width_frac, p.width_multiple))
+            p.target_ratio, p.min_width_frac, p.width_multiple, p.prunes_per_epoch,
+            p.budget_score))
     return _experiment(LEARNED, build, learned_config(p), ctx,
                        {"settings": settings(p, *names)}, data, trainable=trainable)
 
