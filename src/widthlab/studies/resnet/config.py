@@ -154,18 +154,15 @@ PROFILES = {
                            batch_size=32, price=0.05, gate_lr=0.5, free_frac=0.0,
                            calib_size=32, cut_scale="fisher", cut_rounds=1, cut_tries=1,
                            journal_images=32, latency_repeats=3, eager_latency=False),
-    # the comparison on 2 CPU cores (benchmarks/bench_resnet.py; 45 min wall on the shared
-    # box, 12 min when it was quiet): 12,000 training and 5,000 test images, 8 epochs at lr 0.1
-    # (dense 89.50 / 89.04 / 89.10% on FashionMNIST, seeds 0 / 1 / 2); the learned run:
+    # the comparison on 2 CPU cores (benchmarks/bench_resnet.py, about 23 min per seed on one
+    # thread): 12,000 training and 5,000 test images, 8 epochs at lr 0.1; the learned run:
     # relative (scale-free) gates under one flat price, 1 warm-up epoch, 2 priced epochs with
     # 4 MAC-budget prunes each (geometric steps to 2.55x fewer MACs, every group keeps at
     # least half its width), 5 free epochs at the final widths; a unit is ranked by its gate
     # over its group's median (the relative gate's price grows each group's largest gate,
     # which under "max" made the ranking a ranking of groups); 1 epoch of fine-tuning for
-    # (c)-(e). Measured, seeds 0 / 1 / 2: learned 89.22 / 88.94 / 89.26% at 2.55-2.57x
-    # (-0.28 / -0.10 / +0.16 from dense); uniform-from-scratch 89.26 / 89.08 / 88.28 at the
-    # same MACs (10/20/40; a tie within the seed spread). The previous setting (ranked over
-    # the group's largest gate, one prune per priced epoch) gave 89.18 / 88.54 / 88.90
+    # (c)-(e). The numbers of each seed, and of the settings tried before: README.md and
+    # benchmarks/README.md
     "standard": ResnetProfile(epochs=8, train_size=12_000, test_size=5000, finetune_epochs=1,
                               lr=0.1, gate_kind="relative_l1", price_by="unit",
                               price=4e-3, gate_lr=0.05, warmup_frac=1 / 8, free_frac=5 / 8,
