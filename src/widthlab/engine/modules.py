@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from widthlab.engine.spec import NOT_HASHED, hashed_names, split_config
+from widthlab.engine.spec import NOT_HASHED, hashed_names, split_config, without_defaults
 from widthlab.errors import UsageError
 from widthlab.nn.surgery import model_gates
 
@@ -137,10 +137,7 @@ class ModuleConfig:
         :data:`WHEN_SET` fields at their defaults (so runs that do not set them keep their
         settings)."""
         train, placement = split_config(self)
-        for name, default in WHEN_SET.items():
-            if train.get(name) == default:
-                del train[name]
-        return train, placement
+        return without_defaults(train, WHEN_SET), placement
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:

@@ -153,6 +153,12 @@ def data_identity(data: Any) -> str:
         f"{data.name}:{len(data.train)}:{len(data.val)}:{len(data.test)}"
 
 
+def without_defaults(values: dict, defaults: dict) -> dict:
+    """``values`` less the keys whose value equals ``defaults[key]``: settings added after runs
+    were stored enter an identity only when set, so the older runs keep their ids."""
+    return {k: v for k, v in values.items() if k not in defaults or v != defaults[k]}
+
+
 def hashed_names(cls: type, shrinks: bool = False) -> list[str]:
     """The names of the fields of config dataclass ``cls`` that :func:`split_config` hashes."""
     return [f.name for f in dataclasses.fields(cls)
@@ -161,4 +167,4 @@ def hashed_names(cls: type, shrinks: bool = False) -> list[str]:
 
 
 __all__ = ["JOB_PLACEMENT", "KINDS", "NOT_HASHED", "RunSpec", "data_identity", "hashed_names",
-           "job_spec", "split_config"]
+           "job_spec", "split_config", "without_defaults"]

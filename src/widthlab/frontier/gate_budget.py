@@ -39,6 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from widthlab.engine.module_run import ModuleRun
+from widthlab.engine.spec import without_defaults
 from widthlab.errors import UsageError
 from widthlab.frontier.budget import fewest_removals
 from widthlab.metrics.cost import count_macs
@@ -104,11 +105,7 @@ class MacBudget:
         """The fields that identify the schedule: every field, less the later ones
         (``per_epoch``, ``score``) at their defaults, so that a run's id does not change when
         they are not set."""
-        out = asdict(self)
-        for name, default in _LATER.items():
-            if out[name] == default:
-                del out[name]
-        return out
+        return without_defaults(asdict(self), _LATER)
 
     def target(self, macs0: int, step: int, steps: int) -> int:
         """Multiply-adds allowed after priced epoch ``step`` of ``steps``:

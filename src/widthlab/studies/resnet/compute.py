@@ -27,6 +27,7 @@ from widthlab.data import load_splits
 from widthlab.data.tensors import DatasetSplits, Split
 from widthlab.engine.lifecycle import Result
 from widthlab.engine.module_run import ModuleRun
+from widthlab.engine.spec import without_defaults
 from widthlab.frontier.gate_budget import MacBudget, MacBudgetRun
 from widthlab.nn.resnet import ResNetConfig
 from widthlab.store import MetricRow, Store
@@ -136,7 +137,7 @@ def learned_step(ctx: RunContext) -> ModuleExperiment | None:
     trainable = ModuleRun
     if p.target_ratio > 0:  # the gates choose the units, a schedule how many MACs stay
         names += ("target_ratio", "min_width_frac", "width_multiple")
-        names += tuple(n for n in LATER if getattr(p, n) != LATER[n])  # hashed when set
+        names += tuple(without_defaults({n: getattr(p, n) for n in LATER}, LATER))
         trainable = functools.partial(MacBudgetRun, budget=MacBudget(
             p.target_ratio, p.min_width_frac, p.width_multiple, p.prunes_per_epoch,
             p.budget_score))
