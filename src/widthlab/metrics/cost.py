@@ -199,6 +199,9 @@ def measure_latencies(models: Sequence[nn.Module], example, *, threads: int | No
         args = _channels_last(args)
     before, was = torch.get_num_threads(), [m.training for m in models]
     times: list[list[float]] = [[] for _ in models]
+    # a GPU forward returns before its kernels end: wait for them inside each timing
+    sync = torch.cuda.synchronize if any(isinstance(a, Tensor) and a.is_cuda
+                                         for a in args) else (lambda: None)
     try:
         if threads is not None:
             torch.set_num_threads(threads)
@@ -207,8 +210,10 @@ def measure_latencies(models: Sequence[nn.Module], example, *, threads: int | No
         with torch.no_grad():
             for i in range(warmup + repeats):
                 for m, t in zip(models, times, strict=True):
+                    sync()
                     start = time.perf_counter()
                     m(*args)
+                    sync()
                     if i >= warmup:
                         t.append(time.perf_counter() - start)
     finally:
