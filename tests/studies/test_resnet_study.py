@@ -299,3 +299,43 @@ def test_the_latency_verdict_reads_the_deployed_speed_up_and_states_the_eager_on
     assert not latency_falls(slow).holds
     no_eager = f.assign(speedup_eager_b64=np.nan)
     assert latency_falls(no_eager).holds and "eager" not in latency_falls(no_eager).text
+
+
+def test_the_verdicts_over_seeds_use_paired_means_and_state_the_spread():
+    from widthlab.studies.resnet.config import ALTERNATIVES
+    from widthlab.studies.resnet.verdicts import across_seeds
+
+    rng = np.random.default_rng(3)
+    accs = {s: {m: 89 + rng.normal(0, 0.4) for m in ("dense", LEARNED, *ALTERNATIVES)}
+            for s in range(4)}
+    accs[0]["uniform"] = accs[0][LEARNED] + 0.5  # uniform wins one seed by half a point
+
+    def table(s, ratio=2.6, speedup=1.9):
+        a = accs[s]
+        return pd.DataFrame({"method": list(a), "acc": list(a.values()),
+                             "macs_ratio": [1.0] + [ratio] * (len(a) - 1),
+                             "speedup_b64": [1.0] + [speedup] * (len(a) - 1)})
+
+    finals = {s: table(s) for s in range(4)}
+    target, beats, latency = across_seeds(finals)
+    learned = np.array([accs[s][LEARNED] for s in range(4)])
+    for m in ALTERNATIVES:
+        diff = learned - np.array([accs[s][m] for s in range(4)])
+        assert beats.numbers["margins"][m] == pytest.approx(diff.mean())
+        assert f"sd {diff.std(ddof=1):.2f}" in beats.text
+    assert beats.holds == all(v > 0 for v in beats.numbers["margins"].values())
+    drop = np.array([accs[s]["dense"] - accs[s][LEARNED] for s in range(4)])
+    assert target.numbers["drop"] == pytest.approx(drop.mean())
+    assert target.holds == (drop.mean() <= 0.3)
+    assert latency.holds and latency.numbers["share"] == pytest.approx(1.9 / 2.6)
+    # one alternative clearly better on every seed: the claim fails and says by how much
+    for s in range(4):
+        accs[s]["slimming"] = accs[s][LEARNED] + 1.0
+    worse = across_seeds({s: table(s, speedup=1.5) for s in range(4)})
+    assert not worse[1].holds and worse[1].numbers["margins"]["slimming"] == pytest.approx(-1)
+    assert "-1.00, sd 0.00 (beyond the spread)" in worse[1].text
+    assert not worse[2].holds  # 1.5 / 2.6 < 0.7
+    # a seed without its learned run: every claim fails and names it
+    gap = {**finals, 9: finals[0][finals[0].method != LEARNED]}
+    assert not any(v.holds for v in across_seeds(gap))
+    assert "missing: [9]" in across_seeds(gap)[0].text

@@ -168,7 +168,7 @@ PROFILES = {
                               price=4e-3, gate_lr=0.05, warmup_frac=1 / 8, free_frac=5 / 8,
                               target_ratio=2.55, min_width_frac=0.5, prunes_per_epoch=4,
                               budget_score="median", calib_size=512,
-                              cut_rounds=2, cut_tries=4, latency_repeats=10),
+                              cut_rounds=2, cut_tries=4, latency_repeats=30),
     # every training image, the official test set, 15 epochs (2 warm-up, 4 priced ending with
     # the budget's prunes, 9 free), 3 of fine-tuning; the standard profile's flat price and
     # floor, the price scaled to the same gate travel over 10x the priced steps (not run here)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import pandas as pd
 
@@ -120,3 +122,69 @@ def variance_agrees(groups: pd.DataFrame) -> Verdict:
                    f"vs learned width: {pairs}. Spearman {rho:.2f}; dead channels in the dense "
                    f"network {int(groups.dense_dead.sum())}, in the learned one "
                    f"{int(groups.learned_dead.sum())}.", {"rho": rho})
+
+
+def across_seeds(finals: Mapping[int, pd.DataFrame]) -> list[Verdict]:
+    """The acceptance's three comparisons over several seeds' ``final`` tables (seed -> the
+    table of one run of the study): the 2.5x / 0.3-point target and the latency share on the
+    seeds' means (each seed's value listed), and "learned beats (b)-(e)" as the mean of the
+    paired per-seed differences (learned - alternative, same seed) above 0 for every
+    alternative, each stated with its spread (sample standard deviation over the seeds) and
+    whether the mean margin exceeds it."""
+    seeds = sorted(finals)
+    n = len(seeds)
+    rows = {s: {m: _row(finals[s], m) for m in (DENSE, LEARNED, *ALTERNATIVES)} for s in seeds}
+    need = [s for s in seeds if rows[s][DENSE] is None or rows[s][LEARNED] is None]
+    tag = f"{n} seed{'s' * (n != 1)} ({', '.join(map(str, seeds))})"
+    claims = (f"over seeds: learned >= {MIN_RATIO}x fewer MACs at <= {MAX_DROP} points below "
+              "dense (seed means)",
+              "over seeds: learned beats each of (b)-(e) on the mean paired difference",
+              f"over seeds: learned batch-64 speed-up >= {LATENCY_SHARE} of its MAC ratio "
+              "(seed mean)")
+    if not seeds or need:
+        why = f"needs the dense and learned runs of every seed (missing: {need or 'all'})"
+        return [Verdict(c, False, why) for c in claims]
+
+    def each(values) -> str:
+        return ", ".join(f"{float(v):+.2f}" for v in values)
+
+    def spread(values: np.ndarray) -> float:
+        return float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+
+    dense = np.array([rows[s][DENSE].acc for s in seeds], float)
+    learned = np.array([rows[s][LEARNED].acc for s in seeds], float)
+    ratio = np.array([rows[s][LEARNED].macs_ratio for s in seeds], float)
+    drop = dense - learned
+    out = [Verdict(claims[0], bool(ratio.mean() >= MIN_RATIO and drop.mean() <= MAX_DROP),
+                   f"{tag}: dense {dense.mean():.2f}% (sd {spread(dense):.2f}), learned "
+                   f"{learned.mean():.2f}% (sd {spread(learned):.2f}) at {ratio.mean():.3f}x "
+                   f"fewer MACs; drop {drop.mean():+.2f} points (per seed {each(drop)}); "
+                   f"the target holds on {int(((ratio >= MIN_RATIO) & (drop <= MAX_DROP)).sum())}"
+                   f" of {n} seeds.",
+                   {"ratio": float(ratio.mean()), "drop": float(drop.mean()),
+                    "drop_sd": spread(drop)})]
+    parts, margins, ok = [], {}, True
+    for m in ALTERNATIVES:
+        got = [rows[s][m] for s in seeds]
+        if any(r is None for r in got):
+            parts.append(f"{LABELS[m]}: missing on some seeds")
+            ok = False
+            continue
+        alt = np.array([r.acc for r in got], float)
+        diff = learned - alt
+        sd = spread(diff)
+        margins[m] = float(diff.mean())
+        ok &= bool(diff.mean() > 0)
+        beyond = ("" if np.isnan(sd) else
+                  " (beyond the spread)" if abs(diff.mean()) > sd else " (within the spread)")
+        parts.append(f"{LABELS[m]} {alt.mean():.2f}% (sd {spread(alt):.2f}): learned "
+                     f"{diff.mean():+.2f}, sd {sd:.2f}{beyond}, per seed {each(diff)}")
+    out.append(Verdict(claims[1], ok, f"{tag}, learned {learned.mean():.2f}%: "
+                       + "; ".join(parts) + ".", {"margins": margins}))
+    share = np.array([rows[s][LEARNED].speedup_b64 / rows[s][LEARNED].macs_ratio
+                      for s in seeds], float)
+    out.append(Verdict(claims[2], bool(np.nanmean(share) >= LATENCY_SHARE),
+                       f"{tag}: share {np.nanmean(share):.2f} (per seed "
+                       f"{', '.join(f'{v:.2f}' for v in share)}; BatchNorm folded, "
+                       "channels-last, one thread).", {"share": float(np.nanmean(share))}))
+    return out
