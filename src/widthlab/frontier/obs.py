@@ -65,10 +65,15 @@ def add_gram_(g: Tensor, blk: Tensor, *, beta: float = 1.0) -> None:
 
 
 def mirror_gram_(g: Tensor) -> None:
-    """Copy the lower panels of :func:`add_gram_` onto the upper triangle."""
+    """Copy the lower panels of :func:`add_gram_` onto the upper triangle, the diagonal
+    blocks' own upper triangles included (a GEMM's block ``B^T B`` need not be symmetric
+    bitwise: its kernels may sum ``(i, j)`` and ``(j, i)`` in different orders)."""
     edges = _panels(g.shape[0])
-    for r0, r1 in zip(edges[1:-1], edges[2:], strict=True):
-        g[:r0, r0:r1] = g[r0:r1, :r0].t()
+    for r0, r1 in zip(edges[:-1], edges[1:], strict=True):
+        d = g[r0:r1, r0:r1]
+        d.copy_(torch.tril(d) + torch.tril(d, -1).t())
+        if r0:
+            g[:r0, r0:r1] = g[r0:r1, :r0].t()
 
 
 def gram(a: Tensor, *, chunk: int = 2 ** 22, lower: bool = False) -> Tensor:
