@@ -73,12 +73,34 @@ class _Suffix(nn.Module):
         self.register_buffer("example", torch.zeros_like(example[:1]))
 
     def forward(self, z: Tensor) -> Tensor:
-        mod = self.model.get_submodule(self.consumer)
-        h = mod.register_forward_hook(lambda _m, _a, _o: z)
-        try:
-            return self.model(self.example.expand(len(z), *self.example.shape[1:]))
-        finally:
-            h.remove()
+        return _replaced(self.model, self.consumer,
+                         self.example.expand(len(z), *self.example.shape[1:]), z)
+
+
+def _replaced(model: nn.Module, consumer: str, x: Tensor, z: Tensor):
+    """``model(x)`` with the output of ``consumer`` replaced by ``z``."""
+    h = model.get_submodule(consumer).register_forward_hook(lambda _m, _a, _o: z)
+    try:
+        return model(x)
+    finally:
+        h.remove()
+
+
+def _reads_only(suffix: _Suffix, model: nn.Module, consumer: str, example: Tensor, z: Tensor,
+                out, probes: int = 4) -> bool:
+    """Whether the network after ``consumer`` reads nothing but its output: the model on
+    ``example`` equals the suffix (run on a constant input) at the consumer's output ``z`` and
+    at ``probes`` seeded normal draws in its place (a skip the example hides, such as one
+    multiplied by a ReLU that is zero at ``z``, shows at other consumer outputs)."""
+    gen = torch.Generator().manual_seed(0)
+    for i in range(probes + 1):
+        zz = z if i == 0 else torch.randn(z.shape, generator=gen, dtype=z.dtype).to(z.device)
+        real = out if i == 0 else _replaced(model, consumer, example, zz)
+        again = suffix(zz)
+        if not (isinstance(real, Tensor) and again.shape == real.shape
+                and torch.allclose(again, real, rtol=0, atol=0, equal_nan=True)):
+            return False  # bitwise the same values, NaN where the other has NaN (log of a probe)
+    return True
 
 
 class _Events(TorchDispatchMode):
@@ -231,8 +253,8 @@ def trace_layer(model: nn.Module, layer: str, example: Tensor) -> LayerPath:
         return LayerPath(layer, cons, ops, None, after, example[:1].detach().clone())
     suffix = _Suffix(work, cons, example).eval()
     with torch.no_grad():
-        again = suffix(z)
-    if not (isinstance(out, Tensor) and again.shape == out.shape and torch.equal(again, out)):
+        alone = _reads_only(suffix, work, cons, example, z, out)
+    if not alone:
         raise UsageError(f"after consumer {cons!r} the model reads other values than the "
                          "consumer's output (a skip connection, its input); the frontier "
                          "needs a network that continues from the consumer's output alone")
