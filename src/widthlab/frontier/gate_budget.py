@@ -47,7 +47,8 @@ from widthlab.nn.surgery import shrink_
 from widthlab.nn.surgery.unit_gates import unit_gates
 
 SCORES = ("max", "median", "robust_z")
-__all__ = ["MacBudget", "MacBudgetRun", "prune_gates_to_macs_", "relative_gate_scores"]
+__all__ = ["SCORES", "MacBudget", "MacBudgetRun", "prune_gates_to_macs_",
+           "relative_gate_scores"]
 
 
 @dataclass(frozen=True)
@@ -305,25 +306,26 @@ class MacBudgetRun(ModuleRun):
             done[0] += n
             j = points.get(done[0]) if n == 1 else None
             if j is not None:
-                self._prune(self.target_at(epoch, j), self._mid)
+                self._prune(self.target_at(epoch, j))
             advance(n)
 
         return super().train_epoch(epoch, step)
 
-    def _prune(self, target: int, removed: dict[str, int]) -> None:
+    def _prune(self, target: int) -> None:
+        """Prune to ``target`` multiply-adds; the units removed add to this epoch's count."""
         self.pruned = prune_gates_to_macs_(self.model, self.example, target_macs=target,
                                            optimizer=self.opt, keep=self.keep,
                                            multiple=self.budget.multiple,
                                            score=self.budget.score)
         for key, n in self.pruned["removed"].items():
-            removed[key] = removed.get(key, 0) + n
+            self._mid[key] = self._mid.get(key, 0) + n
 
     def shrink(self, epoch: int) -> dict[str, int]:
         removed = super().shrink(epoch)
-        for key, n in self._mid.items():  # this epoch's earlier prunes
-            removed[key] = removed.get(key, 0) + n
-        self._mid = {}
         target = self.target_at(epoch)
         if target is not None:
-            self._prune(target, removed)
+            self._prune(target)
+        for key, n in self._mid.items():  # this epoch's prunes, the one just made included
+            removed[key] = removed.get(key, 0) + n
+        self._mid = {}
         return removed

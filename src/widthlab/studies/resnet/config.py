@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from widthlab.engine.modules import ModuleConfig
 from widthlab.errors import UsageError
+from widthlab.frontier.gate_budget import SCORES
 from widthlab.studies.base import Profile
 
 NAME = "resnet"
@@ -132,8 +133,8 @@ class ResnetProfile(Profile):
                              f"{self.target_ratio}")
         if not 0 < self.min_width_frac <= 1:
             raise UsageError(f"min_width_frac must be in (0, 1], got {self.min_width_frac}")
-        if self.budget_score not in ("max", "median", "robust_z"):
-            raise UsageError(f"budget_score must be max, median or robust_z, got "
+        if self.budget_score not in SCORES:
+            raise UsageError(f"budget_score must be one of {', '.join(SCORES)}, got "
                              f"{self.budget_score!r}")
         if self.cut_scale not in ("max", "measured", "fisher"):
             raise UsageError(f"cut_scale must be max, measured or fisher, got "
